@@ -1,0 +1,1 @@
+"""The orchestrator's actors and the shared services they run on (scheduler, poller)."""

@@ -1,0 +1,213 @@
+"""RouterActor: one per router; owns one state machine and never blocks for long."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
+from ..messages import (
+    ChildFailed,
+    DebugGlobal,
+    DebugRouter,
+    DebugTenant,
+    Deliver,
+    Dump,
+    ManageGlobal,
+    ManageRouter,
+    ManageTenant,
+    RouterExited,
+    Run,
+    Wake,
+)
+from ..ports import Instance
+from ..settings import Settings
+from ..state import Automaton, Outcome
+from .scheduler import Scheduler
+
+__all__ = ["RouterActor", "router_logger"]
+
+LOG = logging.getLogger("astara_actors.router")
+
+
+class _RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[router {self.extra['router_id']}] {msg}", kwargs  # type: ignore[index]
+
+
+def router_logger(router_id: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+    """The per-router log: one shared logger, every line prefixed with the router id."""
+    return _RouterLog(LOG, {"router_id": router_id})
+
+
+# Debug scopes, in the order a dump lists them.
+SCOPES = ("global", "tenant", "router")
+
+
+class RouterActor(pykka.ThreadingActor):
+    """Feeds events to its :class:`Automaton` and turns its outcomes into scheduled wakes.
+
+    Events are coalesced: however many arrive while the machine works (a burst of 100
+    UPDATEs during a config push), they are collapsed into the next single traversal.
+    """
+
+    def __init__(
+        self,
+        router_id: str,
+        tenant_id: str,
+        *,
+        parent: pykka.ActorRef[Any],
+        instance: Instance,
+        scheduler: Scheduler,
+        settings: Settings,
+        generation: int = 0,
+        restarts: int = 0,
+        failure: str | None = None,
+        silenced: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__()
+        self.router_id = router_id
+        self.tenant_id = tenant_id
+        self.parent = parent
+        self.instance = instance
+        self.scheduler = scheduler
+        self.settings = settings
+        self.generation = generation
+        self.restarts = restarts
+        self.failure = failure
+        self.silenced: dict[str, str] = dict(silenced or {})  # debug scope -> reason
+        self.log = router_logger(router_id)
+        self.sm = Automaton(
+            router_id, tenant_id, instance, settings, clock=clock, rand=rand, log=self.log
+        )
+        self._run_pending = False
+        self._synced = False
+
+    # --- lifecycle
+    def on_start(self) -> None:
+        if self.failure is None:
+            return
+        try:
+            # Restarted past the restart limit: stay alive, in ERROR, and retry by itself.
+            self._after(self.sm.fail(f"actor crashed too often: {self.failure}"))
+        except Exception:
+            # pykka does not call on_failure for on_start: tell the parent ourselves.
+            self.on_failure(*sys.exc_info())
+            raise
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        error = f"{getattr(exception_type, '__name__', 'Exception')}: {exception_value}"
+        try:
+            self.parent.tell(ChildFailed(self.router_id, error, self.generation))
+        except pykka.ActorDeadError:
+            pass  # the tenant is dead too; the root restarts it with this router
+
+    # --- messages
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Deliver(event=event):
+                self._deliver(event)
+            case Run():
+                self._run()
+            case Wake(token=token):
+                if not self.silenced and self.sm.wake(token):
+                    self._run_soon()
+            case Dump():
+                return self.dump()
+            case DebugRouter(reason=reason):
+                self._silence("router", reason)
+            case ManageRouter(reason=reason):
+                self._unsilence("router", reason)
+            case DebugTenant(reason=reason):
+                self._silence("tenant", reason)
+            case ManageTenant(reason=reason):
+                self._unsilence("tenant", reason)
+            case DebugGlobal(reason=reason):
+                self._silence("global", reason)
+            case ManageGlobal(reason=reason):
+                self._unsilence("global", reason)
+            case _:
+                self.log.warning("ignored unexpected message %r", message)
+        return None
+
+    def dump(self) -> dict[str, Any]:
+        dump = self.sm.dump()
+        dump.update(
+            debug=bool(self.silenced),
+            debug_reasons={scope: self.silenced[scope] for scope in SCOPES if scope in self.silenced},
+            restarts=self.restarts,
+            mailbox=self.actor_inbox.qsize(),
+            instance=self.instance.dump(),
+        )
+        return dump
+
+    # --- internals
+    def _deliver(self, event: Event) -> None:
+        if self.silenced:
+            self.log.debug("in debug mode: %s dropped", event.action)
+            return
+        if event.router_id == WILDCARD_ERROR and self.instance.state != InstanceState.ERROR:
+            return
+        if event.router_id not in (self.router_id, WILDCARD_ALL, WILDCARD_ERROR):
+            self.log.warning("event for router %s delivered here; dropped", event.router_id)
+            return
+        if event.reason:
+            self.log.info("%s requested: %s", event.action, event.reason)
+        if self.sm.send_message(event.action, event.image_id):
+            self._run_soon()
+
+    def _run_soon(self) -> None:
+        # One pending Run at most: every event already in the mailbox is queued into the
+        # machine before it runs, which is what collapses bursts.
+        if not self._run_pending:
+            self._run_pending = True
+            self.actor_ref.tell(Run())
+
+    def _run(self) -> None:
+        self._run_pending = False
+        if self.silenced or not self.sm.has_more_work():
+            return
+        if not self._synced:
+            # A new (or restarted) actor learns what already exists before acting, so it
+            # adopts a VM that is there instead of booting a second one.
+            self.instance.update_state()
+            self._synced = True
+        self._after(self.sm.update())
+
+    def _after(self, outcome: Outcome) -> None:
+        if outcome.deleted:
+            self.log.info("router deleted; its VM and ports are gone")
+            self.parent.tell(RouterExited(self.router_id))
+            return
+        if outcome.wake_after is not None:
+            self.scheduler.schedule(outcome.wake_after, self.actor_ref, Wake(outcome.token))
+        if self.sm.has_more_work():
+            self._run_soon()
+
+    def _silence(self, scope: str, reason: str) -> None:
+        self.silenced[scope] = reason
+        self.log.info("debug mode (%s): %s", scope, reason or "no reason given")
+
+    def _unsilence(self, scope: str, reason: str) -> None:
+        if self.silenced.pop(scope, None) is None:
+            return
+        if self.silenced:
+            self.log.info("%s debug cleared; still in debug (%s)", scope, ", ".join(self.silenced))
+            return
+        self.log.info("managed again: %s", reason or "no reason given")
+        if self.sm.send_message(Action.UPDATE):
+            self._run_soon()

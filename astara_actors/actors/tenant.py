@@ -1,0 +1,242 @@
+"""TenantActor: one per tenant; routes its events, supervises its routers, holds tenant debug."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
+from ..messages import (
+    ChildFailed,
+    DebugGlobal,
+    DebugRouter,
+    DebugTenant,
+    Deliver,
+    Dump,
+    ManageGlobal,
+    ManageRouter,
+    ManageTenant,
+    Restart,
+    RouterExited,
+    Track,
+    Untrack,
+)
+from ..settings import Settings
+from ..supervision import RestartPolicy
+from .children import Children
+from .scheduler import Scheduler
+
+__all__ = ["RouterFactory", "TenantActor"]
+
+LOG = logging.getLogger(__name__)
+
+# Ids of recently deleted routers, so that stragglers (a late notification) are dropped
+# instead of recreating an actor for a router that is gone (the original kept 50).
+DELETED_MEMORY = 50
+
+# router_factory(router_id, tenant_id, parent, generation, restarts, failure, silenced) -> ref
+RouterFactory = Callable[..., pykka.ActorRef[Any]]
+
+
+class TenantActor(pykka.ThreadingActor):
+    """Parent of one tenant's RouterActors; tenant debug is one message here."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        *,
+        parent: pykka.ActorRef[Any],
+        router_factory: RouterFactory,
+        scheduler: Scheduler,
+        poller: pykka.ActorRef[Any] | None,
+        settings: Settings,
+        policy: RestartPolicy,
+        generation: int = 0,
+        restarts: int = 0,
+        routers: tuple[str, ...] = (),
+        silenced: dict[str, str] | None = None,
+        router_debug: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tenant_id = tenant_id
+        self.parent = parent
+        self.router_factory = router_factory
+        self.scheduler = scheduler
+        self.poller = poller
+        self.settings = settings
+        self.policy = policy
+        self.generation = generation
+        self.restarts = restarts
+        self.initial_routers = routers
+        self.silenced: dict[str, str] = dict(silenced or {})  # "tenant"/"global" -> reason
+        self.router_debug: dict[str, str] = dict(router_debug or {})
+        self.deleted: deque[str] = deque(maxlen=DELETED_MEMORY)
+        self.children: Children | None = None
+
+    # --- lifecycle
+    def on_start(self) -> None:
+        self.children = Children(
+            self.actor_ref, self.scheduler, self.policy, self._start_router, "router",
+            on_restart=self._resync,
+        )
+        try:
+            for router_id in self.initial_routers:
+                # Restarted with our routers: each rebuilds its state from the cloud.
+                self.children.ensure(router_id)
+                self._track(router_id)
+                self._resync(router_id)
+        except Exception:
+            # pykka does not call on_failure for on_start: tell the parent ourselves.
+            self.on_failure(*sys.exc_info())
+            raise
+
+    def on_stop(self) -> None:
+        self._stop_routers()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        routers = tuple(c.key for c in self.children) if self.children else ()
+        self._stop_routers()
+        error = f"{getattr(exception_type, '__name__', 'Exception')}: {exception_value}"
+        try:
+            self.parent.tell(ChildFailed(self.tenant_id, error, self.generation, routers))
+        except pykka.ActorDeadError:
+            pass
+
+    # --- messages
+    def on_receive(self, message: Any) -> Any:
+        assert self.children is not None
+        match message:
+            case Deliver(event=event):
+                self._deliver(event)
+            case Dump(router_id=None):
+                return self.dump()
+            case Dump(router_id=router_id):
+                return self._dump_router(router_id)
+            case RouterExited(router_id=router_id):
+                self._forget(router_id)
+            case ChildFailed() as failed:
+                self.children.failed(failed)
+            case Restart() as restart:
+                self.children.restart(restart)
+            case DebugRouter(router_id=router_id, reason=reason) as msg:
+                self.router_debug[router_id] = reason
+                if router_id in self.children:
+                    self.children.tell(router_id, msg)
+            case ManageRouter(router_id=router_id) as msg:
+                self.router_debug.pop(router_id, None)
+                if router_id in self.children:
+                    self.children.tell(router_id, msg)
+            case DebugTenant(reason=reason) | DebugGlobal(reason=reason) as msg:
+                self.silenced[_scope(msg)] = reason
+                self.children.broadcast(lambda _key: msg)
+            case ManageTenant() | ManageGlobal() as msg:
+                self.silenced.pop(_scope(msg), None)
+                self.children.broadcast(lambda _key: msg)
+            case _:
+                LOG.warning("tenant %s ignored unexpected message %r", self.tenant_id, message)
+        return None
+
+    def dump(self) -> dict[str, Any]:
+        assert self.children is not None
+        routers = []
+        for child, answer in self.children.ask_all(Dump(), self.settings.ask_timeout):
+            if isinstance(answer, dict) and "unavailable" in answer:
+                answer = {"router_id": child.key, "tenant_id": self.tenant_id, **answer}
+            answer["restarts"] = self.children.restarts(child.key)
+            routers.append(answer)
+        routers.sort(key=lambda d: d["router_id"])
+        return {
+            "tenant_id": self.tenant_id,
+            "debug": bool(self.silenced),
+            "debug_reasons": dict(self.silenced),
+            "restarts": self.restarts,
+            "mailbox": self.actor_inbox.qsize(),
+            "routers": routers,
+        }
+
+    # --- internals
+    def _dump_router(self, router_id: str) -> dict[str, Any] | None:
+        assert self.children is not None
+        child = self.children.get(router_id)
+        if child is None:
+            return None
+        answer = next(a for c, a in self.children.ask_all(Dump(), self.settings.ask_timeout, (child,)))
+        if "unavailable" in answer:
+            answer = {"router_id": router_id, "tenant_id": self.tenant_id, **answer}
+        answer["restarts"] = self.children.restarts(router_id)
+        return answer
+
+    def _resync(self, router_id: str) -> None:
+        """A (re)started router re-reads the cloud at once instead of waiting for a poll."""
+        assert self.children is not None
+        self.children.tell(router_id, Deliver(Event(router_id, self.tenant_id, Action.POLL)))
+
+    def _deliver(self, event: Event) -> None:
+        assert self.children is not None
+        wildcard = event.router_id in (WILDCARD_ALL, WILDCARD_ERROR)
+        if not wildcard and event.router_id in self.deleted:
+            LOG.debug("event %s for deleted router %s dropped", event.action, event.router_id)
+            return
+        if not wildcard and event.router_id not in self.children:
+            # Created even in debug mode (silenced), so that "manage" reaches it later.
+            self.children.ensure(event.router_id)
+            self._track(event.router_id)
+        if self.silenced:
+            LOG.debug("tenant %s in debug mode: %s dropped", self.tenant_id, event.action)
+            return
+        if wildcard:
+            self.children.broadcast(lambda _key: Deliver(event))
+            return
+        self.children.tell(event.router_id, Deliver(replace(event, tenant_id=self.tenant_id)))
+
+    def _start_router(self, router_id: str, generation: int, failure: str | None) -> pykka.ActorRef[Any]:
+        silenced = dict(self.silenced)
+        if router_id in self.router_debug:
+            silenced["router"] = self.router_debug[router_id]
+        return self.router_factory(
+            router_id,
+            self.tenant_id,
+            parent=self.actor_ref,
+            generation=generation,
+            restarts=self.policy.total(router_id),
+            failure=failure,
+            silenced=silenced,
+        )
+
+    def _track(self, router_id: str) -> None:
+        if self.poller is not None:
+            try:
+                self.poller.tell(Track(router_id, self.tenant_id, self.actor_ref))
+            except pykka.ActorDeadError:
+                LOG.warning("health poller is not running; router %s is not polled", router_id)
+
+    def _forget(self, router_id: str) -> None:
+        assert self.children is not None
+        self.children.remove(router_id)
+        self.deleted.append(router_id)
+        self.router_debug.pop(router_id, None)
+        if self.poller is not None:
+            try:
+                self.poller.tell(Untrack(router_id))
+            except pykka.ActorDeadError:
+                pass
+
+    def _stop_routers(self) -> None:
+        if self.children is not None:
+            self.children.stop_all()
+
+
+def _scope(message: Any) -> str:
+    return "global" if isinstance(message, DebugGlobal | ManageGlobal) else "tenant"

@@ -1,0 +1,217 @@
+"""The three port adapters of :class:`~astara_actors.adapters.memory.MemoryCloud`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ApplianceUnreachable, ComputeError, RouterGone
+from ..models import FloatingIp, Interface, NetworkInfo, Port, Router, Server
+
+if TYPE_CHECKING:
+    from .memory import MemoryCloud
+
+__all__ = ["MemoryAppliance", "MemoryCompute", "MemoryNetwork"]
+
+
+class MemoryNetwork:
+    """Neutron over the cloud's dicts."""
+
+    def __init__(self, cloud: MemoryCloud) -> None:
+        self._cloud = cloud
+
+    def list_routers(self) -> list[tuple[str, str]]:
+        self._cloud.enter("list_routers")
+        with self._cloud.lock:
+            return [(r["id"], r["tenant_id"]) for r in self._cloud.routers.values()]
+
+    def get_router(self, router_id: str) -> Router:
+        self._cloud.enter("get_router")
+        return self._cloud.router_model(router_id)
+
+    def get_network(self, network_id: str) -> NetworkInfo:
+        self._cloud.enter("get_network")
+        return self._cloud.network_model(network_id)
+
+    def list_ports(
+        self,
+        *,
+        device_id: str | None = None,
+        network_id: str | None = None,
+        name: str | None = None,
+    ) -> list[Port]:
+        self._cloud.enter("list_ports")
+        found = self._cloud.ports_where(device_id=device_id, network_id=network_id, name=name)
+        return [Port.from_neutron(p) for p in found]
+
+    def list_floating_ips(self, router_id: str) -> list[FloatingIp]:
+        self._cloud.enter("list_floating_ips")
+        return self._cloud.floating_ips(router_id)
+
+    def create_port(
+        self,
+        *,
+        name: str,
+        network_id: str,
+        tenant_id: str = "",
+        subnet_id: str | None = None,
+    ) -> Port:
+        self._cloud.enter("create_port")
+        port = self._cloud.make_port(
+            network_id, subnet_id=subnet_id, tenant_id=tenant_id, name=name
+        )
+        return Port.from_neutron(port)
+
+    def delete_port(self, port_id: str) -> None:
+        self._cloud.enter("delete_port")
+        self._cloud.drop_port(port_id)
+
+    def set_router_status(self, router_id: str, status: str) -> None:
+        self._cloud.enter("set_router_status")
+        with self._cloud.lock:
+            router = self._cloud.routers.get(router_id)
+            if router is None:
+                raise RouterGone(router_id)
+            router["status"] = status
+            self._cloud.status_pushes[router_id].append(status)
+
+
+class MemoryCompute:
+    """Nova: servers go BUILD → ACTIVE after ``boot_delay``, vanish ``delete_delay`` after delete."""
+
+    def __init__(self, cloud: MemoryCloud) -> None:
+        self._cloud = cloud
+
+    def create_server(
+        self,
+        *,
+        name: str,
+        image_id: str,
+        flavor_id: str,
+        port_ids: list[str],
+        user_data: str,
+        config_drive: bool = True,
+    ) -> Server:
+        cloud = self._cloud
+        cloud.enter("create_server")
+        with cloud.lock:
+            failure = cloud.take_boot_failure()
+            if failure is not None:
+                raise failure
+            missing = [p for p in port_ids if p not in cloud.ports]
+            if missing:
+                raise ComputeError(f"ports not found: {missing}")
+            sid = cloud._new_id()
+            now = cloud.clock()
+            server: dict[str, Any] = {
+                "id": sid, "name": name, "image_id": image_id, "flavor_id": flavor_id,
+                "port_ids": list(port_ids), "user_data": user_data,
+                "config_drive": config_drive, "created_at": now, "deleted_at": None,
+                "error": False, "dead": False, "hung": False, "config": None,
+                "ifnames": {}, "next_if": 0, "address": "",
+            }
+            cloud.servers[sid] = server
+            cloud.created_servers.append((name, image_id))
+            for pid in port_ids:
+                self._plug(server, pid, now)
+            mgt = next(
+                (cloud.ports[p] for p in port_ids
+                 if cloud.ports[p]["network_id"] == cloud.management_network_id),
+                None,
+            )
+            if mgt is not None and mgt["fixed_ips"]:
+                server["address"] = mgt["fixed_ips"][0]["ip_address"]
+                cloud._by_address[server["address"]] = sid
+            return cloud.server_model(server)
+
+    def get_server(self, server_id: str) -> Server | None:
+        self._cloud.enter("get_server")
+        with self._cloud.lock:
+            self._cloud.purge()
+            server = self._cloud.servers.get(server_id)
+            return None if server is None else self._cloud.server_model(server)
+
+    def list_servers(self, name_prefix: str) -> list[Server]:
+        self._cloud.enter("list_servers")
+        with self._cloud.lock:
+            self._cloud.purge()
+            return [
+                self._cloud.server_model(s)
+                for s in sorted(self._cloud.servers.values(), key=lambda s: s["name"])
+                if s["name"].startswith(name_prefix)
+            ]
+
+    def delete_server(self, server_id: str) -> None:
+        cloud = self._cloud
+        cloud.enter("delete_server")
+        with cloud.lock:
+            server = cloud.servers.get(server_id)
+            if server is None or server["deleted_at"] is not None:
+                return
+            server["deleted_at"] = cloud.clock()
+            cloud._deleting[server_id] = server["deleted_at"] + cloud.delete_delay
+            cloud.purge()
+
+    def attach_interface(self, server_id: str, port_id: str) -> None:
+        cloud = self._cloud
+        cloud.enter("attach_interface")
+        with cloud.lock:
+            server = self._live(server_id)
+            if port_id not in cloud.ports:
+                raise ComputeError(f"port {port_id} not found")
+            server["port_ids"].append(port_id)
+            self._plug(server, port_id, cloud.clock() + cloud.hotplug_delay)
+
+    def detach_interface(self, server_id: str, port_id: str) -> None:
+        cloud = self._cloud
+        cloud.enter("detach_interface")
+        with cloud.lock:
+            server = self._live(server_id)
+            if port_id not in server["port_ids"]:
+                raise ComputeError(f"port {port_id} is not attached to {server_id}")
+            server["port_ids"].remove(port_id)
+            if port_id in cloud.ports:
+                cloud.bind_port(port_id, "", "")
+
+    def _live(self, server_id: str) -> dict[str, Any]:
+        server = self._cloud.servers.get(server_id)
+        if server is None or server["deleted_at"] is not None:
+            raise ComputeError(f"server {server_id} not found")
+        return server
+
+    def _plug(self, server: dict[str, Any], port_id: str, visible_at: float) -> None:
+        # Like the appliance's kernel: a new NIC gets the next geN name, names never move.
+        server["ifnames"][port_id] = (f"ge{server['next_if']}", visible_at)
+        server["next_if"] += 1
+        self._cloud.bind_port(port_id, server["id"], "compute:nova")
+
+
+class MemoryAppliance:
+    """The REST agent of every ACTIVE server, reached by its management address."""
+
+    def __init__(self, cloud: MemoryCloud) -> None:
+        self._cloud = cloud
+
+    def is_alive(self, address: str, timeout: float) -> bool:
+        self._cloud.enter("is_alive")
+        try:
+            self._cloud.appliance_server(address)
+        except ApplianceUnreachable:
+            return False
+        return True
+
+    def get_interfaces(self, address: str, timeout: float) -> list[Interface]:
+        self._cloud.enter("get_interfaces")
+        with self._cloud.lock:
+            return self._cloud.interfaces(self._cloud.appliance_server(address))
+
+    def put_config(self, address: str, config: Mapping[str, Any], timeout: float) -> None:
+        self._cloud.enter("put_config")
+        with self._cloud.lock:
+            self._cloud.store_config(self._cloud.appliance_server(address), config)
+
+    def get_config(self, address: str) -> dict[str, Any] | None:
+        """The configuration the appliance holds now (``GET /v1/system/config``); not a port call."""
+        with self._cloud.lock:
+            return self._cloud.appliance_server(address)["config"]
+

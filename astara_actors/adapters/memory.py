@@ -1,0 +1,476 @@
+"""An in-memory cloud (Neutron, Nova and one appliance per VM) behind the three ports.
+
+Tests and the demo use it. State is Neutron-shaped dicts (like ``tests/fixtures/neutron-api``)
+guarded by one lock; time comes from an injected clock, so a test advances a :class:`FakeClock`
+instead of sleeping. Faults are injected at run time (failed boots and pushes, dead or hung
+appliances, any exception on the next call of a method).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import (
+    ApplianceError,
+    ApplianceRejected,
+    ApplianceUnreachable,
+    ComputeError,
+    NetworkError,
+    RouterGone,
+)
+from ..models import GATEWAY_OWNER, FloatingIp, Interface, NetworkInfo, Router, Server
+from ..settings import Settings
+from ._memory_ports import MemoryAppliance, MemoryCompute, MemoryNetwork
+
+__all__ = ["FakeClock", "MemoryCloud"]
+
+_SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
+_INTERFACE_OWNER = "network:router_interface"
+
+
+class FakeClock:
+    """A clock that only moves when told to: ``clock()`` reads it, ``advance(s)`` moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+class MemoryCloud:
+    """A small OpenStack in a few dicts; ``.network``, ``.compute`` and ``.appliance`` are the ports."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        boot_delay: float = 0.0,
+        delete_delay: float = 0.0,
+        hotplug_delay: float = 0.0,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.boot_delay = boot_delay
+        self.delete_delay = delete_delay
+        self.hotplug_delay = hotplug_delay
+        self.lock = threading.RLock()
+        self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        self.networks: dict[str, dict[str, Any]] = {}
+        self.subnets: dict[str, dict[str, Any]] = {}
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.routers: dict[str, dict[str, Any]] = {}
+        self.floatingips: dict[str, dict[str, Any]] = {}
+        self.servers: dict[str, dict[str, Any]] = {}
+        # Indexes keep every call O(ports of one object) with 10,000 routers loaded.
+        self._by_device: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_network: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_name: defaultdict[str, set[str]] = defaultdict(set)
+        self._fips_by_router: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_address: dict[str, str] = {}
+        self._deleting: dict[str, float] = {}
+        self._next_host: dict[str, int] = {}
+        self._macs = itertools.count(1)
+        self._cidrs = itertools.count(1)
+        self._fail_boots = 0
+        self._fail_pushes = 0
+        self._injected: defaultdict[str, list[BaseException]] = defaultdict(list)
+        self.calls: Counter[str] = Counter()
+        self.config_pushes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.status_pushes: defaultdict[str, list[str]] = defaultdict(list)
+        self.created_servers: list[tuple[str, str]] = []
+        self.management_network_id, self.management_subnet_id = self.add_network(
+            "mgt", cidr="127.100.0.0/16", gateway_ip=None, mtu=1500, enable_dhcp=False
+        )
+        self.external_network_id, self.external_subnet_id = self.add_network(
+            "public", cidr="172.24.0.0/20", gateway_ip="172.24.0.1", mtu=1500,
+            enable_dhcp=False, external=True,
+        )
+        self.network = MemoryNetwork(self)
+        self.compute = MemoryCompute(self)
+        self.appliance = MemoryAppliance(self)
+
+    # ------------------------------------------------------------------ topology helpers
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings pointing at this cloud's management network, image and flavor."""
+        values: dict[str, Any] = {
+            "host": "test-host",
+            "management_network_id": self.management_network_id,
+            "management_subnet_id": self.management_subnet_id,
+            "router_image_id": "image-default",
+            "router_flavor_id": "flavor-1",
+            "orchestrator_address": "127.100.0.1",
+            "ssh_public_key": "ssh-ed25519 AAAA test",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def add_network(
+        self,
+        name: str,
+        *,
+        tenant_id: str = "",
+        cidr: str | None = None,
+        gateway_ip: str | None = "",
+        mtu: int | None = 1450,
+        enable_dhcp: bool = True,
+        dns_nameservers: tuple[str, ...] = (),
+        external: bool = False,
+    ) -> tuple[str, str]:
+        """A network with one v4 subnet; returns ``(network_id, subnet_id)``."""
+        with self.lock:
+            if cidr is None:
+                n = next(self._cidrs)
+                cidr = f"10.{n // 256}.{n % 256}.0/24"
+            net = ipaddress.ip_network(cidr)
+            if gateway_ip == "":
+                gateway_ip = str(net[1])
+            network_id, subnet_id = self._new_id(), self._new_id()
+            self.networks[network_id] = {
+                "id": network_id, "name": name, "tenant_id": tenant_id, "project_id": tenant_id,
+                "admin_state_up": True, "mtu": mtu, "status": "ACTIVE", "subnets": [subnet_id],
+                "shared": False, "router:external": external, "port_security_enabled": True,
+            }
+            self.subnets[subnet_id] = {
+                "id": subnet_id, "name": f"{name}-subnet", "tenant_id": tenant_id,
+                "project_id": tenant_id, "network_id": network_id, "ip_version": net.version,
+                "enable_dhcp": enable_dhcp, "ipv6_ra_mode": None, "ipv6_address_mode": None,
+                "gateway_ip": gateway_ip, "cidr": cidr, "host_routes": [],
+                "dns_nameservers": list(dns_nameservers),
+            }
+            self._next_host[subnet_id] = 2
+            return network_id, subnet_id
+
+    def add_router(
+        self,
+        tenant_id: str,
+        name: str = "",
+        *,
+        ha: bool = False,
+        internal_networks: int = 1,
+        gateway: bool = True,
+    ) -> str:
+        """A router like the fixtures: gateway port, interfaces, a VM port with a FIP."""
+        with self.lock:
+            router_id = self._new_id()
+            self.routers[router_id] = {
+                "id": router_id, "name": name, "tenant_id": tenant_id, "project_id": tenant_id,
+                "admin_state_up": True, "status": "ACTIVE", "ha": ha, "distributed": False,
+                "external_gateway_info": None, "routes": [],
+            }
+            if gateway:
+                port = self.make_port(
+                    self.external_network_id, subnet_id=self.external_subnet_id,
+                    device_id=router_id, device_owner=GATEWAY_OWNER,
+                )
+                self.routers[router_id]["external_gateway_info"] = {
+                    "network_id": self.external_network_id,
+                    "external_fixed_ips": copy.deepcopy(port["fixed_ips"]),
+                    "enable_snat": True,
+                }
+            for i in range(internal_networks):
+                network_id = self.add_interface(router_id)
+                if i == 0 and gateway:
+                    subnet_id = self.networks[network_id]["subnets"][0]
+                    vm = self.make_port(
+                        network_id, subnet_id=subnet_id, tenant_id=tenant_id,
+                        name=f"{name or 'router'}-vm", device_id=self._new_id(),
+                        device_owner="compute:nova",
+                    )
+                    self._add_fip(router_id, tenant_id, vm)
+            return router_id
+
+    def add_interface(self, router_id: str, network_id: str | None = None) -> str:
+        """Plug the router into ``network_id`` (a new tenant network if None); returns its id."""
+        with self.lock:
+            tenant_id = self.routers[router_id]["tenant_id"]
+            if network_id is None:
+                network_id, _ = self.add_network(
+                    f"net-{router_id[:8]}", tenant_id=tenant_id, dns_nameservers=("192.0.2.53",)
+                )
+            subnet = self.subnets[self.networks[network_id]["subnets"][0]]
+            self.make_port(
+                network_id, subnet_id=subnet["id"], ip_address=subnet["gateway_ip"],
+                tenant_id=tenant_id, device_id=router_id, device_owner=_INTERFACE_OWNER,
+            )
+            return network_id
+
+    def remove_interface(self, router_id: str, network_id: str) -> None:
+        """Unplug the router from ``network_id``."""
+        with self.lock:
+            for pid in list(self._by_device.get(router_id, ())):
+                port = self.ports[pid]
+                if port["network_id"] == network_id and port["device_owner"] == _INTERFACE_OWNER:
+                    self.drop_port(pid)
+
+    def delete_router(self, router_id: str) -> None:
+        """Delete the router, its gateway and interface ports and its floating IPs."""
+        with self.lock:
+            self.routers.pop(router_id, None)
+            for pid in list(self._by_device.get(router_id, ())):
+                self.drop_port(pid)
+            for fid in self._fips_by_router.pop(router_id, set()):
+                self.floatingips.pop(fid, None)
+
+    def make_port(
+        self,
+        network_id: str,
+        *,
+        subnet_id: str | None = None,
+        ip_address: str | None = None,
+        tenant_id: str = "",
+        name: str = "",
+        device_id: str = "",
+        device_owner: str = "",
+    ) -> dict[str, Any]:
+        """Create and index a port (an address from ``subnet_id`` unless ``ip_address``)."""
+        with self.lock:
+            if network_id not in self.networks:
+                raise NetworkError(f"network {network_id} not found")
+            fixed_ips = []
+            if subnet_id is not None:
+                if subnet_id not in self.subnets:
+                    raise NetworkError(f"subnet {subnet_id} not found")
+                if ip_address is None:
+                    cidr = ipaddress.ip_network(self.subnets[subnet_id]["cidr"])
+                    ip_address = str(cidr[self._next_host[subnet_id]])
+                    self._next_host[subnet_id] += 1
+                fixed_ips.append({"subnet_id": subnet_id, "ip_address": ip_address})
+            n = next(self._macs)
+            port = {
+                "id": self._new_id(), "name": name, "network_id": network_id,
+                "tenant_id": tenant_id, "project_id": tenant_id,
+                "mac_address": f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}",
+                "admin_state_up": True, "status": "DOWN", "device_id": "",
+                "device_owner": "", "fixed_ips": fixed_ips, "security_groups": [],
+                "allowed_address_pairs": [], "port_security_enabled": False,
+            }
+            self.ports[port["id"]] = port
+            self._by_network[network_id].add(port["id"])
+            self._by_name[name].add(port["id"])
+            self.bind_port(port["id"], device_id, device_owner)
+            return port
+
+    def bind_port(self, port_id: str, device_id: str, device_owner: str) -> None:
+        with self.lock:
+            port = self.ports[port_id]
+            self._by_device[port["device_id"]].discard(port_id)
+            port["device_id"], port["device_owner"] = device_id, device_owner
+            if device_id:
+                self._by_device[device_id].add(port_id)
+
+    def drop_port(self, port_id: str) -> None:
+        with self.lock:
+            port = self.ports.pop(port_id, None)
+            if port is None:
+                return
+            for index, key in (
+                (self._by_device, port["device_id"]),
+                (self._by_network, port["network_id"]),
+                (self._by_name, port["name"]),
+            ):
+                index[key].discard(port_id)
+                if not index[key]:
+                    del index[key]
+            server = self.servers.get(port["device_id"])
+            if server is not None and port_id in server["port_ids"]:
+                server["port_ids"].remove(port_id)
+
+    def ports_where(self, **filters: str | None) -> list[dict[str, Any]]:
+        """Ports matching every filter given (``device_id``, ``network_id``, ``name``)."""
+        with self.lock:
+            sets = [
+                index.get(value, set())
+                for index, value in (
+                    (self._by_device, filters.get("device_id")),
+                    (self._by_network, filters.get("network_id")),
+                    (self._by_name, filters.get("name")),
+                )
+                if value is not None
+            ]
+            ids = set.intersection(*sets) if sets else set(self.ports)
+            return [self.ports[i] for i in sorted(ids)]
+
+    def _add_fip(self, router_id: str, tenant_id: str, vm_port: dict[str, Any]) -> None:
+        ext = self.make_port(self.external_network_id, subnet_id=self.external_subnet_id)
+        self.drop_port(ext["id"])  # only the address is kept, as Neutron's FIP port is hidden
+        fid = self._new_id()
+        self.floatingips[fid] = {
+            "id": fid, "tenant_id": tenant_id, "project_id": tenant_id,
+            "floating_ip_address": ext["fixed_ips"][0]["ip_address"],
+            "floating_network_id": self.external_network_id, "router_id": router_id,
+            "port_id": vm_port["id"], "fixed_ip_address": vm_port["fixed_ips"][0]["ip_address"],
+            "status": "ACTIVE",
+        }
+        self._fips_by_router[router_id].add(fid)
+
+    # ------------------------------------------------------------------ reads for the ports
+    def router_model(self, router_id: str) -> Router:
+        with self.lock:
+            router = self.routers.get(router_id)
+            if router is None:
+                raise RouterGone(router_id)
+            ports = self.ports_where(device_id=router_id)
+            fips = [self.floatingips[f] for f in sorted(self._fips_by_router.get(router_id, ()))]
+            return Router.from_neutron(router, ports, fips)
+
+    def network_model(self, network_id: str) -> NetworkInfo:
+        with self.lock:
+            net = self.networks.get(network_id)
+            if net is None:
+                raise NetworkError(f"network {network_id} not found")
+            return NetworkInfo.from_neutron(net, [self.subnets[s] for s in net["subnets"]])
+
+    def floating_ips(self, router_id: str) -> list[FloatingIp]:
+        with self.lock:
+            ids = sorted(self._fips_by_router.get(router_id, ()))
+            return [FloatingIp.from_neutron(self.floatingips[i]) for i in ids]
+
+    def server_status(self, server: Mapping[str, Any]) -> str:
+        if server["deleted_at"] is not None:
+            return "DELETED"
+        if server["error"]:
+            return "ERROR"
+        return "BUILD" if self.clock() < server["created_at"] + self.boot_delay else "ACTIVE"
+
+    def server_model(self, server: Mapping[str, Any]) -> Server:
+        return Server(
+            id=server["id"], name=server["name"], status=self.server_status(server),
+            image_id=server["image_id"], port_ids=tuple(server["port_ids"]),
+        )
+
+    def purge(self) -> None:
+        """Forget servers whose deletion has completed by now."""
+        with self.lock:
+            now = self.clock()
+            for sid, deadline in list(self._deleting.items()):
+                if now >= deadline:
+                    del self._deleting[sid]
+                    server = self.servers.pop(sid)
+                    self._by_address.pop(server["address"], None)
+                    for pid in server["port_ids"]:
+                        if pid in self.ports:
+                            self.bind_port(pid, "", "")
+
+    def appliance_server(self, address: str) -> dict[str, Any]:
+        """The server answering on ``address``; raises ``ApplianceUnreachable`` if none does."""
+        with self.lock:
+            self.purge()
+            server = self.servers.get(self._by_address.get(address, ""))
+            if (
+                server is None
+                or self.server_status(server) != "ACTIVE"
+                or server["dead"]
+                or server["hung"]
+            ):
+                raise ApplianceUnreachable(address, "no answer")
+            return server
+
+    def interfaces(self, server: Mapping[str, Any]) -> list[Interface]:
+        now = self.clock()
+        out = []
+        for pid in server["port_ids"]:
+            ifname, visible_at = server["ifnames"][pid]
+            port = self.ports.get(pid)
+            if port is None or now < visible_at:
+                continue
+            addresses = ()
+            if port["network_id"] == self.management_network_id and port["fixed_ips"]:
+                addresses = (f"{port['fixed_ips'][0]['ip_address']}/16",)
+            out.append(Interface(ifname=ifname, lladdr=port["mac_address"], addresses=addresses))
+        return out
+
+    def store_config(self, server: dict[str, Any], config: Mapping[str, Any]) -> None:
+        # A JSON round trip, as over HTTP: a payload that is not JSON fails here too.
+        body = json.loads(json.dumps(config))
+        for key in ("tenant_id", "hostname"):
+            if not body.get(key):
+                raise ApplianceRejected(server["address"], 422, f"{key} is required")
+        if self._fail_pushes > 0:
+            self._fail_pushes -= 1
+            raise ApplianceError(server["address"], "injected push failure")
+        server["config"] = body
+        match = _SERVER_NAME.match(server["name"])
+        self.config_pushes[match["router"] if match else server["name"]].append(body)
+
+    # ------------------------------------------------------------------ faults and records
+    def enter(self, call: str) -> None:
+        """Count a port call and raise the exception injected for it, if any."""
+        with self.lock:
+            self.calls[call] += 1
+            if self._injected.get(call):
+                raise self._injected[call].pop(0)
+
+    def inject(self, call: str, exc: BaseException) -> None:
+        """The next call of adapter method ``call`` (e.g. ``"get_router"``) raises ``exc``."""
+        with self.lock:
+            self._injected[call].append(exc)
+
+    def fail_boots(self, n: int) -> None:
+        """The next ``n`` ``create_server`` calls raise ``ComputeError``."""
+        with self.lock:
+            self._fail_boots = n
+
+    def take_boot_failure(self) -> ComputeError | None:
+        with self.lock:
+            if self._fail_boots <= 0:
+                return None
+            self._fail_boots -= 1
+            return ComputeError("injected boot failure")
+
+    def fail_pushes(self, n: int) -> None:
+        """The next ``n`` config pushes raise ``ApplianceError``."""
+        with self.lock:
+            self._fail_pushes = n
+
+    def set_appliance(
+        self, server_or_router_id: str, *, dead: bool | None = None, hung: bool | None = None
+    ) -> None:
+        """Kill (``dead``) or hang (``hung``) the appliance(s) of a server or of a router."""
+        with self.lock:
+            for server in self._servers_for(server_or_router_id):
+                if dead is not None:
+                    server["dead"] = dead
+                if hung is not None:
+                    server["hung"] = hung
+
+    def set_server_error(self, server_or_router_id: str) -> None:
+        """Put the server(s) in Nova's ERROR state."""
+        with self.lock:
+            for server in self._servers_for(server_or_router_id):
+                server["error"] = True
+
+    def lose_config(self, server_or_router_id: str) -> None:
+        """The appliance(s) forget their pushed configuration (a reboot of the agent)."""
+        with self.lock:
+            for server in self._servers_for(server_or_router_id):
+                server["config"] = None
+
+    def servers_of(self, router_id: str) -> list[dict[str, Any]]:
+        """The router's servers that Nova still shows, by name."""
+        with self.lock:
+            self.purge()
+            prefix = f"ak-router-{router_id}_"
+            return sorted(
+                (s for s in self.servers.values() if s["name"].startswith(prefix)),
+                key=lambda s: s["name"],
+            )
+
+    def _servers_for(self, ident: str) -> list[dict[str, Any]]:
+        if ident in self.servers:
+            return [self.servers[ident]]
+        return self.servers_of(ident)

@@ -1,0 +1,588 @@
+"""The service VM(s) of one router, driven through the ``Instance`` port (inventory §3.2–§3.3).
+
+Fixes over the original: the boot timeout is enforced (a VM that never answers is replaced),
+a dead HA member is deleted instead of only dropped, nothing waits for Nova, retries are
+counted instead of looped, and status reaches Neutron only when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import build_router_config, build_user_data
+from .errors import CloudError, RouterGone
+from .events import NEUTRON_STATUS, InstanceState
+from .models import Interface, NetworkInfo, Port, Router, Server
+from .ports import Appliance, Clock, Compute, Network
+from .settings import Settings
+
+__all__ = ["INTERFACES_TIMEOUT", "InstanceManager"]
+
+INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
+_LOG = logging.getLogger(__name__)
+_SUFFIX = re.compile(r"_(\d+)$")
+S = InstanceState
+
+
+class _RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"router {self.extra['router_id']}: {msg}", kwargs  # type: ignore[index]
+
+
+@dataclass(slots=True)
+class _Vm:
+    server: Server
+    index: int  # the name's _<n> suffix
+    since: float  # booted, first seen, or found dead: the boot timeout runs from here
+    booted_at: float  # HA: the oldest member gets the higher VRRP priority
+    management_port: Port | None = None
+    ports: list[Port] = field(default_factory=list)  # VRRP ports, management port excluded
+    answered: bool = False  # has answered the probe since ``since``
+    alive: bool = False  # answered the last probe
+
+    @property
+    def id(self) -> str:
+        return self.server.id
+
+    @property
+    def address(self) -> str:
+        port = self.management_port
+        return port.fixed_ips[0].ip_address if port and port.fixed_ips else ""
+
+    @property
+    def macs(self) -> set[str]:
+        ports = ([self.management_port] if self.management_port else []) + self.ports
+        return {p.mac_address.lower() for p in ports}
+
+
+class InstanceManager:
+    """The ``Instance`` of one router: 1 VM, or 2 when ``router.ha``."""
+
+    def __init__(
+        self,
+        router_id: str,
+        tenant_id: str,
+        *,
+        network: Network,
+        compute: Compute,
+        appliance: Appliance,
+        settings: Settings,
+        clock: Clock = time.monotonic,
+        log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
+    ) -> None:
+        self.router_id = router_id
+        self.tenant_id = tenant_id
+        self._network = network
+        self._compute = compute
+        self._appliance = appliance
+        self._settings = settings
+        self._clock = clock
+        self._log = log or _RouterLog(_LOG, {"router_id": router_id})
+        self._prefix = f"ak-router-{router_id}_"
+        self._state = S.DOWN
+        self._attempts = 0
+        self._vms: dict[str, _Vm] = {}
+        self._deleting: set[str] = set()
+        self._adopted = False
+        self._ha = False
+        self._next_index = 0
+        self._image_id: str | None = None
+        self._error_reason = ""
+        self._push_failures = 0
+        self._replug_started: float | None = None
+        self._pushed: dict[str, dict[str, Any]] = {}
+        self._neutron_status: str | None = None
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def state(self) -> InstanceState:
+        return self._state
+
+    @property
+    def attempts(self) -> int:
+        return self._attempts
+
+    def update_state(self) -> InstanceState:
+        """Refresh from Neutron, Nova and the appliance; enforce the boot timeout."""
+        router = self._fetch_router()
+        if router is None or not self._adopt():
+            return self._state
+        if isinstance(router, RouterGone):
+            return self._set(S.GONE)
+        try:
+            self._refresh()
+        except CloudError as exc:
+            self._log.warning("could not refresh the VMs from Nova: %s", exc)
+            return self._state
+        self._probe()
+        now = self._clock()
+        for vm in list(self._vms.values()):
+            if not vm.answered and now - vm.since >= self._settings.boot_timeout:
+                self._log.warning(
+                    "VM %s did not answer within %.0fs; deleting it", vm.server.name,
+                    self._settings.boot_timeout,
+                )
+                self._destroy(vm)
+        vms = list(self._vms.values())
+        if not vms:
+            return self._set(S.DOWN)
+        lost = [vm for vm in vms if vm.answered and not vm.alive]
+        if not any(vm.alive for vm in vms):
+            for vm in lost:
+                # It gets a boot timeout to come back before it is replaced.
+                self._log.warning("VM %s stopped answering", vm.server.name)
+                vm.answered, vm.since = False, now
+            return self._set(S.DOWN if lost else S.BOOTING)
+        for vm in lost:
+            self._log.warning("HA member %s stopped answering; deleting it", vm.server.name)
+            self._destroy(vm)
+        if len(self._vms) < self._required:
+            return self._set(S.DEGRADED)
+        if not all(vm.alive for vm in self._vms.values()):
+            return self._set(S.BOOTING)
+        if self._state is S.CONFIGURED:
+            self._attempts = 0
+            return self._set(S.CONFIGURED)
+        return self._set(S.UP)
+
+    def boot(self, image_id: str | None = None) -> InstanceState:
+        """Create the missing VM(s) and their ports; BOOTING, or DOWN if the cloud refused."""
+        router = self._fetch_router()
+        if router is None or not self._adopt():
+            return self._set(S.DOWN)
+        if isinstance(router, RouterGone):
+            return self._set(S.GONE)
+        image = image_id or self._settings.router_image_id
+        self._image_id = image
+        if self._state is not S.DEGRADED:
+            self._attempts += 1
+        self._push_failures, self._replug_started = 0, None
+        missing = self._required - len(self._vms)
+        for _ in range(missing):
+            try:
+                self._boot_one(router, image)
+            except CloudError as exc:
+                self._log.warning("boot from image %s failed: %s", image, exc)
+                return self._set(S.DOWN)
+        self._log.info("booting %d VM(s) from image %s, attempt %d", missing, image, self._attempts)
+        return self._set(S.BOOTING)
+
+    def configure(self) -> InstanceState:
+        """Push the config once to every live VM (see the ``Instance`` port for results)."""
+        if not self._adopt():
+            return self._state
+        router = self._fetch_router()
+        if router is None:
+            return self._push_failed("Neutron did not answer")
+        if isinstance(router, RouterGone):
+            return self._set(S.GONE)
+        live = [vm for vm in self._members() if vm.alive and vm.address]
+        if not live:
+            return self._set(S.DOWN)
+        try:
+            payloads = self._payloads(router, live)
+        except CloudError as exc:
+            return self._push_failed(str(exc))
+        if payloads is None:
+            return self._set(S.REPLUG)
+        pushed = 0
+        for vm in live:
+            payload = payloads.get(vm.id)
+            if payload is None:
+                continue
+            try:
+                self._appliance.put_config(vm.address, payload, self._settings.config_timeout)
+            except CloudError as exc:
+                self._log.warning("config push to %s failed: %s", vm.server.name, exc)
+                continue
+            self._pushed[vm.id] = payload
+            pushed += 1
+        if not pushed:
+            return self._push_failed("no VM took the config")
+        self._push_failures = 0
+        if pushed == len(self._vms) >= self._required:
+            return self._set(S.CONFIGURED)
+        return self._set(S.DEGRADED)
+
+    def replug(self) -> InstanceState:
+        """Hot-plug/unplug VRRP ports to match the router's networks."""
+        now = self._clock()
+        if self._replug_started is None:
+            self._replug_started = now
+        router = self._fetch_router()
+        if router is not None and self._adopt():
+            if isinstance(router, RouterGone):
+                self._replug_started = None
+                return self._set(S.GONE)
+            wanted = _networks_of(router)
+            try:
+                for vm in self._vms.values():
+                    self._plug(vm, wanted)
+            except CloudError as exc:
+                self._log.warning("hot-plug failed: %s", exc)
+                self._replug_started = None
+                return self._set(S.RESTART)
+            live = [vm for vm in self._vms.values() if vm.alive and vm.address]
+            try:
+                ok = bool(live) and all(self._matches(vm, wanted, self._ifaces(vm)) for vm in live)
+            except CloudError:
+                ok = False
+            if ok:
+                self._log.info("interfaces match the router's networks")
+                self._replug_started = None
+                return self._set(S.UP)
+        if now - self._replug_started >= self._settings.hotplug_timeout:
+            self._log.warning("interfaces still wrong %.0fs after replug", now - self._replug_started)
+            self._replug_started = None
+            return self._set(S.RESTART)
+        return self._set(S.REPLUG)
+
+    def stop(self) -> InstanceState:
+        """Delete the VM(s) and ``ASTARA:*`` ports; DOWN/GONE once Nova has removed them."""
+        adopted = self._adopt()
+        router = self._fetch_router()
+        for vm in list(self._vms.values()):
+            if self._delete_server(vm):
+                self._forget(vm)
+        ports_deleted = self._delete_named_ports()
+        if not adopted or not ports_deleted or self._vms or self._still_deleting():
+            return self._state
+        self._push_failures, self._replug_started = 0, None
+        return self._set(S.GONE if isinstance(router, RouterGone) else S.DOWN)
+
+    def set_error(self, reason: str) -> InstanceState:
+        self._error_reason = reason
+        self._log.warning("entering ERROR: %s", reason)
+        return self._set(S.ERROR)
+
+    def clear_error(self) -> InstanceState:
+        self._error_reason = ""
+        self._attempts = 0
+        return self._set(S.DOWN)
+
+    def reset_boot_counter(self) -> None:
+        self._attempts = 0
+
+    def dump(self) -> dict[str, object]:
+        now = self._clock()
+        return {
+            "router_id": self.router_id,
+            "state": str(self._state),
+            "attempts": self._attempts,
+            "image_id": self._image_id,
+            "error": self._error_reason,
+            "neutron_status": self._neutron_status,
+            "push_failures": self._push_failures,
+            "vms": [
+                {
+                    "id": vm.id,
+                    "name": vm.server.name,
+                    "status": vm.server.status,
+                    "image_id": vm.server.image_id,
+                    "management_address": vm.address,
+                    "alive": vm.alive,
+                    "age": round(now - vm.booted_at, 1),
+                    "configured": vm.id in self._pushed,
+                }
+                for vm in self._members()
+            ],
+            "deleting": sorted(self._deleting),
+        }
+
+    # ------------------------------------------------------------------ drift
+    @property
+    def pushed_configs(self) -> Mapping[str, Mapping[str, Any]]:
+        """The last payload each VM accepted, by server id."""
+        return dict(self._pushed)
+
+    def desired_config(self) -> dict[str, dict[str, Any]] | None:
+        """The payload each live VM should hold now, or None if it cannot be built."""
+        router = self._fetch_router()
+        live = [vm for vm in self._members() if vm.alive and vm.address]
+        if not isinstance(router, Router) or not live:
+            return None
+        try:
+            return self._payloads(router, live)
+        except CloudError:
+            return None
+
+    def config_drifted(self) -> bool:
+        """True when a live VM's last accepted payload differs from the desired one."""
+        desired = self.desired_config() or {}
+        return any(self._pushed.get(sid) != payload for sid, payload in desired.items())
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _required(self) -> int:
+        return 2 if self._ha else 1
+
+    def _set(self, state: InstanceState) -> InstanceState:
+        self._state = state
+        status = NEUTRON_STATUS.get(state)
+        if status is None or status == self._neutron_status:
+            return state
+        try:
+            self._network.set_router_status(self.router_id, status)
+        except CloudError as exc:
+            self._log.warning("could not show status %s in Neutron: %s", status, exc)
+        else:
+            self._neutron_status = status
+        return state
+
+    def _fetch_router(self) -> Router | RouterGone | None:
+        """The router, ``RouterGone`` if deleted, None if Neutron failed (logged)."""
+        try:
+            router = self._network.get_router(self.router_id)
+        except RouterGone as exc:
+            return exc
+        except CloudError as exc:
+            self._log.warning("could not read the router: %s", exc)
+            return None
+        self._ha = router.ha
+        return router
+
+    def _adopt(self) -> bool:
+        """Track the VMs already in Nova (once): a restarted actor rebuilds its state."""
+        if self._adopted:
+            return True
+        now = self._clock()
+        try:
+            servers = [s for s in self._compute.list_servers(self._prefix) if s.status != "DELETED"]
+            vms = [_Vm(s, _suffix(s.name), since=now, booted_at=now) for s in servers]
+            for vm in vms:
+                self._load_ports(vm)
+        except CloudError as exc:
+            self._log.warning("could not look up existing VMs: %s", exc)
+            return False
+        self._vms = {vm.id: vm for vm in vms}
+        self._next_index = max((vm.index + 1 for vm in vms), default=0)
+        self._adopted = True
+        if vms:
+            self._log.info("adopted %s", ", ".join(vm.server.name for vm in vms))
+        return True
+
+    def _load_ports(self, vm: _Vm) -> None:
+        vm.management_port, vm.ports = None, []
+        for port in self._network.list_ports(device_id=vm.id):
+            if port.network_id == self._settings.management_network_id and not vm.management_port:
+                vm.management_port = port
+            else:
+                vm.ports.append(port)
+
+    def _members(self) -> list[_Vm]:
+        return sorted(self._vms.values(), key=lambda vm: (vm.booted_at, vm.index))
+
+    def _refresh(self) -> None:
+        self._still_deleting()
+        for vm in list(self._vms.values()):
+            server = self._compute.get_server(vm.id)
+            if server is None or server.status == "DELETED":
+                self._log.info("VM %s vanished from Nova", vm.server.name)
+                self._forget(vm)
+                self._delete_ports(vm)
+                continue
+            vm.server = server
+            if server.status == "ERROR":
+                self._log.warning("VM %s is in ERROR in Nova; deleting it", server.name)
+                self._destroy(vm)
+            elif vm.management_port is None:
+                self._load_ports(vm)
+        for vm in self._members()[self._required :]:
+            self._log.warning("deleting extra VM %s", vm.server.name)
+            self._destroy(vm)
+
+    def _probe(self) -> None:
+        pending = [vm for vm in self._vms.values() if vm.address and vm.server.status == "ACTIVE"]
+        for vm in self._vms.values():
+            vm.alive = False
+        for _ in range(max(1, self._settings.max_retries)):
+            for vm in pending:
+                vm.alive = self._appliance.is_alive(vm.address, self._settings.alive_timeout)
+                vm.answered = vm.answered or vm.alive
+            pending = [vm for vm in pending if not vm.alive]
+            if not pending:
+                break
+
+    def _boot_one(self, router: Router, image: str) -> None:
+        s = self._settings
+        created: list[Port] = []
+        try:
+            mgt = self._network.create_port(
+                name=f"ASTARA:MGT:{self.router_id}", network_id=s.management_network_id,
+                subnet_id=s.management_subnet_id,
+            )
+            created.append(mgt)
+            for network_id in _networks_of(router):
+                created.append(
+                    self._network.create_port(
+                        name=f"ASTARA:VRRP:{self.router_id}", network_id=network_id
+                    )
+                )
+            mgt_net = self._network.get_network(s.management_network_id)
+            index = self._next_index
+            self._next_index += 1
+            server = self._compute.create_server(
+                name=f"{self._prefix}{index}",
+                image_id=image,
+                flavor_id=s.router_flavor_id,
+                port_ids=[p.id for p in created],
+                user_data=build_user_data(mgt, _cidr_of(mgt, mgt_net), s),
+                config_drive=True,
+            )
+        except CloudError:
+            for port in created:
+                self._delete_port(port.id)
+            raise
+        now = self._clock()
+        self._vms[server.id] = _Vm(server, index, now, now, mgt, created[1:])
+
+    def _ifaces(self, vm: _Vm) -> list[Interface]:
+        return self._appliance.get_interfaces(vm.address, INTERFACES_TIMEOUT)
+
+    @staticmethod
+    def _matches(vm: _Vm, wanted: Sequence[str], interfaces: Sequence[Interface]) -> bool:
+        return {p.network_id for p in vm.ports} == set(wanted) and {
+            i.lladdr.lower() for i in interfaces
+        } == vm.macs
+
+    def _payloads(self, router: Router, live: list[_Vm]) -> dict[str, dict[str, Any]] | None:
+        """Each reachable live VM's payload; None if one's interfaces need a replug."""
+        wanted = _networks_of(router)
+        ifaces: dict[str, list[Interface]] = {}
+        for vm in live:
+            try:
+                ifaces[vm.id] = self._ifaces(vm)
+            except CloudError as exc:
+                self._log.warning("could not read interfaces of %s: %s", vm.server.name, exc)
+                continue
+            if not self._matches(vm, wanted, ifaces[vm.id]):
+                self._log.info("interfaces of %s do not match the router", vm.server.name)
+                return None
+        mgt_id = self._settings.management_network_id
+        networks = {n: self._network.get_network(n) for n in [mgt_id, *wanted]}
+        network_ports = {
+            p.network_id: self._network.list_ports(network_id=p.network_id)
+            for p in router.internal_ports
+        }
+        members = self._members()
+        payloads = {}
+        for vm in live:
+            if vm.id not in ifaces or vm.management_port is None:
+                continue
+            by_mac = {i.lladdr.lower(): i.ifname for i in ifaces[vm.id]}
+            iface_map = {p.network_id: by_mac[p.mac_address.lower()] for p in vm.ports}
+            iface_map[mgt_id] = by_mac[vm.management_port.mac_address.lower()]
+            ha = None
+            if router.ha:
+                peers = [m.address for m in members if m is not vm and m.address]
+                ha = {"peers": peers, "priority": 100 if vm is members[0] else 50}
+            payloads[vm.id] = build_router_config(
+                router, management_port=vm.management_port, networks=networks,
+                network_ports=network_ports, iface_map=iface_map, settings=self._settings,
+                ha_config=ha,
+            )
+        return payloads
+
+    def _push_failed(self, why: str) -> InstanceState:
+        self._push_failures += 1
+        if self._push_failures >= self._settings.max_retries:
+            self._log.warning("config push failed %d times (%s); restarting", self._push_failures, why)
+            self._push_failures = 0
+            return self._set(S.RESTART)
+        return self._set(S.UP)
+
+    def _plug(self, vm: _Vm, wanted: Sequence[str]) -> None:
+        have = {p.network_id for p in vm.ports}
+        for network_id in wanted:
+            if network_id in have:
+                continue
+            port = self._network.create_port(
+                name=f"ASTARA:VRRP:{self.router_id}", network_id=network_id
+            )
+            try:
+                self._compute.attach_interface(vm.id, port.id)
+            except CloudError:
+                self._delete_port(port.id)
+                raise
+            vm.ports.append(port)
+            self._log.info("plugged %s into network %s", vm.server.name, network_id)
+        for port in [p for p in vm.ports if p.network_id not in wanted]:
+            self._compute.detach_interface(vm.id, port.id)
+            vm.ports.remove(port)
+            self._delete_port(port.id)
+            self._log.info("unplugged %s from network %s", vm.server.name, port.network_id)
+
+    def _destroy(self, vm: _Vm) -> None:
+        if self._delete_server(vm):
+            self._forget(vm)
+            self._delete_ports(vm)
+
+    def _delete_server(self, vm: _Vm) -> bool:
+        try:
+            self._compute.delete_server(vm.id)
+        except CloudError as exc:
+            self._log.warning("could not delete VM %s: %s", vm.server.name, exc)
+            return False
+        self._deleting.add(vm.id)
+        return True
+
+    def _forget(self, vm: _Vm) -> None:
+        self._vms.pop(vm.id, None)
+        self._pushed.pop(vm.id, None)
+
+    def _delete_ports(self, vm: _Vm) -> None:
+        for port in ([vm.management_port] if vm.management_port else []) + vm.ports:
+            self._delete_port(port.id)
+
+    def _delete_port(self, port_id: str) -> bool:
+        try:
+            self._network.delete_port(port_id)
+        except CloudError as exc:
+            self._log.warning("could not delete port %s: %s", port_id, exc)
+            return False
+        return True
+
+    def _delete_named_ports(self) -> bool:
+        try:
+            ports = [
+                p
+                for label in ("MGT", "VRRP")
+                for p in self._network.list_ports(name=f"ASTARA:{label}:{self.router_id}")
+            ]
+        except CloudError as exc:
+            self._log.warning("could not list the router's ports: %s", exc)
+            return False
+        return all([self._delete_port(p.id) for p in ports])
+
+    def _still_deleting(self) -> bool:
+        """Forget deleted servers Nova no longer shows; True if some remain."""
+        for sid in list(self._deleting):
+            try:
+                if self._compute.get_server(sid) is None:
+                    self._deleting.discard(sid)
+            except CloudError as exc:
+                self._log.warning("could not check VM %s: %s", sid, exc)
+        return bool(self._deleting)
+
+
+def _networks_of(router: Router) -> list[str]:
+    """The router's networks, gateway first, each once."""
+    return list(dict.fromkeys(p.network_id for p in router.ports))
+
+
+def _suffix(name: str) -> int:
+    match = _SUFFIX.search(name)
+    return int(match.group(1)) if match else 0
+
+
+def _cidr_of(port: Port, network: NetworkInfo) -> str:
+    subnet_id = port.fixed_ips[0].subnet_id if port.fixed_ips else ""
+    subnet = next((s for s in network.subnets if s.id == subnet_id), None)
+    if subnet is None:
+        subnet = network.subnets[0] if network.subnets else None
+    return subnet.cidr if subnet else "0.0.0.0/0"

@@ -1,0 +1,141 @@
+"""Messages between the actors, grouped by receiver; importable without importing actors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .events import Event
+
+__all__ = [
+    "ChildFailed",
+    "DebugGlobal",
+    "DebugRouter",
+    "DebugTenant",
+    "Deliver",
+    "Dump",
+    "ManageGlobal",
+    "ManageRouter",
+    "ManageTenant",
+    "PollTick",
+    "Restart",
+    "RouterExited",
+    "Run",
+    "Track",
+    "Untrack",
+    "Wake",
+]
+
+
+# --- to the root, a tenant or a router: the routing path of every event
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand an event to the subtree that owns its router (or every router for wildcards)."""
+
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Dump:
+    """Ask for a state dump of the receiver and its subtree (answered, never told).
+
+    With ``router_id``, the root and tenants answer with that one router's dump (or None).
+    """
+
+    router_id: str | None = None
+
+
+# --- debug and manage, each with the operator's reason
+@dataclass(frozen=True, slots=True)
+class DebugRouter:
+    router_id: str
+    reason: str = ""
+    tenant_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ManageRouter:
+    router_id: str
+    reason: str = ""
+    tenant_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DebugTenant:
+    tenant_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ManageTenant:
+    tenant_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DebugGlobal:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ManageGlobal:
+    reason: str = ""
+
+
+# --- supervision (child → parent, and the parent's own delayed restart)
+@dataclass(frozen=True, slots=True)
+class ChildFailed:
+    """A child actor died of an unexpected exception (told from its ``on_failure``)."""
+
+    child_id: str
+    error: str
+    generation: int = 0
+    children: tuple[str, ...] = ()  # a dead tenant's routers, restarted with it
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Scheduled by a parent: start its child ``child_id`` again."""
+
+    child_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouterExited:
+    """A router's state machine reached Exit (its VM and ports are gone)."""
+
+    router_id: str
+
+
+# --- router internals
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Process the router's inbox now (coalesced: at most one is pending)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """A delayed resume the router asked the scheduler for; stale tokens are ignored."""
+
+    token: int
+
+
+# --- to the health poller
+@dataclass(frozen=True, slots=True)
+class Track:
+    """Poll ``router_id`` every period by telling ``Deliver(POLL)`` to ``target``."""
+
+    router_id: str
+    tenant_id: str
+    target: Any  # pykka.ActorRef
+
+
+@dataclass(frozen=True, slots=True)
+class Untrack:
+    router_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PollTick:
+    """The poller's own periodic tick."""

@@ -1,0 +1,159 @@
+"""Wire and run the actor tree: scheduler, health poller, root, tenants and routers."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from .actors.orchestrator import OrchestratorActor
+from .actors.poller import HealthPoller
+from .actors.router import RouterActor, router_logger
+from .actors.scheduler import Scheduler
+from .actors.tenant import TenantActor
+from .events import Event
+from .instance import InstanceManager
+from .messages import Deliver, Dump
+from .ports import Appliance, Compute, Instance, Network
+from .settings import Settings
+from .supervision import RestartPolicy
+
+__all__ = ["InstanceFactory", "Runtime"]
+
+LOG = logging.getLogger(__name__)
+
+InstanceFactory = Callable[[str, str], Instance]
+
+
+class Runtime:
+    """The orchestrator's actors for one process, started in dependency order.
+
+    ``start()`` brings up the scheduler, the health poller and the root; ``stop()`` stops
+    them in reverse. Everything outside (the bus, the CLI, tests) talks to the root through
+    :meth:`tell`, :meth:`deliver` and :meth:`dump`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        network: Network,
+        compute: Compute,
+        appliance: Appliance,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        instance_factory: InstanceFactory | None = None,
+        poll: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.network = network
+        self.compute = compute
+        self.appliance = appliance
+        self.clock = clock
+        self.rand = rand
+        self.instance_factory = instance_factory or self._make_instance
+        self.poll = poll
+        self.scheduler = Scheduler(clock=clock)
+        self.poller: pykka.ActorRef[Any] | None = None
+        self.root: pykka.ActorRef[Any] | None = None
+
+    # --- lifecycle
+    def start(self) -> Runtime:
+        self.scheduler.start()
+        if self.poll:
+            self.poller = HealthPoller.start(self.scheduler, self.settings.health_check_period)
+        self.root = OrchestratorActor.start(
+            tenant_factory=self._start_tenant,
+            scheduler=self.scheduler,
+            settings=self.settings,
+            policy=self._policy(),
+            poller=self.poller,
+        )
+        LOG.info("orchestrator %s started", self.settings.host)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the root (which stops every tenant and router), then the poller and timers."""
+        try:
+            if self.root is not None:
+                self.root.stop(timeout=timeout)
+        except pykka.ActorDeadError:
+            pass
+        finally:
+            if self.poller is not None:
+                try:
+                    self.poller.stop(timeout=timeout)
+                except pykka.ActorDeadError:
+                    pass
+            self.scheduler.stop()
+        LOG.info("orchestrator %s stopped", self.settings.host)
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- talking to the tree
+    def tell(self, message: Any) -> None:
+        assert self.root is not None, "Runtime.start() first"
+        self.root.tell(message)
+
+    def deliver(self, event: Event) -> None:
+        self.tell(Deliver(event))
+
+    def dump(self, router_id: str | None = None, timeout: float | None = None) -> Any:
+        """The supervision tree with every router's dump, or one router's dump (None if unknown)."""
+        assert self.root is not None, "Runtime.start() first"
+        return self.root.ask(Dump(router_id), timeout=timeout or self.settings.ask_timeout * 2)
+
+    # --- factories handed down the tree
+    def _policy(self) -> RestartPolicy:
+        s = self.settings
+        return RestartPolicy(
+            limit=s.restart_limit,
+            window=s.restart_window,
+            base=s.restart_backoff,
+            cap=s.restart_backoff_max,
+            clock=self.clock,
+            rand=self.rand,
+        )
+
+    def _make_instance(self, router_id: str, tenant_id: str) -> Instance:
+        return InstanceManager(
+            router_id,
+            tenant_id,
+            network=self.network,
+            compute=self.compute,
+            appliance=self.appliance,
+            settings=self.settings,
+            clock=self.clock,
+            log=router_logger(router_id),
+        )
+
+    def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:
+        return TenantActor.start(
+            tenant_id,
+            router_factory=self._start_router,
+            scheduler=self.scheduler,
+            poller=self.poller,
+            settings=self.settings,
+            policy=self._policy(),
+            **kwargs,
+        )
+
+    def _start_router(self, router_id: str, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:
+        return RouterActor.start(
+            router_id,
+            tenant_id,
+            instance=self.instance_factory(router_id, tenant_id),
+            scheduler=self.scheduler,
+            settings=self.settings,
+            clock=self.clock,
+            rand=self.rand,
+            **kwargs,
+        )

@@ -1,0 +1,57 @@
+"""The orchestrator's settings: read once into a frozen value and passed down."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable the core uses, with the original Astara's defaults where it had one."""
+
+    # --- identity of this orchestrator
+    host: str = field(default_factory=socket.gethostname)
+
+    # --- state machine and instance manager (inventory §2.7, §2.10)
+    reboot_error_threshold: int = 5  # boots without reaching "configured" before ERROR
+    boot_timeout: float = 600.0  # a VM that has not answered after this long is replaced
+    boot_check_interval: float = 5.0  # seconds between liveness checks of a booting VM
+    error_state_cooldown: float = 30.0  # events ignored this long after entering ERROR
+    error_retry_max: float = 900.0  # cap of the automatic retry backoff of an errored router
+    alive_timeout: float = 3.0  # appliance GET /v1/firewall/rules timeout
+    config_timeout: float = 90.0  # appliance PUT /v1/system/config timeout
+    max_retries: int = 3  # liveness passes; failed config pushes before the VM is restarted
+    retry_delay: float = 1.0  # first delay of a failed step's retry (grows exponentially)
+    retry_max_delay: float = 60.0  # cap of a failed step's retry delay
+    hotplug_timeout: float = 10.0  # wait for the appliance to show hot-plugged interfaces
+    queue_warning_threshold: int = 100  # inbox length that logs a warning
+    transition_history: int = 20  # transitions kept per router for dumps
+
+    # --- health polling
+    health_check_period: float = 60.0  # every router is polled once per period
+
+    # --- supervision
+    restart_limit: int = 5  # restarts of one actor allowed within restart_window
+    restart_window: float = 60.0
+    restart_backoff: float = 0.1  # first restart delay (grows exponentially, jittered)
+    restart_backoff_max: float = 10.0
+    ask_timeout: float = 5.0  # parents wait this long for a child's dump
+
+    # --- service VM
+    management_network_id: str = ""
+    management_subnet_id: str = ""
+    router_image_id: str = ""
+    router_flavor_id: str = ""
+    appliance_port: int = 5000
+    ssh_public_key: str = ""  # contents installed for the "astara" user
+    boot_command: str = "astara-configure-management"
+
+    # --- config payload (inventory §3.8)
+    asn: int = 64512
+    neighbor_asn: int = 64512
+    provider_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    orchestrator_address: str = ""
+    metadata_port: int = 9697

@@ -1,0 +1,270 @@
+"""The actor tree on the in-memory cloud: routing, coalescing, supervision, debug and dumps."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from astara_actors.adapters.memory import MemoryCloud
+from astara_actors.events import Action, Event
+from astara_actors.messages import (
+    DebugGlobal,
+    DebugRouter,
+    DebugTenant,
+    ManageGlobal,
+    ManageRouter,
+    ManageTenant,
+)
+
+from .conftest import Harness
+
+T1, T2 = "tenant-1", "tenant-2"
+
+
+def create(h: Harness, router_id: str, tenant_id: str) -> None:
+    h.runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
+    h.wait_for(lambda: h.configured(router_id), what=f"{router_id} configured")
+
+
+def flush(h: Harness, tenant_router: str) -> None:
+    """Return once the root and the tenant of ``tenant_router`` handled what was sent before."""
+    h.runtime.dump(tenant_router)
+
+
+def test_router_is_booted_configured_and_polled(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness(health_check_period=0.2)
+    create(h, router, T1)
+    assert len(cloud.servers_of(router)) == 1
+    assert h.pushes(router) == 1
+    pushed = cloud.config_pushes[router][0]
+    assert pushed["tenant_id"] == T1 and pushed["hostname"] == f"ak-{T1}"
+    # The health poller keeps checking it: POLL transitions appear in its history.
+    h.wait_for(
+        lambda: h.runtime.dump(router)["action"] == "poll" and cloud.calls["is_alive"] >= 3,
+        what="polls",
+    )
+    dump = h.runtime.dump(router)
+    assert dump["instance_state"] == "configured"
+    assert h.pushes(router) == 1, "a poll of a healthy router does not re-push"
+
+
+class GatedAppliance:
+    """Holds every config push until released, to send events while a push is in flight."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def is_alive(self, address: str, timeout: float) -> bool:
+        return self.inner.is_alive(address, timeout)
+
+    def get_interfaces(self, address: str, timeout: float) -> Any:
+        return self.inner.get_interfaces(address, timeout)
+
+    def put_config(self, address: str, config: Any, timeout: float) -> None:
+        self.entered.set()
+        assert self.release.wait(30), "test never released the push"
+        self.inner.put_config(address, config, timeout)
+
+
+def test_burst_of_100_updates_during_a_push_yields_at_most_two_pushes(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router, witness = cloud.add_router(T1), cloud.add_router(T1)
+    gate = GatedAppliance(cloud.appliance)
+    gate.release.set()
+    h = make_harness(appliance=gate)
+    create(h, router, T1)
+    create(h, witness, T1)
+    before = h.pushes(router)
+    gate.release.clear()
+    gate.entered.clear()
+    h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    assert gate.entered.wait(10), "the first push never started"
+    for _ in range(100):
+        h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    flush(h, witness)  # all 100 are now in the router's mailbox, behind the blocked push
+    gate.release.set()
+    h.wait_for(lambda: h.pushes(router) >= before + 2 and h.configured(router), what="pushes")
+    flush(h, router)
+    h.wait_for(lambda: h.runtime.dump(router)["inbox"] == [], what="inbox drained")
+    assert 1 <= h.pushes(router) - before <= 2
+
+
+def test_crashed_router_is_restarted_and_managed_again(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router, other = cloud.add_router(T1), cloud.add_router(T1)
+    h = make_harness(restart_backoff=0.1, restart_backoff_max=10.0)  # the shipped defaults
+    create(h, router, T1)
+    create(h, other, T1)
+    cloud.inject("is_alive", RuntimeError("injected bug"))
+    h.runtime.deliver(Event(router, T1, Action.POLL))
+    h.wait_for(lambda: len(h.instances[router]) == 2, timeout=1.0, what="restart within 1 s")
+    h.wait_for(lambda: h.configured(router), what="configured after the restart")
+    before = h.pushes(router)
+    h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    h.wait_for(lambda: h.pushes(router) > before, what="managed again")
+    dump = h.runtime.dump(router)
+    assert dump["restarts"] == 1
+    assert len(cloud.servers_of(router)) == 1, "the restarted actor adopted its VM"
+    assert h.runtime.dump(other)["restarts"] == 0
+    assert len(h.instances[other]) == 1
+
+
+def test_sixth_crash_within_the_window_puts_the_router_in_error_with_the_reason(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router, other = cloud.add_router(T1), cloud.add_router(T1)
+    h = make_harness(error_state_cooldown=60.0, error_retry_max=120.0)
+    create(h, router, T1)
+    create(h, other, T1)
+    for _ in range(6):  # each restarted actor re-reads the cloud at once and crashes again
+        cloud.inject("is_alive", RuntimeError("appliance probe exploded"))
+    h.runtime.deliver(Event(router, T1, Action.POLL))
+    h.wait_for(lambda: len(h.instances[router]) == 7, what="six restarts")
+    h.wait_for(lambda: str(h.instance(router).state) == "error", what="router in ERROR")
+    dump = h.runtime.dump(router)
+    assert dump["restarts"] == 6
+    assert "appliance probe exploded" in dump["error"]["reason"]
+    assert dump["error"]["retry_in"] >= 59, "it will retry by itself after the cooldown"
+    assert h.runtime.dump(other)["restarts"] == 0
+    assert h.configured(other)
+
+
+def test_errored_router_retries_by_itself_after_the_cooldown(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness(reboot_error_threshold=2)
+    cloud.fail_boots(2)
+    h.runtime.deliver(Event(router, T1, Action.CREATE))
+    h.wait_for(lambda: router in h.instances and str(h.instance(router).state) == "error", what="error")
+    # No operator event: the planned retry clears the error and boots again.
+    h.wait_for(lambda: h.configured(router), what="configured after the automatic retry")
+    transitions = h.runtime.dump(router)["transitions"]
+    assert any(t["source"] == "ClearError" for t in transitions)
+
+
+def test_tenant_debug_silences_exactly_that_tenant_then_manage_resumes(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    quiet, loud = cloud.add_router(T1), cloud.add_router(T2)
+    h = make_harness()
+    create(h, quiet, T1)
+    create(h, loud, T2)
+    h.runtime.tell(DebugTenant(T1, reason="investigating"))
+    newcomer = cloud.add_router(T1)
+    quiet_before, loud_before = h.pushes(quiet), h.pushes(loud)
+    h.runtime.deliver(Event(quiet, T1, Action.UPDATE))
+    h.runtime.deliver(Event(newcomer, T1, Action.CREATE))
+    h.runtime.deliver(Event(loud, T2, Action.UPDATE))
+    h.wait_for(lambda: h.pushes(loud) > loud_before, what="other tenant still served")
+    flush(h, quiet)
+    assert h.pushes(quiet) == quiet_before
+    assert not cloud.servers_of(newcomer), "a router created during tenant debug is ignored"
+    tree = h.runtime.dump()
+    tenant = next(t for t in tree["tenants"] if t["tenant_id"] == T1)
+    assert tenant["debug"] and tenant["debug_reasons"] == {"tenant": "investigating"}
+    assert {r["router_id"] for r in tenant["routers"]} == {quiet, newcomer}
+    assert all(r["debug"] for r in tenant["routers"])
+    # manage: every router of the tenant gets an UPDATE, the newcomer is booted.
+    h.runtime.tell(ManageTenant(T1, reason="done"))
+    h.wait_for(lambda: h.pushes(quiet) > quiet_before and h.configured(newcomer), what="resumed")
+
+
+def test_router_debug_drops_events_but_answers_dumps_until_managed(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router, sibling = cloud.add_router(T1), cloud.add_router(T1)
+    h = make_harness()
+    create(h, router, T1)
+    create(h, sibling, T1)
+    h.runtime.tell(DebugRouter(router, reason="bad VM"))
+    before, sibling_before = h.pushes(router), h.pushes(sibling)
+    h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    h.runtime.deliver(Event(sibling, T1, Action.UPDATE))
+    h.wait_for(lambda: h.pushes(sibling) > sibling_before, what="sibling served")
+    dump = h.runtime.dump(router)
+    assert dump["debug"] and dump["debug_reasons"] == {"router": "bad VM"}
+    assert h.pushes(router) == before
+    assert h.runtime.dump()["routers_in_debug"] == {router: "bad VM"}
+    h.runtime.tell(ManageRouter(router, reason="fixed"))
+    h.wait_for(lambda: h.pushes(router) > before, what="UPDATE after manage")
+    assert not h.runtime.dump(router)["debug"]
+
+
+def test_global_debug_silences_every_router_until_managed(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    a, b = cloud.add_router(T1), cloud.add_router(T2)
+    h = make_harness()
+    create(h, a, T1)
+    create(h, b, T2)
+    h.runtime.tell(DebugGlobal(reason="maintenance"))
+    before = (h.pushes(a), h.pushes(b))
+    h.runtime.deliver(Event("*", "", Action.UPDATE))
+    tree = h.runtime.dump()
+    assert tree["debug"] and tree["debug_reason"] == "maintenance"
+    assert all(r["debug"] for t in tree["tenants"] for r in t["routers"])
+    assert (h.pushes(a), h.pushes(b)) == before
+    h.runtime.tell(ManageGlobal(reason="over"))
+    h.wait_for(lambda: h.pushes(a) > before[0] and h.pushes(b) > before[1], what="resumed")
+
+
+def test_dead_tenant_is_restarted_with_its_routers(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    a, b = cloud.add_router(T1), cloud.add_router(T1)
+    h = make_harness()
+    create(h, a, T1)
+    create(h, b, T1)
+    h.fail_instance_for.add("doomed")
+    h.runtime.deliver(Event("doomed", T1, Action.CREATE))  # the tenant crashes building it
+    h.wait_for(lambda: len(h.instances[a]) == 2 and len(h.instances[b]) == 2, what="routers restarted")
+    tree = h.runtime.dump()
+    tenant = next(t for t in tree["tenants"] if t["tenant_id"] == T1)
+    assert tenant["restarts"] == 1
+    assert {r["router_id"] for r in tenant["routers"]} == {a, b}
+    h.wait_for(lambda: h.configured(a) and h.configured(b), what="routers managed again")
+    assert len(cloud.servers_of(a)) == 1 and len(cloud.servers_of(b)) == 1
+
+
+def test_delete_reaches_a_booting_router_at_once_and_cleans_up(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness(boot_check_interval=30.0)
+    cloud.boot_delay = 3600.0  # the VM stays in BUILD: the router waits on a scheduled check
+    h.runtime.deliver(Event(router, T1, Action.CREATE))
+    h.wait_for(lambda: router in h.instances and str(h.instance(router).state) == "booting", what="booting")
+    assert h.runtime.dump(router)["state"] == "CalcAction"
+    cloud.delete_router(router)
+    h.runtime.deliver(Event(router, T1, Action.DELETE))
+    h.wait_for(lambda: not cloud.servers_of(router), what="VM deleted")
+    h.wait_for(lambda: h.runtime.dump(router) is None, what="actor gone")
+    assert not cloud.network.list_ports(name=f"ASTARA:MGT:{router}")
+    # A straggler for the deleted router does not bring it back.
+    h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    assert h.runtime.dump(router) is None
+
+
+def test_workers_dump_shows_the_whole_tree(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    a, b = cloud.add_router(T1), cloud.add_router(T2)
+    h = make_harness()
+    create(h, a, T1)
+    create(h, b, T2)
+    tree = h.runtime.dump()
+    assert tree["tenant_count"] == 2 and tree["router_count"] == 2
+    router = next(r for t in tree["tenants"] for r in t["routers"] if r["router_id"] == a)
+    for key in ("state", "instance_state", "inbox", "boot_attempts", "debug", "restarts", "transitions"):
+        assert key in router
+    assert router["transitions"][-1]["target"] == "CalcAction"
+    assert router["instance"]  # servers and management addresses

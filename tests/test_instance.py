@@ -1,0 +1,361 @@
+"""InstanceManager against the in-memory cloud, with a fake clock (no sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.errors import NetworkError
+from astara_actors.events import InstanceState as S
+from astara_actors.instance import InstanceManager
+
+TENANT = "tenant-1"
+BOOT_DELAY = 30.0
+DELETE_DELAY = 5.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cloud(clock: FakeClock) -> MemoryCloud:
+    return MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, delete_delay=DELETE_DELAY)
+
+
+def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, **settings: object) -> InstanceManager:
+    return InstanceManager(
+        router_id, TENANT, network=cloud.network, compute=cloud.compute,
+        appliance=cloud.appliance, settings=cloud.settings(**settings), clock=clock,
+    )
+
+
+def configured(cloud: MemoryCloud, clock: FakeClock, router_id: str, **settings: object) -> InstanceManager:
+    """Given a router whose VM(s) booted and took their config."""
+    im = manager(cloud, clock, router_id, **settings)
+    assert im.boot() is S.BOOTING
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+    assert im.configure() is S.CONFIGURED
+    return im
+
+
+def astara_ports(cloud: MemoryCloud, router_id: str) -> list[dict]:
+    return [p for p in cloud.ports.values() if p["name"].endswith(f":{router_id}")]
+
+
+def test_router_without_vm_is_down(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    assert manager(cloud, clock, rid).update_state() is S.DOWN
+
+
+def test_vm_boots_comes_up_and_takes_its_config_with_the_right_interface_names(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    assert im.update_state() is S.DOWN
+
+    assert im.boot() is S.BOOTING
+    assert im.update_state() is S.BOOTING
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+    assert im.configure() is S.CONFIGURED
+
+    (server,) = cloud.servers_of(rid)
+    assert server["name"] == f"ak-router-{rid}_0"
+    assert server["config_drive"] is True
+    mgt = cloud.ports[server["port_ids"][0]]
+    assert mgt["name"] == f"ASTARA:MGT:{rid}"
+    assert f"astara-configure-management {mgt['mac_address']} {server['address']}/16" in server["user_data"]
+    (payload,) = cloud.config_pushes[rid]
+    router = cloud.network.get_router(rid)
+    assert [(n["network_type"], n["interface"]["ifname"], n["network_id"]) for n in payload["networks"]] == [
+        ("management", "ge0", cloud.management_network_id),
+        ("external", "ge1", cloud.external_network_id),
+        ("internal", "ge2", router.internal_ports[0].network_id),
+    ]
+    assert payload["networks"][0]["interface"]["addresses"] == [f"{server['address']}/16"]
+    assert payload["default_v4_gateway"] == "172.24.0.1"
+    assert payload["hostname"] == f"ak-{TENANT}"
+    assert im.attempts == 1
+    assert im.pushed_configs == {server["id"]: payload}
+
+
+def test_one_vrrp_port_per_network_even_when_the_router_has_two_ports_on_it(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    net = cloud.network.get_router(rid).internal_ports[0].network_id
+    cloud.make_port(net, device_id=rid, device_owner="network:router_interface")
+    manager(cloud, clock, rid).boot()
+    (server,) = cloud.servers_of(rid)
+    assert len(server["port_ids"]) == 3  # management, external, internal
+
+
+def test_status_reaches_neutron_only_when_it_changes(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.update_state()
+    im.boot()
+    im.update_state()
+    clock.advance(BOOT_DELAY)
+    im.update_state()
+    im.configure()
+    im.update_state()
+    assert cloud.status_pushes[rid] == ["DOWN", "BUILD", "ACTIVE"]
+
+
+def test_failed_status_push_never_fails_the_call_and_is_retried_on_the_next_change(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    cloud.inject("set_router_status", NetworkError("neutron down"))
+    assert im.boot() is S.BOOTING
+    assert cloud.status_pushes[rid] == []
+    im.set_error("boom")
+    assert cloud.status_pushes[rid] == ["ERROR"]
+
+
+def test_unexpected_exceptions_propagate_to_the_actor(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    cloud.inject("get_router", RuntimeError("bug"))
+    with pytest.raises(RuntimeError):
+        manager(cloud, clock, rid).update_state()
+
+
+def test_deleted_router_is_gone(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    cloud.delete_router(rid)
+    assert im.update_state() is S.GONE
+    assert im.configure() is S.GONE
+
+
+def test_boot_failure_deletes_the_ports_it_made_and_reports_down(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    cloud.fail_boots(1)
+    assert im.boot() is S.DOWN
+    assert astara_ports(cloud, rid) == []
+    assert im.attempts == 1
+    assert im.boot() is S.BOOTING
+    assert im.attempts == 2
+
+
+def test_image_override_is_used_and_shown_in_dump(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.boot(image_id="image-custom")
+    assert cloud.created_servers == [(f"ak-router-{rid}_0", "image-custom")]
+    dump = im.dump()
+    assert dump["image_id"] == "image-custom"
+    assert dump["vms"][0]["image_id"] == "image-custom"
+
+
+def test_hung_vm_is_replaced_after_the_boot_timeout(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid, boot_timeout=120.0)
+    im.boot()
+    cloud.set_appliance(rid, hung=True)
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.BOOTING
+
+    clock.advance(120.0 - BOOT_DELAY)
+    assert im.update_state() is S.DOWN
+    assert astara_ports(cloud, rid) == []
+    clock.advance(DELETE_DELAY)
+    assert cloud.servers_of(rid) == []
+
+    assert im.boot() is S.BOOTING
+    assert [s["name"] for s in cloud.servers_of(rid)] == [f"ak-router-{rid}_1"]
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+
+
+def test_vm_that_nova_put_in_error_is_deleted(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    cloud.set_server_error(rid)
+    assert im.update_state() is S.DOWN
+    assert astara_ports(cloud, rid) == []
+
+
+def test_configured_vm_stays_configured_and_its_boot_counter_is_reset(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    assert im.attempts == 1
+    assert im.update_state() is S.CONFIGURED
+    assert im.attempts == 0
+
+
+def test_configured_vm_that_stops_answering_is_down_and_replaced_if_it_never_returns(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid, boot_timeout=100.0)
+    cloud.set_appliance(rid, dead=True)
+    assert im.update_state() is S.DOWN
+    assert im.boot() is S.BOOTING  # nothing missing: it waits for the VM to come back
+    assert len(cloud.created_servers) == 1
+    clock.advance(100.0)
+    assert im.update_state() is S.DOWN
+    clock.advance(DELETE_DELAY)
+    assert cloud.servers_of(rid) == []
+
+
+def test_restarted_manager_adopts_the_existing_vm_without_booting(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    configured(cloud, clock, rid)
+    fresh = manager(cloud, clock, rid)
+    assert fresh.update_state() is S.UP
+    assert fresh.configure() is S.CONFIGURED
+    assert len(cloud.created_servers) == 1
+    assert fresh.dump()["vms"][0]["name"] == f"ak-router-{rid}_0"
+    assert fresh.boot() is S.BOOTING
+    assert len(cloud.created_servers) == 1
+
+
+def test_failed_push_is_retried_then_restarts_after_max_retries(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid, max_retries=3)
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    im.update_state()
+    cloud.fail_pushes(1)
+    assert im.configure() is S.UP
+    assert im.configure() is S.CONFIGURED  # a success resets the count
+    cloud.fail_pushes(3)
+    assert [im.configure() for _ in range(3)] == [S.UP, S.UP, S.RESTART]
+
+
+def test_unreachable_appliance_at_configure_counts_as_a_failed_push(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid, max_retries=1)
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    im.update_state()
+    cloud.set_appliance(rid, hung=True)
+    assert im.configure() is S.RESTART
+
+
+def test_new_router_interface_is_hot_plugged(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    new_net = cloud.add_interface(rid)
+    assert im.configure() is S.REPLUG
+    assert im.replug() is S.UP
+    assert im.configure() is S.CONFIGURED
+    payload = cloud.config_pushes[rid][-1]
+    entry = next(n for n in payload["networks"] if n["network_id"] == new_net)
+    assert entry["interface"]["ifname"] == "ge3"
+    assert len([p for p in astara_ports(cloud, rid) if p["network_id"] == new_net]) == 1
+
+
+def test_removed_router_interface_is_unplugged_and_its_port_deleted(cloud, clock):
+    rid = cloud.add_router(TENANT, internal_networks=2)
+    im = configured(cloud, clock, rid)
+    gone_net = cloud.network.get_router(rid).internal_ports[1].network_id
+    cloud.remove_interface(rid, gone_net)
+    assert im.configure() is S.REPLUG
+    assert im.replug() is S.UP
+    assert [p for p in astara_ports(cloud, rid) if p["network_id"] == gone_net] == []
+    assert im.configure() is S.CONFIGURED
+
+
+def test_replug_waits_for_the_appliance_then_restarts_after_the_hotplug_timeout(clock):
+    cloud = MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, hotplug_delay=3.0)
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid, hotplug_timeout=10.0)
+    cloud.add_interface(rid)
+    assert im.configure() is S.REPLUG
+    assert im.replug() is S.REPLUG
+    clock.advance(3.0)
+    assert im.replug() is S.UP
+
+    cloud.add_interface(rid)
+    cloud.hotplug_delay = 60.0
+    assert im.configure() is S.REPLUG
+    assert im.replug() is S.REPLUG
+    clock.advance(10.0)
+    assert im.replug() is S.RESTART
+
+
+def test_stop_deletes_vms_and_ports_and_reports_down_only_once_nova_has_removed_them(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    assert im.stop() is S.CONFIGURED  # Nova is still deleting
+    assert astara_ports(cloud, rid) == []
+    clock.advance(DELETE_DELAY)
+    assert im.stop() is S.DOWN
+    assert im.stop() is S.DOWN
+    assert cloud.calls["delete_server"] == 1
+    assert cloud.servers_of(rid) == []
+
+
+def test_stop_of_a_deleted_router_is_gone(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    cloud.delete_router(rid)
+    im.stop()
+    clock.advance(DELETE_DELAY)
+    assert im.stop() is S.GONE
+
+
+def test_ha_router_boots_two_vms_with_peers_and_priorities(cloud, clock):
+    rid = cloud.add_router(TENANT, ha=True)
+    im = manager(cloud, clock, rid)
+    assert im.boot() is S.BOOTING
+    clock.advance(1.0)
+    assert im.update_state() is S.BOOTING
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+    assert im.configure() is S.CONFIGURED
+
+    first, second = cloud.servers_of(rid)
+    assert first["config"]["ha_config"] == {"peers": [second["address"]], "priority": 100}
+    assert second["config"]["ha_config"] == {"peers": [first["address"]], "priority": 50}
+    assert first["config"]["ha_resource"] is True
+
+
+def test_dead_ha_member_is_deleted_and_only_it_is_rebooted(cloud, clock):
+    rid = cloud.add_router(TENANT, ha=True)
+    im = configured(cloud, clock, rid)
+    first, second = cloud.servers_of(rid)
+    cloud.set_appliance(second["id"], dead=True)
+
+    assert im.update_state() is S.DEGRADED
+    assert second["deleted_at"] is not None
+    attempts = im.attempts
+    assert im.boot() is S.BOOTING
+    assert im.attempts == attempts  # a degraded boot is not an attempt
+    assert [s["name"] for s in cloud.servers_of(rid)][-1] == f"ak-router-{rid}_2"
+    assert im.update_state() is S.BOOTING
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+    assert im.configure() is S.CONFIGURED
+    assert cloud.servers_of(rid)[-1]["config"]["ha_config"]["priority"] == 50
+
+
+def test_ha_push_that_reaches_one_member_is_degraded(cloud, clock):
+    rid = cloud.add_router(TENANT, ha=True)
+    im = configured(cloud, clock, rid)
+    cloud.fail_pushes(1)
+    assert im.configure() is S.DEGRADED
+
+
+def test_error_is_entered_and_cleared(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    assert im.set_error("too many boots") is S.ERROR
+    assert im.dump()["error"] == "too many boots"
+    assert im.clear_error() is S.DOWN
+    assert im.attempts == 0
+    assert cloud.status_pushes[rid] == ["BUILD", "ERROR", "DOWN"]
+
+
+def test_config_drift_is_detected_after_a_neutron_change(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    assert im.config_drifted() is False
+    subnet_id = cloud.network.get_router(rid).internal_ports[0].fixed_ips[0].subnet_id
+    cloud.subnets[subnet_id]["dns_nameservers"] = ["198.51.100.53"]
+    assert im.config_drifted() is True
+    assert im.configure() is S.CONFIGURED
+    assert im.config_drifted() is False
