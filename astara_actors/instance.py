@@ -8,16 +8,15 @@ counted instead of looped, and status reaches Neutron only when it changes.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import build_router_config, build_user_data
+from ._vms import RouterLog, Vm, VmCloud, networks_of
+from .config import build_router_config
 from .errors import CloudError, RouterGone
 from .events import NEUTRON_STATUS, InstanceState
-from .models import Interface, NetworkInfo, Port, Router, Server
+from .models import Interface, Router
 from .ports import Appliance, Clock, Compute, Network
 from .settings import Settings
 
@@ -25,39 +24,7 @@ __all__ = ["INTERFACES_TIMEOUT", "InstanceManager"]
 
 INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
 _LOG = logging.getLogger(__name__)
-_SUFFIX = re.compile(r"_(\d+)$")
 S = InstanceState
-
-
-class _RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"router {self.extra['router_id']}: {msg}", kwargs  # type: ignore[index]
-
-
-@dataclass(slots=True)
-class _Vm:
-    server: Server
-    index: int  # the name's _<n> suffix
-    since: float  # booted, first seen, or found dead: the boot timeout runs from here
-    booted_at: float  # HA: the oldest member gets the higher VRRP priority
-    management_port: Port | None = None
-    ports: list[Port] = field(default_factory=list)  # VRRP ports, management port excluded
-    answered: bool = False  # has answered the probe since ``since``
-    alive: bool = False  # answered the last probe
-
-    @property
-    def id(self) -> str:
-        return self.server.id
-
-    @property
-    def address(self) -> str:
-        port = self.management_port
-        return port.fixed_ips[0].ip_address if port and port.fixed_ips else ""
-
-    @property
-    def macs(self) -> set[str]:
-        ports = ([self.management_port] if self.management_port else []) + self.ports
-        return {p.mac_address.lower() for p in ports}
 
 
 class InstanceManager:
@@ -82,12 +49,13 @@ class InstanceManager:
         self._appliance = appliance
         self._settings = settings
         self._clock = clock
-        self._log = log or _RouterLog(_LOG, {"router_id": router_id})
-        self._prefix = f"ak-router-{router_id}_"
+        self._log = log or RouterLog(_LOG, {"router_id": router_id})
+        self._cloud = VmCloud(
+            router_id, network=network, compute=compute, settings=settings, log=self._log
+        )
         self._state = S.DOWN
         self._attempts = 0
-        self._vms: dict[str, _Vm] = {}
-        self._deleting: set[str] = set()
+        self._vms: dict[str, Vm] = {}
         self._adopted = False
         self._ha = False
         self._next_index = 0
@@ -124,7 +92,7 @@ class InstanceManager:
         for vm in list(self._vms.values()):
             if not vm.answered and now - vm.since >= self._settings.boot_timeout:
                 self._log.warning(
-                    "VM %s did not answer within %.0fs; deleting it", vm.server.name,
+                    "VM %s did not answer within %.0fs; deleting it", vm.name,
                     self._settings.boot_timeout,
                 )
                 self._destroy(vm)
@@ -135,11 +103,11 @@ class InstanceManager:
         if not any(vm.alive for vm in vms):
             for vm in lost:
                 # It gets a boot timeout to come back before it is replaced.
-                self._log.warning("VM %s stopped answering", vm.server.name)
+                self._log.warning("VM %s stopped answering", vm.name)
                 vm.answered, vm.since = False, now
             return self._set(S.DOWN if lost else S.BOOTING)
         for vm in lost:
-            self._log.warning("HA member %s stopped answering; deleting it", vm.server.name)
+            self._log.warning("HA member %s stopped answering; deleting it", vm.name)
             self._destroy(vm)
         if len(self._vms) < self._required:
             return self._set(S.DEGRADED)
@@ -165,7 +133,9 @@ class InstanceManager:
         missing = self._required - len(self._vms)
         for _ in range(missing):
             try:
-                self._boot_one(router, image)
+                vm = self._cloud.boot(router, image, self._next_index, self._clock())
+                self._next_index += 1
+                self._vms[vm.id] = vm
             except CloudError as exc:
                 self._log.warning("boot from image %s failed: %s", image, exc)
                 return self._set(S.DOWN)
@@ -198,7 +168,7 @@ class InstanceManager:
             try:
                 self._appliance.put_config(vm.address, payload, self._settings.config_timeout)
             except CloudError as exc:
-                self._log.warning("config push to %s failed: %s", vm.server.name, exc)
+                self._log.warning("config push to %s failed: %s", vm.name, exc)
                 continue
             self._pushed[vm.id] = payload
             pushed += 1
@@ -219,10 +189,10 @@ class InstanceManager:
             if isinstance(router, RouterGone):
                 self._replug_started = None
                 return self._set(S.GONE)
-            wanted = _networks_of(router)
+            wanted = networks_of(router)
             try:
                 for vm in self._vms.values():
-                    self._plug(vm, wanted)
+                    self._cloud.plug(vm, wanted)
             except CloudError as exc:
                 self._log.warning("hot-plug failed: %s", exc)
                 self._replug_started = None
@@ -237,7 +207,8 @@ class InstanceManager:
                 self._replug_started = None
                 return self._set(S.UP)
         if now - self._replug_started >= self._settings.hotplug_timeout:
-            self._log.warning("interfaces still wrong %.0fs after replug", now - self._replug_started)
+            waited = now - self._replug_started
+            self._log.warning("interfaces still wrong %.0fs after replug", waited)
             self._replug_started = None
             return self._set(S.RESTART)
         return self._set(S.REPLUG)
@@ -247,10 +218,10 @@ class InstanceManager:
         adopted = self._adopt()
         router = self._fetch_router()
         for vm in list(self._vms.values()):
-            if self._delete_server(vm):
+            if self._cloud.delete_server(vm):
                 self._forget(vm)
-        ports_deleted = self._delete_named_ports()
-        if not adopted or not ports_deleted or self._vms or self._still_deleting():
+        ports_deleted = self._cloud.delete_named_ports()
+        if not adopted or not ports_deleted or self._vms or self._cloud.still_deleting():
             return self._state
         self._push_failures, self._replug_started = 0, None
         return self._set(S.GONE if isinstance(router, RouterGone) else S.DOWN)
@@ -281,7 +252,7 @@ class InstanceManager:
             "vms": [
                 {
                     "id": vm.id,
-                    "name": vm.server.name,
+                    "name": vm.name,
                     "status": vm.server.status,
                     "image_id": vm.server.image_id,
                     "management_address": vm.address,
@@ -291,7 +262,7 @@ class InstanceManager:
                 }
                 for vm in self._members()
             ],
-            "deleting": sorted(self._deleting),
+            "deleting": sorted(self._cloud.deleting),
         }
 
     # ------------------------------------------------------------------ drift
@@ -352,10 +323,7 @@ class InstanceManager:
             return True
         now = self._clock()
         try:
-            servers = [s for s in self._compute.list_servers(self._prefix) if s.status != "DELETED"]
-            vms = [_Vm(s, _suffix(s.name), since=now, booted_at=now) for s in servers]
-            for vm in vms:
-                self._load_ports(vm)
+            vms = self._cloud.adopt(now)
         except CloudError as exc:
             self._log.warning("could not look up existing VMs: %s", exc)
             return False
@@ -363,37 +331,29 @@ class InstanceManager:
         self._next_index = max((vm.index + 1 for vm in vms), default=0)
         self._adopted = True
         if vms:
-            self._log.info("adopted %s", ", ".join(vm.server.name for vm in vms))
+            self._log.info("adopted %s", ", ".join(vm.name for vm in vms))
         return True
 
-    def _load_ports(self, vm: _Vm) -> None:
-        vm.management_port, vm.ports = None, []
-        for port in self._network.list_ports(device_id=vm.id):
-            if port.network_id == self._settings.management_network_id and not vm.management_port:
-                vm.management_port = port
-            else:
-                vm.ports.append(port)
-
-    def _members(self) -> list[_Vm]:
+    def _members(self) -> list[Vm]:
         return sorted(self._vms.values(), key=lambda vm: (vm.booted_at, vm.index))
 
     def _refresh(self) -> None:
-        self._still_deleting()
+        self._cloud.still_deleting()
         for vm in list(self._vms.values()):
             server = self._compute.get_server(vm.id)
             if server is None or server.status == "DELETED":
-                self._log.info("VM %s vanished from Nova", vm.server.name)
+                self._log.info("VM %s vanished from Nova", vm.name)
                 self._forget(vm)
-                self._delete_ports(vm)
+                self._cloud.delete_ports(vm)
                 continue
             vm.server = server
             if server.status == "ERROR":
                 self._log.warning("VM %s is in ERROR in Nova; deleting it", server.name)
                 self._destroy(vm)
             elif vm.management_port is None:
-                self._load_ports(vm)
+                self._cloud.load_ports(vm)
         for vm in self._members()[self._required :]:
-            self._log.warning("deleting extra VM %s", vm.server.name)
+            self._log.warning("deleting extra VM %s", vm.name)
             self._destroy(vm)
 
     def _probe(self) -> None:
@@ -408,60 +368,27 @@ class InstanceManager:
             if not pending:
                 break
 
-    def _boot_one(self, router: Router, image: str) -> None:
-        s = self._settings
-        created: list[Port] = []
-        try:
-            mgt = self._network.create_port(
-                name=f"ASTARA:MGT:{self.router_id}", network_id=s.management_network_id,
-                subnet_id=s.management_subnet_id,
-            )
-            created.append(mgt)
-            for network_id in _networks_of(router):
-                created.append(
-                    self._network.create_port(
-                        name=f"ASTARA:VRRP:{self.router_id}", network_id=network_id
-                    )
-                )
-            mgt_net = self._network.get_network(s.management_network_id)
-            index = self._next_index
-            self._next_index += 1
-            server = self._compute.create_server(
-                name=f"{self._prefix}{index}",
-                image_id=image,
-                flavor_id=s.router_flavor_id,
-                port_ids=[p.id for p in created],
-                user_data=build_user_data(mgt, _cidr_of(mgt, mgt_net), s),
-                config_drive=True,
-            )
-        except CloudError:
-            for port in created:
-                self._delete_port(port.id)
-            raise
-        now = self._clock()
-        self._vms[server.id] = _Vm(server, index, now, now, mgt, created[1:])
-
-    def _ifaces(self, vm: _Vm) -> list[Interface]:
+    def _ifaces(self, vm: Vm) -> list[Interface]:
         return self._appliance.get_interfaces(vm.address, INTERFACES_TIMEOUT)
 
     @staticmethod
-    def _matches(vm: _Vm, wanted: Sequence[str], interfaces: Sequence[Interface]) -> bool:
+    def _matches(vm: Vm, wanted: Sequence[str], interfaces: Sequence[Interface]) -> bool:
         return {p.network_id for p in vm.ports} == set(wanted) and {
             i.lladdr.lower() for i in interfaces
         } == vm.macs
 
-    def _payloads(self, router: Router, live: list[_Vm]) -> dict[str, dict[str, Any]] | None:
+    def _payloads(self, router: Router, live: list[Vm]) -> dict[str, dict[str, Any]] | None:
         """Each reachable live VM's payload; None if one's interfaces need a replug."""
-        wanted = _networks_of(router)
+        wanted = networks_of(router)
         ifaces: dict[str, list[Interface]] = {}
         for vm in live:
             try:
                 ifaces[vm.id] = self._ifaces(vm)
             except CloudError as exc:
-                self._log.warning("could not read interfaces of %s: %s", vm.server.name, exc)
+                self._log.warning("could not read interfaces of %s: %s", vm.name, exc)
                 continue
             if not self._matches(vm, wanted, ifaces[vm.id]):
-                self._log.info("interfaces of %s do not match the router", vm.server.name)
+                self._log.info("interfaces of %s do not match the router", vm.name)
                 return None
         mgt_id = self._settings.management_network_id
         networks = {n: self._network.get_network(n) for n in [mgt_id, *wanted]}
@@ -491,98 +418,18 @@ class InstanceManager:
     def _push_failed(self, why: str) -> InstanceState:
         self._push_failures += 1
         if self._push_failures >= self._settings.max_retries:
-            self._log.warning("config push failed %d times (%s); restarting", self._push_failures, why)
+            self._log.warning(
+                "config push failed %d times (%s); restarting", self._push_failures, why
+            )
             self._push_failures = 0
             return self._set(S.RESTART)
         return self._set(S.UP)
 
-    def _plug(self, vm: _Vm, wanted: Sequence[str]) -> None:
-        have = {p.network_id for p in vm.ports}
-        for network_id in wanted:
-            if network_id in have:
-                continue
-            port = self._network.create_port(
-                name=f"ASTARA:VRRP:{self.router_id}", network_id=network_id
-            )
-            try:
-                self._compute.attach_interface(vm.id, port.id)
-            except CloudError:
-                self._delete_port(port.id)
-                raise
-            vm.ports.append(port)
-            self._log.info("plugged %s into network %s", vm.server.name, network_id)
-        for port in [p for p in vm.ports if p.network_id not in wanted]:
-            self._compute.detach_interface(vm.id, port.id)
-            vm.ports.remove(port)
-            self._delete_port(port.id)
-            self._log.info("unplugged %s from network %s", vm.server.name, port.network_id)
-
-    def _destroy(self, vm: _Vm) -> None:
-        if self._delete_server(vm):
+    def _destroy(self, vm: Vm) -> None:
+        if self._cloud.delete_server(vm):
             self._forget(vm)
-            self._delete_ports(vm)
+            self._cloud.delete_ports(vm)
 
-    def _delete_server(self, vm: _Vm) -> bool:
-        try:
-            self._compute.delete_server(vm.id)
-        except CloudError as exc:
-            self._log.warning("could not delete VM %s: %s", vm.server.name, exc)
-            return False
-        self._deleting.add(vm.id)
-        return True
-
-    def _forget(self, vm: _Vm) -> None:
+    def _forget(self, vm: Vm) -> None:
         self._vms.pop(vm.id, None)
         self._pushed.pop(vm.id, None)
-
-    def _delete_ports(self, vm: _Vm) -> None:
-        for port in ([vm.management_port] if vm.management_port else []) + vm.ports:
-            self._delete_port(port.id)
-
-    def _delete_port(self, port_id: str) -> bool:
-        try:
-            self._network.delete_port(port_id)
-        except CloudError as exc:
-            self._log.warning("could not delete port %s: %s", port_id, exc)
-            return False
-        return True
-
-    def _delete_named_ports(self) -> bool:
-        try:
-            ports = [
-                p
-                for label in ("MGT", "VRRP")
-                for p in self._network.list_ports(name=f"ASTARA:{label}:{self.router_id}")
-            ]
-        except CloudError as exc:
-            self._log.warning("could not list the router's ports: %s", exc)
-            return False
-        return all([self._delete_port(p.id) for p in ports])
-
-    def _still_deleting(self) -> bool:
-        """Forget deleted servers Nova no longer shows; True if some remain."""
-        for sid in list(self._deleting):
-            try:
-                if self._compute.get_server(sid) is None:
-                    self._deleting.discard(sid)
-            except CloudError as exc:
-                self._log.warning("could not check VM %s: %s", sid, exc)
-        return bool(self._deleting)
-
-
-def _networks_of(router: Router) -> list[str]:
-    """The router's networks, gateway first, each once."""
-    return list(dict.fromkeys(p.network_id for p in router.ports))
-
-
-def _suffix(name: str) -> int:
-    match = _SUFFIX.search(name)
-    return int(match.group(1)) if match else 0
-
-
-def _cidr_of(port: Port, network: NetworkInfo) -> str:
-    subnet_id = port.fixed_ips[0].subnet_id if port.fixed_ips else ""
-    subnet = next((s for s in network.subnets if s.id == subnet_id), None)
-    if subnet is None:
-        subnet = network.subnets[0] if network.subnets else None
-    return subnet.cidr if subnet else "0.0.0.0/0"

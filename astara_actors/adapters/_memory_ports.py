@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ApplianceUnreachable, ComputeError, RouterGone
+from ..errors import (
+    ApplianceError,
+    ApplianceRejected,
+    ApplianceUnreachable,
+    ComputeError,
+    RouterGone,
+)
 from ..models import FloatingIp, Interface, NetworkInfo, Port, Router, Server
 
 if TYPE_CHECKING:
     from .memory import MemoryCloud
 
 __all__ = ["MemoryAppliance", "MemoryCompute", "MemoryNetwork"]
+
+_SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
 
 
 class MemoryNetwork:
@@ -77,7 +88,7 @@ class MemoryNetwork:
 
 
 class MemoryCompute:
-    """Nova: servers go BUILD → ACTIVE after ``boot_delay``, vanish ``delete_delay`` after delete."""
+    """Nova: servers are ACTIVE ``boot_delay`` after boot, gone ``delete_delay`` after delete."""
 
     def __init__(self, cloud: MemoryCloud) -> None:
         self._cloud = cloud
@@ -110,7 +121,7 @@ class MemoryCompute:
                 "error": False, "dead": False, "hung": False, "config": None,
                 "ifnames": {}, "next_if": 0, "address": "",
             }
-            cloud.servers[sid] = server
+            cloud.add_server(server)
             cloud.created_servers.append((name, image_id))
             for pid in port_ids:
                 self._plug(server, pid, now)
@@ -135,11 +146,7 @@ class MemoryCompute:
         self._cloud.enter("list_servers")
         with self._cloud.lock:
             self._cloud.purge()
-            return [
-                self._cloud.server_model(s)
-                for s in sorted(self._cloud.servers.values(), key=lambda s: s["name"])
-                if s["name"].startswith(name_prefix)
-            ]
+            return [self._cloud.server_model(s) for s in self._cloud.servers_named(name_prefix)]
 
     def delete_server(self, server_id: str) -> None:
         cloud = self._cloud
@@ -195,7 +202,7 @@ class MemoryAppliance:
     def is_alive(self, address: str, timeout: float) -> bool:
         self._cloud.enter("is_alive")
         try:
-            self._cloud.appliance_server(address)
+            self._server(address)
         except ApplianceUnreachable:
             return False
         return True
@@ -203,15 +210,55 @@ class MemoryAppliance:
     def get_interfaces(self, address: str, timeout: float) -> list[Interface]:
         self._cloud.enter("get_interfaces")
         with self._cloud.lock:
-            return self._cloud.interfaces(self._cloud.appliance_server(address))
+            return self._interfaces(self._server(address))
 
     def put_config(self, address: str, config: Mapping[str, Any], timeout: float) -> None:
         self._cloud.enter("put_config")
         with self._cloud.lock:
-            self._cloud.store_config(self._cloud.appliance_server(address), config)
+            self._store(self._server(address), config)
 
     def get_config(self, address: str) -> dict[str, Any] | None:
-        """The configuration the appliance holds now (``GET /v1/system/config``); not a port call."""
+        """The config the appliance holds (``GET /v1/system/config``); not a port call."""
         with self._cloud.lock:
-            return self._cloud.appliance_server(address)["config"]
+            return self._server(address)["config"]
 
+    def _server(self, address: str) -> dict[str, Any]:
+        """The server answering on ``address``; raises ``ApplianceUnreachable`` if none does."""
+        with self._cloud.lock:
+            self._cloud.purge()
+            server = self._cloud.servers.get(self._cloud._by_address.get(address, ""))
+            if (
+                server is None
+                or self._cloud.server_status(server) != "ACTIVE"
+                or server["dead"]
+                or server["hung"]
+            ):
+                raise ApplianceUnreachable(address, "no answer")
+            return server
+
+    def _interfaces(self, server: Mapping[str, Any]) -> list[Interface]:
+        now = self._cloud.clock()
+        out = []
+        for pid in server["port_ids"]:
+            ifname, visible_at = server["ifnames"][pid]
+            port = self._cloud.ports.get(pid)
+            if port is None or now < visible_at:
+                continue
+            addresses: tuple[str, ...] = ()
+            for fixed in port["fixed_ips"]:
+                cidr = ipaddress.ip_network(self._cloud.subnets[fixed["subnet_id"]]["cidr"])
+                addresses += (f"{fixed['ip_address']}/{cidr.prefixlen}",)
+            out.append(Interface(ifname=ifname, lladdr=port["mac_address"], addresses=addresses))
+        return out
+
+    def _store(self, server: dict[str, Any], config: Mapping[str, Any]) -> None:
+        # A JSON round trip, as over HTTP: a payload that is not JSON fails here too.
+        body = json.loads(json.dumps(config))
+        for key in ("tenant_id", "hostname"):
+            if not body.get(key):
+                raise ApplianceRejected(server["address"], 422, f"{key} is required")
+        if self._cloud.take_push_failure():
+            raise ApplianceError(server["address"], "injected push failure")
+        server["config"] = body
+        match = _SERVER_NAME.match(server["name"])
+        self._cloud.config_pushes[match["router"] if match else server["name"]].append(body)

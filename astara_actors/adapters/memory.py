@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import itertools
-import json
-import re
 import threading
 import time
 import uuid
@@ -20,21 +18,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import (
-    ApplianceError,
-    ApplianceRejected,
-    ApplianceUnreachable,
-    ComputeError,
-    NetworkError,
-    RouterGone,
-)
-from ..models import GATEWAY_OWNER, FloatingIp, Interface, NetworkInfo, Router, Server
+from ..errors import ComputeError, NetworkError, RouterGone
+from ..models import GATEWAY_OWNER, FloatingIp, NetworkInfo, Router, Server
 from ..settings import Settings
 from ._memory_ports import MemoryAppliance, MemoryCompute, MemoryNetwork
 
 __all__ = ["FakeClock", "MemoryCloud"]
 
-_SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
 _INTERFACE_OWNER = "network:router_interface"
 
 
@@ -54,7 +44,7 @@ class FakeClock:
 
 
 class MemoryCloud:
-    """A small OpenStack in a few dicts; ``.network``, ``.compute`` and ``.appliance`` are the ports."""
+    """A small OpenStack in dicts; ``.network``, ``.compute``, ``.appliance`` are the ports."""
 
     def __init__(
         self,
@@ -82,6 +72,7 @@ class MemoryCloud:
         self._by_name: defaultdict[str, set[str]] = defaultdict(set)
         self._fips_by_router: defaultdict[str, set[str]] = defaultdict(set)
         self._by_address: dict[str, str] = {}
+        self._by_stem: defaultdict[str, set[str]] = defaultdict(set)  # "ak-router-<id>_"
         self._deleting: dict[str, float] = {}
         self._next_host: dict[str, int] = {}
         self._macs = itertools.count(1)
@@ -97,7 +88,8 @@ class MemoryCloud:
             "mgt", cidr="127.100.0.0/16", gateway_ip=None, mtu=1500, enable_dhcp=False
         )
         self.external_network_id, self.external_subnet_id = self.add_network(
-            "public", cidr="172.24.0.0/20", gateway_ip="172.24.0.1", mtu=1500,
+            # Wider than the fixtures' /20 so that 10,000 routers with a FIP each fit.
+            "public", cidr="172.24.0.0/13", gateway_ip="172.24.0.1", mtu=1500,
             enable_dhcp=False, external=True,
         )
         self.network = MemoryNetwork(self)
@@ -247,6 +239,8 @@ class MemoryCloud:
                     raise NetworkError(f"subnet {subnet_id} not found")
                 if ip_address is None:
                     cidr = ipaddress.ip_network(self.subnets[subnet_id]["cidr"])
+                    if self._next_host[subnet_id] >= cidr.num_addresses - 1:
+                        raise NetworkError(f"no more addresses in subnet {subnet_id}")
                     ip_address = str(cidr[self._next_host[subnet_id]])
                     self._next_host[subnet_id] += 1
                 fixed_ips.append({"subnet_id": subnet_id, "ip_address": ip_address})
@@ -362,50 +356,10 @@ class MemoryCloud:
                     del self._deleting[sid]
                     server = self.servers.pop(sid)
                     self._by_address.pop(server["address"], None)
+                    self._by_stem[_stem(server["name"])].discard(sid)
                     for pid in server["port_ids"]:
                         if pid in self.ports:
                             self.bind_port(pid, "", "")
-
-    def appliance_server(self, address: str) -> dict[str, Any]:
-        """The server answering on ``address``; raises ``ApplianceUnreachable`` if none does."""
-        with self.lock:
-            self.purge()
-            server = self.servers.get(self._by_address.get(address, ""))
-            if (
-                server is None
-                or self.server_status(server) != "ACTIVE"
-                or server["dead"]
-                or server["hung"]
-            ):
-                raise ApplianceUnreachable(address, "no answer")
-            return server
-
-    def interfaces(self, server: Mapping[str, Any]) -> list[Interface]:
-        now = self.clock()
-        out = []
-        for pid in server["port_ids"]:
-            ifname, visible_at = server["ifnames"][pid]
-            port = self.ports.get(pid)
-            if port is None or now < visible_at:
-                continue
-            addresses = ()
-            if port["network_id"] == self.management_network_id and port["fixed_ips"]:
-                addresses = (f"{port['fixed_ips'][0]['ip_address']}/16",)
-            out.append(Interface(ifname=ifname, lladdr=port["mac_address"], addresses=addresses))
-        return out
-
-    def store_config(self, server: dict[str, Any], config: Mapping[str, Any]) -> None:
-        # A JSON round trip, as over HTTP: a payload that is not JSON fails here too.
-        body = json.loads(json.dumps(config))
-        for key in ("tenant_id", "hostname"):
-            if not body.get(key):
-                raise ApplianceRejected(server["address"], 422, f"{key} is required")
-        if self._fail_pushes > 0:
-            self._fail_pushes -= 1
-            raise ApplianceError(server["address"], "injected push failure")
-        server["config"] = body
-        match = _SERVER_NAME.match(server["name"])
-        self.config_pushes[match["router"] if match else server["name"]].append(body)
 
     # ------------------------------------------------------------------ faults and records
     def enter(self, call: str) -> None:
@@ -431,6 +385,13 @@ class MemoryCloud:
                 return None
             self._fail_boots -= 1
             return ComputeError("injected boot failure")
+
+    def take_push_failure(self) -> bool:
+        with self.lock:
+            if self._fail_pushes <= 0:
+                return False
+            self._fail_pushes -= 1
+            return True
 
     def fail_pushes(self, n: int) -> None:
         """The next ``n`` config pushes raise ``ApplianceError``."""
@@ -464,13 +425,28 @@ class MemoryCloud:
         """The router's servers that Nova still shows, by name."""
         with self.lock:
             self.purge()
-            prefix = f"ak-router-{router_id}_"
-            return sorted(
-                (s for s in self.servers.values() if s["name"].startswith(prefix)),
-                key=lambda s: s["name"],
-            )
+            return self.servers_named(f"ak-router-{router_id}_")
+
+    def servers_named(self, prefix: str) -> list[dict[str, Any]]:
+        """Servers whose name starts with ``prefix``, by name (indexed for ``..._`` stems)."""
+        with self.lock:
+            if prefix.endswith("_"):
+                found = (self.servers[i] for i in self._by_stem.get(prefix, ()))
+            else:
+                found = iter(self.servers.values())
+            matching = (s for s in found if s["name"].startswith(prefix))
+            return sorted(matching, key=lambda s: s["name"])
+
+    def add_server(self, server: dict[str, Any]) -> None:
+        with self.lock:
+            self.servers[server["id"]] = server
+            self._by_stem[_stem(server["name"])].add(server["id"])
 
     def _servers_for(self, ident: str) -> list[dict[str, Any]]:
         if ident in self.servers:
             return [self.servers[ident]]
         return self.servers_of(ident)
+
+
+def _stem(name: str) -> str:
+    return name[: name.rfind("_") + 1]

@@ -1,0 +1,214 @@
+"""The VMs of one router and the cloud calls that create, plug and delete them and their ports.
+
+Private to :mod:`astara_actors.instance`, which decides *when*; this module only knows *how*.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import build_user_data
+from .errors import CloudError
+from .models import NetworkInfo, Port, Router, Server
+from .ports import Compute, Network
+from .settings import Settings
+
+__all__ = ["RouterLog", "Vm", "VmCloud", "networks_of"]
+
+_SUFFIX = re.compile(r"_(\d+)$")
+
+
+class RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every message with the router id (one logger for every router, not 10,000)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"router {self.extra['router_id']}: {msg}", kwargs  # type: ignore[index]
+
+
+@dataclass(slots=True)
+class Vm:
+    """One service VM as the instance manager tracks it."""
+
+    server: Server
+    index: int  # the name's _<n> suffix
+    since: float  # booted, first seen, or found dead: the boot timeout runs from here
+    booted_at: float  # HA: the oldest member gets the higher VRRP priority
+    management_port: Port | None = None
+    ports: list[Port] = field(default_factory=list)  # VRRP ports, management port excluded
+    answered: bool = False  # has answered the probe since ``since``
+    alive: bool = False  # answered the last probe
+
+    @property
+    def id(self) -> str:
+        return self.server.id
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    @property
+    def address(self) -> str:
+        port = self.management_port
+        return port.fixed_ips[0].ip_address if port and port.fixed_ips else ""
+
+    @property
+    def macs(self) -> set[str]:
+        ports = ([self.management_port] if self.management_port else []) + self.ports
+        return {p.mac_address.lower() for p in ports}
+
+
+def networks_of(router: Router) -> list[str]:
+    """The router's networks, gateway first, each once (one VRRP port per network)."""
+    return list(dict.fromkeys(p.network_id for p in router.ports))
+
+
+class VmCloud:
+    """Nova and Neutron calls for one router's VMs; ``CloudError`` propagates unless noted."""
+
+    def __init__(
+        self,
+        router_id: str,
+        *,
+        network: Network,
+        compute: Compute,
+        settings: Settings,
+        log: logging.Logger | logging.LoggerAdapter,  # type: ignore[type-arg]
+    ) -> None:
+        self.router_id = router_id
+        self.prefix = f"ak-router-{router_id}_"
+        self.deleting: set[str] = set()  # servers we asked Nova to delete, until it has
+        self._network = network
+        self._compute = compute
+        self._settings = settings
+        self._log = log
+
+    def adopt(self, now: float) -> list[Vm]:
+        """The VMs Nova already runs for this router, with their ports."""
+        vms = []
+        for server in self._compute.list_servers(self.prefix):
+            if server.status == "DELETED":
+                continue
+            match = _SUFFIX.search(server.name)
+            vm = Vm(server, int(match.group(1)) if match else 0, since=now, booted_at=now)
+            self.load_ports(vm)
+            vms.append(vm)
+        return vms
+
+    def load_ports(self, vm: Vm) -> None:
+        vm.management_port, vm.ports = None, []
+        for port in self._network.list_ports(device_id=vm.id):
+            if port.network_id == self._settings.management_network_id and not vm.management_port:
+                vm.management_port = port
+            else:
+                vm.ports.append(port)
+
+    def boot(self, router: Router, image_id: str, index: int, now: float) -> Vm:
+        """Create the management and VRRP ports, then the server; no port is left on failure."""
+        s = self._settings
+        created: list[Port] = []
+        try:
+            mgt = self._network.create_port(
+                name=f"ASTARA:MGT:{self.router_id}",
+                network_id=s.management_network_id,
+                subnet_id=s.management_subnet_id,
+            )
+            created.append(mgt)
+            for network_id in networks_of(router):
+                created.append(self._vrrp_port(network_id))
+            mgt_net = self._network.get_network(s.management_network_id)
+            server = self._compute.create_server(
+                name=f"{self.prefix}{index}",
+                image_id=image_id,
+                flavor_id=s.router_flavor_id,
+                port_ids=[p.id for p in created],
+                user_data=build_user_data(mgt, _cidr_of(mgt, mgt_net), s),
+                config_drive=True,
+            )
+        except CloudError:
+            for port in created:
+                self.delete_port(port.id)
+            raise
+        return Vm(server, index, now, now, mgt, created[1:])
+
+    def plug(self, vm: Vm, wanted: Sequence[str]) -> None:
+        """Attach a VRRP port for each missing network, detach (and delete) the extra ones."""
+        have = {p.network_id for p in vm.ports}
+        for network_id in wanted:
+            if network_id in have:
+                continue
+            port = self._vrrp_port(network_id)
+            try:
+                self._compute.attach_interface(vm.id, port.id)
+            except CloudError:
+                self.delete_port(port.id)
+                raise
+            vm.ports.append(port)
+            self._log.info("plugged %s into network %s", vm.name, network_id)
+        for port in [p for p in vm.ports if p.network_id not in wanted]:
+            self._compute.detach_interface(vm.id, port.id)
+            vm.ports.remove(port)
+            self.delete_port(port.id)
+            self._log.info("unplugged %s from network %s", vm.name, port.network_id)
+
+    def delete_server(self, vm: Vm) -> bool:
+        """Ask Nova to delete the VM; False (logged) if it refused."""
+        try:
+            self._compute.delete_server(vm.id)
+        except CloudError as exc:
+            self._log.warning("could not delete VM %s: %s", vm.name, exc)
+            return False
+        self.deleting.add(vm.id)
+        return True
+
+    def delete_ports(self, vm: Vm) -> None:
+        for port in ([vm.management_port] if vm.management_port else []) + vm.ports:
+            self.delete_port(port.id)
+
+    def delete_port(self, port_id: str) -> bool:
+        """Delete a port; False (logged) if Neutron refused."""
+        try:
+            self._network.delete_port(port_id)
+        except CloudError as exc:
+            self._log.warning("could not delete port %s: %s", port_id, exc)
+            return False
+        return True
+
+    def delete_named_ports(self) -> bool:
+        """Delete every ``ASTARA:MGT``/``ASTARA:VRRP`` port of the router; False if some remain."""
+        try:
+            ports = [
+                p
+                for label in ("MGT", "VRRP")
+                for p in self._network.list_ports(name=f"ASTARA:{label}:{self.router_id}")
+            ]
+        except CloudError as exc:
+            self._log.warning("could not list the router's ports: %s", exc)
+            return False
+        return all([self.delete_port(p.id) for p in ports])
+
+    def still_deleting(self) -> bool:
+        """Forget deleted servers Nova no longer shows; True if some remain."""
+        for sid in list(self.deleting):
+            try:
+                if self._compute.get_server(sid) is None:
+                    self.deleting.discard(sid)
+            except CloudError as exc:
+                self._log.warning("could not check VM %s: %s", sid, exc)
+        return bool(self.deleting)
+
+    def _vrrp_port(self, network_id: str) -> Port:
+        return self._network.create_port(
+            name=f"ASTARA:VRRP:{self.router_id}", network_id=network_id
+        )
+
+
+def _cidr_of(port: Port, network: NetworkInfo) -> str:
+    subnet_id = port.fixed_ips[0].subnet_id if port.fixed_ips else ""
+    subnet = next((s for s in network.subnets if s.id == subnet_id), None)
+    if subnet is None and network.subnets:
+        subnet = network.subnets[0]
+    return subnet.cidr if subnet else "0.0.0.0/0"
