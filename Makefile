@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv clean
+.PHONY: test lint venv clean
 
 # Create the virtualenv if missing; reinstall when a dependency list changes.
 $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.py
@@ -20,6 +20,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check astara_actors tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

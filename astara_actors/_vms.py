@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import build_user_data
 from .errors import CloudError
@@ -17,16 +16,9 @@ from .models import NetworkInfo, Port, Router, Server
 from .ports import Compute, Network
 from .settings import Settings
 
-__all__ = ["RouterLog", "Vm", "VmCloud", "networks_of"]
+__all__ = ["Vm", "VmCloud", "networks_of"]
 
 _SUFFIX = re.compile(r"_(\d+)$")
-
-
-class RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every message with the router id (one logger for every router, not 10,000)."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"router {self.extra['router_id']}: {msg}", kwargs  # type: ignore[index]
 
 
 @dataclass(slots=True)

@@ -12,10 +12,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._vms import RouterLog, Vm, VmCloud, networks_of
+from ._vms import Vm, VmCloud, networks_of
 from .config import build_router_config
 from .errors import CloudError, RouterGone
 from .events import NEUTRON_STATUS, InstanceState
+from .log import router_logger
 from .models import Interface, Router
 from .ports import Appliance, Clock, Compute, Network
 from .settings import Settings
@@ -23,7 +24,6 @@ from .settings import Settings
 __all__ = ["INTERFACES_TIMEOUT", "InstanceManager"]
 
 INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
-_LOG = logging.getLogger(__name__)
 S = InstanceState
 
 
@@ -49,7 +49,7 @@ class InstanceManager:
         self._appliance = appliance
         self._settings = settings
         self._clock = clock
-        self._log = log or RouterLog(_LOG, {"router_id": router_id})
+        self._log = log or router_logger(router_id)
         self._cloud = VmCloud(
             router_id, network=network, compute=compute, settings=settings, log=self._log
         )
@@ -271,20 +271,23 @@ class InstanceManager:
         """The last payload each VM accepted, by server id."""
         return dict(self._pushed)
 
-    def desired_config(self) -> dict[str, dict[str, Any]] | None:
-        """The payload each live VM should hold now, or None if it cannot be built."""
+    def config_drifted(self) -> bool:
+        """True when Neutron now implies another config than the live VMs last accepted.
+
+        Interfaces that no longer match the router's networks count as drift (a replug is due).
+        If Neutron or the appliance cannot be read, nothing is claimed: the next check decides.
+        """
         router = self._fetch_router()
         live = [vm for vm in self._members() if vm.alive and vm.address]
         if not isinstance(router, Router) or not live:
-            return None
+            return False
         try:
-            return self._payloads(router, live)
-        except CloudError:
-            return None
-
-    def config_drifted(self) -> bool:
-        """True when a live VM's last accepted payload differs from the desired one."""
-        desired = self.desired_config() or {}
+            desired = self._payloads(router, live)
+        except CloudError as exc:
+            self._log.info("config not compared: %s", exc)
+            return False
+        if desired is None:
+            return True
         return any(self._pushed.get(sid) != payload for sid, payload in desired.items())
 
     # ------------------------------------------------------------------ helpers

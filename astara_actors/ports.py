@@ -177,6 +177,10 @@ class Instance(Protocol):
 
     def reset_boot_counter(self) -> None: ...
 
+    def config_drifted(self) -> bool:
+        """The config Neutron now implies differs from what the VM(s) last accepted."""
+        ...
+
     def dump(self) -> dict[str, object]:
         """Servers, management addresses and counters, for ``router show``."""
         ...

@@ -12,11 +12,12 @@ import pykka
 
 from .actors.orchestrator import OrchestratorActor
 from .actors.poller import HealthPoller
-from .actors.router import RouterActor, router_logger
+from .actors.router import RouterActor
 from .actors.scheduler import Scheduler
 from .actors.tenant import TenantActor
 from .events import Event
 from .instance import InstanceManager
+from .log import router_logger
 from .messages import Deliver, Dump
 from .ports import Appliance, Compute, Instance, Network
 from .settings import Settings

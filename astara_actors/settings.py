@@ -32,6 +32,7 @@ class Settings:
 
     # --- health polling
     health_check_period: float = 60.0  # every router is polled once per period
+    config_check_polls: int = 10  # every Nth poll compares desired and pushed config (0: never)
 
     # --- supervision
     restart_limit: int = 5  # restarts of one actor allowed within restart_window

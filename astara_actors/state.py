@@ -29,12 +29,12 @@ from typing import Any, ClassVar
 from .backoff import backoff
 from .errors import CloudError
 from .events import Action, InstanceState
+from .log import router_logger
 from .ports import Instance
 from .settings import Settings
 
 __all__ = ["Automaton", "Outcome", "Transition", "collapse", "STATES"]
 
-LOG = logging.getLogger(__name__)
 
 D, B, U, C = InstanceState.DOWN, InstanceState.BOOTING, InstanceState.UP, InstanceState.CONFIGURED
 R, H, G = InstanceState.RESTART, InstanceState.REPLUG, InstanceState.GONE
@@ -163,7 +163,11 @@ class Alive(State):
     name = "Alive"
 
     def execute(self, action: Action, sm: Automaton) -> Action:
-        sm.instance.update_state()
+        if sm.instance.update_state() == C and action == Action.POLL and sm.drift_check_due():
+            # Level-triggered healing: a missed notification must not leave a stale config.
+            if sm.instance.config_drifted():
+                sm.note = "config drifted from Neutron: re-pushing"
+                return Action.UPDATE
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:
@@ -402,7 +406,7 @@ class Automaton:
         self.settings = settings
         self.clock = clock
         self.rand = rand
-        self.log = log or logging.LoggerAdapter(LOG, {"router_id": router_id})
+        self.log = log or router_logger(router_id)
         self.action = Action.POLL
         self.state: State = CALC_ACTION
         self.inbox: deque[Action] = deque()
@@ -411,6 +415,7 @@ class Automaton:
         self.history: deque[Transition] = deque(maxlen=settings.transition_history)
         self.note = ""
         self.failures = 0  # consecutive failed or waiting steps, for the retry backoff
+        self.polls = 0  # polls of a configured router since its config was last compared
         self.error_since: float | None = None
         self.error_reason = ""
         self.error_count = 0  # errors since the router was last configured
@@ -541,6 +546,16 @@ class Automaton:
         if self.instance.state != E or self.error_retry_at is None:
             return None
         return max(0.0, self.error_retry_at - self.clock())
+
+    def drift_check_due(self) -> bool:
+        every = self.settings.config_check_polls
+        if every <= 0:
+            return False
+        self.polls += 1
+        if self.polls < every:
+            return False
+        self.polls = 0
+        return True
 
     def failure_wait(self) -> float:
         self.failures += 1

@@ -268,3 +268,19 @@ def test_workers_dump_shows_the_whole_tree(
         assert key in router
     assert router["transitions"][-1]["target"] == "CalcAction"
     assert router["instance"]  # servers and management addresses
+
+
+def test_missed_notification_is_healed_by_polling(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness(health_check_period=0.05, config_check_polls=1)
+    create(h, router, T1)
+    networks_before = len(cloud.config_pushes[router][-1]["networks"])
+    cloud.add_interface(router)  # Neutron changed, and nobody told us
+    h.wait_for(
+        lambda: h.configured(router)
+        and len(cloud.config_pushes[router][-1]["networks"]) == networks_before + 1,
+        what="new network pushed",
+    )
+    assert len(cloud.servers_of(router)) == 1, "hot-plugged, not rebuilt"

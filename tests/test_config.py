@@ -8,7 +8,11 @@ from typing import Any
 
 import pytest
 
-from astara_actors.config import build_router_config, build_user_data, default_v4_gateway
+from astara_actors.config import (
+    build_router_config,
+    build_user_data,
+    default_v4_gateway,
+)
 from astara_actors.models import NetworkInfo, Port, Router
 from astara_actors.settings import Settings
 

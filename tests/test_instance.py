@@ -359,3 +359,10 @@ def test_config_drift_is_detected_after_a_neutron_change(cloud, clock):
     assert im.config_drifted() is True
     assert im.configure() is S.CONFIGURED
     assert im.config_drifted() is False
+
+
+def test_a_new_router_network_counts_as_drift(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    cloud.add_interface(rid)
+    assert im.config_drifted() is True

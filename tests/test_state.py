@@ -91,6 +91,10 @@ class FakeInstance:
     def reset_boot_counter(self) -> None:
         self._attempts = 0
 
+    def config_drifted(self) -> bool:
+        self.calls.append("config_drifted")
+        return bool(self.script.get("drifted", False))
+
     def dump(self) -> dict[str, object]:
         return {}
 
@@ -444,7 +448,7 @@ def test_configure_replug_cycle_yields_while_waiting_for_hotplug() -> None:
 
 def test_poll_on_a_configured_router_only_checks_it() -> None:
     inst = FakeInstance(C, update_state=C)
-    sm = machine(inst)
+    sm = machine(inst, config_check_polls=0)
     sm.send_message(A.POLL)
     out = sm.update()
     assert inst.calls == ["update_state"]
@@ -491,3 +495,20 @@ def test_an_exited_router_refuses_every_message() -> None:
     assert sm.update().deleted
     assert not sm.send_message(A.UPDATE)
     assert not sm.has_more_work()
+
+
+def test_every_nth_poll_compares_the_config_and_repushes_a_drifted_one() -> None:
+    inst = FakeInstance(C, update_state=C, drifted=False)
+    sm = machine(inst, config_check_polls=3)
+    for _ in range(3):
+        sm.send_message(A.POLL)
+        sm.update()
+    assert inst.calls.count("config_drifted") == 1
+    assert "configure" not in inst.calls
+    inst.script["drifted"] = True
+    for _ in range(3):
+        sm.send_message(A.POLL)
+        sm.update()
+    assert inst.calls.count("config_drifted") == 2
+    assert inst.calls[-1] == "configure"
+    assert sm.history[-2].note == "config drifted from Neutron: re-pushing"

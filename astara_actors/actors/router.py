@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 import random
+import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -13,6 +12,7 @@ from typing import Any
 import pykka
 
 from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
+from ..log import router_logger
 from ..messages import (
     ChildFailed,
     DebugGlobal,
@@ -32,20 +32,7 @@ from ..settings import Settings
 from ..state import Automaton, Outcome
 from .scheduler import Scheduler
 
-__all__ = ["RouterActor", "router_logger"]
-
-LOG = logging.getLogger("astara_actors.router")
-
-
-class _RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[router {self.extra['router_id']}] {msg}", kwargs  # type: ignore[index]
-
-
-def router_logger(router_id: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
-    """The per-router log: one shared logger, every line prefixed with the router id."""
-    return _RouterLog(LOG, {"router_id": router_id})
-
+__all__ = ["RouterActor"]
 
 # Debug scopes, in the order a dump lists them.
 SCOPES = ("global", "tenant", "router")
@@ -96,6 +83,7 @@ class RouterActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         if self.failure is None:
             return
+        self._synced = True  # a sync now would overwrite ERROR; the retry re-reads the cloud
         try:
             # Restarted past the restart limit: stay alive, in ERROR, and retry by itself.
             self._after(self.sm.fail(f"actor crashed too often: {self.failure}"))
