@@ -284,3 +284,42 @@ def test_missed_notification_is_healed_by_polling(
         what="new network pushed",
     )
     assert len(cloud.servers_of(router)) == 1, "hot-plugged, not rebuilt"
+
+
+class HungFirstVm(GatedAppliance):
+    """The first VM's appliance never answers; later ones do."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.release.set()
+        self.hung: str | None = None
+
+    def is_alive(self, address: str, timeout: float) -> bool:
+        if self.hung is None:
+            self.hung = address
+        return address != self.hung and self.inner.is_alive(address, timeout)
+
+
+def test_vm_that_never_answers_is_replaced_after_the_boot_timeout(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness(appliance=HungFirstVm(cloud.appliance), boot_timeout=0.3)
+    h.runtime.deliver(Event(router, T1, Action.CREATE))
+    h.wait_for(lambda: h.configured(router), what="configured on a replacement VM")
+    names = [name for name, _image in cloud.created_servers]
+    assert names == [f"ak-router-{router}_0", f"ak-router-{router}_1"]
+    assert [s["name"] for s in cloud.servers_of(router)] == [f"ak-router-{router}_1"]
+    assert h.runtime.dump(router)["boot_attempts"] == 2
+
+
+def test_rebuild_with_an_image_boots_from_that_image(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness()
+    create(h, router, T1)
+    h.runtime.deliver(Event(router, T1, Action.REBUILD, reason="new image", image_id="img-2"))
+    h.wait_for(lambda: len(cloud.created_servers) == 2 and h.configured(router), what="rebuilt")
+    assert cloud.created_servers[-1][1] == "img-2"
+    assert len(cloud.servers_of(router)) == 1
