@@ -14,6 +14,7 @@ __all__ = [
     "DebugTenant",
     "Deliver",
     "Dump",
+    "LogDump",
     "ManageGlobal",
     "ManageRouter",
     "ManageTenant",
@@ -43,6 +44,11 @@ class Dump:
     """
 
     router_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogDump:
+    """Write the supervision tree to the log (the original's ``workers debug``)."""
 
 
 # --- debug and manage, each with the operator's reason

@@ -48,6 +48,7 @@ class Runtime:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         instance_factory: InstanceFactory | None = None,
+        tenant_factory: Callable[..., pykka.ActorRef[Any]] | None = None,
         poll: bool = True,
     ) -> None:
         self.settings = settings
@@ -57,6 +58,7 @@ class Runtime:
         self.clock = clock
         self.rand = rand
         self.instance_factory = instance_factory or self._make_instance
+        self.tenant_factory = tenant_factory or self._start_tenant
         self.poll = poll
         self.scheduler = Scheduler(clock=clock)
         self.poller: pykka.ActorRef[Any] | None = None
@@ -68,7 +70,7 @@ class Runtime:
         if self.poll:
             self.poller = HealthPoller.start(self.scheduler, self.settings.health_check_period)
         self.root = OrchestratorActor.start(
-            tenant_factory=self._start_tenant,
+            tenant_factory=self.tenant_factory,
             scheduler=self.scheduler,
             settings=self.settings,
             policy=self._policy(),

@@ -12,6 +12,7 @@ from astara_actors.messages import (
     DebugGlobal,
     DebugRouter,
     DebugTenant,
+    LogDump,
     ManageGlobal,
     ManageRouter,
     ManageTenant,
@@ -323,3 +324,16 @@ def test_rebuild_with_an_image_boots_from_that_image(
     h.wait_for(lambda: len(cloud.created_servers) == 2 and h.configured(router), what="rebuilt")
     assert cloud.created_servers[-1][1] == "img-2"
     assert len(cloud.servers_of(router)) == 1
+
+
+def test_workers_debug_writes_the_tree_to_the_log(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness], caplog: Any
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness()
+    create(h, router, T1)
+    caplog.set_level("INFO", logger="astara_actors.actors.orchestrator")
+    h.runtime.tell(LogDump())
+    h.runtime.dump()  # the root handled LogDump before answering this
+    lines = [r.getMessage() for r in caplog.records if "workers debug" in r.getMessage()]
+    assert len(lines) == 1 and router in lines[0] and '"instance_state": "configured"' in lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from ..messages import (
     DebugTenant,
     Deliver,
     Dump,
+    LogDump,
     ManageGlobal,
     ManageRouter,
     ManageTenant,
@@ -78,6 +80,8 @@ class OrchestratorActor(pykka.ThreadingActor):
                 return self.dump()
             case Dump(router_id=router_id):
                 return self._dump_router(router_id)
+            case LogDump():
+                LOG.info("workers debug: %s", json.dumps(self.dump(), default=str, sort_keys=True))
             case ChildFailed() as failed:
                 self._restart_with[failed.child_id] = failed.children
                 self.tenants.failed(failed)

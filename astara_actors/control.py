@@ -1,0 +1,223 @@
+"""The control protocol shared by astara-ctl, the HTTP API and the browser.
+
+**Commands** are fire-and-forget and fanned out to every orchestrator. On the wire they are the
+original Astara's ``astara.command`` notifications (inventory §4.3), so a message from an old
+``astara-ctl`` still works. **Queries** are request/reply: every orchestrator answers for what
+it owns and the client gathers the answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AstaraError
+from .events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
+from .messages import (
+    DebugGlobal,
+    DebugRouter,
+    DebugTenant,
+    Deliver,
+    ManageGlobal,
+    ManageRouter,
+    ManageTenant,
+)
+
+__all__ = [
+    "COMMAND_EVENT_TYPE",
+    "Command",
+    "CommandKind",
+    "InvalidCommand",
+    "Query",
+    "QueryKind",
+    "to_tree_message",
+]
+
+COMMAND_EVENT_TYPE = "astara.command"
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+class InvalidCommand(AstaraError):
+    """Raised when a command or query payload is malformed; says which field and why."""
+
+
+class CommandKind(enum.StrEnum):
+    POLL = "poll"
+    WORKERS_DEBUG = "workers-debug"
+    CONFIG_RELOAD = "config-reload"
+    GLOBAL_DEBUG = "global-debug"
+    TENANT_DEBUG = "tenant-debug"
+    TENANT_MANAGE = "tenant-manage"
+    RESOURCE_DEBUG = "resource-debug"
+    RESOURCE_MANAGE = "resource-manage"
+    RESOURCE_UPDATE = "resource-update"
+    RESOURCE_REBUILD = "resource-rebuild"
+    ROUTER_DEBUG = "router-debug"
+    ROUTER_MANAGE = "router-manage"
+    ROUTER_UPDATE = "router-update"
+    ROUTER_REBUILD = "router-rebuild"
+
+
+_TARGETED = {
+    CommandKind.RESOURCE_DEBUG, CommandKind.RESOURCE_MANAGE, CommandKind.RESOURCE_UPDATE,
+    CommandKind.RESOURCE_REBUILD, CommandKind.ROUTER_DEBUG, CommandKind.ROUTER_MANAGE,
+    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
+}
+# The original accepted the wildcards only for router-update/rebuild (and resource-*
+# update/rebuild through the same path); debug/manage of "every router" was refused.
+_WILDCARD_OK = {
+    CommandKind.RESOURCE_UPDATE, CommandKind.RESOURCE_REBUILD,
+    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One operator command; ``router_id`` is the target of every resource-/router- command."""
+
+    kind: CommandKind
+    router_id: str = ""
+    tenant_id: str = ""
+    reason: str = ""
+    image_id: str | None = None
+    enabled: bool | None = None  # global-debug only
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Command:
+        """Parse an ``astara.command`` payload; raises :class:`InvalidCommand`."""
+        if not isinstance(payload, Mapping):
+            raise InvalidCommand(f"command payload must be an object, not {type(payload).__name__}")
+        name = payload.get("command")
+        try:
+            kind = CommandKind(name)
+        except ValueError:
+            raise InvalidCommand(f"unknown command {name!r}") from None
+        reason = _text(payload, "reason")
+        tenant_id = _text(payload, "tenant_id")
+        if tenant_id == WILDCARD_ALL:
+            tenant_id = ""
+        router_id = ""
+        image_id = None
+        enabled = None
+        if kind in _TARGETED:
+            key = "resource_id" if kind.value.startswith("resource-") else "router_id"
+            router_id = _text(payload, key).lower()
+            if not router_id:
+                raise InvalidCommand(f"{kind}: {key} is missing")
+            _check_id(kind, key, router_id, wildcard_ok=kind in _WILDCARD_OK)
+            image_key = "resource_image_uuid" if key == "resource_id" else "router_image_uuid"
+            # The original CLI sent *_image_uuid but its state machine read image_uuid.
+            image_id = _text(payload, image_key) or _text(payload, "image_uuid") or None
+        elif kind in (CommandKind.TENANT_DEBUG, CommandKind.TENANT_MANAGE):
+            if not tenant_id:
+                raise InvalidCommand(f"{kind}: tenant_id is missing")
+            _check_id(kind, "tenant_id", tenant_id, wildcard_ok=False)
+        elif kind == CommandKind.GLOBAL_DEBUG:
+            value = payload.get("enabled")
+            if value in (1, True, "1", "true", "True"):
+                enabled = True
+            elif value in (0, False, "0", "false", "False"):
+                enabled = False
+            else:
+                raise InvalidCommand(f"global-debug: enabled must be 1 or 0, not {value!r}")
+        return cls(kind, router_id, tenant_id, reason, image_id, enabled)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload an original astara-ctl would have sent for this command."""
+        payload: dict[str, Any] = {"command": str(self.kind)}
+        if self.kind in _TARGETED:
+            if self.kind.value.startswith("resource-"):
+                payload.update(resource_id=self.router_id, tenant_id=self.tenant_id or "*")
+                if self.kind == CommandKind.RESOURCE_REBUILD and self.image_id:
+                    payload["resource_image_uuid"] = self.image_id
+            else:
+                payload.update(router_id=self.router_id, tenant_id=self.tenant_id or "*")
+                if self.kind == CommandKind.ROUTER_REBUILD and self.image_id:
+                    payload["router_image_uuid"] = self.image_id
+            payload["reason"] = self.reason
+        elif self.kind in (CommandKind.TENANT_DEBUG, CommandKind.TENANT_MANAGE):
+            payload.update(tenant_id=self.tenant_id, reason=self.reason)
+        elif self.kind == CommandKind.GLOBAL_DEBUG:
+            payload.update(enabled=1 if self.enabled else 0, reason=self.reason)
+        return payload
+
+
+def to_tree_message(command: Command) -> Any | None:
+    """The actor-tree message that carries out ``command`` (None: handled by the process)."""
+    k, rid = command.kind, command.router_id
+    match k:
+        case CommandKind.POLL:
+            return Deliver(Event(WILDCARD_ALL, "", Action.POLL, reason="operator poll"))
+        case CommandKind.GLOBAL_DEBUG:
+            cls = DebugGlobal if command.enabled else ManageGlobal
+            return cls(reason=command.reason)
+        case CommandKind.TENANT_DEBUG:
+            return DebugTenant(command.tenant_id, command.reason)
+        case CommandKind.TENANT_MANAGE:
+            return ManageTenant(command.tenant_id, command.reason)
+        case CommandKind.RESOURCE_DEBUG | CommandKind.ROUTER_DEBUG:
+            return DebugRouter(rid, command.reason, command.tenant_id)
+        case CommandKind.RESOURCE_MANAGE | CommandKind.ROUTER_MANAGE:
+            return ManageRouter(rid, command.reason, command.tenant_id)
+        case CommandKind.RESOURCE_UPDATE | CommandKind.ROUTER_UPDATE:
+            return Deliver(Event(rid, command.tenant_id, Action.UPDATE, reason=command.reason))
+        case CommandKind.RESOURCE_REBUILD | CommandKind.ROUTER_REBUILD:
+            return Deliver(
+                Event(rid, command.tenant_id, Action.REBUILD, command.reason, command.image_id)
+            )
+    return None  # workers-debug, config-reload: the process answers them itself
+
+
+class QueryKind(enum.StrEnum):
+    ROUTERS = "routers"  # every router with its state
+    ROUTER = "router"  # one router's dump
+    WORKERS = "workers"  # the supervision tree
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    kind: QueryKind
+    router_id: str = ""
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Query:
+        if not isinstance(payload, Mapping):
+            raise InvalidCommand(f"query must be an object, not {type(payload).__name__}")
+        try:
+            kind = QueryKind(payload.get("query"))
+        except ValueError:
+            raise InvalidCommand(f"unknown query {payload.get('query')!r}") from None
+        router_id = _text(payload, "router_id").lower()
+        if kind == QueryKind.ROUTER:
+            if not router_id:
+                raise InvalidCommand("router query: router_id is missing")
+            _check_id(kind, "router_id", router_id, wildcard_ok=False)
+        return cls(kind, router_id)
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"query": str(self.kind)}
+        if self.router_id:
+            payload["router_id"] = self.router_id
+        return payload
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidCommand(f"{key} must be a string, not {type(value).__name__}")
+    return value.strip()
+
+
+def _check_id(kind: object, key: str, value: str, *, wildcard_ok: bool) -> None:
+    if value in (WILDCARD_ALL, WILDCARD_ERROR):
+        if not wildcard_ok:
+            raise InvalidCommand(f"{kind}: {key} cannot be the wildcard {value!r}")
+        return
+    if not _UUID.match(value):
+        raise InvalidCommand(f"{kind}: {key} {value!r} is not a UUID")

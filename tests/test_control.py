@@ -1,0 +1,124 @@
+"""The control protocol: the original astara-ctl payloads, parsed, checked and mapped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from astara_actors.control import (
+    Command,
+    CommandKind,
+    InvalidCommand,
+    Query,
+    QueryKind,
+    to_tree_message,
+)
+from astara_actors.events import Action
+from astara_actors.messages import (
+    DebugGlobal,
+    DebugRouter,
+    DebugTenant,
+    Deliver,
+    ManageGlobal,
+    ManageRouter,
+    ManageTenant,
+)
+
+R = "7efa1155-0901-4e5e-aa82-7445b0091d00"
+T = "2f1f231e7cbe4028a87c725e401565c9"
+
+
+# Payloads exactly as the original astara-ctl sent them (inventory §4.3).
+ORIGINAL = [
+    ({"command": "poll"}, Deliver),
+    ({"command": "workers-debug"}, type(None)),
+    ({"command": "config-reload"}, type(None)),
+    ({"command": "global-debug", "enabled": 1, "reason": "upgrade"}, DebugGlobal),
+    ({"command": "global-debug", "enabled": 0, "reason": ""}, ManageGlobal),
+    ({"command": "tenant-debug", "tenant_id": T, "reason": "x"}, DebugTenant),
+    ({"command": "tenant-manage", "tenant_id": T, "reason": ""}, ManageTenant),
+    ({"command": "resource-debug", "resource_id": R, "tenant_id": "*", "reason": "x"}, DebugRouter),
+    ({"command": "resource-manage", "resource_id": R, "tenant_id": "*", "reason": ""}, ManageRouter),
+    ({"command": "resource-update", "resource_id": R, "tenant_id": "*", "reason": ""}, Deliver),
+    (
+        {"command": "resource-rebuild", "resource_id": R, "tenant_id": "*", "reason": "",
+         "resource_image_uuid": "img-1"},
+        Deliver,
+    ),
+    ({"command": "router-debug", "router_id": R, "tenant_id": T, "reason": "x"}, DebugRouter),
+    ({"command": "router-manage", "router_id": R, "tenant_id": T, "reason": ""}, ManageRouter),
+    ({"command": "router-update", "router_id": "*", "tenant_id": "*", "reason": ""}, Deliver),
+    (
+        {"command": "router-rebuild", "router_id": "error", "tenant_id": "*", "reason": "",
+         "router_image_uuid": "img-2"},
+        Deliver,
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "message_type"), ORIGINAL)
+def test_original_astara_ctl_payloads_still_work(payload: dict[str, Any], message_type: type) -> None:
+    command = Command.from_payload(payload)
+    assert isinstance(to_tree_message(command), message_type)
+    assert Command.from_payload(command.to_payload()) == command
+
+
+def test_rebuild_carries_the_image_the_original_lost() -> None:
+    command = Command.from_payload(
+        {"command": "resource-rebuild", "resource_id": R.upper(), "resource_image_uuid": "img-9"}
+    )
+    message = to_tree_message(command)
+    assert isinstance(message, Deliver)
+    assert message.event.router_id == R
+    assert message.event.action == Action.REBUILD
+    assert message.event.image_id == "img-9"
+
+
+def test_router_update_targets_the_given_tenant() -> None:
+    message = to_tree_message(
+        Command.from_payload({"command": "router-update", "router_id": R, "tenant_id": T})
+    )
+    assert isinstance(message, Deliver)
+    assert (message.event.router_id, message.event.tenant_id) == (R, T)
+
+
+@pytest.mark.parametrize(
+    ("payload", "complaint"),
+    [
+        ({"command": "reboot-everything"}, "unknown command"),
+        ({}, "unknown command"),
+        ({"command": "router-debug"}, "router_id is missing"),
+        ({"command": "router-debug", "router_id": "*"}, "wildcard"),
+        ({"command": "resource-manage", "resource_id": "error"}, "wildcard"),
+        ({"command": "router-rebuild", "router_id": "not-a-uuid"}, "is not a UUID"),
+        ({"command": "tenant-debug"}, "tenant_id is missing"),
+        ({"command": "tenant-debug", "tenant_id": "*"}, "tenant_id is missing"),
+        ({"command": "global-debug", "enabled": "maybe"}, "enabled must be 1 or 0"),
+        ({"command": "router-update", "router_id": 12}, "must be a string"),
+    ],
+)
+def test_bad_commands_are_refused_with_the_reason(payload: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(InvalidCommand, match=complaint):
+        Command.from_payload(payload)
+
+
+@given(st.dictionaries(st.text(max_size=20), st.none() | st.integers() | st.text(max_size=40)))
+def test_any_payload_parses_or_is_refused_as_invalid(payload: dict[str, Any]) -> None:
+    try:
+        command = Command.from_payload(payload)
+    except InvalidCommand:
+        return
+    assert isinstance(command.kind, CommandKind)
+
+
+def test_queries_round_trip_and_validate() -> None:
+    assert Query.from_payload({"query": "workers"}) == Query(QueryKind.WORKERS)
+    query = Query(QueryKind.ROUTER, R)
+    assert Query.from_payload(query.to_payload()) == query
+    with pytest.raises(InvalidCommand, match="router_id is missing"):
+        Query.from_payload({"query": "router"})
+    with pytest.raises(InvalidCommand, match="unknown query"):
+        Query.from_payload({"query": "everything"})
