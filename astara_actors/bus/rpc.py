@@ -1,0 +1,289 @@
+"""The control protocol on the bus: commands (fan-out notifications) and queries (scatter-gather).
+
+A query is published to the fanout exchange ``astara.control``; every orchestrator's
+:class:`QueryServer` answers to the client's reply queue through the default exchange ``""``
+(which routes by queue name, across processes on ``filesystem://`` too). Wire format::
+
+    request  {"query": {...}, "reply_to": "<queue>", "correlation_id": "<id>"}
+    reply    {"host": "<host>", "correlation_id": "<id>", "ok": true, "answer": {...}}
+             {"host": "<host>", "correlation_id": "<id>", "ok": false, "error": "..."}
+
+``reply_to`` and ``correlation_id`` are also set as AMQP properties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import kombu
+
+from ..control import COMMAND_EVENT_TYPE
+from ..errors import AstaraError
+from ._worker import ConsumerThread
+from .consumer import notifications_exchange
+from .transport import (
+    BusSettings,
+    BusUnavailable,
+    FilesystemTransport,
+    NoAnswer,
+    bus_errors,
+    connect,
+    notification_envelope,
+    publish,
+)
+
+__all__ = ["Answer", "ControlClient", "QueryServer", "control_exchange"]
+
+log = logging.getLogger(__name__)
+
+#: ``answer(query) -> dict``: the orchestrator's answer for what it owns.
+Answer = Callable[[dict[str, Any]], dict[str, Any]]
+
+REPLY_PREFIX = "astara.reply."
+# filesystem:// never deletes replies that arrive after their client left; sweep them.
+_SWEEP_EVERY, _SWEEP_AGE = 30.0, 60.0
+
+
+def control_exchange(settings: BusSettings) -> kombu.Exchange:
+    return kombu.Exchange(settings.control_exchange, type="fanout", durable=False)
+
+
+class QueryServer(ConsumerThread):
+    """Answer queries on a thread, from a per-process queue bound to the control exchange.
+
+    The queue is ``astara.control.<host>`` (exclusive and auto-delete on RabbitMQ; on
+    ``filesystem://`` purged on start and deleted on stop). Queries are answered one at a time;
+    ``answer`` may take a few seconds, far below the heartbeat timeout.
+    """
+
+    def __init__(
+        self,
+        settings: BusSettings,
+        answer: Answer,
+        *,
+        queue_name: str = "",
+        name: str = "bus-queries",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(settings, name=name)
+        self._answer = answer
+        self._clock = clock
+        self._swept = clock()
+        self.queue = kombu.Queue(
+            queue_name or f"astara.control.{settings.host}",
+            exchange=control_exchange(settings),
+            durable=False,
+            auto_delete=True,
+            exclusive=True,
+        )
+
+    def get_consumers(self, Consumer: Any, channel: Any) -> list[kombu.Consumer]:
+        if self._connections == 1:
+            # Requests queued for a previous run of this host are stale: their clients gave up.
+            self.queue.bind(channel).declare()
+            self.queue.bind(channel).purge()
+        # One at a time: the reply is published on this channel, and waiting for its publisher
+        # confirm must not dispatch the next request re-entrantly.
+        return [Consumer(queues=[self.queue], on_message=self._on_message, prefetch_count=1)]
+
+    def _on_message(self, message: kombu.Message) -> None:
+        self._count("received")
+        props = message.properties
+        try:
+            request = json.loads(message.body)
+            query = request["query"]
+            reply_to = props.get("reply_to") or request["reply_to"]
+            correlation_id = props.get("correlation_id") or request["correlation_id"]
+            if not isinstance(query, dict) or not isinstance(reply_to, str) or not reply_to:
+                raise ValueError("query must be an object and reply_to a queue name")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("rejected malformed query %s: %s", message.delivery_tag, exc)
+            self.settle(message.reject, requeue=False)
+            self._count("malformed")
+            return
+        reply: dict[str, Any] = {"host": self.settings.host, "correlation_id": correlation_id}
+        try:
+            body = json.dumps({**reply, "ok": True, "answer": self._answer(query)})
+        except AstaraError as exc:
+            log.warning("query %s failed: %s", query, exc)
+            body = json.dumps({**reply, "ok": False, "error": str(exc)})
+            self._count("failed")
+        except Exception as exc:
+            log.exception("answering query %s failed", query)
+            body = json.dumps({**reply, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            self._count("failed")
+        try:
+            kombu.Producer(message.channel).publish(
+                body, exchange="", routing_key=reply_to, correlation_id=correlation_id,
+                content_type="application/json", content_encoding="utf-8",
+            )
+        finally:
+            self.settle(message.ack)
+        self._count("handled")
+
+    def on_iteration(self) -> None:
+        now = self._clock()
+        if now - self._swept >= _SWEEP_EVERY:
+            self._swept = now
+            _sweep_replies(self.connection, _SWEEP_AGE)
+
+    def on_consume_end(self, connection: kombu.Connection, channel: Any) -> None:
+        if self.should_stop:
+            try:  # filesystem:// keeps a dead queue's fanout binding forever otherwise
+                self.queue.bind(channel).delete()
+            except Exception as exc:
+                log.warning("%s: could not delete queue %s: %s", self.name, self.queue.name, exc)
+
+
+def _sweep_replies(connection: kombu.Connection, age: float) -> None:
+    folder = connection.transport_options.get("data_folder_in")
+    if connection.transport_cls is not FilesystemTransport or not folder:
+        return
+    limit = time.time() - age
+    for path in Path(folder).glob(f"*.{REPLY_PREFIX}*.msg"):
+        try:
+            if path.stat().st_mtime < limit:
+                path.unlink()
+        except OSError:
+            pass  # consumed or swept by another process meanwhile
+
+
+class ControlClient:
+    """Send commands and ask queries (astara-ctl, the HTTP API, the browser).
+
+    kombu connections are not thread-safe: a lock serialises calls, but give each thread that
+    talks to the bus often its own client. The connection is opened lazily, has no heartbeat
+    (an idle client is not dropped) and is re-opened once when it turns out to be dead.
+    """
+
+    def __init__(
+        self,
+        settings: BusSettings,
+        *,
+        host: str | None = None,
+        new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.host = host or settings.host
+        self._new_id = new_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connection = connect(settings, heartbeat=0)
+
+    def send_command(self, payload: Mapping[str, Any]) -> None:
+        """Fan an ``astara.command`` out to every orchestrator (as the original astara-ctl)."""
+        body = notification_envelope(
+            COMMAND_EVENT_TYPE, dict(payload),
+            publisher_id=f"astara.ctl.{self.host}", new_id=self._new_id,
+        )
+        with self._lock:
+            publish(
+                self._connection, body,
+                exchange=notifications_exchange(self.settings),
+                routing_key=self.settings.notifications_routing_key,
+                delivery_mode=2,
+            )
+
+    def ask(
+        self,
+        query: Mapping[str, Any],
+        timeout: float,
+        expect: int | None = None,
+        grace: float = 0.05,
+    ) -> list[dict[str, Any]]:
+        """Ask every orchestrator; gather replies until ``expect`` arrived, else until ``grace``
+        after the first one, at most ``timeout``. Returns what arrived (raises :class:`NoAnswer`
+        if nothing did)."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    return self._ask(dict(query), timeout, expect, grace)
+                except (BusUnavailable, *bus_errors(self._connection)) as exc:
+                    if attempt == 2:
+                        if isinstance(exc, BusUnavailable):
+                            raise
+                        raise BusUnavailable(self._connection.as_uri(), str(exc)) from None
+                    log.info("control client: bus connection lost (%s); reconnecting", exc)
+                    self._reset()
+        raise AssertionError("unreachable")
+
+    def _ask(
+        self, query: dict[str, Any], timeout: float, expect: int | None, grace: float
+    ) -> list[dict[str, Any]]:
+        correlation_id = str(self._new_id())
+        reply_queue = kombu.Queue(
+            f"{REPLY_PREFIX}{correlation_id}", durable=False, auto_delete=True, exclusive=True
+        )
+        replies: list[dict[str, Any]] = []
+
+        def collect(message: kombu.Message) -> None:
+            try:
+                reply = json.loads(message.body)
+            except ValueError:
+                log.warning("ignored a reply that is not JSON: %r", message.body[:200])
+                return
+            if isinstance(reply, dict) and reply.get("correlation_id") == correlation_id:
+                replies.append(reply)
+
+        channel = self._connection.default_channel
+        consumer = kombu.Consumer(channel, [reply_queue], on_message=collect, no_ack=True)
+        consumer.consume()
+        try:
+            body = json.dumps(
+                {"query": query, "reply_to": reply_queue.name, "correlation_id": correlation_id}
+            )
+            publish(
+                self._connection, body, exchange=control_exchange(self.settings),
+                routing_key="", reply_to=reply_queue.name, correlation_id=correlation_id,
+                max_retries=0,
+            )
+            started = self._clock()
+            first: float | None = None
+            while expect is None or len(replies) < expect:
+                if replies and first is None:
+                    first = self._clock()
+                end = started + timeout
+                if expect is None and first is not None:
+                    end = min(end, first + grace)
+                wait = end - self._clock()
+                if wait <= 0:
+                    break
+                try:
+                    self._connection.drain_events(timeout=wait)
+                except TimeoutError:
+                    pass
+        finally:
+            try:
+                consumer.cancel()
+                reply_queue.bind(channel).delete()
+            except Exception as exc:  # auto-delete may have removed it already
+                log.debug("reply queue cleanup: %s", exc)
+        if not replies:
+            raise NoAnswer(query, timeout)
+        return replies
+
+    def _reset(self) -> None:
+        try:
+            self._connection.close()
+        except Exception:
+            pass
+        self._connection = connect(self.settings, heartbeat=0)
+
+    def close(self) -> None:
+        """Close the connection (the client must not be used afterwards)."""
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,237 @@
+"""Queries (scatter-gather over the fanout control exchange) and commands from ControlClient."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kombu
+import pytest
+
+from astara_actors.bus import (
+    BusSettings,
+    ControlClient,
+    NoAnswer,
+    NotificationConsumer,
+    QueryServer,
+    connect,
+    publish,
+)
+from astara_actors.bus.rpc import control_exchange
+from astara_actors.control import Command, CommandKind, InvalidCommand
+
+from . import bus_helpers
+from .bus_helpers import WAIT, Peer, Rabbit, Recorder, rabbitmqctl
+
+rabbit = pytest.fixture(bus_helpers.rabbit_names)
+vhost = pytest.fixture(bus_helpers.rabbit_vhost)
+memory_bus = pytest.fixture(bus_helpers.fresh_memory_bus)
+
+MEMORY = BusSettings(transport_url="memory://", host="h1")
+
+
+def echo(host: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda query: {"from": host, "query": query}
+
+
+@pytest.fixture
+def serving(memory_bus: None) -> Iterator[Callable[..., QueryServer]]:
+    started: list[QueryServer] = []
+
+    def start(settings: BusSettings, answer: Callable[[dict[str, Any]], Any]) -> QueryServer:
+        server = QueryServer(settings, answer).start()
+        started.append(server)
+        assert server.wait_ready(WAIT)
+        return server
+
+    yield start
+    for server in started:
+        server.request_stop()
+    for server in started:
+        assert server.stop(WAIT)
+
+
+@pytest.fixture
+def client() -> Iterator[ControlClient]:
+    with ControlClient(MEMORY) as c:
+        yield c
+
+
+def test_a_server_answers_with_its_host_and_the_correlation_id(serving, client) -> None:
+    serving(MEMORY, echo("h1"))
+
+    [reply] = client.ask({"query": "workers"}, timeout=WAIT, expect=1)
+
+    assert reply["ok"] is True
+    assert reply["host"] == "h1"
+    assert reply["answer"] == {"from": "h1", "query": {"query": "workers"}}
+    assert uuid.UUID(reply["correlation_id"])
+
+
+def test_ask_gathers_until_the_expected_number_of_answers(serving, client) -> None:
+    for host in ("h1", "h2", "h3"):
+        serving(BusSettings(transport_url="memory://", host=host), echo(host))
+
+    replies = client.ask({"query": "routers"}, timeout=WAIT, expect=3)
+
+    assert sorted(r["host"] for r in replies) == ["h1", "h2", "h3"]
+
+
+def test_without_expect_ask_returns_a_grace_period_after_the_first_answer(serving, client) -> None:
+    # Given a fast orchestrator and one that answers only when released
+    release = threading.Event()
+
+    def slow(query: dict[str, Any]) -> dict[str, Any]:
+        release.wait(WAIT)
+        return {}
+
+    serving(MEMORY, echo("h1"))
+    serving(BusSettings(transport_url="memory://", host="h2"), slow)
+    try:
+        # When asking with no expected count
+        replies = client.ask({"query": "workers"}, timeout=WAIT, grace=0.05)
+    finally:
+        release.set()
+    # Then the fast answer came back without waiting for the slow one
+    assert [r["host"] for r in replies] == ["h1"]
+
+
+def test_nobody_answering_raises_no_answer(memory_bus: None, client) -> None:
+    with pytest.raises(NoAnswer, match="within 0.2 s"):
+        client.ask({"query": "workers"}, timeout=0.2)
+
+
+def test_a_failing_answer_comes_back_as_an_error_and_the_server_goes_on(serving, client) -> None:
+    def answer(query: dict[str, Any]) -> dict[str, Any]:
+        if query.get("query") == "bad":
+            raise InvalidCommand("unknown query 'bad'")
+        if query.get("query") == "crash":
+            raise KeyError("oops")
+        return {"fine": True}
+
+    server = serving(MEMORY, answer)
+
+    [bad] = client.ask({"query": "bad"}, timeout=WAIT, expect=1)
+    [crash] = client.ask({"query": "crash"}, timeout=WAIT, expect=1)
+    [good] = client.ask({"query": "ok"}, timeout=WAIT, expect=1)
+
+    assert (bad["ok"], bad["error"]) == (False, "unknown query 'bad'")
+    assert (crash["ok"], crash["error"]) == (False, "KeyError: 'oops'")
+    assert "answer" not in crash
+    assert good == {**good, "ok": True, "answer": {"fine": True}}
+    assert server.stats["failed"] == 2
+
+
+def test_a_malformed_request_is_rejected_and_the_server_goes_on(serving, client) -> None:
+    server = serving(MEMORY, echo("h1"))
+    with connect(MEMORY) as conn:
+        publish(conn, "this is no request", exchange=control_exchange(MEMORY), routing_key="")
+        publish(conn, json.dumps({"query": [1]}), exchange=control_exchange(MEMORY),
+                routing_key="", reply_to="nowhere")
+
+    assert server.wait_for(lambda s: s["malformed"] == 2, WAIT)
+    assert client.ask({"query": "workers"}, timeout=WAIT, expect=1)[0]["ok"] is True
+
+
+def test_send_command_is_an_astara_command_every_consumer_can_parse(memory_bus: None) -> None:
+    handler = Recorder()
+    consumer = NotificationConsumer(MEMORY, handler).start()
+    try:
+        assert consumer.wait_ready(WAIT)
+        command = Command(CommandKind.ROUTER_REBUILD, router_id=str(uuid.uuid4()), reason="test")
+        with ControlClient(MEMORY, host="ctl") as c:
+            c.send_command(command.to_payload())
+        handler.wait_for(lambda h: len(h.bodies) == 1, "the command")
+    finally:
+        consumer.stop()
+    message = json.loads(json.loads(handler.bodies[0])["oslo.message"])
+    assert message["event_type"] == "astara.command"
+    assert message["publisher_id"] == "astara.ctl.ctl"
+    assert Command.from_payload(message["payload"]) == command
+
+
+def test_the_server_deletes_its_filesystem_queue_on_stop(tmp_path: Path) -> None:
+    settings = BusSettings(transport_url=f"filesystem://{tmp_path}", host="h1")
+    server = QueryServer(settings, echo("h1")).start()
+    assert server.wait_ready(WAIT)
+    table = tmp_path / "control" / "astara.control.exchange"
+    assert "astara.control.h1" in table.read_text()
+
+    assert server.stop(WAIT)
+
+    assert "astara.control.h1" not in table.read_text()
+
+
+# -- two OS processes ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["filesystem", "rabbitmq"])
+def shared_bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
+    if request.param == "filesystem":
+        return BusSettings(transport_url=f"filesystem://{tmp_path}/bus", host="client")
+    r: Rabbit = request.getfixturevalue("rabbit")
+    return r.settings(host="client")
+
+
+def test_two_servers_in_other_processes_both_answer(shared_bus: BusSettings) -> None:
+    # Given two orchestrators, each in its own process
+    peers = [Peer("serve", BusSettings(**{**_fields(shared_bus), "host": h})) for h in ("a", "b")]
+    try:
+        for peer in peers:
+            peer.expect("ready")
+        # When this process asks
+        with ControlClient(shared_bus) as c:
+            replies = c.ask({"query": "workers"}, timeout=WAIT, expect=2)
+    finally:
+        codes = [peer.close() for peer in peers]
+    # Then both answered, from two processes
+    assert sorted(r["host"] for r in replies) == ["a", "b"]
+    assert len({r["answer"]["pid"] for r in replies}) == 2
+    assert codes == [0, 0]
+
+
+def _fields(settings: BusSettings) -> dict[str, Any]:
+    return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+
+
+# -- RabbitMQ -----------------------------------------------------------------------------
+
+
+def test_the_reply_queue_is_gone_after_ask(rabbit: Rabbit) -> None:
+    settings = rabbit.settings()
+    server = QueryServer(settings, echo("h")).start()
+    ids = iter([uuid.UUID(int=7)] + [uuid.uuid4() for _ in range(10)])
+    try:
+        assert server.wait_ready(WAIT)
+        with ControlClient(settings, new_id=lambda: next(ids)) as c:
+            assert c.ask({"query": "workers"}, timeout=WAIT, expect=1)
+    finally:
+        assert server.stop(WAIT)
+    with kombu.Connection(rabbit.url) as conn, pytest.raises(conn.channel_errors):
+        conn.channel().queue_declare(f"astara.reply.{uuid.UUID(int=7)}", passive=True)
+
+
+def test_the_client_reconnects_after_the_broker_closed_its_connection(
+    vhost: Rabbit, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "astara_actors.bus")
+    settings = vhost.settings()
+    server = QueryServer(settings, echo("h")).start()
+    try:
+        assert server.wait_ready(WAIT)
+        with ControlClient(settings) as c:
+            assert c.ask({"query": "workers"}, timeout=WAIT, expect=1)
+            rabbitmqctl("close_all_connections", "-p", vhost.url.rsplit("/", 1)[1], "test")
+            assert server.wait_for(lambda s: s["reconnects"] == 1, WAIT)
+            assert server.wait_ready(WAIT)
+            [reply] = c.ask({"query": "workers"}, timeout=WAIT, expect=1)
+            c.send_command({"command": "poll"})
+    finally:
+        assert server.stop(WAIT)
+    assert reply["ok"] is True
+    assert any("control client: bus connection lost" in r.getMessage() for r in caplog.records)
