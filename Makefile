@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint venv clean
+.PHONY: test lint bench venv clean
 
 # Create the virtualenv if missing; reinstall when a dependency list changes.
 $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.py
@@ -20,6 +20,10 @@ venv: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# Benchmarks (need RabbitMQ on 127.0.0.1:5672): tables on stdout, JSON under bench/results/.
+bench: $(STAMP)
+	$(BIN)/python -m bench.bus_latency
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check astara_actors tests

@@ -21,10 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import kombu.exceptions
-import kombu.transport.filesystem
-from kombu.transport.virtual import BrokerState
 
 from ..errors import AstaraError
+from ._filesystem import FilesystemTransport
 
 __all__ = [
     "BusError",
@@ -112,19 +111,6 @@ def mask_url(url: str) -> str:
             userinfo = userinfo.split(":", 1)[0] + ":***"
         hosts.append(f"{userinfo}{at}{hostport}")
     return urlunsplit(parts._replace(netloc=",".join(hosts)))
-
-
-class FilesystemTransport(kombu.transport.filesystem.Transport):
-    """kombu's filesystem transport, with the binding cache per connection, not per process.
-
-    kombu shares one cache of bindings among every filesystem connection of a process; a binding
-    already in it is never written to the exchange file again, so a second connection (another
-    bus folder, or a reconnect after a peer removed the binding) silently receives nothing.
-    """
-
-    def __init__(self, client: kombu.Connection, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
-        self.state = BrokerState()
 
 
 def connect(settings: BusSettings, *, heartbeat: float | None = None) -> kombu.Connection:

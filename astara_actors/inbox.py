@@ -1,0 +1,158 @@
+"""The orchestrator's ears: Neutron notifications and operator commands in, queries answered.
+
+Two consumer threads feed the actor tree: one drains our own notifications queue (Neutron's
+changes and ``astara.command`` messages, which share the exchange as in the original), the
+other answers queries. Neither touches an actor's state: they ``tell`` and ``ask``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pykka
+
+from .actors.resolver import ResolverActor
+from .bus.consumer import NotificationConsumer
+from .bus.rpc import QueryServer
+from .bus.transport import BusSettings
+from .control import Command, CommandKind, InvalidCommand, Query, QueryKind, to_tree_message
+from .messages import Dump, LogDump
+from .notifications import MalformedMessage, classify, decode, is_command
+from .ports import Network
+from .resolve import Resolver
+from .runtime import Runtime
+
+__all__ = ["Inbox", "router_summary"]
+
+LOG = logging.getLogger(__name__)
+
+# The fields of a router's dump that a list of every router shows.
+SUMMARY = (
+    "router_id", "tenant_id", "state", "instance_state", "action", "boot_attempts", "debug",
+    "restarts", "unavailable",
+)
+
+
+def router_summary(dump: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: dump[key] for key in SUMMARY if key in dump}
+
+
+class Inbox:
+    """Bus consumers for one orchestrator process, wired to its :class:`Runtime`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: BusSettings,
+        *,
+        network: Network,
+        on_config_reload: Callable[[], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.network = network
+        self.on_config_reload = on_config_reload
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.resolver: pykka.ActorRef[Any] | None = None
+        self.consumer: NotificationConsumer | None = None
+        self.queries: QueryServer | None = None
+
+    # --- lifecycle
+    def start(self, wait: float | None = 30.0) -> Inbox:
+        """Start the resolver and both consumers; wait until they consume (if ``wait``)."""
+        assert self.runtime.root is not None, "start the runtime first"
+        self.resolver = ResolverActor.start(Resolver(self.network), self.runtime.root)
+        self.consumer = NotificationConsumer(
+            self.settings, self.handle, malformed=(MalformedMessage, InvalidCommand)
+        ).start()
+        self.queries = QueryServer(self.settings, self.answer).start()
+        if wait is not None:
+            for thread in (self.consumer, self.queries):
+                if not thread.wait_ready(wait):
+                    LOG.warning("%s is not consuming yet (broker unreachable?)", thread.name)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop consuming first (unhandled messages go back to the broker), then the resolver."""
+        for thread in (self.queries, self.consumer):
+            if thread is not None:
+                thread.stop(timeout)
+        if self.resolver is not None:
+            try:
+                self.resolver.stop(timeout=timeout)
+            except pykka.ActorDeadError:
+                pass
+
+    # --- the notifications queue
+    def handle(self, body: bytes, delivery_tag: Any = None) -> None:
+        """Decode one message and hand it to the tree; returns once handed (then it is acked).
+
+        Raises ``MalformedMessage``/``InvalidCommand`` for a message that can never be handled.
+        """
+        notification = decode(body)
+        if is_command(notification):
+            self._command(Command.from_payload(notification.payload))
+            return
+        change = classify(notification)
+        if change is None:
+            self._count("ignored")
+            return
+        assert self.resolver is not None
+        self.resolver.tell(change)
+        self._count("changes")
+
+    def _command(self, command: Command) -> None:
+        self._count("commands")
+        LOG.info(
+            "command %s%s%s", command.kind,
+            f" {command.router_id or command.tenant_id}" if command.router_id or command.tenant_id else "",
+            f" ({command.reason})" if command.reason else "",
+        )
+        message = to_tree_message(command)
+        if message is not None:
+            self.runtime.tell(message)
+        elif command.kind == CommandKind.WORKERS_DEBUG:
+            self.runtime.tell(LogDump())
+        elif command.kind == CommandKind.CONFIG_RELOAD:
+            if self.on_config_reload is None:
+                LOG.warning("config-reload: this process was not started from a config file")
+            else:
+                self.on_config_reload()
+
+    # --- queries
+    def answer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Answer one query for what this orchestrator owns."""
+        query = Query.from_payload(payload)
+        self._count("queries")
+        if query.kind == QueryKind.ROUTER:
+            dump = self.runtime.dump(query.router_id)
+            return {"found": dump is not None, "router": dump}
+        tree = self.runtime.dump()
+        if query.kind == QueryKind.ROUTERS:
+            routers = [router_summary(r) for t in tree["tenants"] for r in t["routers"]]
+            return {"routers": routers}
+        tree["inbox"] = self.snapshot()
+        return {"workers": tree}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters of the consumers and the resolver, for ``workers debug``."""
+        with self._lock:
+            snap: dict[str, Any] = {"messages": dict(self.stats)}
+        if self.consumer is not None:
+            snap["consumer"] = self.consumer.stats
+            snap["consumer_alive"] = self.consumer.alive
+        if self.resolver is not None:
+            try:
+                snap["resolver"] = self.resolver.ask(Dump(), timeout=self.runtime.settings.ask_timeout)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                snap["resolver"] = {"unavailable": "busy"}
+        return snap
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1

@@ -1,0 +1,1 @@
+"""Helpers shipped with the package for tests and benchmarks (never used by the daemon)."""

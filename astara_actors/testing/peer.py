@@ -1,0 +1,91 @@
+"""An orchestrator on an in-memory cloud, attached to a bus: the far end of cross-process tests.
+
+Run ``python -m astara_actors.testing.peer --transport-url URL [options]``. It creates
+``--routers`` routers, starts the actor tree and the inbox, prints ``ready <router-id> ...``
+once every router has an actor, then one line ``acted <reason> <unix-time>`` each time a router
+enters debug mode (how benchmarks time a command end to end). It stops when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from typing import Any
+
+from ..adapters.memory import MemoryCloud
+from ..bus.transport import BusSettings
+from ..events import Action, Event
+from ..inbox import Inbox
+from ..runtime import Runtime
+
+__all__ = ["main"]
+
+
+class _ActedLog(logging.Handler):
+    """Prints a line for every 'debug mode (router)' log record of a router."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._lock_out = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        marker = "debug mode (router): "
+        if marker in text:
+            with self._lock_out:
+                print(f"acted {text.split(marker, 1)[1]} {record.created:.6f}", flush=True)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="astara_actors.testing.peer", description=__doc__)
+    parser.add_argument("--transport-url", required=True)
+    parser.add_argument("--host", default="peer")
+    parser.add_argument("--exchange", default="neutron")
+    parser.add_argument("--control-exchange", default="astara.control")
+    parser.add_argument("--queue", default="")
+    parser.add_argument("--routers", type=int, default=1)
+    parser.add_argument("--tenants", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    router_log = logging.getLogger("astara_actors.router")
+    router_log.setLevel(logging.INFO)
+    router_log.addHandler(_ActedLog())
+    cloud = MemoryCloud()
+    routers = [
+        (cloud.add_router(f"tenant-{i % max(1, args.tenants)}"), f"tenant-{i % max(1, args.tenants)}")
+        for i in range(args.routers)
+    ]
+    runtime = Runtime(
+        cloud.settings(host=args.host),
+        network=cloud.network, compute=cloud.compute, appliance=cloud.appliance, poll=False,
+    ).start()
+    bus = BusSettings(
+        transport_url=args.transport_url,
+        host=args.host,
+        notifications_exchange=args.exchange,
+        control_exchange=args.control_exchange,
+        queue_name=args.queue,
+    )
+    inbox = Inbox(runtime, bus, network=cloud.network).start()
+    try:
+        for router_id, tenant_id in routers:
+            runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
+        tree: dict[str, Any] = runtime.dump()
+        while tree["router_count"] < len(routers):
+            tree = runtime.dump()
+        print("ready " + " ".join(r for r, _ in routers), flush=True)
+        sys.stdin.read()  # until the parent closes our stdin
+    finally:
+        inbox.stop()
+        runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

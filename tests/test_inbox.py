@@ -1,0 +1,217 @@
+"""The inbox end to end: real Neutron bodies through RabbitMQ into the actor tree, and the
+control protocol across processes over RabbitMQ and the embedded transport."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kombu
+import pykka
+import pytest
+
+from astara_actors.bus import BusSettings, ControlClient
+from astara_actors.bus.consumer import notifications_exchange
+from astara_actors.events import Action, Event
+from astara_actors.inbox import Inbox
+from astara_actors.messages import Deliver, Dump
+from astara_actors.runtime import Runtime
+
+from .bus_helpers import WAIT, Rabbit, rabbit_names
+from .scenario import FIXTURES, GW_ROUTER, RESOLVED, ROUTER, TENANT, scenario_cloud
+
+
+@pytest.fixture
+def rabbit() -> Iterator[Rabbit]:
+    yield from rabbit_names()
+
+
+class ProbeTenant(pykka.ThreadingActor):
+    """Stands in for a TenantActor: records every event the root hands it."""
+
+    def __init__(self, tenant_id: str, log: list[tuple[str, Event]], changed: threading.Condition, **_: Any) -> None:
+        super().__init__()
+        self.tenant_id = tenant_id
+        self.log = log
+        self.changed = changed
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Deliver(event=event):
+                with self.changed:
+                    self.log.append((self.tenant_id, event))
+                    self.changed.notify_all()
+            case Dump():
+                return {"tenant_id": self.tenant_id, "routers": []}
+        return None
+
+
+class Probed:
+    """A runtime whose tenants are probes, with an inbox on the given bus."""
+
+    def __init__(self, bus: BusSettings) -> None:
+        self.cloud = scenario_cloud()
+        self.received: list[tuple[str, Event]] = []
+        self.changed = threading.Condition()
+        self.runtime = Runtime(
+            self.cloud.settings(),
+            network=self.cloud.network,
+            compute=self.cloud.compute,
+            appliance=self.cloud.appliance,
+            tenant_factory=lambda tenant_id, **kw: ProbeTenant.start(
+                tenant_id, self.received, self.changed
+            ),
+            poll=False,
+        ).start()
+        self.inbox = Inbox(self.runtime, bus, network=self.cloud.network).start(wait=WAIT)
+
+    def settle(self, handled: int) -> None:
+        """Return once ``handled`` messages went all the way to the probes."""
+        assert self.inbox.consumer is not None and self.inbox.resolver is not None
+        assert self.inbox.consumer.wait_for(
+            lambda s: s.get("handled", 0) + s.get("malformed", 0) >= handled, WAIT
+        ), self.inbox.consumer.stats
+        self.inbox.resolver.ask(Dump(), timeout=WAIT)  # behind every change it was told
+        self.runtime.dump()  # the root forwarded them, the probes recorded them
+
+    def stop(self) -> None:
+        self.inbox.stop()
+        self.runtime.stop()
+
+
+def fixture_messages() -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for path in sorted(FIXTURES.glob("[0-9][0-9][0-9]-*.json")):
+        out.append((int(path.name[:3]), json.loads(path.read_text())))
+    return out
+
+
+def expected_events() -> list[tuple[str, str, Action]]:
+    actions = {10: Action.CREATE, 58: Action.CREATE, 60: Action.DELETE, 69: Action.DELETE}
+    return [
+        (TENANT, router, actions.get(number, Action.UPDATE))
+        for number, routers in sorted(RESOLVED.items())
+        for router in routers
+    ]
+
+
+def test_every_captured_notification_reaches_the_right_tenant_over_rabbitmq(rabbit: Rabbit) -> None:
+    bus = rabbit.settings()
+    probed = Probed(bus)
+    try:
+        samples = fixture_messages()
+        assert len(samples) == 75
+        with kombu.Connection(bus.transport_url) as conn:
+            producer = conn.Producer()
+            for _number, sample in samples:
+                props = sample["properties"]
+                # The body exactly as Neutron sent it, with its AMQP properties.
+                producer.publish(
+                    sample["body_raw"].encode("utf-8"),
+                    exchange=notifications_exchange(bus),
+                    routing_key=sample["delivery_info"]["routing_key"],
+                    content_type=props["content_type"],
+                    content_encoding=props["content_encoding"],
+                    delivery_mode=props["delivery_mode"],
+                    declare=[notifications_exchange(bus)],
+                )
+        probed.settle(75)
+        got = [(tenant, e.router_id, e.action) for tenant, e in probed.received]
+        assert got == expected_events()
+        assert {e.reason for _t, e in probed.received} <= {s["event_type"] for _n, s in samples}
+        stats = probed.inbox.snapshot()
+        assert stats["consumer"]["malformed"] == 0
+        assert stats["messages"]["ignored"] == 75 - len(RESOLVED)  # every .start
+        assert stats["resolver"]["dropped"] == sum(1 for r in RESOLVED.values() if not r)
+        assert GW_ROUTER in {e.router_id for _t, e in probed.received}
+    finally:
+        probed.stop()
+
+
+def test_malformed_message_is_rejected_and_the_next_one_reaches_the_tree(rabbit: Rabbit) -> None:
+    bus = rabbit.settings()
+    probed = Probed(bus)
+    try:
+        good = next(s for n, s in fixture_messages() if n == 10)["body_raw"]
+        with ControlClient(bus) as client:
+            client.send_command({"command": "router-debug", "router_id": "not-a-uuid"})
+        with kombu.Connection(bus.transport_url) as conn:
+            producer = conn.Producer()
+            for body in (b"{not json", good.encode()):
+                producer.publish(
+                    body, exchange=notifications_exchange(bus),
+                    routing_key="notifications.info", content_type="application/json",
+                    content_encoding="utf-8", declare=[notifications_exchange(bus)],
+                )
+        probed.settle(3)
+        assert [(t, e.router_id, e.action) for t, e in probed.received] == [
+            (TENANT, ROUTER, Action.CREATE)
+        ]
+        assert probed.inbox.consumer is not None
+        assert probed.inbox.consumer.stats["malformed"] == 2
+        assert probed.inbox.consumer.alive
+    finally:
+        probed.stop()
+
+
+class PeerOrchestrator:
+    """``python -m astara_actors.testing.peer`` in another process."""
+
+    def __init__(self, bus: BusSettings) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "astara_actors.testing.peer",
+                "--transport-url", bus.transport_url, "--host", "peer-" + bus.host,
+                "--exchange", bus.notifications_exchange,
+                "--control-exchange", bus.control_exchange,
+                "--queue", bus.queue_name,
+            ],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        assert line and line[0] == "ready", f"peer did not start: {line}"
+        self.routers = line[1:]
+
+    def next_line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=WAIT)
+
+
+@pytest.fixture(params=["embedded", "rabbitmq"])
+def bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
+    if request.param == "embedded":
+        return BusSettings.embedded(tmp_path, host="ctl")
+    rabbit: Rabbit = request.getfixturevalue("rabbit")
+    return rabbit.settings()
+
+
+def test_command_and_query_round_trip_across_processes(bus: BusSettings) -> None:
+    peer = PeerOrchestrator(bus)
+    try:
+        (router,) = peer.routers
+        with ControlClient(bus) as client:
+            answers = client.ask({"query": "routers"}, timeout=WAIT)
+            assert [a["answer"]["routers"][0]["router_id"] for a in answers] == [router]
+            client.send_command(
+                {"command": "router-debug", "router_id": router, "tenant_id": "*", "reason": "probe"}
+            )
+            assert peer.next_line().startswith("acted probe ")
+            (answer,) = client.ask({"query": "router", "router_id": router}, timeout=WAIT)
+            dump = answer["answer"]["router"]
+            assert answer["ok"] and dump["debug"] and dump["debug_reasons"] == {"router": "probe"}
+            (workers,) = client.ask({"query": "workers"}, timeout=WAIT)
+            assert workers["answer"]["workers"]["inbox"]["messages"]["commands"] == 1
+    finally:
+        peer.stop()
