@@ -1,0 +1,208 @@
+"""The Network port over openstacksdk's network proxy (Neutron)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
+
+from ..cloud_settings import STATUS_MODES
+from ..errors import NetworkError, RouterGone
+from ..models import FloatingIp, NetworkInfo, Port, Router
+from ._os_calls import SdkCalls, raise_for_status
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+__all__ = ["STATUS_EXTENSION", "STATUS_TAG_PREFIX", "OpenStackNetwork", "wire"]
+
+LOG = logging.getLogger(__name__)
+
+STATUS_EXTENSION = "dhrouterstatus"  # the astara-neutron plugin's extension alias
+TAG_EXTENSION = "standard-attr-tag"
+STATUS_TAG_PREFIX = "astara-status:"
+
+
+def wire(resource: Any) -> dict[str, Any]:
+    """An SDK resource as the Neutron JSON it was read from.
+
+    ``original_names`` gives the wire names (``admin_state_up``, not ``is_admin_state_up``);
+    ``ignore_none`` drops what the server did not send, so parsers see their own defaults
+    (the SDK would report a missing ``admin_state_up`` as ``None``, i.e. down).
+    """
+    return resource.to_dict(original_names=True, ignore_none=True, computed=False)
+
+
+def _gone(router_id: str) -> NoReturn:
+    raise RouterGone(router_id)
+
+
+class OpenStackNetwork:
+    """Neutron through ``conn.network``; every failure surfaces as ``NetworkError``."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        status_mode: str = "auto",
+        retries: int = 3,
+        retry_delay: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if status_mode not in STATUS_MODES:
+            raise ValueError(f"status_mode must be one of {STATUS_MODES}, not {status_mode!r}")
+        self._conn = conn
+        self._status_mode = status_mode
+        self._status_via: str | None = None  # "extension", "tag" or "none" once detected
+        self._calls = SdkCalls(NetworkError, retries=retries, retry_delay=retry_delay, sleep=sleep)
+
+    @property
+    def _net(self) -> Any:
+        # Inside each call, never in __init__: building the proxy authenticates to Keystone.
+        return self._conn.network
+
+    def list_routers(self) -> list[tuple[str, str]]:
+        routers = self._calls.run("list routers", lambda: [wire(r) for r in self._net.routers()])
+        return [(r["id"], r.get("project_id") or r.get("tenant_id") or "") for r in routers]
+
+    def get_router(self, router_id: str) -> Router:
+        router = self._calls.run(
+            f"get router {router_id}",
+            lambda: wire(self._net.get_router(router_id)),
+            on_missing=lambda: _gone(router_id),
+        )
+        ports = self._calls.run(
+            f"list ports of router {router_id}",
+            lambda: [wire(p) for p in self._net.ports(device_id=router_id)],
+        )
+        fips = self._calls.run(
+            f"list floating IPs of router {router_id}",
+            lambda: [wire(f) for f in self._net.ips(router_id=router_id)],
+        )
+        return Router.from_neutron(router, ports, fips)
+
+    def get_network(self, network_id: str) -> NetworkInfo:
+        network = self._calls.run(
+            f"get network {network_id}", lambda: wire(self._net.get_network(network_id))
+        )
+        subnets = self._calls.run(
+            f"list subnets of network {network_id}",
+            lambda: [wire(s) for s in self._net.subnets(network_id=network_id)],
+        )
+        return NetworkInfo.from_neutron(network, subnets)
+
+    def list_ports(
+        self,
+        *,
+        device_id: str | None = None,
+        network_id: str | None = None,
+        name: str | None = None,
+    ) -> list[Port]:
+        given = {"device_id": device_id, "network_id": network_id, "name": name}
+        query = {k: v for k, v in given.items() if v is not None}
+        ports = self._calls.run("list ports", lambda: [wire(p) for p in self._net.ports(**query)])
+        return [Port.from_neutron(p) for p in ports]
+
+    def list_floating_ips(self, router_id: str) -> list[FloatingIp]:
+        fips = self._calls.run(
+            f"list floating IPs of router {router_id}",
+            lambda: [wire(f) for f in self._net.ips(router_id=router_id)],
+        )
+        return [FloatingIp.from_neutron(f) for f in fips]
+
+    def create_port(
+        self,
+        *,
+        name: str,
+        network_id: str,
+        tenant_id: str = "",
+        subnet_id: str | None = None,
+    ) -> Port:
+        attrs: dict[str, Any] = {
+            "name": name,
+            "network_id": network_id,
+            "is_admin_state_up": True,
+            "is_port_security_enabled": False,
+            "security_group_ids": [],
+            "fixed_ips": [{"subnet_id": subnet_id}] if subnet_id else [],
+        }
+        if tenant_id:
+            attrs["project_id"] = tenant_id
+        port = self._calls.run(
+            f"create port {name}",
+            lambda: wire(self._net.create_port(**attrs)),
+            idempotent=False,
+        )
+        return Port.from_neutron(port)
+
+    def delete_port(self, port_id: str) -> None:
+        self._calls.run(
+            f"delete port {port_id}", lambda: self._net.delete_port(port_id, ignore_missing=True)
+        )
+
+    def set_router_status(self, router_id: str, status: str) -> None:
+        via = self._status_method()
+        if via == "extension":
+            body = {"routerstatus": {"status": status}}
+            self._calls.run(
+                f"set status of router {router_id}",
+                lambda: self._put(f"/{STATUS_EXTENSION}/{router_id}", body),
+                on_missing=lambda: _gone(router_id),
+            )
+        elif via == "tag":
+            self._tag_status(router_id, status)
+
+    def _status_method(self) -> str:
+        """How status reaches Neutron, from the extensions the cloud offers (asked once)."""
+        if self._status_via is None:
+            if self._status_mode == "none":
+                self._status_via = "none"
+            else:
+                aliases = self._calls.run(
+                    "list extensions", lambda: {e.alias for e in self._net.extensions()}
+                )
+                self._status_via = _choose_status_method(self._status_mode, aliases)
+                LOG.info("router status goes to Neutron via: %s", self._status_via)
+        return self._status_via
+
+    def _tag_status(self, router_id: str, status: str) -> None:
+        """Keep exactly one ``astara-status:<S>`` tag, adding the new one before the old go."""
+        router = self._calls.run(
+            f"get router {router_id}",
+            lambda: wire(self._net.get_router(router_id)),
+            on_missing=lambda: _gone(router_id),
+        )
+        new = STATUS_TAG_PREFIX + status
+        tags = router.get("tags") or []
+        path = f"/routers/{router_id}/tags/"
+        if new not in tags:
+            self._calls.run(
+                f"tag router {router_id}",
+                lambda: self._put(path + quote(new, safe=":"), None),
+                on_missing=lambda: _gone(router_id),
+            )
+        for old in tags:
+            if old.startswith(STATUS_TAG_PREFIX) and old != new:
+                self._calls.run(
+                    f"untag router {router_id}",
+                    lambda old=old: self._delete(path + quote(old, safe=":")),
+                    on_missing=lambda: None,
+                )
+
+    def _put(self, path: str, body: dict[str, Any] | None) -> None:
+        raise_for_status(self._net.put(path, json=body))
+
+    def _delete(self, path: str) -> None:
+        raise_for_status(self._net.delete(path))
+
+
+def _choose_status_method(mode: str, aliases: set[str]) -> str:
+    if mode in ("auto", "extension") and STATUS_EXTENSION in aliases:
+        return "extension"
+    if mode in ("auto", "tag") and TAG_EXTENSION in aliases:
+        return "tag"
+    if mode != "auto":
+        LOG.warning("status_mode %s: Neutron lacks the extension; status is not pushed", mode)
+    return "none"

@@ -1,0 +1,70 @@
+"""The real Network and Compute adapters: Neutron and Nova through openstacksdk.
+
+Importing this module does not import ``openstack`` (≈0.5 s); :func:`connect` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..cloud_settings import CloudSettings
+from ..errors import CloudError
+from ._os_calls import quiet_sdk_warnings
+from ._os_compute import OpenStackCompute
+from ._os_network import OpenStackNetwork
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+__all__ = ["CloudSettings", "OpenStackCompute", "OpenStackNetwork", "connect", "open_cloud"]
+
+
+def connect(cloud: CloudSettings) -> Connection:
+    """A lazy openstacksdk connection (nothing is sent before the first call).
+
+    keystoneauth's own retries are off: :class:`SdkCalls` retries in one place, and only
+    where a resend is safe (keystoneauth would resend a POST after a read timeout).
+    """
+    import openstack
+
+    quiet_sdk_warnings()
+    common: dict[str, Any] = {
+        "api_timeout": cloud.api_timeout,
+        "connect_retries": 0,
+        "status_code_retries": 0,
+    }
+    if cloud.region_name:
+        common["region_name"] = cloud.region_name
+    try:
+        if cloud.cloud:  # clouds.yaml found the usual way (OS_CLIENT_CONFIG_FILE included)
+            return openstack.connect(cloud=cloud.cloud, **common)
+        return openstack.connect(
+            auth_url=cloud.auth_url,
+            username=cloud.username,
+            password=cloud.password,
+            project_name=cloud.project_name,
+            user_domain_name=cloud.user_domain_name,
+            project_domain_name=cloud.project_domain_name,
+            interface=cloud.interface,
+            verify=cloud.verify,
+            # neither clouds.yaml nor OS_*: a developer's OS_CLOUD would break explicit auth
+            load_yaml_config=False,
+            load_envvars=False,
+            **common,
+        )
+    except openstack.exceptions.SDKException as exc:  # e.g. an unknown clouds.yaml name
+        raise CloudError(f"connect to OpenStack: {exc}") from None
+
+
+def open_cloud(
+    cloud: CloudSettings, *, sleep: Callable[[float], None] = time.sleep
+) -> tuple[OpenStackNetwork, OpenStackCompute]:
+    """Both adapters over one connection, with the retries and status mode of ``cloud``."""
+    conn = connect(cloud)
+    retry = {"retries": cloud.retries, "retry_delay": cloud.retry_delay, "sleep": sleep}
+    return (
+        OpenStackNetwork(conn, status_mode=cloud.status_mode, **retry),
+        OpenStackCompute(conn, **retry),
+    )

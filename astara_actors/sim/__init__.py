@@ -1,0 +1,1 @@
+"""astara-sim: the parts of OpenStack the orchestrator touches, simulated over real HTTP."""
