@@ -64,7 +64,8 @@ class SettingsError(AstaraError):
     """Raised when a configuration value is missing or invalid; names section, key and problem."""
 
     def __init__(self, section: str, key: str, problem: str) -> None:
-        super().__init__(f"[{section}] {key}: {problem}")
+        # section "-" marks a problem with the file itself; key is then its path.
+        super().__init__(f"{key}: {problem}" if section == "-" else f"[{section}] {key}: {problem}")
         self.section = section
         self.key = key
         self.problem = problem

@@ -433,6 +433,8 @@ class Automaton:
         if action == Action.POLL and self.instance.state == E:
             self.log.debug("poll ignored: router in error")
             return False
+        if action == Action.POLL and self.state.parks:
+            return False  # busy deleting its VM; the parked step looks again by itself
         if action == Action.REBUILD:
             self.image_id = image_id
         self.inbox.append(action)

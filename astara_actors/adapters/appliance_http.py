@@ -1,0 +1,98 @@
+"""The Appliance port over HTTP: the astara-appliance REST agent on a VM's management address.
+
+One pooled ``requests.Session`` serves every actor thread (urllib3's pools are thread-safe);
+keep-alive connections are kept for up to ``pool_connections`` appliances at a time. Every
+``requests`` exception is translated here into :mod:`astara_actors.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..errors import ApplianceError, ApplianceRejected, ApplianceUnreachable
+from ..models import Interface
+
+__all__ = ["HttpAppliance"]
+
+_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class HttpAppliance:
+    """``Appliance`` adapter: ``http://<address>:<port>/v1/...`` with per-call timeouts."""
+
+    def __init__(
+        self,
+        port: int = 5000,
+        *,
+        pool_connections: int = 1024,
+        pool_maxsize: int = 4,
+        session: requests.Session | None = None,
+    ) -> None:
+        """``pool_connections``: appliances whose connections are kept; ``pool_maxsize``: per one."""
+        self.port = port
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # never send management traffic through an env proxy
+            session.mount("http://", HTTPAdapter(
+                pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0
+            ))
+        self._session = session
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def url(self, address: str, path: str) -> str:
+        host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+        return f"http://{host}:{self.port}{path}"
+
+    def is_alive(self, address: str, timeout: float) -> bool:
+        """``GET /v1/firewall/rules`` answered 200 within ``timeout``; never raises."""
+        try:
+            return self._request("GET", address, "/v1/firewall/rules", timeout).status_code == 200
+        except Exception:  # noqa: BLE001 - the probe's contract is a bool, whatever went wrong
+            return False
+
+    def get_interfaces(self, address: str, timeout: float) -> list[Interface]:
+        """``GET /v1/system/interfaces``, in the appliance's order."""
+        resp = self._request("GET", address, "/v1/system/interfaces", timeout)
+        if resp.status_code != 200:
+            raise ApplianceRejected(address, resp.status_code, resp.text)
+        try:
+            return [Interface.from_appliance(d) for d in resp.json()["interfaces"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ApplianceError(address, f"malformed interfaces answer: {e!r}") from None
+
+    def put_config(self, address: str, config: Mapping[str, Any], timeout: float) -> None:
+        """``PUT /v1/system/config`` as JSON; raises ``ApplianceRejected`` unless 200."""
+        body = json.dumps(config)
+        resp = self._request("PUT", address, "/v1/system/config", timeout, data=body)
+        if resp.status_code != 200:
+            raise ApplianceRejected(address, resp.status_code, resp.text)
+
+    def _request(
+        self, method: str, address: str, path: str, timeout: float, data: str | None = None
+    ) -> requests.Response:
+        try:
+            return self._session.request(
+                method, self.url(address, path), data=data, timeout=timeout,
+                headers=_JSON if data is not None else None, allow_redirects=False,
+            )
+        except requests.Timeout:
+            raise ApplianceUnreachable(address, f"no answer within {timeout}s") from None
+        except requests.RequestException as e:
+            raise ApplianceUnreachable(address, _reason(e)) from None
+
+
+def _reason(e: requests.RequestException) -> str:
+    # requests wraps urllib3 wraps OSError; the innermost message is the useful one.
+    inner: BaseException = e
+    while inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    reason = getattr(inner, "reason", None)
+    return f"{type(e).__name__}: {reason or inner}"

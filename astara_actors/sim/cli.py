@@ -1,0 +1,115 @@
+"""astara-sim: a simulated OpenStack (Keystone, Neutron, Nova, one appliance per VM) over real HTTP.
+
+Usage:
+  astara-sim [--config-file=FILE] [--listen=ADDR] [--port=PORT] [--routers=N] [--verbose]
+  astara-sim (-h | --help)
+
+Options:
+  --config-file=FILE  An ini file with a [sim] section (see etc/sim.ini for every key).
+  --listen=ADDR       Override [sim] listen (IPv4 or IPv6 address).
+  --port=PORT         Override [sim] port (0: any free port).
+  --routers=N         Override [sim] routers_per_tenant.
+  --verbose           Log every request and appliance change (INFO).
+  -h --help           Show this help.
+
+It serves Keystone at <url>/identity/v3, Neutron at <url>/network, Nova at <url>/compute/v2.1
+and the simulator's own controls at <url>/sim (GET for status, PUT /sim/faults to change
+faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget), until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from docopt import docopt
+
+from ..errors import SettingsError
+from ..inifile import read_ini, section_to
+from .settings import SimSettings
+
+__all__ = ["load_settings", "main"]
+
+LOG = logging.getLogger("astara_actors.sim")
+
+
+def load_settings(args: dict[str, Any]) -> SimSettings:
+    overrides: dict[str, Any] = {}
+    try:
+        if args["--listen"]:
+            overrides["listen"] = args["--listen"]
+        if args["--port"] is not None:
+            overrides["port"] = int(args["--port"])
+        if args["--routers"] is not None:
+            overrides["routers_per_tenant"] = int(args["--routers"])
+    except ValueError as exc:
+        raise SettingsError("command line", "--port/--routers", f"not an integer ({exc})") from None
+    if args["--config-file"]:
+        return section_to(read_ini(args["--config-file"]), "sim", SimSettings, overrides=overrides)
+    return SimSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = docopt(__doc__, argv=argv)
+    logging.basicConfig(
+        level=logging.INFO if args["--verbose"] else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:
+        print(f"astara-sim: {exc}", file=sys.stderr)
+        return 2
+    from .cloud import SimCloud
+    from .server import SimServer
+
+    notify = None
+    if settings.transport_url:
+        from ..bus.transport import BusSettings
+        from .notifier import KombuNotifier
+
+        notify = KombuNotifier(BusSettings(
+            transport_url=settings.transport_url, notifications_exchange=settings.notifications_exchange,
+        ))
+    cloud = SimCloud(settings, notify=notify)
+    try:
+        server = SimServer(cloud)
+    except OSError as exc:
+        print(f"astara-sim: cannot listen on {settings.listen}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    server.start()
+    try:
+        cloud.bootstrap()
+    except Exception as exc:  # a bad CIDR or too many routers for it: say it, stop cleanly
+        server.stop()
+        print(f"astara-sim: cannot create the initial topology: {exc}", file=sys.stderr)
+        return 1
+    _banner(server, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("astara-sim: stopping", file=sys.stderr)
+    server.stop()
+    return 0
+
+
+def _banner(server: Any, s: SimSettings) -> None:
+    url = server.url
+    routers = s.tenants * s.routers_per_tenant
+    print(
+        f"astara-sim: serving on {url} ({s.tenants} tenants, {routers} routers)\n"
+        f"  admin:   {s.admin_user} / {s.admin_password} (project {s.admin_project})\n"
+        f"  tenants: demo-N-user / {s.tenant_password} (project demo-N)\n"
+        f"  try:     openstack --os-auth-url {url}/identity/v3 --os-username {s.admin_user}"
+        f" --os-password {s.admin_password} --os-project-name {s.admin_project}"
+        f" --os-user-domain-name Default --os-project-domain-name Default router list",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

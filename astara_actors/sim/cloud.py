@@ -1,0 +1,232 @@
+"""The simulated cloud assembled: Keystone, Neutron, Nova and the appliance agents, wired.
+
+Nova tells us when a server becomes ACTIVE, is gone, or has its ports changed; we start, stop
+or re-plug that server's appliance agent on its management address, with the MACs and
+addresses of its Neutron ports (management NIC first, as the real appliance sees them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .appliances import ApplianceServer
+from .contracts import Caller, Notify
+from .keystone import KeystoneModel, Project
+from .neutron import NeutronFault, NeutronModel
+from .nova import NovaFault, NovaModel
+from .settings import SimSettings
+
+__all__ = ["SimCloud"]
+
+LOG = logging.getLogger(__name__)
+
+
+class SimCloud:
+    """Every simulated service of one ``astara-sim`` process, and its topology helpers."""
+
+    def __init__(
+        self,
+        settings: SimSettings,
+        *,
+        notify: Notify | None = None,
+        clock: Any = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rng = rng or random.Random(settings.seed or None)
+        self.keystone = KeystoneModel(admin_password=settings.admin_password)
+        self.neutron = NeutronModel(notify, rng=self.rng)
+        self.appliances = ApplianceServer(
+            port=settings.appliance_port, latency=settings.appliance_latency
+        )
+        self.nova = NovaModel(
+            self.neutron,
+            clock=clock,
+            boot_delay=settings.boot_delay,
+            delete_delay=settings.delete_delay,
+            boot_failure_rate=settings.boot_failure_rate,
+            rng=self.rng.random,
+            on_active=self._server_active,
+            on_gone=self._server_gone,
+            on_ports_changed=self._ports_changed,
+        )
+        self.admin = Caller(
+            user_id=self.keystone.admin_user.id,
+            project_id=self.keystone.admin_project.id,
+            is_admin=True,
+            roles=("admin", "member", "reader"),
+            user_name=settings.admin_user,
+            project_name=settings.admin_project,
+        )
+        self.management_network_id = ""
+        self.management_subnet_id = ""
+        self.external_network_id = ""
+        self.external_subnet_id = ""
+        self._routers_made = 0
+        self.topology: dict[str, dict[str, Any]] = {}  # router id -> what add_router made
+        self.tenants: list[Caller] = []
+        self.leftovers: list[tuple[str, str, Caller]] = []
+
+    # --- lifecycle
+    def start(self) -> SimCloud:
+        self.appliances.start()
+        return self
+
+    def stop(self) -> None:
+        self.appliances.stop()
+
+    # --- topology
+    def bootstrap(self) -> None:
+        """The management and external networks, then the initial tenants and routers."""
+        s = self.settings
+        mgt = self.neutron.create("network", {"name": "mgt"}, self.admin)
+        self.management_network_id = mgt["id"]
+        self.management_subnet_id = self.neutron.create("subnet", {
+            "network_id": mgt["id"], "name": "mgt-subnet", "ip_version": 4,
+            "cidr": s.management_cidr, "enable_dhcp": False, "gateway_ip": None,
+        }, self.admin)["id"]
+        public = self.neutron.create(
+            "network", {"name": "public", "router:external": True}, self.admin
+        )
+        self.external_network_id = public["id"]
+        self.external_subnet_id = self.neutron.create("subnet", {
+            "network_id": public["id"], "name": "public-subnet", "ip_version": 4,
+            "cidr": s.external_cidr, "enable_dhcp": False,
+        }, self.admin)["id"]
+        for t in range(s.tenants):
+            tenant = self.add_tenant(f"demo-{t}")
+            self.tenants.append(tenant)
+            for r in range(s.routers_per_tenant):
+                self.add_router(tenant, f"demo-{t}-r{r}")
+
+    def add_tenant(self, name: str) -> Caller:
+        """A project with a member user ``<name>-user`` (password ``tenant_password``)."""
+        project = self.keystone.add_project(name)
+        user = self.keystone.add_user(f"{name}-user", self.settings.tenant_password, project)
+        return self.tenant_caller(project, user.id, user.name)
+
+    @staticmethod
+    def tenant_caller(project: Project, user_id: str, user_name: str) -> Caller:
+        return Caller(user_id=user_id, project_id=project.id, is_admin=False,
+                      roles=("member", "reader"), user_name=user_name, project_name=project.name)
+
+    def add_router(self, tenant: Caller, name: str) -> str:
+        """A router with a gateway, one network/subnet behind it, a VM port and a floating IP."""
+        index = self._routers_made
+        self._routers_made += 1
+        cidr = f"10.{index // 256 % 256}.{index % 256}.0/24"  # 65,536 distinct tenant subnets
+        net = self.neutron.create("network", {"name": f"{name}-net"}, tenant)
+        subnet = self.neutron.create("subnet", {
+            "network_id": net["id"], "name": f"{name}-subnet", "ip_version": 4, "cidr": cidr,
+        }, tenant)
+        router = self.neutron.create("router", {
+            "name": name, "external_gateway_info": {"network_id": self.external_network_id},
+        }, tenant)
+        self.neutron.add_router_interface(router["id"], {"subnet_id": subnet["id"]}, tenant)
+        vm_port = self.neutron.create("port", {
+            "network_id": net["id"], "name": f"{name}-vm", "device_owner": "compute:nova",
+            "device_id": f"vm-{router['id']}",
+        }, tenant)
+        fip = self.neutron.create("floatingip", {
+            "floating_network_id": self.external_network_id, "port_id": vm_port["id"],
+        }, tenant)
+        self.topology[router["id"]] = {
+            "tenant": tenant, "network": net["id"], "subnet": subnet["id"],
+            "vm_port": vm_port["id"], "fip": fip["id"],
+        }
+        return str(router["id"])
+
+    def update_router(self, router_id: str) -> None:
+        """An ordinary tenant change: rename the router (router.update.start/end)."""
+        made = self.topology[router_id]
+        name = f"{self.neutron.get('router', router_id, self.admin)['name'].split('~')[0]}~{self.rng.randrange(10**6)}"
+        self.neutron.update("router", router_id, {"name": name}, made["tenant"])
+
+    def delete_router(self, router_id: str) -> None:
+        """Take down what :meth:`add_router` made, in the order Neutron requires."""
+        made = self.topology.pop(router_id)
+        tenant = made["tenant"]
+        self.neutron.delete("floatingip", made["fip"], tenant)
+        self.neutron.delete("port", made["vm_port"], self.admin)  # a VM port: Nova's to delete
+        self.neutron.remove_router_interface(router_id, {"subnet_id": made["subnet"]}, tenant)
+        self.neutron.delete("router", router_id, tenant)
+        # The orchestrator's VRRP port stays on the network until it has stopped the VM, and
+        # Neutron refuses to delete a network in use: retry later, as a tenant would.
+        self.leftovers.append((made["subnet"], made["network"], tenant))
+        self.reap()
+
+    def reap(self) -> int:
+        """Delete the networks of deleted routers once nothing uses them; how many remain."""
+        remaining = []
+        for subnet_id, network_id, tenant in self.leftovers:
+            try:
+                self.neutron.delete("subnet", subnet_id, tenant)
+                self.neutron.delete("network", network_id, tenant)
+            except NeutronFault as exc:
+                if exc.status != 404:
+                    remaining.append((subnet_id, network_id, tenant))
+        self.leftovers = remaining
+        return len(remaining)
+
+    # --- Nova → appliance agents
+    def _nics(self, server: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
+        from ._agent_http import Nic
+
+        ports = [p for p in (self.neutron.port(pid) for pid in server["port_ids"]) if p]
+        ports.sort(key=lambda p: p["network_id"] != self.management_network_id)
+        if not ports or ports[0]["network_id"] != self.management_network_id:
+            return None
+        nics = [Nic(p["mac_address"], tuple(self._addresses(p))) for p in ports]
+        return ports[0]["fixed_ips"][0]["ip_address"], nics
+
+    def _addresses(self, port: Mapping[str, Any]) -> list[str]:
+        out = []
+        for ip in port.get("fixed_ips") or ():
+            subnet = self.neutron.get("subnet", ip["subnet_id"], self.admin)
+            prefix = ipaddress.ip_network(subnet["cidr"]).prefixlen
+            out.append(f"{ip['ip_address']}/{prefix}")
+        return out
+
+    def _server_active(self, server: Mapping[str, Any]) -> None:
+        found = self._nics(server)
+        if found is None:
+            LOG.info("server %s has no management port: no appliance agent", server["id"])
+            return
+        address, nics = found
+        try:
+            self.appliances.add(server["id"], address, nics)
+        except OSError as exc:
+            LOG.warning("appliance of %s cannot listen on %s: %s", server["id"], address, exc)
+
+    def _server_gone(self, server: Mapping[str, Any]) -> None:
+        self.appliances.remove(server["id"])
+
+    def _ports_changed(self, server: Mapping[str, Any]) -> None:
+        found = self._nics(server)
+        if found is not None:
+            self.appliances.set_interfaces(server["id"], found[1])
+
+    # --- faults
+    def servers_for(self, ident: str) -> list[str]:
+        """Server ids for a server id, or for a router id (its ``ak-router-<id>_<n>`` VMs)."""
+        try:
+            return [self.nova.get(ident)["id"]]
+        except NovaFault:
+            pass
+        prefix = f"ak-router-{ident}_"
+        return [s["id"] for s in self.nova.servers(None, all_tenants=True) if s["name"].startswith(prefix)]
+
+    def kill_random_appliance(self) -> str | None:
+        """Kill one live appliance at random (the demo's occasional failure); its server id."""
+        live = self.appliances.live_servers()
+        if not live:
+            return None
+        victim = self.rng.choice(sorted(live))
+        LOG.info("killing the appliance of server %s", victim)
+        self.appliances.kill(victim)
+        return victim

@@ -1,0 +1,230 @@
+"""One HTTP server for Keystone, Neutron and Nova, plus the simulator's admin endpoint.
+
+Routes: ``/identity`` (Keystone v3), ``/network`` (Neutron v2.0), ``/compute`` (Nova v2.1),
+``/sim`` (faults and load at run time; see :class:`_Admin`). The appliance agents listen on
+their own addresses (:mod:`.appliances`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+
+from ._http import AuthMiddleware, require_caller
+from .api_keystone import add_keystone_routes
+from .api_neutron import add_neutron_routes
+from .api_nova import add_nova_routes
+from .cloud import SimCloud
+from .load import LoadDriver
+from .wsgi import WSGIServerThread
+
+__all__ = ["SimServer", "build_app"]
+
+LOG = logging.getLogger(__name__)
+
+SERVICES = {"/identity": "identity", "/network": "network", "/compute": "compute"}
+# Faults an operator may change at run time through PUT /sim/faults.
+FAULTS = (
+    "error_rate_identity", "error_rate_network", "error_rate_compute", "latency_identity",
+    "latency_network", "latency_compute", "boot_failure_rate", "boot_delay",
+    "appliance_latency", "load_rate",
+)
+
+
+class Faults:
+    """The current fault settings, shared by the middleware, Nova and the load driver."""
+
+    def __init__(self, cloud: SimCloud, rng: random.Random) -> None:
+        self._cloud = cloud
+        self._rng = rng
+        self._lock = threading.Lock()
+        s = cloud.settings
+        self.values: dict[str, float] = {key: float(getattr(s, key)) for key in FAULTS}
+
+    def update(self, changes: dict[str, Any]) -> dict[str, float]:
+        unknown = sorted(set(changes) - set(FAULTS))
+        if unknown:
+            raise falcon.HTTPBadRequest(
+                title="Unknown fault", description=f"unknown: {', '.join(unknown)}; known: {', '.join(FAULTS)}"
+            )
+        with self._lock:
+            for key, value in changes.items():
+                if not isinstance(value, int | float) or value < 0:
+                    raise falcon.HTTPBadRequest(title="Bad fault", description=f"{key} must be a number >= 0")
+                if (key.startswith("error_rate") or key == "boot_failure_rate") and value > 1:
+                    raise falcon.HTTPBadRequest(title="Bad fault", description=f"{key} must be <= 1")
+                self.values[key] = float(value)
+            self._cloud.nova.boot_failure_rate = self.values["boot_failure_rate"]
+            self._cloud.nova.boot_delay = self.values["boot_delay"]
+            self._cloud.appliances.latency = self.values["appliance_latency"]
+            return dict(self.values)
+
+    def for_request(self, service: str) -> tuple[bool, float]:
+        """(answer 503?, seconds of latency) for one request to ``service``."""
+        with self._lock:
+            rate = self.values.get(f"error_rate_{service}", 0.0)
+            latency = self.values.get(f"latency_{service}", 0.0)
+            return (rate > 0 and self._rng.random() < rate), latency
+
+
+class _FaultMiddleware:
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        prefix = "/" + req.path.split("/", 2)[1] if req.path.count("/") else req.path
+        service = SERVICES.get(prefix)
+        if service is None:
+            return
+        fail, latency = self._faults.for_request(service)
+        if latency:
+            time.sleep(latency)  # the injected latency itself, on this request's own thread
+        if fail:
+            raise falcon.HTTPServiceUnavailable(
+                title="Service Unavailable", description=f"injected {service} fault"
+            )
+
+
+class _Admin:
+    """``/sim``: status, faults, appliance and server faults, load, scripted topology."""
+
+    def __init__(self, cloud: SimCloud, faults: Faults, load: LoadDriver) -> None:
+        self.cloud, self.faults, self.load = cloud, faults, load
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.status()
+
+    def status(self) -> dict[str, Any]:
+        c = self.cloud
+        return {
+            "routers": len(c.neutron.list("router", c.admin, {"fields": "id"})),
+            "servers": len(c.nova),
+            "appliances": c.appliances.stats(),
+            "faults": dict(self.faults.values),
+            "load": self.load.stats(),
+            "management_network_id": c.management_network_id,
+            "management_subnet_id": c.management_subnet_id,
+            "external_network_id": c.external_network_id,
+        }
+
+    def on_put_faults(self, req: falcon.Request, resp: falcon.Response) -> None:
+        changes = _body(req)
+        values = self.faults.update(changes)
+        self.load.rate = values["load_rate"]
+        resp.media = values
+
+    def on_post_appliance(self, req: falcon.Request, resp: falcon.Response, ident: str, what: str) -> None:
+        actions: dict[str, Callable[[str], Any]] = {
+            "kill": self.cloud.appliances.kill, "hang": self.cloud.appliances.hang,
+            "revive": self.cloud.appliances.revive, "forget": self.cloud.appliances.forget_config,
+        }
+        if what not in actions:
+            raise falcon.HTTPNotFound(description=f"no appliance action {what!r}; use {', '.join(actions)}")
+        servers = self.cloud.servers_for(ident)
+        if not servers:
+            raise falcon.HTTPNotFound(description=f"no server or router {ident!r}")
+        for server_id in servers:
+            actions[what](server_id)
+        resp.media = {"servers": servers, "done": what}
+
+    def on_delete_server(self, req: falcon.Request, resp: falcon.Response, ident: str) -> None:
+        """A server deleted behind the orchestrator's back."""
+        servers = self.cloud.servers_for(ident)
+        if not servers:
+            raise falcon.HTTPNotFound(description=f"no server or router {ident!r}")
+        for server_id in servers:
+            self.cloud.nova.delete(server_id)
+        resp.media = {"deleted": servers}
+
+
+def _body(req: falcon.Request) -> dict[str, Any]:
+    try:
+        body = json.load(req.bounded_stream)
+    except ValueError:
+        raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise falcon.HTTPBadRequest(title="Bad body", description="the body must be a JSON object")
+    return body
+
+
+def build_app(
+    cloud: SimCloud, faults: Faults, load: LoadDriver, base_url: Callable[[], str]
+) -> falcon.App:
+    """The Falcon app; ``base_url()`` is what the catalog advertises (known once bound)."""
+
+    def endpoints() -> dict[str, str]:
+        base = base_url()
+        return {
+            "identity": f"{base}/identity/v3/",
+            "network": f"{base}/network",
+            "compute": f"{base}/compute/v2.1",
+        }
+
+    app = falcon.App(middleware=[_FaultMiddleware(faults), AuthMiddleware(cloud.keystone)])
+    add_keystone_routes(app, cloud.keystone, "/identity", endpoints=endpoints)
+    add_neutron_routes(app, cloud.neutron, "/network")
+    add_nova_routes(app, cloud.nova, require_caller, prefix="/compute")
+    admin = _Admin(cloud, faults, load)
+    app.add_route("/sim", admin)
+    app.add_route("/sim/faults", admin, suffix="faults")
+    app.add_route("/sim/appliances/{ident}/{what}", admin, suffix="appliance")
+    app.add_route("/sim/servers/{ident}", admin, suffix="server")
+    return app
+
+
+class SimServer:
+    """The whole simulator of one process: cloud, HTTP server and background drivers."""
+
+    def __init__(self, cloud: SimCloud) -> None:
+        self.cloud = cloud
+        self.faults = Faults(cloud, cloud.rng)
+        self.load = LoadDriver(cloud, rate=cloud.settings.load_rate)
+        self.http = WSGIServerThread(
+            lambda environ, start_response: self.app(environ, start_response),
+            cloud.settings.listen,
+            cloud.settings.port,
+        )
+        public = cloud.settings.public_url.rstrip("/")
+        self.app = build_app(cloud, self.faults, self.load, lambda: public or self.http.url)
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="sim-ticker", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def start(self) -> SimServer:
+        self.cloud.start()
+        self.http.start()
+        self.load.start()
+        self._ticker.start()
+        LOG.info("astara-sim serving on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.load.stop()
+        self.http.stop()
+        self.cloud.stop()
+        if self._ticker.is_alive():
+            self._ticker.join(timeout=5)
+
+    def _tick(self) -> None:
+        # Servers nobody reads still go ACTIVE/gone (their agents start/stop); and, if asked,
+        # an appliance dies now and then.
+        interval = self.cloud.settings.appliance_failure_interval
+        next_failure = time.monotonic() + interval if interval else None
+        while not self._stop.wait(0.1):
+            self.cloud.nova.tick()
+            if self.cloud.leftovers:
+                self.cloud.reap()
+            if next_failure is not None and time.monotonic() >= next_failure:
+                self.cloud.kill_random_appliance()
+                next_failure = time.monotonic() + interval

@@ -1,0 +1,77 @@
+"""astara-sim's settings: the ``[sim]`` section, read once into a frozen value."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ..errors import SettingsError
+
+__all__ = ["SimSettings"]
+
+_SERVICES = ("identity", "network", "compute")
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    """Every knob of the simulated cloud, with the defaults ``etc/sim.ini`` documents."""
+
+    # --- where it listens
+    listen: str = "127.0.0.1"  # IPv4 or IPv6 address of the API server
+    port: int = 9900  # Keystone, Neutron and Nova share it (/identity /network /compute); 0 = any
+    public_url: str = ""  # base URL advertised in the catalog ("" = http://<listen>:<port>)
+    region: str = "RegionOne"
+    # --- accounts
+    admin_user: str = "admin"
+    admin_password: str = "admin-secret"
+    admin_project: str = "admin"
+    tenant_password: str = "demo-secret"  # password of every tenant's user "<tenant>-user"
+    # --- networks
+    management_cidr: str = "127.100.0.0/16"  # on loopback: each VM's appliance listens here
+    external_cidr: str = "172.24.0.0/13"  # the public network routers get their gateway on
+    appliance_port: int = 5000
+    # --- initial load
+    tenants: int = 2  # tenants "demo-0" ... created at start
+    routers_per_tenant: int = 2  # each with one network, subnet, VM port and floating IP
+    # --- Nova
+    boot_delay: float = 2.0  # seconds a server stays in BUILD
+    delete_delay: float = 1.0  # seconds a deleted server stays visible
+    boot_failure_rate: float = 0.0  # share of boots that end in ERROR (0..1)
+    image_id: str = "astara-appliance"
+    flavor_id: str = "astara-router"
+    # --- faults of the APIs (per service) and of the appliances
+    error_rate_identity: float = 0.0  # share of requests answered 503 (0..1)
+    error_rate_network: float = 0.0
+    error_rate_compute: float = 0.0
+    latency_identity: float = 0.0  # seconds added to every request
+    latency_network: float = 0.0
+    latency_compute: float = 0.0
+    appliance_latency: float = 0.0  # seconds before every appliance answer
+    appliance_failure_interval: float = 0.0  # an appliance dies every N seconds (0 = never)
+    # --- notifications (Neutron's) and load
+    transport_url: str = ""  # bus to publish Neutron notifications on ("" = none)
+    notifications_exchange: str = "neutron"
+    load_rate: float = 0.0  # router creates/updates/deletes per second (0 = none)
+    seed: int = 0  # random seed of faults and load (0 = random)
+
+    def __post_init__(self) -> None:
+        for cidr_key in ("management_cidr", "external_cidr"):
+            try:
+                ipaddress.ip_network(getattr(self, cidr_key))
+            except ValueError as exc:
+                raise SettingsError("sim", cidr_key, str(exc)) from None
+        if not ipaddress.ip_network(self.management_cidr).is_loopback:
+            raise SettingsError("sim", "management_cidr", "must be on loopback (e.g. 127.100.0.0/16)")
+        for key in ("boot_failure_rate", *(f"error_rate_{s}" for s in _SERVICES)):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise SettingsError("sim", key, "must be between 0 and 1")
+        if not 0 <= self.port < 65536:
+            raise SettingsError("sim", "port", "must be between 0 (any free port) and 65535")
+        if not 0 < self.appliance_port < 65536:
+            raise SettingsError("sim", "appliance_port", "must be between 1 and 65535")
+
+    def error_rate(self, service: str) -> float:
+        return float(getattr(self, f"error_rate_{service}", 0.0))
+
+    def latency(self, service: str) -> float:
+        return float(getattr(self, f"latency_{service}", 0.0))

@@ -1,0 +1,231 @@
+"""End to end: the orchestrator (actor tree, inbox, real adapters) against astara-sim over real
+HTTP, with Neutron's notifications on a real RabbitMQ."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from astara_actors.adapters.appliance_http import HttpAppliance
+from astara_actors.adapters.openstack import open_cloud
+from astara_actors.cloud_settings import CloudSettings
+from astara_actors.inbox import Inbox
+from astara_actors.runtime import Runtime
+from astara_actors.settings import Settings
+from astara_actors.sim.cloud import SimCloud
+from astara_actors.sim.notifier import KombuNotifier
+from astara_actors.sim.server import SimServer
+from astara_actors.sim.settings import SimSettings
+
+from .bus_helpers import Rabbit, rabbit_names
+
+WAIT = 30.0
+
+
+@pytest.fixture
+def rabbit() -> Iterator[Rabbit]:
+    yield from rabbit_names()
+
+
+class Observed:
+    """Wraps an adapter; every call notifies a condition, so tests wait on what happens."""
+
+    def __init__(self, inner: Any, changed: threading.Condition) -> None:
+        self._inner, self._changed = inner, changed
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                with self._changed:
+                    self._changed.notify_all()
+
+        return call
+
+
+class World:
+    """astara-sim plus an orchestrator wired to it through HTTP and RabbitMQ."""
+
+    def __init__(self, rabbit: Rabbit, **sim: Any) -> None:
+        self.bus = rabbit.settings()
+        values: dict[str, Any] = {"port": 0, "tenants": 1, "routers_per_tenant": 0,
+                                  "boot_delay": 0.05, "delete_delay": 0.05}
+        values.update(sim)
+        self.cloud = SimCloud(SimSettings(**values), notify=KombuNotifier(self.bus))
+        self.server = SimServer(self.cloud).start()
+        self.cloud.bootstrap()
+        self.tenant = self.cloud.tenants[0]
+        self.changed = threading.Condition()
+        network, compute = open_cloud(CloudSettings(
+            auth_url=f"{self.server.url}/identity/v3", username="admin",
+            password=self.cloud.settings.admin_password, project_name="admin",
+            retries=1, retry_delay=0.05, api_timeout=10,
+        ))
+        self.appliance = HttpAppliance(port=self.cloud.settings.appliance_port)
+        self.settings = Settings(
+            host="e2e", management_network_id=self.cloud.management_network_id,
+            management_subnet_id=self.cloud.management_subnet_id,
+            router_image_id="astara-appliance", router_flavor_id="astara-router",
+            boot_check_interval=0.05, retry_delay=0.05, retry_max_delay=0.2,
+            error_state_cooldown=60.0, health_check_period=0.3, config_check_polls=1,
+            alive_timeout=0.5, config_timeout=5.0, boot_timeout=2.0, ask_timeout=5.0,
+        )
+        self.runtime = Runtime(
+            self.settings, network=Observed(network, self.changed),
+            compute=Observed(compute, self.changed),
+            appliance=Observed(self.appliance, self.changed),
+        ).start()
+        self.inbox = Inbox(self.runtime, self.bus, network=network).start(wait=WAIT)
+
+    def stop(self) -> None:
+        self.inbox.stop()
+        self.runtime.stop()
+        self.appliance.close()
+        self.server.stop()
+
+    def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
+        """Re-check ``predicate`` after every adapter call. It runs outside the condition's
+        lock because it may ask actors that are themselves about to notify; the bounded wait
+        only covers a notification that came between the check and the wait."""
+        deadline = time.monotonic() + WAIT
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {WAIT} s waiting for {what}")
+            with self.changed:
+                self.changed.wait(min(remaining, 0.5))
+
+    def servers(self, router_id: str) -> list[str]:
+        return self.cloud.servers_for(router_id)
+
+    def config(self, router_id: str) -> dict[str, Any] | None:
+        servers = self.servers(router_id)
+        if len(servers) != 1:
+            return None
+        try:
+            return self.cloud.appliances.config(servers[0])
+        except KeyError:
+            return None
+
+    def astara_ports(self, router_id: str) -> list[dict[str, Any]]:
+        return [
+            p for p in self.cloud.neutron.list("port", self.cloud.admin)
+            if p["name"] in (f"ASTARA:MGT:{router_id}", f"ASTARA:VRRP:{router_id}")
+        ]
+
+
+@pytest.fixture
+def world(rabbit: Rabbit) -> Iterator[Callable[..., World]]:
+    made: list[World] = []
+
+    def make(**sim: Any) -> World:
+        w = World(rabbit, **sim)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.stop()
+
+
+def test_router_created_in_neutron_is_booted_configured_and_polled(world: Callable[..., World]) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-r0")
+    w.wait_for(lambda: w.config(router) is not None, "the appliance configured")
+    config = w.config(router)
+    assert config is not None
+    made = w.cloud.topology[router]
+    subnet = w.cloud.neutron.get("subnet", made["subnet"], w.cloud.admin)
+    kinds = [n["network_type"] for n in config["networks"]]
+    assert kinds == ["management", "external", "internal"]
+    internal = config["networks"][2]
+    assert internal["network_id"] == made["network"]
+    assert internal["interface"]["addresses"] == [f"{subnet['gateway_ip']}/24"]
+    fip = w.cloud.neutron.get("floatingip", made["fip"], w.cloud.admin)
+    assert config["floating_ips"] == [
+        {"floating_ip": fip["floating_ip_address"], "fixed_ip": fip["fixed_ip_address"]}
+    ]
+    assert config["default_v4_gateway"] == "172.24.0.1"
+    assert config["tenant_id"] == w.tenant.project_id
+    server = w.servers(router)[0]
+    before = w.cloud.appliances.requests(server)
+    w.wait_for(lambda: w.cloud.appliances.requests(server) > before + 2, "polls reaching the appliance")
+    dump = w.runtime.dump(router)
+    assert dump["instance_state"] == "configured"
+
+
+def test_interface_added_in_neutron_reaches_the_appliance_config(world: Callable[..., World]) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-r1")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    net = w.cloud.neutron.create("network", {"name": "extra"}, w.tenant)
+    subnet = w.cloud.neutron.create("subnet", {
+        "network_id": net["id"], "ip_version": 4, "cidr": "192.168.77.0/24",
+    }, w.tenant)
+    w.cloud.neutron.add_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
+
+    def has_extra() -> bool:
+        config = w.config(router)
+        return config is not None and net["id"] in [n["network_id"] for n in config["networks"]]
+
+    w.wait_for(has_extra, "the new network in the appliance's config")
+    assert len(w.servers(router)) == 1, "hot-plugged, not rebuilt"
+
+
+def test_dead_appliance_is_detected_and_rebuilt(world: Callable[..., World]) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-r2")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    (first,) = w.servers(router)
+    w.cloud.appliances.kill(first)
+    w.wait_for(
+        lambda: w.servers(router) not in ([], [first]) and w.config(router) is not None,
+        "a replacement VM configured",
+    )
+    assert first not in w.servers(router)
+
+
+def test_boot_that_keeps_failing_ends_in_error_after_5_attempts(world: Callable[..., World]) -> None:
+    w = world(boot_failure_rate=1.0)
+    router = w.cloud.add_router(w.tenant, "e2e-r3")
+
+    def errored() -> bool:
+        dump = w.runtime.dump(router)
+        return dump is not None and dump.get("instance_state") == "error"
+
+    w.wait_for(errored, "ERROR")
+    dump = w.runtime.dump(router)
+    assert dump["boot_attempts"] == 5
+    assert "5 boot attempts failed" in dump["error"]["reason"]
+
+
+def test_router_deleted_in_neutron_leaves_no_server_and_no_port(world: Callable[..., World]) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-r4")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    assert w.astara_ports(router)
+    w.cloud.delete_router(router)
+    w.wait_for(lambda: not w.servers(router) and not w.astara_ports(router), "everything gone")
+    w.wait_for(lambda: w.runtime.dump(router) is None, "the router's actor gone")
+
+
+def test_router_status_is_shown_in_neutron_as_a_tag(world: Callable[..., World]) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-r5")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    w.wait_for(
+        lambda: "astara-status:ACTIVE" in w.cloud.neutron.tags("router", router),
+        "the ACTIVE status tag",
+    )
+    assert [t for t in w.cloud.neutron.tags("router", router) if t.startswith("astara-status:")] == [
+        "astara-status:ACTIVE"
+    ]
