@@ -24,6 +24,7 @@ test: $(STAMP)
 # Benchmarks (need RabbitMQ on 127.0.0.1:5672): tables on stdout, JSON under bench/results/.
 bench: $(STAMP)
 	$(BIN)/python -m bench.bus_latency
+	$(BIN)/python -m bench.sim_scale --routers 2000 --probes 4000
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check astara_actors tests

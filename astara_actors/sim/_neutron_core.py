@@ -61,6 +61,7 @@ class CoreResources(NeutronState):
         self._updated_subnets: set[str] = set()
         self._default_sgs: dict[str, str] = {}
         self._by_device: dict[str, set[str]] = {}
+        self._by_network: dict[str, set[str]] = {}  # keeps lookups O(ports of one network)
         self._segments = itertools.count(1001)
 
     # -- networks --------------------------------------------------------------------------
@@ -259,6 +260,7 @@ class CoreResources(NeutronState):
         self._standard(record, revision=1)
         self._bind_host(record, str(attrs.get("binding:host_id", "")))
         self._table("port")[record["id"]] = record
+        self._by_network.setdefault(record["network_id"], set()).add(record["id"])
         self._set_device(record, record["device_id"])
         return record
 
@@ -311,6 +313,10 @@ class CoreResources(NeutronState):
         self._release(port["fixed_ips"])
         self._macs.discard(port["mac_address"])
         self._set_device(port, "")
+        on_network = self._by_network.get(port["network_id"], set())
+        on_network.discard(port["id"])
+        if not on_network:
+            self._by_network.pop(port["network_id"], None)
         del self._table("port")[port["id"]]
 
     # -- helpers ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class L3Resources(CoreResources):
         super().__init__(*args, **kwargs)
         self._gateway_port: dict[str, str] = {}  # router id -> its gateway port
         self._fip_port: dict[str, str] = {}  # floating IP id -> its port on the external net
+        self._fips_on: dict[str, set[str]] = {}  # associated port id -> floating IP ids
 
     # -- routers ---------------------------------------------------------------------------
 
@@ -301,14 +302,27 @@ class L3Resources(CoreResources):
         self._touch(fip)
 
     def _delete_floatingip(self, fip: dict[str, Any], caller: Caller) -> None:
+        self._link_fip(fip, None, fip.get("fixed_ip_address"), fip.get("router_id"))
         port_id = self._fip_port.pop(fip["id"], None)
         if port_id in self._table("port"):
             self._drop_port(self._table("port")[port_id])
         del self._table("floatingip")[fip["id"]]
 
+    def _link_fip(self, fip: dict[str, Any], port_id: str | None, fixed: str | None,
+                  router: str | None) -> None:
+        """Point ``fip`` at a port (or at none), keeping the port -> FIPs index true."""
+        old = fip.get("port_id")
+        if old and old in self._fips_on:
+            self._fips_on[old].discard(fip["id"])
+            if not self._fips_on[old]:
+                del self._fips_on[old]
+        fip.update(port_id=port_id, fixed_ip_address=fixed, router_id=router)
+        if port_id:
+            self._fips_on.setdefault(port_id, set()).add(fip["id"])
+
     def _associate(self, fip: dict[str, Any], attrs: Mapping[str, Any], caller: Caller) -> None:
         if not attrs.get("port_id"):
-            fip.update(port_id=None, fixed_ip_address=None, router_id=None)
+            self._link_fip(fip, None, None, None)
             return
         port = self._find("port", str(attrs["port_id"]), caller)
         if not self._owns(caller, port):
@@ -321,9 +335,9 @@ class L3Resources(CoreResources):
                               f"{wanted}." if wanted else f"Bad floatingip request: Port "
                               f"{port['id']} does not have any IPv4 address.", "BadRequest")
         fixed = candidates[0]
-        for other in self._table("floatingip").values():
-            if other["id"] != fip["id"] and other["port_id"] == port["id"] \
-                    and other["fixed_ip_address"] == fixed["ip_address"]:
+        fips = self._table("floatingip")
+        for other in (fips[f] for f in self._fips_on.get(port["id"], ()) if f in fips):
+            if other["id"] != fip["id"] and other["fixed_ip_address"] == fixed["ip_address"]:
                 raise NeutronFault(409, "FloatingIPPortAlreadyAssociated",
                                    f"Cannot associate floating IP {fip['floating_ip_address']} "
                                    f"({fip['id']}) with port {port['id']} using fixed IP "
@@ -336,20 +350,28 @@ class L3Resources(CoreResources):
                                f"External network {fip['floating_network_id']} is not reachable "
                                f"from subnet {fixed['subnet_id']}.  Therefore, cannot associate "
                                f"Port {port['id']} with a Floating IP.")
-        fip.update(port_id=port["id"], fixed_ip_address=fixed["ip_address"], router_id=router)
+        self._link_fip(fip, port["id"], fixed["ip_address"], router)
 
     def _router_for(self, subnet_id: str, external_network_id: str) -> str | None:
-        for router in self._table("router").values():
+        """The router with an interface on ``subnet_id`` and its gateway on the network."""
+        subnet = self._table("subnet").get(subnet_id)
+        if subnet is None:
+            return None
+        ports, routers = self._table("port"), self._table("router")
+        for port_id in sorted(self._by_network.get(subnet["network_id"], ())):
+            port = ports[port_id]
+            router = routers.get(port["device_id"])
+            if router is None or port["device_owner"] not in ROUTER_PORT_OWNERS:
+                continue
             gateway = router["external_gateway_info"]
             if gateway and gateway["network_id"] == external_network_id and any(
-                ip["subnet_id"] == subnet_id
-                for port in self._interfaces(router["id"]) for ip in port["fixed_ips"]
+                ip["subnet_id"] == subnet_id for ip in port["fixed_ips"]
             ):
                 return str(router["id"])
         return None
 
     def _port_deleting(self, port: Mapping[str, Any]) -> None:
-        for fip in self._table("floatingip").values():
-            if fip["port_id"] == port["id"]:
-                fip.update(port_id=None, fixed_ip_address=None, router_id=None)
-                self._touch(fip)
+        fips = self._table("floatingip")
+        for fip_id in sorted(self._fips_on.get(port["id"], ())):
+            self._link_fip(fips[fip_id], None, None, None)
+            self._touch(fips[fip_id])
