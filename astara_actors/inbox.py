@@ -38,7 +38,13 @@ SUMMARY = (
 
 
 def router_summary(dump: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: dump[key] for key in SUMMARY if key in dump}
+    """One line of ``astara-ctl browse``: a router's dump without its history."""
+    summary = {key: dump[key] for key in SUMMARY if key in dump}
+    instance = dump.get("instance")
+    summary["name"] = instance.get("router_name", "") if isinstance(instance, Mapping) else ""
+    transitions = dump.get("transitions") or []
+    summary["last_transition"] = transitions[-1] if transitions else None
+    return summary
 
 
 class Inbox:

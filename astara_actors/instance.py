@@ -65,6 +65,7 @@ class InstanceManager:
         self._replug_started: float | None = None
         self._pushed: dict[str, dict[str, Any]] = {}
         self._neutron_status: str | None = None
+        self._name = ""
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -243,6 +244,7 @@ class InstanceManager:
         now = self._clock()
         return {
             "router_id": self.router_id,
+            "router_name": self._name,
             "state": str(self._state),
             "attempts": self._attempts,
             "image_id": self._image_id,
@@ -318,6 +320,7 @@ class InstanceManager:
             self._log.warning("could not read the router: %s", exc)
             return None
         self._ha = router.ha
+        self._name = router.name
         return router
 
     def _adopt(self) -> bool:

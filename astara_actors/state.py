@@ -536,7 +536,7 @@ class Automaton:
                 "count": self.error_count,
                 "retry_in": None if self.error_retry_at is None else round(max(0.0, self.error_retry_at - now), 3),
             },
-            "transitions": [asdict(t) for t in self.history],
+            "transitions": [{**asdict(t), "age_s": round(now - t.at, 3)} for t in self.history],
         }
 
     # --- used by the states

@@ -485,7 +485,7 @@ def test_dump_shows_state_inbox_and_the_last_transitions() -> None:
     assert dump["instance_state"] == "configured"
     assert dump["inbox"] == ["update"]
     assert len(dump["transitions"]) == 20
-    assert set(dump["transitions"][0]) == {"at", "action", "source", "target", "instance", "note"}
+    assert set(dump["transitions"][0]) == {"at", "age_s", "action", "source", "target", "instance", "note"}
 
 
 def test_an_exited_router_refuses_every_message() -> None:

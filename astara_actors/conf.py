@@ -1,0 +1,162 @@
+"""The orchestrator's configuration file: every section read once into frozen settings.
+
+``etc/orchestrator.ini`` documents every key with its default. Sections:
+
+* ``[orchestrator]`` — :class:`~astara_actors.settings.Settings` (state machine, polling,
+  supervision, the service VM, the config payload) plus ``state_dir``;
+* ``[cloud]`` — :class:`~astara_actors.cloud_settings.CloudSettings` (how to reach OpenStack);
+* ``[bus]`` — :class:`~astara_actors.bus.transport.BusSettings` (``transport_url`` …);
+* ``[api]`` — :class:`ApiSettings` (the HTTP RPC API);
+* ``[sim]`` — :class:`~astara_actors.sim.settings.SimSettings`, only read when
+  ``[orchestrator] embedded_sim = true`` (the demo: the simulated cloud runs in-process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bus.transport import BusSettings, embedded_url
+from .cloud_settings import CloudSettings
+from .errors import SettingsError
+from .inifile import read_ini, section_to
+from .settings import Settings
+
+__all__ = ["ApiSettings", "Config", "ProcessSettings", "load_config", "CONFIG_ENV"]
+
+CONFIG_ENV = "ASTARA_CONFIG_FILE"  # how the API's gunicorn workers find the file
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """``[api]``: the HTTP RPC API, served by gunicorn in its own process."""
+
+    enabled: bool = True  # start the API with the orchestrator
+    listen: str = "::"  # "::" serves IPv4 and IPv6 together; "0.0.0.0" IPv4 only
+    port: int = 44250
+    workers: int = 2  # gunicorn worker processes
+    auth_token: str = ""  # when set, every request needs "Authorization: Bearer <token>"
+    timeout: float = 5.0  # seconds to wait for the orchestrators' answers to a query
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError("api", "port", "must be between 1 and 65535")
+        if self.workers < 1:
+            raise SettingsError("api", "workers", "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    """``[orchestrator]`` keys that concern the process rather than the routers."""
+
+    state_dir: str = "/var/lib/astara"  # the embedded bus and the store live here
+    embedded_sim: bool = False  # run astara-sim in this process and use it as the cloud
+    provider_rules_path: str = "/etc/astara/provider_rules.json"  # labels for the appliance
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    settings: Settings
+    process: ProcessSettings
+    cloud: CloudSettings | None  # None with the embedded simulator
+    bus: BusSettings
+    api: ApiSettings
+    sim: Any = None  # SimSettings with the embedded simulator
+    warnings: tuple[str, ...] = field(default=())
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check the whole file; raises :class:`SettingsError` naming the first problem."""
+    parser = read_ini(path)
+    warnings: list[str] = []
+    known = {f.name for f in dataclasses.fields(Settings)} | {
+        f.name for f in dataclasses.fields(ProcessSettings)
+    }
+    orchestrator = dict(parser.items("orchestrator")) if parser.has_section("orchestrator") else {}
+    for key in orchestrator:
+        if key not in known or key == "provider_labels":
+            warnings.append(f"[orchestrator] {key}: unknown option, ignored")
+    process = _sub(parser, "orchestrator", ProcessSettings)
+    settings = _settings(parser, process)
+    for section in parser.sections():
+        if section not in ("orchestrator", "cloud", "bus", "api", "sim"):
+            warnings.append(f"[{section}]: unknown section, ignored")
+    bus_overrides: dict[str, Any] = {"host": settings.host}
+    if not parser.has_option("bus", "transport_url"):
+        bus_overrides["transport_url"] = embedded_url(process.state_dir)
+    bus = section_to(parser, "bus", BusSettings, overrides=bus_overrides, warn=warnings.append)
+    api = section_to(parser, "api", ApiSettings, warn=warnings.append)
+    cloud = sim = None
+    if process.embedded_sim:
+        from .sim.settings import SimSettings
+
+        sim = section_to(parser, "sim", SimSettings, warn=warnings.append)
+    else:
+        if not parser.has_section("cloud"):
+            raise SettingsError("cloud", "-", "missing: say how to reach OpenStack (or set "
+                                "[orchestrator] embedded_sim = true for the demo)")
+        cloud = section_to(parser, "cloud", CloudSettings, warn=warnings.append)
+        for key in ("management_network_id", "management_subnet_id", "router_image_id",
+                    "router_flavor_id"):
+            if not getattr(settings, key):
+                raise SettingsError("orchestrator", key, "is required")
+    return Config(str(path), settings, process, cloud, bus, api, sim, tuple(warnings))
+
+
+def _sub(parser: Any, section: str, cls: type) -> Any:
+    """The keys of ``cls`` in a section shared with another dataclass (no unknown-key warnings)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not parser.has_section(section):
+        return cls()
+    trimmed = read_subset(parser, section, names)
+    return section_to(trimmed, section, cls, warn=lambda _msg: None)
+
+
+def read_subset(parser: Any, section: str, names: set[str]) -> Any:
+    import configparser
+
+    out = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
+    out.optionxform = parser.optionxform  # type: ignore[method-assign]
+    out.add_section(section)
+    for key, value in parser.items(section):
+        if key in names:
+            out.set(section, key, value)
+    return out
+
+
+def _settings(parser: Any, process: ProcessSettings) -> Settings:
+    names = {f.name for f in dataclasses.fields(Settings)} - {"provider_labels"}
+    base = _sub_from(parser, "orchestrator", Settings, names)
+    labels = _labels(process.provider_rules_path)
+    host = base.host or socket.gethostname()
+    return dataclasses.replace(base, provider_labels=labels, host=host)
+
+
+def _sub_from(parser: Any, section: str, cls: type, names: set[str]) -> Any:
+    if not parser.has_section(section):
+        return cls()
+    return section_to(read_subset(parser, section, names), section, cls, warn=lambda _m: None)
+
+
+def _labels(path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The ``labels`` of the provider rules file; none if it is absent (as the original)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return ()
+    except (OSError, ValueError) as exc:
+        raise SettingsError("orchestrator", "provider_rules_path", f"{path}: {exc}") from None
+    labels = doc.get("labels", {}) if isinstance(doc, dict) else None
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, list) and all(isinstance(c, str) for c in v) for v in labels.values()
+    ):
+        raise SettingsError("orchestrator", "provider_rules_path",
+                            f"{path}: 'labels' must map names to lists of CIDRs")
+    return tuple((name, tuple(cidrs)) for name, cidrs in sorted(labels.items()))
