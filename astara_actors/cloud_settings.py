@@ -33,6 +33,7 @@ class CloudSettings:
     retry_delay: float = 0.5  # first delay between attempts (doubles each time)
     verify: bool = True  # verify the TLS certificates of the endpoints
     status_mode: str = "auto"  # auto | extension | tag | none
+    compute_endpoint: str = ""  # use this Nova instead of the catalog's (e.g. astara-sim's)
 
     def __post_init__(self) -> None:
         if self.status_mode not in STATUS_MODES:

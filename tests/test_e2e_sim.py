@@ -229,3 +229,63 @@ def test_router_status_is_shown_in_neutron_as_a_tag(world: Callable[..., World])
     assert [t for t in w.cloud.neutron.tags("router", router) if t.startswith("astara-status:")] == [
         "astara-status:ACTIVE"
     ]
+
+
+def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
+    """astara-sim beside another cloud's Keystone and Neutron (here a second simulator stands
+    in for the real one): the orchestrator reads Neutron there and boots on our Nova."""
+    bus = rabbit.settings()
+    neutron_side = SimCloud(
+        SimSettings(port=0, tenants=1, routers_per_tenant=0), notify=KombuNotifier(bus)
+    )
+    real = SimServer(neutron_side).start()
+    neutron_side.bootstrap()
+    compute_side = SimCloud(SimSettings(
+        port=0, boot_delay=0.05, delete_delay=0.05,
+        neutron_auth_url=f"{real.url}/identity/v3", neutron_username="admin",
+        neutron_password=neutron_side.settings.admin_password, neutron_project="admin",
+    ))
+    nova = SimServer(compute_side).start()
+    changed = threading.Condition()
+    network, compute = open_cloud(CloudSettings(
+        auth_url=f"{real.url}/identity/v3", username="admin",
+        password=neutron_side.settings.admin_password, project_name="admin",
+        compute_endpoint=f"{nova.url}/compute/v2.1", retries=1, retry_delay=0.05,
+    ))
+    appliance = HttpAppliance(port=compute_side.settings.appliance_port)
+    settings = Settings(
+        host="e2e-real", management_network_id=neutron_side.management_network_id,
+        management_subnet_id=neutron_side.management_subnet_id, router_image_id="img",
+        router_flavor_id="flavor", boot_check_interval=0.05, retry_delay=0.05,
+        health_check_period=3600, alive_timeout=0.5, config_timeout=5.0,
+    )
+    runtime = Runtime(settings, network=network, compute=Observed(compute, changed),
+                      appliance=Observed(appliance, changed)).start()
+    inbox = Inbox(runtime, bus, network=network).start(wait=WAIT)
+    try:
+        router = neutron_side.add_router(neutron_side.tenants[0], "beside-real")
+        deadline = time.monotonic() + WAIT
+
+        def configured() -> bool:
+            servers = compute_side.servers_for(router)
+            try:
+                return len(servers) == 1 and compute_side.appliances.config(servers[0]) is not None
+            except KeyError:  # its agent starts once the server is ACTIVE
+                return False
+
+        while not configured():
+            assert time.monotonic() < deadline, "not configured on the simulated compute"
+            with changed:
+                changed.wait(0.5)
+        assert not neutron_side.servers_for(router), "no VM on the 'real' cloud's own Nova"
+        (server,) = compute_side.servers_for(router)
+        bound = [p for p in neutron_side.neutron.list("port", neutron_side.admin)
+                 if p["device_id"] == server]
+        assert {p["name"] for p in bound} == {f"ASTARA:MGT:{router}", f"ASTARA:VRRP:{router}"}
+        assert all(p["device_owner"] == "compute:nova" for p in bound)
+    finally:
+        inbox.stop()
+        runtime.stop()
+        appliance.close()
+        nova.stop()
+        real.stop()

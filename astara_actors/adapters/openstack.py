@@ -37,6 +37,8 @@ def connect(cloud: CloudSettings) -> Connection:
     }
     if cloud.region_name:
         common["region_name"] = cloud.region_name
+    if cloud.compute_endpoint:  # a real Neutron with simulated compute (astara-sim)
+        common["compute_endpoint_override"] = cloud.compute_endpoint
     try:
         if cloud.cloud:  # clouds.yaml found the usual way (OS_CLIENT_CONFIG_FILE included)
             return openstack.connect(cloud=cloud.cloud, **common)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .appliances import ApplianceServer
-from .contracts import Caller, Notify
+from .contracts import Caller, Notify, PortDirectory
 from .keystone import KeystoneModel, Project
 from .neutron import NeutronFault, NeutronModel
 from .nova import NovaFault, NovaModel
@@ -40,12 +40,19 @@ class SimCloud:
         self.settings = settings
         self.rng = rng or random.Random(settings.seed or None)
         self.keystone = KeystoneModel(admin_password=settings.admin_password)
-        self.neutron = NeutronModel(notify, rng=self.rng)
+        self.neutron: NeutronModel | None = None
+        self.ports: PortDirectory
+        self.tokens: Any = self.keystone
+        if settings.real_neutron:
+            self.ports, self.tokens = _remote(settings)
+        else:
+            self.neutron = self.ports = NeutronModel(notify, rng=self.rng)
+        self._management = ipaddress.ip_network(settings.management_cidr)
         self.appliances = ApplianceServer(
             port=settings.appliance_port, latency=settings.appliance_latency
         )
         self.nova = NovaModel(
-            self.neutron,
+            self.ports,
             clock=clock,
             boot_delay=settings.boot_delay,
             delete_delay=settings.delete_delay,
@@ -81,20 +88,27 @@ class SimCloud:
         self.appliances.stop()
 
     # --- topology
+    def _model(self) -> NeutronModel:
+        if self.neutron is None:
+            raise RuntimeError("beside a real Neutron, routers are made there, not by astara-sim")
+        return self.neutron
+
     def bootstrap(self) -> None:
         """The management and external networks, then the initial tenants and routers."""
         s = self.settings
-        mgt = self.neutron.create("network", {"name": "mgt"}, self.admin)
+        if self.neutron is None:
+            return  # beside a real Neutron: its topology is the real one
+        mgt = self._model().create("network", {"name": "mgt"}, self.admin)
         self.management_network_id = mgt["id"]
-        self.management_subnet_id = self.neutron.create("subnet", {
+        self.management_subnet_id = self._model().create("subnet", {
             "network_id": mgt["id"], "name": "mgt-subnet", "ip_version": 4,
             "cidr": s.management_cidr, "enable_dhcp": False, "gateway_ip": None,
         }, self.admin)["id"]
-        public = self.neutron.create(
+        public = self._model().create(
             "network", {"name": "public", "router:external": True}, self.admin
         )
         self.external_network_id = public["id"]
-        self.external_subnet_id = self.neutron.create("subnet", {
+        self.external_subnet_id = self._model().create("subnet", {
             "network_id": public["id"], "name": "public-subnet", "ip_version": 4,
             "cidr": s.external_cidr, "enable_dhcp": False,
         }, self.admin)["id"]
@@ -120,19 +134,19 @@ class SimCloud:
         index = self._routers_made
         self._routers_made += 1
         cidr = f"10.{index // 256 % 256}.{index % 256}.0/24"  # 65,536 distinct tenant subnets
-        net = self.neutron.create("network", {"name": f"{name}-net"}, tenant)
-        subnet = self.neutron.create("subnet", {
+        net = self._model().create("network", {"name": f"{name}-net"}, tenant)
+        subnet = self._model().create("subnet", {
             "network_id": net["id"], "name": f"{name}-subnet", "ip_version": 4, "cidr": cidr,
         }, tenant)
-        router = self.neutron.create("router", {
+        router = self._model().create("router", {
             "name": name, "external_gateway_info": {"network_id": self.external_network_id},
         }, tenant)
-        self.neutron.add_router_interface(router["id"], {"subnet_id": subnet["id"]}, tenant)
-        vm_port = self.neutron.create("port", {
+        self._model().add_router_interface(router["id"], {"subnet_id": subnet["id"]}, tenant)
+        vm_port = self._model().create("port", {
             "network_id": net["id"], "name": f"{name}-vm", "device_owner": "compute:nova",
             "device_id": f"vm-{router['id']}",
         }, tenant)
-        fip = self.neutron.create("floatingip", {
+        fip = self._model().create("floatingip", {
             "floating_network_id": self.external_network_id, "port_id": vm_port["id"],
         }, tenant)
         self.topology[router["id"]] = {
@@ -144,17 +158,17 @@ class SimCloud:
     def update_router(self, router_id: str) -> None:
         """An ordinary tenant change: rename the router (router.update.start/end)."""
         made = self.topology[router_id]
-        name = f"{self.neutron.get('router', router_id, self.admin)['name'].split('~')[0]}~{self.rng.randrange(10**6)}"
-        self.neutron.update("router", router_id, {"name": name}, made["tenant"])
+        name = f"{self._model().get('router', router_id, self.admin)['name'].split('~')[0]}~{self.rng.randrange(10**6)}"
+        self._model().update("router", router_id, {"name": name}, made["tenant"])
 
     def delete_router(self, router_id: str) -> None:
         """Take down what :meth:`add_router` made, in the order Neutron requires."""
         made = self.topology.pop(router_id)
         tenant = made["tenant"]
-        self.neutron.delete("floatingip", made["fip"], tenant)
-        self.neutron.delete("port", made["vm_port"], self.admin)  # a VM port: Nova's to delete
-        self.neutron.remove_router_interface(router_id, {"subnet_id": made["subnet"]}, tenant)
-        self.neutron.delete("router", router_id, tenant)
+        self._model().delete("floatingip", made["fip"], tenant)
+        self._model().delete("port", made["vm_port"], self.admin)  # a VM port: Nova's to delete
+        self._model().remove_router_interface(router_id, {"subnet_id": made["subnet"]}, tenant)
+        self._model().delete("router", router_id, tenant)
         # The orchestrator's VRRP port stays on the network until it has stopped the VM, and
         # Neutron refuses to delete a network in use: retry later, as a tenant would.
         self.leftovers.append((made["subnet"], made["network"], tenant))
@@ -165,8 +179,8 @@ class SimCloud:
         remaining = []
         for subnet_id, network_id, tenant in self.leftovers:
             try:
-                self.neutron.delete("subnet", subnet_id, tenant)
-                self.neutron.delete("network", network_id, tenant)
+                self._model().delete("subnet", subnet_id, tenant)
+                self._model().delete("network", network_id, tenant)
             except NeutronFault as exc:
                 if exc.status != 404:
                     remaining.append((subnet_id, network_id, tenant))
@@ -174,21 +188,28 @@ class SimCloud:
         return len(remaining)
 
     # --- Nova → appliance agents
+    def _management_ip(self, port: Mapping[str, Any]) -> str | None:
+        """The port's address on the management CIDR (how its NIC is recognised)."""
+        for ip in port.get("fixed_ips") or ():
+            if ipaddress.ip_address(ip["ip_address"]) in self._management:
+                return str(ip["ip_address"])
+        return None
+
     def _nics(self, server: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
         from ._agent_http import Nic
 
-        ports = [p for p in (self.neutron.port(pid) for pid in server["port_ids"]) if p]
-        ports.sort(key=lambda p: p["network_id"] != self.management_network_id)
-        if not ports or ports[0]["network_id"] != self.management_network_id:
+        ports = [p for p in (self.ports.port(pid) for pid in server["port_ids"]) if p]
+        ports.sort(key=lambda p: self._management_ip(p) is None)  # management NIC first
+        address = self._management_ip(ports[0]) if ports else None
+        if address is None:
             return None
         nics = [Nic(p["mac_address"], tuple(self._addresses(p))) for p in ports]
-        return ports[0]["fixed_ips"][0]["ip_address"], nics
+        return address, nics
 
     def _addresses(self, port: Mapping[str, Any]) -> list[str]:
         out = []
         for ip in port.get("fixed_ips") or ():
-            subnet = self.neutron.get("subnet", ip["subnet_id"], self.admin)
-            prefix = ipaddress.ip_network(subnet["cidr"]).prefixlen
+            prefix = ipaddress.ip_network(self.ports.subnet_cidr(ip["subnet_id"])).prefixlen
             out.append(f"{ip['ip_address']}/{prefix}")
         return out
 
@@ -230,3 +251,18 @@ class SimCloud:
         LOG.info("killing the appliance of server %s", victim)
         self.appliances.kill(victim)
         return victim
+
+
+def _remote(settings: SimSettings) -> tuple[PortDirectory, Any]:
+    """Ports and token validation from the real Neutron and Keystone of ``settings``."""
+    from ..adapters.openstack import connect
+    from ..cloud_settings import CloudSettings
+    from .remote import RemotePorts, RemoteTokens
+
+    conn = connect(CloudSettings(
+        auth_url=settings.neutron_auth_url, username=settings.neutron_username,
+        password=settings.neutron_password, project_name=settings.neutron_project,
+        user_domain_name=settings.neutron_user_domain,
+        project_domain_name=settings.neutron_project_domain,
+    ))
+    return RemotePorts(conn), RemoteTokens(settings.neutron_auth_url, conn.session.get_token)

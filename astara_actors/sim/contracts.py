@@ -43,3 +43,7 @@ class PortDirectory(Protocol):
     def unbind(self, port_id: str) -> None:
         """Nova unplugged the port (device_id/owner cleared, status DOWN); absent port: no-op."""
         ...
+
+    def subnet_cidr(self, subnet_id: str) -> str:
+        """The CIDR of a subnet (the appliance shows ``ip/prefixlen``)."""
+        ...

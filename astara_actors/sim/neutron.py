@@ -154,6 +154,11 @@ class NeutronModel(L3Resources):
             self._ops[kind]["delete"](record, who)
             self._emit(f"{kind}.delete.end", {f"{kind}_id": resource_id, kind: view}, caller)
 
+    def subnet_cidr(self, subnet_id: str) -> str:
+        """The subnet's CIDR (for the appliance agents' interface addresses)."""
+        with self._lock:
+            return str(self._table("subnet")[subnet_id]["cidr"])
+
     def tags(self, kind: str, resource_id: str, caller: Caller | None = None) -> list[str]:
         """GET /v2.0/<kind>s/<id>/tags (the standard-attr-tag extension)."""
         with self._lock:

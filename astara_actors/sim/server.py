@@ -103,8 +103,10 @@ class _Admin:
 
     def status(self) -> dict[str, Any]:
         c = self.cloud
+        routers = c.neutron.list("router", c.admin, {"fields": "id"}) if c.neutron else None
         return {
-            "routers": len(c.neutron.list("router", c.admin, {"fields": "id"})),
+            "neutron": "simulated" if c.neutron else c.settings.neutron_auth_url,
+            "routers": None if routers is None else len(routers),
             "servers": len(c.nova),
             "appliances": c.appliances.stats(),
             "faults": dict(self.faults.values),
@@ -167,9 +169,10 @@ def build_app(
             "compute": f"{base}/compute/v2.1",
         }
 
-    app = falcon.App(middleware=[_FaultMiddleware(faults), AuthMiddleware(cloud.keystone)])
-    add_keystone_routes(app, cloud.keystone, "/identity", endpoints=endpoints)
-    add_neutron_routes(app, cloud.neutron, "/network")
+    app = falcon.App(middleware=[_FaultMiddleware(faults), AuthMiddleware(cloud.tokens)])
+    if cloud.neutron is not None:  # beside a real Neutron, Keystone and Neutron are real
+        add_keystone_routes(app, cloud.keystone, "/identity", endpoints=endpoints)
+        add_neutron_routes(app, cloud.neutron, "/network")
     add_nova_routes(app, cloud.nova, require_caller, prefix="/compute")
     admin = _Admin(cloud, faults, load)
     app.add_route("/sim", admin)

@@ -48,6 +48,14 @@ class SimSettings:
     latency_compute: float = 0.0
     appliance_latency: float = 0.0  # seconds before every appliance answer
     appliance_failure_interval: float = 0.0  # an appliance dies every N seconds (0 = never)
+    # --- beside a real Neutron: when neutron_auth_url is set, Keystone and Neutron are the real
+    # ones (not served here); the simulated Nova plugs the real ports, trusts the real tokens.
+    neutron_auth_url: str = ""  # the real Keystone, e.g. http://controller:5000/v3
+    neutron_username: str = ""  # an admin account that may read and bind ports
+    neutron_password: str = ""
+    neutron_project: str = ""
+    neutron_user_domain: str = "Default"
+    neutron_project_domain: str = "Default"
     # --- notifications (Neutron's) and load
     transport_url: str = ""  # bus to publish Neutron notifications on ("" = none)
     notifications_exchange: str = "neutron"
@@ -67,8 +75,16 @@ class SimSettings:
                 raise SettingsError("sim", key, "must be between 0 and 1")
         if not 0 <= self.port < 65536:
             raise SettingsError("sim", "port", "must be between 0 (any free port) and 65535")
+        if self.neutron_auth_url:
+            for key in ("neutron_username", "neutron_password", "neutron_project"):
+                if not getattr(self, key):
+                    raise SettingsError("sim", key, "is required with neutron_auth_url")
         if not 0 < self.appliance_port < 65536:
             raise SettingsError("sim", "appliance_port", "must be between 1 and 65535")
+
+    @property
+    def real_neutron(self) -> bool:
+        return bool(self.neutron_auth_url)
 
     def error_rate(self, service: str) -> float:
         return float(getattr(self, f"error_rate_{service}", 0.0))
