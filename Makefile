@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench venv clean
+.PHONY: test demo lint bench venv clean
 
 # Create the virtualenv if missing; reinstall when a dependency list changes.
 $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.py
@@ -15,6 +15,11 @@ $(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.py
 	@touch $@
 
 venv: $(STAMP)
+
+# The orchestrator with the simulated cloud in-process and the embedded bus (no broker needed).
+# In another terminal: .venv/bin/astara-ctl --config-file etc/demo.ini browse
+demo: $(STAMP)
+	$(BIN)/astara-orchestrator --config-file etc/demo.ini
 
 # Every test. pytest's exit code 5 ("no tests collected") is a failure, not a pass.
 test: $(STAMP)
@@ -30,4 +35,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check astara_actors tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info .state

@@ -89,8 +89,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         if section not in ("orchestrator", "cloud", "bus", "api", "sim"):
             warnings.append(f"[{section}]: unknown section, ignored")
     bus_overrides: dict[str, Any] = {"host": settings.host}
-    if not parser.has_option("bus", "transport_url"):
-        bus_overrides["transport_url"] = embedded_url(process.state_dir)
+    if not (parser.get("bus", "transport_url", fallback="") or "").strip():
+        bus_overrides["transport_url"] = embedded_url(process.state_dir)  # no broker needed
     bus = section_to(parser, "bus", BusSettings, overrides=bus_overrides, warn=warnings.append)
     api = section_to(parser, "api", ApiSettings, warn=warnings.append)
     cloud = sim = None

@@ -1,0 +1,224 @@
+"""astara-orchestrator: keep every Neutron router backed by a healthy, configured service VM.
+
+Usage:
+  astara-orchestrator [--config-file=FILE] [--debug]
+  astara-orchestrator (-h | --help | --version)
+
+Options:
+  --config-file=FILE  The configuration file [default: /etc/astara/orchestrator.ini].
+  --debug             Log at DEBUG (overrides [orchestrator] log_level).
+  -h --help           Show this help.
+  --version           Show the version.
+
+Signals: SIGTERM/SIGINT stop (API, inbox, actors, in that order); SIGHUP re-reads the file;
+SIGUSR1 writes every thread's stack to the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from docopt import docopt
+
+from .conf import Config, load_config
+from .errors import AstaraError, SettingsError
+
+__all__ = ["Service", "main"]
+
+LOG = logging.getLogger("astara_actors.orchestrator")
+FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s [%(threadName)s] %(message)s"
+
+
+class Service:
+    """The orchestrator of one process: started in dependency order, stopped in reverse."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sim: Any = None
+        self.runtime: Any = None
+        self.inbox: Any = None
+        self.api: Any = None
+        self.appliance: Any = None
+        self.stopping = threading.Event()
+        self._populated = threading.Event()
+
+    def start(self) -> Service:
+        from .adapters.appliance_http import HttpAppliance
+        from .adapters.openstack import open_cloud
+        from .inbox import Inbox
+        from .runtime import Runtime
+
+        config = self.config
+        Path(config.process.state_dir).mkdir(parents=True, exist_ok=True)
+        settings, cloud = config.settings, config.cloud
+        if config.process.embedded_sim:
+            settings, cloud = self._start_sim()
+        assert cloud is not None
+        network, compute = open_cloud(cloud)
+        self.appliance = HttpAppliance(port=settings.appliance_port)
+        self.runtime = Runtime(
+            settings, network=network, compute=compute, appliance=self.appliance
+        ).start()
+        self.inbox = Inbox(self.runtime, config.bus, network=network,
+                           on_config_reload=self.reload).start(wait=None)
+        if config.api.enabled:
+            self._start_api()
+        threading.Thread(target=self._populate, args=(network,), name="populate",
+                         daemon=True).start()
+        LOG.info("astara-orchestrator %s started (bus %s)", settings.host,
+                 _masked(config.bus.transport_url))
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        LOG.info("stopping")
+        if self.api is not None:
+            self.api.terminate()
+            try:
+                self.api.wait(timeout=10)
+            except Exception:
+                self.api.kill()
+        for part in (self.inbox, self.runtime):
+            if part is not None:
+                part.stop()
+        if self.appliance is not None:
+            self.appliance.close()
+        if self.sim is not None:
+            self.sim.stop()
+        LOG.info("stopped")
+
+    def reload(self) -> None:
+        """Re-read the file: report what changed; apply the log level (the rest at restart)."""
+        try:
+            fresh = load_config(self.config.path)
+        except SettingsError as exc:
+            LOG.error("config reload refused, keeping the running configuration: %s", exc)
+            return
+        changed = [
+            f"[{name}] {key}"
+            for name in ("settings", "process", "bus", "api", "cloud")
+            for key, old, new in _diff(getattr(self.config, name), getattr(fresh, name))
+        ]
+        logging.getLogger().setLevel(fresh.process.log_level.upper())
+        LOG.warning("config reloaded from %s; changed: %s (log level applied now, the rest at "
+                    "restart)", self.config.path, ", ".join(changed) or "nothing")
+
+    # --- parts
+    def _start_sim(self) -> tuple[Any, Any]:
+        from .bus.transport import BusSettings
+        from .cloud_settings import CloudSettings
+        from .sim.cloud import SimCloud
+        from .sim.notifier import KombuNotifier
+        from .sim.server import SimServer
+
+        bus = self.config.bus
+        notify = KombuNotifier(BusSettings(
+            transport_url=bus.transport_url, host="sim",
+            notifications_exchange=bus.notifications_exchange,
+            notifications_routing_key=bus.notifications_routing_key,
+        ))
+        cloud = SimCloud(self.config.sim, notify=notify)
+        self.sim = SimServer(cloud).start()
+        cloud.bootstrap()
+        LOG.info("embedded astara-sim on %s: %d routers", self.sim.url, len(cloud.topology))
+        settings = dataclasses.replace(
+            self.config.settings,
+            management_network_id=cloud.management_network_id,
+            management_subnet_id=cloud.management_subnet_id,
+            router_image_id=self.config.sim.image_id,
+            router_flavor_id=self.config.sim.flavor_id,
+        )
+        s = self.config.sim
+        return settings, CloudSettings(
+            auth_url=f"{self.sim.url}/identity/v3", username=s.admin_user,
+            password=s.admin_password, project_name=s.admin_project,
+        )
+
+    def _start_api(self) -> None:
+        try:
+            from .api.server import run_api
+        except ImportError:  # the HTTP API arrives with its package
+            LOG.warning("the HTTP API is not available in this installation")
+            return
+        self.api = run_api(self.config.path)
+
+    def _populate(self, network: Any) -> None:
+        """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down."""
+        from .backoff import backoff
+        from .errors import CloudError
+        from .events import Action, Event
+
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                routers = network.list_routers()
+                break
+            except CloudError as exc:
+                attempt += 1
+                delay = backoff(attempt, 1.0, 15.0)
+                LOG.warning("cannot list routers yet (%s); retrying in %.0f s", exc, delay)
+                if self.stopping.wait(delay):
+                    return
+        else:
+            return
+        for router_id, tenant_id in routers:
+            self.runtime.deliver(Event(router_id, tenant_id, Action.POLL, reason="start-up"))
+        LOG.info("populated %d routers from Neutron", len(routers))
+        self._populated.set()
+
+
+def _diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    if old is None or new is None or not dataclasses.is_dataclass(old):
+        return [] if old == new else [("*", old, new)]
+    return [
+        (f.name, getattr(old, f.name), getattr(new, f.name))
+        for f in dataclasses.fields(old)
+        if getattr(old, f.name) != getattr(new, f.name)
+    ]
+
+
+def _masked(url: str) -> str:
+    from .bus.transport import mask_url
+
+    return mask_url(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
+    args = docopt(__doc__, argv=argv, version=f"astara-orchestrator {__version__}")
+    try:
+        config = load_config(args["--config-file"])
+    except SettingsError as exc:
+        print(f"astara-orchestrator: {exc}", file=sys.stderr)
+        return 2
+    level = "DEBUG" if args["--debug"] else config.process.log_level.upper()
+    logging.basicConfig(level=level, format=FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    for warning in config.warnings:
+        LOG.warning("%s: %s", config.path, warning)
+    service = Service(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=service.reload).start())
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    try:
+        service.start()
+    except (AstaraError, OSError) as exc:
+        LOG.error("cannot start: %s", exc)
+        service.stop()
+        return 1
+    stop.wait()
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

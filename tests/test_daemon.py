@@ -1,0 +1,114 @@
+"""astara-orchestrator as an operator runs it: configuration errors, the demo, signals."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+import subprocess
+import time
+import sys
+from pathlib import Path
+
+import pytest
+
+from astara_actors.bus import BusSettings, ControlClient
+from astara_actors.cloud_settings import CloudSettings
+from astara_actors.conf import ApiSettings, ProcessSettings, load_config
+from astara_actors.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ETC = ROOT / "etc"
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "astara_actors.daemon", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def documented(section: str) -> dict[str, str]:
+    text = (ETC / "orchestrator.ini").read_text()
+    body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r"^(\w+) = ?(.*)$", body, re.M))
+
+
+@pytest.mark.parametrize(
+    ("section", "cls", "skip"),
+    [
+        ("orchestrator", Settings, {"provider_labels", "host"}),
+        ("orchestrator", ProcessSettings, set()),
+        ("cloud", CloudSettings, set()),
+        ("bus", BusSettings, {"host", "transport_url", "queue_name"}),
+        ("api", ApiSettings, set()),
+    ],
+)
+def test_every_key_is_documented_in_etc_orchestrator_ini_with_its_default(
+    section: str, cls: type, skip: set[str]
+) -> None:
+    keys = documented(section)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:  # set from another key (host, the embedded bus URL) or not an ini key
+            continue
+        assert f.name in keys, f"[{section}] {f.name} is not documented"
+        default = f.default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        assert keys[f.name] == shown, f"[{section}] {f.name}: {keys[f.name]!r} != {shown!r}"
+
+
+def test_the_sample_file_needs_the_cloud_and_says_which_key_is_missing() -> None:
+    result = run("--config-file", str(ETC / "orchestrator.ini"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("astara-orchestrator: [cloud] auth_url: is required")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_value_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "o.ini"
+    bad.write_text("[orchestrator]\nembedded_sim = true\nhealth_check_period = often\n")
+    result = run("--config-file", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "astara-orchestrator: [orchestrator] health_check_period: 'often' is not a number"
+    )
+
+
+def test_the_demo_configuration_loads() -> None:
+    config = load_config(ETC / "demo.ini")
+    assert config.process.embedded_sim and config.sim is not None
+    assert config.bus.transport_url.startswith("filesystem://")
+    assert config.warnings == ()
+
+
+def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    ini = tmp_path / "demo.ini"
+    ini.write_text(
+        f"[orchestrator]\nhost = t\nstate_dir = {tmp_path}\nembedded_sim = true\n"
+        "boot_check_interval = 0.1\n[api]\nenabled = false\n"
+        "[sim]\nport = 0\ntenants = 2\nrouters_per_tenant = 2\nboot_delay = 0.1\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stderr is not None
+    log: list[str] = []
+    try:
+        for line in proc.stderr:  # the daemon's own log tells when it is up
+            log.append(line)
+            if "astara-orchestrator t started" in line:
+                break
+        bus = load_config(ini).bus
+        with ControlClient(dataclasses.replace(bus, host="client")) as client:
+            configured: list[str] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # each ask is a round trip to the daemon
+                answers = client.ask({"query": "routers"}, timeout=30, expect=1)
+                routers = answers[0]["answer"]["routers"]
+                configured = [r for r in routers if r.get("instance_state") == "configured"]
+                if len(configured) == 4:
+                    break
+            assert len(configured) == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, rest = proc.communicate(timeout=30)
+    err = "".join(log) + rest
+    assert proc.returncode == 0
+    assert "stopped" in err and "Traceback" not in err
