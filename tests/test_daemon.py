@@ -6,8 +6,8 @@ import dataclasses
 import re
 import signal
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
