@@ -67,7 +67,7 @@ class Service:
             settings, network=network, compute=compute, appliance=self.appliance
         ).start()
         self.inbox = Inbox(self.runtime, config.bus, network=network,
-                           on_config_reload=self.reload).start(wait=None)
+                           on_config_reload=self.reload).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
         threading.Thread(target=self._populate, args=(network,), name="populate",
