@@ -70,6 +70,11 @@ class SimCloud:
             user_name=settings.admin_user,
             project_name=settings.admin_project,
         )
+        self.ssh = None
+        if settings.ssh_port:
+            from .ssh import SshServer
+
+            self.ssh = SshServer(settings.ssh_port)
         self.management_network_id = ""
         self.management_subnet_id = ""
         self.external_network_id = ""
@@ -82,9 +87,13 @@ class SimCloud:
     # --- lifecycle
     def start(self) -> SimCloud:
         self.appliances.start()
+        if self.ssh is not None:
+            self.ssh.start()
         return self
 
     def stop(self) -> None:
+        if self.ssh is not None:
+            self.ssh.stop()
         self.appliances.stop()
 
     # --- topology
@@ -221,11 +230,38 @@ class SimCloud:
         address, nics = found
         try:
             self.appliances.add(server["id"], address, nics)
+            if self.ssh is not None:
+                from .ssh import authorized_keys
+
+                self.ssh.add(server["id"], address, authorized_keys(server.get("user_data")),
+                             lambda command, sid=server["id"]: self._shell(sid, command))
         except OSError as exc:
             LOG.warning("appliance of %s cannot listen on %s: %s", server["id"], address, exc)
 
     def _server_gone(self, server: Mapping[str, Any]) -> None:
         self.appliances.remove(server["id"])
+        if self.ssh is not None:
+            self.ssh.remove(server["id"])
+
+    def _shell(self, server_id: str, command: str) -> tuple[int, str]:
+        """What the simulated appliance answers to a command run over SSH."""
+        try:
+            config = self.appliances.config(server_id) or {}
+        except KeyError:
+            return 255, "connection to the appliance lost\n"
+        words = command.split()
+        if command in ("hostname", "cat /etc/hostname"):
+            return 0, f"{config.get('hostname', server_id)}\n"
+        if words[:1] == ["ip"] and "addr" in words:
+            lines = [f"{n.get('interface', {}).get('ifname', '?')} UP "
+                     + " ".join(n.get("interface", {}).get("addresses", []))
+                     for n in config.get("networks", [])]
+            return 0, "\n".join(lines) + "\n"
+        if words[:1] == ["echo"]:
+            return 0, " ".join(words[1:]) + "\n"
+        if command in ("true", ""):
+            return 0, ""
+        return 127, f"sh: 1: {words[0]}: not found\n"
 
     def _ports_changed(self, server: Mapping[str, Any]) -> None:
         found = self._nics(server)

@@ -30,6 +30,7 @@ class SimSettings:
     management_cidr: str = "127.100.0.0/16"  # on loopback: each VM's appliance listens here
     external_cidr: str = "172.24.0.0/13"  # the public network routers get their gateway on
     appliance_port: int = 5000
+    ssh_port: int = 0  # each appliance also answers SSH on its management address (0 = off)
     # --- initial load
     tenants: int = 2  # tenants "demo-0" ... created at start
     routers_per_tenant: int = 2  # each with one network, subnet, VM port and floating IP
