@@ -130,6 +130,7 @@ class Service:
         LOG.info("embedded astara-sim on %s: %d routers", self.sim.url, len(cloud.topology))
         settings = dataclasses.replace(
             self.config.settings,
+            ssh_public_key=self.config.settings.ssh_public_key or _demo_key(self.config),
             management_network_id=cloud.management_network_id,
             management_subnet_id=cloud.management_subnet_id,
             router_image_id=self.config.sim.image_id,
@@ -172,6 +173,18 @@ class Service:
             self.runtime.deliver(Event(router_id, tenant_id, Action.POLL, reason="start-up"))
         LOG.info("populated %d routers from Neutron", len(routers))
         self._populated.set()
+
+
+def _demo_key(config: Config) -> str:
+    """The demo's key pair under state_dir/ssh (made once): its public half goes in the VMs."""
+    import paramiko
+
+    private = Path(config.process.state_dir) / "ssh" / "id_ecdsa"
+    if not private.exists():
+        private.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paramiko.ECDSAKey.generate().write_private_key_file(str(private))
+    key = paramiko.ECDSAKey.from_private_key_file(str(private))
+    return f"{key.get_name()} {key.get_base64()} astara-demo"
 
 
 def _diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from astara_actors.bus import BusSettings, ControlClient
+from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.cloud_settings import CloudSettings
 from astara_actors.conf import ApiSettings, ProcessSettings, load_config
 from astara_actors.settings import Settings
@@ -100,7 +100,10 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
             configured: list[str] = []
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # each ask is a round trip to the daemon
-                answers = client.ask({"query": "routers"}, timeout=30, expect=1)
+                try:
+                    answers = client.ask({"query": "routers"}, timeout=10, expect=1)
+                except NoAnswer:  # a loaded machine: ask again until the deadline
+                    continue
                 routers = answers[0]["answer"]["routers"]
                 configured = [r for r in routers if r.get("instance_state") == "configured"]
                 if len(configured) == 4:
