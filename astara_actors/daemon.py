@@ -143,12 +143,34 @@ class Service:
         )
 
     def _start_api(self) -> None:
+        """gunicorn in its own process (it must own its main thread), watched and restarted."""
+        from .api.server import ApiStartError, run_api
+
         try:
-            from .api.server import run_api
-        except ImportError:  # the HTTP API arrives with its package
-            LOG.warning("the HTTP API is not available in this installation")
+            self.api = run_api(self.config.path)
+        except ApiStartError as exc:
+            LOG.error("HTTP API not started: %s (the bus and astara-ctl still work)", exc)
             return
-        self.api = run_api(self.config.path)
+        threading.Thread(target=self._watch_api, args=(run_api,), name="api-watch",
+                         daemon=True).start()
+
+    def _watch_api(self, run_api: Any) -> None:
+        from .backoff import backoff
+
+        restarts = 0
+        while not self.stopping.is_set():
+            code = self.api.wait()
+            if self.stopping.is_set():
+                return
+            restarts += 1
+            delay = backoff(restarts, 1.0, 30.0)
+            LOG.error("the HTTP API exited (code %s); restarting it in %.0f s", code, delay)
+            if self.stopping.wait(delay):
+                return
+            try:
+                self.api = run_api(self.config.path)
+            except Exception as exc:  # noqa: BLE001 - keep watching; the next try may succeed
+                LOG.error("HTTP API restart failed: %s", exc)
 
     def _populate(self, network: Any) -> None:
         """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down."""

@@ -23,7 +23,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 from .backoff import backoff
@@ -88,6 +88,7 @@ class Transition:
     target: str
     instance: str
     note: str = ""
+    repeat: int = 1  # the same edge walked this many times in a row (e.g. waiting for a boot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,6 +584,8 @@ class Automaton:
     def _record(self, action: Action, source: State, target: State) -> None:
         if source is target and not self.note:
             return
+        if source is CALC_ACTION and target is CHECK_BOOT and not self.note:
+            return  # each boot check is one "CheckBoot -> CalcAction" entry, counted
         t = Transition(
             at=self.clock(),
             action=str(action),
@@ -591,5 +594,12 @@ class Automaton:
             instance=str(self.instance.state),
             note=self.note,
         )
-        self.history.append(t)
+        last = self.history[-1] if self.history else None
+        if last is not None and (last.source, last.target, last.action, last.instance, last.note) == (
+            t.source, t.target, t.action, t.instance, t.note
+        ):
+            # A wait (a VM booting, a delete pending) repeats one edge: count it, keep history.
+            self.history[-1] = replace(last, at=t.at, repeat=last.repeat + 1)
+        else:
+            self.history.append(t)
         self.log.debug("%s -> %s (%s, instance %s) %s", t.source, t.target, t.action, t.instance, t.note)

@@ -485,7 +485,7 @@ def test_dump_shows_state_inbox_and_the_last_transitions() -> None:
     assert dump["instance_state"] == "configured"
     assert dump["inbox"] == ["update"]
     assert len(dump["transitions"]) == 20
-    assert set(dump["transitions"][0]) == {"at", "age_s", "action", "source", "target", "instance", "note"}
+    assert set(dump["transitions"][0]) == {"at", "age_s", "action", "source", "target", "instance", "note", "repeat"}
 
 
 def test_an_exited_router_refuses_every_message() -> None:
@@ -512,3 +512,19 @@ def test_every_nth_poll_compares_the_config_and_repushes_a_drifted_one() -> None
     assert inst.calls.count("config_drifted") == 2
     assert inst.calls[-1] == "configure"
     assert sm.history[-2].note == "config drifted from Neutron: re-pushing"
+
+
+def test_a_long_boot_wait_is_one_counted_entry_in_the_history() -> None:
+    inst = FakeInstance(D, update_state=B)
+    sm = machine(inst)
+    sm.send_message(A.CREATE)
+    out = sm.update()
+    for _ in range(30):
+        sm.wake(out.token)
+        out = sm.update()
+    edges = [(t.source, t.target, t.repeat) for t in sm.history]
+    assert edges == [
+        ("CalcAction", "CreateInstance", 1),
+        ("CreateInstance", "CheckBoot", 1),
+        ("CheckBoot", "CalcAction", 31),
+    ]

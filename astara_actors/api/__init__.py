@@ -1,0 +1,24 @@
+"""The HTTP RPC API: astara-ctl's commands and the orchestrators' state over HTTP (Falcon).
+
+A client of the control protocol on the bus, served by gunicorn in a process of its own:
+``create_app(client_factory, api_settings)`` builds the app (tests), ``get_app()`` builds it
+from ``$ASTARA_CONFIG_FILE`` (gunicorn), ``run_api(config_path)`` starts gunicorn.
+"""
+
+from __future__ import annotations
+
+from .app import create_app, get_app
+from .errors import ApiError, OrchestratorFailed, UnknownRouter
+from .openapi import openapi_document
+from .server import ApiStartError, run_api
+
+__all__ = [
+    "ApiError",
+    "ApiStartError",
+    "OrchestratorFailed",
+    "UnknownRouter",
+    "create_app",
+    "get_app",
+    "openapi_document",
+    "run_api",
+]

@@ -1,0 +1,249 @@
+"""The Falcon resources: commands are published (202), queries are asked and gathered.
+
+Handlers only raise; :mod:`.errors` turns what they raise into a status and a JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import falcon
+
+from ..control import Command, CommandKind, InvalidCommand, Query, QueryKind
+from ..events import WILDCARD_ALL, WILDCARD_ERROR
+from ._clients import ControlPort
+from .errors import OrchestratorFailed, UnknownRouter
+from .routes import CommandRoute
+
+__all__ = [
+    "CommandResource", "Control", "HealthResource", "InteractiveSink", "MissingIdResource",
+    "RouterResource", "RoutersResource", "WorkersDebugResource", "WorkersResource",
+]
+
+LOG = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+class Control:
+    """The control protocol as the resources use it: a client per thread, one timeout."""
+
+    def __init__(self, clients: Callable[[], ControlPort], timeout: float, grace: float) -> None:
+        self.clients = clients
+        self.timeout = timeout
+        self.grace = grace
+
+    def ask(self, query: Query) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """Every answer that came back, split into (good ones, ``{"host", "error"}`` ones)."""
+        answers = self.clients().ask(query.to_payload(), self.timeout, grace=self.grace)
+        good, bad = [], []
+        for reply in answers:
+            host = str(reply.get("host", ""))
+            if reply.get("ok") and isinstance(reply.get("answer"), dict):
+                good.append({"host": host, **reply["answer"]})
+            else:
+                bad.append({"host": host, "error": str(reply.get("error", "malformed answer"))})
+        if not good:
+            raise OrchestratorFailed([f"{b['host']}: {b['error']}" for b in bad])
+        return good, bad
+
+    def find_router(self, router_id: str) -> dict[str, Any]:
+        """``{"host", "router"}`` from the orchestrator that manages the router."""
+        good, bad = self.ask(Query(QueryKind.ROUTER, router_id))
+        for answer in good:
+            if answer.get("found") and isinstance(answer.get("router"), dict):
+                return {"host": answer["host"], "router": answer["router"]}
+        if bad:  # the one that failed may be the one that manages it: not a 404
+            raise OrchestratorFailed([f"{b['host']}: {b['error']}" for b in bad])
+        raise UnknownRouter(router_id)
+
+    def send(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Check and publish an ``astara.command`` payload; returns what was published."""
+        command = Command.from_payload(payload)
+        if command.router_id and command.router_id not in (WILDCARD_ALL, WILDCARD_ERROR):
+            self.find_router(command.router_id)
+        published = command.to_payload()
+        self.clients().send_command(published)
+        LOG.info("published %s", published)
+        return published
+
+
+def check_params(req: falcon.Request, allowed: tuple[str, ...] = ()) -> None:
+    """Refuse query parameters the route does not take (a typo must not be ignored silently)."""
+    unknown = sorted(set(req.params) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "none"
+        raise InvalidCommand(f"unknown query parameter(s) {', '.join(map(repr, unknown))} "
+                             f"(this route takes {takes})")
+
+
+def request_fields(req: falcon.Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The command's fields from the query string, overridden by a JSON (or form) body."""
+    check_params(req, allowed)
+    fields: dict[str, Any] = {name: req.get_param(name) for name in allowed}
+    fields = {name: value for name, value in fields.items() if value is not None}
+    body = _body(req)
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "no fields"
+        raise InvalidCommand(f"unknown field(s) {', '.join(map(repr, unknown))}: this command "
+                             f"takes {takes}")
+    fields.update(body)
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            raise InvalidCommand(f"{name} must be a string, not {_json_type(value)}")
+    return fields
+
+
+def _body(req: falcon.Request) -> dict[str, Any]:
+    raw = req.bounded_stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise falcon.HTTPContentTooLarge(description=f"the body is over {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+    # `curl -d '{...}'` says form-urlencoded although it sends JSON: trust what the body is.
+    if media_type == falcon.MEDIA_URLENCODED and not raw.lstrip().startswith(b"{"):
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+        except ValueError as exc:
+            raise InvalidCommand(f"the form body is malformed: {exc}") from None
+    if media_type not in ("", falcon.MEDIA_JSON, falcon.MEDIA_URLENCODED):
+        raise falcon.HTTPUnsupportedMediaType(
+            description=f"send the body as {falcon.MEDIA_JSON}, not {media_type}"
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCommand(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidCommand(f"the body must be a JSON object, not {_json_type(body)}")
+    return body
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+class CommandResource:
+    """``PUT`` one of :data:`~.routes.COMMAND_ROUTES`: 202 ``{"accepted": <payload>}``."""
+
+    def __init__(self, control: Control, route: CommandRoute) -> None:
+        self.control = control
+        self.route = route
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        route = self.route
+        fields = request_fields(req, route.fields)
+        payload: dict[str, Any] = {"command": str(route.kind)}
+        if "reason" in route.fields:
+            payload["reason"] = fields.get("reason", "")
+        if route.id_key:
+            payload[route.id_key] = params[route.id_key]
+        if route.image_key and fields.get("image"):
+            payload[route.image_key] = fields["image"]
+        if route.enabled is not None:
+            payload["enabled"] = 1 if route.enabled else 0
+        resp.status = falcon.HTTP_202
+        resp.media = {"accepted": self.control.send(payload)}
+
+
+class WorkersDebugResource:
+    """``PUT /workers/debug``: the orchestrators log their tree, and the API returns it."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request_fields(req, ())
+        good, bad = self.control.ask(Query(QueryKind.WORKERS))
+        accepted = self.control.send({"command": str(CommandKind.WORKERS_DEBUG)})
+        resp.status = falcon.HTTP_202
+        resp.media = {"accepted": accepted, "orchestrators": _trees(good), "errors": bad}
+
+
+class MissingIdResource:
+    """``PUT /router/rebuild`` without an id: 400, as the original's argument parser."""
+
+    def __init__(self, id_key: str) -> None:
+        self.id_key = id_key
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise InvalidCommand(f"{req.path}: the {self.id_key} is missing "
+                             f"(PUT {req.path}/<{self.id_key}>)")
+
+
+class InteractiveSink:
+    """``/browse`` and ``/ssh/...`` need a terminal: 501 (405 for anything but PUT)."""
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
+        if req.method != "PUT":
+            raise falcon.HTTPMethodNotAllowed(["PUT"])
+        command = req.path.strip("/").split("/", 1)[0]
+        raise falcon.HTTPNotImplemented(
+            description=f"{command} is interactive: run `astara-ctl {command}` in a terminal"
+        )
+
+
+class RoutersResource:
+    """``GET /routers``: every router of every orchestrator that answered."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        check_params(req)
+        good, bad = self.control.ask(Query(QueryKind.ROUTERS))
+        routers = [
+            {**router, "host": answer["host"]}
+            for answer in good for router in answer.get("routers") or () if isinstance(router, dict)
+        ]
+        routers.sort(key=lambda r: (str(r.get("tenant_id", "")), str(r.get("router_id", ""))))
+        resp.media = {"routers": routers, "orchestrators": sorted(a["host"] for a in good),
+                      "errors": bad}
+
+
+class RouterResource:
+    """``GET /routers/{router_id}``: the router's dump from the orchestrator that manages it."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, router_id: str) -> None:
+        check_params(req)
+        query = Query.from_payload({"query": str(QueryKind.ROUTER), "router_id": router_id})
+        resp.media = self.control.find_router(query.router_id)
+
+
+class WorkersResource:
+    """``GET /workers``: each orchestrator's supervision tree."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        check_params(req)
+        good, bad = self.control.ask(Query(QueryKind.WORKERS))
+        resp.media = {"orchestrators": _trees(good), "errors": bad}
+
+
+class HealthResource:
+    """``GET /healthz``: 200 when an orchestrator answers over the bus within the timeout."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        check_params(req)
+        good, _bad = self.control.ask(Query(QueryKind.WORKERS))
+        resp.media = {"status": "ok", "orchestrators": sorted(a["host"] for a in good)}
+
+
+def _trees(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"host": a["host"], "workers": a.get("workers")} for a in good]
