@@ -205,6 +205,10 @@ class ControlClient:
         with self._lock:
             for attempt in (1, 2):
                 try:
+                    # Connecting counts against the timeout too (kombu would retry for longer).
+                    self._connection.ensure_connection(
+                        max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+                    )
                     return self._ask(dict(query), timeout, expect, grace)
                 except (BusUnavailable, *bus_errors(self._connection)) as exc:
                     if attempt == 2:
