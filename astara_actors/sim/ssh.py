@@ -70,6 +70,14 @@ class _Session(paramiko.ServerInterface):
         status, out = self.run(command.decode("utf-8", "replace").strip())
         channel.sendall(out.encode())
         channel.send_exit_status(status)
+        # EOF, then let the client close: closing first could beat the request's acknowledgement.
+        channel.shutdown_write()
+        channel.settimeout(10)
+        try:
+            while channel.recv(1024):
+                pass
+        except OSError:
+            pass
         channel.close()
 
     def check_channel_pty_request(self, *args: Any) -> bool:

@@ -1,0 +1,132 @@
+"""astara-ctl's side of the control protocol: queries and commands, errors as exit codes.
+
+Every failure the operator can cause or fix (a bad id, an unknown router, no orchestrator
+answering, an unreachable bus) becomes a :class:`CtlError` carrying the line to print and
+the exit code, so ``main`` has one place that turns them into output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..bus.rpc import ControlClient
+from ..bus.transport import BusError, BusSettings, NoAnswer
+from ..control import Command, InvalidCommand, Query, QueryKind
+from ..errors import AstaraError
+
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CtlError", "Session", "check_command", "check_query"]
+
+EXIT_FAILED = 1  # the orchestrators answered, but no: unknown router, a failed answer
+EXIT_USAGE = 2  # the operator's input, the configuration, or nobody to talk to
+
+# The router query answers quickly for an id nobody owns: a cheap "is anyone there?".
+_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+class CtlError(AstaraError):
+    """Raised when an astara-ctl command cannot be carried out; ``exit_code`` says how."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_command(payload: Mapping[str, Any]) -> Command:
+    """The command for ``payload``, validated as the orchestrators will (ids, wildcards)."""
+    try:
+        return Command.from_payload(payload)
+    except InvalidCommand as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+
+
+def check_query(payload: Mapping[str, Any]) -> Query:
+    try:
+        return Query.from_payload(payload)
+    except InvalidCommand as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+
+
+class Session:
+    """One connection to the bus for one astara-ctl run (or one browse thread)."""
+
+    def __init__(self, bus: BusSettings, timeout: float) -> None:
+        self.bus = bus
+        self.timeout = timeout
+        self._client: ControlClient | None = None
+
+    @property
+    def client(self) -> ControlClient:
+        if self._client is None:
+            try:
+                self._client = ControlClient(self.bus)
+            except BusError as exc:
+                raise CtlError(str(exc), EXIT_USAGE) from None
+        return self._client
+
+    def ask(self, query: Query) -> list[dict[str, Any]]:
+        """Every orchestrator's reply to ``query``; raises :class:`CtlError` if none answered."""
+        try:
+            return self.client.ask(query.to_payload(), timeout=self.timeout)
+        except NoAnswer:
+            raise CtlError(
+                f"no orchestrator answered within {self.timeout:g} s "
+                f"(is astara-orchestrator running and using {self.bus.transport_url}?)",
+                EXIT_USAGE,
+            ) from None
+        except BusError as exc:
+            raise CtlError(str(exc), EXIT_USAGE) from None
+
+    def probe(self) -> list[str]:
+        """The hosts of the orchestrators that answer (at least one, or :class:`CtlError`)."""
+        return [r["host"] for r in self.ask(Query(QueryKind.ROUTER, _PROBE_ID))]
+
+    def routers(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every router's summary, sorted by tenant and id, and the hosts that answered."""
+        replies = self.ask(Query(QueryKind.ROUTERS))
+        routers = [
+            {**summary, "host": reply["host"]}
+            for reply in _good(replies)
+            for summary in reply["answer"].get("routers", [])
+        ]
+        routers.sort(key=lambda r: (str(r.get("tenant_id", "")), str(r.get("router_id", ""))))
+        return routers, sorted(r["host"] for r in replies)
+
+    def router(self, router_id: str) -> tuple[dict[str, Any], str]:
+        """One router's dump and the host that owns it; :class:`CtlError` (exit 1) if none does."""
+        query = check_query({"query": str(QueryKind.ROUTER), "router_id": router_id})
+        replies = self.ask(query)
+        for reply in _good(replies):
+            if reply["answer"].get("found"):
+                return reply["answer"]["router"], reply["host"]
+        hosts = ", ".join(sorted(r["host"] for r in replies))
+        raise CtlError(f"router {query.router_id} is not known to any orchestrator "
+                       f"(asked: {hosts})")
+
+    def workers(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each orchestrator's supervision tree with its inbox counters, by host."""
+        replies = self.ask(Query(QueryKind.WORKERS))
+        return sorted((r["host"], r["answer"]["workers"]) for r in _good(replies))
+
+    def send(self, command: Command) -> dict[str, Any]:
+        """Fan ``command`` out to every orchestrator; returns the payload sent."""
+        payload = command.to_payload()
+        try:
+            self.client.send_command(payload)
+        except BusError as exc:
+            raise CtlError(str(exc), EXIT_USAGE) from None
+        return payload
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _good(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The successful replies; if every orchestrator failed, their errors as a :class:`CtlError`."""
+    good = [r for r in replies if r.get("ok")]
+    if not good and replies:
+        errors = "; ".join(f"{r.get('host')}: {r.get('error')}" for r in replies)
+        raise CtlError(f"the orchestrators could not answer: {errors}")
+    return good
