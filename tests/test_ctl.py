@@ -605,3 +605,13 @@ def test_ssh_to_a_router_without_a_vm_says_so() -> None:
 
     with pytest.raises(CtlError, match="no service VM with a management address"):
         choose_vm({"router_id": "r1", "instance_state": "down", "instance": {"vms": []}}, 0)
+
+
+def test_output_piped_into_a_reader_that_leaves_early_is_not_a_traceback(peer: Peer) -> None:
+    # The reader closes the pipe at once, before astara-ctl writes its first line.
+    done = subprocess.run(
+        f"{sys.executable} -m astara_actors.ctl.cli --config-file {peer.config} workers debug"
+        " | true",
+        shell=True, capture_output=True, text=True, timeout=WAIT + 15, cwd=ROOT,
+    )
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

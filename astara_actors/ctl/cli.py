@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_logging(args["--verbose"])
     try:
         return _Run(args).dispatch()
+    except BrokenPipeError:
+        # `astara-ctl workers debug | head`: the reader left; say nothing more, as other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except CtlError as exc:
         print(f"astara-ctl: {exc}", file=sys.stderr)
         return exc.exit_code
