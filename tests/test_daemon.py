@@ -115,3 +115,47 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
     err = "".join(log) + rest
     assert proc.returncode == 0
     assert "stopped" in err and "Traceback" not in err
+
+
+def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable() -> None:
+    import threading as th
+
+    from astara_actors.daemon import Service
+    from astara_actors.errors import NetworkError
+    from astara_actors.events import Action
+
+    class Flaky:
+        """Neutron that refuses twice, then lists two routers."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def list_routers(self) -> list[tuple[str, str]]:
+            self.calls += 1
+            if self.calls <= 2:
+                raise NetworkError("connection refused")
+            return [("r1", "t1"), ("r2", "t2")]
+
+    class Tree:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+
+        def deliver(self, event: object) -> None:
+            self.events.append(event)
+
+    service = Service(load_config(ETC / "demo.ini"))
+    service.runtime = Tree()
+    waits: list[float] = []
+
+    class Stopping(th.Event):
+        def wait(self, timeout: float | None = None) -> bool:  # no real waiting in this test
+            waits.append(timeout or 0.0)
+            return False
+
+    service.stopping = Stopping()
+    network = Flaky()
+    service._populate(network)  # noqa: SLF001 - the start-up step itself
+    assert network.calls == 3 and len(waits) == 2 and waits[1] > waits[0] * 0.5
+    assert [(e.router_id, e.tenant_id, e.action) for e in service.runtime.events] == [
+        ("r1", "t1", Action.POLL), ("r2", "t2", Action.POLL)
+    ]
