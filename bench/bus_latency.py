@@ -11,51 +11,19 @@ query: ``ControlClient.ask(router dump, expect=1)`` round trip, answered by the 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from astara_actors.bus import BusSettings, ControlClient
+from astara_actors.testing.peer import PeerProcess
 
 from ._report import report, summary_ms
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Peer:
-    def __init__(self, bus: BusSettings, routers: int) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "astara_actors.testing.peer",
-                "--transport-url", bus.transport_url, "--host", f"peer-{bus.host}",
-                "--exchange", bus.notifications_exchange,
-                "--control-exchange", bus.control_exchange, "--routers", str(routers),
-                "--queue", bus.queue_name,
-            ],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] != "ready":
-            raise SystemExit(f"peer orchestrator did not start ({line})")
-        self.routers = line[1:]
-
-    def acted(self) -> tuple[str, float]:
-        assert self.proc.stdout is not None
-        _word, reason, at = self.proc.stdout.readline().split()
-        return reason, float(at)
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
 
 def measure(transport: str, bus: BusSettings, commands: int, queries: int) -> dict[str, object]:
-    peer = Peer(bus, routers=10)
+    peer = PeerProcess(bus, routers=10)
     try:
         with ControlClient(bus) as client:
             client.ask({"query": "routers"}, timeout=30)  # warm both ends
@@ -67,7 +35,7 @@ def measure(transport: str, bus: BusSettings, commands: int, queries: int) -> di
                 client.send_command(
                     {"command": "router-debug", "router_id": router, "tenant_id": "*", "reason": reason}
                 )
-                got, at = peer.acted()
+                got, at = peer.acted(reason)
                 assert got == reason, (got, reason)
                 command_s.append(at - sent)
             query_s: list[float] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import requests
 from astara_actors.api.server import ApiStartError, gunicorn_command, main, run_api
 from astara_actors.bus import BusSettings
 from astara_actors.conf import ApiSettings
+from astara_actors.testing.peer import PeerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every wait is on a line, an answer or a process; this bound only turns a hang into a failure.
@@ -39,30 +39,6 @@ def write_ini(tmp_path: Path, port: int, listen: str = "127.0.0.1") -> Path:
         f"[api]\nport = {port}\nlisten = {listen}\nworkers = 2\ntimeout = 1.0\n"
     )
     return path
-
-
-class Peer:
-    """``python -m astara_actors.testing.peer``: an orchestrator with one router on the bus."""
-
-    def __init__(self, bus: BusSettings) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "astara_actors.testing.peer",
-             "--transport-url", bus.transport_url, "--host", "peer"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        line = self.next_line().split()
-        assert line and line[0] == "ready", f"peer did not start: {line}"
-        self.routers = line[1:]
-
-    def next_line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            self.proc.wait(timeout=WAIT)
 
 
 class LiveApi:
@@ -97,8 +73,8 @@ class LiveApi:
 
 
 @pytest.fixture
-def peer(tmp_path: Path) -> Iterator[Peer]:
-    started = Peer(BusSettings.embedded(tmp_path, host="ctl"))
+def peer(tmp_path: Path) -> Iterator[PeerProcess]:
+    started = PeerProcess(BusSettings.embedded(tmp_path, host="ctl"), host="peer")
     yield started
     started.stop()
 
@@ -122,7 +98,7 @@ def eventually(fetch: Callable[[], Any], accept: Callable[[Any], bool]) -> Any:
 
 
 def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
-    peer: Peer, live: tuple[LiveApi, str]
+    peer: PeerProcess, live: tuple[LiveApi, str]
 ) -> None:
     _api, base = live
     (router,) = peer.routers
@@ -132,7 +108,7 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     # curl -X PUT http://127.0.0.1:<port>/router/debug/<id>  (with a JSON reason)
     debug = requests.put(f"{base}/router/debug/{router}", json={"reason": "curl"}, timeout=WAIT)
     assert debug.status_code == 202 and debug.json()["accepted"]["router_id"] == router
-    assert peer.next_line().startswith("acted curl ")
+    assert peer.acted()[0] == "curl"
     shown = requests.get(f"{base}/routers/{router}/", timeout=WAIT).json()
     assert shown["host"] == "peer"
     assert shown["router"]["debug"] and shown["router"]["debug_reasons"] == {"router": "curl"}

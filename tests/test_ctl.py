@@ -10,7 +10,6 @@ import fcntl
 import json
 import os
 import pty
-import queue
 import select
 import shutil
 import signal
@@ -30,49 +29,24 @@ import pytest
 
 from astara_actors.bus.transport import BusSettings
 from astara_actors.ctl.ssh import choose_vm
+from astara_actors.testing.peer import PeerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # an upper bound on every wait: a slow machine only makes the tests slower
 UNKNOWN = "11111111-2222-3333-4444-555555555555"
 
 
-class Peer:
+class Peer(PeerProcess):
     """An orchestrator process on the embedded bus under ``state_dir``, and a config for ctl."""
 
     def __init__(self, state_dir: Path, routers: int = 3) -> None:
-        bus = BusSettings.embedded(state_dir, host="peer-ctl")
+        super().__init__(BusSettings.embedded(state_dir, host="peer-ctl"), routers=routers,
+                         tenants=2, host="peer-ctl", timeout=WAIT)
         self.config = write_config(state_dir)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "astara_actors.testing.peer", "--transport-url",
-             bus.transport_url, "--host", bus.host, "--exchange", bus.notifications_exchange,
-             "--control-exchange", bus.control_exchange, "--routers", str(routers),
-             "--tenants", "2"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        assert line and line[0] == "ready", f"peer did not start: {line}"
-        self.routers = line[1:]
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
 
     def wait_acted(self, reason: str) -> None:
         """Until the peer reports a router entering debug mode for ``reason``."""
-        while True:
-            line = self.lines.get(timeout=WAIT)
-            if line.startswith(f"acted {reason} "):
-                return
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=WAIT)
+        self.acted(reason)
 
 
 def write_config(state_dir: Path, extra: str = "") -> Path:

@@ -4,8 +4,6 @@ control protocol across processes over RabbitMQ and the embedded transport."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from astara_actors.events import Action, Event
 from astara_actors.inbox import Inbox
 from astara_actors.messages import Deliver, Dump
 from astara_actors.runtime import Runtime
+from astara_actors.testing.peer import PeerProcess
 
 from .bus_helpers import WAIT, Rabbit, rabbit_names
 from .scenario import FIXTURES, GW_ROUTER, RESOLVED, ROUTER, TENANT, scenario_cloud
@@ -159,36 +158,6 @@ def test_malformed_message_is_rejected_and_the_next_one_reaches_the_tree(rabbit:
         probed.stop()
 
 
-class PeerOrchestrator:
-    """``python -m astara_actors.testing.peer`` in another process."""
-
-    def __init__(self, bus: BusSettings) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "astara_actors.testing.peer",
-                "--transport-url", bus.transport_url, "--host", "peer-" + bus.host,
-                "--exchange", bus.notifications_exchange,
-                "--control-exchange", bus.control_exchange,
-                "--queue", bus.queue_name,
-            ],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        assert line and line[0] == "ready", f"peer did not start: {line}"
-        self.routers = line[1:]
-
-    def next_line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=WAIT)
-
-
 @pytest.fixture(params=["embedded", "rabbitmq"])
 def bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
     if request.param == "embedded":
@@ -198,7 +167,7 @@ def bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
 
 
 def test_command_and_query_round_trip_across_processes(bus: BusSettings) -> None:
-    peer = PeerOrchestrator(bus)
+    peer = PeerProcess(bus)
     try:
         (router,) = peer.routers
         with ControlClient(bus) as client:
@@ -207,7 +176,7 @@ def test_command_and_query_round_trip_across_processes(bus: BusSettings) -> None
             client.send_command(
                 {"command": "router-debug", "router_id": router, "tenant_id": "*", "reason": "probe"}
             )
-            assert peer.next_line().startswith("acted probe ")
+            assert peer.acted()[0] == "probe"
             (answer,) = client.ask({"query": "router", "router_id": router}, timeout=WAIT)
             dump = answer["answer"]["router"]
             assert answer["ok"] and dump["debug"] and dump["debug_reasons"] == {"router": "probe"}

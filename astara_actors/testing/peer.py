@@ -89,3 +89,55 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class PeerProcess:
+    """Run :func:`main` in a child process on ``bus``; the far end of cross-process tests.
+
+    ``routers`` are the ids it printed when ready; :meth:`acted` returns the next
+    ``(reason, unix time)`` a router entered debug mode with (how commands are timed).
+    """
+
+    def __init__(self, bus: BusSettings, *, routers: int = 1, tenants: int = 1,
+                 host: str = "", timeout: float = 30.0) -> None:
+        import queue
+        import subprocess
+
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "astara_actors.testing.peer",
+             "--transport-url", bus.transport_url, "--host", host or f"peer-{bus.host}",
+             "--exchange", bus.notifications_exchange, "--control-exchange", bus.control_exchange,
+             "--queue", "" if host else bus.queue_name,
+             "--routers", str(routers), "--tenants", str(tenants)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "ready":
+            self.stop()
+            raise RuntimeError(f"the peer orchestrator did not start: {line}")
+        self.routers = line[1:]
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def acted(self, reason: str | None = None) -> tuple[str, float]:
+        """The next 'entered debug mode' report (for ``reason``, when given)."""
+        while True:
+            line = self.lines.get(timeout=self.timeout)
+            if not line.startswith("acted "):
+                continue
+            got, at = line[len("acted "):].rsplit(" ", 1)  # a reason may hold spaces
+            if reason is None or got == reason:
+                return got, float(at)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=self.timeout)
