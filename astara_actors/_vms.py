@@ -33,6 +33,7 @@ class Vm:
     ports: list[Port] = field(default_factory=list)  # VRRP ports, management port excluded
     answered: bool = False  # has answered the probe since ``since``
     alive: bool = False  # answered the last probe
+    lost: bool = False  # answered once, then stopped: dead_vm_timeout applies, not boot_timeout
 
     @property
     def id(self) -> str:

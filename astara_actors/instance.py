@@ -91,10 +91,12 @@ class InstanceManager:
         self._probe()
         now = self._clock()
         for vm in list(self._vms.values()):
-            if not vm.answered and now - vm.since >= self._settings.boot_timeout:
+            # A VM that answered once and went silent is judged sooner than a fresh boot.
+            limit = self._settings.dead_vm_timeout if vm.lost else self._settings.boot_timeout
+            if not vm.answered and now - vm.since >= limit:
                 self._log.warning(
-                    "VM %s did not answer within %.0fs; deleting it", vm.name,
-                    self._settings.boot_timeout,
+                    "VM %s %s within %.0fs; deleting it", vm.name,
+                    "did not come back" if vm.lost else "did not answer", limit,
                 )
                 self._destroy(vm)
         vms = list(self._vms.values())
@@ -103,9 +105,9 @@ class InstanceManager:
         lost = [vm for vm in vms if vm.answered and not vm.alive]
         if not any(vm.alive for vm in vms):
             for vm in lost:
-                # It gets a boot timeout to come back before it is replaced.
+                # It gets dead_vm_timeout to come back before it is replaced.
                 self._log.warning("VM %s stopped answering", vm.name)
-                vm.answered, vm.since = False, now
+                vm.answered, vm.since, vm.lost = False, now, True
             return self._set(S.DOWN if lost else S.BOOTING)
         for vm in lost:
             self._log.warning("HA member %s stopped answering; deleting it", vm.name)
@@ -370,6 +372,7 @@ class InstanceManager:
             for vm in pending:
                 vm.alive = self._appliance.is_alive(vm.address, self._settings.alive_timeout)
                 vm.answered = vm.answered or vm.alive
+                vm.lost = vm.lost and not vm.alive
             pending = [vm for vm in pending if not vm.alive]
             if not pending:
                 break

@@ -18,6 +18,7 @@ class Settings:
     # --- state machine and instance manager (inventory §2.7, §2.10)
     reboot_error_threshold: int = 5  # boots without reaching "configured" before ERROR
     boot_timeout: float = 600.0  # a VM that has not answered after this long is replaced
+    dead_vm_timeout: float = 30.0  # a VM that answered, then went silent this long, is replaced
     boot_check_interval: float = 5.0  # seconds between liveness checks of a booting VM
     error_state_cooldown: float = 30.0  # events ignored this long after entering ERROR
     error_retry_max: float = 900.0  # cap of the automatic retry backoff of an errored router

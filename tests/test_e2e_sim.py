@@ -77,7 +77,8 @@ class World:
             router_image_id="astara-appliance", router_flavor_id="astara-router",
             boot_check_interval=0.05, retry_delay=0.05, retry_max_delay=0.2,
             error_state_cooldown=60.0, health_check_period=0.3, config_check_polls=1,
-            alive_timeout=0.5, config_timeout=5.0, boot_timeout=2.0, ask_timeout=5.0,
+            alive_timeout=0.5, config_timeout=5.0, boot_timeout=2.0, dead_vm_timeout=1.0,
+            ask_timeout=5.0,
         )
         self.runtime = Runtime(
             self.settings, network=Observed(network, self.changed),

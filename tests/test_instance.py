@@ -366,3 +366,30 @@ def test_a_new_router_network_counts_as_drift(cloud, clock):
     im = configured(cloud, clock, rid)
     cloud.add_interface(rid)
     assert im.config_drifted() is True
+
+
+def test_a_configured_vm_that_goes_silent_is_replaced_after_the_dead_vm_timeout(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid, dead_vm_timeout=30.0, boot_timeout=600.0)
+    (first,) = [s["id"] for s in cloud.servers_of(rid)]
+    cloud.set_appliance(rid, dead=True)
+    assert im.update_state() is S.DOWN  # noticed; it gets dead_vm_timeout to come back
+    clock.advance(29.0)
+    im.update_state()
+    assert [s["id"] for s in cloud.servers_of(rid)] == [first]
+    clock.advance(2.0)
+    im.update_state()
+    assert cloud.calls["delete_server"] == 1, "replaced long before the 600 s boot timeout"
+
+
+def test_a_vm_that_comes_back_in_time_is_kept(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid, dead_vm_timeout=30.0)
+    cloud.set_appliance(rid, dead=True)
+    im.update_state()
+    clock.advance(10.0)
+    cloud.set_appliance(rid, dead=False)
+    assert im.update_state() is S.UP
+    clock.advance(60.0)
+    im.update_state()
+    assert cloud.calls["delete_server"] == 0
