@@ -58,6 +58,8 @@ class ProcessSettings:
     embedded_sim: bool = False  # run astara-sim in this process and use it as the cloud
     provider_rules_path: str = "/etc/astara/provider_rules.json"  # labels for the appliance
     log_level: str = "INFO"
+    orphan_sweep_period: float = 300.0  # seconds between sweeps for leaked VMs/ports (0 = off)
+    orphan_grace: float = 300.0  # an orphan is removed once seen orphaned this long
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,9 @@ class Service:
             self._start_api()
         threading.Thread(target=self._populate, args=(network,), name="populate",
                          daemon=True).start()
+        if config.process.orphan_sweep_period > 0:
+            threading.Thread(target=self._sweep, args=(network, compute), name="orphan-sweep",
+                             daemon=True).start()
         LOG.info("astara-orchestrator %s started (bus %s)", settings.host,
                  _masked(config.bus.transport_url))
         return self
@@ -171,6 +174,22 @@ class Service:
                 self.api = run_api(self.config.path)
             except Exception as exc:  # noqa: BLE001 - keep watching; the next try may succeed
                 LOG.error("HTTP API restart failed: %s", exc)
+
+    def _sweep(self, network: Any, compute: Any) -> None:
+        """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace)."""
+        from .sweep import OrphanSweeper
+
+        process = self.config.process
+        sweeper = OrphanSweeper(network, compute, grace=process.orphan_grace)
+        while not self.stopping.wait(process.orphan_sweep_period):
+            try:
+                report = sweeper.sweep()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the sweeping
+                LOG.exception("orphan sweep failed")
+                continue
+            if report.servers_removed or report.ports_removed:
+                LOG.warning("orphan sweep removed %d VMs and %d ports of deleted routers",
+                            len(report.servers_removed), len(report.ports_removed))
 
     def _populate(self, network: Any) -> None:
         """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down."""

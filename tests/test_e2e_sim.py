@@ -290,3 +290,43 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
         appliance.close()
         nova.stop()
         real.stop()
+
+
+def ha_members(w: World, router: str) -> dict[str, dict[str, Any]]:
+    """Each live member's pushed config, by server id (only members whose agent answers)."""
+    out = {}
+    for server in w.servers(router):
+        try:
+            config = w.cloud.appliances.config(server)
+        except KeyError:
+            continue
+        if config is not None:
+            out[server] = config
+    return out
+
+
+@pytest.mark.parametrize("how", ["deleted from Nova", "hung"])
+def test_a_lost_ha_member_is_replaced_while_the_other_keeps_serving(
+    world: Callable[..., World], how: str
+) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-ha", ha=True)
+    w.wait_for(lambda: len(ha_members(w, router)) == 2, "both members configured")
+    configs = ha_members(w, router)
+    assert sorted(c["ha_config"]["priority"] for c in configs.values()) == [50, 100]
+    addresses = {c["networks"][0]["interface"]["addresses"][0].split("/")[0] for c in configs.values()}
+    for config in configs.values():
+        (peer,) = config["ha_config"]["peers"]
+        assert peer in addresses and peer != config["networks"][0]["interface"]["addresses"][0]
+    lost, survivor = sorted(configs)
+    survivor_requests = w.cloud.appliances.requests(survivor)
+    if how == "hung":
+        w.cloud.appliances.hang(lost)
+    else:
+        w.cloud.nova.delete(lost)
+    w.wait_for(
+        lambda: lost not in w.servers(router) and len(ha_members(w, router)) == 2,
+        "a replacement member configured",
+    )
+    assert survivor in w.servers(router), "the healthy member was never rebuilt"
+    assert w.cloud.appliances.requests(survivor) > survivor_requests  # it kept being polled

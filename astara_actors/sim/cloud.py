@@ -138,8 +138,11 @@ class SimCloud:
         return Caller(user_id=user_id, project_id=project.id, is_admin=False,
                       roles=("member", "reader"), user_name=user_name, project_name=project.name)
 
-    def add_router(self, tenant: Caller, name: str) -> str:
-        """A router with a gateway, one network/subnet behind it, a VM port and a floating IP."""
+    def add_router(self, tenant: Caller, name: str, *, ha: bool = False) -> str:
+        """A router with a gateway, one network/subnet behind it, a VM port and a floating IP.
+
+        ``ha`` routers are created by the admin for the tenant, as Neutron's policy requires.
+        """
         index = self._routers_made
         self._routers_made += 1
         cidr = f"10.{index // 256 % 256}.{index % 256}.0/24"  # 65,536 distinct tenant subnets
@@ -147,9 +150,12 @@ class SimCloud:
         subnet = self._model().create("subnet", {
             "network_id": net["id"], "name": f"{name}-subnet", "ip_version": 4, "cidr": cidr,
         }, tenant)
-        router = self._model().create("router", {
+        attrs: dict[str, Any] = {
             "name": name, "external_gateway_info": {"network_id": self.external_network_id},
-        }, tenant)
+        }
+        if ha:
+            attrs.update(ha=True, tenant_id=tenant.project_id)
+        router = self._model().create("router", attrs, self.admin if ha else tenant)
         self._model().add_router_interface(router["id"], {"subnet_id": subnet["id"]}, tenant)
         vm_port = self._model().create("port", {
             "network_id": net["id"], "name": f"{name}-vm", "device_owner": "compute:nova",
