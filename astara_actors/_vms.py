@@ -102,6 +102,7 @@ class VmCloud:
     def boot(self, router: Router, image_id: str, index: int, now: float) -> Vm:
         """Create the management and VRRP ports, then the server; no port is left on failure."""
         s = self._settings
+        self._drop_strays()
         created: list[Port] = []
         try:
             mgt = self._network.create_port(
@@ -192,6 +193,15 @@ class VmCloud:
             except CloudError as exc:
                 self._log.warning("could not check VM %s: %s", sid, exc)
         return bool(self.deleting)
+
+    def _drop_strays(self) -> None:
+        """Ports of ours plugged into nothing: left by a boot interrupted before Nova had them
+        (a crash between creating the ports and the server). They would leak otherwise."""
+        for label in ("MGT", "VRRP"):
+            for port in self._network.list_ports(name=f"ASTARA:{label}:{self.router_id}"):
+                if not port.device_id:
+                    self._log.warning("removing stray port %s of an interrupted boot", port.id)
+                    self.delete_port(port.id)
 
     def _vrrp_port(self, network_id: str) -> Port:
         return self._network.create_port(

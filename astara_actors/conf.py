@@ -27,7 +27,7 @@ from .errors import SettingsError
 from .inifile import read_ini, section_to
 from .settings import Settings
 
-__all__ = ["ApiSettings", "Config", "ProcessSettings", "load_config", "CONFIG_ENV"]
+__all__ = ["ApiSettings", "Config", "DatabaseSettings", "ProcessSettings", "load_config", "CONFIG_ENV"]
 
 CONFIG_ENV = "ASTARA_CONFIG_FILE"  # how the API's gunicorn workers find the file
 
@@ -51,6 +51,13 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """``[database]``: where debug flags and the command audit live."""
+
+    connection: str = ""  # SQLAlchemy URL; "" = sqlite:///<state_dir>/astara.db
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessSettings:
     """``[orchestrator]`` keys that concern the process rather than the routers."""
 
@@ -70,6 +77,7 @@ class Config:
     cloud: CloudSettings | None  # None with the embedded simulator
     bus: BusSettings
     api: ApiSettings
+    database_url: str = ""
     sim: Any = None  # SimSettings with the embedded simulator
     warnings: tuple[str, ...] = field(default=())
 
@@ -88,13 +96,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     process = _sub(parser, "orchestrator", ProcessSettings)
     settings = _settings(parser, process)
     for section in parser.sections():
-        if section not in ("orchestrator", "cloud", "bus", "api", "sim"):
+        if section not in ("orchestrator", "cloud", "bus", "api", "sim", "database"):
             warnings.append(f"[{section}]: unknown section, ignored")
     bus_overrides: dict[str, Any] = {"host": settings.host}
     if not (parser.get("bus", "transport_url", fallback="") or "").strip():
         bus_overrides["transport_url"] = embedded_url(process.state_dir)  # no broker needed
     bus = section_to(parser, "bus", BusSettings, overrides=bus_overrides, warn=warnings.append)
     api = section_to(parser, "api", ApiSettings, warn=warnings.append)
+    database = section_to(parser, "database", DatabaseSettings, warn=warnings.append)
+    database_url = database.connection or f"sqlite:///{Path(process.state_dir).resolve() / 'astara.db'}"
     cloud = sim = None
     if process.embedded_sim:
         from .sim.settings import SimSettings
@@ -109,7 +119,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                     "router_flavor_id"):
             if not getattr(settings, key):
                 raise SettingsError("orchestrator", key, "is required")
-    return Config(str(path), settings, process, cloud, bus, api, sim, tuple(warnings))
+    return Config(str(path), settings, process, cloud, bus, api, database_url, sim, tuple(warnings))
 
 
 def _sub(parser: Any, section: str, cls: type) -> Any:

@@ -63,11 +63,17 @@ class Service:
         assert cloud is not None
         network, compute = open_cloud(cloud)
         self.appliance = HttpAppliance(port=settings.appliance_port)
+        from .persist import restore_debug
+        from .store import Store
+
+        store = Store(config.database_url)
+        store.upgrade()  # the schema is always current before anything reads it
         self.runtime = Runtime(
             settings, network=network, compute=compute, appliance=self.appliance
         ).start()
+        restore_debug(store, self.runtime.tell)
         self.inbox = Inbox(self.runtime, config.bus, network=network,
-                           on_config_reload=self.reload).start(wait=10.0)
+                           on_config_reload=self.reload, store=store).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
         threading.Thread(target=self._populate, args=(network,), name="populate",

@@ -57,11 +57,13 @@ class Inbox:
         *,
         network: Network,
         on_config_reload: Callable[[], None] | None = None,
+        store: Any = None,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.network = network
         self.on_config_reload = on_config_reload
+        self.store = store  # debug flags and the audit trail; None keeps them in memory only
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.resolver: pykka.ActorRef[Any] | None = None
@@ -102,7 +104,7 @@ class Inbox:
         """
         notification = decode(body)
         if is_command(notification):
-            self._command(Command.from_payload(notification.payload))
+            self._command(Command.from_payload(notification.payload), notification.publisher_id)
             return
         change = classify(notification)
         if change is None:
@@ -112,8 +114,16 @@ class Inbox:
         self.resolver.tell(change)
         self._count("changes")
 
-    def _command(self, command: Command) -> None:
+    def _command(self, command: Command, actor: str = "") -> None:
         self._count("commands")
+        if self.store is not None:
+            from .errors import AstaraError
+            from .persist import record_command
+
+            try:
+                record_command(self.store, command, actor or "unknown")
+            except AstaraError as exc:  # applied anyway: only its survival across a restart is lost
+                LOG.error("command %s not persisted: %s", command.kind, exc)
         LOG.info(
             "command %s%s%s", command.kind,
             f" {command.router_id or command.tenant_id}" if command.router_id or command.tenant_id else "",

@@ -14,7 +14,7 @@ import pytest
 
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.cloud_settings import CloudSettings
-from astara_actors.conf import ApiSettings, ProcessSettings, load_config
+from astara_actors.conf import ApiSettings, DatabaseSettings, ProcessSettings, load_config
 from astara_actors.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ def documented(section: str) -> dict[str, str]:
         ("cloud", CloudSettings, set()),
         ("bus", BusSettings, {"host", "transport_url", "queue_name"}),
         ("api", ApiSettings, set()),
+        ("database", DatabaseSettings, set()),
     ],
 )
 def test_every_key_is_documented_in_etc_orchestrator_ini_with_its_default(

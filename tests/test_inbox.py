@@ -15,6 +15,7 @@ import pytest
 
 from astara_actors.bus import BusSettings, ControlClient
 from astara_actors.bus.consumer import notifications_exchange
+from astara_actors.bus.transport import notification_envelope
 from astara_actors.events import Action, Event
 from astara_actors.inbox import Inbox
 from astara_actors.messages import Deliver, Dump
@@ -184,3 +185,46 @@ def test_command_and_query_round_trip_across_processes(bus: BusSettings) -> None
             assert workers["answer"]["workers"]["inbox"]["messages"]["commands"] == 1
     finally:
         peer.stop()
+
+
+def test_debug_flags_survive_a_restart_and_every_command_is_audited(tmp_path: Path) -> None:
+    from astara_actors.adapters.memory import MemoryCloud
+    from astara_actors.persist import restore_debug
+    from astara_actors.store import Store
+
+    url = f"sqlite:///{tmp_path / 'astara.db'}"
+    cloud = MemoryCloud()
+    router = cloud.add_router("t1")
+    envelope = notification_envelope  # the wire form astara-ctl sends
+
+    def run_once(commands: list[dict[str, Any]]) -> dict[str, Any]:
+        store = Store(url)
+        store.upgrade()
+        runtime = Runtime(cloud.settings(), network=cloud.network, compute=cloud.compute,
+                          appliance=cloud.appliance, poll=False).start()
+        try:
+            restore_debug(store, runtime.tell)
+            inbox = Inbox(runtime, BusSettings(transport_url="memory://", host="x"),
+                          network=cloud.network, store=store)
+            for payload in commands:
+                inbox.handle(envelope("astara.command", payload, publisher_id="astara.ctl.ops1").encode())
+            runtime.deliver(Event(router, "t1", Action.POLL))
+            return runtime.dump(router)
+        finally:
+            runtime.stop()
+            store.close()
+
+    first = run_once([
+        {"command": "router-debug", "router_id": router, "reason": "look"},
+        {"command": "router-debug", "router_id": router, "reason": "look closer"},
+        {"command": "tenant-debug", "tenant_id": "22222222222222222222222222222222", "reason": "t"},
+    ])
+    assert first["debug_reasons"] == {"router": "look closer"}
+    restarted = run_once([])  # a new process: only the store remembers
+    assert restarted["debug"] and restarted["debug_reasons"] == {"router": "look closer"}
+    audit = Store(url).audit()
+    assert [(a["actor"], a["command"], a["reason"]) for a in audit] == [
+        ("astara.ctl.ops1", "router-debug", "look"),
+        ("astara.ctl.ops1", "router-debug", "look closer"),
+        ("astara.ctl.ops1", "tenant-debug", "t"),
+    ]

@@ -393,3 +393,16 @@ def test_a_vm_that_comes_back_in_time_is_kept(cloud, clock):
     clock.advance(60.0)
     im.update_state()
     assert cloud.calls["delete_server"] == 0
+
+
+def test_ports_left_by_a_boot_interrupted_before_nova_are_removed_at_the_next_boot(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    settings = manager(cloud, clock, rid)._settings  # noqa: SLF001 - same settings as the manager
+    # A crash between creating the ports and the server: ports named ours, plugged into nothing.
+    stray = cloud.network.create_port(name=f"ASTARA:MGT:{rid}", network_id=settings.management_network_id,
+                                      subnet_id=settings.management_subnet_id)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    mgt_ports = cloud.network.list_ports(name=f"ASTARA:MGT:{rid}")
+    assert stray.id not in [p.id for p in mgt_ports]
+    assert len(mgt_ports) == 1 and mgt_ports[0].device_id

@@ -145,6 +145,9 @@ class OrchestratorActor(pykka.ThreadingActor):
                 "%s for router %s dropped: its tenant is unknown", event.action, event.router_id
             )
             return
+        if event.router_id not in self.router_tenant and event.router_id in self.router_debug:
+            # Put in debug before we knew its tenant (e.g. restored at start): tell it now.
+            self.tenants.tell(tenant_id, DebugRouter(event.router_id, self.router_debug[event.router_id]))
         self.router_tenant[event.router_id] = tenant_id
         self.tenants.tell(tenant_id, Deliver(event))
 

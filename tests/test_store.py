@@ -1,0 +1,267 @@
+"""The store on real databases: SQLite (a file), PostgreSQL and MariaDB, each test in a fresh one.
+
+PostgreSQL and MariaDB must be reachable under CI=true; on a developer's machine their tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from astara_actors.errors import AstaraError
+from astara_actors.store import Store, StoreError
+from astara_actors.store.cli import main as astara_db
+
+PG_URL = os.environ.get("ASTARA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("ASTARA_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+TABLES = {"alembic_version", "router_debug", "tenant_debug", "global_debug", "audit"}
+
+
+def unavailable(reason: str) -> None:
+    """Fail under CI (where the databases must be there), skip on a developer's machine."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database made for this test (and dropped after it)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'astara.db'}"
+        return
+    server = PG_URL if request.param == "postgresql" else MYSQL_URL
+    name = f"astara_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": 2})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as exc:
+        admin.dispose()
+        unavailable(f"{request.param} at {make_url(server).host} is unreachable: {exc}")
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        force = " WITH (FORCE)" if request.param == "postgresql" else ""
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name}{force}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def open_store(url: str) -> Iterator[Callable[[], Store]]:
+    """Opens (and upgrades) stores on the test's database, as a starting orchestrator would."""
+    opened: list[Store] = []
+
+    def _open() -> Store:
+        store = Store(url)
+        opened.append(store)
+        store.upgrade()
+        return store
+
+    yield _open
+    for store in opened:
+        store.close()
+
+
+def test_migrations_create_the_schema_from_empty(url: str) -> None:
+    store = Store(url)
+    try:
+        assert store.revision() is None
+        store.upgrade()
+        store.upgrade()  # a second start finds nothing to do
+        assert store.revision() == "0001"
+        assert TABLES <= set(inspect(store._engine).get_table_names())
+        assert store.global_debug() == (False, "")
+        assert store.routers_in_debug() == {} and store.tenants_in_debug() == {}
+    finally:
+        store.close()
+
+
+def test_models_match_the_migrations(open_store: Callable[[], Store]) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from astara_actors.store.models import Base
+
+    store = open_store()
+    with store._engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_debug_flags_survive_a_restart(open_store: Callable[[], Store]) -> None:
+    # Given flags set by one process
+    first = open_store()
+    first.set_router_debug("r-1", "looking at the VM")
+    first.set_tenant_debug("t-1", "tenant migration")
+    first.set_global_debug("upgrade window")
+    before = first.routers_in_debug()
+    first.close()
+    # When another store opens the same database
+    second = open_store()
+    # Then it sees them all, times to the microsecond and in UTC
+    assert second.routers_in_debug() == before
+    assert before["r-1"][1].tzinfo is UTC
+    assert list(second.tenants_in_debug()) == ["t-1"]
+    assert second.tenants_in_debug()["t-1"][0] == "tenant migration"
+    assert second.global_debug() == (True, "upgrade window")
+
+
+def test_re_enabling_debug_updates_the_reason(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    store.set_router_debug("r-1", "first")
+    since = store.routers_in_debug()["r-1"][1]
+    store.set_router_debug("r-1", "second")
+    store.set_tenant_debug("t-1", "first")
+    store.set_tenant_debug("t-1", "second")
+    store.set_global_debug("first")
+    store.set_global_debug("second")
+    assert store.routers_in_debug() == {"r-1": ("second", since)}  # still in debug since then
+    assert store.tenants_in_debug()["t-1"][0] == "second"
+    assert store.global_debug() == (True, "second")
+
+
+def test_clearing_debug_says_whether_it_was_set(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    store.set_router_debug("r-1", "why")
+    store.set_router_debug("r-2", "why")
+    store.set_tenant_debug("t-1", "why")
+    store.set_global_debug("why")
+    assert store.clear_router_debug("r-1") is True
+    assert store.clear_router_debug("r-1") is False
+    assert store.clear_tenant_debug("t-1") is True
+    assert store.clear_tenant_debug("t-2") is False
+    store.clear_global_debug()
+    assert list(store.routers_in_debug()) == ["r-2"]
+    assert store.tenants_in_debug() == {}
+    assert store.global_debug() == (False, "")
+
+
+def test_the_audit_trail_records_each_command_in_order(url: str) -> None:
+    ticks = iter(datetime(2025, 1, 1, 12, tzinfo=UTC) + timedelta(seconds=s) for s in range(10))
+    store = Store(url, clock=lambda: next(ticks))
+    try:
+        store.upgrade()
+        store.record("astara-ctl@ops1", "router-debug", "r-1", "bad VM", {"router_id": "r-1"})
+        store.record("http 127.0.0.1", "router-manage", "r-1", "", {"router_id": "r-1"})
+        store.record("astara-ctl@ops2", "global-debug", "", "upgrade", {"enabled": 1})
+        store.record("astara-ctl@ops2", "poll")
+        trail = store.audit()
+        assert [(e["actor"], e["command"], e["target"]) for e in trail] == [
+            ("astara-ctl@ops1", "router-debug", "r-1"),
+            ("http 127.0.0.1", "router-manage", "r-1"),
+            ("astara-ctl@ops2", "global-debug", ""),
+            ("astara-ctl@ops2", "poll", ""),
+        ]
+        assert trail[0]["reason"] == "bad VM" and trail[0]["payload"] == {"router_id": "r-1"}
+        assert trail[0]["at"] == datetime(2025, 1, 1, 12, tzinfo=UTC)
+        assert trail[3]["payload"] is None
+        assert [e["command"] for e in store.audit(limit=2)] == ["global-debug", "poll"]
+    finally:
+        store.close()
+
+
+def test_threads_share_one_store(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(5):
+                store.set_router_debug("shared", f"thread {n}")  # the same row from every thread
+                store.set_router_debug(f"r-{n}-{i}", "own")
+                store.record(f"thread {n}", "router-debug", f"r-{n}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.routers_in_debug()) == 31
+    assert len(store.audit(limit=1000)) == 30
+
+
+def test_the_in_memory_store_is_shared_by_threads() -> None:
+    store = Store("sqlite://")
+    store.upgrade()
+    thread = threading.Thread(target=store.set_router_debug, args=("r-1", "from a thread"))
+    thread.start()
+    thread.join()
+    assert store.routers_in_debug()["r-1"][0] == "from a thread"
+    store.close()
+
+
+def test_database_errors_become_store_errors_naming_the_operation(tmp_path: Path) -> None:
+    unmigrated = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(StoreError, match=r"^store: cannot set router debug: no such table"):
+        unmigrated.set_router_debug("r-1", "why")
+    unmigrated.close()
+    nowhere = Store(f"sqlite:///{tmp_path / 'missing' / 'astara.db'}")
+    with pytest.raises(StoreError, match="^store: cannot upgrade the schema: unable to open"):
+        nowhere.upgrade()
+    with pytest.raises(StoreError, match="^store: cannot open the database"):
+        Store("nosuchdb://x")
+    assert issubclass(StoreError, AstaraError)
+
+
+def _config(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "orchestrator.ini"
+    path.write_text(body)
+    return str(path)
+
+
+def test_astara_db_upgrades_a_file_database(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, f"[orchestrator]\nstate_dir = {tmp_path}\n")
+    assert astara_db(["--config-file", config, "current"]) == 0
+    assert capsys.readouterr().out.startswith("none")
+    assert astara_db(["--config-file", config, "upgrade"]) == 0
+    assert "at revision 0001 (head)" in capsys.readouterr().out
+    assert astara_db(["--config-file", config, "current"]) == 0
+    assert capsys.readouterr().out == "0001 (head)\n"
+    assert astara_db(["--config-file", config, "history"]) == 0
+    assert capsys.readouterr().out.startswith("<base> -> 0001: initial")
+    assert (tmp_path / "astara.db").is_file()
+
+
+def test_astara_db_stamps_a_revision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "other.db"
+    config = _config(tmp_path, f"[database]\nconnection = sqlite:///{db}\n")
+    assert astara_db(["--config-file", config, "stamp", "0001"]) == 0
+    assert Store(f"sqlite:///{db}").revision() == "0001"
+    assert astara_db(["--config-file", config, "stamp", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("astara-db: store: cannot stamp the schema as nosuch:")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("body, message", [
+    (None, "cannot read the config file"),
+    ("not ini", "not a valid ini file"),
+    ("[database]\nconnection = nosuchdb://x\n", "[database] connection: store: cannot open"),
+])
+def test_astara_db_says_what_is_wrong_with_the_configuration(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str | None,
+        message: str) -> None:
+    config = str(tmp_path / "absent.ini") if body is None else _config(tmp_path, body)
+    assert astara_db(["--config-file", config, "upgrade"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("astara-db: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_astara_db_without_a_command_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert astara_db(["--config-file", "x"]) == 2
+    assert "Usage:" in capsys.readouterr().err
