@@ -1,0 +1,167 @@
+"""Crash convergence: the orchestrator killed with SIGKILL at random moments, then restarted,
+against astara-sim in its own process. Every router ends configured on exactly one VM, and no
+VM or ASTARA port is left behind."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTERS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    ini = tmp_path / "sim.ini"
+    ini.write_text(
+        f"[sim]\nport = {port}\ntenants = 2\nrouters_per_tenant = {ROUTERS // 2}\n"
+        f"boot_delay = 0.5\ndelete_delay = 0.3\ntransport_url = filesystem://{tmp_path}/bus\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert "serving on" in first, first
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def orchestrator_ini(tmp_path: Path, url: str) -> Path:
+    status = requests.get(f"{url}/sim", timeout=10).json()
+    ini = tmp_path / "orchestrator.ini"
+    ini.write_text(f"""[orchestrator]
+host = chaos
+state_dir = {tmp_path}
+management_network_id = {status['management_network_id']}
+management_subnet_id = {status['management_subnet_id']}
+router_image_id = astara-appliance
+router_flavor_id = astara-router
+health_check_period = 1.0
+boot_check_interval = 0.2
+retry_delay = 0.1
+retry_max_delay = 1.0
+dead_vm_timeout = 3.0
+boot_timeout = 20.0
+alive_timeout = 0.5
+config_check_polls = 1
+orphan_sweep_period = 1.0
+orphan_grace = 1.0
+[cloud]
+auth_url = {url}/identity/v3
+username = admin
+password = admin-secret
+project_name = admin
+retries = 1
+retry_delay = 0.1
+[bus]
+transport_url = filesystem://{tmp_path}/bus
+[api]
+enabled = false
+""")
+    return ini
+
+
+def start(ini: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+
+
+def cloud_state(url: str) -> dict[str, Any]:
+    """What the simulated cloud holds: routers, VMs by router, our ports, appliance configs."""
+    import openstack
+
+    conn = openstack.connect(auth_url=f"{url}/identity/v3", username="admin",
+                             password="admin-secret", project_name="admin",
+                             user_domain_name="Default", project_domain_name="Default",
+                             load_yaml_config=False, load_envvars=False)
+    routers = [r.id for r in conn.network.routers()]
+    servers: dict[str, list[Any]] = {}
+    for s in conn.compute.servers(all_projects=True):
+        if s.name.startswith("ak-router-") and s.status != "DELETED":
+            servers.setdefault(s.name[len("ak-router-"):].rsplit("_", 1)[0], []).append(s)
+    ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
+    return {"routers": routers, "servers": servers, "ports": ports}
+
+
+def converged(url: str) -> tuple[bool, str]:
+    state = cloud_state(url)
+    for router in state["routers"]:
+        vms = state["servers"].get(router, [])
+        if len(vms) != 1 or vms[0].status != "ACTIVE":
+            return False, f"router {router} has {[v.status for v in vms]}"
+    extra = set(state["servers"]) - set(state["routers"])
+    if extra:
+        return False, f"VMs of deleted routers: {sorted(extra)}"
+    live = {v.id for vms in state["servers"].values() for v in vms}
+    leaked = [p.name for p in state["ports"] if p.device_id not in live]
+    if leaked:
+        return False, f"leaked ports: {leaked}"
+    for vms in state["servers"].values():
+        (vm,) = vms
+        address = next(a["addr"] for net in vm.addresses.values() for a in net
+                       if a["addr"].startswith("127.100."))
+        try:
+            config = requests.get(f"http://{address}:5000/v1/system/config", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return False, f"appliance of {vm.name} does not answer"
+        if not config.get("configuration"):
+            return False, f"appliance of {vm.name} is not configured"
+    return True, "converged"
+
+
+def test_killed_at_random_moments_the_orchestrator_converges_after_restart(
+    sim: str, tmp_path: Path
+) -> None:
+    ini = orchestrator_ini(tmp_path, sim)
+    rng = random.Random(7)
+    # Routers come and go all along (the simulator's load driver), and VMs die.
+    requests.put(f"{sim}/sim/faults", json={"load_rate": 3.0}, timeout=10).raise_for_status()
+    for _kill in range(5):
+        proc = start(ini)
+        time.sleep(rng.uniform(0.3, 2.5))  # the chaos itself: kill at a random moment
+        victims = cloud_state(sim)["routers"]
+        if victims:
+            victim = rng.choice(victims)
+            action = rng.choice(["appliances/{}/kill", "servers/{}"])
+            method = requests.post if action.startswith("appliances") else requests.delete
+            method(f"{sim}/sim/{action.format(victim)}", timeout=10)  # 404 if it has no VM yet
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    requests.put(f"{sim}/sim/faults", json={"load_rate": 0.0}, timeout=10).raise_for_status()
+    proc = start(ini)
+    started = time.monotonic()
+    try:
+        ok, why = False, ""
+        while time.monotonic() - started < 60:
+            ok, why = converged(sim)
+            if ok:
+                break
+        took = time.monotonic() - started
+        assert ok, why
+        routers = len(cloud_state(sim)["routers"])
+        print(json.dumps({"converged_after_restart_s": round(took, 1), "routers": routers}))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
