@@ -19,6 +19,7 @@ __all__ = [
     "ManageRouter",
     "ManageTenant",
     "PollTick",
+    "Rebalance",
     "Restart",
     "RouterExited",
     "Run",
@@ -125,6 +126,13 @@ class Wake:
     """A delayed resume the router asked the scheduler for; stale tokens are ignored."""
 
     token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """Cluster membership changed: stop the tenant subtrees this member no longer owns."""
+
+    members: frozenset[str] = frozenset()
 
 
 # --- to the health poller

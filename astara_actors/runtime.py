@@ -50,6 +50,7 @@ class Runtime:
         instance_factory: InstanceFactory | None = None,
         tenant_factory: Callable[..., pykka.ActorRef[Any]] | None = None,
         poll: bool = True,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.network = network
@@ -60,6 +61,7 @@ class Runtime:
         self.instance_factory = instance_factory or self._make_instance
         self.tenant_factory = tenant_factory or self._start_tenant
         self.poll = poll
+        self.owns = owns  # cluster mode: does this member own a tenant (None: every tenant)
         self.scheduler = Scheduler(clock=clock)
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
@@ -75,6 +77,7 @@ class Runtime:
             settings=self.settings,
             policy=self._policy(),
             poller=self.poller,
+            owns=self.owns,
         )
         LOG.info("orchestrator %s started", self.settings.host)
         return self

@@ -56,7 +56,9 @@ class ObservedInstance:
 class Harness:
     """An orchestrator on a :class:`MemoryCloud`, with waits on what it does."""
 
-    def __init__(self, cloud: MemoryCloud, settings: Settings, appliance: Any = None) -> None:
+    def __init__(
+        self, cloud: MemoryCloud, settings: Settings, appliance: Any = None, owns: Any = None
+    ) -> None:
         self.cloud = cloud
         self.settings = settings
         self.changed = threading.Condition()
@@ -68,6 +70,7 @@ class Harness:
             compute=cloud.compute,
             appliance=appliance or cloud.appliance,
             instance_factory=self._instance,
+            owns=owns,
         )
 
     def _instance(self, router_id: str, tenant_id: str) -> ObservedInstance:
@@ -132,8 +135,8 @@ def cloud() -> MemoryCloud:
 def make_harness(cloud: MemoryCloud) -> Iterator[Callable[..., Harness]]:
     started: list[Harness] = []
 
-    def make(appliance: Any = None, **overrides: Any) -> Harness:
-        harness = Harness(cloud, fast_settings(cloud, **overrides), appliance)
+    def make(appliance: Any = None, owns: Any = None, **overrides: Any) -> Harness:
+        harness = Harness(cloud, fast_settings(cloud, **overrides), appliance, owns)
         harness.runtime.start()
         started.append(harness)
         return harness

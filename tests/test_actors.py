@@ -337,3 +337,22 @@ def test_workers_debug_writes_the_tree_to_the_log(
     h.runtime.dump()  # the root handled LogDump before answering this
     lines = [r.getMessage() for r in caplog.records if "workers debug" in r.getMessage()]
     assert len(lines) == 1 and router in lines[0] and '"instance_state": "configured"' in lines[0]
+
+
+def test_in_a_cluster_only_owned_tenants_are_managed_and_lost_ones_are_handed_over(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    from astara_actors.messages import Rebalance
+
+    owned = {T1}
+    mine, theirs = cloud.add_router(T1), cloud.add_router(T2)
+    h = make_harness(owns=lambda tenant: tenant in owned)  # the ring, as a set
+    create(h, mine, T1)
+    h.runtime.deliver(Event(theirs, T2, Action.CREATE))
+    tree = h.runtime.dump()
+    assert [t["tenant_id"] for t in tree["tenants"]] == [T1]
+    assert not cloud.servers_of(theirs), "another member's router is left to it"
+    owned.clear()  # the ring moved T1 to another member
+    h.runtime.tell(Rebalance(frozenset({"other"})))
+    assert h.runtime.dump()["tenants"] == []
+    assert len(cloud.servers_of(mine)) == 1, "handing over stops actors, never VMs"

@@ -21,6 +21,7 @@ from ..messages import (
     ManageGlobal,
     ManageRouter,
     ManageTenant,
+    Rebalance,
     Restart,
 )
 from ..settings import Settings
@@ -47,6 +48,7 @@ class OrchestratorActor(pykka.ThreadingActor):
         settings: Settings,
         policy: RestartPolicy,
         poller: pykka.ActorRef[Any] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__()
         self.tenant_factory = tenant_factory
@@ -54,6 +56,8 @@ class OrchestratorActor(pykka.ThreadingActor):
         self.settings = settings
         self.policy = policy
         self.poller = poller
+        # In a cluster, whether this member owns a tenant (the hash ring); alone, every tenant.
+        self.owns = owns or (lambda _tenant_id: True)
         self.global_debug: str | None = None
         self.tenant_debug: dict[str, str] = {}
         self.router_debug: dict[str, str] = {}  # every router in debug, by id
@@ -87,6 +91,8 @@ class OrchestratorActor(pykka.ThreadingActor):
                 self.tenants.failed(failed)
             case Restart() as restart:
                 self.tenants.restart(restart)
+            case Rebalance(members=members):
+                self._rebalance(members)
             case DebugRouter(router_id=router_id, reason=reason, tenant_id=tenant_id) as msg:
                 self.router_debug[router_id] = reason
                 self._to_router_tenant(router_id, tenant_id, msg)
@@ -95,7 +101,8 @@ class OrchestratorActor(pykka.ThreadingActor):
                 self._to_router_tenant(router_id, tenant_id, msg)
             case DebugTenant(tenant_id=tenant_id, reason=reason) as msg:
                 self.tenant_debug[tenant_id] = reason
-                self.tenants.tell(tenant_id, msg)
+                if self.owns(tenant_id):
+                    self.tenants.tell(tenant_id, msg)
             case ManageTenant(tenant_id=tenant_id) as msg:
                 self.tenant_debug.pop(tenant_id, None)
                 if tenant_id in self.tenants:
@@ -145,16 +152,28 @@ class OrchestratorActor(pykka.ThreadingActor):
                 "%s for router %s dropped: its tenant is unknown", event.action, event.router_id
             )
             return
+        if not self.owns(tenant_id):
+            LOG.debug("%s for router %s: tenant %s is another member's", event.action,
+                      event.router_id, tenant_id)
+            return
         if event.router_id not in self.router_tenant and event.router_id in self.router_debug:
             # Put in debug before we knew its tenant (e.g. restored at start): tell it now.
             self.tenants.tell(tenant_id, DebugRouter(event.router_id, self.router_debug[event.router_id]))
         self.router_tenant[event.router_id] = tenant_id
         self.tenants.tell(tenant_id, Deliver(event))
 
+    def _rebalance(self, members: frozenset[str]) -> None:
+        """Stop the subtrees of tenants another member now owns (their VMs are left alone)."""
+        assert self.tenants is not None
+        lost = [child.key for child in self.tenants if not self.owns(child.key)]
+        for tenant_id in lost:
+            self.tenants.remove(tenant_id)
+        LOG.warning("membership now %s: handed over %d tenants", sorted(members) or "-", len(lost))
+
     def _to_router_tenant(self, router_id: str, tenant_id: str, message: Any) -> None:
         assert self.tenants is not None
         tenant_id = tenant_id or self.router_tenant.get(router_id, "")
-        if tenant_id:
+        if tenant_id and self.owns(tenant_id):
             self.tenants.tell(tenant_id, message)
         # Otherwise the router is not known yet: router_debug is handed to its tenant
         # when the tenant starts or learns of it (see _start_tenant / _deliver).
