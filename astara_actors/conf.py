@@ -27,7 +27,7 @@ from .errors import SettingsError
 from .inifile import read_ini, section_to
 from .settings import Settings
 
-__all__ = ["ApiSettings", "Config", "DatabaseSettings", "ProcessSettings", "load_config", "CONFIG_ENV"]
+__all__ = ["ApiSettings", "Config", "CoordinationSettings", "DatabaseSettings", "ProcessSettings", "load_config", "CONFIG_ENV"]
 
 CONFIG_ENV = "ASTARA_CONFIG_FILE"  # how the API's gunicorn workers find the file
 
@@ -48,6 +48,16 @@ class ApiSettings:
             raise SettingsError("api", "port", "must be between 1 and 65535")
         if self.workers < 1:
             raise SettingsError("api", "workers", "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationSettings:
+    """``[coordination]``: several orchestrators sharing the routers (tooz membership)."""
+
+    enabled: bool = False
+    url: str = "redis://127.0.0.1:6379"  # a tooz backend: redis://, etcd3+http://, zookeeper://
+    group: str = "astara.orchestrator"
+    heartbeat: float = 1.0  # seconds between heartbeats; ownership is given up when they fail
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,7 @@ class Config:
     bus: BusSettings
     api: ApiSettings
     database_url: str = ""
+    coordination: CoordinationSettings = CoordinationSettings()
     sim: Any = None  # SimSettings with the embedded simulator
     warnings: tuple[str, ...] = field(default=())
 
@@ -96,7 +107,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     process = _sub(parser, "orchestrator", ProcessSettings)
     settings = _settings(parser, process)
     for section in parser.sections():
-        if section not in ("orchestrator", "cloud", "bus", "api", "sim", "database"):
+        if section not in ("orchestrator", "cloud", "bus", "api", "sim", "database", "coordination"):
             warnings.append(f"[{section}]: unknown section, ignored")
     bus_overrides: dict[str, Any] = {"host": settings.host}
     if not (parser.get("bus", "transport_url", fallback="") or "").strip():
@@ -104,6 +115,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     bus = section_to(parser, "bus", BusSettings, overrides=bus_overrides, warn=warnings.append)
     api = section_to(parser, "api", ApiSettings, warn=warnings.append)
     database = section_to(parser, "database", DatabaseSettings, warn=warnings.append)
+    coordination = section_to(parser, "coordination", CoordinationSettings, warn=warnings.append)
     database_url = database.connection or f"sqlite:///{Path(process.state_dir).resolve() / 'astara.db'}"
     cloud = sim = None
     if process.embedded_sim:
@@ -119,7 +131,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                     "router_flavor_id"):
             if not getattr(settings, key):
                 raise SettingsError("orchestrator", key, "is required")
-    return Config(str(path), settings, process, cloud, bus, api, database_url, sim, tuple(warnings))
+    return Config(str(path), settings, process, cloud, bus, api, database_url, coordination, sim,
+                  tuple(warnings))
 
 
 def _sub(parser: Any, section: str, cls: type) -> Any:

@@ -14,7 +14,13 @@ import pytest
 
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.cloud_settings import CloudSettings
-from astara_actors.conf import ApiSettings, DatabaseSettings, ProcessSettings, load_config
+from astara_actors.conf import (
+    ApiSettings,
+    CoordinationSettings,
+    DatabaseSettings,
+    ProcessSettings,
+    load_config,
+)
 from astara_actors.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +47,7 @@ def documented(section: str) -> dict[str, str]:
         ("bus", BusSettings, {"host", "transport_url", "queue_name"}),
         ("api", ApiSettings, set()),
         ("database", DatabaseSettings, set()),
+        ("coordination", CoordinationSettings, set()),
     ],
 )
 def test_every_key_is_documented_in_etc_orchestrator_ini_with_its_default(
