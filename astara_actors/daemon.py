@@ -46,6 +46,7 @@ class Service:
         self.inbox: Any = None
         self.api: Any = None
         self.appliance: Any = None
+        self.coordinator: Any = None
         self.stopping = threading.Event()
         self._populated = threading.Event()
 
@@ -68,9 +69,21 @@ class Service:
 
         store = Store(config.database_url)
         store.upgrade()  # the schema is always current before anything reads it
+        owns = None
+        if config.coordination.enabled:
+            from .cluster import Coordinator
+
+            c = config.coordination
+            self.coordinator = Coordinator(
+                c.url, settings.host, c.group, heartbeat=c.heartbeat,
+                on_change=lambda members: self._members_changed(members, network),
+            )
+            owns = self.coordinator.owns
         self.runtime = Runtime(
-            settings, network=network, compute=compute, appliance=self.appliance
+            settings, network=network, compute=compute, appliance=self.appliance, owns=owns
         ).start()
+        if self.coordinator is not None:
+            self.coordinator.start()
         restore_debug(store, self.runtime.tell)
         self.inbox = Inbox(self.runtime, config.bus, network=network,
                            on_config_reload=self.reload, store=store).start(wait=10.0)
@@ -94,6 +107,8 @@ class Service:
                 self.api.wait(timeout=10)
             except Exception:
                 self.api.kill()
+        if self.coordinator is not None:
+            self.coordinator.stop()  # leave the group first: the others adopt our tenants sooner
         for part in (self.inbox, self.runtime):
             if part is not None:
                 part.stop()
@@ -180,6 +195,17 @@ class Service:
                 self.api = run_api(self.config.path)
             except Exception as exc:  # noqa: BLE001 - keep watching; the next try may succeed
                 LOG.error("HTTP API restart failed: %s", exc)
+
+    def _members_changed(self, members: frozenset[str], network: Any) -> None:
+        """On the coordinator's thread: hand over lost tenants, then adopt the gained ones."""
+        from .messages import Rebalance
+
+        if self.runtime is None:
+            return
+        self.runtime.tell(Rebalance(members))
+        if self._populated.is_set():  # the start-up population covers the first view
+            threading.Thread(target=self._populate, args=(network,), name="repopulate",
+                             daemon=True).start()
 
     def _sweep(self, network: Any, compute: Any) -> None:
         """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace)."""

@@ -1,0 +1,109 @@
+"""Three orchestrators (separate processes) share the routers of astara-sim through tooz on Redis:
+every tenant is driven by exactly one member; when one member is SIGKILLed, the others adopt
+its tenants, and no router ever gets a second VM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from astara_actors.bus import BusSettings, ControlClient, NoAnswer
+
+from .test_chaos import ROOT, cloud_state, orchestrator_ini, sim  # noqa: F401 - the sim fixture
+from .test_cluster import redis_url  # noqa: F401 - the Redis fixture (fails under CI=true)
+
+MEMBERS = ("m1", "m2", "m3")
+
+
+def member_ini(base: Path, tmp_path: Path, member: str, group: str, redis: str) -> Path:
+    text = base.read_text().replace("host = chaos", f"host = {member}")
+    text = text.replace(f"state_dir = {tmp_path}\n", f"state_dir = {tmp_path / member}\n")
+    text += f"[coordination]\nenabled = true\nurl = {redis}\ngroup = {group}\nheartbeat = 0.5\n"
+    ini = tmp_path / f"{member}.ini"
+    ini.write_text(text)
+    return ini
+
+
+def owners(bus: BusSettings) -> dict[str, list[str]]:
+    """tenant id -> the members whose trees hold it (from every member's answer)."""
+    with ControlClient(bus) as client:
+        try:
+            answers = client.ask({"query": "workers"}, timeout=5, grace=0.5)
+        except NoAnswer:
+            return {}
+    held: dict[str, list[str]] = {}
+    for answer in answers:
+        if answer.get("ok"):
+            for tenant in answer["answer"]["workers"]["tenants"]:
+                held.setdefault(tenant["tenant_id"], []).append(answer["host"])
+    return held
+
+
+def wait_until(check: Any, what: str, timeout: float = 60.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
+    sim: str, tmp_path: Path, redis_url: str  # noqa: F811 - the fixtures imported above
+) -> None:
+    redis = redis_url
+    group = f"astara-test-{uuid.uuid4().hex[:8]}"
+    base = orchestrator_ini(tmp_path, sim)
+    procs = {}
+    for member in MEMBERS:
+        ini = member_ini(base, tmp_path, member, group, redis)
+        procs[member] = subprocess.Popen(
+            [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        )
+    bus = BusSettings(transport_url=f"filesystem://{tmp_path}/bus", host="cluster-test")
+    tenants: set[str] = set()
+    try:
+        def one_owner_each() -> bool:
+            held = owners(bus)
+            return len(held) >= 2 and all(len(m) == 1 for m in held.values())
+
+        wait_until(one_owner_each, "every tenant driven by exactly one member")
+        before = owners(bus)
+        tenants = set(before)
+        victim = next(m for m in MEMBERS if any(m in ms for ms in before.values()))
+        procs[victim].send_signal(signal.SIGKILL)
+        procs[victim].wait(timeout=10)
+        killed_at = time.monotonic()
+
+        def adopted() -> bool:
+            held = owners(bus)
+            return set(held) == tenants and all(
+                len(m) == 1 and victim not in m for m in held.values()
+            )
+
+        took = wait_until(adopted, f"the tenants of {victim} adopted", timeout=30)
+        state = cloud_state(sim)
+        assert all(len(vms) == 1 for vms in state["servers"].values()), "a router got two VMs"
+        print(json.dumps({"adopted_after_kill_s": round(took, 1),
+                          "detected_within_s": round(time.monotonic() - killed_at, 1)}))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert tenants
+
+
+pytestmark = pytest.mark.timeout(180)
