@@ -85,8 +85,13 @@ class Service:
         if self.coordinator is not None:
             self.coordinator.start()
         restore_debug(store, self.runtime.tell)
-        self.inbox = Inbox(self.runtime, config.bus, network=network,
-                           on_config_reload=self.reload, store=store).start(wait=10.0)
+        cluster = None
+        if self.coordinator is not None:
+            coordinator = self.coordinator
+            cluster = lambda: {"member": settings.host,  # noqa: E731 - a tiny view
+                               "members": sorted(coordinator.members())}
+        self.inbox = Inbox(self.runtime, config.bus, network=network, on_config_reload=self.reload,
+                           store=store, cluster=cluster).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
         threading.Thread(target=self._populate, args=(network,), name="populate",

@@ -58,12 +58,14 @@ class Inbox:
         network: Network,
         on_config_reload: Callable[[], None] | None = None,
         store: Any = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.network = network
         self.on_config_reload = on_config_reload
         self.store = store  # debug flags and the audit trail; None keeps them in memory only
+        self.cluster = cluster  # this member and its view of the members, in a cluster
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.resolver: pykka.ActorRef[Any] | None = None
@@ -153,6 +155,8 @@ class Inbox:
             routers = [router_summary(r) for t in tree["tenants"] for r in t["routers"]]
             return {"routers": routers}
         tree["inbox"] = self.snapshot()
+        if self.cluster is not None:
+            tree["cluster"] = self.cluster()
         return {"workers": tree}
 
     def snapshot(self) -> dict[str, Any]:

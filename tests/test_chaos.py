@@ -88,29 +88,48 @@ def start(ini: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
 
 
-def cloud_state(url: str) -> dict[str, Any]:
-    """What the simulated cloud holds: routers, VMs by router, our ports, appliance configs."""
+def admin(url: str) -> Any:
     import openstack
 
-    conn = openstack.connect(auth_url=f"{url}/identity/v3", username="admin",
+    return openstack.connect(auth_url=f"{url}/identity/v3", username="admin",
                              password="admin-secret", project_name="admin",
                              user_domain_name="Default", project_domain_name="Default",
                              load_yaml_config=False, load_envvars=False)
-    routers = [r.id for r in conn.network.routers()]
+
+
+def add_ha_router(url: str) -> str:
+    """An HA router (admin-only attribute) with one network behind it."""
+    conn = admin(url)
+    public = next(n for n in conn.network.networks() if n.is_router_external)
+    net = conn.network.create_network(name="ha-net")
+    subnet = conn.network.create_subnet(network_id=net.id, ip_version=4, cidr="192.168.250.0/24")
+    router = conn.network.create_router(name="ha-router", is_ha=True,
+                                        external_gateway_info={"network_id": public.id})
+    conn.network.add_interface_to_router(router, subnet_id=subnet.id)
+    return str(router.id)
+
+
+def cloud_state(url: str) -> dict[str, Any]:
+    """What the simulated cloud holds: routers, VMs by router, our ports, appliance configs."""
+    conn = admin(url)
+    all_routers = list(conn.network.routers())
+    routers = [r.id for r in all_routers]
+    ha = {r.id for r in all_routers if r.is_ha}
     servers: dict[str, list[Any]] = {}
     for s in conn.compute.servers(all_projects=True):
         if s.name.startswith("ak-router-") and s.status != "DELETED":
             servers.setdefault(s.name[len("ak-router-"):].rsplit("_", 1)[0], []).append(s)
     ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
-    return {"routers": routers, "servers": servers, "ports": ports}
+    return {"routers": routers, "ha": ha, "servers": servers, "ports": ports}
 
 
 def converged(url: str) -> tuple[bool, str]:
     state = cloud_state(url)
     for router in state["routers"]:
         vms = state["servers"].get(router, [])
-        if len(vms) != 1 or vms[0].status != "ACTIVE":
-            return False, f"router {router} has {[v.status for v in vms]}"
+        wanted = 2 if router in state["ha"] else 1  # an HA router runs a VRRP pair
+        if len(vms) != wanted or any(v.status != "ACTIVE" for v in vms):
+            return False, f"router {router} has {[v.status for v in vms]}, wants {wanted}"
     extra = set(state["servers"]) - set(state["routers"])
     if extra:
         return False, f"VMs of deleted routers: {sorted(extra)}"
@@ -118,10 +137,11 @@ def converged(url: str) -> tuple[bool, str]:
     leaked = [p.name for p in state["ports"] if p.device_id not in live]
     if leaked:
         return False, f"leaked ports: {leaked}"
-    for vms in state["servers"].values():
-        (vm,) = vms
-        address = next(a["addr"] for net in vm.addresses.values() for a in net
-                       if a["addr"].startswith("127.100."))
+    for vm in (vm for vms in state["servers"].values() for vm in vms):
+        address = next((a["addr"] for net in vm.addresses.values() for a in net
+                        if a["addr"].startswith("127.100.")), None)
+        if address is None:
+            return False, f"{vm.name} has no management address yet"
         try:
             config = requests.get(f"http://{address}:5000/v1/system/config", timeout=2).json()
         except (requests.RequestException, ValueError):
@@ -135,6 +155,7 @@ def test_killed_at_random_moments_the_orchestrator_converges_after_restart(
     sim: str, tmp_path: Path
 ) -> None:
     ini = orchestrator_ini(tmp_path, sim)
+    ha_router = add_ha_router(sim)
     rng = random.Random(7)
     # Routers come and go all along (the simulator's load driver), and VMs die.
     requests.put(f"{sim}/sim/faults", json={"load_rate": 3.0}, timeout=10).raise_for_status()
@@ -160,8 +181,10 @@ def test_killed_at_random_moments_the_orchestrator_converges_after_restart(
                 break
         took = time.monotonic() - started
         assert ok, why
-        routers = len(cloud_state(sim)["routers"])
-        print(json.dumps({"converged_after_restart_s": round(took, 1), "routers": routers}))
+        state = cloud_state(sim)
+        assert len(state["servers"][ha_router]) == 2, "the HA router runs its pair"
+        print(json.dumps({"converged_after_restart_s": round(took, 1),
+                          "routers": len(state["routers"]), "ha_routers": len(state["ha"])}))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -204,6 +204,11 @@ def workers_tree(host: str, tree: Mapping[str, Any]) -> list[str]:
         f"orchestrator {host}: {tree.get('tenant_count', 0)} tenants, "
         f"{tree.get('router_count', 0)} routers, mailbox {tree.get('mailbox', 0)}, {debug}"
     ]
+    cluster = tree.get("cluster")
+    if cluster:
+        members = ", ".join(cluster.get("members") or []) or "none (fenced)"
+        lines.append(f"  cluster: member {cluster.get('member', host)} of [{members}]; "
+                     "the tenants below are the ones it owns")
     for tenant in tree.get("tenants") or []:
         reasons = tenant.get("debug_reasons") or {}
         lines.append(

@@ -48,6 +48,7 @@ class Agent:
     dead: bool = False
     hung: bool = False
     requests: int = 0
+    pushes: int = 0  # accepted config pushes (how tests see a router driven twice)
     server: asyncio.Server | None = None
     conns: set[AgentProtocol] = field(default_factory=set)
 
@@ -92,6 +93,7 @@ def _put_config(agent: Agent, headers: dict[str, str], body: bytes) -> Reply:
     if "asn" in config and not isinstance(config.get("networks", []), list):
         return _text(422, "networks must be a list")
     agent.config = config
+    agent.pushes += 1
     return _json(200, {"configuration": config})
 
 

@@ -171,6 +171,10 @@ class ApplianceServer:
         """Requests the agent has received."""
         return self._call(lambda: self._agent(server_id).requests)
 
+    def pushes(self, server_id: str) -> int:
+        """Config pushes the agent accepted."""
+        return self._call(lambda: self._agent(server_id).pushes)
+
     def live_servers(self) -> list[str]:
         """Servers whose appliance is neither dead nor hung."""
         return self._call(lambda: [a.server_id for a in self._agents.values() if not (a.dead or a.hung)])

@@ -82,6 +82,8 @@ class SimCloud:
         self._routers_made = 0
         self.topology: dict[str, dict[str, Any]] = {}  # router id -> what add_router made
         self.tenants: list[Caller] = []
+        self.boots: dict[str, int] = {}  # router id -> VMs that became ACTIVE for it
+        self.pushes: dict[str, int] = {}  # router id -> config pushes its appliances accepted
         self.leftovers: list[tuple[str, str, Caller]] = []
 
     # --- lifecycle
@@ -234,6 +236,9 @@ class SimCloud:
             LOG.info("server %s has no management port: no appliance agent", server["id"])
             return
         address, nics = found
+        router = _router_of(server["name"])
+        if router:
+            self.boots[router] = self.boots.get(router, 0) + 1
         try:
             self.appliances.add(server["id"], address, nics)
             if self.ssh is not None:
@@ -245,6 +250,13 @@ class SimCloud:
             LOG.warning("appliance of %s cannot listen on %s: %s", server["id"], address, exc)
 
     def _server_gone(self, server: Mapping[str, Any]) -> None:
+        router = _router_of(server["name"])
+        try:
+            pushed = self.appliances.pushes(server["id"])
+        except KeyError:
+            pushed = 0
+        if router:
+            self.pushes[router] = self.pushes.get(router, 0) + pushed
         self.appliances.remove(server["id"])
         if self.ssh is not None:
             self.ssh.remove(server["id"])
@@ -284,6 +296,17 @@ class SimCloud:
         prefix = f"ak-router-{ident}_"
         return [s["id"] for s in self.nova.servers(None, all_tenants=True) if s["name"].startswith(prefix)]
 
+    def router_counters(self, router_id: str) -> dict[str, int]:
+        """VMs booted for a router and config pushes its appliances accepted, ever."""
+        live = 0
+        for server_id in self.servers_for(router_id):
+            try:
+                live += self.appliances.pushes(server_id)
+            except KeyError:
+                pass
+        return {"boots": self.boots.get(router_id, 0),
+                "pushes": self.pushes.get(router_id, 0) + live}
+
     def kill_random_appliance(self) -> str | None:
         """Kill one live appliance at random (the demo's occasional failure); its server id."""
         live = self.appliances.live_servers()
@@ -308,3 +331,10 @@ def _remote(settings: SimSettings) -> tuple[PortDirectory, Any]:
         project_domain_name=settings.neutron_project_domain,
     ))
     return RemotePorts(conn), RemoteTokens(settings.neutron_auth_url, conn.session.get_token)
+
+
+def _router_of(server_name: str) -> str:
+    """``ak-router-<router id>_<n>`` -> the router id ("" for other names)."""
+    if not server_name.startswith("ak-router-"):
+        return ""
+    return server_name[len("ak-router-"):].rsplit("_", 1)[0]

@@ -136,6 +136,10 @@ class _Admin:
             actions[what](server_id)
         resp.media = {"servers": servers, "done": what}
 
+    def on_get_router(self, req: falcon.Request, resp: falcon.Response, ident: str) -> None:
+        """How often the router was booted and configured (two drivers show as extra boots)."""
+        resp.media = {"router_id": ident, **self.cloud.router_counters(ident)}
+
     def on_delete_server(self, req: falcon.Request, resp: falcon.Response, ident: str) -> None:
         """A server deleted behind the orchestrator's back."""
         servers = self.cloud.servers_for(ident)
@@ -179,6 +183,7 @@ def build_app(
     app.add_route("/sim/faults", admin, suffix="faults")
     app.add_route("/sim/appliances/{ident}/{what}", admin, suffix="appliance")
     app.add_route("/sim/servers/{ident}", admin, suffix="server")
+    app.add_route("/sim/routers/{ident}", admin, suffix="router")
     return app
 
 
