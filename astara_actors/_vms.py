@@ -86,7 +86,10 @@ class VmCloud:
             if server.status == "DELETED":
                 continue
             match = _SUFFIX.search(server.name)
-            vm = Vm(server, int(match.group(1)) if match else 0, since=now, booted_at=now)
+            # Its boot clock runs from Nova's creation time: a restart must not give a VM that
+            # never answered another full boot_timeout.
+            born = now - (server.age or 0.0)
+            vm = Vm(server, int(match.group(1)) if match else 0, since=born, booted_at=born)
             self.load_ports(vm)
             vms.append(vm)
         return vms

@@ -186,6 +186,7 @@ class Server:
     status: str  # BUILD, ACTIVE, ERROR, DELETED ...
     image_id: str
     port_ids: tuple[str, ...] = ()
+    age: float | None = None  # seconds since Nova created it, when Nova says (None: unknown)
 
     @property
     def booting(self) -> bool:

@@ -406,3 +406,14 @@ def test_ports_left_by_a_boot_interrupted_before_nova_are_removed_at_the_next_bo
     mgt_ports = cloud.network.list_ports(name=f"ASTARA:MGT:{rid}")
     assert stray.id not in [p.id for p in mgt_ports]
     assert len(mgt_ports) == 1 and mgt_ports[0].device_id
+
+
+def test_an_adopted_vm_that_never_answered_is_judged_from_its_creation_not_the_restart(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    first = manager(cloud, clock, rid, boot_timeout=600.0)
+    first.boot()
+    cloud.set_appliance(rid, hung=True)
+    clock.advance(601.0)  # the orchestrator was down all that time
+    adopting = manager(cloud, clock, rid, boot_timeout=600.0)  # a restarted actor
+    adopting.update_state()
+    assert cloud.calls["delete_server"] == 1, "replaced at once: it is 601 s old"

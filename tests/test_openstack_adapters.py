@@ -413,3 +413,15 @@ def test_cloud_settings_warn_about_unknown_keys(tmp_path: Path) -> None:
     warnings: list[str] = []
     cloud_section(tmp_path, {"cloud": "c", "colour": "blue"}, warn=warnings.append)
     assert warnings == ["[cloud] colour: unknown option, ignored"]
+
+
+def test_a_servers_age_comes_from_novas_created_time(http: Any, compute: Any) -> None:
+    import datetime
+
+    created = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=900))
+    http.get(f"{NOVA}/servers/s1", json={"server": {
+        **server(), "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    http.get(f"{NOVA}/servers/s4", json={"server": server("s4")})
+    age = compute.get_server("s1").age
+    assert age is not None and 890 < age < 1000
+    assert compute.get_server("s4").age is None  # unknown, not zero

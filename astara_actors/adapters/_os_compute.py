@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import re
 import time
 from collections.abc import Callable
@@ -26,7 +27,21 @@ def _server(s: Any, port_ids: tuple[str, ...] = ()) -> Server:
         status=s.status or "",
         image_id=getattr(image, "id", None) or "",
         port_ids=port_ids,
+        age=_age(getattr(s, "created_at", None)),
     )
+
+
+def _age(created: Any) -> float | None:
+    """Seconds since Nova's ``created`` (``2026-11-25T03:20:09Z``); None if absent or odd."""
+    if not isinstance(created, str) or not created:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (datetime.datetime.now(datetime.UTC) - when).total_seconds())
 
 
 class OpenStackCompute:

@@ -345,6 +345,7 @@ class MemoryCloud:
         return Server(
             id=server["id"], name=server["name"], status=self.server_status(server),
             image_id=server["image_id"], port_ids=tuple(server["port_ids"]),
+            age=max(0.0, self.clock() - server["created_at"]),
         )
 
     def purge(self) -> None:
