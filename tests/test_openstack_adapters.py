@@ -418,7 +418,7 @@ def test_cloud_settings_warn_about_unknown_keys(tmp_path: Path) -> None:
 def test_a_servers_age_comes_from_novas_created_time(http: Any, compute: Any) -> None:
     import datetime
 
-    created = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=900))
+    created = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=900))
     http.get(f"{NOVA}/servers/s1", json={"server": {
         **server(), "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}})
     http.get(f"{NOVA}/servers/s4", json={"server": server("s4")})

@@ -64,10 +64,10 @@ class Session:
                 raise CtlError(str(exc), EXIT_USAGE) from None
         return self._client
 
-    def ask(self, query: Query) -> list[dict[str, Any]]:
+    def ask(self, query: Query, expect: int | None = None) -> list[dict[str, Any]]:
         """Every orchestrator's reply to ``query``; raises :class:`CtlError` if none answered."""
         try:
-            return self.client.ask(query.to_payload(), timeout=self.timeout)
+            return self.client.ask(query.to_payload(), timeout=self.timeout, expect=expect)
         except NoAnswer:
             raise CtlError(
                 f"no orchestrator answered within {self.timeout:g} s "
@@ -104,8 +104,16 @@ class Session:
                        f"(asked: {hosts})")
 
     def workers(self) -> list[tuple[str, dict[str, Any]]]:
-        """Each orchestrator's supervision tree with its inbox counters, by host."""
+        """Each orchestrator's supervision tree with its inbox counters, by host.
+
+        In a cluster the members name each other: if some did not answer within the short
+        gathering window, ask again and wait for as many answers as there are members.
+        """
         replies = self.ask(Query(QueryKind.WORKERS))
+        members = {m for r in _good(replies)
+                   for m in (r["answer"]["workers"].get("cluster") or {}).get("members", [])}
+        if members - {r["host"] for r in replies}:
+            replies = self.ask(Query(QueryKind.WORKERS), expect=len(members))
         return sorted((r["host"], r["answer"]["workers"]) for r in _good(replies))
 
     def send(self, command: Command) -> dict[str, Any]:
