@@ -387,3 +387,13 @@ auth_schema.config.generation.update(with_security_parameters=False)
 def test_with_a_token_every_operation_conforms_and_refuses_strangers(case: Any) -> None:
     # schemathesis' ignored_auth check also replays each call without the token: 401 expected.
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def test_a_json_body_of_only_whitespace_is_refused_as_not_json() -> None:
+    # Found by schemathesis: `-d $'\r\n\r\n'` declared as JSON was accepted as no body.
+    client = falcon.testing.TestClient(_always_answering_app())
+    resp = client.simulate_put(f"/router/manage/{R}", body="\r\n\r\n",
+                               headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400
+    assert "holds no JSON value" in resp.json["error"]
+    assert client.simulate_put(f"/router/manage/{R}").status_code == 202  # no body at all: fine

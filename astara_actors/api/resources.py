@@ -103,9 +103,14 @@ def _body(req: falcon.Request) -> dict[str, Any]:
     raw = req.bounded_stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise falcon.HTTPContentTooLarge(description=f"the body is over {MAX_BODY} bytes")
+    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if not raw:
+        return {}
+    if not raw.strip() and media_type == falcon.MEDIA_JSON:
+        # Declared JSON but only whitespace: not JSON (an empty body is fine, this is not).
+        raise InvalidCommand("the body is declared JSON but holds no JSON value")
     if not raw.strip():
         return {}
-    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
     # `curl -d '{...}'` says form-urlencoded although it sends JSON: trust what the body is.
     if media_type == falcon.MEDIA_URLENCODED and not raw.lstrip().startswith(b"{"):
         try:
