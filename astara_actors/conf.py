@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import json
 import os
@@ -104,7 +105,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     for key in orchestrator:
         if key not in known or key == "provider_labels":
             warnings.append(f"[orchestrator] {key}: unknown option, ignored")
-    process = _sub(parser, "orchestrator", ProcessSettings)
+    process = _shared(parser, "orchestrator", ProcessSettings)
     settings = _settings(parser, process)
     for section in parser.sections():
         if section not in ("orchestrator", "cloud", "bus", "api", "sim", "database", "coordination"):
@@ -135,39 +136,28 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                   tuple(warnings))
 
 
-def _sub(parser: Any, section: str, cls: type) -> Any:
-    """The keys of ``cls`` in a section shared with another dataclass (no unknown-key warnings)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+def _shared(parser: Any, section: str, cls: type, exclude: frozenset[str] = frozenset()) -> Any:
+    """The keys of ``cls`` in a section it shares with another dataclass.
+
+    Unknown keys are not warned about here: ``load_config`` checks the section as a whole.
+    """
+    names = {f.name for f in dataclasses.fields(cls)} - exclude
     if not parser.has_section(section):
         return cls()
-    trimmed = read_subset(parser, section, names)
-    return section_to(trimmed, section, cls, warn=lambda _msg: None)
-
-
-def read_subset(parser: Any, section: str, names: set[str]) -> Any:
-    import configparser
-
-    out = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
-    out.optionxform = parser.optionxform  # type: ignore[method-assign]
-    out.add_section(section)
+    subset = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
+    subset.optionxform = parser.optionxform  # type: ignore[method-assign]
+    subset.add_section(section)
     for key, value in parser.items(section):
         if key in names:
-            out.set(section, key, value)
-    return out
+            subset.set(section, key, value)
+    return section_to(subset, section, cls, warn=lambda _msg: None)
 
 
 def _settings(parser: Any, process: ProcessSettings) -> Settings:
-    names = {f.name for f in dataclasses.fields(Settings)} - {"provider_labels"}
-    base = _sub_from(parser, "orchestrator", Settings, names)
+    base = _shared(parser, "orchestrator", Settings, frozenset({"provider_labels"}))
     labels = _labels(process.provider_rules_path)
     host = base.host or socket.gethostname()
     return dataclasses.replace(base, provider_labels=labels, host=host)
-
-
-def _sub_from(parser: Any, section: str, cls: type, names: set[str]) -> Any:
-    if not parser.has_section(section):
-        return cls()
-    return section_to(read_subset(parser, section, names), section, cls, warn=lambda _m: None)
 
 
 def _labels(path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -20,8 +20,10 @@ from .bus.consumer import NotificationConsumer
 from .bus.rpc import QueryServer
 from .bus.transport import BusSettings
 from .control import Command, CommandKind, InvalidCommand, Query, QueryKind, to_tree_message
+from .errors import AstaraError
 from .messages import Dump, LogDump
 from .notifications import MalformedMessage, classify, decode, is_command
+from .persist import record_command
 from .ports import Network
 from .resolve import Resolver
 from .runtime import Runtime
@@ -119,9 +121,6 @@ class Inbox:
     def _command(self, command: Command, actor: str = "") -> None:
         self._count("commands")
         if self.store is not None:
-            from .errors import AstaraError
-            from .persist import record_command
-
             try:
                 record_command(self.store, command, actor or "unknown")
             except AstaraError as exc:  # applied anyway: only its survival across a restart is lost

@@ -11,16 +11,9 @@ import pykka
 import pytest
 
 from astara_actors.actors.scheduler import Scheduler
+from astara_actors.adapters.memory import FakeClock
 
 WAIT = 5.0  # generous upper bound on every wait: a slow machine only makes tests slower
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recorder(pykka.ThreadingActor):
@@ -56,7 +49,7 @@ def _stop_actors() -> Iterator[None]:
 
 
 def test_timers_fire_in_deadline_order_and_ties_in_scheduling_order() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     s = Scheduler(clock=clock)
     fired: list[str] = []
     done = threading.Event()
@@ -121,7 +114,7 @@ def test_a_cancelled_timer_never_fires(scheduler: Scheduler) -> None:
 
 
 def test_pending_counts_live_timers_only() -> None:
-    s = Scheduler(clock=FakeClock())  # never started: nothing fires
+    s = Scheduler(clock=FakeClock(100.0))  # never started: nothing fires
     timers = [s.schedule_call(1.0, lambda: None) for _ in range(10)]
 
     for t in timers[:4]:
@@ -131,7 +124,7 @@ def test_pending_counts_live_timers_only() -> None:
 
 
 def test_many_cancelled_timers_are_compacted_away() -> None:
-    s = Scheduler(clock=FakeClock())
+    s = Scheduler(clock=FakeClock(100.0))
     timers = [s.schedule_call(float(i), lambda: None) for i in range(10_000)]
 
     for t in timers[:9_000]:
@@ -222,7 +215,7 @@ def test_timers_scheduled_before_start_wait_for_it() -> None:
 
 
 def test_stop_joins_the_thread_and_drops_pending_timers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     s = Scheduler(clock=clock)
     fired = threading.Event()
     s.start()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from astara_actors.adapters.memory import FakeClock
 from astara_actors.events import Action, InstanceState
 from astara_actors.settings import Settings
 from astara_actors.state import STATES, Automaton, ClearError, collapse
@@ -17,17 +18,6 @@ R, H, G = InstanceState.RESTART, InstanceState.REPLUG, InstanceState.GONE
 E, DG = InstanceState.ERROR, InstanceState.DEGRADED
 
 Result = InstanceState | Callable[["FakeInstance"], InstanceState]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeInstance:

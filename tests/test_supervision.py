@@ -6,21 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
+from astara_actors.adapters.memory import FakeClock
 from astara_actors.backoff import backoff
 from astara_actors.supervision import RestartPolicy, RestartSnapshot
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(0.0)
 
 
 def rands(*values: float) -> Callable[[], float]:
