@@ -24,10 +24,18 @@ Defaults: ``lost_after = 3 * heartbeat`` and, for ``redis://`` URLs that do not 
 rule raises ``ValueError`` at ``start()`` when the driver exposes ``membership_timeout``
 (Redis); for other drivers (e.g. ZooKeeper's session ``timeout``) the operator must keep it.
 
-What this does *not* cover: right after a member *joins* (or rejoins after a partition), peers
-need up to one ``heartbeat`` to see it, and during that window the newcomer and the old owner can
-both believe they own a tenant. A per-tenant tooz lock held while the subtree runs closes that
-window; it is the next step, not part of this module.
+Tenant leases (two members never drive one tenant)
+--------------------------------------------------
+Views of the ring can disagree for up to one ``heartbeat`` (a member that just joined or rejoined
+after a partition is not yet seen by everyone), so ownership alone is not enough. A member
+takes a tooz lock named after the group and the tenant (``claim``) before it starts the tenant's
+subtree, and gives it back (``release``) only once that subtree has stopped. The lock is refreshed by the
+same heartbeat that keeps our membership (tooz extends every lock it holds), and the Redis
+default ``lock_timeout`` obeys the same rule as ``membership_timeout``: a member that stops beating
+has fenced itself (stopped its subtrees) before its locks can expire and a peer can claim them.
+A member that dies holding leases (SIGKILL) delays its tenants' adoption by at most
+``lock_timeout`` — about the time the peers need to see it gone anyway.
+Cost: one coordination-service call per held lease per heartbeat.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -90,6 +99,7 @@ def _with_redis_defaults(url: str, heartbeat: float) -> str:
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     defaults = {
         "membership_timeout": f"{5 * heartbeat:g}",
+        "lock_timeout": str(math.ceil(5 * heartbeat)),  # tooz takes whole seconds
         "socket_timeout": f"{heartbeat:g}",
         "socket_connect_timeout": f"{heartbeat:g}",
     }
@@ -139,18 +149,21 @@ class Coordinator:
         self._watchdog: threading.Thread | None = None
         self._coord = None  # tooz CoordinationDriver
         self._gid = group.encode("utf-8")
+        self._leases: dict[str, object] = {}  # tenant id -> the tooz lock we hold for it
+        self._lease_lock = threading.Lock()
 
     # ---------------------------------------------------------------- public API
     def start(self) -> None:
         from tooz import coordination
 
         self._coord = coordination.get_coordinator(self.url, self.member_id.encode("utf-8"))
-        timeout = getattr(self._coord, "membership_timeout", None)
-        if timeout is not None and self.lost_after + self.heartbeat > float(timeout):
-            raise ValueError(
-                f"unsafe fencing: lost_after ({self.lost_after}) + heartbeat ({self.heartbeat}) "
-                f"must be <= the driver's membership_timeout ({timeout})"
-            )
+        for name in ("membership_timeout", "lock_timeout"):
+            timeout = getattr(self._coord, name, None)
+            if timeout is not None and self.lost_after + self.heartbeat > float(timeout):
+                raise ValueError(
+                    f"unsafe fencing: lost_after ({self.lost_after}) + heartbeat "
+                    f"({self.heartbeat}) must be <= the driver's {name} ({timeout})"
+                )
         # Our thread is the only heartbeat source: see the module docstring.
         self._coord.start(start_heart=False)
         try:
@@ -181,6 +194,8 @@ class Coordinator:
         coord, self._coord = self._coord, None
         if coord is None:
             return
+        for tenant_id in list(self._leases):
+            self._release(tenant_id)
         for unwatch in (coord.unwatch_join_group, coord.unwatch_leave_group):
             try:
                 unwatch(self._gid, self._on_watch)
@@ -214,6 +229,40 @@ class Coordinator:
             return False
         return ring.owner(tenant_id) == self.member_id
 
+    def claim(self, tenant_id: str) -> bool:
+        """Take the tenant's lease (non-blocking). True if we own the tenant and now hold it;
+        False while another member (or a stale holder) still holds it, or when we cannot ask."""
+        from tooz import ToozError
+
+        if not self.owns(tenant_id):
+            return False
+        with self._lease_lock:
+            if tenant_id in self._leases:
+                return True
+            coord = self._coord
+            if coord is None:
+                return False
+            lock = coord.get_lock(f"{self.group}.tenant.{tenant_id}".encode())
+            try:
+                acquired = lock.acquire(blocking=False)
+            except ToozError as exc:
+                LOG.warning("cluster: could not claim tenant %s: %s", tenant_id, exc)
+                return False
+            if acquired:
+                self._leases[tenant_id] = lock
+            return bool(acquired)
+
+    def release(self, tenant_id: str) -> None:
+        """Give the tenant's lease back (its subtree has stopped). Never raises: a lease we
+        cannot release expires by itself after ``lock_timeout``."""
+        with self._lease_lock:
+            self._release(tenant_id)
+
+    def leases(self) -> frozenset[str]:
+        """The tenants whose lease we hold."""
+        with self._lease_lock:
+            return frozenset(self._leases)
+
     def owner(self, tenant_id: str) -> str | None:
         """Who owns ``tenant_id`` in our current view (None when fenced or empty)."""
         if not self._alive():
@@ -225,6 +274,17 @@ class Coordinator:
     # ---------------------------------------------------------------- internals
     def _alive(self) -> bool:
         return time.monotonic() - self._last_beat < self.lost_after
+
+    def _release(self, tenant_id: str) -> None:
+        # caller holds _lease_lock (or is stop(), after the threads are gone)
+        lock = self._leases.pop(tenant_id, None)
+        if lock is None:
+            return
+        try:
+            lock.release()
+        except Exception as exc:  # noqa: BLE001 - tooz/redis errors: the lease expires anyway
+            LOG.warning("cluster: could not release tenant %s (it expires by itself): %s",
+                        tenant_id, exc)
 
     def _on_watch(self, event) -> None:  # tooz MemberJoinedGroup / MemberLeftGroup
         LOG.info("cluster: %s", event)

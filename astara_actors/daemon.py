@@ -69,7 +69,7 @@ class Service:
 
         store = Store(config.database_url)
         store.upgrade()  # the schema is always current before anything reads it
-        owns = None
+        owns = claim = release = None
         if config.coordination.enabled:
             from .cluster import Coordinator
 
@@ -79,8 +79,10 @@ class Service:
                 on_change=lambda members: self._members_changed(members, network),
             )
             owns = self.coordinator.owns
+            claim, release = self.coordinator.claim, self.coordinator.release
         self.runtime = Runtime(
-            settings, network=network, compute=compute, appliance=self.appliance, owns=owns
+            settings, network=network, compute=compute, appliance=self.appliance, owns=owns,
+            claim=claim, release=release,
         ).start()
         if self.coordinator is not None:
             self.coordinator.start()
@@ -112,11 +114,11 @@ class Service:
                 self.api.wait(timeout=10)
             except Exception:
                 self.api.kill()
-        if self.coordinator is not None:
-            self.coordinator.stop()  # leave the group first: the others adopt our tenants sooner
         for part in (self.inbox, self.runtime):
             if part is not None:
-                part.stop()
+                part.stop()  # the root gives each tenant's lease back once its subtree stopped
+        if self.coordinator is not None:
+            self.coordinator.stop()  # then leave the group: the others adopt our tenants
         if self.appliance is not None:
             self.appliance.close()
         if self.sim is not None:

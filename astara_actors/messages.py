@@ -9,11 +9,13 @@ from .events import Event
 
 __all__ = [
     "ChildFailed",
+    "ClaimTenant",
     "DebugGlobal",
     "DebugRouter",
     "DebugTenant",
     "Deliver",
     "Dump",
+    "HandedOver",
     "LogDump",
     "ManageGlobal",
     "ManageRouter",
@@ -133,6 +135,20 @@ class Rebalance:
     """Cluster membership changed: stop the tenant subtrees this member no longer owns."""
 
     members: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTenant:
+    """Try again to take the lease of a tenant whose previous holder had not let go yet."""
+
+    tenant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """These tenants' subtrees have stopped: their leases can be given back."""
+
+    tenant_ids: tuple[str, ...]
 
 
 # --- to the health poller

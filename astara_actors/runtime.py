@@ -51,6 +51,8 @@ class Runtime:
         tenant_factory: Callable[..., pykka.ActorRef[Any]] | None = None,
         poll: bool = True,
         owns: Callable[[str], bool] | None = None,
+        claim: Callable[[str], bool] | None = None,
+        release: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.network = network
@@ -62,6 +64,7 @@ class Runtime:
         self.tenant_factory = tenant_factory or self._start_tenant
         self.poll = poll
         self.owns = owns  # cluster mode: does this member own a tenant (None: every tenant)
+        self.claim, self.release = claim, release  # ... and its lease (None: always granted)
         self.scheduler = Scheduler(clock=clock)
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
@@ -78,6 +81,8 @@ class Runtime:
             policy=self._policy(),
             poller=self.poller,
             owns=self.owns,
+            claim=self.claim,
+            release=self.release,
         )
         LOG.info("orchestrator %s started", self.settings.host)
         return self

@@ -57,7 +57,8 @@ class Harness:
     """An orchestrator on a :class:`MemoryCloud`, with waits on what it does."""
 
     def __init__(
-        self, cloud: MemoryCloud, settings: Settings, appliance: Any = None, owns: Any = None
+        self, cloud: MemoryCloud, settings: Settings, appliance: Any = None, owns: Any = None,
+        claim: Any = None, release: Any = None,
     ) -> None:
         self.cloud = cloud
         self.settings = settings
@@ -71,6 +72,8 @@ class Harness:
             appliance=appliance or cloud.appliance,
             instance_factory=self._instance,
             owns=owns,
+            claim=claim,
+            release=release,
         )
 
     def _instance(self, router_id: str, tenant_id: str) -> ObservedInstance:
@@ -135,8 +138,11 @@ def cloud() -> MemoryCloud:
 def make_harness(cloud: MemoryCloud) -> Iterator[Callable[..., Harness]]:
     started: list[Harness] = []
 
-    def make(appliance: Any = None, owns: Any = None, **overrides: Any) -> Harness:
-        harness = Harness(cloud, fast_settings(cloud, **overrides), appliance, owns)
+    def make(
+        appliance: Any = None, owns: Any = None, claim: Any = None, release: Any = None,
+        **overrides: Any,
+    ) -> Harness:
+        harness = Harness(cloud, fast_settings(cloud, **overrides), appliance, owns, claim, release)
         harness.runtime.start()
         started.append(harness)
         return harness

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pykka
+
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.events import Action, Event
 from astara_actors.messages import (
@@ -356,3 +358,41 @@ def test_in_a_cluster_only_owned_tenants_are_managed_and_lost_ones_are_handed_ov
     h.runtime.tell(Rebalance(frozenset({"other"})))
     assert h.runtime.dump()["tenants"] == []
     assert len(cloud.servers_of(mine)) == 1, "handing over stops actors, never VMs"
+
+
+def test_a_tenant_starts_only_once_its_lease_is_ours_and_gives_it_back_once_stopped(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    """Two members never drive one tenant: the subtree waits for the tenant's lease (events
+    kept meanwhile) and, when handed over, the lease goes back only after the subtree stopped."""
+    from astara_actors.messages import Rebalance
+
+    owned = {T1}
+    held_elsewhere = {T1}  # the previous owner has not let go yet
+    released: list[tuple[str, list[str]]] = []  # (tenant, live tenant actors at that moment)
+
+    def claim(tenant: str) -> bool:
+        return tenant in owned and tenant not in held_elsewhere
+
+    def release(tenant: str) -> None:
+        alive = [r.actor_urn for r in pykka.ActorRegistry.get_by_class_name("TenantActor")]
+        released.append((tenant, alive))
+        h.notify()
+
+    router = cloud.add_router(T1)
+    h = make_harness(owns=lambda tenant: tenant in owned, claim=claim, release=release)
+    h.runtime.deliver(Event(router, T1, Action.CREATE))
+    tree = h.runtime.dump()
+    assert tree["tenants"] == [] and tree["tenants_waiting_for_lease"] == [T1]
+    assert not cloud.servers_of(router), "driven before the lease was ours"
+
+    held_elsewhere.clear()  # the previous owner stopped and released: the waiting CREATE runs
+    h.wait_for(lambda: h.configured(router), what="configured once the lease was taken")
+    assert h.runtime.dump()["tenants_waiting_for_lease"] == []
+    assert len(cloud.servers_of(router)) == 1
+
+    owned.clear()  # the ring moved T1 away
+    h.runtime.tell(Rebalance(frozenset({"other"})))
+    h.wait_for(lambda: bool(released), what="the lease given back")
+    assert released == [(T1, [])], "the lease went back while the tenant subtree still ran"
+    assert len(cloud.servers_of(router)) == 1

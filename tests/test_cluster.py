@@ -229,3 +229,62 @@ def test_a_newcomer_claims_nothing_until_it_has_settled(cluster) -> None:
         assert views.cond.wait_for(lambda: len(views.calls) >= 2, WAIT)
     assert views.calls[1][0] - started >= 0.4
     assert c.owns("any-tenant")
+
+
+# ------------------------------------------------------------------------------ leases
+def test_a_tenant_lease_is_exclusive_until_released(cluster) -> None:
+    a, va = cluster("a")
+    b, vb = cluster("b")
+    va.wait_for({"a", "b"})
+    vb.wait_for({"a", "b"})
+    mine = next(t for t in TENANTS if a.owns(t))
+    assert not b.claim(mine), "claimed a tenant the ring gives to another member"
+    assert a.claim(mine) and a.claim(mine), "claiming a held lease again is a no-op"
+    assert a.leases() == {mine}
+
+    # b's view is stale (the window right after a join): it believes it owns the tenant
+    b.owns = lambda _tenant: True  # type: ignore[method-assign]
+    assert not b.claim(mine), "two members hold one tenant's lease"
+    a.release(mine)
+    assert a.leases() == frozenset()
+    assert b.claim(mine)
+    b.release(mine)
+
+
+def test_a_partitioned_members_lease_expires_only_after_it_fenced_itself(cluster) -> None:
+    from tooz.coordination import ToozConnectionError
+
+    a, va = cluster("a")  # heartbeat 0.2 s: lost_after 0.6 s, lock_timeout 1 s
+    b, vb = cluster("b")
+    va.wait_for({"a", "b"})
+    vb.wait_for({"a", "b"})
+    tenant = next(t for t in TENANTS if b.owns(t))
+    assert b.claim(tenant)
+
+    # b's heartbeats (which also refresh its leases) stop; a is told it owns everything
+    def cut() -> float:
+        raise ToozConnectionError("partitioned")
+
+    b._coord.heartbeat = cut
+    a.owns = lambda _tenant: True  # type: ignore[method-assign]
+    deadline = time.monotonic() + WAIT
+    while not a.claim(tenant):
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.05)  # polling Redis is the point: there is no event for a key's expiry
+    claimed_at = time.monotonic()
+    fenced_at = vb.wait_for(set())
+    assert fenced_at < claimed_at, "a peer took the lease while its holder still drove the tenant"
+    assert not b.owns(tenant)
+    a.release(tenant)
+
+
+def test_leaving_gives_every_lease_back(cluster) -> None:
+    a, va = cluster("a")
+    b, vb = cluster("b")
+    va.wait_for({"a", "b"})
+    vb.wait_for({"a", "b"})
+    theirs = [t for t in TENANTS if b.owns(t)][:5]
+    assert all(b.claim(t) for t in theirs)
+    b.stop()
+    va.wait_for({"a"})
+    assert all(a.claim(t) for t in theirs), "a stopped member kept its leases"

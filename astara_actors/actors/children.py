@@ -134,11 +134,16 @@ class Children:
     def restarts(self, key: str) -> int:
         return self._policy.total(key)
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> pykka.Future[Any] | None:
+        """Stop and forget the child; returns the future of its stop (None if not running)."""
         child = self._children.pop(key, None)
         self._policy.forget(key)
         if child is not None and child.ref is not None:
-            child.ref.stop(block=False)
+            try:
+                return child.ref.stop(block=False)
+            except pykka.ActorDeadError:
+                return None
+        return None
 
     def stop_all(self, timeout: float = 10.0) -> None:
         refs = [c.ref for c in self._children.values() if c.ref is not None]

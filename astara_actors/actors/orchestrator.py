@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -12,11 +14,13 @@ import pykka
 from ..events import WILDCARD_ALL, WILDCARD_ERROR, Event
 from ..messages import (
     ChildFailed,
+    ClaimTenant,
     DebugGlobal,
     DebugRouter,
     DebugTenant,
     Deliver,
     Dump,
+    HandedOver,
     LogDump,
     ManageGlobal,
     ManageRouter,
@@ -32,6 +36,9 @@ from .scheduler import Scheduler
 __all__ = ["OrchestratorActor", "TenantFactory"]
 
 LOG = logging.getLogger(__name__)
+
+_MAX_WAITING = 10_000  # events kept per tenant waiting for its lease (the oldest go first)
+_STOP_TIMEOUT = 60.0  # a handed-over subtree slower than this to stop loses its lease (logged)
 
 # tenant_factory(tenant_id, parent, generation, restarts, routers, silenced, router_debug) -> ref
 TenantFactory = Callable[..., pykka.ActorRef[Any]]
@@ -49,6 +56,9 @@ class OrchestratorActor(pykka.ThreadingActor):
         policy: RestartPolicy,
         poller: pykka.ActorRef[Any] | None = None,
         owns: Callable[[str], bool] | None = None,
+        claim: Callable[[str], bool] | None = None,
+        release: Callable[[str], None] | None = None,
+        claim_retry: float = 1.0,
     ) -> None:
         super().__init__()
         self.tenant_factory = tenant_factory
@@ -58,6 +68,14 @@ class OrchestratorActor(pykka.ThreadingActor):
         self.poller = poller
         # In a cluster, whether this member owns a tenant (the hash ring); alone, every tenant.
         self.owns = owns or (lambda _tenant_id: True)
+        # ... and its lease on the tenant: taken before the subtree starts, given back only
+        # once it has stopped (cluster.Coordinator.claim/release); alone, always granted.
+        self.claim = claim or (lambda _tenant_id: True)
+        self.release = release or (lambda _tenant_id: None)
+        self.claim_retry = claim_retry
+        self._leased: set[str] = set()
+        self._handing_over: set[str] = set()  # stopping; their leases go back when stopped
+        self._waiting: dict[str, deque[Any]] = {}  # messages for tenants not yet claimed
         self.global_debug: str | None = None
         self.tenant_debug: dict[str, str] = {}
         self.router_debug: dict[str, str] = {}  # every router in debug, by id
@@ -74,6 +92,9 @@ class OrchestratorActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self.tenants is not None:
             self.tenants.stop_all()
+        for tenant_id in sorted(self._leased):
+            self.release(tenant_id)
+        self._leased.clear()
 
     def on_receive(self, message: Any) -> Any:
         assert self.tenants is not None
@@ -93,6 +114,10 @@ class OrchestratorActor(pykka.ThreadingActor):
                 self.tenants.restart(restart)
             case Rebalance(members=members):
                 self._rebalance(members)
+            case ClaimTenant(tenant_id=tenant_id):
+                self._claim_again(tenant_id)
+            case HandedOver(tenant_ids=tenant_ids):
+                self._handed_over(tenant_ids)
             case DebugRouter(router_id=router_id, reason=reason, tenant_id=tenant_id) as msg:
                 self.router_debug[router_id] = reason
                 self._to_router_tenant(router_id, tenant_id, msg)
@@ -102,7 +127,7 @@ class OrchestratorActor(pykka.ThreadingActor):
             case DebugTenant(tenant_id=tenant_id, reason=reason) as msg:
                 self.tenant_debug[tenant_id] = reason
                 if self.owns(tenant_id):
-                    self.tenants.tell(tenant_id, msg)
+                    self._tell_tenant(tenant_id, msg)
             case ManageTenant(tenant_id=tenant_id) as msg:
                 self.tenant_debug.pop(tenant_id, None)
                 if tenant_id in self.tenants:
@@ -137,6 +162,7 @@ class OrchestratorActor(pykka.ThreadingActor):
             "tenant_count": len(tenants),
             "router_count": sum(len(t.get("routers", ())) for t in tenants),
             "mailbox": self.actor_inbox.qsize(),
+            "tenants_waiting_for_lease": sorted(self._waiting),
             "tenants": tenants,
         }
 
@@ -158,23 +184,91 @@ class OrchestratorActor(pykka.ThreadingActor):
             return
         if event.router_id not in self.router_tenant and event.router_id in self.router_debug:
             # Put in debug before we knew its tenant (e.g. restored at start): tell it now.
-            self.tenants.tell(tenant_id, DebugRouter(event.router_id, self.router_debug[event.router_id]))
+            self._tell_tenant(
+                tenant_id, DebugRouter(event.router_id, self.router_debug[event.router_id])
+            )
         self.router_tenant[event.router_id] = tenant_id
-        self.tenants.tell(tenant_id, Deliver(event))
+        self._tell_tenant(tenant_id, Deliver(event))
+
+    def _tell_tenant(self, tenant_id: str, message: Any) -> None:
+        """Tell an owned tenant, starting its subtree once its lease is ours."""
+        assert self.tenants is not None
+        if tenant_id in self.tenants:
+            self.tenants.tell(tenant_id, message)
+            return
+        waiting = self._waiting.get(tenant_id)
+        if waiting is None:
+            if tenant_id not in self._handing_over and self.claim(tenant_id):
+                self._leased.add(tenant_id)
+                self.tenants.tell(tenant_id, message)
+                return
+            LOG.info("tenant %s: its lease is still held (a previous owner is stopping); "
+                     "its events wait", tenant_id)
+            waiting = self._waiting[tenant_id] = deque(maxlen=_MAX_WAITING)
+            self.scheduler.schedule(self.claim_retry, self.actor_ref, ClaimTenant(tenant_id))
+        waiting.append(message)
+
+    def _claim_again(self, tenant_id: str) -> None:
+        assert self.tenants is not None
+        waiting = self._waiting.get(tenant_id)
+        if waiting is None:
+            return
+        if not self.owns(tenant_id):
+            del self._waiting[tenant_id]
+            LOG.info("tenant %s is another member's now: %d waiting events left to it",
+                     tenant_id, len(waiting))
+            return
+        if tenant_id in self._handing_over or not self.claim(tenant_id):
+            self.scheduler.schedule(self.claim_retry, self.actor_ref, ClaimTenant(tenant_id))
+            return
+        del self._waiting[tenant_id]
+        self._leased.add(tenant_id)
+        LOG.info("tenant %s: lease taken, %d waiting events delivered", tenant_id, len(waiting))
+        for message in waiting:
+            self.tenants.tell(tenant_id, message)
 
     def _rebalance(self, members: frozenset[str]) -> None:
-        """Stop the subtrees of tenants another member now owns (their VMs are left alone)."""
+        """Stop the subtrees of tenants another member now owns (their VMs are left alone);
+        their leases are given back once they have stopped (HandedOver)."""
         assert self.tenants is not None
         lost = [child.key for child in self.tenants if not self.owns(child.key)]
-        for tenant_id in lost:
-            self.tenants.remove(tenant_id)
+        stopping = [(tenant_id, self.tenants.remove(tenant_id)) for tenant_id in lost]
+        for tenant_id in [t for t in self._waiting if not self.owns(t)]:
+            del self._waiting[tenant_id]
         LOG.warning("membership now %s: handed over %d tenants", sorted(members) or "-", len(lost))
+        if not stopping:
+            return
+        self._handing_over.update(lost)
+        me = self.actor_ref
+
+        def when_stopped() -> None:
+            for _tenant_id, future in stopping:
+                if future is not None:
+                    try:
+                        future.get(timeout=_STOP_TIMEOUT)
+                    except Exception:  # noqa: BLE001 - timed out or died: it is gone either way
+                        LOG.error("tenant %s did not stop within %.0f s; giving its lease "
+                                  "back anyway", _tenant_id, _STOP_TIMEOUT)
+            try:
+                me.tell(HandedOver(tuple(lost)))
+            except pykka.ActorDeadError:
+                pass  # the root stopped: its on_stop gave every lease back
+
+        threading.Thread(target=when_stopped, name="handover", daemon=True).start()
+
+    def _handed_over(self, tenant_ids: tuple[str, ...]) -> None:
+        assert self.tenants is not None
+        for tenant_id in tenant_ids:
+            self._handing_over.discard(tenant_id)
+            if tenant_id not in self.tenants and tenant_id in self._leased:
+                self._leased.discard(tenant_id)
+                self.release(tenant_id)
 
     def _to_router_tenant(self, router_id: str, tenant_id: str, message: Any) -> None:
         assert self.tenants is not None
         tenant_id = tenant_id or self.router_tenant.get(router_id, "")
         if tenant_id and self.owns(tenant_id):
-            self.tenants.tell(tenant_id, message)
+            self._tell_tenant(tenant_id, message)
         # Otherwise the router is not known yet: router_debug is handed to its tenant
         # when the tenant starts or learns of it (see _start_tenant / _deliver).
 
