@@ -265,3 +265,30 @@ def test_astara_db_says_what_is_wrong_with_the_configuration(
 def test_astara_db_without_a_command_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert astara_db(["--config-file", "x"]) == 2
     assert "Usage:" in capsys.readouterr().err
+
+
+def test_concurrent_upgrades_of_a_shared_database_do_not_collide(url: str) -> None:
+    """Orchestrators (or astara-db) starting at once on one empty database: one migrates, the
+    others wait for it (an advisory lock) and find the schema current."""
+    stores = [Store(url) for _ in range(4)]
+    errors: list[BaseException] = []
+    go = threading.Barrier(len(stores))
+
+    def start(store: Store) -> None:
+        go.wait()
+        try:
+            store.upgrade()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        assert {s.revision() for s in stores} == {"0001"}
+    finally:
+        for s in stores:
+            s.close()

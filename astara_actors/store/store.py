@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy import Engine, create_engine, delete, event, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +27,9 @@ from .models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
 __all__ = ["Store", "StoreError", "default_url"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK_KEY = 0x61737461726100  # PostgreSQL advisory lock id ("astara\0")
+_MIGRATION_LOCK_NAME = "astara.migrations"  # MySQL/MariaDB GET_LOCK name
+_MIGRATION_LOCK_WAIT = 300  # seconds
 # Plain scheme → the driver we install (SQLAlchemy's defaults, psycopg2 and mysqlclient, we don't).
 _DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
             "mariadb": "mariadb+pymysql"}
@@ -69,14 +72,15 @@ class Store:
         """Migrate the schema to ``revision`` (creating it in an empty database)."""
         from alembic import command
 
-        with _translated("upgrade the schema"), self._engine.begin() as conn:
+        with _translated("upgrade the schema"), self._engine.begin() as conn, _migrating(conn):
             command.upgrade(_alembic_config(conn), revision)
 
     def stamp(self, revision: str) -> None:
         """Record ``revision`` as the schema's version without running any migration."""
         from alembic import command
 
-        with _translated(f"stamp the schema as {revision}"), self._engine.begin() as conn:
+        with _translated(f"stamp the schema as {revision}"), self._engine.begin() as conn, \
+                _migrating(conn):
             command.stamp(_alembic_config(conn), revision)
 
     def revision(self) -> str | None:
@@ -229,6 +233,36 @@ def _engine(url: URL) -> Engine:
         cursor.close()
 
     return engine
+
+
+@contextmanager
+def _migrating(conn: Any) -> Iterator[None]:
+    """Hold the database's advisory lock for migrations: orchestrators starting together on one
+    shared database take turns, and the ones after the first find the schema current."""
+    backend = conn.dialect.name
+    if backend == "postgresql":
+        # Transaction-scoped: released by the commit (or rollback) that ends the migration.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        yield
+    elif backend in ("mysql", "mariadb"):
+        # Session-scoped (MySQL commits implicitly around DDL), so released explicitly.
+        got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"),
+                           {"name": _MIGRATION_LOCK_NAME, "wait": _MIGRATION_LOCK_WAIT}).scalar()
+        if got != 1:
+            raise StoreError("upgrade the schema", "another process has been migrating it for "
+                             f"over {_MIGRATION_LOCK_WAIT} s (lock {_MIGRATION_LOCK_NAME})")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MIGRATION_LOCK_NAME})
+    elif backend == "sqlite":
+        # The file's write lock, taken now: Python's sqlite3 would run each DDL statement in
+        # autocommit (no lock between them); BEGIN IMMEDIATE makes the whole migration one
+        # transaction that waits for another one in progress (the connect timeout).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
+    else:
+        yield
 
 
 def _alembic_config(connection: Any) -> Any:
