@@ -34,12 +34,14 @@ class FakeControl:
         self.routers = dict(routers if routers is not None else {R: dump(R)})
         self.mode = "answer"  # "answer" | "silent" | "bus-down" | "failing" | "crash" | "any"
         self.sent: list[dict[str, Any]] = []
+        self.on_behalf_of: list[str] = []
         self.asked: list[dict[str, Any]] = []
 
-    def send_command(self, payload: Mapping[str, Any]) -> None:
+    def send_command(self, payload: Mapping[str, Any], on_behalf_of: str = "") -> None:
         if self.mode == "bus-down":
             raise BusUnavailable("amqp://guest:pw@rabbit//", "Connection refused")
         self.sent.append(dict(payload))
+        self.on_behalf_of.append(on_behalf_of)
 
     def ask(self, query: Mapping[str, Any], timeout: float, expect: int | None = None,
             grace: float = 0.05) -> list[dict[str, Any]]:
@@ -113,6 +115,14 @@ def test_seed_router_rebuild_checks_the_router_then_publishes(client: Any, fake:
     assert result.json == {"accepted": expected}
     assert fake.asked == [{"query": "router", "router_id": R}]
     assert fake.sent == [expected]
+
+
+def test_a_command_is_sent_on_behalf_of_the_http_client_for_the_audit_trail(
+    client: Any, fake: FakeControl
+) -> None:
+    put(client, "/poll/", remote_addr="192.0.2.7")
+    put(client, "/workers/debug/", remote_addr="192.0.2.8", headers={"X-Forwarded-For": "1.2.3.4"})
+    assert fake.on_behalf_of == ["http client 192.0.2.7", "http client 192.0.2.8"]
 
 
 @pytest.mark.parametrize("noun", ["router", "resource"])

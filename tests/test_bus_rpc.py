@@ -155,6 +155,20 @@ def test_send_command_is_an_astara_command_every_consumer_can_parse(memory_bus: 
     assert Command.from_payload(message["payload"]) == command
 
 
+def test_a_command_sent_on_behalf_of_someone_names_them_as_its_publisher(memory_bus: None) -> None:
+    handler = Recorder()
+    consumer = NotificationConsumer(MEMORY, handler).start()
+    try:
+        assert consumer.wait_ready(WAIT)
+        with ControlClient(MEMORY, host="api-1", role="api") as c:
+            c.send_command({"command": "poll"}, on_behalf_of="http client 192.0.2.7")
+        handler.wait_for(lambda h: len(h.bodies) == 1, "the command")
+    finally:
+        consumer.stop()
+    message = json.loads(json.loads(handler.bodies[0])["oslo.message"])
+    assert message["publisher_id"] == "astara.api.api-1 for http client 192.0.2.7"
+
+
 def test_the_server_deletes_its_filesystem_queue_on_stop(tmp_path: Path) -> None:
     settings = BusSettings(transport_url=f"filesystem://{tmp_path}", host="h1")
     server = QueryServer(settings, echo("h1")).start()

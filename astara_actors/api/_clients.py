@@ -17,7 +17,7 @@ __all__ = ["ControlPort", "PerThreadClients"]
 class ControlPort(Protocol):
     """What the API uses of :class:`~astara_actors.bus.rpc.ControlClient`."""
 
-    def send_command(self, payload: Mapping[str, Any]) -> None: ...
+    def send_command(self, payload: Mapping[str, Any], on_behalf_of: str = "") -> None: ...
 
     def ask(
         self,

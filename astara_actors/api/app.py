@@ -110,4 +110,4 @@ def get_app() -> falcon.App:
         )
     bus = config.bus
     LOG.info("HTTP API (pid %d) on bus %s", os.getpid(), mask_url(bus.transport_url))
-    return create_app(lambda: ControlClient(bus), config.api)
+    return create_app(lambda: ControlClient(bus, role="api"), config.api)

@@ -61,15 +61,22 @@ class Control:
             raise OrchestratorFailed([f"{b['host']}: {b['error']}" for b in bad])
         raise UnknownRouter(router_id)
 
-    def send(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Check and publish an ``astara.command`` payload; returns what was published."""
+    def send(self, payload: dict[str, Any], client: str = "") -> dict[str, Any]:
+        """Check and publish an ``astara.command`` payload for ``client`` (the HTTP peer, for
+        the audit trail); returns what was published."""
         command = Command.from_payload(payload)
         if command.router_id and command.router_id not in (WILDCARD_ALL, WILDCARD_ERROR):
             self.find_router(command.router_id)
         published = command.to_payload()
-        self.clients().send_command(published)
+        self.clients().send_command(published, on_behalf_of=client)
         LOG.info("published %s", published)
         return published
+
+
+def _peer(req: falcon.Request) -> str:
+    """The HTTP client as the audit trail names it: its address (the socket's peer, not a
+    forwarding header it could set itself)."""
+    return f"http client {req.remote_addr}"
 
 
 def check_params(req: falcon.Request, allowed: tuple[str, ...] = ()) -> None:
@@ -156,7 +163,7 @@ class CommandResource:
         if route.enabled is not None:
             payload["enabled"] = 1 if route.enabled else 0
         resp.status = falcon.HTTP_202
-        resp.media = {"accepted": self.control.send(payload)}
+        resp.media = {"accepted": self.control.send(payload, _peer(req))}
 
 
 class WorkersDebugResource:
@@ -168,7 +175,7 @@ class WorkersDebugResource:
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         request_fields(req, ())
         good, bad = self.control.ask(Query(QueryKind.WORKERS))
-        accepted = self.control.send({"command": str(CommandKind.WORKERS_DEBUG)})
+        accepted = self.control.send({"command": str(CommandKind.WORKERS_DEBUG)}, _peer(req))
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": accepted, "orchestrators": _trees(good), "errors": bad}
 

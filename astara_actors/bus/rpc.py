@@ -168,21 +168,28 @@ class ControlClient:
         settings: BusSettings,
         *,
         host: str | None = None,
+        role: str = "ctl",
         new_id: Callable[[], uuid.UUID] = uuid.uuid4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.host = host or settings.host
+        self.role = role  # "ctl" or "api": the audit trail says where a command came from
         self._new_id = new_id
         self._clock = clock
         self._lock = threading.Lock()
         self._connection = connect(settings, heartbeat=0)
 
-    def send_command(self, payload: Mapping[str, Any]) -> None:
-        """Fan an ``astara.command`` out to every orchestrator (as the original astara-ctl)."""
+    def send_command(self, payload: Mapping[str, Any], on_behalf_of: str = "") -> None:
+        """Fan an ``astara.command`` out to every orchestrator (as the original astara-ctl).
+
+        Its publisher id, ``astara.<role>.<host>[ for <on_behalf_of>]``, is what the audit trail
+        records as who sent it (the operator's login, the HTTP client's address)."""
+        publisher = f"astara.{self.role}.{self.host}"
+        if on_behalf_of:
+            publisher += f" for {on_behalf_of}"
         body = notification_envelope(
-            COMMAND_EVENT_TYPE, dict(payload),
-            publisher_id=f"astara.ctl.{self.host}", new_id=self._new_id,
+            COMMAND_EVENT_TYPE, dict(payload), publisher_id=publisher, new_id=self._new_id,
         )
         with self._lock:
             publish(

@@ -7,6 +7,7 @@ the exit code, so ``main`` has one place that turns them into output.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Mapping
 from typing import Any
 
@@ -120,7 +121,7 @@ class Session:
         """Fan ``command`` out to every orchestrator; returns the payload sent."""
         payload = command.to_payload()
         try:
-            self.client.send_command(payload)
+            self.client.send_command(payload, on_behalf_of=_login())
         except BusError as exc:
             raise CtlError(str(exc), EXIT_USAGE) from None
         return payload
@@ -129,6 +130,14 @@ class Session:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _login() -> str:
+    """The operator's login name for the audit trail ("" when the system cannot say)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no USER/LOGNAME and no passwd entry (some containers)
+        return ""
 
 
 def _good(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
