@@ -34,6 +34,7 @@ class Vm:
     answered: bool = False  # has answered the probe since ``since``
     alive: bool = False  # answered the last probe
     lost: bool = False  # answered once, then stopped: dead_vm_timeout applies, not boot_timeout
+    held: bool = False  # its replacement is held by the circuit breaker (logged once)
 
     @property
     def id(self) -> str:

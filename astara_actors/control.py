@@ -176,6 +176,7 @@ class QueryKind(enum.StrEnum):
     ROUTERS = "routers"  # every router with its state
     ROUTER = "router"  # one router's dump
     WORKERS = "workers"  # the supervision tree
+    METRICS = "metrics"  # the process's Prometheus metrics, in the text format
 
 
 @dataclass(frozen=True, slots=True)

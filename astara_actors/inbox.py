@@ -15,6 +15,7 @@ from typing import Any
 
 import pykka
 
+from . import metrics
 from .actors.resolver import ResolverActor
 from .bus.consumer import NotificationConsumer
 from .bus.rpc import QueryServer
@@ -83,6 +84,7 @@ class Inbox:
             self.settings, self.handle, malformed=(MalformedMessage, InvalidCommand)
         ).start()
         self.queries = QueryServer(self.settings, self.answer).start()
+        metrics.track_inbox(self)  # astara_inbox_depth reads its mailboxes when scraped
         if wait is not None:
             for thread in (self.consumer, self.queries):
                 if not thread.wait_ready(wait):
@@ -146,13 +148,15 @@ class Inbox:
         """Answer one query for what this orchestrator owns."""
         query = Query.from_payload(payload)
         self._count("queries")
+        if query.kind == QueryKind.METRICS:
+            return {"metrics": metrics.exposition()}
         if query.kind == QueryKind.ROUTER:
             dump = self.runtime.dump(query.router_id)
             return {"found": dump is not None, "router": dump}
         tree = self.runtime.dump()
         if query.kind == QueryKind.ROUTERS:
             routers = [router_summary(r) for t in tree["tenants"] for r in t["routers"]]
-            return {"routers": routers}
+            return {"routers": routers, "storm": tree.get("storm")}
         tree["inbox"] = self.snapshot()
         if self.cluster is not None:
             tree["cluster"] = self.cluster()
@@ -175,3 +179,4 @@ class Inbox:
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] += 1
+        metrics.INBOX_MESSAGES.labels(kind=key).inc()

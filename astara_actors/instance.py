@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import metrics
 from ._vms import Vm, VmCloud, networks_of
 from .config import build_router_config
 from .errors import CloudError, RouterGone
@@ -20,11 +21,13 @@ from .log import router_logger
 from .models import Interface, Router
 from .ports import Appliance, Clock, Compute, Network
 from .settings import Settings
+from .storm import StormGuard
 
 __all__ = ["INTERFACES_TIMEOUT", "InstanceManager"]
 
 INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
 S = InstanceState
+_SLOT_ENDS = frozenset({S.CONFIGURED, S.ERROR, S.GONE})  # a boot's cap slot is freed here
 
 
 class InstanceManager:
@@ -41,6 +44,7 @@ class InstanceManager:
         settings: Settings,
         clock: Clock = time.monotonic,
         log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
+        guard: StormGuard | None = None,
     ) -> None:
         self.router_id = router_id
         self.tenant_id = tenant_id
@@ -50,6 +54,7 @@ class InstanceManager:
         self._settings = settings
         self._clock = clock
         self._log = log or router_logger(router_id)
+        self._guard = guard  # storm protection shared by the process's routers (None: off)
         self._cloud = VmCloud(
             router_id, network=network, compute=compute, settings=settings, log=self._log
         )
@@ -66,6 +71,7 @@ class InstanceManager:
         self._pushed: dict[str, dict[str, Any]] = {}
         self._neutron_status: str | None = None
         self._name = ""
+        metrics.track_instance(self)  # astara_routers{state} reads .state when scraped
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -90,15 +96,16 @@ class InstanceManager:
             return self._state
         self._probe()
         now = self._clock()
+        self._observe_liveness()
         for vm in list(self._vms.values()):
             # A VM that answered once and went silent is judged sooner than a fresh boot.
             limit = self._settings.dead_vm_timeout if vm.lost else self._settings.boot_timeout
             if not vm.answered and now - vm.since >= limit:
-                self._log.warning(
-                    "VM %s %s within %.0fs; deleting it", vm.name,
-                    "did not come back" if vm.lost else "did not answer", limit,
-                )
-                self._destroy(vm)
+                why = "did not come back" if vm.lost else "did not answer"
+                if not self._may_replace(vm, f"{why} within {limit:.0f}s"):
+                    continue
+                self._log.warning("VM %s %s within %.0fs; deleting it", vm.name, why, limit)
+                self._replace(vm, "dead_vm" if vm.lost else "boot_timeout")
         vms = list(self._vms.values())
         if not vms:
             return self._set(S.DOWN)
@@ -110,8 +117,10 @@ class InstanceManager:
                 vm.answered, vm.since, vm.lost = False, now, True
             return self._set(S.DOWN if lost else S.BOOTING)
         for vm in lost:
+            if not self._may_replace(vm, "stopped answering (HA member)"):
+                continue
             self._log.warning("HA member %s stopped answering; deleting it", vm.name)
-            self._destroy(vm)
+            self._replace(vm, "ha_member")
         if len(self._vms) < self._required:
             return self._set(S.DEGRADED)
         if not all(vm.alive for vm in self._vms.values()):
@@ -121,6 +130,21 @@ class InstanceManager:
             return self._set(S.CONFIGURED)
         return self._set(S.UP)
 
+    def check_alive(self) -> InstanceState:
+        """Poll fast path (see the ``Instance`` port): one probe per VM, no Neutron/Nova."""
+        vms = list(self._vms.values())
+        if self._state is not S.CONFIGURED or len(vms) < self._required or not all(
+            vm.alive and vm.address for vm in vms
+        ):
+            return self.update_state()
+        timeout = self._settings.alive_timeout
+        for vm in vms:
+            if not self._appliance.is_alive(vm.address, timeout):
+                return self.update_state()  # retries, Nova, the timeouts: the full path
+        if self._guard is not None:
+            self._guard.observe(self.router_id, True)
+        return S.CONFIGURED
+
     def boot(self, image_id: str | None = None) -> InstanceState:
         """Create the missing VM(s) and their ports; BOOTING, or DOWN if the cloud refused."""
         router = self._fetch_router()
@@ -128,6 +152,11 @@ class InstanceManager:
             return self._set(S.DOWN)
         if isinstance(router, RouterGone):
             return self._set(S.GONE)
+        missing = self._required - len(self._vms)
+        if missing > 0 and self._guard is not None and not self._guard.take_slot(self.router_id):
+            self._log.info("boot waits: %d boots already in progress (rebuild_concurrency)",
+                           self._guard.concurrency)
+            return self._set(S.DOWN)
         image = image_id or self._settings.router_image_id
         self._image_id = image
         if self._state is not S.DEGRADED:
@@ -139,7 +168,9 @@ class InstanceManager:
                 vm = self._cloud.boot(router, image, self._next_index, self._clock())
                 self._next_index += 1
                 self._vms[vm.id] = vm
+                metrics.BOOTS.inc()
             except CloudError as exc:
+                metrics.BOOT_FAILURES.inc()
                 self._log.warning("boot from image %s failed: %s", image, exc)
                 return self._set(S.DOWN)
         self._log.info("booting %d VM(s) from image %s, attempt %d", missing, image, self._attempts)
@@ -171,8 +202,10 @@ class InstanceManager:
             try:
                 self._appliance.put_config(vm.address, payload, self._settings.config_timeout)
             except CloudError as exc:
+                metrics.CONFIG_PUSH_FAILURES.inc()
                 self._log.warning("config push to %s failed: %s", vm.name, exc)
                 continue
+            metrics.CONFIG_PUSHES.inc()
             self._pushed[vm.id] = payload
             pushed += 1
         if not pushed:
@@ -286,7 +319,8 @@ class InstanceManager:
         if not isinstance(router, Router) or not live:
             return False
         try:
-            desired = self._payloads(router, live)
+            # On the poll path: a hung appliance must not hold the router for INTERFACES_TIMEOUT.
+            desired = self._payloads(router, live, self._settings.alive_timeout)
         except CloudError as exc:
             self._log.info("config not compared: %s", exc)
             return False
@@ -301,6 +335,10 @@ class InstanceManager:
 
     def _set(self, state: InstanceState) -> InstanceState:
         self._state = state
+        if self._guard is not None and state in _SLOT_ENDS:
+            self._guard.free_slot(self.router_id)
+            if state is S.GONE:
+                self._guard.forget(self.router_id)
         status = NEUTRON_STATUS.get(state)
         if status is None or status == self._neutron_status:
             return state
@@ -377,8 +415,26 @@ class InstanceManager:
             if not pending:
                 break
 
-    def _ifaces(self, vm: Vm) -> list[Interface]:
-        return self._appliance.get_interfaces(vm.address, INTERFACES_TIMEOUT)
+    def _observe_liveness(self) -> None:
+        """Tell the storm guard whether this router, once answering, still answers."""
+        if self._guard is None:
+            return
+        known = [vm for vm in self._vms.values() if vm.answered or vm.lost]
+        if known:
+            self._guard.observe(self.router_id, any(vm.alive for vm in known))
+
+    def _may_replace(self, vm: Vm, why: str) -> bool:
+        """Whether a silent VM may be deleted now (the breaker holds automatic rebuilds)."""
+        if self._guard is None or self._guard.may_replace(self.router_id):
+            vm.held = False
+            return True
+        if not vm.held:
+            vm.held = True
+            self._log.warning("VM %s %s; replacement held: circuit breaker open", vm.name, why)
+        return False
+
+    def _ifaces(self, vm: Vm, timeout: float = INTERFACES_TIMEOUT) -> list[Interface]:
+        return self._appliance.get_interfaces(vm.address, timeout)
 
     @staticmethod
     def _matches(vm: Vm, wanted: Sequence[str], interfaces: Sequence[Interface]) -> bool:
@@ -386,13 +442,15 @@ class InstanceManager:
             i.lladdr.lower() for i in interfaces
         } == vm.macs
 
-    def _payloads(self, router: Router, live: list[Vm]) -> dict[str, dict[str, Any]] | None:
+    def _payloads(
+        self, router: Router, live: list[Vm], timeout: float = INTERFACES_TIMEOUT
+    ) -> dict[str, dict[str, Any]] | None:
         """Each reachable live VM's payload; None if one's interfaces need a replug."""
         wanted = networks_of(router)
         ifaces: dict[str, list[Interface]] = {}
         for vm in live:
             try:
-                ifaces[vm.id] = self._ifaces(vm)
+                ifaces[vm.id] = self._ifaces(vm, timeout)
             except CloudError as exc:
                 self._log.warning("could not read interfaces of %s: %s", vm.name, exc)
                 continue
@@ -433,6 +491,13 @@ class InstanceManager:
             self._push_failures = 0
             return self._set(S.RESTART)
         return self._set(S.UP)
+
+    def _replace(self, vm: Vm, reason: str) -> None:
+        """Delete a VM that failed liveness; the router boots its replacement."""
+        self._destroy(vm)
+        metrics.REBUILDS.labels(reason=reason).inc()
+        if self._guard is not None:
+            self._guard.forget(self.router_id)  # rebuilding, no longer "failing liveness"
 
     def _destroy(self, vm: Vm) -> None:
         if self._cloud.delete_server(vm):

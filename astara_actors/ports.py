@@ -138,6 +138,11 @@ class Instance(Protocol):
         """
         ...
 
+    def check_alive(self) -> InstanceState:
+        """The poll's fast path: a CONFIGURED router whose VMs all answer the probe stays
+        CONFIGURED without reading Neutron or Nova; anything else is a full ``update_state``."""
+        ...
+
     def boot(self, image_id: str | None = None) -> InstanceState:
         """Create the missing VM(s) with their ports; BOOTING, or DOWN if Nova refused."""
         ...

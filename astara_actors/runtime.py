@@ -21,6 +21,7 @@ from .log import router_logger
 from .messages import Deliver, Dump
 from .ports import Appliance, Compute, Instance, Network
 from .settings import Settings
+from .storm import StormGuard
 from .supervision import RestartPolicy
 
 __all__ = ["InstanceFactory", "Runtime"]
@@ -66,6 +67,13 @@ class Runtime:
         self.owns = owns  # cluster mode: does this member own a tenant (None: every tenant)
         self.claim, self.release = claim, release  # ... and its lease (None: always granted)
         self.scheduler = Scheduler(clock=clock)
+        self.storm = StormGuard(
+            threshold=settings.breaker_threshold,
+            min_failures=settings.breaker_min_failures,
+            concurrency=settings.rebuild_concurrency,
+            slot_timeout=settings.boot_timeout,
+            clock=clock,
+        )
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
 
@@ -83,6 +91,7 @@ class Runtime:
             owns=self.owns,
             claim=self.claim,
             release=self.release,
+            storm=self.storm,
         )
         LOG.info("orchestrator %s started", self.settings.host)
         return self
@@ -144,6 +153,7 @@ class Runtime:
             settings=self.settings,
             clock=self.clock,
             log=router_logger(router_id),
+            guard=self.storm,
         )
 
     def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:

@@ -35,6 +35,11 @@ class Settings:
     health_check_period: float = 60.0  # every router is polled once per period
     config_check_polls: int = 10  # every Nth poll compares desired and pushed config (0: never)
 
+    # --- storm protection (astara_actors.storm)
+    rebuild_concurrency: int = 20  # boots in progress at once, per process
+    breaker_threshold: float = 0.2  # share of routers failing liveness at once that opens it
+    breaker_min_failures: int = 5  # ... and at least this many (small clouds still self-heal)
+
     # --- supervision
     restart_limit: int = 5  # restarts of one actor allowed within restart_window
     restart_window: float = 60.0
@@ -57,3 +62,10 @@ class Settings:
     provider_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     orchestrator_address: str = ""
     metadata_port: int = 9697
+
+    def __post_init__(self) -> None:
+        if not 0 < self.breaker_threshold <= 1:
+            raise ValueError(f"breaker_threshold must be in (0, 1], not {self.breaker_threshold}")
+        if self.rebuild_concurrency < 1:
+            raise ValueError(f"rebuild_concurrency must be at least 1, not "
+                             f"{self.rebuild_concurrency}")

@@ -164,11 +164,18 @@ class Alive(State):
     name = "Alive"
 
     def execute(self, action: Action, sm: Automaton) -> Action:
-        if sm.instance.update_state() == C and action == Action.POLL and sm.drift_check_due():
-            # Level-triggered healing: a missed notification must not leave a stale config.
-            if sm.instance.config_drifted():
-                sm.note = "config drifted from Neutron: re-pushing"
-                return Action.UPDATE
+        inst = sm.instance
+        if action != Action.POLL or inst.state != C:
+            inst.update_state()
+            return action
+        if not sm.drift_check_due():
+            inst.check_alive()  # probes only, while every VM answers
+            return action
+        # Every Nth poll reads everything again; level-triggered healing: a missed
+        # notification must not leave a stale config.
+        if inst.update_state() == C and inst.config_drifted():
+            sm.note = "config drifted from Neutron: re-pushing"
+            return Action.UPDATE
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:

@@ -86,6 +86,7 @@ class Harness:
             compute=self.cloud.compute,
             appliance=self.runtime.appliance,
             settings=self.settings,
+            guard=self.runtime.storm,
         )
         observed = ObservedInstance(inner, self.changed)
         with self.changed:

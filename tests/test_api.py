@@ -61,9 +61,17 @@ class FakeControl:
             answer: dict[str, Any] = {"found": found is not None, "router": found}
         elif query["query"] == "routers":
             answer = {"routers": [router_summary(d) for d in self.routers.values()]}
+        elif query["query"] == "metrics":
+            answer = {"metrics": METRICS_TEXT}
         else:
             answer = {"workers": {"host": "orch-1", "tenants": [], "inbox": {"messages": {}}}}
         return [{"host": "orch-1", "correlation_id": "c", "ok": True, "answer": answer}]
+
+
+METRICS_TEXT = """# HELP astara_boots_total Service VMs booted
+# TYPE astara_boots_total counter
+astara_boots_total 3.0
+"""
 
 
 def dump(router_id: str) -> dict[str, Any]:
@@ -271,7 +279,7 @@ def test_interactive_commands_are_501(client: Any, path: str) -> None:
 @pytest.mark.parametrize("mode", ["silent", "bus-down", "failing"])
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/routers"), ("GET", f"/routers/{R}"), ("GET", "/workers"), ("GET", "/healthz"),
-    ("PUT", f"/router/debug/{R}"), ("PUT", "/workers/debug"),
+    ("GET", "/metrics"), ("PUT", f"/router/debug/{R}"), ("PUT", "/workers/debug"),
 ])
 def test_no_orchestrator_answering_is_503(
     client: Any, fake: FakeControl, mode: str, method: str, path: str
@@ -308,6 +316,9 @@ def test_bearer_token_is_required_when_configured(fake: FakeControl) -> None:
     assert put(client, "/nonexistent").status_code == 401  # routes are not revealed either
     assert put(client, "/poll/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202
     assert client.simulate_get("/healthz").status_code == 200
+    assert client.simulate_get("/metrics").status_code == 401  # Prometheus sends the token
+    metrics = client.simulate_get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert metrics.status_code == 200
     assert client.simulate_get("/openapi.json").json["security"] == [{"bearer": []}]
     assert fake.sent == [{"command": "poll"}]
 
@@ -361,7 +372,7 @@ def test_the_document_describes_every_route(client: Any) -> None:
     assert document["openapi"] == "3.1.0"
     expected = {r.path for r in COMMAND_ROUTES} | {
         "/workers/debug", "/routers", "/routers/{router_id}", "/workers", "/healthz",
-        "/openapi.json", "/browse", "/ssh/{router_id}",
+        "/openapi.json", "/browse", "/ssh/{router_id}", "/metrics",
     }
     assert set(document["paths"]) == expected
     assert document == openapi_document()

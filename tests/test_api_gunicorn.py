@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from astara_actors.api.server import ApiStartError, gunicorn_command, main, run_api
 from astara_actors.bus import BusSettings
@@ -123,6 +124,15 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     assert workers.status_code == 202
     (tree,) = workers.json()["orchestrators"]
     assert tree["host"] == "peer" and tree["workers"]["router_count"] == 1
+
+    # Prometheus scrapes every orchestrator through the API.
+    scraped = requests.get(f"{base}/metrics", timeout=WAIT)
+    assert scraped.status_code == 200
+    assert scraped.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    routers = [s for f in text_string_to_metric_families(scraped.text)
+               if f.name == "astara_routers" for s in f.samples]
+    assert {s.labels["orchestrator"] for s in routers} == {"peer"}
+    assert sum(s.value for s in routers) == 1  # the peer's one router, in some state
 
     # The errors, as the operator sees them.
     unknown = requests.put(f"{base}/router/rebuild/{UNKNOWN}", timeout=WAIT)

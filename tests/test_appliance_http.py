@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -31,19 +34,57 @@ def test_ipv6_addresses_are_bracketed_in_urls() -> None:
     assert appliance.url("192.0.2.10", "/v1/base/") == "http://192.0.2.10:5000/v1/base/"
 
 
-def test_alive_means_the_firewall_rules_answered_200(mock: tuple[HttpAppliance, requests_mock.Adapter]) -> None:
-    appliance, adapter = mock
-    adapter.register_uri("GET", f"{BASE}/v1/firewall/rules", text="*filter\nCOMMIT\n")
-    assert appliance.is_alive("192.0.2.10", timeout=1)
-    adapter.register_uri("GET", f"{BASE}/v1/firewall/rules", status_code=500)
-    assert not appliance.is_alive("192.0.2.10", timeout=1)
+class _Agent(http.server.BaseHTTPRequestHandler):
+    """A stand-in appliance agent: ``status`` for every GET, after ``delay`` seconds."""
+
+    status = 200
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        type(self).seen.append(self.path)
+        body = b"*filter\nCOMMIT\n"
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
 
 
-def test_the_alive_probe_never_raises(mock: tuple[HttpAppliance, requests_mock.Adapter]) -> None:
-    appliance, adapter = mock
-    adapter.register_uri("GET", f"{BASE}/v1/firewall/rules", exc=RuntimeError("surprise"))
-    assert not appliance.is_alive("192.0.2.10", timeout=1)
+@pytest.fixture
+def agent() -> Iterator[tuple[HttpAppliance, type[_Agent]]]:
+    handler = type("Agent", (_Agent,), {"status": 200, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield HttpAppliance(server.server_address[1]), handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_alive_means_the_firewall_rules_answered_200(agent: tuple[HttpAppliance, type[_Agent]]) -> None:
+    appliance, handler = agent
+    assert appliance.is_alive("127.0.0.1", timeout=1)
+    assert handler.seen == ["/v1/firewall/rules"]
+    handler.status = 500
+    assert not appliance.is_alive("127.0.0.1", timeout=1)
+
+
+def test_the_alive_probe_never_raises() -> None:
+    appliance = HttpAppliance(5000)
     assert not appliance.is_alive("not an address", timeout=1)
+    assert not appliance.is_alive("", timeout=1)
+
+
+def test_a_hung_appliance_is_not_alive_after_the_timeout() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()  # accepts (the kernel's backlog), never answers
+        appliance = HttpAppliance(s.getsockname()[1])
+        started = time.monotonic()
+        assert not appliance.is_alive("127.0.0.1", timeout=0.2)
+        assert time.monotonic() - started < 2.0
 
 
 def test_interfaces_are_parsed_from_the_appliance_answer(mock: tuple[HttpAppliance, requests_mock.Adapter]) -> None:

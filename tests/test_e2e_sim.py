@@ -3,6 +3,7 @@ HTTP, with Neutron's notifications on a real RabbitMQ."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,10 +56,12 @@ class Observed:
 class World:
     """astara-sim plus an orchestrator wired to it through HTTP and RabbitMQ."""
 
-    def __init__(self, rabbit: Rabbit, **sim: Any) -> None:
+    def __init__(self, rabbit: Rabbit, settings: dict[str, Any] | None = None, **sim: Any) -> None:
         self.bus = rabbit.settings()
         values: dict[str, Any] = {"port": 0, "tenants": 1, "routers_per_tenant": 0,
-                                  "boot_delay": 0.05, "delete_delay": 0.05}
+                                  "boot_delay": 0.05, "delete_delay": 0.05,
+                                  # its own loopback range: another simulator may be running
+                                  "management_cidr": f"127.{random.randint(101, 199)}.0.0/16"}
         values.update(sim)
         self.cloud = SimCloud(SimSettings(**values), notify=KombuNotifier(self.bus))
         self.server = SimServer(self.cloud).start()
@@ -78,7 +81,7 @@ class World:
             boot_check_interval=0.05, retry_delay=0.05, retry_max_delay=0.2,
             error_state_cooldown=60.0, health_check_period=0.3, config_check_polls=1,
             alive_timeout=0.5, config_timeout=5.0, boot_timeout=2.0, dead_vm_timeout=1.0,
-            ask_timeout=5.0,
+            ask_timeout=5.0, **(settings or {}),
         )
         self.runtime = Runtime(
             self.settings, network=Observed(network, self.changed),
@@ -128,8 +131,8 @@ class World:
 def world(rabbit: Rabbit) -> Iterator[Callable[..., World]]:
     made: list[World] = []
 
-    def make(**sim: Any) -> World:
-        w = World(rabbit, **sim)
+    def make(settings: dict[str, Any] | None = None, **sim: Any) -> World:
+        w = World(rabbit, settings, **sim)
         made.append(w)
         return w
 
@@ -330,3 +333,46 @@ def test_a_lost_ha_member_is_replaced_while_the_other_keeps_serving(
     )
     assert survivor in w.servers(router), "the healthy member was never rebuilt"
     assert w.cloud.appliances.requests(survivor) > survivor_requests  # it kept being polled
+
+
+def test_thirty_percent_of_appliances_silent_at_once_open_the_breaker_and_nothing_is_rebuilt(
+    world: Callable[..., World],
+) -> None:
+    from astara_actors.ctl.render import workers_tree
+    from astara_actors.ctl.session import storm_alert
+
+    w = world(settings={"breaker_threshold": 0.2, "breaker_min_failures": 3})
+    routers = [w.cloud.add_router(w.tenant, f"storm-{i}") for i in range(20)]
+    w.wait_for(lambda: all(w.config(r) is not None for r in routers), "every router configured")
+    servers = {r: w.servers(r) for r in routers}
+    silent = [servers[r][0] for r in routers[:6]]  # 30 %: the management network, say
+    for server in silent:
+        w.cloud.appliances.hang(server)
+
+    def storm() -> dict[str, Any]:
+        return w.runtime.dump()["storm"]
+
+    # Every silent router reaches the point where it would have been rebuilt, and is held.
+    w.wait_for(lambda: storm()["rebuilds_held"] == 6, "the six rebuilds held")
+    assert storm()["breaker"] == "open"
+    # ... visible to operators: the routers query (browser header) and workers debug
+    answer = w.inbox.answer({"query": "routers"})
+    assert "CIRCUIT BREAKER OPEN" in storm_alert("e2e", answer["storm"])
+    tree = w.inbox.answer({"query": "workers"})["workers"]
+    assert any("circuit breaker OPEN: 6 of 20 routers" in line for line in workers_tree("e2e", tree))
+    # ... and it stays so: healthy routers keep being polled, silent ones keep their VM
+    healthy = servers[routers[-1]][0]
+    polled = w.cloud.appliances.requests(healthy)
+    w.wait_for(lambda: w.cloud.appliances.requests(healthy) >= polled + 5, "5 more polls")
+    assert {r: w.servers(r) for r in routers} == servers, "rebuilt while the breaker was open"
+
+    for server in silent:  # the network comes back
+        w.cloud.appliances.hang(server, hung=False)
+    w.wait_for(lambda: storm()["breaker"] == "closed", "the breaker closed")
+
+
+    def states() -> set[str]:
+        return {r["instance_state"] for t in w.runtime.dump()["tenants"] for r in t["routers"]}
+
+    w.wait_for(lambda: states() == {"configured"}, "every router configured again")
+    assert {r: w.servers(r) for r in routers} == servers, "recovered by rebuilding"

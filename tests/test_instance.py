@@ -417,3 +417,22 @@ def test_an_adopted_vm_that_never_answered_is_judged_from_its_creation_not_the_r
     adopting = manager(cloud, clock, rid, boot_timeout=600.0)  # a restarted actor
     adopting.update_state()
     assert cloud.calls["delete_server"] == 1, "replaced at once: it is 601 s old"
+
+
+def test_a_healthy_poll_probes_the_appliance_and_reads_neither_neutron_nor_nova(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    before = dict(cloud.calls)
+    assert im.check_alive() is S.CONFIGURED
+    delta = {k: v - before.get(k, 0) for k, v in cloud.calls.items() if v != before.get(k, 0)}
+    assert delta == {"is_alive": 1}
+
+
+def test_a_failed_fast_probe_falls_back_to_the_full_refresh(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid, dead_vm_timeout=30.0)
+    cloud.set_appliance(rid, dead=True)
+    before = dict(cloud.calls)
+    assert im.check_alive() is S.DOWN  # noticed, as update_state() notices it
+    assert cloud.calls["get_router"] > before.get("get_router", 0)
+    assert cloud.calls["get_server"] > before.get("get_server", 0)

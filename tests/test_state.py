@@ -53,6 +53,9 @@ class FakeInstance:
     def update_state(self) -> InstanceState:
         return self._run("update_state")
 
+    def check_alive(self) -> InstanceState:
+        return self.update_state()  # the scripts describe what a refresh finds
+
     def boot(self, image_id: str | None = None) -> InstanceState:
         if self._state != DG:
             self._attempts += 1

@@ -16,6 +16,7 @@ from typing import Any
 
 import pykka
 
+from .. import metrics
 from ..messages import ChildFailed, Restart
 from ..supervision import RestartPolicy
 from .scheduler import Scheduler
@@ -104,6 +105,7 @@ class Children:
         child.ref = None
         child.last_error = msg.error
         decision = self._policy.on_failure(msg.child_id)
+        metrics.ACTOR_RESTARTS.labels(kind=self._kind).inc()
         if decision.give_up and self._error_on_give_up:
             LOG.error(
                 "%s %s crashed %d times within the restart window; restarting it in ERROR: %s",

@@ -29,6 +29,7 @@ from ..messages import (
     Restart,
 )
 from ..settings import Settings
+from ..storm import StormGuard
 from ..supervision import RestartPolicy
 from .children import Children
 from .scheduler import Scheduler
@@ -59,6 +60,7 @@ class OrchestratorActor(pykka.ThreadingActor):
         claim: Callable[[str], bool] | None = None,
         release: Callable[[str], None] | None = None,
         claim_retry: float = 1.0,
+        storm: StormGuard | None = None,
     ) -> None:
         super().__init__()
         self.tenant_factory = tenant_factory
@@ -73,6 +75,7 @@ class OrchestratorActor(pykka.ThreadingActor):
         self.claim = claim or (lambda _tenant_id: True)
         self.release = release or (lambda _tenant_id: None)
         self.claim_retry = claim_retry
+        self.storm = storm  # the process's storm guard, shown in dumps
         self._leased: set[str] = set()
         self._handing_over: set[str] = set()  # stopping; their leases go back when stopped
         self._waiting: dict[str, deque[Any]] = {}  # messages for tenants not yet claimed
@@ -163,6 +166,7 @@ class OrchestratorActor(pykka.ThreadingActor):
             "router_count": sum(len(t.get("routers", ())) for t in tenants),
             "mailbox": self.actor_inbox.qsize(),
             "tenants_waiting_for_lease": sorted(self._waiting),
+            "storm": self.storm.dump() if self.storm is not None else None,
             "tenants": tenants,
         }
 

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 import pykka
 
+from .. import metrics
 from ..events import Action, Event
 from ..messages import Deliver, Dump, PollTick, Track, Untrack
 from .scheduler import Scheduler, Timer
@@ -53,6 +54,11 @@ class PollPlan(Generic[K]):
         """Ticks per period for the current number of keys."""
         n = len(self._members)
         return max(1, min(n, math.floor(self.period / self.min_tick + 1e-9)))
+
+    @property
+    def starts_rotation(self) -> bool:
+        """Whether the next batch is the first of a rotation over every key."""
+        return self._phase % self.ticks == 0
 
     @property
     def tick_interval(self) -> float:
@@ -105,6 +111,7 @@ class HealthPoller(pykka.ThreadingActor):
         self._plan: PollPlan[str] = PollPlan(period, min_tick)
         self._targets: dict[str, tuple[str, pykka.ActorRef[Any]]] = {}
         self._timer: Timer | None = None
+        self._sweep_start: float | None = None  # when the current rotation began
 
     def on_start(self) -> None:
         self._reschedule()
@@ -122,6 +129,7 @@ class HealthPoller(pykka.ThreadingActor):
             case Untrack(router_id=router_id):
                 self._targets.pop(router_id, None)
                 self._plan.remove(router_id)
+                metrics.POLL_TRACKED.set(len(self._plan))
             case Dump():
                 return self._dump()
             case _:
@@ -131,6 +139,7 @@ class HealthPoller(pykka.ThreadingActor):
     def _track(self, router_id: str, tenant_id: str, target: pykka.ActorRef[Any]) -> None:
         self._targets[router_id] = (tenant_id, target)  # re-tracking replaces the ref
         if self._plan.add(router_id):
+            metrics.POLL_TRACKED.set(len(self._plan))
             # The pending tick may have been planned for far fewer routers (an idle tick lasts
             # a whole period); pull it in. The factor 2 keeps a burst of Tracks to log2(N) moves.
             timer, interval = self._timer, self._plan.tick_interval
@@ -138,6 +147,11 @@ class HealthPoller(pykka.ThreadingActor):
                 self._reschedule()
 
     def _tick(self) -> None:
+        if self._plan.starts_rotation:  # the previous rotation polled every router once
+            now = self._scheduler.now()
+            if self._sweep_start is not None:
+                metrics.POLL_SWEEP.observe(now - self._sweep_start)
+            self._sweep_start = now if len(self._plan) else None
         for router_id in self._plan.next_batch():
             tenant_id, target = self._targets[router_id]
             try:

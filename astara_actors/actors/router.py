@@ -11,6 +11,7 @@ from typing import Any
 
 import pykka
 
+from .. import metrics
 from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
 from ..log import router_logger
 from ..messages import (
@@ -36,6 +37,8 @@ __all__ = ["RouterActor"]
 
 # Debug scopes, in the order a dump lists them.
 SCOPES = ("global", "tenant", "router")
+# The events whose latency to a configured router astara_event_to_config_seconds measures.
+CONFIG_EVENTS = frozenset({Action.CREATE, Action.UPDATE, Action.REBUILD})
 
 
 class RouterActor(pykka.ThreadingActor):
@@ -78,6 +81,7 @@ class RouterActor(pykka.ThreadingActor):
         )
         self._run_pending = False
         self._synced = False
+        self._event_at: float | None = None  # when the earliest unconfigured event arrived
 
     # --- lifecycle
     def on_start(self) -> None:
@@ -156,6 +160,8 @@ class RouterActor(pykka.ThreadingActor):
         if event.reason:
             self.log.info("%s requested: %s", event.action, event.reason)
         if self.sm.send_message(event.action, event.image_id):
+            if self._event_at is None and event.action in CONFIG_EVENTS:
+                self._event_at = time.monotonic()
             self._run_soon()
 
     def _run_soon(self) -> None:
@@ -181,6 +187,9 @@ class RouterActor(pykka.ThreadingActor):
             self.log.info("router deleted; its VM and ports are gone")
             self.parent.tell(RouterExited(self.router_id))
             return
+        if self._event_at is not None and self.instance.state == InstanceState.CONFIGURED:
+            metrics.EVENT_TO_CONFIG.observe(time.monotonic() - self._event_at)
+            self._event_at = None
         if outcome.wake_after is not None:
             self.scheduler.schedule(outcome.wake_after, self.actor_ref, Wake(outcome.token))
         if self.sm.has_more_work():
@@ -188,6 +197,7 @@ class RouterActor(pykka.ThreadingActor):
 
     def _silence(self, scope: str, reason: str) -> None:
         self.silenced[scope] = reason
+        self._event_at = None  # what happens once managed again is not that event's latency
         self.log.info("debug mode (%s): %s", scope, reason or "no reason given")
 
     def _unsilence(self, scope: str, reason: str) -> None:

@@ -3,10 +3,15 @@
 One pooled ``requests.Session`` serves every actor thread (urllib3's pools are thread-safe);
 keep-alive connections are kept for up to ``pool_connections`` appliances at a time. Every
 ``requests`` exception is translated here into :mod:`astara_actors.errors`.
+
+The liveness probe, the one call made for every router every health period, skips ``requests``
+(≈0.7 ms of CPU per call) for a plain ``http.client`` request on a fresh connection (≈0.14 ms):
+no keep-alive, so 10,000 appliances hold no 10,000 idle sockets open here.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +25,7 @@ from ..models import Interface
 __all__ = ["HttpAppliance"]
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_PROBE = {"Accept": "application/json", "Connection": "close"}
 
 
 class HttpAppliance:
@@ -53,10 +59,16 @@ class HttpAppliance:
 
     def is_alive(self, address: str, timeout: float) -> bool:
         """``GET /v1/firewall/rules`` answered 200 within ``timeout``; never raises."""
+        conn = None
         try:
-            return self._request("GET", address, "/v1/firewall/rules", timeout).status_code == 200
+            conn = http.client.HTTPConnection(address.strip("[]"), self.port, timeout=timeout)
+            conn.request("GET", "/v1/firewall/rules", headers=_PROBE)
+            return conn.getresponse().status == 200
         except Exception:  # noqa: BLE001 - the probe's contract is a bool, whatever went wrong
             return False
+        finally:
+            if conn is not None:
+                conn.close()
 
     def get_interfaces(self, address: str, timeout: float) -> list[Interface]:
         """``GET /v1/system/interfaces``, in the appliance's order."""

@@ -26,6 +26,7 @@ from .resources import (
     Control,
     HealthResource,
     InteractiveSink,
+    MetricsResource,
     MissingIdResource,
     RouterResource,
     RoutersResource,
@@ -92,6 +93,7 @@ def create_app(
     app.add_route("/routers/{router_id}", RouterResource(control))
     app.add_route("/workers", WorkersResource(control))
     app.add_route("/healthz", HealthResource(control))
+    app.add_route("/metrics", MetricsResource(control))
     app.add_route("/openapi.json", OpenApiResource(openapi_document(auth=bool(api.auth_token))))
     app.add_sink(InteractiveSink(), prefix=rf"^/({'|'.join(INTERACTIVE)})(/.*)?$")
     return app

@@ -162,6 +162,13 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                              _ok("At least one orchestrator answered", "Health"),
                              ["BadRequest", "Unavailable"], False)
     paths["/healthz"]["get"]["security"] = []
+    paths["/metrics"] = {"get": {
+        "operationId": "metrics", "tags": ["state"], "parameters": [],
+        "summary": "Every orchestrator's Prometheus metrics, each sample labelled orchestrator",
+        "responses": {"200": {"description": "The Prometheus text format, version 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                      **_errors("BadRequest", "Unavailable", auth=auth)},
+    }}
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi", "summary": "This document", "tags": ["meta"], "security": [],
         "responses": {"200": {"description": "OpenAPI 3.1",

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
 import falcon
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..control import Command, CommandKind, InvalidCommand, Query, QueryKind
 from ..events import WILDCARD_ALL, WILDCARD_ERROR
@@ -20,13 +23,16 @@ from .errors import OrchestratorFailed, UnknownRouter
 from .routes import CommandRoute
 
 __all__ = [
-    "CommandResource", "Control", "HealthResource", "InteractiveSink", "MissingIdResource",
-    "RouterResource", "RoutersResource", "WorkersDebugResource", "WorkersResource",
+    "CommandResource", "Control", "HealthResource", "InteractiveSink", "METRICS_CONTENT_TYPE",
+    "MetricsResource", "MissingIdResource", "RouterResource", "RoutersResource",
+    "WorkersDebugResource", "WorkersResource", "merge_metrics",
 ]
 
 LOG = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+#: The Prometheus text format that ``GET /metrics`` serves.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Control:
@@ -255,6 +261,64 @@ class HealthResource:
         check_params(req)
         good, _bad = self.control.ask(Query(QueryKind.WORKERS))
         resp.media = {"status": "ok", "orchestrators": sorted(a["host"] for a in good)}
+
+
+class MetricsResource:
+    """``GET /metrics``: every orchestrator's Prometheus metrics, labelled ``orchestrator``."""
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        check_params(req)
+        good, bad = self.control.ask(Query(QueryKind.METRICS))
+        resp.content_type = METRICS_CONTENT_TYPE
+        resp.text = merge_metrics(good, bad)
+
+
+class _Families:
+    """A collector of already-built families, for ``generate_latest``."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def merge_metrics(good: list[dict[str, Any]], bad: list[dict[str, str]]) -> str:
+    """One exposition of the orchestrators' answers (``{"host", "metrics": <text>}``): one
+    HELP/TYPE per family, every sample with an ``orchestrator="<host>"`` label, and
+    ``astara_orchestrator_up`` (0 for one that answered with an error or unreadable text)."""
+    families: dict[str, Metric] = {}
+    up = GaugeMetricFamily(
+        "astara_orchestrator_up",
+        "1 if the orchestrator answered the scrape with its metrics, 0 if it answered an error",
+        labels=["orchestrator"],
+    )
+    for answer in sorted(good, key=lambda a: a["host"]):
+        host = answer["host"]
+        try:
+            parsed = list(text_string_to_metric_families(answer["metrics"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            LOG.warning("orchestrator %s answered unreadable metrics: %s", host, exc)
+            up.add_metric([host], 0)
+            continue
+        up.add_metric([host], 1)
+        for family in parsed:
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type)
+            )
+            if merged.type != family.type:  # another version disagrees: keep the first
+                continue
+            merged.samples.extend(
+                sample._replace(labels={**sample.labels, "orchestrator": host})
+                for sample in family.samples
+            )
+    for answer in bad:
+        up.add_metric([answer["host"]], 0)
+    families[up.name] = up
+    return generate_latest(_Families(families.values())).decode("utf-8")
 
 
 def _trees(good: list[dict[str, Any]]) -> list[dict[str, Any]]:

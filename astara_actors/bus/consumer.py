@@ -18,6 +18,7 @@ from typing import Any
 
 import kombu
 
+from .. import metrics
 from ._worker import ConsumerThread
 from .transport import BusSettings
 
@@ -108,6 +109,7 @@ class NotificationConsumer(ConsumerThread):
             log.warning("rejected malformed message %s: %s", tag, exc)
             self.settle(message.reject, requeue=False)
             self._count("malformed")
+            metrics.MALFORMED_MESSAGES.inc()
         except Exception:
             log.exception("handling message %s failed; rejected it", tag)
             self.settle(message.reject, requeue=False)

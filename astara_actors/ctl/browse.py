@@ -52,6 +52,7 @@ class View:
     fetched_at: float | None = None  # when ``routers`` arrived (monotonic)
     now: float = 0.0
     problem: str = ""  # why the last refresh failed
+    alerts: tuple[str, ...] = ()  # open circuit breakers, one line per orchestrator
     mode: Mode = Mode.LIST
     selected: str = ""  # router id under the cursor
     filter: str = ""
@@ -206,7 +207,7 @@ def _header(view: View, term: blessed.Terminal) -> list[str]:
         second += f"  filter: {view.filter}"
     if view.problem:
         second = term.red(view.problem)
-    return [title, second]
+    return [title, second, *(term.bold_red(alert) for alert in view.alerts)]
 
 
 def _table(view: View, term: blessed.Terminal, width: int, room: int) -> list[str]:
@@ -256,6 +257,7 @@ class Snapshot:
     hosts: tuple[str, ...] = ()
     fetched_at: float | None = None
     problem: str = ""
+    alerts: tuple[str, ...] = ()
     detail_id: str = ""
     detail: Mapping[str, Any] | None = None
     detail_host: str = ""
@@ -264,7 +266,8 @@ class Snapshot:
 def with_snapshot(view: View, snap: Snapshot) -> View:
     """``view`` showing what the refresher last fetched; the cursor stays on its router."""
     view = dataclasses.replace(view, routers=snap.routers, hosts=snap.hosts,
-                               fetched_at=snap.fetched_at, problem=snap.problem)
+                               fetched_at=snap.fetched_at, problem=snap.problem,
+                               alerts=snap.alerts)
     if snap.detail_id and snap.detail_id == view.selected and view.mode != Mode.LIST:
         view = dataclasses.replace(view, detail=snap.detail, detail_host=snap.detail_host)
     rows = visible(view)
@@ -315,6 +318,7 @@ class Refresher(threading.Thread):
             try:
                 routers, hosts = self.session.routers()
                 snap.routers, snap.hosts = tuple(routers), tuple(hosts)
+                snap.alerts = tuple(self.session.alerts)
                 snap.fetched_at = self.clock()
                 if want:
                     snap.detail, snap.detail_host = self.session.router(want)
@@ -378,13 +382,15 @@ def dump(session: Session, as_json: bool = False) -> int:
     """``browse --dump``: one snapshot, the same render without styling; or JSON."""
     routers, hosts = session.routers()
     if as_json:
-        print(json.dumps({"orchestrators": hosts, "routers": routers}, indent=2, sort_keys=True))
+        print(json.dumps({"orchestrators": hosts, "routers": routers, "alerts": session.alerts},
+                         indent=2, sort_keys=True))
         return 0
     import io
 
     term = blessed.Terminal(kind="dumb", stream=io.StringIO(), force_styling=False)
     now = time.monotonic()
-    view = View(tuple(routers), tuple(hosts), fetched_at=now, now=now, interactive=False)
+    view = View(tuple(routers), tuple(hosts), fetched_at=now, now=now, interactive=False,
+                alerts=tuple(session.alerts))
     # On a terminal, fit it; into a pipe or a file, never cut an id.
     full = sum(c.max for c in text.COLUMNS) + len(text.COLUMNS) - 1
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else full

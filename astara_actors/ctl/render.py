@@ -209,6 +209,16 @@ def workers_tree(host: str, tree: Mapping[str, Any]) -> list[str]:
         members = ", ".join(cluster.get("members") or []) or "none (fenced)"
         lines.append(f"  cluster: member {cluster.get('member', host)} of [{members}]; "
                      "the tenants below are the ones it owns")
+    storm = tree.get("storm")
+    if storm:
+        lines.append(
+            f"  circuit breaker {str(storm.get('breaker', '?')).upper()}: "
+            f"{storm.get('failing', 0)} of {storm.get('monitored', 0)} routers fail liveness "
+            f"({100 * (storm.get('failing_share') or 0):.0f}%, opens above "
+            f"{100 * (storm.get('threshold') or 0):.0f}%), rebuilds held "
+            f"{storm.get('rebuilds_held', 0)}; boots in progress "
+            f"{storm.get('boots_in_progress', 0)}/{storm.get('boot_cap', '?')}"
+        )
     for tenant in tree.get("tenants") or []:
         reasons = tenant.get("debug_reasons") or {}
         lines.append(

@@ -16,7 +16,8 @@ from ..bus.transport import BusError, BusSettings, NoAnswer
 from ..control import Command, InvalidCommand, Query, QueryKind
 from ..errors import AstaraError
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CtlError", "Session", "check_command", "check_query"]
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CtlError", "Session", "check_command", "check_query",
+           "storm_alert"]
 
 EXIT_FAILED = 1  # the orchestrators answered, but no: unknown router, a failed answer
 EXIT_USAGE = 2  # the operator's input, the configuration, or nobody to talk to
@@ -55,6 +56,7 @@ class Session:
         self.bus = bus
         self.timeout = timeout
         self._client: ControlClient | None = None
+        self.alerts: list[str] = []  # open circuit breakers seen by the last routers()
 
     @property
     def client(self) -> ControlClient:
@@ -91,6 +93,8 @@ class Session:
             for summary in reply["answer"].get("routers", [])
         ]
         routers.sort(key=lambda r: (str(r.get("tenant_id", "")), str(r.get("router_id", ""))))
+        self.alerts = sorted(alert for reply in _good(replies)
+                             if (alert := storm_alert(reply["host"], reply["answer"].get("storm"))))
         return routers, sorted(r["host"] for r in replies)
 
     def router(self, router_id: str) -> tuple[dict[str, Any], str]:
@@ -130,6 +134,16 @@ class Session:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def storm_alert(host: str, storm: Any) -> str:
+    """One line when ``host``'s circuit breaker is open ("" otherwise)."""
+    if not isinstance(storm, Mapping) or storm.get("breaker") != "open":
+        return ""
+    share = storm.get("failing_share") or 0
+    return (f"{host}: CIRCUIT BREAKER OPEN for {storm.get('open_for_s', 0)} s: "
+            f"{storm.get('failing', '?')} of {storm.get('monitored', '?')} routers fail liveness "
+            f"({100 * share:.0f}%); automatic rebuilds held ({storm.get('rebuilds_held', 0)})")
 
 
 def _login() -> str:

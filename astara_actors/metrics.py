@@ -1,0 +1,170 @@
+"""The orchestrator's Prometheus metrics, on the process's default registry (``astara_*``).
+
+Hooks on hot paths only call ``inc()``/``observe()`` on an object bound here at import; what can
+be read when scraped (routers by state, inbox depth) is computed then, by :class:`_Live`, from
+the live objects that registered themselves: nothing is kept up to date on every transition.
+
+The orchestrator answers the ``metrics`` query with :func:`exposition`; the HTTP API gathers
+every orchestrator's answer and serves them on ``GET /metrics`` with an ``orchestrator`` label.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from .events import InstanceState
+
+__all__ = [
+    "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES", "BREAKER_OPEN", "CONFIG_PUSHES",
+    "CONFIG_PUSH_FAILURES", "EVENT_TO_CONFIG", "INBOX_MESSAGES", "LIVENESS_FAILING_SHARE",
+    "MALFORMED_MESSAGES", "POLL_SWEEP", "POLL_TRACKED", "REBUILDS", "REBUILDS_HELD",
+    "REBUILDS_IN_PROGRESS", "exposition", "track_inbox", "track_instance",
+]
+
+# ``*_created`` series double the output and say nothing an operator needs.
+disable_created_metrics()
+
+# --- the service VMs (astara_actors/instance.py)
+BOOTS = Counter("astara_boots_total", "Service VMs booted (one per VM Nova accepted)")
+BOOT_FAILURES = Counter("astara_boot_failures_total", "VM boots Nova refused")
+CONFIG_PUSHES = Counter(
+    "astara_config_pushes_total", "Config pushes an appliance accepted (one per VM)"
+)
+CONFIG_PUSH_FAILURES = Counter(
+    "astara_config_push_failures_total",
+    "Config pushes an appliance refused or did not answer (one per VM)",
+)
+
+# --- the actor tree
+EVENT_TO_CONFIG = Histogram(
+    "astara_event_to_config_seconds",
+    "From a router actor receiving an event (create, update, rebuild) to its VM(s) configured",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0),
+)
+ACTOR_RESTARTS = Counter(
+    "astara_actor_restarts_total", "Crashed actors restarted by their supervisor", ["kind"]
+)
+POLL_SWEEP = Histogram(
+    "astara_poll_sweep_seconds",
+    "One rotation of the health poller over every tracked router (about health_check_period)",
+    buckets=(1.0, 5.0, 10.0, 30.0, 45.0, 60.0, 63.0, 66.0, 75.0, 90.0, 120.0, 180.0, 300.0, 600.0),
+)
+POLL_TRACKED = Gauge("astara_poll_tracked_routers", "Routers the health poller polls")
+
+# --- the bus (astara_actors/inbox.py, bus/consumer.py)
+INBOX_MESSAGES = Counter(
+    "astara_inbox_messages_total",
+    "Messages the inbox handled: changes, commands, ignored notifications, queries",
+    ["kind"],
+)
+MALFORMED_MESSAGES = Counter(
+    "astara_malformed_messages_total",
+    "Notifications and commands rejected as malformed (never requeued)",
+)
+
+# --- storm protection (the circuit breaker sets these)
+BREAKER_OPEN = Gauge(
+    "astara_circuit_breaker_open", "1 while the rebuild circuit breaker is open, else 0"
+)
+LIVENESS_FAILING_SHARE = Gauge(
+    "astara_liveness_failing_share", "Share (0-1) of routers whose liveness probe fails"
+)
+REBUILDS = Counter("astara_rebuilds_total", "Service VMs replaced, by why", ["reason"])
+REBUILDS_HELD = Counter(
+    "astara_rebuilds_held_total",
+    "Automatic rebuilds held back by the open circuit breaker or the concurrency cap",
+)
+REBUILDS_IN_PROGRESS = Gauge("astara_rebuilds_in_progress", "Boots under way now (capped)")
+
+for _kind in ("router", "tenant"):  # every series exists from the start, at 0
+    ACTOR_RESTARTS.labels(kind=_kind)
+for _kind in ("changes", "commands", "ignored", "queries"):
+    INBOX_MESSAGES.labels(kind=_kind)
+
+
+# --- read when scraped
+_lock = threading.Lock()
+_instances: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_inboxes: weakref.WeakSet[Any] = weakref.WeakSet()
+_STATES = tuple(str(s) for s in InstanceState)
+
+
+def track_instance(instance: Any) -> None:
+    """Count ``instance`` (with ``router_id`` and ``state``) in ``astara_routers`` while it
+    lives; a router's newer instance (its actor restarted) replaces the older one."""
+    with _lock:
+        _instances[instance.router_id] = instance
+
+
+def track_inbox(inbox: Any) -> None:
+    """Count the mailboxes behind ``inbox`` (its runtime's root, its resolver) while it lives."""
+    with _lock:
+        _inboxes.add(inbox)
+
+
+def _snapshot(items: Any) -> list[Any]:
+    with _lock:
+        for _ in range(3):
+            try:
+                return list(items())
+            except RuntimeError:  # a weak reference died during the copy
+                continue
+    return []
+
+
+def _qsize(ref: Any) -> int:
+    return ref.actor_inbox.qsize() if ref is not None else 0
+
+
+class _Live:
+    """Gauges computed at scrape time from the live routers and inboxes."""
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("astara_routers", "", labels=["state"])
+        yield GaugeMetricFamily("astara_inbox_depth", "", labels=["actor"])
+
+    def collect(self) -> Iterator[Metric]:
+        counts = dict.fromkeys(_STATES, 0)
+        for instance in _snapshot(_instances.values):
+            state = str(instance.state)
+            counts[state] = counts.get(state, 0) + 1
+        routers = GaugeMetricFamily(
+            "astara_routers", "Routers by the state of their service VM(s)", labels=["state"]
+        )
+        for state, count in counts.items():
+            routers.add_metric([state], count)
+        yield routers
+        root = resolver = 0
+        for inbox in _snapshot(_inboxes.__iter__):
+            root += _qsize(inbox.runtime.root)
+            resolver += _qsize(inbox.resolver)
+        depth = GaugeMetricFamily(
+            "astara_inbox_depth",
+            "Messages waiting in the mailboxes the inbox feeds (root: events and commands for "
+            "the tree; resolver: notifications still to be resolved to routers)",
+            labels=["actor"],
+        )
+        depth.add_metric(["root"], root)
+        depth.add_metric(["resolver"], resolver)
+        yield depth
+
+
+REGISTRY.register(_Live())
+
+
+def exposition() -> str:
+    """This process's metrics in the Prometheus text format (version 0.0.4)."""
+    return generate_latest(REGISTRY).decode("utf-8")

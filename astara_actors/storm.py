@@ -1,0 +1,199 @@
+"""Storm protection: a cap on concurrent boots and a liveness circuit breaker.
+
+When a large share of routers stops answering at once, the cause is almost never that many VMs
+dying together: it is the management network, a hypervisor's networking, or the cloud. Rebuilding
+them all would turn a network blip into a failover storm that hammers Nova and Neutron and
+replaces VMs that were fine. So, process-wide:
+
+* **the breaker** opens when more than ``threshold`` of the monitored routers (those whose VM has
+  answered at least once) are failing liveness at the same moment, and at least
+  ``min_failures`` of them. A router counts as failing from its first failed probe until it
+  answers again, is rebuilt or goes away; since a rebuild is decided only ``dead_vm_timeout``
+  after that first failure, every router that failed within that detection window has been
+  counted before any of them is replaced. While open, no VM is deleted for not answering (an
+  operator's ``rebuild`` still is): the routers keep probing and come back by themselves. The
+  breaker closes when the failing share falls to half the threshold (hysteresis) or below
+  ``min_failures``.
+* **the cap** bounds boots in progress at once (``rebuild_concurrency``); a router over the cap
+  waits and retries. A boot's slot is held until the router is configured, in ERROR, gone, or
+  ``slot_timeout`` passed (a safety net for a slot whose holder vanished).
+
+Thread-safe: router actors run on their own threads and call in concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import metrics
+
+__all__ = ["StormGuard"]
+
+LOG = logging.getLogger(__name__)
+
+
+class StormGuard:
+    """Shared by every router of one orchestrator process."""
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.2,
+        min_failures: int = 5,
+        concurrency: int = 20,
+        slot_timeout: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[StormGuard], None] | None = None,
+    ) -> None:
+        if not 0 < threshold <= 1:
+            raise ValueError("threshold must be in (0, 1]")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.threshold = threshold
+        self.min_failures = max(1, min_failures)
+        self.concurrency = concurrency
+        self.slot_timeout = slot_timeout
+        self._clock = clock
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._monitored: set[str] = set()
+        self._failing: dict[str, float] = {}  # router -> when its failure was first seen
+        self._open_since: float | None = None
+        self._held: set[str] = set()  # routers whose replacement is being held
+        self._held_total = 0
+        self._slots: dict[str, float] = {}  # router -> when its boot took a slot
+        self._waiting_total = 0
+
+    # ------------------------------------------------------------------ liveness
+    def observe(self, router_id: str, alive: bool) -> None:
+        """A probe of a router whose VM has answered before: did it answer now?"""
+        with self._lock:
+            self._monitored.add(router_id)
+            if alive:
+                self._failing.pop(router_id, None)
+                self._held.discard(router_id)
+            elif router_id not in self._failing:
+                self._failing[router_id] = self._clock()
+            changed = self._evaluate()
+        if changed:
+            self._changed()
+
+    def forget(self, router_id: str) -> None:
+        """The router is gone (deleted, handed over, actor stopped), or its VM was replaced."""
+        with self._lock:
+            self._monitored.discard(router_id)
+            self._failing.pop(router_id, None)
+            self._held.discard(router_id)
+            self._slots.pop(router_id, None)
+            changed = self._evaluate()
+        if changed:
+            self._changed()
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            return self._open_since is not None
+
+    def may_replace(self, router_id: str) -> bool:
+        """May a silent VM of ``router_id`` be deleted and rebuilt now? False while open
+        (the hold is counted once per router and logged by the caller)."""
+        with self._lock:
+            if self._open_since is None:
+                return True
+            if router_id not in self._held:
+                self._held.add(router_id)
+                self._held_total += 1
+                metrics.REBUILDS_HELD.inc()
+            return False
+
+    # ------------------------------------------------------------------ boot cap
+    def take_slot(self, router_id: str) -> bool:
+        """A boot may start (True), or the cap is reached (False: retry later). Idempotent."""
+        with self._lock:
+            now = self._clock()
+            if router_id in self._slots:
+                return True
+            for holder, since in list(self._slots.items()):
+                if now - since >= self.slot_timeout:
+                    LOG.warning("boot slot of router %s reclaimed after %.0f s", holder,
+                                now - since)
+                    del self._slots[holder]
+            if len(self._slots) >= self.concurrency:
+                self._waiting_total += 1
+                return False
+            self._slots[router_id] = now
+            in_progress = len(self._slots)
+        metrics.REBUILDS_IN_PROGRESS.set(in_progress)
+        return True
+
+    def free_slot(self, router_id: str) -> None:
+        with self._lock:
+            if self._slots.pop(router_id, None) is None:
+                return
+            in_progress = len(self._slots)
+        metrics.REBUILDS_IN_PROGRESS.set(in_progress)
+
+    # ------------------------------------------------------------------ views
+    def dump(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "breaker": "open" if self._open_since is not None else "closed",
+                "open_for_s": (round(self._clock() - self._open_since, 1)
+                               if self._open_since is not None else None),
+                "failing": len(self._failing),
+                "monitored": len(self._monitored),
+                "failing_share": round(self._share(), 3),
+                "threshold": self.threshold,
+                "min_failures": self.min_failures,
+                "rebuilds_held": len(self._held),
+                "rebuilds_held_total": self._held_total,
+                "boots_in_progress": len(self._slots),
+                "boot_cap": self.concurrency,
+                "boots_waited_for_cap": self._waiting_total,
+            }
+
+    # ------------------------------------------------------------------ internals
+    def _share(self) -> float:
+        return len(self._failing) / len(self._monitored) if self._monitored else 0.0
+
+    def _evaluate(self) -> bool:
+        """Open or close the breaker; caller holds the lock. True if it changed."""
+        failing, share = len(self._failing), self._share()
+        metrics.LIVENESS_FAILING_SHARE.set(share)
+        if self._open_since is None:
+            if failing >= self.min_failures and share > self.threshold:
+                self._open_since = self._clock()
+                LOG.error(
+                    "CIRCUIT BREAKER OPEN: %d of %d routers (%.0f%%) fail liveness at once "
+                    "(threshold %.0f%%): likely a management-network or cloud problem, not dead "
+                    "VMs. Automatic rebuilds are held until liveness returns; "
+                    "`astara-ctl router rebuild` still works.",
+                    failing, len(self._monitored), 100 * share, 100 * self.threshold,
+                )
+                metrics.BREAKER_OPEN.set(1)
+                return True
+            return False
+        if failing < self.min_failures or share <= self.threshold / 2:
+            LOG.warning(
+                "circuit breaker closed after %.0f s: %d of %d routers fail liveness (%.0f%%); "
+                "automatic rebuilds resume (%d were held)",
+                self._clock() - self._open_since, failing, len(self._monitored), 100 * share,
+                len(self._held),
+            )
+            self._open_since = None
+            self._held.clear()
+            metrics.BREAKER_OPEN.set(0)
+            return True
+        return False
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(self)
+            except Exception:  # noqa: BLE001 - a listener's bug must not break a probe
+                LOG.exception("storm guard listener failed")
+

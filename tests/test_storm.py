@@ -1,0 +1,172 @@
+"""Storm protection: the liveness circuit breaker and the boot cap, alone and in the instance
+manager (in-memory cloud, fake clock: no sleeps)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.events import InstanceState as S
+from astara_actors.instance import InstanceManager
+from astara_actors.storm import StormGuard
+
+TENANT = "tenant-1"
+BOOT_DELAY = 30.0
+
+
+def routers(n: int) -> list[str]:
+    return [f"r{i:02d}" for i in range(n)]
+
+
+# ------------------------------------------------------------------------------ the guard
+def test_the_breaker_opens_above_the_threshold_and_closes_at_half_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = StormGuard(threshold=0.2, min_failures=3)
+    fleet = routers(20)
+    for r in fleet:
+        guard.observe(r, True)
+    for r in fleet[:4]:  # 20 %: not more than the threshold
+        guard.observe(r, False)
+    assert not guard.is_open and guard.may_replace(fleet[0])
+    caplog.set_level(logging.WARNING, logger="astara_actors.storm")
+    guard.observe(fleet[4], False)  # 25 %
+    assert guard.is_open
+    assert "CIRCUIT BREAKER OPEN: 5 of 20 routers (25%)" in caplog.text
+    assert not guard.may_replace(fleet[0])
+    assert not guard.may_replace(fleet[0])  # counted once per router
+    assert guard.dump()["rebuilds_held_total"] == 1
+
+    for r in fleet[:2]:  # 3 failing = 15 %: still above half the threshold (hysteresis)
+        guard.observe(r, True)
+    assert guard.is_open
+    guard.observe(fleet[2], True)  # 2 failing = 10 %: closes
+    assert not guard.is_open
+    assert "circuit breaker closed" in caplog.text
+    assert guard.may_replace(fleet[3])
+
+
+def test_a_small_cloud_still_heals_itself_below_min_failures() -> None:
+    guard = StormGuard(threshold=0.2, min_failures=5)
+    for r in routers(3):
+        guard.observe(r, True)
+    guard.observe("r00", False)  # 33 %, but one dead VM is just a dead VM
+    assert not guard.is_open and guard.may_replace("r00")
+
+
+def test_a_router_that_goes_away_or_is_rebuilt_stops_counting() -> None:
+    guard = StormGuard(threshold=0.2, min_failures=1)
+    for r in routers(4):
+        guard.observe(r, True)
+    guard.observe("r00", False)
+    assert guard.is_open
+    guard.forget("r00")
+    assert not guard.is_open
+    assert guard.dump()["monitored"] == 3
+
+
+def test_the_boot_cap_admits_up_to_concurrency_and_reclaims_a_stale_slot() -> None:
+    clock = FakeClock()
+    guard = StormGuard(concurrency=2, slot_timeout=100.0, clock=clock)
+    assert guard.take_slot("a") and guard.take_slot("b")
+    assert guard.take_slot("a"), "taking a held slot again is a no-op"
+    assert not guard.take_slot("c")
+    guard.free_slot("a")
+    assert guard.take_slot("c")
+    clock.advance(100.0)
+    assert guard.take_slot("d"), "a slot held past slot_timeout is reclaimed"
+    assert guard.dump()["boots_waited_for_cap"] == 1
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_a_threshold_outside_0_1_is_refused(threshold: float) -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        StormGuard(threshold=threshold)
+
+
+# --------------------------------------------------------------- in the instance manager
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cloud(clock: FakeClock) -> MemoryCloud:
+    return MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, delete_delay=5.0)
+
+
+def fleet(cloud: MemoryCloud, clock: FakeClock, guard: StormGuard, n: int) -> dict[str, InstanceManager]:
+    """``n`` configured routers watched by ``guard``."""
+    settings = cloud.settings(dead_vm_timeout=30.0, boot_timeout=600.0)
+    managers = {}
+    for _ in range(n):
+        rid = cloud.add_router(TENANT)
+        managers[rid] = InstanceManager(
+            rid, TENANT, network=cloud.network, compute=cloud.compute, appliance=cloud.appliance,
+            settings=settings, clock=clock, guard=guard,
+        )
+    for im in managers.values():
+        assert im.boot() is S.BOOTING
+    clock.advance(BOOT_DELAY)
+    for im in managers.values():
+        assert im.update_state() is S.UP and im.configure() is S.CONFIGURED
+    return managers
+
+
+def test_silent_appliances_above_the_threshold_are_not_replaced_and_recover_in_place(
+    cloud: MemoryCloud, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = StormGuard(threshold=0.2, min_failures=3, clock=clock)
+    managers = fleet(cloud, clock, guard, 10)
+    silent = list(managers)[:3]  # 30 %
+    for rid in silent:
+        cloud.set_appliance(rid, dead=True)
+    caplog.set_level(logging.WARNING)
+    for _ in range(5):  # polls long past dead_vm_timeout
+        for im in managers.values():
+            im.update_state()
+        clock.advance(30.0)
+    assert guard.is_open
+    assert cloud.calls["delete_server"] == 0, "rebuilt while the breaker was open"
+    assert sum("replacement held: circuit breaker open" in r.getMessage()
+               for r in caplog.records) == 3, "the hold is logged once per VM"
+
+    for rid in silent:  # the management network is back
+        cloud.set_appliance(rid, dead=False)
+    for im in managers.values():
+        im.update_state()
+    assert not guard.is_open
+    assert cloud.calls["delete_server"] == 0 and cloud.calls["create_server"] == 10
+    assert all(im.state in (S.UP, S.CONFIGURED) for im in managers.values())
+
+
+def test_below_the_threshold_a_silent_vm_is_replaced_as_usual(
+    cloud: MemoryCloud, clock: FakeClock
+) -> None:
+    guard = StormGuard(threshold=0.2, min_failures=1, clock=clock)
+    managers = fleet(cloud, clock, guard, 10)
+    dead = next(iter(managers))
+    cloud.set_appliance(dead, dead=True)
+    managers[dead].update_state()
+    clock.advance(31.0)
+    managers[dead].update_state()
+    assert not guard.is_open
+    assert cloud.calls["delete_server"] == 1
+
+
+def test_boots_over_the_cap_wait_for_a_slot(cloud: MemoryCloud, clock: FakeClock) -> None:
+    guard = StormGuard(concurrency=2, clock=clock)
+    settings = cloud.settings()
+    managers = [
+        InstanceManager(rid, TENANT, network=cloud.network, compute=cloud.compute,
+                        appliance=cloud.appliance, settings=settings, clock=clock, guard=guard)
+        for rid in (cloud.add_router(TENANT) for _ in range(3))
+    ]
+    assert [im.boot() for im in managers] == [S.BOOTING, S.BOOTING, S.DOWN]
+    assert cloud.calls["create_server"] == 2
+    assert managers[2].attempts == 0, "waiting for the cap is not a failed boot attempt"
+    clock.advance(BOOT_DELAY)
+    assert managers[0].update_state() is S.UP and managers[0].configure() is S.CONFIGURED
+    assert managers[2].boot() is S.BOOTING, "a configured router frees its slot"
