@@ -6,7 +6,9 @@ always give an equal payload (the instance manager compares payloads to detect d
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +17,7 @@ from .models import NetworkInfo, Port, Router, Subnet
 from .settings import Settings
 
 __all__ = [
+    "config_digest",
     "EXTERNAL",
     "INTERNAL",
     "MANAGEMENT",
@@ -246,3 +249,9 @@ def build_user_data(management_port: Port, management_cidr: str, settings: Setti
         address=f"{ip}/{prefixlen}",
         ssh_public_key=settings.ssh_public_key.strip(),
     )
+
+
+def config_digest(payload: Mapping[str, Any]) -> bytes:
+    """A stable digest of a config payload: what is kept of a pushed config, to detect drift."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).digest()

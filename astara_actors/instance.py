@@ -14,7 +14,7 @@ from typing import Any
 
 from . import metrics
 from ._vms import Vm, VmCloud, networks_of
-from .config import build_router_config
+from .config import build_router_config, config_digest
 from .errors import CloudError, RouterGone
 from .events import NEUTRON_STATUS, InstanceState
 from .log import router_logger
@@ -68,7 +68,7 @@ class InstanceManager:
         self._error_reason = ""
         self._push_failures = 0
         self._replug_started: float | None = None
-        self._pushed: dict[str, dict[str, Any]] = {}
+        self._pushed: dict[str, bytes] = {}  # server id -> digest of the config it accepted
         self._neutron_status: str | None = None
         self._name = ""
         metrics.track_instance(self)  # astara_routers{state} reads .state when scraped
@@ -206,7 +206,7 @@ class InstanceManager:
                 self._log.warning("config push to %s failed: %s", vm.name, exc)
                 continue
             metrics.CONFIG_PUSHES.inc()
-            self._pushed[vm.id] = payload
+            self._pushed[vm.id] = config_digest(payload)
             pushed += 1
         if not pushed:
             return self._push_failed("no VM took the config")
@@ -304,8 +304,9 @@ class InstanceManager:
 
     # ------------------------------------------------------------------ drift
     @property
-    def pushed_configs(self) -> Mapping[str, Mapping[str, Any]]:
-        """The last payload each VM accepted, by server id."""
+    def pushed_digests(self) -> Mapping[str, bytes]:
+        """The digest of the last payload each VM accepted, by server id (payloads themselves
+        are not kept: a few KiB per router, times 10,000)."""
         return dict(self._pushed)
 
     def config_drifted(self) -> bool:
@@ -326,7 +327,8 @@ class InstanceManager:
             return False
         if desired is None:
             return True
-        return any(self._pushed.get(sid) != payload for sid, payload in desired.items())
+        return any(self._pushed.get(sid) != config_digest(payload)
+                   for sid, payload in desired.items())
 
     # ------------------------------------------------------------------ helpers
     @property

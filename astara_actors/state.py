@@ -595,10 +595,10 @@ class Automaton:
             return  # each boot check is one "CheckBoot -> CalcAction" entry, counted
         t = Transition(
             at=self.clock(),
-            action=str(action),
+            action=action.value,  # the enum's own str: shared, not one copy per transition
             source=source.name,
             target=target.name,
-            instance=str(self.instance.state),
+            instance=self.instance.state.value,
             note=self.note,
         )
         last = self.history[-1] if self.history else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.config import config_digest
 from astara_actors.errors import NetworkError
 from astara_actors.events import InstanceState as S
 from astara_actors.instance import InstanceManager
@@ -78,7 +79,7 @@ def test_vm_boots_comes_up_and_takes_its_config_with_the_right_interface_names(c
     assert payload["default_v4_gateway"] == "172.24.0.1"
     assert payload["hostname"] == f"ak-{TENANT}"
     assert im.attempts == 1
-    assert im.pushed_configs == {server["id"]: payload}
+    assert im.pushed_digests == {server["id"]: config_digest(payload)}
 
 
 def test_one_vrrp_port_per_network_even_when_the_router_has_two_ports_on_it(cloud, clock):
