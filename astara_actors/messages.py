@@ -44,9 +44,12 @@ class Dump:
     """Ask for a state dump of the receiver and its subtree (answered, never told).
 
     With ``router_id``, the root and tenants answer with that one router's dump (or None).
+    With ``summaries``, tenants list their routers' summaries from the board (see
+    :mod:`astara_actors.board`) instead of asking each router for its full dump.
     """
 
     router_id: str | None = None
+    summaries: bool = False
 
 
 @dataclass(frozen=True, slots=True)

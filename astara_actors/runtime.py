@@ -15,6 +15,7 @@ from .actors.poller import HealthPoller
 from .actors.router import RouterActor
 from .actors.scheduler import Scheduler
 from .actors.tenant import TenantActor
+from .board import Board
 from .events import Event
 from .instance import InstanceManager
 from .log import router_logger
@@ -67,6 +68,7 @@ class Runtime:
         self.owns = owns  # cluster mode: does this member own a tenant (None: every tenant)
         self.claim, self.release = claim, release  # ... and its lease (None: always granted)
         self.scheduler = Scheduler(clock=clock)
+        self.board = Board(clock=clock)  # every router's latest dump, for fast listings
         self.storm = StormGuard(
             threshold=settings.breaker_threshold,
             min_failures=settings.breaker_min_failures,
@@ -126,10 +128,15 @@ class Runtime:
     def deliver(self, event: Event) -> None:
         self.tell(Deliver(event))
 
-    def dump(self, router_id: str | None = None, timeout: float | None = None) -> Any:
-        """The supervision tree with every router's dump, or one router's dump (None if unknown)."""
+    def dump(
+        self, router_id: str | None = None, timeout: float | None = None, summaries: bool = False
+    ) -> Any:
+        """The supervision tree with every router's dump, or one router's dump (None if unknown).
+
+        ``summaries``: each router as its board summary (fast at any size; no history)."""
         assert self.root is not None, "Runtime.start() first"
-        return self.root.ask(Dump(router_id), timeout=timeout or self.settings.ask_timeout * 2)
+        return self.root.ask(Dump(router_id, summaries),
+                             timeout=timeout or self.settings.ask_timeout * 2)
 
     # --- factories handed down the tree
     def _policy(self) -> RestartPolicy:
@@ -164,6 +171,7 @@ class Runtime:
             poller=self.poller,
             settings=self.settings,
             policy=self._policy(),
+            board=self.board,
             **kwargs,
         )
 
@@ -176,5 +184,6 @@ class Runtime:
             settings=self.settings,
             clock=self.clock,
             rand=self.rand,
+            board=self.board,
             **kwargs,
         )

@@ -394,6 +394,9 @@ STATES: dict[str, State] = {
 }
 
 
+_QUIET_POLL = frozenset({(CALC_ACTION, ALIVE), (ALIVE, CALC_ACTION)})
+
+
 class Automaton:
     """One router's state machine; driven by its actor, one :meth:`update` at a time."""
 
@@ -424,6 +427,7 @@ class Automaton:
         self.note = ""
         self.failures = 0  # consecutive failed or waiting steps, for the retry backoff
         self.polls = 0  # polls of a configured router since its config was last compared
+        self.last_poll_at: float | None = None  # the last healthy poll (not in the history)
         self.error_since: float | None = None
         self.error_reason = ""
         self.error_count = 0  # errors since the router was last configured
@@ -544,6 +548,9 @@ class Automaton:
                 "count": self.error_count,
                 "retry_in": None if self.error_retry_at is None else round(max(0.0, self.error_retry_at - now), 3),
             },
+            "last_poll_at": self.last_poll_at,
+            "last_poll_age_s": (None if self.last_poll_at is None
+                                else round(now - self.last_poll_at, 3)),
             "transitions": [{**asdict(t), "age_s": round(now - t.at, 3)} for t in self.history],
         }
 
@@ -590,6 +597,12 @@ class Automaton:
 
     def _record(self, action: Action, source: State, target: State) -> None:
         if source is target and not self.note:
+            return
+        if (action == Action.POLL and not self.note and self.instance.state == C
+                and (source, target) in _QUIET_POLL):
+            # A healthy poll walks CalcAction -> Alive -> CalcAction: kept as a time, not as
+            # two history entries per poll (which would push the real transitions out).
+            self.last_poll_at = self.clock()
             return
         if source is CALC_ACTION and target is CHECK_BOOT and not self.note:
             return  # each boot check is one "CheckBoot -> CalcAction" entry, counted

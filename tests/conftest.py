@@ -23,7 +23,8 @@ class ObservedInstance:
     """Wraps an instance manager and notifies a condition after every call the machine makes."""
 
     CALLS = frozenset(
-        {"update_state", "boot", "configure", "replug", "stop", "set_error", "clear_error"}
+        {"update_state", "check_alive", "boot", "configure", "replug", "stop", "set_error",
+         "clear_error"}
     )
 
     def __init__(self, inner: InstanceManager, changed: threading.Condition) -> None:

@@ -20,7 +20,7 @@ from astara_actors.messages import (
     ManageTenant,
 )
 
-from .conftest import Harness
+from .conftest import WAIT, Harness
 
 T1, T2 = "tenant-1", "tenant-2"
 
@@ -396,3 +396,43 @@ def test_a_tenant_starts_only_once_its_lease_is_ours_and_gives_it_back_once_stop
     h.wait_for(lambda: bool(released), what="the lease given back")
     assert released == [(T1, [])], "the lease went back while the tenant subtree still ran"
     assert len(cloud.servers_of(router)) == 1
+
+
+def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness()
+    create(h, router, T1)
+    h.runtime.deliver(Event(router, T1, Action.POLL))  # the first poll walks Alive -> CalcAction
+    flush(h, router)
+    published: list[str] = []
+    board = h.runtime.board
+    publish = board.publish
+    board.publish = lambda rid, dump, ref: (published.append(dump["state"]), publish(rid, dump, ref))
+
+    for _ in range(5):  # quiet polls change nothing a dump shows: nothing is republished
+        h.runtime.deliver(Event(router, T1, Action.POLL))
+    flush(h, router)
+    assert published == []
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck() -> Any:
+        entered.set()
+        release.wait(WAIT)
+        return h.instance(router).state
+
+    h.instance(router).check_alive = stuck  # the next poll blocks the router's actor
+    h.runtime.deliver(Event(router, T1, Action.POLL))
+    assert entered.wait(WAIT)
+    try:
+        (summary,) = board.summaries()  # answered at once: the busy router is not asked
+        assert summary["router_id"] == router and summary["instance_state"] == "configured"
+        assert summary["last_transition"]["age_s"] >= 0
+        assert summary["last_poll_age_s"] is not None and summary["last_poll_age_s"] >= 0
+        tree = h.runtime.dump(summaries=True)
+        assert [r["router_id"] for t in tree["tenants"] for r in t["routers"]] == [router]
+    finally:
+        release.set()

@@ -104,8 +104,8 @@ class OrchestratorActor(pykka.ThreadingActor):
         match message:
             case Deliver(event=event):
                 self._deliver(event)
-            case Dump(router_id=None):
-                return self.dump()
+            case Dump(router_id=None, summaries=summaries):
+                return self.dump(summaries)
             case Dump(router_id=router_id):
                 return self._dump_router(router_id)
             case LogDump():
@@ -147,10 +147,12 @@ class OrchestratorActor(pykka.ThreadingActor):
                 LOG.warning("orchestrator ignored unexpected message %r", message)
         return None
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self, summaries: bool = False) -> dict[str, Any]:
+        """The tree; with ``summaries`` each router is its board summary (no router asked)."""
         assert self.tenants is not None
         tenants = []
-        for child, answer in self.tenants.ask_all(Dump(), self.settings.ask_timeout):
+        for child, answer in self.tenants.ask_all(Dump(summaries=summaries),
+                                                  self.settings.ask_timeout):
             if isinstance(answer, dict) and "unavailable" in answer:
                 answer = {"tenant_id": child.key, "routers": [], **answer}
             answer["restarts"] = self.tenants.restarts(child.key)

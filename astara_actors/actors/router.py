@@ -12,6 +12,7 @@ from typing import Any
 import pykka
 
 from .. import metrics
+from ..board import Board
 from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
 from ..log import router_logger
 from ..messages import (
@@ -63,8 +64,12 @@ class RouterActor(pykka.ThreadingActor):
         silenced: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        board: Board | None = None,
     ) -> None:
         super().__init__()
+        self.board = board
+        self._published: tuple[Any, ...] | None = None
+        self._polled_at: float | None = None
         self.router_id = router_id
         self.tenant_id = tenant_id
         self.parent = parent
@@ -86,6 +91,7 @@ class RouterActor(pykka.ThreadingActor):
     # --- lifecycle
     def on_start(self) -> None:
         if self.failure is None:
+            self._publish()
             return
         self._synced = True  # a sync now would overwrite ERROR; the retry re-reads the cloud
         try:
@@ -95,6 +101,11 @@ class RouterActor(pykka.ThreadingActor):
             # pykka does not call on_failure for on_start: tell the parent ourselves.
             self.on_failure(*sys.exc_info())
             raise
+        self._publish()
+
+    def on_stop(self) -> None:
+        if self.board is not None:
+            self.board.withdraw(self.router_id, self.actor_ref)
 
     def on_failure(
         self,
@@ -110,6 +121,12 @@ class RouterActor(pykka.ThreadingActor):
 
     # --- messages
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        finally:
+            self._publish()
+
+    def _handle(self, message: Any) -> Any:
         match message:
             case Deliver(event=event):
                 self._deliver(event)
@@ -148,6 +165,23 @@ class RouterActor(pykka.ThreadingActor):
         return dump
 
     # --- internals
+    def _publish(self) -> None:
+        """Put our dump on the board if anything a dump shows has changed (not on quiet polls)."""
+        if self.board is None:
+            return
+        if self.sm.last_poll_at is not None and self.sm.last_poll_at != self._polled_at:
+            self._polled_at = self.sm.last_poll_at
+            self.board.polled(self.router_id, self._polled_at)
+        history = self.sm.history
+        key = (self.sm.state, history[-1] if history else None, self.instance.state,
+               tuple(self.silenced.items()), self.sm.failures)
+        if key == self._published:
+            return
+        self._published = key
+        dump = self.dump()
+        del dump["mailbox"]  # read live from the mailbox by the board's readers
+        self.board.publish(self.router_id, dump, self.actor_ref)
+
     def _deliver(self, event: Event) -> None:
         if self.silenced:
             self.log.debug("in debug mode: %s dropped", event.action)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pykka
 
+from ..board import Board
 from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
 from ..messages import (
     ChildFailed,
@@ -63,8 +64,10 @@ class TenantActor(pykka.ThreadingActor):
         routers: tuple[str, ...] = (),
         silenced: dict[str, str] | None = None,
         router_debug: dict[str, str] | None = None,
+        board: Board | None = None,
     ) -> None:
         super().__init__()
+        self.board = board
         self.tenant_id = tenant_id
         self.parent = parent
         self.router_factory = router_factory
@@ -120,8 +123,8 @@ class TenantActor(pykka.ThreadingActor):
         match message:
             case Deliver(event=event):
                 self._deliver(event)
-            case Dump(router_id=None):
-                return self.dump()
+            case Dump(router_id=None, summaries=summaries):
+                return self.dump(summaries)
             case Dump(router_id=router_id):
                 return self._dump_router(router_id)
             case RouterExited(router_id=router_id):
@@ -148,10 +151,18 @@ class TenantActor(pykka.ThreadingActor):
                 LOG.warning("tenant %s ignored unexpected message %r", self.tenant_id, message)
         return None
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self, summaries: bool = False) -> dict[str, Any]:
         assert self.children is not None
         routers = []
-        for child, answer in self.children.ask_all(Dump(), self.settings.ask_timeout):
+        if summaries and self.board is not None:
+            for child in self.children:
+                summary = self.board.summary(child.key) or {
+                    "router_id": child.key, "tenant_id": self.tenant_id, "unavailable": "starting"}
+                summary["restarts"] = self.children.restarts(child.key)
+                routers.append(summary)
+        answers = [] if summaries and self.board is not None else self.children.ask_all(
+            Dump(), self.settings.ask_timeout)
+        for child, answer in answers:
             if isinstance(answer, dict) and "unavailable" in answer:
                 answer = {"router_id": child.key, "tenant_id": self.tenant_id, **answer}
             answer["restarts"] = self.children.restarts(child.key)
