@@ -74,6 +74,8 @@ class Runtime:
             min_failures=settings.breaker_min_failures,
             concurrency=settings.rebuild_concurrency,
             slot_timeout=settings.boot_timeout,
+            window=settings.dead_vm_timeout,
+            period=settings.health_check_period,
             clock=clock,
         )
         self.poller: pykka.ActorRef[Any] | None = None

@@ -18,8 +18,8 @@ class Settings:
     # --- state machine and instance manager (inventory §2.7, §2.10)
     reboot_error_threshold: int = 5  # boots without reaching "configured" before ERROR
     boot_timeout: float = 600.0  # a VM that has not answered after this long is replaced
-    dead_vm_timeout: float = 30.0  # a VM that answered, then went silent this long, is replaced
-    boot_check_interval: float = 5.0  # seconds between liveness checks of a booting VM
+    dead_vm_timeout: float = 5.0  # a VM that answered, then went silent this long, is replaced
+    boot_check_interval: float = 2.0  # seconds between liveness checks of a booting VM
     error_state_cooldown: float = 30.0  # events ignored this long after entering ERROR
     error_retry_max: float = 900.0  # cap of the automatic retry backoff of an errored router
     alive_timeout: float = 3.0  # appliance GET /v1/firewall/rules timeout
@@ -32,7 +32,7 @@ class Settings:
     transition_history: int = 20  # transitions kept per router for dumps
 
     # --- health polling
-    health_check_period: float = 60.0  # every router is polled once per period
+    health_check_period: float = 10.0  # every router is polled once per period
     config_check_polls: int = 10  # every Nth poll compares desired and pushed config (0: never)
 
     # --- storm protection (astara_actors.storm)

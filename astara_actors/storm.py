@@ -5,15 +5,18 @@ dying together: it is the management network, a hypervisor's networking, or the 
 them all would turn a network blip into a failover storm that hammers Nova and Neutron and
 replaces VMs that were fine. So, process-wide:
 
-* **the breaker** opens when more than ``threshold`` of the monitored routers (those whose VM has
-  answered at least once) are failing liveness at the same moment, and at least
-  ``min_failures`` of them. A router counts as failing from its first failed probe until it
-  answers again, is rebuilt or goes away; since a rebuild is decided only ``dead_vm_timeout``
-  after that first failure, every router that failed within that detection window has been
-  counted before any of them is replaced. While open, no VM is deleted for not answering (an
-  operator's ``rebuild`` still is): the routers keep probing and come back by themselves. The
-  breaker closes when the failing share falls to half the threshold (hysteresis) or below
-  ``min_failures``.
+* **the breaker** opens when more than ``threshold`` of the routers fail liveness within one
+  detection window (``window``, the ``dead_vm_timeout``), and at least ``min_failures`` of
+  them. A router counts as failing from its first failed probe until it answers again, is
+  rebuilt or goes away; the first rebuild is decided one window after the first failure, when
+  only part of the fleet has been probed since (polls are spread over ``period``). So the share
+  is estimated from what was seen within the window: the polls of the window are a sample of
+  the fleet (their order does not depend on failures), so the share is the failing routers
+  over those plus the routers that answered within the window — exact when the first rebuild
+  is decided, leaning towards "open" afterwards as more failures are found. While open, no VM is
+  deleted for not answering (an operator's ``rebuild`` still is): the routers keep probing and
+  come back by themselves. The breaker closes when the failing share falls to half the
+  threshold (hysteresis) or below ``min_failures``.
 * **the cap** bounds boots in progress at once (``rebuild_concurrency``); a router over the cap
   waits and retries. A boot's slot is held until the router is configured, in ERROR, gone, or
   ``slot_timeout`` passed (a safety net for a slot whose holder vanished).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +50,8 @@ class StormGuard:
         min_failures: int = 5,
         concurrency: int = 20,
         slot_timeout: float = 600.0,
+        window: float = 30.0,
+        period: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[StormGuard], None] | None = None,
     ) -> None:
@@ -57,11 +63,14 @@ class StormGuard:
         self.min_failures = max(1, min_failures)
         self.concurrency = concurrency
         self.slot_timeout = slot_timeout
+        self.horizon = max(1e-3, min(window, period))  # healthy probes count this long
         self._clock = clock
         self._on_change = on_change
         self._lock = threading.Lock()
         self._monitored: set[str] = set()
         self._failing: dict[str, float] = {}  # router -> when its failure was first seen
+        self._healthy_at: dict[str, float] = {}  # router -> its last good probe, within horizon
+        self._healthy_order: deque[tuple[float, str]] = deque()  # to expire _healthy_at
         self._open_since: float | None = None
         self._held: set[str] = set()  # routers whose replacement is being held
         self._held_total = 0
@@ -72,12 +81,16 @@ class StormGuard:
     def observe(self, router_id: str, alive: bool) -> None:
         """A probe of a router whose VM has answered before: did it answer now?"""
         with self._lock:
+            now = self._clock()
             self._monitored.add(router_id)
             if alive:
                 self._failing.pop(router_id, None)
                 self._held.discard(router_id)
-            elif router_id not in self._failing:
-                self._failing[router_id] = self._clock()
+                self._healthy_at[router_id] = now
+                self._healthy_order.append((now, router_id))
+            else:
+                self._healthy_at.pop(router_id, None)
+                self._failing.setdefault(router_id, now)
             changed = self._evaluate()
         if changed:
             self._changed()
@@ -87,6 +100,7 @@ class StormGuard:
         with self._lock:
             self._monitored.discard(router_id)
             self._failing.pop(router_id, None)
+            self._healthy_at.pop(router_id, None)
             self._held.discard(router_id)
             self._slots.pop(router_id, None)
             changed = self._evaluate()
@@ -158,7 +172,15 @@ class StormGuard:
 
     # ------------------------------------------------------------------ internals
     def _share(self) -> float:
-        return len(self._failing) / len(self._monitored) if self._monitored else 0.0
+        """Failing share of the fleet, estimated from the probes of the last horizon."""
+        now, order, healthy_at = self._clock(), self._healthy_order, self._healthy_at
+        while order and now - order[0][0] > self.horizon:
+            at, router_id = order.popleft()
+            if healthy_at.get(router_id) == at:
+                del healthy_at[router_id]
+        failing = len(self._failing)
+        total = failing + len(healthy_at)
+        return failing / total if total else 0.0
 
     def _evaluate(self) -> bool:
         """Open or close the breaker; caller holds the lock. True if it changed."""

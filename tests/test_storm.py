@@ -149,9 +149,10 @@ def test_below_the_threshold_a_silent_vm_is_replaced_as_usual(
     managers = fleet(cloud, clock, guard, 10)
     dead = next(iter(managers))
     cloud.set_appliance(dead, dead=True)
-    managers[dead].update_state()
-    clock.advance(31.0)
-    managers[dead].update_state()
+    for step in (0.0, 29.0, 2.0):  # every router polled; the dead one judged after 30 s
+        clock.advance(step)
+        for im in managers.values():
+            im.update_state()
     assert not guard.is_open
     assert cloud.calls["delete_server"] == 1
 
@@ -170,3 +171,29 @@ def test_boots_over_the_cap_wait_for_a_slot(cloud: MemoryCloud, clock: FakeClock
     clock.advance(BOOT_DELAY)
     assert managers[0].update_state() is S.UP and managers[0].configure() is S.CONFIGURED
     assert managers[2].boot() is S.BOOTING, "a configured router frees its slot"
+
+
+def test_the_share_is_estimated_from_the_routers_probed_within_the_window() -> None:
+    """Polls are spread over the period: one window after the first failure only part of the
+    fleet was probed; those polls are the sample the share is estimated from."""
+    clock = FakeClock()
+    guard = StormGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
+    fleet = routers(100)
+    for r in fleet:  # a whole period of healthy polls
+        guard.observe(r, True)
+        clock.advance(0.1)
+    # 30 % go silent; within the next window half the fleet is polled
+    for i, r in enumerate(fleet[:50]):
+        guard.observe(r, i % 10 >= 3)
+        clock.advance(0.1)
+    assert guard.is_open, guard.dump()
+    assert 0.25 <= guard.dump()["failing_share"] <= 0.35
+
+    guard2 = StormGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
+    for r in fleet:
+        guard2.observe(r, True)
+        clock.advance(0.1)
+    for i, r in enumerate(fleet[:50]):  # 10 % silent: an ordinary bad day, rebuild them
+        guard2.observe(r, i % 10 != 0)
+        clock.advance(0.1)
+    assert not guard2.is_open, guard2.dump()
