@@ -101,6 +101,8 @@ class Inbox:
         if change is None:
             self._count("ignored")
             return
+        if change.kind in ("network", "subnet"):
+            self.runtime.networks.invalidate()  # the next pushes read them again
         assert self.resolver is not None
         self.resolver.tell(change)
         self._count("changes")

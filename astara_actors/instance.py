@@ -18,7 +18,8 @@ from .config import build_router_config, config_digest
 from .errors import CloudError, RouterGone
 from .events import NEUTRON_STATUS, InstanceState
 from .log import router_logger
-from .models import Interface, Router
+from .models import Interface, NetworkInfo, Router
+from .netcache import NetworkCache
 from .ports import Appliance, Clock, Compute, Network
 from .settings import Settings
 from .storm import StormGuard
@@ -27,6 +28,7 @@ __all__ = ["INTERFACES_TIMEOUT", "InstanceManager"]
 
 INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
 S = InstanceState
+_REUSE_ROUTER = 1.0  # seconds: a push reuses the router its traversal's refresh just read
 _SLOT_ENDS = frozenset({S.CONFIGURED, S.ERROR, S.GONE})  # a boot's cap slot is freed here
 
 
@@ -45,6 +47,7 @@ class InstanceManager:
         clock: Clock = time.monotonic,
         log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
         guard: StormGuard | None = None,
+        shared_networks: NetworkCache | None = None,
     ) -> None:
         self.router_id = router_id
         self.tenant_id = tenant_id
@@ -55,6 +58,10 @@ class InstanceManager:
         self._clock = clock
         self._log = log or router_logger(router_id)
         self._guard = guard  # storm protection shared by the process's routers (None: off)
+        self._shared_networks = shared_networks  # management/external networks, read once
+        # The router read by the last refresh, and when: the step right after it (a push, a
+        # boot, a drift check) uses it once instead of reading it again.
+        self._refreshed: tuple[Router, float] | None = None
         self._cloud = VmCloud(
             router_id, network=network, compute=compute, settings=settings, log=self._log
         )
@@ -84,13 +91,14 @@ class InstanceManager:
 
     def update_state(self) -> InstanceState:
         """Refresh from Neutron, Nova and the appliance; enforce the boot timeout."""
-        router = self._fetch_router()
+        router = self._fetch_router(refresh=True)
+        just_adopted = not self._adopted
         if router is None or not self._adopt():
             return self._state
         if isinstance(router, RouterGone):
             return self._set(S.GONE)
         try:
-            self._refresh()
+            self._refresh(servers_fresh=just_adopted)
         except CloudError as exc:
             self._log.warning("could not refresh the VMs from Nova: %s", exc)
             return self._state
@@ -147,7 +155,7 @@ class InstanceManager:
 
     def boot(self, image_id: str | None = None) -> InstanceState:
         """Create the missing VM(s) and their ports; BOOTING, or DOWN if the cloud refused."""
-        router = self._fetch_router()
+        router = self._fetch_router(reuse=True)
         if router is None or not self._adopt():
             return self._set(S.DOWN)
         if isinstance(router, RouterGone):
@@ -180,7 +188,7 @@ class InstanceManager:
         """Push the config once to every live VM (see the ``Instance`` port for results)."""
         if not self._adopt():
             return self._state
-        router = self._fetch_router()
+        router = self._fetch_router(reuse=True)
         if router is None:
             return self._push_failed("Neutron did not answer")
         if isinstance(router, RouterGone):
@@ -315,7 +323,7 @@ class InstanceManager:
         Interfaces that no longer match the router's networks count as drift (a replug is due).
         If Neutron or the appliance cannot be read, nothing is claimed: the next check decides.
         """
-        router = self._fetch_router()
+        router = self._fetch_router(reuse=True)  # the poll's refresh read it
         live = [vm for vm in self._members() if vm.alive and vm.address]
         if not isinstance(router, Router) or not live:
             return False
@@ -352,8 +360,17 @@ class InstanceManager:
             self._neutron_status = status
         return state
 
-    def _fetch_router(self) -> Router | RouterGone | None:
-        """The router, ``RouterGone`` if deleted, None if Neutron failed (logged)."""
+    def _fetch_router(
+        self, reuse: bool = False, refresh: bool = False
+    ) -> Router | RouterGone | None:
+        """The router, ``RouterGone`` if deleted, None if Neutron failed (logged).
+
+        ``refresh`` (update_state) keeps what it read; ``reuse`` takes that once, if it was
+        read within ``_REUSE_ROUTER`` seconds: the push that follows a refresh in one traversal
+        reads the router once, not twice."""
+        kept, self._refreshed = self._refreshed, None
+        if reuse and kept is not None and self._clock() - kept[1] <= _REUSE_ROUTER:
+            return kept[0]
         try:
             router = self._network.get_router(self.router_id)
         except RouterGone as exc:
@@ -363,6 +380,8 @@ class InstanceManager:
             return None
         self._ha = router.ha
         self._name = router.name
+        if refresh:
+            self._refreshed = (router, self._clock())
         return router
 
     def _adopt(self) -> bool:
@@ -385,10 +404,11 @@ class InstanceManager:
     def _members(self) -> list[Vm]:
         return sorted(self._vms.values(), key=lambda vm: (vm.booted_at, vm.index))
 
-    def _refresh(self) -> None:
+    def _refresh(self, servers_fresh: bool = False) -> None:
+        """Re-read the VMs from Nova (``servers_fresh``: adoption just listed them)."""
         self._cloud.still_deleting()
         for vm in list(self._vms.values()):
-            server = self._compute.get_server(vm.id)
+            server = vm.server if servers_fresh else self._compute.get_server(vm.id)
             if server is None or server.status == "DELETED":
                 self._log.info("VM %s vanished from Nova", vm.name)
                 self._forget(vm)
@@ -460,7 +480,8 @@ class InstanceManager:
                 self._log.info("interfaces of %s do not match the router", vm.name)
                 return None
         mgt_id = self._settings.management_network_id
-        networks = {n: self._network.get_network(n) for n in [mgt_id, *wanted]}
+        shared = {mgt_id, router.external_port.network_id if router.external_port else mgt_id}
+        networks = {n: self._get_network(n, n in shared) for n in [mgt_id, *wanted]}
         network_ports = {
             p.network_id: self._network.list_ports(network_id=p.network_id)
             for p in router.internal_ports
@@ -483,6 +504,11 @@ class InstanceManager:
                 ha_config=ha,
             )
         return payloads
+
+    def _get_network(self, network_id: str, shared: bool) -> NetworkInfo:
+        if shared and self._shared_networks is not None:
+            return self._shared_networks.get(network_id)
+        return self._network.get_network(network_id)
 
     def _push_failed(self, why: str) -> InstanceState:
         self._push_failures += 1

@@ -20,6 +20,7 @@ from .events import Event
 from .instance import InstanceManager
 from .log import router_logger
 from .messages import Deliver, Dump
+from .netcache import NetworkCache
 from .ports import Appliance, Compute, Instance, Network
 from .settings import Settings
 from .storm import StormGuard
@@ -69,6 +70,7 @@ class Runtime:
         self.claim, self.release = claim, release  # ... and its lease (None: always granted)
         self.scheduler = Scheduler(clock=clock)
         self.board = Board(clock=clock)  # every router's latest dump, for fast listings
+        self.networks = NetworkCache(network, clock=clock)  # management/external, read once
         self.storm = StormGuard(
             threshold=settings.breaker_threshold,
             min_failures=settings.breaker_min_failures,
@@ -163,6 +165,7 @@ class Runtime:
             clock=self.clock,
             log=router_logger(router_id),
             guard=self.storm,
+            shared_networks=self.networks,
         )
 
     def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:

@@ -165,6 +165,11 @@ class Alive(State):
 
     def execute(self, action: Action, sm: Automaton) -> Action:
         inst = sm.instance
+        if action == Action.UPDATE and inst.state == C:
+            # A change in Neutron for a healthy router: the push that follows reads the router;
+            # Nova has nothing to say about it.
+            inst.check_alive()
+            return action
         if action != Action.POLL or inst.state != C:
             inst.update_state()
             return action

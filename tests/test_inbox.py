@@ -228,3 +228,25 @@ def test_debug_flags_survive_a_restart_and_every_command_is_audited(tmp_path: Pa
         ("astara.ctl.ops1", "router-debug", "look closer"),
         ("astara.ctl.ops1", "tenant-debug", "t"),
     ]
+
+
+def test_a_network_or_subnet_notification_drops_the_shared_network_cache() -> None:
+    from astara_actors.adapters.memory import MemoryCloud
+
+    cloud = MemoryCloud()
+    runtime = Runtime(cloud.settings(), network=cloud.network, compute=cloud.compute,
+                      appliance=cloud.appliance, poll=False).start()
+    dropped: list[str] = []
+    runtime.networks.invalidate = lambda: dropped.append("x")  # type: ignore[method-assign]
+    inbox = Inbox(runtime, BusSettings(transport_url="memory://", host="x"), network=cloud.network)
+    try:
+        inbox.start(wait=WAIT)
+        bodies = {s["event_type"]: s["body_raw"] for _n, s in fixture_messages()}
+        inbox.handle(bodies["port.update.end"].encode())
+        assert dropped == []
+        inbox.handle(bodies["subnet.update.end"].encode())
+        inbox.handle(bodies["network.update.end"].encode())
+        assert dropped == ["x", "x"]
+    finally:
+        inbox.stop()
+        runtime.stop()

@@ -437,3 +437,45 @@ def test_a_failed_fast_probe_falls_back_to_the_full_refresh(cloud, clock):
     assert im.check_alive() is S.DOWN  # noticed, as update_state() notices it
     assert cloud.calls["get_router"] > before.get("get_router", 0)
     assert cloud.calls["get_server"] > before.get("get_server", 0)
+
+
+def test_the_shared_networks_are_read_once_for_all_routers_until_invalidated(cloud, clock):
+    from astara_actors.netcache import NetworkCache
+
+    shared = NetworkCache(cloud.network, ttl=30.0, clock=clock)
+    settings = cloud.settings()
+    routers = [cloud.add_router(TENANT) for _ in range(3)]
+    managers = [
+        InstanceManager(rid, TENANT, network=cloud.network, compute=cloud.compute,
+                        appliance=cloud.appliance, settings=settings, clock=clock,
+                        shared_networks=shared)
+        for rid in routers
+    ]
+    for im in managers:
+        im.boot()
+    clock.advance(BOOT_DELAY)
+    before = cloud.calls["get_network"]
+    for im in managers:
+        assert im.update_state() is S.UP and im.configure() is S.CONFIGURED
+    # each push: its own internal network; management and external once for the three
+    assert cloud.calls["get_network"] - before == 3 + 2
+    shared.invalidate()  # a subnet notification
+    before = cloud.calls["get_network"]
+    managers[0].configure()
+    assert cloud.calls["get_network"] - before == 3
+    clock.advance(31.0)  # and they expire
+    before = cloud.calls["get_network"]
+    managers[0].configure()
+    assert cloud.calls["get_network"] - before == 3
+
+
+def test_a_push_right_after_the_refresh_reads_the_router_once(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    before = cloud.calls["get_router"]
+    assert im.update_state() is S.UP and im.configure() is S.CONFIGURED
+    assert cloud.calls["get_router"] - before == 1
+    assert im.configure() is S.CONFIGURED  # not after a refresh: reads it again
+    assert cloud.calls["get_router"] - before == 2
