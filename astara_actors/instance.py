@@ -448,7 +448,12 @@ class InstanceManager:
     def _may_replace(self, vm: Vm, why: str) -> bool:
         """Whether a silent VM may be deleted now (the breaker holds automatic rebuilds)."""
         if self._guard is None or self._guard.may_replace(self.router_id):
-            vm.held = False
+            if vm.held:
+                # Held while the breaker was open, which has just closed: the network is
+                # back, so it gets a whole timeout again to answer before it is replaced.
+                vm.held, vm.since = False, self._clock()
+                self._log.info("VM %s: breaker closed, judged again from now", vm.name)
+                return False
             return True
         if not vm.held:
             vm.held = True

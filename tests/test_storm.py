@@ -197,3 +197,28 @@ def test_the_share_is_estimated_from_the_routers_probed_within_the_window() -> N
         guard2.observe(r, i % 10 != 0)
         clock.advance(0.1)
     assert not guard2.is_open, guard2.dump()
+
+
+def test_a_vm_held_by_the_breaker_gets_a_whole_timeout_again_once_it_closes(
+    cloud: MemoryCloud, clock: FakeClock
+) -> None:
+    guard = StormGuard(threshold=0.2, min_failures=3, clock=clock)
+    managers = fleet(cloud, clock, guard, 10)
+    silent = list(managers)[:3]
+    for rid in silent:
+        cloud.set_appliance(rid, dead=True)
+    for step in (0.0, 31.0):
+        clock.advance(step)
+        for im in managers.values():
+            im.update_state()
+    assert guard.is_open
+    for rid in silent[:2]:  # two come back: 1 of 10 still silent, the breaker closes
+        cloud.set_appliance(rid, dead=False)
+    for im in managers.values():
+        im.update_state()
+    assert not guard.is_open
+    assert cloud.calls["delete_server"] == 0, "replaced the moment the breaker closed"
+    clock.advance(31.0)
+    for im in managers.values():
+        im.update_state()
+    assert cloud.calls["delete_server"] == 1, "still silent a timeout later: replaced"
