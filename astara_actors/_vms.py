@@ -80,10 +80,15 @@ class VmCloud:
         self._settings = settings
         self._log = log
 
-    def adopt(self, now: float) -> list[Vm]:
-        """The VMs Nova already runs for this router, with their ports."""
+    def adopt(
+        self, now: float, servers: list[Server] | None = None,
+        ports_by_device: dict[str, list[Port]] | None = None,
+    ) -> list[Vm]:
+        """The VMs Nova already runs for this router, with their ports (``servers`` and
+        ``ports_by_device``: as a cold start's inventory read them, instead of asking)."""
         vms = []
-        for server in self._compute.list_servers(self.prefix):
+        listed = self._compute.list_servers(self.prefix) if servers is None else servers
+        for server in listed:
             if server.status == "DELETED":
                 continue
             match = _SUFFIX.search(server.name)
@@ -91,13 +96,20 @@ class VmCloud:
             # never answered another full boot_timeout.
             born = now - (server.age or 0.0)
             vm = Vm(server, int(match.group(1)) if match else 0, since=born, booted_at=born)
-            self.load_ports(vm)
+            if ports_by_device is None:
+                self.load_ports(vm)
+            else:
+                self.place_ports(vm, ports_by_device.get(vm.id, []))
             vms.append(vm)
         return vms
 
     def load_ports(self, vm: Vm) -> None:
+        self.place_ports(vm, self._network.list_ports(device_id=vm.id))
+
+    def place_ports(self, vm: Vm, ports: list[Port]) -> None:
+        """The VM's management port and its VRRP ports, from the ports attached to it."""
         vm.management_port, vm.ports = None, []
-        for port in self._network.list_ports(device_id=vm.id):
+        for port in ports:
             if port.network_id == self._settings.management_network_id and not vm.management_port:
                 vm.management_port = port
             else:

@@ -76,7 +76,7 @@ class Service:
             c = config.coordination
             self.coordinator = Coordinator(
                 c.url, settings.host, c.group, heartbeat=c.heartbeat,
-                on_change=lambda members: self._members_changed(members, network),
+                on_change=lambda members: self._members_changed(members, network, compute),
             )
             owns = self.coordinator.owns
             claim, release = self.coordinator.claim, self.coordinator.release
@@ -96,7 +96,7 @@ class Service:
                            store=store, cluster=cluster).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
-        threading.Thread(target=self._populate, args=(network,), name="populate",
+        threading.Thread(target=self._populate, args=(network, compute), name="populate",
                          daemon=True).start()
         if config.process.orphan_sweep_period > 0:
             threading.Thread(target=self._sweep, args=(network, compute), name="orphan-sweep",
@@ -203,7 +203,7 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - keep watching; the next try may succeed
                 LOG.error("HTTP API restart failed: %s", exc)
 
-    def _members_changed(self, members: frozenset[str], network: Any) -> None:
+    def _members_changed(self, members: frozenset[str], network: Any, compute: Any) -> None:
         """On the coordinator's thread: hand over lost tenants, then adopt the gained ones."""
         from .messages import Rebalance
 
@@ -211,7 +211,7 @@ class Service:
             return
         self.runtime.tell(Rebalance(members))
         if self._populated.is_set():  # the start-up population covers the first view
-            threading.Thread(target=self._populate, args=(network,), name="repopulate",
+            threading.Thread(target=self._populate, args=(network, compute), name="repopulate",
                              daemon=True).start()
 
     def _sweep(self, network: Any, compute: Any) -> None:
@@ -230,16 +230,31 @@ class Service:
                 LOG.warning("orphan sweep removed %d VMs and %d ports of deleted routers",
                             len(report.servers_removed), len(report.ports_removed))
 
-    def _populate(self, network: Any) -> None:
-        """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down."""
+    def _populate(self, network: Any, compute: Any) -> None:
+        """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down.
+
+        The cloud is read once for all routers (``inventory``); each router's first refresh
+        and push use that instead of their own reads. If the bulk read fails, routers are
+        listed and each reads for itself."""
         from .backoff import backoff
         from .errors import CloudError
         from .events import Action, Event
+        from .inventory import read_inventory
 
+        assert self.runtime is not None
         attempt = 0
         while not self.stopping.is_set():
             try:
-                routers = network.list_routers()
+                try:
+                    inventory = read_inventory(network, compute,
+                                               self.runtime.settings.management_network_id)
+                except CloudError as exc:
+                    LOG.warning("cold start: the bulk read failed (%s); each router reads "
+                                "for itself", exc)
+                    routers = network.list_routers()
+                else:
+                    self.runtime.inventory = inventory
+                    routers = inventory.routers()
                 break
             except CloudError as exc:
                 attempt += 1
@@ -252,6 +267,10 @@ class Service:
         for router_id, tenant_id in routers:
             self.runtime.deliver(Event(router_id, tenant_id, Action.POLL, reason="start-up"))
         LOG.info("populated %d routers from Neutron", len(routers))
+        if self.runtime.inventory is not None:  # seeds nobody took (another member's tenants)
+            timer = threading.Timer(self.runtime.inventory.max_age, self.runtime.inventory.clear)
+            timer.daemon = True
+            timer.start()
         self._populated.set()
 
 

@@ -17,6 +17,7 @@ from ._vms import Vm, VmCloud, networks_of
 from .config import build_router_config, config_digest
 from .errors import CloudError, RouterGone
 from .events import NEUTRON_STATUS, InstanceState
+from .inventory import Seed
 from .log import router_logger
 from .models import Interface, NetworkInfo, Router
 from .netcache import NetworkCache
@@ -48,6 +49,7 @@ class InstanceManager:
         log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
         guard: StormGuard | None = None,
         shared_networks: NetworkCache | None = None,
+        seed: Seed | None = None,
     ) -> None:
         self.router_id = router_id
         self.tenant_id = tenant_id
@@ -59,6 +61,7 @@ class InstanceManager:
         self._log = log or router_logger(router_id)
         self._guard = guard  # storm protection shared by the process's routers (None: off)
         self._shared_networks = shared_networks  # management/external networks, read once
+        self._seed = seed  # what a cold start read for us: used by the first refresh and push
         # The router read by the last refresh, and when: the step right after it (a push, a
         # boot, a drift check) uses it once instead of reading it again.
         self._refreshed: tuple[Router, float] | None = None
@@ -91,6 +94,8 @@ class InstanceManager:
 
     def update_state(self) -> InstanceState:
         """Refresh from Neutron, Nova and the appliance; enforce the boot timeout."""
+        if self._seed is not None and self._seed.router is None:
+            self._seed = None  # a second refresh: the cold start's reads are stale now
         router = self._fetch_router(refresh=True)
         just_adopted = not self._adopted
         if router is None or not self._adopt():
@@ -371,8 +376,13 @@ class InstanceManager:
         kept, self._refreshed = self._refreshed, None
         if reuse and kept is not None and self._clock() - kept[1] <= _REUSE_ROUTER:
             return kept[0]
+        seeded = self._seed.router if self._seed is not None else None
         try:
-            router = self._network.get_router(self.router_id)
+            if seeded is not None:
+                assert self._seed is not None
+                router, self._seed.router = seeded, None
+            else:
+                router = self._network.get_router(self.router_id)
         except RouterGone as exc:
             return exc
         except CloudError as exc:
@@ -389,8 +399,12 @@ class InstanceManager:
         if self._adopted:
             return True
         now = self._clock()
+        seed = self._seed
         try:
-            vms = self._cloud.adopt(now)
+            if seed is not None:
+                vms = self._cloud.adopt(now, seed.servers, seed.ports_by_device)
+            else:
+                vms = self._cloud.adopt(now)
         except CloudError as exc:
             self._log.warning("could not look up existing VMs: %s", exc)
             return False
@@ -486,9 +500,13 @@ class InstanceManager:
                 return None
         mgt_id = self._settings.management_network_id
         shared = {mgt_id, router.external_port.network_id if router.external_port else mgt_id}
-        networks = {n: self._get_network(n, n in shared) for n in [mgt_id, *wanted]}
+        seed, self._seed = self._seed, None  # the cold start's reads serve one push at most
+        known = seed.networks if seed is not None else {}
+        known_ports = seed.network_ports if seed is not None else {}
+        networks = {n: known.get(n) or self._get_network(n, n in shared) for n in [mgt_id, *wanted]}
         network_ports = {
-            p.network_id: self._network.list_ports(network_id=p.network_id)
+            p.network_id: known_ports[p.network_id] if p.network_id in known_ports
+            else self._network.list_ports(network_id=p.network_id)
             for p in router.internal_ports
         }
         members = self._members()

@@ -18,6 +18,7 @@ from .actors.tenant import TenantActor
 from .board import Board
 from .events import Event
 from .instance import InstanceManager
+from .inventory import Inventory
 from .log import router_logger
 from .messages import Deliver, Dump
 from .netcache import NetworkCache
@@ -71,6 +72,7 @@ class Runtime:
         self.scheduler = Scheduler(clock=clock)
         self.board = Board(clock=clock)  # every router's latest dump, for fast listings
         self.networks = NetworkCache(network, clock=clock)  # management/external, read once
+        self.inventory: Inventory | None = None  # a cold start's reads, one seed per router
         self.storm = StormGuard(
             threshold=settings.breaker_threshold,
             min_failures=settings.breaker_min_failures,
@@ -166,6 +168,7 @@ class Runtime:
             log=router_logger(router_id),
             guard=self.storm,
             shared_networks=self.networks,
+            seed=self.inventory.take(router_id) if self.inventory is not None else None,
         )
 
     def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:

@@ -131,12 +131,16 @@ def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable()
     from astara_actors.daemon import Service
     from astara_actors.errors import NetworkError
     from astara_actors.events import Action
+    from astara_actors.settings import Settings
 
     class Flaky:
         """Neutron that refuses twice, then lists two routers."""
 
         def __init__(self) -> None:
             self.calls = 0
+
+        def snapshot(self) -> None:
+            raise NetworkError("the bulk read fails: routers are listed instead")
 
         def list_routers(self) -> list[tuple[str, str]]:
             self.calls += 1
@@ -147,6 +151,8 @@ def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable()
     class Tree:
         def __init__(self) -> None:
             self.events: list[object] = []
+            self.settings = Settings()
+            self.inventory = None
 
         def deliver(self, event: object) -> None:
             self.events.append(event)
@@ -162,7 +168,7 @@ def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable()
 
     service.stopping = Stopping()
     network = Flaky()
-    service._populate(network)  # noqa: SLF001 - the start-up step itself
+    service._populate(network, None)  # noqa: SLF001 - the start-up step itself
     assert network.calls == 3 and len(waits) == 2 and waits[1] > waits[0] * 0.5
     assert [(e.router_id, e.tenant_id, e.action) for e in service.runtime.events] == [
         ("r1", "t1", Action.POLL), ("r2", "t2", Action.POLL)

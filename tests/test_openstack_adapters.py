@@ -156,6 +156,38 @@ def test_list_floating_ips_filters_by_router(http: Any, network: Any) -> None:
     assert http.last_request.qs == {"router_id": [ROUTER_ID]}
 
 
+def test_a_snapshot_builds_every_router_as_get_router_would_in_five_list_calls(
+    http: Any, network: Any
+) -> None:
+    ports = body("ports-by-router-admin-view.json")["ports"]
+    subnet = body("subnet.json")["subnet"]
+    http.get(f"{NEUTRON}/routers", json=body("routers.json"))
+    http.get(f"{NEUTRON}/ports", json={"ports": ports})
+    http.get(f"{NEUTRON}/floatingips", json=body("floatingips.json"))
+    http.get(f"{NEUTRON}/networks", json={"networks": [body("network.json")["network"]]})
+    http.get(f"{NEUTRON}/subnets", json={"subnets": [subnet]})
+    routers, networks, all_ports = network.snapshot()
+    (router_json,) = body("routers.json")["routers"]
+    assert routers == [Router.from_neutron(
+        router_json, [p for p in ports if p["device_id"] == ROUTER_ID],
+        body("floatingips.json")["floatingips"],
+    )]
+    assert networks == {NETWORK_ID: NetworkInfo.from_neutron(body("network.json")["network"],
+                                                             [subnet])}
+    assert all_ports == [Port.from_neutron(p) for p in ports]
+    assert [m for m, _ in calls(http, NEUTRON)] == ["GET"] * 5
+
+
+def test_a_paged_list_is_followed_to_its_last_page(http: Any, network: Any) -> None:
+    ports = body("ports-by-router-admin-view.json")["ports"]
+    http.get(f"{NEUTRON}/ports?network_id=n1", json={
+        "ports": ports[:1],
+        "ports_links": [{"rel": "next", "href": f"{NEUTRON}/ports?network_id=n1&marker=m1"}],
+    })
+    http.get(f"{NEUTRON}/ports?network_id=n1&marker=m1", json={"ports": ports[1:]})
+    assert network.list_ports(network_id="n1") == [Port.from_neutron(p) for p in ports]
+
+
 # --- Neutron: writes
 
 

@@ -44,6 +44,14 @@ class MemoryNetwork:
         self._cloud.enter("get_network")
         return self._cloud.network_model(network_id)
 
+    def snapshot(self) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
+        self._cloud.enter("snapshot")
+        with self._cloud.lock:
+            router_ids, network_ids = list(self._cloud.routers), list(self._cloud.networks)
+        routers = [self._cloud.router_model(r) for r in router_ids]
+        networks = {n: self._cloud.network_model(n) for n in network_ids}
+        return routers, networks, [Port.from_neutron(p) for p in self._cloud.ports_where()]
+
     def list_ports(
         self,
         *,

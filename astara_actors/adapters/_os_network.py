@@ -93,6 +93,30 @@ class OpenStackNetwork:
         )
         return Router.from_neutron(router, ports, fips)
 
+    def snapshot(self) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
+        """Every router (with its ports and FIPs), network (with its subnets) and port, in
+        five list calls: what a cold start reads instead of a dozen calls per router."""
+        routers = self._calls.run("list routers", lambda: self._get("/routers", "routers"))
+        ports = self._calls.run("list ports", lambda: self._get("/ports", "ports"))
+        fips = self._calls.run("list floating IPs", lambda: self._get("/floatingips", "floatingips"))
+        nets = self._calls.run("list networks", lambda: self._get("/networks", "networks"))
+        subnets = self._calls.run("list subnets", lambda: self._get("/subnets", "subnets"))
+        ports_of: dict[str, list[Any]] = {}
+        for p in ports:
+            ports_of.setdefault(p.get("device_id") or "", []).append(p)
+        fips_of: dict[str, list[Any]] = {}
+        for f in fips:
+            fips_of.setdefault(f.get("router_id") or "", []).append(f)
+        subnets_of: dict[str, list[Any]] = {}
+        for s in subnets:
+            subnets_of.setdefault(s.get("network_id") or "", []).append(s)
+        return (
+            [Router.from_neutron(r, ports_of.get(r["id"], []), fips_of.get(r["id"], []))
+             for r in routers],
+            {n["id"]: NetworkInfo.from_neutron(n, subnets_of.get(n["id"], [])) for n in nets},
+            [Port.from_neutron(p) for p in ports],
+        )
+
     def get_network(self, network_id: str) -> NetworkInfo:
         network = self._calls.run(
             f"get network {network_id}", lambda: self._get(f"/networks/{network_id}", "network")

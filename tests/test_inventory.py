@@ -1,0 +1,68 @@
+"""Cold start: one bulk read of the cloud seeds every router's first refresh and push."""
+
+from __future__ import annotations
+
+from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.events import InstanceState as S
+from astara_actors.instance import InstanceManager
+from astara_actors.inventory import read_inventory
+
+TENANT = "tenant-1"
+READS = ("get_router", "get_network", "list_ports", "list_floating_ips", "list_servers",
+         "get_server")
+
+
+def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, seed=None) -> InstanceManager:
+    return InstanceManager(router_id, TENANT, network=cloud.network, compute=cloud.compute,
+                           appliance=cloud.appliance, settings=cloud.settings(), clock=clock,
+                           seed=seed)
+
+
+def reads(cloud: MemoryCloud) -> dict[str, int]:
+    return {k: cloud.calls[k] for k in READS}
+
+
+def test_a_seeded_restart_reads_nothing_per_router_and_pushes_the_same_config() -> None:
+    clock = FakeClock()
+    cloud = MemoryCloud(clock=clock, boot_delay=1.0)
+    routers = [cloud.add_router(TENANT) for _ in range(3)]
+    first = [manager(cloud, clock, r) for r in routers]
+    for im in first:
+        im.boot()
+    clock.advance(1.0)
+    for im in first:
+        assert im.update_state() is S.UP and im.configure() is S.CONFIGURED
+    before_restart = {r: cloud.config_pushes[r][-1] for r in routers}
+
+    # the process restarts: one bulk read, then each router's first refresh and push
+    inventory = read_inventory(cloud.network, cloud.compute, cloud.management_network_id,
+                               clock=clock)
+    assert sorted(inventory.routers()) == sorted((r, TENANT) for r in routers)
+    before = reads(cloud)
+    for r in routers:
+        im = manager(cloud, clock, r, seed=inventory.take(r))
+        assert im.update_state() is S.UP, "the VM it already had is adopted, not rebooted"
+        assert im.configure() is S.CONFIGURED
+        assert cloud.config_pushes[r][-1] == before_restart[r]
+    shared_network_reads = reads(cloud)["get_network"] - before["get_network"]
+    assert {k: v - before[k] for k, v in reads(cloud).items()} == dict.fromkeys(READS, 0), (
+        f"per-router reads after a bulk read ({shared_network_reads} network reads)")
+    assert cloud.calls["create_server"] == 3
+    assert inventory.take(routers[0]) is None, "a seed is given once"
+
+
+def test_a_seed_serves_one_refresh_only_and_goes_stale() -> None:
+    clock = FakeClock()
+    cloud = MemoryCloud(clock=clock, boot_delay=1.0)
+    router = cloud.add_router(TENANT)
+    inventory = read_inventory(cloud.network, cloud.compute, cloud.management_network_id,
+                               clock=clock)
+    im = manager(cloud, clock, router, seed=inventory.take(router))
+    before = cloud.calls["get_router"]
+    im.update_state()
+    im.update_state()  # the second refresh reads Neutron again
+    assert cloud.calls["get_router"] - before == 1
+
+    old = read_inventory(cloud.network, cloud.compute, cloud.management_network_id, clock=clock)
+    clock.advance(old.max_age + 1)
+    assert old.take(router) is None, "too old to trust"
