@@ -357,6 +357,8 @@ class InstanceManager:
         status = NEUTRON_STATUS.get(state)
         if status is None or status == self._neutron_status:
             return state
+        if state is S.UP and self._neutron_status == "ACTIVE":
+            return state  # answering, its config being (re)pushed: it still routes, as shown
         try:
             self._network.set_router_status(self.router_id, status)
         except CloudError as exc:
@@ -390,6 +392,9 @@ class InstanceManager:
             return None
         self._ha = router.ha
         self._name = router.name
+        if self._neutron_status is None and router.shown_status:
+            # Neutron already shows a status (set by a previous run): pushed only if it changes.
+            self._neutron_status = router.shown_status
         if refresh:
             self._refreshed = (router, self._clock())
         return router

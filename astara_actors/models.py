@@ -27,6 +27,8 @@ def _tenant(d: Mapping[str, Any]) -> str:
     return d.get("project_id") or d.get("tenant_id") or ""
 
 
+STATUS_TAG_PREFIX = "astara-status:"  # the router tag that shows its status in Neutron
+
 @dataclass(frozen=True, slots=True)
 class FixedIp:
     subnet_id: str
@@ -143,6 +145,7 @@ class Router:
     internal_ports: tuple[Port, ...]
     floating_ips: tuple[FloatingIp, ...]
     routes: tuple[Mapping[str, str], ...] = ()
+    shown_status: str | None = None  # the status an astara-status:<S> tag shows, if any
 
     @property
     def ports(self) -> tuple[Port, ...]:
@@ -174,6 +177,8 @@ class Router:
                 FloatingIp.from_neutron(f) for f in floating_ips if f.get("fixed_ip_address")
             ),
             routes=tuple(dict(r) for r in d.get("routes") or ()),
+            shown_status=next((t[len(STATUS_TAG_PREFIX):] for t in d.get("tags") or ()
+                               if isinstance(t, str) and t.startswith(STATUS_TAG_PREFIX)), None),
         )
 
 

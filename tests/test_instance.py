@@ -479,3 +479,16 @@ def test_a_push_right_after_the_refresh_reads_the_router_once(cloud, clock):
     assert cloud.calls["get_router"] - before == 1
     assert im.configure() is S.CONFIGURED  # not after a refresh: reads it again
     assert cloud.calls["get_router"] - before == 2
+
+
+def test_a_restart_does_not_rewrite_the_status_neutron_already_shows(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    configured(cloud, clock, rid)
+    assert cloud.network.get_router(rid).shown_status == "ACTIVE"
+    before = cloud.calls["set_router_status"]
+    restarted = manager(cloud, clock, rid)  # a new process adopts the VM
+    assert restarted.update_state() is S.UP and restarted.configure() is S.CONFIGURED
+    assert cloud.calls["set_router_status"] == before, "ACTIVE -> BUILD -> ACTIVE for nothing"
+    cloud.set_appliance(rid, dead=True)
+    assert restarted.update_state() is S.DOWN
+    assert cloud.calls["set_router_status"] == before + 1  # a real change is shown

@@ -15,7 +15,7 @@ from ..errors import (
     ComputeError,
     RouterGone,
 )
-from ..models import FloatingIp, Interface, NetworkInfo, Port, Router, Server
+from ..models import STATUS_TAG_PREFIX, FloatingIp, Interface, NetworkInfo, Port, Router, Server
 
 if TYPE_CHECKING:
     from .memory import MemoryCloud
@@ -92,6 +92,7 @@ class MemoryNetwork:
             if router is None:
                 raise RouterGone(router_id)
             router["status"] = status
+            router["tags"] = [f"{STATUS_TAG_PREFIX}{status}"]  # as stock Neutron shows it
             self._cloud.status_pushes[router_id].append(status)
 
 

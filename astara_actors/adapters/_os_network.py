@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from ..cloud_settings import STATUS_MODES
 from ..errors import NetworkError, RouterGone
-from ..models import FloatingIp, NetworkInfo, Port, Router
+from ..models import STATUS_TAG_PREFIX, FloatingIp, NetworkInfo, Port, Router
 from ._os_calls import SdkCalls, raise_for_status
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ LOG = logging.getLogger(__name__)
 
 STATUS_EXTENSION = "dhrouterstatus"  # the astara-neutron plugin's extension alias
 TAG_EXTENSION = "standard-attr-tag"
-STATUS_TAG_PREFIX = "astara-status:"
 
 
 def wire(resource: Any) -> dict[str, Any]:

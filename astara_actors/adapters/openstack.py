@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["CloudSettings", "OpenStackCompute", "OpenStackNetwork", "connect", "open_cloud"]
 
 
+_POOL_SIZE = 64  # kept connections per API endpoint (Keystone, Neutron, Nova)
+
 def connect(cloud: CloudSettings) -> Connection:
     """A lazy openstacksdk connection (nothing is sent before the first call).
 
@@ -60,11 +62,22 @@ def connect(cloud: CloudSettings) -> Connection:
         raise CloudError(f"connect to OpenStack: {exc}") from None
 
 
+def _widen_pool(conn: Connection, size: int = _POOL_SIZE) -> None:
+    """Keep more than requests' 10 connections per host: every router actor calls the same
+    few API endpoints, and a connection thrown away is a new TCP (and TLS) handshake."""
+    from requests.adapters import HTTPAdapter
+
+    session = conn.session.session  # keystoneauth's requests.Session
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, HTTPAdapter(pool_connections=16, pool_maxsize=size, max_retries=0))
+
+
 def open_cloud(
     cloud: CloudSettings, *, sleep: Callable[[float], None] = time.sleep
 ) -> tuple[OpenStackNetwork, OpenStackCompute]:
     """Both adapters over one connection, with the retries and status mode of ``cloud``."""
     conn = connect(cloud)
+    _widen_pool(conn)
     retry = {"retries": cloud.retries, "retry_delay": cloud.retry_delay, "sleep": sleep}
     return (
         OpenStackNetwork(conn, status_mode=cloud.status_mode, **retry),
