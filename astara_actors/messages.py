@@ -25,6 +25,7 @@ __all__ = [
     "Restart",
     "RouterExited",
     "Run",
+    "Settle",
     "Track",
     "Untrack",
     "Wake",
@@ -124,6 +125,10 @@ class RouterExited:
 @dataclass(frozen=True, slots=True)
 class Run:
     """Process the router's inbox now (coalesced: at most one is pending)."""
+
+
+class Settle:
+    """A burst of UPDATEs may have gone quiet: push once for all of them (see RouterActor)."""
 
 
 @dataclass(frozen=True, slots=True)

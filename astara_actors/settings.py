@@ -33,6 +33,7 @@ class Settings:
 
     # --- health polling
     health_check_period: float = 10.0  # every router is polled once per period
+    update_coalesce: float = 0.2  # UPDATEs within this of the last push wait for quiet
     config_check_polls: int = 10  # every Nth poll compares desired and pushed config (0: never)
 
     # --- storm protection (astara_actors.storm)

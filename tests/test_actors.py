@@ -436,3 +436,28 @@ def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
         assert [r["router_id"] for t in tree["tenants"] for r in t["routers"]] == [router]
     finally:
         release.set()
+
+
+def test_a_burst_of_updates_spread_over_longer_than_a_push_still_makes_two_pushes(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    """Leading and trailing coalescing: the first update is pushed at once, the rest of the
+    burst once it has gone quiet (pushes here take microseconds, so without coalescing every
+    update would be its own push)."""
+    import time
+
+    router = cloud.add_router(T1)
+    h = make_harness(update_coalesce=1.0)
+    create(h, router, T1)
+    flush(h, router)
+    time.sleep(1.0)  # let the create's run fall out of the coalescing window
+    before = h.pushes(router)
+    h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    h.wait_for(lambda: h.pushes(router) == before + 1, what="the first update pushed at once")
+    for _ in range(99):  # the rest of the burst, spread out: each could have been a push
+        h.runtime.deliver(Event(router, T1, Action.UPDATE))
+        time.sleep(0.002)
+    h.wait_for(lambda: h.pushes(router) == before + 2, what="one push for the rest")
+    assert h.runtime.dump(router)["inbox"] == []
+    flush(h, router)
+    assert h.pushes(router) == before + 2

@@ -27,6 +27,7 @@ from ..messages import (
     ManageTenant,
     RouterExited,
     Run,
+    Settle,
     Wake,
 )
 from ..ports import Instance
@@ -69,6 +70,10 @@ class RouterActor(pykka.ThreadingActor):
         super().__init__()
         self.board = board
         self._published: tuple[Any, ...] | None = None
+        self._clock = clock
+        self._last_run_at = float("-inf")  # when the machine last ran (a push, most often)
+        self._settle_until: float | None = None  # a burst of UPDATEs: wait for it to go quiet
+        self._settle_started = 0.0
         self._polled_at: float | None = None
         self.router_id = router_id
         self.tenant_id = tenant_id
@@ -132,6 +137,8 @@ class RouterActor(pykka.ThreadingActor):
                 self._deliver(event)
             case Run():
                 self._run()
+            case Settle():
+                self._settle()
             case Wake(token=token):
                 if not self.silenced and self.sm.wake(token):
                     self._run_soon()
@@ -196,7 +203,35 @@ class RouterActor(pykka.ThreadingActor):
         if self.sm.send_message(event.action, event.image_id):
             if self._event_at is None and event.action in CONFIG_EVENTS:
                 self._event_at = time.monotonic()
+            if event.action == Action.UPDATE and self._coalescing():
+                return
             self._run_soon()
+
+    def _coalescing(self) -> bool:
+        """Leading and trailing coalescing of UPDATEs: one right after the last run waits until
+        the burst it belongs to has been quiet for ``update_coalesce`` (at most five times
+        that), so one push carries the whole burst; an isolated one runs at once."""
+        quiet = self.settings.update_coalesce
+        if quiet <= 0:
+            return False
+        now = self._clock()
+        if self._settle_until is None:
+            if now - self._last_run_at >= quiet:
+                return False
+            self._settle_started = now
+            self.scheduler.schedule(quiet, self.actor_ref, Settle())
+        self._settle_until = now + quiet
+        return True
+
+    def _settle(self) -> None:
+        if self._settle_until is None:
+            return
+        now, quiet = self._clock(), self.settings.update_coalesce
+        if now < self._settle_until and now - self._settle_started < 5 * quiet:
+            self.scheduler.schedule(self._settle_until - now, self.actor_ref, Settle())
+            return
+        self._settle_until = None
+        self._run_soon()
 
     def _run_soon(self) -> None:
         # One pending Run at most: every event already in the mailbox is queued into the
@@ -215,6 +250,7 @@ class RouterActor(pykka.ThreadingActor):
             self.instance.update_state()
             self._synced = True
         self._after(self.sm.update())
+        self._last_run_at = self._clock()
 
     def _after(self, outcome: Outcome) -> None:
         if outcome.deleted:

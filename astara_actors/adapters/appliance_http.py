@@ -35,7 +35,7 @@ class HttpAppliance:
         self,
         port: int = 5000,
         *,
-        pool_connections: int = 1024,
+        pool_connections: int = 32,  # config pushes are rare per appliance: few kept warm
         pool_maxsize: int = 4,
         session: requests.Session | None = None,
     ) -> None:
