@@ -13,7 +13,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 __all__ = ["Agent", "AgentProtocol", "Nic", "handle"]
 
@@ -42,6 +45,7 @@ class Agent:
 
     server_id: str
     address: str
+    router_id: str = ""  # the router the server was booted for (traced with its requests)
     nics: list[Nic] = field(default_factory=list)
     ifnames: dict[str, str] = field(default_factory=dict)  # mac -> geN; names never move
     config: dict[str, Any] | None = None
@@ -121,6 +125,18 @@ def handle(agent: Agent, method: str, path: str, headers: dict[str, str], body: 
     return routes[path]()
 
 
+def _trace_kind(method: str, target: str, status: int) -> str:
+    """The :mod:`.trace` kind of one answered appliance request."""
+    path = target.split("?", 1)[0]
+    if path == "/v1/firewall/rules" and method == "GET":
+        return "probe"
+    if path == "/v1/system/config" and method == "PUT":
+        return "push" if status == 200 else "push-rejected"
+    if path == "/v1/system/interfaces" and method == "GET":
+        return "interfaces"
+    return "appliance"
+
+
 def _head(status: int, ctype: str, length: int, keep: bool) -> bytes:
     phrase = HTTPStatus(status).phrase
     return (
@@ -132,10 +148,17 @@ def _head(status: int, ctype: str, length: int, keep: bool) -> bytes:
 class AgentProtocol(asyncio.Protocol):
     """One client connection to an agent; answers requests in order, keeps the connection."""
 
-    def __init__(self, agent: Agent, latency: Callable[[], float], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        latency: Callable[[], float],
+        loop: asyncio.AbstractEventLoop,
+        trace: Trace | None = None,
+    ) -> None:
         self.agent = agent
         self._latency = latency
         self._loop = loop
+        self._trace = trace
         self._buf = bytearray()
         self._busy = False  # a response is pending (latency or a hung agent)
         self.transport: asyncio.Transport | None = None
@@ -198,6 +221,11 @@ class AgentProtocol(asyncio.Protocol):
             connection = headers.get("connection", "").lower()
             keep = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
             reply = handle(self.agent, method, target, headers, body)
+            if self._trace is not None:
+                self._trace.record(
+                    _trace_kind(method, target, reply[0]), self.agent.router_id,
+                    self.agent.server_id, f"{method} {target.split('?', 1)[0]} {reply[0]}",
+                )
             if method == "HEAD":
                 reply = (reply[0], reply[1], b"")
             delay = self._latency()

@@ -20,6 +20,7 @@ from .contracts import Caller
 __all__ = [
     "CREATE",
     "DELETE",
+    "PAGING_KEYS",
     "SHOW",
     "check_filters",
     "fip_view",
@@ -38,6 +39,7 @@ BINDING_ADMIN = ("binding:host_id", "binding:profile", "binding:vif_details", "b
 ROUTER_ADMIN = ("distributed", "ha")
 _PAGING = {"fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse",
            "tags", "tags-any", "not-tags", "not-tags-any"}
+PAGING_KEYS = frozenset(_PAGING)  # list parameters that are not attribute filters
 
 
 def _copy(record: Mapping[str, Any], hidden: Iterable[str]) -> dict[str, Any]:

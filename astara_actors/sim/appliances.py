@@ -16,9 +16,12 @@ import resource
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._agent_http import Agent, AgentProtocol, Nic
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 __all__ = ["ApplianceServer", "Nic"]
 
@@ -45,8 +48,10 @@ class ApplianceServer:
         latency: float = 0.0,
         keepalive_timeout: float = 30.0,
         backlog: int = 64,
+        trace: Trace | None = None,
     ) -> None:
         self.port = port
+        self.trace = trace  # every answered request is recorded there (see .trace)
         self.latency = latency  # seconds before every answer, all agents
         self.keepalive_timeout = keepalive_timeout
         self.backlog = backlog
@@ -99,9 +104,12 @@ class ApplianceServer:
         self.stop()
 
     # ------------------------------------------------------------------ agents
-    def add(self, server_id: str, address: str, nics: Iterable[Nic | str] = ()) -> None:
-        """Start the agent of ``server_id`` on ``address:port``; ``nics`` in port order."""
-        agent = Agent(server_id, address)
+    def add(
+        self, server_id: str, address: str, nics: Iterable[Nic | str] = (), router_id: str = ""
+    ) -> None:
+        """Start the agent of ``server_id`` on ``address:port``; ``nics`` in port order;
+        ``router_id``: the router it serves (for the trace)."""
+        agent = Agent(server_id, address, router_id)
         agent.set_nics(_nics(nics))
 
         def register() -> None:
@@ -236,7 +244,7 @@ class ApplianceServer:
             raise
         loop = self._loop
         assert loop is not None
-        factory = lambda: AgentProtocol(agent, lambda: self.latency, loop)  # noqa: E731
+        factory = lambda: AgentProtocol(agent, lambda: self.latency, loop, self.trace)  # noqa: E731
         agent.server = asyncio.run_coroutine_threadsafe(
             loop.create_server(factory, sock=sock), loop
         ).result()

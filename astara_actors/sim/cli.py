@@ -14,7 +14,9 @@ Options:
 
 It serves Keystone at <url>/identity/v3, Neutron at <url>/network, Nova at <url>/compute/v2.1
 and the simulator's own controls at <url>/sim (GET for status, PUT /sim/faults to change
-faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget), until Ctrl-C.
+faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget, GET|PUT|DELETE
+/sim/trace for the timestamped probes, pushes, boots, notifications and API requests it saw),
+until Ctrl-C.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from .keystone import KeystoneModel, Project
 from .neutron import NeutronFault, NeutronModel
 from .nova import NovaFault, NovaModel
 from .settings import SimSettings
+from .trace import Trace
 
 __all__ = ["SimCloud"]
 
@@ -39,6 +40,9 @@ class SimCloud:
     ) -> None:
         self.settings = settings
         self.rng = rng or random.Random(settings.seed or None)
+        self.trace = Trace()  # what the cloud saw, with times (GET/PUT/DELETE /sim/trace)
+        if notify is not None:
+            notify = _traced(notify, self.trace)
         self.keystone = KeystoneModel(admin_password=settings.admin_password)
         self.neutron: NeutronModel | None = None
         self.ports: PortDirectory
@@ -49,7 +53,7 @@ class SimCloud:
             self.neutron = self.ports = NeutronModel(notify, rng=self.rng)
         self._management = ipaddress.ip_network(settings.management_cidr)
         self.appliances = ApplianceServer(
-            port=settings.appliance_port, latency=settings.appliance_latency
+            port=settings.appliance_port, latency=settings.appliance_latency, trace=self.trace
         )
         self.nova = NovaModel(
             self.ports,
@@ -61,6 +65,7 @@ class SimCloud:
             on_active=self._server_active,
             on_gone=self._server_gone,
             on_ports_changed=self._ports_changed,
+            on_request=lambda kind, sid, name: self.trace.record(kind, _router_of(name), sid, name),
         )
         self.admin = Caller(
             user_id=self.keystone.admin_user.id,
@@ -172,6 +177,35 @@ class SimCloud:
         }
         return str(router["id"])
 
+    def boot_vms(self, router_ids: list[str] | None = None) -> list[str]:
+        """A VM for each router (of ``router_ids``, default all) that has none, with the ports and
+        name astara's orchestrator gives it (``ASTARA:MGT``/``ASTARA:VRRP`` ports,
+        ``ak-router-<id>_0``), as a previous orchestrator run would have left it: benchmarks of
+        restarts at scale start from there. Returns the routers that got one."""
+        model = self._model()
+        have = {_router_of(s["name"]) for s in self.nova.servers(None, all_tenants=True)}
+        booted = []
+        for router_id in (self.topology if router_ids is None else router_ids):
+            made = self.topology.get(router_id)
+            if made is None or router_id in have:
+                continue
+            common = {"admin_state_up": True, "port_security_enabled": False, "security_groups": []}
+            mgt = model.create("port", {
+                **common, "network_id": self.management_network_id, "name": f"ASTARA:MGT:{router_id}",
+                "fixed_ips": [{"subnet_id": self.management_subnet_id}],
+            }, self.admin)
+            ports = [mgt["id"]]
+            for network_id in (self.external_network_id, made["network"]):
+                ports.append(model.create("port", {
+                    **common, "network_id": network_id, "name": f"ASTARA:VRRP:{router_id}",
+                    "fixed_ips": [],
+                }, self.admin)["id"])
+            self.nova.create(self.admin, name=f"ak-router-{router_id}_0",
+                             image_id=self.settings.image_id, flavor_id=self.settings.flavor_id,
+                             port_ids=ports, config_drive=True)
+            booted.append(router_id)
+        return booted
+
     def update_router(self, router_id: str) -> None:
         """An ordinary tenant change: rename the router (router.update.start/end)."""
         made = self.topology[router_id]
@@ -239,8 +273,9 @@ class SimCloud:
         router = _router_of(server["name"])
         if router:
             self.boots[router] = self.boots.get(router, 0) + 1
+        self.trace.record("active", router, server["id"], server["name"])
         try:
-            self.appliances.add(server["id"], address, nics)
+            self.appliances.add(server["id"], address, nics, router_id=router)
             if self.ssh is not None:
                 from .ssh import authorized_keys
 
@@ -257,6 +292,7 @@ class SimCloud:
             pushed = 0
         if router:
             self.pushes[router] = self.pushes.get(router, 0) + pushed
+        self.trace.record("gone", router, server["id"], server["name"])
         self.appliances.remove(server["id"])
         if self.ssh is not None:
             self.ssh.remove(server["id"])
@@ -331,6 +367,26 @@ def _remote(settings: SimSettings) -> tuple[PortDirectory, Any]:
         project_domain_name=settings.neutron_project_domain,
     ))
     return RemotePorts(conn), RemoteTokens(settings.neutron_auth_url, conn.session.get_token)
+
+
+def _traced(notify: Notify, trace: Trace) -> Notify:
+    """``notify``, recording each notification once it is published (kind ``notify``)."""
+
+    def publish(event_type: str, payload: Mapping[str, Any], caller: Caller | None) -> None:
+        notify(event_type, payload, caller)
+        trace.record("notify", _router_named(payload), "", event_type)
+
+    return publish
+
+
+def _router_named(payload: Mapping[str, Any]) -> str:
+    """The router a Neutron notification payload names directly ("" if none)."""
+    for section in ("router", "router_interface"):
+        value = payload.get(section)
+        if isinstance(value, Mapping) and isinstance(value.get("id"), str):
+            return str(value["id"])
+    router_id = payload.get("router_id")
+    return router_id if isinstance(router_id, str) else ""
 
 
 def _router_of(server_name: str) -> str:

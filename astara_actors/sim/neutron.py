@@ -20,6 +20,7 @@ from ._neutron_l3 import L3Resources
 from ._neutron_views import (
     CREATE,
     DELETE,
+    PAGING_KEYS,
     SHOW,
     check_filters,
     fip_view,
@@ -31,6 +32,14 @@ from ._neutron_views import (
     subnet_view,
 )
 from .contracts import Caller
+
+# Filter keys not to pre-match on a raw record: paging and tag keys, and keys a view derives.
+_DERIVED = PAGING_KEYS | {"router:external", "is_default", "port_details", "fixed_ips"}
+
+
+def _creation_order(record: Mapping[str, Any]) -> int:
+    return int(record["standard_attr_id"])  # a sequence: every record takes the next one
+
 
 __all__ = ["ATTRIBUTES", "COLLECTIONS", "KINDS", "NOVA_SERVICE", "NeutronFault", "NeutronModel"]
 
@@ -110,11 +119,22 @@ class NeutronModel(L3Resources):
         fields = wanted.get("fields", [])
         with self._lock:
             table = self._table(kind)
+            ids: set[str] | None = None
             if kind == "port" and "device_id" in wanted:
                 ids = {p for d in wanted["device_id"] for p in self._by_device.get(d, ())}
-                records = [table[i] for i in table if i in ids]
-            else:
+            elif kind == "port" and "network_id" in wanted:
+                ids = {p for n in wanted["network_id"] for p in self._by_network.get(n, ())}
+            if ids is None:
                 records = list(table.values())
+            else:  # in creation order, as the full table lists them
+                records = sorted((table[i] for i in ids if i in table), key=_creation_order)
+            # Cheap first: a record whose own string value of a filtered key is not wanted
+            # cannot match (views copy those keys unchanged or hide them), so no view is built
+            # for it; at 10,000 routers that is the difference between 2 ms and 200 ms a list.
+            for key, values in wanted.items():
+                if key not in _DERIVED:
+                    allowed = set(values)
+                    records = [r for r in records if not isinstance(r.get(key), str) or r[key] in allowed]
             result = []
             for record in records:
                 if self._visible(kind, record, who):

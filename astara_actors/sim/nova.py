@@ -61,6 +61,19 @@ class _Server:
     announced: bool = field(default=False)  # on_active fired
 
 
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
+
+
+class _Literal:
+    """``re.compile(text).search`` for a ``text`` without regular-expression syntax."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def search(self, name: str) -> bool:
+        return self.text in name
+
+
 def _stamp(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
@@ -83,6 +96,7 @@ class NovaModel:
         on_active: ServerCallback | None = None,
         on_gone: ServerCallback | None = None,
         on_ports_changed: ServerCallback | None = None,
+        on_request: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.ports = ports
         self.clock = clock
@@ -94,6 +108,8 @@ class NovaModel:
         self.on_active = on_active
         self.on_gone = on_gone
         self.on_ports_changed = on_ports_changed
+        # ("boot" | "delete", server id, server name) when a create / delete is accepted
+        self.on_request = on_request
         self._new_id = new_id
         self._rng = rng
         self._lock = threading.RLock()
@@ -150,6 +166,8 @@ class NovaModel:
             self._pending.add(server.id)
             for pid in port_ids:
                 self.ports.bind(pid, server.id, NOVA_OWNER, self.host)
+            if self.on_request is not None:  # before its on_active (a zero boot delay)
+                self.on_request("boot", server.id, name)
             self._advance(server)
             view = self._view(server)
         return view
@@ -179,6 +197,8 @@ class NovaModel:
             pattern = re.compile(name) if name else None
         except re.error as e:
             raise NovaFault(400, f"Invalid regular expression for name: {e}") from None
+        if name and not _REGEX_SYNTAX.intersection(name):
+            pattern = _Literal(name)  # the same answer, several times faster over 10,000 servers
         scope = None
         if caller is not None and not (caller.is_admin and all_tenants):
             scope = caller.project_id
@@ -207,6 +227,8 @@ class NovaModel:
                 server.deleting_at = self.clock()
                 server.updated = _stamp(self.wall())
                 self._pending.add(server.id)
+                if self.on_request is not None:
+                    self.on_request("delete", server.id, server.name)
                 self._advance(server)
 
     def tick(self) -> None:

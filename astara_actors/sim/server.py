@@ -23,6 +23,7 @@ from .api_neutron import add_neutron_routes
 from .api_nova import add_nova_routes
 from .cloud import SimCloud
 from .load import LoadDriver
+from .trace import Trace
 from .wsgi import WSGIServerThread
 
 __all__ = ["SimServer", "build_app"]
@@ -92,8 +93,24 @@ class _FaultMiddleware:
             )
 
 
+class _TraceMiddleware:
+    """Records every answered Keystone, Neutron and Nova request in the cloud's trace."""
+
+    def __init__(self, trace: Trace) -> None:
+        self._trace = trace
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        prefix = "/" + req.path.split("/", 2)[1] if req.path.count("/") else req.path
+        if prefix in SERVICES and self._trace.enabled:
+            status = str(resp.status).split(" ", 1)[0]
+            query = f"?{req.query_string}" if req.query_string else ""
+            self._trace.record("api", detail=f"{req.method} {req.path}{query} {status}")
+
+
 class _Admin:
-    """``/sim``: status, faults, appliance and server faults, load, scripted topology."""
+    """``/sim``: status, faults, appliance and server faults, load, the trace (:mod:`.trace`)."""
 
     def __init__(self, cloud: SimCloud, faults: Faults, load: LoadDriver) -> None:
         self.cloud, self.faults, self.load = cloud, faults, load
@@ -136,6 +153,49 @@ class _Admin:
             actions[what](server_id)
         resp.media = {"servers": servers, "done": what}
 
+    def on_get_trace(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The trace: ``?since=&until=&kinds=a,b&router=`` filter; ``summary=1`` counts only."""
+        trace = self.cloud.trace
+        try:
+            since = float(req.get_param("since") or 0.0)
+            until = float(req.get_param("until")) if req.get_param("until") else None
+        except ValueError:
+            raise falcon.HTTPBadRequest(title="Bad parameter", description="since and until are unix times") from None
+        kinds = [k for k in (req.get_param("kinds") or "").split(",") if k] or None
+        out: dict[str, Any] = trace.stats()
+        if req.get_param_as_bool("summary", default=False):
+            out["summary"] = trace.summary(since=since, until=until, kinds=kinds)
+        else:
+            out["events"] = trace.events(
+                since=since, until=until, kinds=kinds, router=req.get_param("router") or None
+            )
+        resp.media = out
+
+    def on_put_trace(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """``{"maxlen": N, "enabled": bool}`` (either)."""
+        body = _body(req)
+        unknown = sorted(set(body) - {"maxlen", "enabled"})
+        maxlen, enabled = body.get("maxlen"), body.get("enabled")
+        if unknown or not (maxlen is None or (isinstance(maxlen, int) and not isinstance(maxlen, bool)
+                                              and maxlen >= 1)) \
+                or not (enabled is None or isinstance(enabled, bool)):
+            raise falcon.HTTPBadRequest(
+                title="Bad trace settings", description="expected {\"maxlen\": int >= 1, \"enabled\": bool}"
+            )
+        resp.media = self.cloud.trace.configure(maxlen=maxlen, enabled=enabled)
+
+    def on_delete_trace(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.cloud.trace.clear()
+        resp.media = self.cloud.trace.stats()
+
+    def on_post_vms(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Boot a VM, as astara would, for every router (or ``{"routers": [...]}``) without one."""
+        body = _body(req) if req.content_length else {}
+        routers = body.get("routers")
+        if routers is not None and not (isinstance(routers, list) and all(isinstance(r, str) for r in routers)):
+            raise falcon.HTTPBadRequest(title="Bad body", description="routers must be a list of ids")
+        resp.media = {"booted": self.cloud.boot_vms(routers)}
+
     def on_get_router(self, req: falcon.Request, resp: falcon.Response, ident: str) -> None:
         """How often the router was booted and configured (two drivers show as extra boots)."""
         resp.media = {"router_id": ident, **self.cloud.router_counters(ident)}
@@ -173,7 +233,9 @@ def build_app(
             "compute": f"{base}/compute/v2.1",
         }
 
-    app = falcon.App(middleware=[_FaultMiddleware(faults), AuthMiddleware(cloud.tokens)])
+    app = falcon.App(middleware=[
+        _TraceMiddleware(cloud.trace), _FaultMiddleware(faults), AuthMiddleware(cloud.tokens),
+    ])
     if cloud.neutron is not None:  # beside a real Neutron, Keystone and Neutron are real
         add_keystone_routes(app, cloud.keystone, "/identity", endpoints=endpoints)
         add_neutron_routes(app, cloud.neutron, "/network")
@@ -181,6 +243,8 @@ def build_app(
     admin = _Admin(cloud, faults, load)
     app.add_route("/sim", admin)
     app.add_route("/sim/faults", admin, suffix="faults")
+    app.add_route("/sim/trace", admin, suffix="trace")
+    app.add_route("/sim/vms", admin, suffix="vms")
     app.add_route("/sim/appliances/{ident}/{what}", admin, suffix="appliance")
     app.add_route("/sim/servers/{ident}", admin, suffix="server")
     app.add_route("/sim/routers/{ident}", admin, suffix="router")

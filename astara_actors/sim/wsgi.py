@@ -1,9 +1,9 @@
-"""A threaded WSGI server on its own thread (stdlib only), IPv4 or IPv6."""
+"""A WSGI server on its own thread with a pool of request workers (stdlib only), IPv4 or IPv6."""
 
 from __future__ import annotations
 
+import queue
 import socket
-import socketserver
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,10 +12,45 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 __all__ = ["WSGIServerThread"]
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class _ThreadingWSGIServer(WSGIServer):
+    """Connections are accepted at once and served by a fixed pool of worker threads, as an
+    OpenStack API service does (an accept loop and a pool of ``wsgi_default_pool_size`` = 100
+    green threads): a burst from thousands of router actors waits in the queue instead of
+    starting a thread per connection, which starves the accept loop of the GIL."""
+
     allow_reuse_address = True
-    request_queue_size = 256  # bursts of connections from thousands of router actors
+    # As deep as a real API service's (oslo.service's `backlog` defaults to 4096; the kernel
+    # caps it at net.core.somaxconn).
+    request_queue_size = 4096
+    workers = 64
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._queue: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"sim-http-worker-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._queue.put((request, client_address))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:  # noqa: BLE001 - one bad request must not end the worker
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in getattr(self, "_workers", ()):
+            self._queue.put(None)
 
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):

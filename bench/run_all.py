@@ -1,0 +1,160 @@
+"""Every benchmark scenario, one after the other, then one summary table.
+
+    python -m bench.run_all [--routers 1000] [--only NAMES] [--skip NAMES] [scenario knobs]
+
+Scenarios (names for --only/--skip): ``bus`` (bench.bus_latency), ``sim`` (bench.sim_scale),
+``scale``, ``poll``, ``control``, ``cold`` (these four share one fleet of --routers routers:
+the fleet is brought up once, measured, then its orchestrator restarted for the cold start),
+``reaction`` (--reaction-routers) and ``failure`` (--failure-routers). Each writes its JSON under
+bench/results/; the summary ("figure | measured | target | met?") goes to
+bench/results/summary.json. The defaults fit a 2-core machine in about ten minutes; use
+``--routers 10000 --only scale,poll,cold`` for the big run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from typing import Any
+
+from . import cold_start, control, failure, poll_sweep, reaction, scale
+from ._harness import Deployment, log
+from ._report import Figure, report_figures
+
+ALL = ("bus", "sim", "scale", "poll", "control", "cold", "reaction", "failure")
+FLEET = ("scale", "poll", "control", "cold")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scale.add_args(parser, routers=1000)
+    poll_sweep.add_args(parser)
+    control.add_args(parser)
+    cold_start.add_args(parser)
+    reaction.add_args(parser)
+    failure.add_args(parser)
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
+    parser.add_argument("--reaction-routers", type=int, default=200)
+    parser.add_argument("--failure-routers", type=int, default=100)
+    parser.add_argument("--sim-routers", type=int, default=2000, help="bench.sim_scale --routers")
+    parser.add_argument("--bus-commands", type=int, default=200, help="bench.bus_latency --commands/--queries")
+    args = parser.parse_args(argv)
+    chosen = [s for s in (args.only.split(",") if args.only else ALL) if s]
+    skipped = {s for s in args.skip.split(",") if s}
+    unknown = (set(chosen) | skipped) - set(ALL)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(ALL)}")
+    args.scenarios = [s for s in ALL if s in chosen and s not in skipped]
+    return args
+
+
+def failed(name: str, exc: BaseException) -> list[Figure]:
+    traceback.print_exc()
+    log(f"{name} failed: {exc!r}")
+    return [Figure(f"{name}: did not complete", None, limit=0.0, target="completes",
+                   note=f"{type(exc).__name__}: {exc}"[:160])]
+
+
+def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
+    wanted = [s for s in FLEET if s in args.scenarios]
+    settings = scale.orchestrator_settings(args)
+    try:
+        log("baseline: the orchestrator with no router")
+        base = scale.baseline(settings, api="control" in wanted, cloud=scale.cloud_settings(args))
+    except Exception as exc:  # noqa: BLE001 - the run goes on with the next scenario
+        summary += failed("baseline", exc)
+        return
+    with Deployment(args.routers, settings=settings, api="control" in wanted, boot_delay=args.boot_delay,
+                    cloud=scale.cloud_settings(args)) as dep:
+        try:
+            figs, details = scale.run(dep, args, base)
+        except Exception as exc:  # noqa: BLE001
+            summary += failed("scale", exc)
+            return
+        if "scale" in wanted:
+            report_figures("scale", figs, scale.params(args), details)
+            summary += figs
+        if dep.orchestrator is None or not dep.orchestrator.alive():
+            summary.append(Figure("fleet: orchestrator exited", None, note=str(details["bring_up"].get("errors"))))
+            return
+        window = tuple(details["steady"]["window"]) if details.get("steady") else None
+        steps: list[tuple[str, Any, str]] = [
+            ("poll", lambda: poll_sweep.run(dep, args, window), "poll_sweep"),  # type: ignore[arg-type]
+            ("control", lambda: control.run(dep, args), "control"),
+            ("cold", lambda: cold_start.run(dep, args), "cold_start"),
+        ]
+        for key, step, name in steps:
+            if key not in wanted:
+                continue
+            log(f"--- {name} at {args.routers} routers")
+            try:
+                figs, details = step()
+                report_figures(name, figs, scale.params(args), details)
+                summary += figs
+            except Exception as exc:  # noqa: BLE001
+                summary += failed(name, exc)
+
+
+def run_own(module: Any, name: str, routers: int, args: argparse.Namespace, summary: list[Figure],
+            settings: dict[str, Any]) -> None:
+    """A scenario with a deployment of its own (reaction, failure)."""
+    log(f"--- {name} at {routers} routers")
+    ns = argparse.Namespace(**{**vars(args), "routers": routers})
+    try:
+        with Deployment(routers, settings=settings, boot_delay=args.boot_delay, cloud=scale.cloud_settings(args)) as dep:
+            up = scale.bring_up(dep, ns)
+            if dep.orchestrator is None or not dep.orchestrator.alive():
+                raise RuntimeError(f"the orchestrator exited while populating: {up.get('errors')}")
+            figs, details = module.run(dep, ns)
+        report_figures(name, figs, scale.params(ns), {"bring_up": up, **details})
+        summary += figs
+    except Exception as exc:  # noqa: BLE001
+        summary += failed(name, exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.monotonic()
+    summary: list[Figure] = []
+    if "bus" in args.scenarios:
+        from . import bus_latency
+
+        log("--- bus_latency")
+        try:
+            bus_latency.main(["--commands", str(args.bus_commands), "--queries", str(args.bus_commands)])
+            summary += control.bus_figures()
+        except Exception as exc:  # noqa: BLE001
+            summary += failed("bus_latency", exc)
+    if "sim" in args.scenarios:
+        from . import sim_scale
+
+        log("--- sim_scale")
+        try:
+            sim_scale.main(["--routers", str(args.sim_routers), "--probes", str(2 * args.sim_routers)])
+        except Exception as exc:  # noqa: BLE001
+            summary += failed("sim_scale", exc)
+    if any(s in args.scenarios for s in FLEET):
+        run_fleet(args, summary)
+    settings = scale.orchestrator_settings(args)
+    if "reaction" in args.scenarios:
+        run_own(reaction, "reaction", args.reaction_routers, args, summary, settings)
+    if "failure" in args.scenarios:
+        # Default settings: the period of the scale scenario is not the failure scenario's.
+        defaults = {k: v for k, v in settings.items() if k != "health_check_period"}
+        run_own(failure, "failure", args.failure_routers, args, summary, defaults)
+    elapsed = time.monotonic() - started
+    report_figures("summary", summary, {"scenarios": args.scenarios, "routers": args.routers,
+                                        "minutes": round(elapsed / 60, 1), "set": args.set,
+                                        "cloud": args.cloud, "period": args.period})
+    if args.set or args.cloud:
+        print(f"orchestrator settings given: [orchestrator] {args.set or '-'}; [cloud] {args.cloud or '-'}")
+    print(f"{sum(f.met == 'yes' for f in summary)} targets met, "
+          f"{sum(f.met.startswith(('NO', 'no')) for f in summary)} missed, in {elapsed / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
