@@ -40,6 +40,8 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     complete = probes.wait_all(routers, max(1.0, timeout - (time.time() - t0)), "cold start: first-polled",
                                alive=orch.alive)
     delays = sorted(probes.delays(routers))
+    done = t0 + (delays[-1] if complete and delays else time.time() - t0)
+    api = dep.sim.trace_summary(since=t0, until=done, kinds=["api"]).get("api", {})
     pushes = dep.sim.trace(since=t0, kinds=["push"])
     boots = dep.sim.trace(since=t0, kinds=["boot", "delete"])
     out = {
@@ -51,6 +53,8 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         "pushes_since_start": len(pushes), "routers_pushed": len({e[2] for e in pushes}),
         "boots_or_deletes_since_start": len(boots),
         "rss_kib": orch.sample().rss_kib if orch.alive() else None,
+        "api_calls": sum(api.values()),
+        "api_calls_by_kind": dict(list(api.items())[:15]),  # Neutron/Nova requests until all polled
     }
     if not complete:
         out["errors"] = orch.errors()

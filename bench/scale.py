@@ -125,6 +125,7 @@ def bring_up(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
     orch_after, sim_after = (orch.sample() if orch.alive() else orch_before), proc_sample(dep.sim.pid)
     probed = sorted(probes.delays(routers))
     pushed = sorted(pushes.delays(routers))
+    api = dep.sim.trace_summary(since=t0, kinds=["api"]).get("api", {})
     out.update({
         "timeout_s": timeout,
         "probed": len(probed), "configured": len(pushed),
@@ -134,6 +135,8 @@ def bring_up(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_percent_during": round(cpu_percent(orch_before, orch_after), 1),
         "sim_cpu_percent_during": round(cpu_percent(sim_before, sim_after), 1),
         "peak_rss_kib": peak_rss,
+        "api_calls": sum(api.values()),
+        "api_calls_by_kind": dict(list(api.items())[:15]),  # Neutron/Nova requests of the bring-up
     })
     if args.fresh:
         dep.addresses(refresh=True)  # the VMs the orchestrator booted
