@@ -284,6 +284,20 @@ def test_status_goes_through_the_astara_extension_when_neutron_has_it(http: Any)
     assert http.last_request.json() == {"routerstatus": {"status": "DOWN"}}
 
 
+def test_routers_setting_status_at_once_ask_neutron_for_its_extensions_once(http: Any) -> None:
+    """At start-up thousands of router actors push a status together: the first finds out how,
+    the others wait for its answer (all asking at once piled up on keystoneauth's lock)."""
+    import concurrent.futures
+
+    http.get(f"{NEUTRON}/extensions", json=extensions("dhrouterstatus"))
+    http.put(requests_mock.ANY, json={"routerstatus": {"status": "ACTIVE"}})
+    network = OpenStackNetwork(connect(SETTINGS))
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: network.set_router_status(f"r{i}", "ACTIVE"), range(64)))
+    asked = [c for c in calls(http, NEUTRON) if c[1].endswith("/extensions")]
+    assert asked == [("GET", f"{NEUTRON}/extensions")]
+
+
 def test_status_push_to_a_deleted_router_raises_router_gone(http: Any) -> None:
     http.get(f"{NEUTRON}/extensions", json=extensions("dhrouterstatus"))
     http.put(f"{NEUTRON}/dhrouterstatus/r1", status_code=404)

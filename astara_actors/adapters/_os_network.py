@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -62,6 +63,7 @@ class OpenStackNetwork:
         self._conn = conn
         self._status_mode = status_mode
         self._status_via: str | None = None  # "extension", "tag" or "none" once detected
+        self._status_lock = threading.Lock()  # thousands of routers ask at once at start-up
         self._calls = SdkCalls(NetworkError, retries=retries, retry_delay=retry_delay, sleep=sleep)
 
     @property
@@ -188,17 +190,21 @@ class OpenStackNetwork:
             self._tag_status(router_id, status)
 
     def _status_method(self) -> str:
-        """How status reaches Neutron, from the extensions the cloud offers (asked once)."""
-        if self._status_via is None:
-            if self._status_mode == "none":
-                self._status_via = "none"
-            else:
-                aliases = self._calls.run(
-                    "list extensions", lambda: {e.alias for e in self._net.extensions()}
-                )
-                self._status_via = _choose_status_method(self._status_mode, aliases)
-                LOG.info("router status goes to Neutron via: %s", self._status_via)
-        return self._status_via
+        """How status reaches Neutron, from the extensions the cloud offers (asked once: the
+        first router asks, the others wait for its answer instead of all asking at once)."""
+        if self._status_via is not None:
+            return self._status_via
+        with self._status_lock:
+            if self._status_via is None:
+                if self._status_mode == "none":
+                    self._status_via = "none"
+                else:
+                    aliases = self._calls.run(
+                        "list extensions", lambda: {e.alias for e in self._net.extensions()}
+                    )
+                    self._status_via = _choose_status_method(self._status_mode, aliases)
+                    LOG.info("router status goes to Neutron via: %s", self._status_via)
+            return self._status_via
 
     def _tag_status(self, router_id: str, status: str) -> None:
         """Keep exactly one ``astara-status:<S>`` tag, adding the new one before the old go."""
