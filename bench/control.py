@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     with Deployment(args.routers, settings=scale.orchestrator_settings(args), api=True,
                     boot_delay=args.boot_delay,
                     cloud=scale.cloud_settings(args)) as dep:
-        up = scale.bring_up(dep, args)
-        if dep.orchestrator is None or not dep.orchestrator.alive():
-            raise SystemExit(f"the orchestrator exited while populating: {up.get('errors')}")
+        up = scale.bring_up_checked(dep, args)
         log("control: commands and dumps")
         figs, details = run(dep, args)
     figs = bus_figures() + figs

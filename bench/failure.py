@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with Deployment(args.routers, settings=scale.orchestrator_settings(args), boot_delay=args.boot_delay,
                     cloud=scale.cloud_settings(args)) as dep:
-        up = scale.bring_up(dep, args)
-        if dep.orchestrator is None or not dep.orchestrator.alive():
-            raise SystemExit(f"the orchestrator exited while populating: {up.get('errors')}")
+        up = scale.bring_up_checked(dep, args)
         figs, details = run(dep, args)
     report_figures("failure", figs, {**scale.params(args), "kills": args.kills,
                                      "failure_timeout": args.failure_timeout}, {"bring_up": up, "failure": details})

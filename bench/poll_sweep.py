@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with Deployment(args.routers, settings=scale.orchestrator_settings(args), boot_delay=args.boot_delay,
                     cloud=scale.cloud_settings(args)) as dep:
-        up = scale.bring_up(dep, args)
-        if dep.orchestrator is None or not dep.orchestrator.alive():
-            raise SystemExit(f"the orchestrator exited while populating: {up.get('errors')}")
+        up = scale.bring_up_checked(dep, args)
         log(f"measuring the poll spread over {args.window or args.period:.0f} s")
         figs, details = run(dep, args, None)
     report_figures("poll_sweep", figs, params(args), {"bring_up": up, **details})

@@ -105,9 +105,7 @@ def run_own(module: Any, name: str, routers: int, args: argparse.Namespace, summ
     ns = argparse.Namespace(**{**vars(args), "routers": routers})
     try:
         with Deployment(routers, settings=settings, boot_delay=args.boot_delay, cloud=scale.cloud_settings(args)) as dep:
-            up = scale.bring_up(dep, ns)
-            if dep.orchestrator is None or not dep.orchestrator.alive():
-                raise RuntimeError(f"the orchestrator exited while populating: {up.get('errors')}")
+            up = scale.bring_up_checked(dep, ns, RuntimeError)
             figs, details = module.run(dep, ns)
         report_figures(name, figs, scale.params(ns), {"bring_up": up, **details})
         summary += figs

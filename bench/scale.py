@@ -84,6 +84,16 @@ def baseline(settings: dict[str, Any], api: bool, cloud: dict[str, Any] | None =
                 "idle_cpu_percent": round(cpu_percent(before, after), 2)}
 
 
+def bring_up_checked(
+    dep: Deployment, args: argparse.Namespace, error: type[BaseException] = SystemExit
+) -> dict[str, Any]:
+    """:func:`bring_up`, raising ``error`` if the orchestrator died while populating."""
+    up = bring_up(dep, args)
+    if dep.orchestrator is None or not dep.orchestrator.alive():
+        raise error(f"the orchestrator exited while populating: {up.get('errors')}")
+    return up
+
+
 def bring_up(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
     """Simulator with N routers (and VMs unless --fresh), then the orchestrator until every
     router is configured (or the timeout): the populate and configure figures."""
