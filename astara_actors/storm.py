@@ -53,7 +53,6 @@ class StormGuard:
         window: float = 30.0,
         period: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[StormGuard], None] | None = None,
     ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
@@ -65,7 +64,6 @@ class StormGuard:
         self.slot_timeout = slot_timeout
         self.horizon = max(1e-3, min(window, period))  # healthy probes count this long
         self._clock = clock
-        self._on_change = on_change
         self._lock = threading.Lock()
         self._monitored: set[str] = set()
         self._failing: dict[str, float] = {}  # router -> when its failure was first seen
@@ -91,9 +89,7 @@ class StormGuard:
             else:
                 self._healthy_at.pop(router_id, None)
                 self._failing.setdefault(router_id, now)
-            changed = self._evaluate()
-        if changed:
-            self._changed()
+            self._evaluate()
 
     def forget(self, router_id: str) -> None:
         """The router is gone (deleted, handed over, actor stopped), or its VM was replaced."""
@@ -103,9 +99,7 @@ class StormGuard:
             self._healthy_at.pop(router_id, None)
             self._held.discard(router_id)
             self._slots.pop(router_id, None)
-            changed = self._evaluate()
-        if changed:
-            self._changed()
+            self._evaluate()
 
     @property
     def is_open(self) -> bool:
@@ -182,8 +176,8 @@ class StormGuard:
         total = failing + len(healthy_at)
         return failing / total if total else 0.0
 
-    def _evaluate(self) -> bool:
-        """Open or close the breaker; caller holds the lock. True if it changed."""
+    def _evaluate(self) -> None:
+        """Open or close the breaker; caller holds the lock."""
         failing, share = len(self._failing), self._share()
         metrics.LIVENESS_FAILING_SHARE.set(share)
         if self._open_since is None:
@@ -197,8 +191,7 @@ class StormGuard:
                     failing, len(self._monitored), 100 * share, 100 * self.threshold,
                 )
                 metrics.BREAKER_OPEN.set(1)
-                return True
-            return False
+            return
         if failing < self.min_failures or share <= self.threshold / 2:
             LOG.warning(
                 "circuit breaker closed after %.0f s: %d of %d routers fail liveness (%.0f%%); "
@@ -209,13 +202,3 @@ class StormGuard:
             self._open_since = None
             self._held.clear()
             metrics.BREAKER_OPEN.set(0)
-            return True
-        return False
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            try:
-                self._on_change(self)
-            except Exception:  # noqa: BLE001 - a listener's bug must not break a probe
-                LOG.exception("storm guard listener failed")
-
