@@ -9,6 +9,7 @@ Vendor errors leave as :class:`StoreError`, naming the operation.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -229,8 +230,14 @@ def _engine(url: URL) -> Engine:
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         # WAL lets the API's workers read while the orchestrator writes.
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            # "database is locked": another connection is opening the new file (the mode
+            # persists in the file, so its WAL serves this connection too).
+            pass
+        finally:
+            cursor.close()
 
     return engine
 
