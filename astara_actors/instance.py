@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import metrics
@@ -30,6 +30,7 @@ __all__ = ["INTERFACES_TIMEOUT", "InstanceManager"]
 INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
 S = InstanceState
 _REUSE_ROUTER = 1.0  # seconds: a push reuses the router its traversal's refresh just read
+_FRESH_PROBES = 2.0  # seconds: asynchronous probe answers stand in for the next check's probes
 _SLOT_ENDS = frozenset({S.CONFIGURED, S.ERROR, S.GONE})  # a boot's cap slot is freed here
 
 
@@ -79,6 +80,8 @@ class InstanceManager:
         self._push_failures = 0
         self._replug_started: float | None = None
         self._pushed: dict[str, bytes] = {}  # server id -> digest of the config it accepted
+        # The answers of the last asynchronous probes (address -> answered) and when they came.
+        self._probes: tuple[dict[str, bool], float] | None = None
         self._neutron_status: str | None = None
         self._name = ""
         metrics.track_instance(self)  # astara_routers{state} reads .state when scraped
@@ -151,12 +154,33 @@ class InstanceManager:
         ):
             return self.update_state()
         timeout = self._settings.alive_timeout
+        known = self._known_probes()
         for vm in vms:
-            if not self._appliance.is_alive(vm.address, timeout):
+            alive = known.get(vm.address)
+            if alive is None:
+                alive = self._appliance.is_alive(vm.address, timeout)
+            if not alive:
                 return self.update_state()  # retries, Nova, the timeouts: the full path
+        self._probes = None
         if self._guard is not None:
             self._guard.observe(self.router_id, True)
         return S.CONFIGURED
+
+    def probe_async(self, done: Callable[[Mapping[str, bool]], None]) -> bool:
+        """Start the poll's probes without blocking (see the ``Instance`` port)."""
+        start = getattr(self._appliance, "probe_async", None)
+        vms = list(self._vms.values())
+        if start is None or self._state is not S.CONFIGURED or len(vms) < self._required or not all(
+            vm.alive and vm.address for vm in vms
+        ):
+            return False
+        start([vm.address for vm in vms], self._settings.alive_timeout,
+              max(1, self._settings.max_retries), done)
+        return True
+
+    def probed(self, results: Mapping[str, bool]) -> None:
+        """Keep the answers of :meth:`probe_async` for the check that follows."""
+        self._probes = (dict(results), self._clock())
 
     def boot(self, image_id: str | None = None) -> InstanceState:
         """Create the missing VM(s) and their ports; BOOTING, or DOWN if the cloud refused."""
@@ -447,14 +471,25 @@ class InstanceManager:
         pending = [vm for vm in self._vms.values() if vm.address and vm.server.status == "ACTIVE"]
         for vm in self._vms.values():
             vm.alive = False
+        # Answers of asynchronous probes (already retried) are final: not asked again.
+        known, self._probes = self._known_probes(), None
         for _ in range(max(1, self._settings.max_retries)):
             for vm in pending:
-                vm.alive = self._appliance.is_alive(vm.address, self._settings.alive_timeout)
+                alive = known.get(vm.address)
+                if alive is None:
+                    alive = self._appliance.is_alive(vm.address, self._settings.alive_timeout)
+                vm.alive = alive
                 vm.answered = vm.answered or vm.alive
                 vm.lost = vm.lost and not vm.alive
-            pending = [vm for vm in pending if not vm.alive]
+            pending = [vm for vm in pending if not vm.alive and vm.address not in known]
             if not pending:
                 break
+
+    def _known_probes(self) -> dict[str, bool]:
+        kept = self._probes
+        if kept is None or self._clock() - kept[1] > _FRESH_PROBES:
+            return {}
+        return kept[0]
 
     def _observe_liveness(self) -> None:
         """Tell the storm guard whether this router, once answering, still answers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "ManageRouter",
     "ManageTenant",
     "PollTick",
+    "Probed",
     "Rebalance",
     "Restart",
     "RouterExited",
@@ -129,6 +131,13 @@ class Run:
 
 class Settle:
     """A burst of UPDATEs may have gone quiet: push once for all of them (see RouterActor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """The answers to a poll's asynchronous probes: address -> answered (see RouterActor)."""
+
+    results: Mapping[str, bool]
 
 
 @dataclass(frozen=True, slots=True)

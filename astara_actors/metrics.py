@@ -28,7 +28,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from .events import InstanceState
 
 __all__ = [
-    "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES", "BREAKER_OPEN", "CONFIG_PUSHES",
+    "ACTOR_POOL_GROWN", "ACTOR_POOL_THREADS", "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES",
+    "BREAKER_OPEN", "CONFIG_PUSHES",
     "CONFIG_PUSH_FAILURES", "EVENT_TO_CONFIG", "INBOX_MESSAGES", "LIVENESS_FAILING_SHARE",
     "MALFORMED_MESSAGES", "POLL_SWEEP", "POLL_TRACKED", "REBUILDS", "REBUILDS_HELD",
     "REBUILDS_IN_PROGRESS", "exposition", "track_inbox", "track_instance",
@@ -63,6 +64,13 @@ POLL_SWEEP = Histogram(
     buckets=(1.0, 5.0, 10.0, 30.0, 45.0, 60.0, 63.0, 66.0, 75.0, 90.0, 120.0, 180.0, 300.0, 600.0),
 )
 POLL_TRACKED = Gauge("astara_poll_tracked_routers", "Routers the health poller polls")
+ACTOR_POOL_THREADS = Gauge(
+    "astara_actor_pool_threads", "Worker threads running the pooled (router and tenant) actors"
+)
+ACTOR_POOL_GROWN = Counter(
+    "astara_actor_pool_grown_total",
+    "Workers added to the actor pool because runnable actors waited with every worker busy",
+)
 
 # --- the bus (astara_actors/inbox.py, bus/consumer.py)
 INBOX_MESSAGES = Counter(

@@ -112,6 +112,9 @@ class Appliance(Protocol):
         """``PUT /v1/system/config`` as JSON; raises ``ApplianceError`` unless 200."""
         ...
 
+    # Optional: ``probe_async(addresses, timeout, attempts, done)`` probes without blocking
+    # the caller and calls ``done(address -> answered)`` once (HttpAppliance has it).
+
 
 class Instance(Protocol):
     """The service VM(s) of one router, as the state machine drives them.
@@ -141,6 +144,18 @@ class Instance(Protocol):
     def check_alive(self) -> InstanceState:
         """The poll's fast path: a CONFIGURED router whose VMs all answer the probe stays
         CONFIGURED without reading Neutron or Nova; anything else is a full ``update_state``."""
+        ...
+
+    def probe_async(self, done: Callable[[Mapping[str, bool]], None]) -> bool:
+        """Start the probes ``check_alive`` would make, without blocking: ``done(address ->
+        answered)`` is called once, from another thread, after the appliance's retries.
+        False (and ``done`` never called) when the fast path does not apply or the appliance
+        cannot probe asynchronously: the caller then checks the blocking way."""
+        ...
+
+    def probed(self, results: Mapping[str, bool]) -> None:
+        """Hand over ``probe_async``'s answers: the next check (``check_alive``,
+        ``update_state``) uses them, while fresh, instead of probing again."""
         ...
 
     def boot(self, image_id: str | None = None) -> InstanceState:

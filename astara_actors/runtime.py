@@ -22,6 +22,7 @@ from .inventory import Inventory
 from .log import router_logger
 from .messages import Deliver, Dump
 from .netcache import NetworkCache
+from .pool import ActorPool
 from .ports import Appliance, Compute, Instance, Network
 from .settings import Settings
 from .storm import StormGuard
@@ -84,9 +85,15 @@ class Runtime:
         )
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
+        self.pool: ActorPool | None = None  # runs every tenant and router actor
 
     # --- lifecycle
     def start(self) -> Runtime:
+        self.pool = ActorPool(
+            "actors",
+            min_threads=self.settings.actor_threads,
+            max_threads=self.settings.actor_threads_max,
+        )
         self.scheduler.start()
         if self.poll:
             self.poller = HealthPoller.start(self.scheduler, self.settings.health_check_period)
@@ -118,6 +125,8 @@ class Runtime:
                 except pykka.ActorDeadError:
                     pass
             self.scheduler.stop()
+            if self.pool is not None:
+                self.pool.close()
         LOG.info("orchestrator %s stopped", self.settings.host)
 
     def __enter__(self) -> Runtime:
@@ -180,6 +189,7 @@ class Runtime:
             settings=self.settings,
             policy=self._policy(),
             board=self.board,
+            pool=self.pool,
             **kwargs,
         )
 
@@ -193,5 +203,6 @@ class Runtime:
             clock=self.clock,
             rand=self.rand,
             board=self.board,
+            pool=self.pool,
             **kwargs,
         )

@@ -41,6 +41,10 @@ class Settings:
     breaker_threshold: float = 0.2  # share of routers failing liveness at once that opens it
     breaker_min_failures: int = 5  # ... and at least this many (small clouds still self-heal)
 
+    # --- actor runtime (astara_actors.pool)
+    actor_threads: int = 8  # worker threads kept for the router and tenant actors
+    actor_threads_max: int = 1024  # ... grown to while actors wait on slow calls
+
     # --- supervision
     restart_limit: int = 5  # restarts of one actor allowed within restart_window
     restart_window: float = 60.0
@@ -67,6 +71,9 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 < self.breaker_threshold <= 1:
             raise ValueError(f"breaker_threshold must be in (0, 1], not {self.breaker_threshold}")
+        if not 1 <= self.actor_threads <= self.actor_threads_max:
+            raise ValueError(f"need 1 <= actor_threads <= actor_threads_max, not "
+                             f"{self.actor_threads}, {self.actor_threads_max}")
         if self.rebuild_concurrency < 1:
             raise ValueError(f"rebuild_concurrency must be at least 1, not "
                              f"{self.rebuild_concurrency}")

@@ -511,6 +511,22 @@ class Automaton:
         self.log.error("no yield after %d steps (at %s); yielding", MAX_STEPS, state.name)
         return self._yield(CALC_ACTION, action, self.failure_wait())
 
+    def quiet_poll(self) -> bool:
+        """Record a poll whose probes all answered, without a traversal, when the traversal
+        would only have walked CalcAction -> Alive -> CalcAction on the probes (the actor probed
+        asynchronously). False, recording nothing, when the machine has something else to do
+        (work queued, a wait pending, a drift check due, the router not configured): then the
+        actor feeds it the POLL as usual."""
+        every = self.settings.config_check_polls
+        if (self.deleted or self.inbox or self._woken or self._resume is not None
+                or self.state is not CALC_ACTION or self.instance.state != C
+                or (every > 0 and self.polls + 1 >= every)):
+            return False
+        self.polls += 1  # what Alive's drift_check_due() counts for a probe-only poll
+        self.action = Action.POLL  # where the traversal would have left it
+        self.last_poll_at = self.clock()
+        return True
+
     def fail(self, reason: str) -> Outcome:
         """Put the router in ERROR from outside a traversal (its actor crashed too often)."""
         self._token += 1

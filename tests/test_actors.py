@@ -14,10 +14,14 @@ from astara_actors.messages import (
     DebugGlobal,
     DebugRouter,
     DebugTenant,
+    Deliver,
+    Dump,
     LogDump,
     ManageGlobal,
     ManageRouter,
     ManageTenant,
+    Run,
+    Wake,
 )
 
 from .conftest import WAIT, Harness
@@ -461,3 +465,103 @@ def test_a_burst_of_updates_spread_over_longer_than_a_push_still_makes_two_pushe
     assert h.runtime.dump(router)["inbox"] == []
     flush(h, router)
     assert h.pushes(router) == before + 2
+
+
+def test_routers_share_a_small_pool_and_one_stuck_router_does_not_hold_the_others(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    stuck_router, other = cloud.add_router(T1), cloud.add_router(T2)
+    h = make_harness(actor_threads=1, actor_threads_max=4)
+    create(h, stuck_router, T1)
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck() -> Any:
+        entered.set()
+        release.wait(WAIT)
+        return h.instance(stuck_router).state
+
+    h.instance(stuck_router).check_alive = stuck  # holds the pool's only kept worker
+    h.runtime.deliver(Event(stuck_router, T1, Action.POLL))
+    assert entered.wait(WAIT)
+    try:
+        create(h, other, T2)  # the pool grows: the other tenant's router is served meanwhile
+        assert h.runtime.pool is not None
+        assert 1 < h.runtime.pool.stats()["threads"] <= 4
+    finally:
+        release.set()
+    names = {t.name for t in threading.enumerate()}
+    assert not any(name.startswith("RouterActor") for name in names)  # no thread per router
+
+
+def test_live_events_and_commands_are_urgent_polls_and_timers_are_not(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    h = make_harness()
+    create(h, router, T1)
+    ref = next(r for r in pykka.ActorRegistry.get_all() if r.actor_class.__name__ == "RouterActor")
+    actor = ref._actor_weakref()
+    assert actor.urgent(Deliver(Event(router, T1, Action.UPDATE)))
+    assert actor.urgent(DebugRouter(router, "looking"))
+    assert actor.urgent(Dump(router))
+    assert not actor.urgent(Deliver(Event(router, T1, Action.POLL)))
+    assert not actor.urgent(Wake(1))
+    assert not actor.urgent(Run())  # a Run with no live event behind it (a poll's, a timer's)
+    tenant = next(r for r in pykka.ActorRegistry.get_all() if r.actor_class.__name__ == "TenantActor")
+    tenant_actor = tenant._actor_weakref()
+    assert tenant_actor.urgent(Deliver(Event(router, T1, Action.CREATE)))
+    assert not tenant_actor.urgent(Deliver(Event(router, T1, Action.POLL)))
+
+
+class AsyncProbingAppliance:
+    """The memory appliance with ``probe_async`` answered from another thread, as the HTTP
+    appliance's prober does; counts the blocking probes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.blocking = 0
+        self.async_probes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def is_alive(self, address: str, timeout: float) -> bool:
+        self.blocking += 1
+        return self.inner.is_alive(address, timeout)
+
+    def probe_async(self, addresses: Any, timeout: float, attempts: int, done: Any) -> None:
+        self.async_probes += 1
+        results = {a: self.inner.is_alive(a, timeout) for a in addresses}
+        threading.Thread(target=done, args=(results,)).start()
+
+
+def test_healthy_polls_probe_asynchronously_and_a_silent_vm_takes_the_full_path(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    appliance = AsyncProbingAppliance(cloud.appliance)
+    h = make_harness(appliance=appliance, config_check_polls=0, dead_vm_timeout=3600.0)
+    create(h, router, T1)
+    blocking = appliance.blocking
+
+    def edges() -> list[tuple[str, str, str]]:
+        return [(t["source"], t["target"], t["action"])
+                for t in h.runtime.dump(router)["transitions"]]
+
+    before_polls = edges()
+    for n in range(5):
+        polled_at = h.runtime.dump(router)["last_poll_at"] or 0.0
+        h.runtime.deliver(Event(router, T1, Action.POLL))
+        h.wait_for(lambda polled_at=polled_at: (h.runtime.dump(router)["last_poll_at"] or 0.0) > polled_at,
+                   what=f"poll {n} recorded")
+    assert appliance.async_probes >= 5
+    assert appliance.blocking == blocking  # no actor thread waited on an appliance
+    assert edges() == before_polls  # quiet polls are kept as a time, not as transitions
+    assert h.runtime.dump(router)["instance_state"] == "configured"
+
+    cloud.set_appliance(router, dead=True)
+    probes = appliance.async_probes
+    h.runtime.deliver(Event(router, T1, Action.POLL))
+    # The async answer sends the poll down the machine's full path, which notices the VM.
+    h.wait_for(lambda: h.instance(router).state.value != "configured", what="the silent VM noticed")
+    assert appliance.async_probes == probes + 1

@@ -492,3 +492,69 @@ def test_a_restart_does_not_rewrite_the_status_neutron_already_shows(cloud, cloc
     cloud.set_appliance(rid, dead=True)
     assert restarted.update_state() is S.DOWN
     assert cloud.calls["set_router_status"] == before + 1  # a real change is shown
+
+
+class RecordingAppliance:
+    """The memory appliance with ``probe_async`` (as HttpAppliance has), counting both kinds."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.blocking: list[str] = []
+        self.started: list[tuple[list[str], float, int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def is_alive(self, address: str, timeout: float) -> bool:
+        self.blocking.append(address)
+        return self.inner.is_alive(address, timeout)
+
+    def probe_async(self, addresses, timeout, attempts, done) -> None:
+        self.started.append((list(addresses), timeout, attempts))
+        done({a: self.inner.is_alive(a, timeout) for a in addresses})
+
+
+def async_configured(cloud, clock, rid, **settings):
+    im = configured(cloud, clock, rid, **settings)
+    im._appliance = appliance = RecordingAppliance(cloud.appliance)
+    return im, appliance
+
+
+def test_async_probes_start_only_for_a_configured_router_and_use_the_retries(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im._appliance = RecordingAppliance(cloud.appliance)
+    assert im.probe_async(lambda results: None) is False  # nothing to probe yet
+    im, appliance = async_configured(cloud, clock, cloud.add_router(TENANT), max_retries=4)
+    answers = []
+    assert im.probe_async(answers.append) is True
+    (address,) = [vm.address for vm in im._vms.values()]
+    assert appliance.started == [([address], im._settings.alive_timeout, 4)]
+    assert answers == [{address: True}]
+
+
+def test_async_answers_stand_in_for_the_checks_probes_while_fresh(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im, appliance = async_configured(cloud, clock, rid)
+    answers = []
+    im.probe_async(answers.append)
+    im.probed(answers[0])
+    assert im.check_alive() is S.CONFIGURED
+    assert appliance.blocking == []
+    im.probe_async(answers.append)
+    im.probed(answers[1])
+    clock.advance(5.0)  # too old to stand in: probed again, the blocking way
+    assert im.check_alive() is S.CONFIGURED
+    assert len(appliance.blocking) == 1
+
+
+def test_a_dead_async_answer_is_final_and_sends_the_check_down_the_full_path(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im, appliance = async_configured(cloud, clock, rid, max_retries=3)
+    cloud.set_appliance(rid, dead=True)
+    answers = []
+    im.probe_async(answers.append)
+    assert list(answers[0].values()) == [False]
+    im.probed(answers[0])
+    assert im.check_alive() is S.DOWN  # lost: it gets dead_vm_timeout to come back
+    assert appliance.blocking == []  # the async probe did the retries; not asked three more times

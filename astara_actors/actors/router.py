@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -25,11 +25,13 @@ from ..messages import (
     ManageGlobal,
     ManageRouter,
     ManageTenant,
+    Probed,
     RouterExited,
     Run,
     Settle,
     Wake,
 )
+from ..pool import ActorPool, PooledActor
 from ..ports import Instance
 from ..settings import Settings
 from ..state import Automaton, Outcome
@@ -43,7 +45,7 @@ SCOPES = ("global", "tenant", "router")
 CONFIG_EVENTS = frozenset({Action.CREATE, Action.UPDATE, Action.REBUILD})
 
 
-class RouterActor(pykka.ThreadingActor):
+class RouterActor(PooledActor):
     """Feeds events to its :class:`Automaton` and turns its outcomes into scheduled wakes.
 
     Events are coalesced: however many arrive while the machine works (a burst of 100
@@ -66,8 +68,9 @@ class RouterActor(pykka.ThreadingActor):
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         board: Board | None = None,
+        pool: ActorPool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(pool=pool)
         self.board = board
         self._published: tuple[Any, ...] | None = None
         self._clock = clock
@@ -90,6 +93,8 @@ class RouterActor(pykka.ThreadingActor):
             router_id, tenant_id, instance, settings, clock=clock, rand=rand, log=self.log
         )
         self._run_pending = False
+        self._live = False  # the pending Run carries a live event (not a poll or a timer)
+        self._probing = False  # a poll's asynchronous probes are out
         self._synced = False
         self._event_at: float | None = None  # when the earliest unconfigured event arrived
 
@@ -125,6 +130,17 @@ class RouterActor(pykka.ThreadingActor):
             pass  # the tenant is dead too; the root restarts it with this router
 
     # --- messages
+    def urgent(self, message: Any) -> bool:
+        """Live events, their follow-up and operators' commands go before polls and timers."""
+        match message:
+            case Deliver(event=event):
+                return event.action != Action.POLL
+            case Run():
+                return self._live
+            case Wake() | Probed():
+                return False
+        return True
+
     def on_receive(self, message: Any) -> Any:
         try:
             return self._handle(message)
@@ -139,6 +155,8 @@ class RouterActor(pykka.ThreadingActor):
                 self._run()
             case Settle():
                 self._settle()
+            case Probed(results=results):
+                self._probed(results)
             case Wake(token=token):
                 if not self.silenced and self.sm.wake(token):
                     self._run_soon()
@@ -200,11 +218,45 @@ class RouterActor(pykka.ThreadingActor):
             return
         if event.reason:
             self.log.info("%s requested: %s", event.action, event.reason)
+        if event.action == Action.POLL and self._poll_async():
+            return
         if self.sm.send_message(event.action, event.image_id):
             if self._event_at is None and event.action in CONFIG_EVENTS:
                 self._event_at = time.monotonic()
+            if event.action != Action.POLL:
+                self._live = True
             if event.action == Action.UPDATE and self._coalescing():
                 return
+            self._run_soon()
+
+    def _poll_async(self) -> bool:
+        """Poll a healthy router without holding a worker: its appliance probes go out
+        asynchronously and their answers come back as ``Probed``. False: poll the usual way."""
+        if self._probing:
+            return True  # the probes already out answer this poll too
+        if self._run_pending or self.sm.has_more_work():
+            return False
+        ref = self.actor_ref
+
+        def done(results: Mapping[str, bool]) -> None:
+            try:
+                ref.tell(Probed(results))
+            except pykka.ActorDeadError:
+                pass  # stopped meanwhile
+
+        self._probing = self.instance.probe_async(done)
+        return self._probing
+
+    def _probed(self, results: Mapping[str, bool]) -> None:
+        self._probing = False
+        if self.silenced:
+            return
+        self.instance.probed(results)
+        if all(results.values()) and self.sm.quiet_poll():
+            self.instance.check_alive()  # the answers stand in for its probes: no I/O here
+            return
+        # A VM did not answer (or the machine has more to do): the usual poll, on the answers.
+        if self.sm.send_message(Action.POLL):
             self._run_soon()
 
     def _coalescing(self) -> bool:
@@ -241,7 +293,7 @@ class RouterActor(pykka.ThreadingActor):
             self.actor_ref.tell(Run())
 
     def _run(self) -> None:
-        self._run_pending = False
+        self._run_pending = self._live = False
         if self.silenced or not self.sm.has_more_work():
             return
         if not self._synced:

@@ -29,6 +29,7 @@ from ..messages import (
     Track,
     Untrack,
 )
+from ..pool import ActorPool, PooledActor
 from ..settings import Settings
 from ..supervision import RestartPolicy
 from .children import Children
@@ -46,7 +47,7 @@ DELETED_MEMORY = 50
 RouterFactory = Callable[..., pykka.ActorRef[Any]]
 
 
-class TenantActor(pykka.ThreadingActor):
+class TenantActor(PooledActor):
     """Parent of one tenant's RouterActors; tenant debug is one message here."""
 
     def __init__(
@@ -65,8 +66,9 @@ class TenantActor(pykka.ThreadingActor):
         silenced: dict[str, str] | None = None,
         router_debug: dict[str, str] | None = None,
         board: Board | None = None,
+        pool: ActorPool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(pool=pool)
         self.board = board
         self.tenant_id = tenant_id
         self.parent = parent
@@ -118,6 +120,10 @@ class TenantActor(pykka.ThreadingActor):
             pass
 
     # --- messages
+    def urgent(self, message: Any) -> bool:
+        """Everything but the health poller's polls jumps the routine queue."""
+        return not (isinstance(message, Deliver) and message.event.action == Action.POLL)
+
     def on_receive(self, message: Any) -> Any:
         assert self.children is not None
         match message:

@@ -6,14 +6,17 @@ keep-alive connections are kept for up to ``pool_connections`` appliances at a t
 
 The liveness probe, the one call made for every router every health period, skips ``requests``
 (≈0.7 ms of CPU per call) for a plain ``http.client`` request on a fresh connection (≈0.14 ms):
-no keep-alive, so 10,000 appliances hold no 10,000 idle sockets open here.
+no keep-alive, so 10,000 appliances hold no 10,000 idle sockets open here. The poll of a healthy
+router uses :meth:`HttpAppliance.probe_async` instead: the same request on one selector thread
+(:mod:`astara_actors.prober`), so probes to hung appliances hold sockets, not actor workers.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -21,6 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from ..errors import ApplianceError, ApplianceRejected, ApplianceUnreachable
 from ..models import Interface
+from ..prober import Prober
 
 __all__ = ["HttpAppliance"]
 
@@ -48,10 +52,52 @@ class HttpAppliance:
                 pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0
             ))
         self._session = session
+        self._prober: Prober | None = None  # started by the first probe_async
+        self._prober_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections and stop the asynchronous prober."""
         self._session.close()
+        with self._prober_lock:
+            prober, self._prober = self._prober, None
+        if prober is not None:
+            prober.close()
+
+    def probe_async(
+        self,
+        addresses: Sequence[str],
+        timeout: float,
+        attempts: int,
+        done: Callable[[Mapping[str, bool]], None],
+    ) -> None:
+        """The probe of :meth:`is_alive` for each address, each tried up to ``attempts`` times,
+        without blocking: ``done(address -> answered)`` is called once, from the prober's
+        thread. A hung appliance costs a socket for ``timeout``, not a thread."""
+        wanted = list(dict.fromkeys(addresses))
+        if not wanted:
+            done({})
+            return
+        prober = self._get_prober()
+        results: dict[str, bool] = {}
+
+        def attempt(address: str, left: int) -> Callable[[bool], None]:
+            def answered(alive: bool) -> None:
+                if not alive and left > 1:
+                    prober.probe(address, timeout, attempt(address, left - 1))
+                    return
+                results[address] = alive  # every callback runs on the prober's one thread
+                if len(results) == len(wanted):
+                    done(results)
+            return answered
+
+        for address in wanted:
+            prober.probe(address, timeout, attempt(address, max(1, attempts)))
+
+    def _get_prober(self) -> Prober:
+        with self._prober_lock:
+            if self._prober is None:
+                self._prober = Prober(self.port)
+            return self._prober
 
     def url(self, address: str, path: str) -> str:
         host = f"[{address}]" if ":" in address and not address.startswith("[") else address

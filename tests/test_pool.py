@@ -1,0 +1,254 @@
+"""PooledActor keeps pykka's semantics while many actors share an elastic pool of threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+from prometheus_client import REGISTRY
+
+from astara_actors.pool import URGENT_STREAK, ActorPool, PooledActor
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def actor_of(ref: pykka.ActorRef[Any]) -> Any:
+    return ref._actor_weakref()
+
+
+@pytest.fixture
+def pool():
+    p = ActorPool("test", min_threads=2, max_threads=8, grow_after=0.02, idle_timeout=0.3)
+    yield p
+    pykka.ActorRegistry.stop_all()
+    p.close()
+
+
+class Recorder(PooledActor):
+    def __init__(self, pool: ActorPool, log: list[Any] | None = None, urgent_kinds=()) -> None:
+        super().__init__(pool=pool)
+        self.log = log if log is not None else []
+        self.urgent_kinds = urgent_kinds
+        self.started_in: str | None = None
+        self.stopped = threading.Event()
+        self.failed: BaseException | None = None
+        self.running = False
+        self.overlaps = 0
+
+    def urgent(self, message: Any) -> bool:
+        return super().urgent(message) or (isinstance(message, tuple) and message[0] in self.urgent_kinds)
+
+    def on_start(self) -> None:
+        self.started_in = threading.current_thread().name
+        self.log.append("started")
+
+    def on_stop(self) -> None:
+        self.stopped.set()
+
+    def on_failure(self, exc_type, exc_value, tb) -> None:
+        self.failed = exc_value
+
+    def on_receive(self, message: Any) -> Any:
+        if self.running:
+            self.overlaps += 1
+        self.running = True
+        try:
+            match message:
+                case ("raise", text):
+                    raise ValueError(text)
+                case ("block", event):
+                    event.wait(5)
+                case ("echo", value):
+                    return value
+                case ("sleep", seconds):
+                    time.sleep(seconds)
+            self.log.append(message)
+            return None
+        finally:
+            self.running = False
+
+
+def test_messages_are_handled_in_order_after_on_start(pool):
+    ref = Recorder.start(pool)
+    for i in range(500):  # told at once: several batches of this one actor
+        ref.tell(("n", i))
+    assert ref.ask(("echo", "done")) == "done"
+    actor = actor_of(ref)
+    assert actor.log[0] == "started"
+    assert actor.log[1:] == [("n", i) for i in range(500)]
+    assert actor.started_in.startswith("test-")
+    assert actor.actor_inbox.qsize() == 0
+
+
+def test_ask_carries_the_exception_back_and_the_actor_lives_on(pool):
+    ref = Recorder.start(pool)
+    with pytest.raises(ValueError, match="asked to fail"):
+        ref.ask(("raise", "asked to fail"))
+    assert ref.is_alive()
+    assert ref.ask(("echo", 7)) == 7
+
+
+def test_an_exception_in_a_tell_stops_the_actor_and_calls_on_failure(pool):
+    ref = Recorder.start(pool)
+    actor = actor_of(ref)
+    ref.tell(("raise", "boom"))
+    wait_for(lambda: not ref.is_alive())
+    assert isinstance(actor.failed, ValueError)
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(("n", 1))
+    assert not actor.stopped.is_set()  # on_stop is not called after a failure (as in pykka)
+
+
+def test_stop_runs_on_stop_and_answers_asks_still_queued_with_actor_dead(pool):
+    release = threading.Event()
+    ref = Recorder.start(pool)
+    actor = actor_of(ref)
+    ref.tell(("block", release))
+    stop = ref.stop(block=False)
+    late = ref.ask(("echo", 1), block=False)  # queued behind the stop
+    release.set()
+    stop.get(timeout=5)
+    assert actor.stopped.is_set()
+    with pytest.raises(pykka.ActorDeadError):
+        late.get(timeout=5)
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(("echo", 2))
+
+
+def test_a_failing_on_start_stops_the_actor(pool):
+    class BadStart(Recorder):
+        def on_start(self) -> None:
+            raise RuntimeError("cannot start")
+
+    ref = BadStart.start(pool)
+    wait_for(lambda: not ref.is_alive())
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(("echo", 1))
+
+
+def test_proxies_work(pool):
+    class Counter(PooledActor):
+        def __init__(self, pool: ActorPool) -> None:
+            super().__init__(pool=pool)
+            self.value = 0
+
+        def add(self, n: int) -> int:
+            self.value += n
+            return self.value
+
+    proxy = Counter.start(pool).proxy()
+    assert proxy.add(2).get(timeout=5) == 2
+    assert proxy.add(3).get(timeout=5) == 5
+    assert proxy.value.get(timeout=5) == 5
+
+
+def test_thousands_of_actors_share_a_few_threads_and_one_actor_never_runs_twice_at_once():
+    pool = ActorPool("small", min_threads=4, max_threads=4)
+    try:
+        refs = [Recorder.start(pool) for _ in range(2000)]
+        senders = []
+        for s in range(4):  # four threads tell every actor at once
+            def send(s=s):
+                for ref in refs:
+                    ref.tell(("from", s))
+            senders.append(threading.Thread(target=send))
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        for ref in refs:
+            ref.ask(("echo", None))
+        assert 1 <= pool.stats()["threads"] <= 4
+        assert all(len(actor_of(r).log) == 5 for r in refs)
+        assert sum(actor_of(r).overlaps for r in refs) == 0
+        for ref in refs:
+            from_s = [m for m in actor_of(ref).log if m != "started"]
+            assert sorted(from_s) == [("from", s) for s in range(4)]
+    finally:
+        pykka.ActorRegistry.stop_all()
+        pool.close()
+
+
+def test_the_pool_grows_while_actors_block_and_shrinks_when_idle(pool):
+    release = threading.Event()
+    refs = [Recorder.start(pool) for _ in range(7)]
+    for ref in refs:
+        ref.ask(("echo", None))  # all started and idle
+    *refs, probe = refs
+    grown_before = REGISTRY.get_sample_value("astara_actor_pool_grown_total")
+    blocked = [ref.ask(("block", release), block=False) for ref in refs]
+    # With two kept workers, six blocked actors and one more to run, the pool must grow.
+    assert probe.ask(("echo", "ran"), timeout=5) == "ran"
+    assert pool.stats()["threads"] > 2
+    assert pool.grown > 0
+    assert REGISTRY.get_sample_value("astara_actor_pool_grown_total") == grown_before + pool.grown
+    assert REGISTRY.get_sample_value("astara_actor_pool_threads") >= pool.stats()["threads"]
+    release.set()
+    for fut in blocked:
+        fut.get(timeout=5)
+    wait_for(lambda: pool.stats()["threads"] == 2, timeout=5)
+
+
+def test_the_pool_never_grows_past_max_threads():
+    pool = ActorPool("capped", min_threads=1, max_threads=3, grow_after=0.01)
+    release = threading.Event()
+    try:
+        refs = [Recorder.start(pool) for _ in range(10)]
+        futures = [ref.ask(("block", release), block=False) for ref in refs]
+        wait_for(lambda: pool.stats()["threads"] == 3)
+        time.sleep(0.1)
+        assert pool.stats()["threads"] == 3
+        release.set()
+        for fut in futures:
+            fut.get(timeout=10)
+    finally:
+        pykka.ActorRegistry.stop_all()
+        pool.close()
+
+
+def test_urgent_actors_run_first_without_starving_routine_ones():
+    pool = ActorPool("prio", min_threads=1, max_threads=1)
+    order: list[Any] = []
+    release = threading.Event()
+    try:
+        blocker = Recorder.start(pool)
+        routine = [Recorder.start(pool, order) for _ in range(3)]
+        urgent = [Recorder.start(pool, order, urgent_kinds=("live",)) for _ in range(2 * URGENT_STREAK)]
+        for ref in [blocker, *routine, *urgent]:
+            ref.ask(("echo", None))  # started, idle
+        blocker.tell(("block", release))
+        wait_for(lambda: actor_of(blocker).running)  # the only worker is busy now
+        order.clear()
+        for i, ref in enumerate(routine):
+            ref.tell(("routine", i))
+        for i, ref in enumerate(urgent):
+            ref.tell(("live", i))
+        release.set()
+        for ref in routine + urgent:
+            ref.ask(("echo", None))
+        assert order[0][0] == "live"  # told last, handled first
+        # ... but a routine actor gets a turn after at most URGENT_STREAK urgent ones in a row.
+        assert order.index(("routine", 0)) <= URGENT_STREAK
+        assert order.index(("routine", 1)) <= 2 * URGENT_STREAK + 1
+        assert order.index(("routine", 0)) < order.index(("live", URGENT_STREAK))
+        assert len(order) == 3 + 2 * URGENT_STREAK
+    finally:
+        pykka.ActorRegistry.stop_all()
+        pool.close()
+
+
+def test_a_closed_pool_refuses_new_actors():
+    pool = ActorPool("closing", min_threads=1, max_threads=1)
+    pool.close()
+    with pytest.raises(pykka.ActorDeadError, match="closed"):
+        Recorder.start(pool)
+    assert not any(ref.actor_class is Recorder for ref in pykka.ActorRegistry.get_all())
