@@ -145,3 +145,34 @@ def test_a_closed_port_is_unreachable() -> None:
         assert not appliance.is_alive("127.0.0.1", timeout=1)
         with pytest.raises(ApplianceUnreachable, match="refused"):
             appliance.get_interfaces("127.0.0.1", timeout=1)
+
+
+def _probe_async(appliance: HttpAppliance, addresses: list[str], attempts: int) -> dict[str, bool]:
+    answers: list[dict[str, bool]] = []
+    got = threading.Event()
+
+    def done(results: dict[str, bool]) -> None:
+        answers.append(dict(results))
+        got.set()
+
+    appliance.probe_async(addresses, 1.0, attempts, done)
+    assert got.wait(10)
+    time.sleep(0.05)  # a second (wrong) call would land now
+    assert len(answers) == 1
+    return answers[0]
+
+
+def test_async_probes_answer_once_per_address_and_retry_the_silent(
+    agent: tuple[HttpAppliance, type[_Agent]],
+) -> None:
+    appliance, handler = agent
+    try:
+        assert _probe_async(appliance, ["127.0.0.1", "127.0.0.1"], attempts=3) == {"127.0.0.1": True}
+        assert handler.seen == ["/v1/firewall/rules"]  # asked once: the same address twice
+        handler.status = 500
+        handler.seen.clear()
+        assert _probe_async(appliance, ["127.0.0.1"], attempts=3) == {"127.0.0.1": False}
+        assert len(handler.seen) == 3  # each attempt, like the blocking path's max_retries
+        assert _probe_async(appliance, [], attempts=3) == {}
+    finally:
+        appliance.close()
