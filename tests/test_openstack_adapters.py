@@ -471,3 +471,18 @@ def test_a_servers_age_comes_from_novas_created_time(http: Any, compute: Any) ->
     age = compute.get_server("s1").age
     assert age is not None and 890 < age < 1000
     assert compute.get_server("s4").age is None  # unknown, not zero
+
+
+def test_list_servers_follows_novas_pages_and_reads_volume_booted_servers(
+    http: Any, compute: Any
+) -> None:
+    volume_booted = {**server("s2"), "image": "", "created": "2026-11-25T03:20:09Z"}
+    http.get(f"{NOVA}/servers/detail", [
+        {"json": {"servers": [server("s1")], "servers_links": [
+            {"rel": "next", "href": f"{NOVA}/servers/detail?marker=s1&limit=1"}]}},
+        {"json": {"servers": [volume_booted]}},
+    ])
+    found = compute.list_servers("ak-router-r1_")
+    assert [(s.id, s.image_id) for s in found] == [("s1", "img-1"), ("s2", "")]
+    assert found[1].age is not None and found[1].age > 0
+    assert http.last_request.qs["marker"] == ["s1"]

@@ -48,6 +48,35 @@ def quiet_sdk_warnings() -> None:
             warnings.filterwarnings("ignore", category=category)
 
 
+def next_page(links: Any) -> str | None:
+    """The ``rel=next`` href of an OpenStack ``*_links`` list (Neutron, Nova), if any."""
+    for link in links or ():
+        if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
+            return str(link["href"])
+    return None
+
+
+def get_all(proxy: Any, path: str, key: str, params: dict[str, str] | None = None) -> Any:
+    """``GET path`` raw through an SDK proxy (its auth, endpoint and retries) and the ``key``
+    member of the JSON answer; a list follows the ``<key>_links`` pages. No SDK resource
+    objects: building them costs ~5 ms of CPU per Nova server."""
+    response = proxy.get(path, params=params or None)
+    raise_for_status(response)
+    body = response.json()
+    found = body[key]
+    if not isinstance(found, list):
+        return found
+    items = list(found)
+    nxt = next_page(body.get(f"{key}_links"))
+    while nxt:
+        response = proxy.get(nxt)
+        raise_for_status(response)
+        body = response.json()
+        items.extend(body[key])
+        nxt = next_page(body.get(f"{key}_links"))
+    return items
+
+
 def raise_for_status(response: Any) -> None:
     """Raise the SDK's ``HttpException`` for a raw proxy response of 400 or more."""
     from openstack import exceptions

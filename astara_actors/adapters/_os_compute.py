@@ -8,10 +8,11 @@ import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..errors import ComputeError
 from ..models import Server
-from ._os_calls import SdkCalls
+from ._os_calls import SdkCalls, get_all
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -19,15 +20,15 @@ if TYPE_CHECKING:
 __all__ = ["OpenStackCompute"]
 
 
-def _server(s: Any, port_ids: tuple[str, ...] = ()) -> Server:
-    image = getattr(s, "image", None)  # None or "" when booted from a volume
+def _server(doc: dict[str, Any]) -> Server:
+    """A Nova server document (``GET /servers/{id}``, ``/servers/detail``)."""
+    image = doc.get("image")  # {"id": ...}, or "" when booted from a volume
     return Server(
-        id=s.id,
-        name=s.name or "",
-        status=s.status or "",
-        image_id=getattr(image, "id", None) or "",
-        port_ids=port_ids,
-        age=_age(getattr(s, "created_at", None)),
+        id=doc["id"],
+        name=doc.get("name") or "",
+        status=doc.get("status") or "",
+        image_id=(image.get("id") if isinstance(image, dict) else None) or "",
+        age=_age(doc.get("created")),
     )
 
 
@@ -102,10 +103,10 @@ class OpenStackCompute:
     def get_server(self, server_id: str) -> Server | None:
         found = self._calls.run(
             f"get server {server_id}",
-            lambda: self._compute.get_server(server_id),
+            lambda: get_all(self._compute, f"/servers/{quote(server_id, safe='')}", "server"),
             on_missing=lambda: None,
         )
-        if found is None or found.status == "DELETED":
+        if found is None or found.get("status") == "DELETED":
             return None
         return _server(found)
 
@@ -114,12 +115,13 @@ class OpenStackCompute:
         pattern = "^" + re.escape(name_prefix)
         found = self._calls.run(
             f"list servers named {name_prefix}*",
-            lambda: list(self._compute.servers(name=pattern, all_projects=True)),
+            lambda: get_all(self._compute, "/servers/detail", "servers",
+                            {"name": pattern, "all_tenants": "true"}),
         )
         return [
             _server(s)
             for s in found
-            if s.status != "DELETED" and (s.name or "").startswith(name_prefix)
+            if s.get("status") != "DELETED" and (s.get("name") or "").startswith(name_prefix)
         ]
 
     def delete_server(self, server_id: str) -> None:

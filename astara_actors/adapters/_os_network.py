@@ -12,7 +12,7 @@ from urllib.parse import quote
 from ..cloud_settings import STATUS_MODES
 from ..errors import NetworkError, RouterGone
 from ..models import STATUS_TAG_PREFIX, FloatingIp, NetworkInfo, Port, Router
-from ._os_calls import SdkCalls, raise_for_status
+from ._os_calls import SdkCalls, get_all, raise_for_status
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -33,13 +33,6 @@ def wire(resource: Any) -> dict[str, Any]:
     (the SDK would report a missing ``admin_state_up`` as ``None``, i.e. down).
     """
     return resource.to_dict(original_names=True, ignore_none=True, computed=False)
-
-
-def _next_page(links: Any) -> str | None:
-    for link in links or ():
-        if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
-            return str(link["href"])
-    return None
 
 
 def _gone(router_id: str) -> NoReturn:
@@ -231,23 +224,8 @@ class OpenStackNetwork:
                 )
 
     def _get(self, path: str, key: str, **params: str) -> Any:
-        """``GET path`` (raw, through the proxy: its auth, endpoint and retries); the ``key``
-        member of the JSON answer. A list follows Neutron's ``*_links`` pages, if any."""
-        response = self._net.get(path, params=params or None)
-        raise_for_status(response)
-        body = response.json()
-        found = body[key]
-        if not isinstance(found, list):
-            return found
-        items = list(found)
-        nxt = _next_page(body.get(f"{key}_links"))
-        while nxt:
-            response = self._net.get(nxt)
-            raise_for_status(response)
-            body = response.json()
-            items.extend(body[key])
-            nxt = _next_page(body.get(f"{key}_links"))
-        return items
+        """``GET path`` raw; the ``key`` member, every page of a list (see ``get_all``)."""
+        return get_all(self._net, path, key, params)
 
     def _put(self, path: str, body: dict[str, Any] | None) -> None:
         raise_for_status(self._net.put(path, json=body))
