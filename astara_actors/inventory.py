@@ -65,13 +65,19 @@ class Inventory:
             return None
         return seed
 
+    def seeds(self) -> dict[str, Seed]:
+        """Every seed by router id (a drift sweep hands them all out at once)."""
+        with self._lock:
+            return dict(self._seeds)
+
     def clear(self) -> None:
         with self._lock:
             self._seeds.clear()
 
 
 def read_inventory(network: object, compute: object, management_network_id: str,
-                   clock: Callable[[], float] = time.monotonic) -> Inventory:
+                   clock: Callable[[], float] = time.monotonic,
+                   purpose: str = "cold start") -> Inventory:
     """Everything the routers' first refresh and push need, in a few list calls.
 
     ``CloudError`` propagates (the caller falls back to per-router reads)."""
@@ -87,6 +93,7 @@ def read_inventory(network: object, compute: object, management_network_id: str,
     for server in servers:
         router_id = server.name[len(VM_PREFIX):].rsplit("_", 1)[0]
         servers_of[router_id].append(server)
+    read_at = clock()  # seeds age from the end of the read: a long listing is not stale at birth
     seeds = []
     for router in routers:
         mine = servers_of.get(router.id, [])
@@ -95,13 +102,13 @@ def read_inventory(network: object, compute: object, management_network_id: str,
             wanted.append(router.external_port.network_id)
         seeds.append(Seed(
             router=router,
-            taken_at=started,
+            taken_at=read_at,
             servers=mine,
             ports_by_device={s.id: list(by_device.get(s.id, ())) for s in mine},
             networks={n: networks[n] for n in wanted if n in networks},
             network_ports={p.network_id: list(by_network.get(p.network_id, ()))
                            for p in router.internal_ports},
         ))
-    LOG.info("cold start: read %d routers, %d VMs, %d ports, %d networks in %.1f s",
-             len(routers), len(servers), len(ports), len(networks), clock() - started)
+    LOG.info("%s: read %d routers, %d VMs, %d ports, %d networks in %.1f s", purpose,
+             len(routers), len(servers), len(ports), len(networks), read_at - started)
     return Inventory(seeds, clock=clock)
