@@ -13,8 +13,10 @@ workers at once, so each still sees its messages one at a time, in order.
 
 Actors here block (a Neutron GET, an appliance PUT, a tenant waiting for a child's dump), so the
 pool is elastic: it keeps ``min_threads`` workers, and when the oldest runnable actor has waited
-``grow_after`` seconds with no worker free it adds workers (up to ``max_threads``); workers idle
-for ``idle_timeout`` go away again. Blocking costs a thread only while it lasts.
+``grow_after`` seconds with no worker free, and the process is not already using ``cpu_bound`` of
+a core (workers that compute need time, not company: the GIL runs one at a time), it adds workers
+(up to ``max_threads``); workers idle for ``idle_timeout`` go away again. Blocking costs a thread
+only while it lasts.
 
 Two run queues: an actor made runnable by an *urgent* message (a live event, an operator's
 command — the actor class decides, see :meth:`PooledActor.urgent`) goes before the ones with
@@ -56,6 +58,7 @@ class ActorPool:
         grow_after: float = 0.05,
         idle_timeout: float = 30.0,
         batch: int = 16,
+        cpu_bound: float = 0.85,
     ) -> None:
         if min_threads < 1 or max_threads < min_threads:
             raise ValueError(f"need 1 <= min_threads <= max_threads, not {min_threads}, {max_threads}")
@@ -65,6 +68,7 @@ class ActorPool:
         self.grow_after = grow_after
         self.idle_timeout = idle_timeout
         self.batch = batch
+        self.cpu_bound = cpu_bound  # the process using this much of a core is computing
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for a runnable actor
         self._watch = threading.Condition(self._lock)  # the supervisor waits here
@@ -133,6 +137,14 @@ class ActorPool:
             target=self._work_loop, name=f"{self.name}-{self._serial}", daemon=True
         ).start()
 
+    def to_add(self, *, waited: float, free: int, busy: float, runnable: int) -> int:
+        """Workers to add now (the supervisor's rule, pure): none while a worker is free, the
+        oldest runnable actor has waited less than ``grow_after``, or the process is using
+        ``cpu_bound`` of a core; else a quarter more (at least one), within ``max_threads``."""
+        if waited < self.grow_after or free > 0 or busy >= self.cpu_bound:
+            return 0
+        return max(0, min(runnable, self.max_threads - self._threads, max(1, self._threads // 4)))
+
     def _take(self) -> PooledActor | None:
         if self._urgent and (self._streak < URGENT_STREAK or not self._routine):
             self._streak += 1
@@ -174,7 +186,10 @@ class ActorPool:
             metrics.ACTOR_POOL_THREADS.dec()
 
     def _supervise(self) -> None:
-        """Grow the pool while runnable actors wait with no worker free."""
+        """Grow the pool while runnable actors wait with no worker free — and the process is
+        not busy computing: workers that wait on I/O need company, workers that compute (the
+        GIL runs one at a time) only need time, and more threads would slow them down."""
+        wall, cpu = time.monotonic(), time.process_time()
         with self._lock:
             while not self._closed:
                 oldest = min(
@@ -184,12 +199,16 @@ class ActorPool:
                     self._watch.wait()
                     self._watching = False
                     continue
-                waited = time.monotonic() - oldest
-                free = self._idle - self._signals  # workers that will still take one
-                if waited >= self.grow_after and free <= 0 and self._threads < self.max_threads:
-                    runnable = len(self._urgent) + len(self._routine)
-                    add = min(runnable, self.max_threads - self._threads,
-                              max(1, self._threads // 4))
+                now, now_cpu = time.monotonic(), time.process_time()
+                busy = (now_cpu - cpu) / max(now - wall, 1e-6)  # cores' worth since last look
+                wall, cpu = now, now_cpu
+                add = self.to_add(
+                    waited=now - oldest,
+                    free=self._idle - self._signals,  # workers that will still take one
+                    busy=busy,
+                    runnable=len(self._urgent) + len(self._routine),
+                )
+                if add:
                     for _ in range(add):
                         self._spawn()
                     self.grown += add

@@ -34,7 +34,8 @@ class Settings:
     # --- health polling
     health_check_period: float = 10.0  # every router is polled once per period
     update_coalesce: float = 0.2  # UPDATEs within this of the last push wait for quiet
-    config_check_polls: int = 10  # every Nth poll compares desired and pushed config (0: never)
+    config_check_polls: int = 0  # every Nth poll re-reads one router to compare configs (0: never)
+    config_check_interval: float = 600.0  # a drift sweep lists the cloud this often (0: never)
 
     # --- storm protection (astara_actors.storm)
     rebuild_concurrency: int = 20  # boots in progress at once, per process
@@ -43,7 +44,7 @@ class Settings:
 
     # --- actor runtime (astara_actors.pool)
     actor_threads: int = 8  # worker threads kept for the router and tenant actors
-    actor_threads_max: int = 1024  # ... grown to while actors wait on slow calls
+    actor_threads_max: int = 128  # ... grown to while actors wait on slow calls
 
     # --- supervision
     restart_limit: int = 5  # restarts of one actor allowed within restart_window
@@ -74,6 +75,8 @@ class Settings:
         if not 1 <= self.actor_threads <= self.actor_threads_max:
             raise ValueError(f"need 1 <= actor_threads <= actor_threads_max, not "
                              f"{self.actor_threads}, {self.actor_threads_max}")
+        if self.config_check_interval < 0:
+            raise ValueError(f"config_check_interval must be >= 0, not {self.config_check_interval}")
         if self.rebuild_concurrency < 1:
             raise ValueError(f"rebuild_concurrency must be at least 1, not "
                              f"{self.rebuild_concurrency}")

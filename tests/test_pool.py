@@ -252,3 +252,18 @@ def test_a_closed_pool_refuses_new_actors():
     with pytest.raises(pykka.ActorDeadError, match="closed"):
         Recorder.start(pool)
     assert not any(ref.actor_class is Recorder for ref in pykka.ActorRegistry.get_all())
+
+
+def test_the_growth_rule_adds_workers_only_for_actors_waiting_on_io():
+    pool = ActorPool("rule", min_threads=8, max_threads=12, grow_after=0.05, cpu_bound=0.85)
+    pool._threads = 8  # as if the eight kept workers were running
+    waiting = {"waited": 0.2, "free": 0, "busy": 0.1, "runnable": 100}
+    assert pool.to_add(**waiting) == 2  # a quarter more
+    assert pool.to_add(**{**waiting, "busy": 0.9}) == 0  # computing: more threads would not help
+    assert pool.to_add(**{**waiting, "free": 1}) == 0  # a worker is about to take one
+    assert pool.to_add(**{**waiting, "waited": 0.01}) == 0  # not waited long enough
+    assert pool.to_add(**{**waiting, "runnable": 1}) == 1
+    pool._threads = 11
+    assert pool.to_add(**waiting) == 1  # never past max_threads
+    pool._threads = 12
+    assert pool.to_add(**waiting) == 0
