@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .config import build_user_data
 from .errors import CloudError
-from .models import NetworkInfo, Port, Router, Server
+from .models import Interface, NetworkInfo, Port, Router, Server
 from .ports import Compute, Network
 from .settings import Settings
 
@@ -35,6 +35,7 @@ class Vm:
     alive: bool = False  # answered the last probe
     lost: bool = False  # answered once, then stopped: dead_vm_timeout applies, not boot_timeout
     held: bool = False  # its replacement is held by the circuit breaker (logged once)
+    interfaces: list[Interface] | None = None  # as the appliance last listed them
 
     @property
     def id(self) -> str:

@@ -367,6 +367,29 @@ class InstanceManager:
         return any(self._pushed.get(sid) != config_digest(payload)
                    for sid, payload in desired.items())
 
+    def drifted(self, listing: Seed) -> bool:
+        """Whether a drift sweep's ``listing`` of this router implies another config than the
+        live VMs last accepted (see the ``Instance`` port). Makes no call unless a VM's
+        interfaces were never read; a listing that disagrees about the VMs counts as drift (the
+        full path that follows sorts it out)."""
+        router = listing.router
+        if router is None or self._state is not S.CONFIGURED:
+            return False
+        if {s.id for s in listing.servers} != set(self._vms):
+            return True
+        live = [vm for vm in self._members() if vm.alive and vm.address]
+        if not live:
+            return False
+        try:
+            desired = self._payloads(router, live, self._settings.alive_timeout, listing=listing)
+        except CloudError as exc:
+            self._log.info("config not compared: %s", exc)
+            return False
+        if desired is None:
+            return True
+        return any(self._pushed.get(sid) != config_digest(payload)
+                   for sid, payload in desired.items())
+
     # ------------------------------------------------------------------ helpers
     @property
     def _required(self) -> int:
@@ -514,8 +537,14 @@ class InstanceManager:
             self._log.warning("VM %s %s; replacement held: circuit breaker open", vm.name, why)
         return False
 
-    def _ifaces(self, vm: Vm, timeout: float = INTERFACES_TIMEOUT) -> list[Interface]:
-        return self._appliance.get_interfaces(vm.address, timeout)
+    def _ifaces(self, vm: Vm, timeout: float = INTERFACES_TIMEOUT, cached: bool = False
+                ) -> list[Interface]:
+        """The VM's interfaces from its appliance; ``cached``: as last read, if ever (they
+        change only when we plug or unplug, and a push then reads them again)."""
+        if cached and vm.interfaces is not None:
+            return vm.interfaces
+        vm.interfaces = self._appliance.get_interfaces(vm.address, timeout)
+        return vm.interfaces
 
     @staticmethod
     def _matches(vm: Vm, wanted: Sequence[str], interfaces: Sequence[Interface]) -> bool:
@@ -524,14 +553,18 @@ class InstanceManager:
         } == vm.macs
 
     def _payloads(
-        self, router: Router, live: list[Vm], timeout: float = INTERFACES_TIMEOUT
+        self, router: Router, live: list[Vm], timeout: float = INTERFACES_TIMEOUT,
+        listing: Seed | None = None,
     ) -> dict[str, dict[str, Any]] | None:
-        """Each reachable live VM's payload; None if one's interfaces need a replug."""
+        """Each reachable live VM's payload; None if one's interfaces need a replug.
+
+        ``listing``: a drift sweep's reads (networks, their ports) and the VMs' interfaces as
+        last read stand in for every call."""
         wanted = networks_of(router)
         ifaces: dict[str, list[Interface]] = {}
         for vm in live:
             try:
-                ifaces[vm.id] = self._ifaces(vm, timeout)
+                ifaces[vm.id] = self._ifaces(vm, timeout, cached=listing is not None)
             except CloudError as exc:
                 self._log.warning("could not read interfaces of %s: %s", vm.name, exc)
                 continue
@@ -540,7 +573,9 @@ class InstanceManager:
                 return None
         mgt_id = self._settings.management_network_id
         shared = {mgt_id, router.external_port.network_id if router.external_port else mgt_id}
-        seed, self._seed = self._seed, None  # the cold start's reads serve one push at most
+        seed = listing
+        if seed is None:
+            seed, self._seed = self._seed, None  # the cold start's reads serve one push at most
         known = seed.networks if seed is not None else {}
         known_ports = seed.network_ports if seed is not None else {}
         networks = {n: known.get(n) or self._get_network(n, n in shared) for n in [mgt_id, *wanted]}

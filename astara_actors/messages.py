@@ -25,6 +25,7 @@ __all__ = [
     "Probed",
     "Rebalance",
     "Restart",
+    "Resync",
     "RouterExited",
     "Run",
     "Settle",
@@ -131,6 +132,15 @@ class Run:
 
 class Settle:
     """A burst of UPDATEs may have gone quiet: push once for all of them (see RouterActor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """A listing of the whole cloud, router id -> what it read (an ``inventory.Seed``): each
+    configured router compares the config it implies with the pushed one (see drift.py).
+    Told to the root, which hands each tenant its routers' part."""
+
+    seeds: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from .events import InstanceState
 
 __all__ = [
     "ACTOR_POOL_GROWN", "ACTOR_POOL_THREADS", "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES",
-    "BREAKER_OPEN", "CONFIG_PUSHES",
+    "BREAKER_OPEN", "CONFIG_DRIFT", "CONFIG_PUSHES", "DRIFT_SWEEP",
     "CONFIG_PUSH_FAILURES", "EVENT_TO_CONFIG", "INBOX_MESSAGES", "LIVENESS_FAILING_SHARE",
     "MALFORMED_MESSAGES", "POLL_SWEEP", "POLL_TRACKED", "REBUILDS", "REBUILDS_HELD",
     "REBUILDS_IN_PROGRESS", "exposition", "track_inbox", "track_instance",
@@ -64,6 +64,15 @@ POLL_SWEEP = Histogram(
     buckets=(1.0, 5.0, 10.0, 30.0, 45.0, 60.0, 63.0, 66.0, 75.0, 90.0, 120.0, 180.0, 300.0, 600.0),
 )
 POLL_TRACKED = Gauge("astara_poll_tracked_routers", "Routers the health poller polls")
+DRIFT_SWEEP = Histogram(
+    "astara_drift_sweep_seconds",
+    "One drift sweep: the cloud listed in a few calls and handed to every router",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+CONFIG_DRIFT = Counter(
+    "astara_config_drift_total",
+    "Routers a drift sweep found with another config than the pushed one (then re-pushed)",
+)
 ACTOR_POOL_THREADS = Gauge(
     "astara_actor_pool_threads", "Worker threads running the pooled (router and tenant) actors"
 )

@@ -158,6 +158,12 @@ class Instance(Protocol):
         ``update_state``) uses them, while fresh, instead of probing again."""
         ...
 
+    def drifted(self, listing: Any) -> bool:
+        """A drift sweep (``inventory.Seed`` of this router from a listing of the whole cloud):
+        True if a CONFIGURED router's pushed config is not the one the listing implies, or the
+        listing disagrees about its VMs. No Neutron or Nova call."""
+        ...
+
     def boot(self, image_id: str | None = None) -> InstanceState:
         """Create the missing VM(s) with their ports; BOOTING, or DOWN if Nova refused."""
         ...

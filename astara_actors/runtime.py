@@ -16,6 +16,7 @@ from .actors.router import RouterActor
 from .actors.scheduler import Scheduler
 from .actors.tenant import TenantActor
 from .board import Board
+from .drift import DriftSweeper
 from .events import Event
 from .instance import InstanceManager
 from .inventory import Inventory
@@ -86,6 +87,7 @@ class Runtime:
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
         self.pool: ActorPool | None = None  # runs every tenant and router actor
+        self.drift: DriftSweeper | None = None
 
     # --- lifecycle
     def start(self) -> Runtime:
@@ -108,11 +110,22 @@ class Runtime:
             release=self.release,
             storm=self.storm,
         )
+        if self.poll:
+            self.drift = DriftSweeper(
+                self.settings.config_check_interval,
+                network=self.network,
+                compute=self.compute,
+                management_network_id=self.settings.management_network_id,
+                tell=self.tell,
+                clock=self.clock,
+            ).start()
         LOG.info("orchestrator %s started", self.settings.host)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the root (which stops every tenant and router), then the poller and timers."""
+        if self.drift is not None:
+            self.drift.stop()
         try:
             if self.root is not None:
                 self.root.stop(timeout=timeout)

@@ -565,3 +565,30 @@ def test_healthy_polls_probe_asynchronously_and_a_silent_vm_takes_the_full_path(
     # The async answer sends the poll down the machine's full path, which notices the VM.
     h.wait_for(lambda: h.instance(router).state.value != "configured", what="the silent VM noticed")
     assert appliance.async_probes == probes + 1
+
+
+def test_a_drift_sweep_re_pushes_only_the_router_whose_config_changed_behind_our_back(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    changed, same = cloud.add_router(T1), cloud.add_router(T2)
+    h = make_harness()
+    create(h, changed, T1)
+    create(h, same, T2)
+    pushes = {r: h.pushes(r) for r in (changed, same)}
+    networks_before = len(cloud.config_pushes[changed][-1]["networks"])
+    cloud.add_interface(changed)  # Neutron changed, and nobody told us
+    assert h.runtime.drift is not None
+    assert h.runtime.drift.sweep() == 2
+    h.wait_for(
+        lambda: len(cloud.config_pushes[changed][-1]["networks"]) == networks_before + 1
+        and h.configured(changed),
+        what="the drifted router re-pushed",
+    )
+    assert len(cloud.servers_of(changed)) == 1, "hot-plugged, not rebuilt"
+    flush(h, same)
+    assert h.pushes(same) == pushes[same]  # its listing implied the pushed config
+    before = h.pushes(changed)
+    h.runtime.drift.sweep()  # nothing changed since
+    flush(h, changed)
+    flush(h, same)
+    assert (h.pushes(changed), h.pushes(same)) == (before, pushes[same])

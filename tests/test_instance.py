@@ -558,3 +558,31 @@ def test_a_dead_async_answer_is_final_and_sends_the_check_down_the_full_path(clo
     im.probed(answers[0])
     assert im.check_alive() is S.DOWN  # lost: it gets dead_vm_timeout to come back
     assert appliance.blocking == []  # the async probe did the retries; not asked three more times
+
+
+def listing(cloud, clock, rid):
+    from astara_actors.inventory import read_inventory
+
+    return read_inventory(cloud.network, cloud.compute, cloud.settings().management_network_id,
+                          clock=clock).seeds()[rid]
+
+
+def test_a_drift_sweep_compares_without_calls_and_sees_a_missed_change(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im, _ = async_configured(cloud, clock, rid)
+    seed = listing(cloud, clock, rid)
+    calls = cloud.calls.copy()
+    assert im.drifted(seed) is False  # the listing implies the pushed config
+    assert cloud.calls == calls  # no Neutron, Nova or appliance call: the push's reads stand in
+    cloud.add_interface(rid)  # Neutron changed, nobody told us
+    assert im.drifted(listing(cloud, clock, rid)) is True
+
+
+def test_a_drift_sweep_counts_other_vms_as_drift_and_ignores_unconfigured_routers(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im, _ = async_configured(cloud, clock, rid)
+    seed = listing(cloud, clock, rid)
+    seed.servers = []  # Nova no longer lists the VM
+    assert im.drifted(seed) is True
+    other = manager(cloud, clock, cloud.add_router(TENANT))
+    assert other.drifted(listing(cloud, clock, other.router_id)) is False  # not configured

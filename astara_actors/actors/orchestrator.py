@@ -27,6 +27,7 @@ from ..messages import (
     ManageTenant,
     Rebalance,
     Restart,
+    Resync,
 )
 from ..settings import Settings
 from ..storm import StormGuard
@@ -121,6 +122,13 @@ class OrchestratorActor(pykka.ThreadingActor):
                 self._claim_again(tenant_id)
             case HandedOver(tenant_ids=tenant_ids):
                 self._handed_over(tenant_ids)
+            case Resync(seeds=seeds):
+                by_tenant: dict[str, dict[str, Any]] = {}
+                for router_id, seed in seeds.items():
+                    if seed.router is not None and seed.router.tenant_id in self.tenants:
+                        by_tenant.setdefault(seed.router.tenant_id, {})[router_id] = seed
+                for tenant_id, mine in by_tenant.items():
+                    self.tenants.tell(tenant_id, Resync(mine))
             case DebugRouter(router_id=router_id, reason=reason, tenant_id=tenant_id) as msg:
                 self.router_debug[router_id] = reason
                 self._to_router_tenant(router_id, tenant_id, msg)

@@ -26,6 +26,7 @@ from ..messages import (
     ManageRouter,
     ManageTenant,
     Probed,
+    Resync,
     RouterExited,
     Run,
     Settle,
@@ -137,7 +138,7 @@ class RouterActor(PooledActor):
                 return event.action != Action.POLL
             case Run():
                 return self._live
-            case Wake() | Probed():
+            case Wake() | Probed() | Resync():
                 return False
         return True
 
@@ -157,6 +158,8 @@ class RouterActor(PooledActor):
                 self._settle()
             case Probed(results=results):
                 self._probed(results)
+            case Resync(seeds=seeds):
+                self._resync(seeds.get(self.router_id))
             case Wake(token=token):
                 if not self.silenced and self.sm.wake(token):
                     self._run_soon()
@@ -258,6 +261,18 @@ class RouterActor(PooledActor):
         # A VM did not answer (or the machine has more to do): the usual poll, on the answers.
         if self.sm.send_message(Action.POLL):
             self._run_soon()
+
+    def _resync(self, seed: Any) -> None:
+        """A drift sweep's listing: re-push if the config it implies is not the pushed one.
+        A router with work of its own reads the cloud anyway: the listing is for idle ones."""
+        if (seed is None or self.silenced or self._probing or self._run_pending
+                or self.sm.has_more_work()):
+            return
+        if self.instance.drifted(seed):
+            self.log.info("config drifted from Neutron (drift sweep): re-pushing")
+            metrics.CONFIG_DRIFT.inc()
+            if self.sm.send_message(Action.UPDATE):
+                self._run_soon()
 
     def _coalescing(self) -> bool:
         """Leading and trailing coalescing of UPDATEs: one right after the last run waits until

@@ -25,6 +25,7 @@ from ..messages import (
     ManageRouter,
     ManageTenant,
     Restart,
+    Resync,
     RouterExited,
     Track,
     Untrack,
@@ -121,7 +122,9 @@ class TenantActor(PooledActor):
 
     # --- messages
     def urgent(self, message: Any) -> bool:
-        """Everything but the health poller's polls jumps the routine queue."""
+        """Everything but polls and drift sweeps jumps the routine queue."""
+        if isinstance(message, Resync):
+            return False
         return not (isinstance(message, Deliver) and message.event.action == Action.POLL)
 
     def on_receive(self, message: Any) -> Any:
@@ -135,6 +138,10 @@ class TenantActor(PooledActor):
                 return self._dump_router(router_id)
             case RouterExited(router_id=router_id):
                 self._forget(router_id)
+            case Resync(seeds=seeds):
+                for router_id, seed in seeds.items():
+                    if router_id in self.children:
+                        self.children.tell(router_id, Resync({router_id: seed}))
             case ChildFailed() as failed:
                 self.children.failed(failed)
             case Restart() as restart:
