@@ -166,6 +166,17 @@ class InstanceManager:
             self._guard.observe(self.router_id, True)
         return S.CONFIGURED
 
+    def due_in(self) -> float | None:
+        """Seconds until a silent VM's timeout runs out (see the ``Instance`` port)."""
+        now, due = self._clock(), None
+        for vm in self._vms.values():
+            if vm.answered:
+                continue
+            limit = self._settings.dead_vm_timeout if vm.lost else self._settings.boot_timeout
+            left = max(0.0, vm.since + limit - now)
+            due = left if due is None else min(due, left)
+        return due
+
     def probe_async(self, done: Callable[[Mapping[str, bool]], None]) -> bool:
         """Start the poll's probes without blocking (see the ``Instance`` port)."""
         start = getattr(self._appliance, "probe_async", None)

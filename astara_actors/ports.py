@@ -146,6 +146,11 @@ class Instance(Protocol):
         CONFIGURED without reading Neutron or Nova; anything else is a full ``update_state``."""
         ...
 
+    def due_in(self) -> float | None:
+        """Seconds until the soonest timeout of a VM that does not answer runs out (its boot
+        timeout, or dead_vm_timeout once it was lost); None when no VM waits on one."""
+        ...
+
     def probe_async(self, done: Callable[[Mapping[str, bool]], None]) -> bool:
         """Start the probes ``check_alive`` would make, without blocking: ``done(address ->
         answered)`` is called once, from another thread, after the appliance's retries.

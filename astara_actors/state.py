@@ -242,7 +242,11 @@ class CheckBoot(State):
         return CALC_ACTION
 
     def wait(self, sm: Automaton) -> float | None:
-        return sm.settings.boot_check_interval
+        # Every boot_check_interval, and once more right when a silent VM's timeout runs out:
+        # a lost VM is replaced at dead_vm_timeout, not up to an interval later.
+        interval = sm.settings.boot_check_interval
+        due = sm.instance.due_in()
+        return interval if due is None else min(interval, due + DUE_SLACK)
 
 
 class ConfigureInstance(State):
@@ -398,6 +402,9 @@ STATES: dict[str, State] = {
     )
 }
 
+
+# Checked this long after a VM's timeout runs out, so that the check sees it passed.
+DUE_SLACK = 0.01
 
 _QUIET_POLL = frozenset({(CALC_ACTION, ALIVE), (ALIVE, CALC_ACTION)})
 

@@ -586,3 +586,16 @@ def test_a_drift_sweep_counts_other_vms_as_drift_and_ignores_unconfigured_router
     assert im.drifted(seed) is True
     other = manager(cloud, clock, cloud.add_router(TENANT))
     assert other.drifted(listing(cloud, clock, other.router_id)) is False  # not configured
+
+
+def test_due_in_counts_down_a_lost_vms_dead_vm_timeout(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid, dead_vm_timeout=5.0, boot_timeout=100.0)
+    assert im.due_in() is None  # every VM answers
+    cloud.set_appliance(rid, dead=True)
+    assert im.update_state() is S.DOWN
+    assert im.due_in() == pytest.approx(5.0)
+    clock.advance(2.0)
+    assert im.due_in() == pytest.approx(3.0)
+    clock.advance(10.0)
+    assert im.due_in() == 0.0

@@ -84,6 +84,10 @@ class FakeInstance:
     def reset_boot_counter(self) -> None:
         self._attempts = 0
 
+    def due_in(self) -> float | None:
+        due = self.script.get("due_in")
+        return due if isinstance(due, float) else None
+
     def config_drifted(self) -> bool:
         self.calls.append("config_drifted")
         return bool(self.script.get("drifted", False))
@@ -521,3 +525,13 @@ def test_a_long_boot_wait_is_one_counted_entry_in_the_history() -> None:
         ("CreateInstance", "CheckBoot", 1),
         ("CheckBoot", "CalcAction", 31),
     ]
+
+
+def test_a_boot_check_is_due_when_a_silent_vms_timeout_runs_out_not_an_interval_later() -> None:
+    inst = FakeInstance(D, update_state=B, due_in=1.5)  # a lost VM's dead_vm_timeout: 1.5 s left
+    sm = machine(inst)  # boot_check_interval 5 s
+    assert sm.send_message(A.UPDATE)
+    assert sm.update().wake_after == pytest.approx(1.5, abs=0.05)
+    inst.script["due_in"] = 30.0  # a fresh boot with its long boot timeout
+    sm.wake(sm._token)
+    assert sm.update().wake_after == SETTINGS.boot_check_interval
