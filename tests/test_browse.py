@@ -299,3 +299,18 @@ def test_browse_in_a_real_terminal(tmp_path: Path) -> None:
     finally:
         tmux.kill()
         peer.stop()
+
+
+def test_the_router_table_shows_when_each_router_was_last_polled() -> None:
+    from astara_actors.ctl import render as text
+
+    summary = {"router_id": "r1", "tenant_id": "t1", "state": "CalcAction",
+               "instance_state": "configured", "last_poll_age_s": 4.2,
+               "last_transition": {"source": "ConfigureInstance", "target": "CalcAction",
+                                   "action": "update", "age_s": 3600.0}}
+    titles = [c.title for c in text.COLUMNS]
+    cells = dict(zip(titles, text.router_cells(summary, elapsed=1.0), strict=True))
+    assert (cells["AGO"], cells["POLLED"]) == ("1h00m", "5s")  # quiet polls move POLLED only
+    never = dict(zip(titles, text.router_cells({**summary, "last_poll_age_s": None}), strict=True))
+    assert never["POLLED"] == "-"
+    assert "POLLED" in text.routers_table([summary])[0]

@@ -42,6 +42,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("INSTANCE", 10, 10),
     Column("LAST TRANSITION", 12, 48, grow=2),
     Column("AGO", 6, 6),
+    Column("POLLED", 6, 6),  # since the last healthy poll (quiet polls make no transition)
     Column("BOOTS", 5, 5),
     Column("DEBUG", 5, 5),
 )
@@ -82,6 +83,7 @@ def router_cells(summary: Mapping[str, Any], elapsed: float = 0.0) -> tuple[str,
         ago = age(float(last.get("age_s") or 0.0) + elapsed)
     else:
         transition, ago = "-", "-"
+    polled = summary.get("last_poll_age_s")
     return (
         str(summary.get("router_id", "")),
         str(summary.get("tenant_id", "")),
@@ -90,6 +92,7 @@ def router_cells(summary: Mapping[str, Any], elapsed: float = 0.0) -> tuple[str,
         str(summary.get("instance_state", "")),
         transition,
         ago,
+        age(None if polled is None else float(polled) + elapsed),
         str(summary.get("boot_attempts", 0)),
         "yes" if summary.get("debug") else "",
     )
