@@ -110,7 +110,10 @@ class OrchestratorActor(pykka.ThreadingActor):
             case Dump(router_id=router_id):
                 return self._dump_router(router_id)
             case LogDump():
-                LOG.info("workers debug: %s", json.dumps(self.dump(), default=str, sort_keys=True))
+                # Router summaries from the board: asking 10,000 router actors for their full
+                # dumps would hold the root (and every event behind it) for seconds.
+                LOG.info("workers debug: %s",
+                         json.dumps(self.dump(summaries=True), default=str, sort_keys=True))
             case ChildFailed() as failed:
                 self._restart_with[failed.child_id] = failed.children
                 self.tenants.failed(failed)
