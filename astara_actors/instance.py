@@ -80,6 +80,7 @@ class InstanceManager:
         self._push_failures = 0
         self._replug_started: float | None = None
         self._pushed: dict[str, bytes] = {}  # server id -> digest of the config it accepted
+        self._synced_at: float | None = None  # when sync() refreshed, for the next refresh
         # The answers of the last asynchronous probes (address -> answered) and when they came.
         self._probes: tuple[dict[str, bool], float] | None = None
         self._neutron_status: str | None = None
@@ -95,8 +96,17 @@ class InstanceManager:
     def attempts(self) -> int:
         return self._attempts
 
+    def sync(self) -> InstanceState:
+        """A new actor's first refresh (see the ``Instance`` port)."""
+        state = self.update_state()
+        self._synced_at = self._clock()
+        return state
+
     def update_state(self) -> InstanceState:
         """Refresh from Neutron, Nova and the appliance; enforce the boot timeout."""
+        synced, self._synced_at = self._synced_at, None
+        if synced is not None and self._clock() - synced <= _REUSE_ROUTER:
+            return self._state  # the actor's sync just read everything: once is enough
         if self._seed is not None and self._seed.router is None:
             self._seed = None  # a second refresh: the cold start's reads are stale now
         router = self._fetch_router(refresh=True)

@@ -141,6 +141,11 @@ class Instance(Protocol):
         """
         ...
 
+    def sync(self) -> InstanceState:
+        """``update_state`` for a new (or restarted) actor before its first traversal; the
+        traversal's own refresh right after it, within a second, reuses it (no second read)."""
+        ...
+
     def check_alive(self) -> InstanceState:
         """The poll's fast path: a CONFIGURED router whose VMs all answer the probe stays
         CONFIGURED without reading Neutron or Nova; anything else is a full ``update_state``."""

@@ -23,7 +23,7 @@ class ObservedInstance:
     """Wraps an instance manager and notifies a condition after every call the machine makes."""
 
     CALLS = frozenset(
-        {"update_state", "check_alive", "boot", "configure", "replug", "stop", "set_error",
+        {"update_state", "sync", "check_alive", "boot", "configure", "replug", "stop", "set_error",
          "clear_error"}
     )
 

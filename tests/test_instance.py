@@ -599,3 +599,16 @@ def test_due_in_counts_down_a_lost_vms_dead_vm_timeout(cloud, clock):
     assert im.due_in() == pytest.approx(3.0)
     clock.advance(10.0)
     assert im.due_in() == 0.0
+
+
+def test_a_new_actors_sync_serves_the_refresh_of_its_first_traversal(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    configured(cloud, clock, rid)
+    im = manager(cloud, clock, rid)  # a new process: adopts the VM that is there
+    assert im.sync() is S.UP
+    calls = cloud.calls.copy()
+    assert im.update_state() is S.UP  # right after the sync: not read again
+    assert cloud.calls == calls
+    clock.advance(2.0)
+    im.update_state()  # later refreshes read the cloud as always
+    assert cloud.calls["get_router"] > calls["get_router"]

@@ -54,6 +54,9 @@ class FakeInstance:
         return self._run("update_state")
 
     def check_alive(self) -> InstanceState:
+        return self.update_state()
+
+    def sync(self) -> InstanceState:
         return self.update_state()  # the scripts describe what a refresh finds
 
     def boot(self, image_id: str | None = None) -> InstanceState:

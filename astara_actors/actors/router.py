@@ -314,7 +314,7 @@ class RouterActor(PooledActor):
         if not self._synced:
             # A new (or restarted) actor learns what already exists before acting, so it
             # adopts a VM that is there instead of booting a second one.
-            self.instance.update_state()
+            self.instance.sync()
             self._synced = True
         self._after(self.sm.update())
         self._last_run_at = self._clock()
