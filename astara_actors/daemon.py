@@ -62,7 +62,9 @@ class Service:
         if config.process.embedded_sim:
             settings, cloud = self._start_sim()
         assert cloud is not None
-        network, compute = open_cloud(cloud)
+        # One kept connection per actor worker that may call at once: no connection churn.
+        network, compute = open_cloud(
+            cloud, pool_size=max(64, settings.actor_threads_max))
         self.appliance = HttpAppliance(port=settings.appliance_port)
         from .persist import restore_debug
         from .store import Store

@@ -73,11 +73,13 @@ def _widen_pool(conn: Connection, size: int = _POOL_SIZE) -> None:
 
 
 def open_cloud(
-    cloud: CloudSettings, *, sleep: Callable[[float], None] = time.sleep
+    cloud: CloudSettings, *, sleep: Callable[[float], None] = time.sleep,
+    pool_size: int = _POOL_SIZE,
 ) -> tuple[OpenStackNetwork, OpenStackCompute]:
-    """Both adapters over one connection, with the retries and status mode of ``cloud``."""
+    """Both adapters over one connection, with the retries and status mode of ``cloud``;
+    ``pool_size`` connections kept per endpoint (as many as threads may call at once)."""
     conn = connect(cloud)
-    _widen_pool(conn)
+    _widen_pool(conn, pool_size)
     retry = {"retries": cloud.retries, "retry_delay": cloud.retry_delay, "sleep": sleep}
     return (
         OpenStackNetwork(conn, status_mode=cloud.status_mode, **retry),
