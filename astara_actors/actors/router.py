@@ -221,6 +221,8 @@ class RouterActor(PooledActor):
             return
         if event.reason:
             self.log.info("%s requested: %s", event.action, event.reason)
+        if event.action == Action.POLL and not event.reason and self._polled_recently():
+            return  # a routine poll that waited in a queue behind a busy spell: one is enough
         if event.action == Action.POLL and self._poll_async():
             return
         if self.sm.send_message(event.action, event.image_id):
@@ -231,6 +233,13 @@ class RouterActor(PooledActor):
             if event.action == Action.UPDATE and self._coalescing():
                 return
             self._run_soon()
+
+    def _polled_recently(self) -> bool:
+        """Healthy-polled within half a period: the health poller's polls (they carry no
+        reason; an operator's or a restart's do) queued up while the process was busy are
+        dropped instead of probing again and again."""
+        polled = self.sm.last_poll_at
+        return polled is not None and self._clock() - polled < self.settings.health_check_period / 2
 
     def _poll_async(self) -> bool:
         """Poll a healthy router without holding a worker: its appliance probes go out
