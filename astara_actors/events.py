@@ -69,3 +69,6 @@ class Event:
     action: Action
     reason: str = ""
     image_id: str | None = None
+    # A routine poll's issue time (the health poller's clock): one issued before the router's
+    # last healthy poll waited in a queue and is redundant.
+    issued_at: float | None = None

@@ -599,15 +599,18 @@ def test_routine_polls_queued_behind_a_busy_spell_probe_once_operator_polls_alwa
 ) -> None:
     router = cloud.add_router(T1)
     appliance = AsyncProbingAppliance(cloud.appliance)
-    h = make_harness(appliance=appliance, health_check_period=3600.0)
+    h = make_harness(appliance=appliance)
     create(h, router, T1)
-    polled_at = h.runtime.dump(router)["last_poll_at"] or 0.0
-    h.runtime.deliver(Event(router, T1, Action.POLL))
-    h.wait_for(lambda: (h.runtime.dump(router)["last_poll_at"] or 0.0) > polled_at, what="polled")
+    issued = h.runtime.clock()  # the poller issued polls, then they waited in a queue
+    h.runtime.deliver(Event(router, T1, Action.POLL, issued_at=issued))
+    h.wait_for(lambda: (h.runtime.dump(router)["last_poll_at"] or 0.0) > issued, what="polled")
     probes = appliance.async_probes
-    for _ in range(5):  # the poller's polls, queued up: polled moments ago, so dropped
-        h.runtime.deliver(Event(router, T1, Action.POLL))
+    for _ in range(5):  # issued before that poll: redundant
+        h.runtime.deliver(Event(router, T1, Action.POLL, issued_at=issued))
     flush(h, router)
     assert appliance.async_probes == probes
-    h.runtime.deliver(Event(router, T1, Action.POLL, reason="operator poll"))
-    h.wait_for(lambda: appliance.async_probes == probes + 1, what="the operator's poll probed")
+    h.runtime.deliver(Event(router, T1, Action.POLL, issued_at=h.runtime.clock()))  # a new one
+    h.wait_for(lambda: appliance.async_probes == probes + 1, what="the next routine poll probed")
+    h.wait_for(lambda: h.runtime.dump(router)["last_poll_at"] > issued, what="recorded")
+    h.runtime.deliver(Event(router, T1, Action.POLL, reason="operator poll"))  # no issue time
+    h.wait_for(lambda: appliance.async_probes == probes + 2, what="the operator's poll probed")

@@ -154,10 +154,11 @@ class HealthPoller(pykka.ThreadingActor):
             if self._sweep_start is not None:
                 metrics.POLL_SWEEP.observe(now - self._sweep_start)
             self._sweep_start = now if len(self._plan) else None
+        now = self._scheduler.now()
         for router_id in self._plan.next_batch():
             tenant_id, target = self._targets[router_id]
             try:
-                target.tell(Deliver(Event(router_id, tenant_id, Action.POLL)))
+                target.tell(Deliver(Event(router_id, tenant_id, Action.POLL, issued_at=now)))
             except pykka.ActorDeadError:
                 # Its parent restarts it and tracks the new ref, or untracks it.
                 logger.debug("Poll of %s dropped: its actor is dead", router_id)

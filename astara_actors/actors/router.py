@@ -221,7 +221,7 @@ class RouterActor(PooledActor):
             return
         if event.reason:
             self.log.info("%s requested: %s", event.action, event.reason)
-        if event.action == Action.POLL and not event.reason and self._polled_recently():
+        if event.action == Action.POLL and self._polled_since(event.issued_at):
             return  # a routine poll that waited in a queue behind a busy spell: one is enough
         if event.action == Action.POLL and self._poll_async():
             return
@@ -234,12 +234,12 @@ class RouterActor(PooledActor):
                 return
             self._run_soon()
 
-    def _polled_recently(self) -> bool:
-        """Healthy-polled within half a period: the health poller's polls (they carry no
-        reason; an operator's or a restart's do) queued up while the process was busy are
-        dropped instead of probing again and again."""
+    def _polled_since(self, issued_at: float | None) -> bool:
+        """Healthy-polled after the health poller issued this poll: polls that queued up while
+        the process was busy are dropped instead of probing again and again (an operator's
+        or a restart's poll has no issue time and always probes)."""
         polled = self.sm.last_poll_at
-        return polled is not None and self._clock() - polled < self.settings.health_check_period / 2
+        return issued_at is not None and polled is not None and issued_at <= polled
 
     def _poll_async(self) -> bool:
         """Poll a healthy router without holding a worker: its appliance probes go out
