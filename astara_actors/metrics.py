@@ -29,7 +29,7 @@ from .events import InstanceState
 
 __all__ = [
     "ACTOR_POOL_GROWN", "ACTOR_POOL_THREADS", "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES",
-    "BREAKER_OPEN", "CONFIG_DRIFT", "CONFIG_PUSHES", "DRIFT_SWEEP",
+    "BREAKER_OPEN", "CONFIG_DRIFT", "CONFIG_PUSHES", "DRIFT_SWEEP", "GC_FROZEN",
     "CONFIG_PUSH_FAILURES", "EVENT_TO_CONFIG", "INBOX_MESSAGES", "LIVENESS_FAILING_SHARE",
     "MALFORMED_MESSAGES", "POLL_SWEEP", "POLL_TRACKED", "REBUILDS", "REBUILDS_HELD",
     "REBUILDS_IN_PROGRESS", "exposition", "track_inbox", "track_instance",
@@ -72,6 +72,10 @@ DRIFT_SWEEP = Histogram(
 CONFIG_DRIFT = Counter(
     "astara_config_drift_total",
     "Routers a drift sweep found with another config than the pushed one (then re-pushed)",
+)
+GC_FROZEN = Gauge(
+    "astara_gc_frozen_objects",
+    "Long-lived objects moved out of the garbage collector's reach (see astara_actors/heap.py)",
 )
 ACTOR_POOL_THREADS = Gauge(
     "astara_actor_pool_threads", "Worker threads running the pooled (router and tenant) actors"

@@ -18,6 +18,7 @@ from .actors.tenant import TenantActor
 from .board import Board
 from .drift import DriftSweeper
 from .events import Event
+from .heap import HeapFreezer
 from .instance import InstanceManager
 from .inventory import Inventory
 from .log import router_logger
@@ -88,6 +89,7 @@ class Runtime:
         self.root: pykka.ActorRef[Any] | None = None
         self.pool: ActorPool | None = None  # runs every tenant and router actor
         self.drift: DriftSweeper | None = None
+        self.heap: HeapFreezer | None = None
 
     # --- lifecycle
     def start(self) -> Runtime:
@@ -119,6 +121,8 @@ class Runtime:
                 tell=self.tell,
                 clock=self.clock,
             ).start()
+        if self.poll and self.settings.heap_freeze_interval > 0:
+            self.heap = HeapFreezer(self.settings.heap_freeze_interval).start()
         LOG.info("orchestrator %s started", self.settings.host)
         return self
 
@@ -126,6 +130,8 @@ class Runtime:
         """Stop the root (which stops every tenant and router), then the poller and timers."""
         if self.drift is not None:
             self.drift.stop()
+        if self.heap is not None:
+            self.heap.stop()
         try:
             if self.root is not None:
                 self.root.stop(timeout=timeout)

@@ -46,6 +46,8 @@ class Settings:
     actor_threads: int = 8  # worker threads kept for the router and tenant actors
     actor_threads_max: int = 128  # ... grown to while actors wait on slow calls
 
+    heap_freeze_interval: float = 60.0  # collect, then freeze long-lived objects (0: never)
+
     # --- supervision
     restart_limit: int = 5  # restarts of one actor allowed within restart_window
     restart_window: float = 60.0
