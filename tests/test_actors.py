@@ -614,3 +614,18 @@ def test_routine_polls_queued_behind_a_busy_spell_probe_once_operator_polls_alwa
     h.wait_for(lambda: h.runtime.dump(router)["last_poll_at"] > issued, what="recorded")
     h.runtime.deliver(Event(router, T1, Action.POLL, reason="operator poll"))  # no issue time
     h.wait_for(lambda: appliance.async_probes == probes + 2, what="the operator's poll probed")
+
+
+def test_polls_issued_before_the_router_was_configured_are_dropped(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    router = cloud.add_router(T1)
+    appliance = AsyncProbingAppliance(cloud.appliance)
+    h = make_harness(appliance=appliance)
+    issued = h.runtime.clock()  # polls issued while the router was still being set up
+    create(h, router, T1)
+    probes = appliance.async_probes
+    for _ in range(3):
+        h.runtime.deliver(Event(router, T1, Action.POLL, issued_at=issued))
+    flush(h, router)
+    assert appliance.async_probes == probes  # its configuration answered for them

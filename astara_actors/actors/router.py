@@ -96,6 +96,7 @@ class RouterActor(PooledActor):
         self._run_pending = False
         self._live = False  # the pending Run carries a live event (not a poll or a timer)
         self._probing = False  # a poll's asynchronous probes are out
+        self._checked_at = float("-inf")  # the machine last ran and left the router configured
         self._synced = False
         self._event_at: float | None = None  # when the earliest unconfigured event arrived
 
@@ -235,11 +236,14 @@ class RouterActor(PooledActor):
             self._run_soon()
 
     def _polled_since(self, issued_at: float | None) -> bool:
-        """Healthy-polled after the health poller issued this poll: polls that queued up while
-        the process was busy are dropped instead of probing again and again (an operator's
-        or a restart's poll has no issue time and always probes)."""
+        """Seen healthy (a poll, or a traversal that left it configured) after the health
+        poller issued this poll: polls that queued up while the process was busy are dropped
+        instead of probing again and again (an operator's or a restart's poll has no issue
+        time and always probes)."""
+        if issued_at is None:
+            return False
         polled = self.sm.last_poll_at
-        return issued_at is not None and polled is not None and issued_at <= polled
+        return issued_at <= max(self._checked_at, polled if polled is not None else float("-inf"))
 
     def _poll_async(self) -> bool:
         """Poll a healthy router without holding a worker: its appliance probes go out
@@ -333,9 +337,11 @@ class RouterActor(PooledActor):
             self.log.info("router deleted; its VM and ports are gone")
             self.parent.tell(RouterExited(self.router_id))
             return
-        if self._event_at is not None and self.instance.state == InstanceState.CONFIGURED:
-            metrics.EVENT_TO_CONFIG.observe(time.monotonic() - self._event_at)
-            self._event_at = None
+        if self.instance.state == InstanceState.CONFIGURED:
+            self._checked_at = self._clock()
+            if self._event_at is not None:
+                metrics.EVENT_TO_CONFIG.observe(time.monotonic() - self._event_at)
+                self._event_at = None
         if outcome.wake_after is not None:
             self.scheduler.schedule(outcome.wake_after, self.actor_ref, Wake(outcome.token))
         if self.sm.has_more_work():
