@@ -65,7 +65,9 @@ class OpenStackNetwork:
         return self._conn.network
 
     def list_routers(self) -> list[tuple[str, str]]:
-        routers = self._calls.run("list routers", lambda: [wire(r) for r in self._net.routers()])
+        # Raw, like the reads below: the SDK's resource objects cost ~1 ms of CPU per router,
+        # seconds for every orphan sweep at 10,000 routers.
+        routers = self._calls.run("list routers", lambda: self._get("/routers", "routers"))
         return [(r["id"], r.get("project_id") or r.get("tenant_id") or "") for r in routers]
 
     # The reads made for every push and poll go through the proxy's raw GET: the JSON as
