@@ -16,7 +16,6 @@ only on a difference. The listing runs on this sweeper's thread, never on an act
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,14 +24,17 @@ from . import metrics
 from .errors import CloudError
 from .inventory import read_inventory
 from .messages import Resync
+from .periodic import Periodic
 
 __all__ = ["DriftSweeper"]
 
 LOG = logging.getLogger(__name__)
 
 
-class DriftSweeper:
+class DriftSweeper(Periodic):
     """Every ``interval`` seconds: list the cloud, hand the listing to the actor tree."""
+
+    name = "drift-sweeper"
 
     def __init__(
         self,
@@ -44,27 +46,16 @@ class DriftSweeper:
         tell: Callable[[Any], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self._network = network
         self._compute = compute
         self._management_network_id = management_network_id
         self._tell = tell
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.sweeps = 0
 
-    def start(self) -> DriftSweeper:
-        if self.interval > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="drift-sweeper", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def run_once(self) -> int:
+        return self.sweep()
 
     def sweep(self) -> int:
         """One sweep now; returns how many routers the listing held (0 if it failed)."""
@@ -80,10 +71,3 @@ class DriftSweeper:
         self.sweeps += 1
         metrics.DRIFT_SWEEP.observe(self._clock() - started)
         return len(seeds)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - a bug in one sweep must not end the next ones
-                LOG.exception("drift sweep failed")

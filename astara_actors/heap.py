@@ -14,35 +14,26 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
 
 from . import metrics
+from .periodic import Periodic
 
 __all__ = ["HeapFreezer"]
 
 LOG = logging.getLogger(__name__)
 
 
-class HeapFreezer:
+class HeapFreezer(Periodic):
     """Every ``interval`` seconds: ``gc.collect()`` then ``gc.freeze()``."""
 
+    name = "heap-freezer"
+
     def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
 
-    def start(self) -> HeapFreezer:
-        if self.interval > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="heap-freezer", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def run_once(self) -> float:
+        return self.freeze()
 
     def freeze(self) -> float:
         """One collect-and-freeze now; returns the seconds it took."""
@@ -53,7 +44,3 @@ class HeapFreezer:
         metrics.GC_FROZEN.set(gc.get_freeze_count())
         LOG.debug("heap frozen: %d objects, %.3f s", gc.get_freeze_count(), took)
         return took
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.freeze()

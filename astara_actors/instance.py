@@ -377,16 +377,7 @@ class InstanceManager:
         live = [vm for vm in self._members() if vm.alive and vm.address]
         if not isinstance(router, Router) or not live:
             return False
-        try:
-            # On the poll path: a hung appliance must not hold the router for INTERFACES_TIMEOUT.
-            desired = self._payloads(router, live, self._settings.alive_timeout)
-        except CloudError as exc:
-            self._log.info("config not compared: %s", exc)
-            return False
-        if desired is None:
-            return True
-        return any(self._pushed.get(sid) != config_digest(payload)
-                   for sid, payload in desired.items())
+        return self._differs(router, live)
 
     def drifted(self, listing: Seed) -> bool:
         """Whether a drift sweep's ``listing`` of this router implies another config than the
@@ -399,9 +390,13 @@ class InstanceManager:
         if {s.id for s in listing.servers} != set(self._vms):
             return True
         live = [vm for vm in self._members() if vm.alive and vm.address]
-        if not live:
-            return False
+        return bool(live) and self._differs(router, live, listing)
+
+    def _differs(self, router: Router, live: list[Vm], listing: Seed | None = None) -> bool:
+        """The config ``router`` implies for the ``live`` VMs is not the one they accepted (or
+        their interfaces need a replug); an unreadable input claims nothing."""
         try:
+            # On the poll path: a hung appliance must not hold the router for INTERFACES_TIMEOUT.
             desired = self._payloads(router, live, self._settings.alive_timeout, listing=listing)
         except CloudError as exc:
             self._log.info("config not compared: %s", exc)

@@ -38,3 +38,25 @@ def test_the_freezer_thread_runs_on_its_interval_and_stops() -> None:
         gc.unfreeze()
     assert freezer._thread is None
     assert HeapFreezer(interval=0).start()._thread is None  # 0: never
+
+
+def test_a_periodic_job_survives_a_failing_run() -> None:
+    import threading
+
+    from astara_actors.periodic import Periodic
+
+    runs: list[int] = []
+    again = threading.Event()
+
+    class Flaky(Periodic):
+        def run_once(self) -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                raise RuntimeError("first run fails")
+            again.set()
+
+    job = Flaky(0.01).start()
+    try:
+        assert again.wait(5), "the run after the failing one did not happen"
+    finally:
+        job.stop()
