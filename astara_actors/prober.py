@@ -127,6 +127,12 @@ class Prober:
         timeout = float(timeout)
         self._submit([_Probe(a, timeout, group.member) for a in addresses], callback)
 
+    @property
+    def closed(self) -> bool:
+        """Closed by :meth:`close`, or after an unexpected error on its thread."""
+        with self._lock:
+            return self._closed
+
     def stats(self) -> dict[str, int]:
         """Probes open, waiting for a slot, started in all, and answered alive / dead in all."""
         with self._lock:

@@ -176,3 +176,16 @@ def test_async_probes_answer_once_per_address_and_retry_the_silent(
         assert _probe_async(appliance, [], attempts=3) == {}
     finally:
         appliance.close()
+
+
+def test_a_failed_prober_is_replaced_instead_of_answering_dead_forever(
+    agent: tuple[HttpAppliance, type[_Agent]],
+) -> None:
+    appliance, _handler = agent
+    try:
+        assert _probe_async(appliance, ["127.0.0.1"], attempts=1) == {"127.0.0.1": True}
+        assert appliance._prober is not None
+        appliance._prober.close()  # as its thread does after an unexpected error
+        assert _probe_async(appliance, ["127.0.0.1"], attempts=1) == {"127.0.0.1": True}
+    finally:
+        appliance.close()

@@ -95,7 +95,8 @@ class HttpAppliance:
 
     def _get_prober(self) -> Prober:
         with self._prober_lock:
-            if self._prober is None:
+            if self._prober is None or self._prober.closed:
+                # A prober whose thread failed answers every probe "dead": never keep that one.
                 self._prober = Prober(self.port)
             return self._prober
 
