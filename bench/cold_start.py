@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_args(parser, routers=2000)
     add_args(parser)
     args = parser.parse_args(argv)
-    with Deployment(args.routers, settings=scale.orchestrator_settings(args), boot_delay=args.boot_delay,
-                    cloud=scale.cloud_settings(args)) as dep:
+    with scale.deployment(args) as dep:
         up = scale.bring_up(dep, args)
         figs, details = run(dep, args)
     report_figures("cold_start", figs, scale.params(args), {"bring_up": up, "cold_start": details})

@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_args(parser)
     add_args(parser)
     args = parser.parse_args(argv)
-    with Deployment(args.routers, settings=scale.orchestrator_settings(args), api=True,
-                    boot_delay=args.boot_delay,
-                    cloud=scale.cloud_settings(args)) as dep:
+    with scale.deployment(args, api=True) as dep:
         up = scale.bring_up_checked(dep, args)
         log("control: commands and dumps")
         figs, details = run(dep, args)

@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_args(parser, routers=100)
     add_args(parser)
     args = parser.parse_args(argv)
-    with Deployment(args.routers, settings=scale.orchestrator_settings(args), boot_delay=args.boot_delay,
-                    cloud=scale.cloud_settings(args)) as dep:
+    with scale.deployment(args) as dep:
         up = scale.bring_up_checked(dep, args)
         figs, details = run(dep, args)
     report_figures("failure", figs, {**scale.params(args), "kills": args.kills,

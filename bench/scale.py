@@ -54,6 +54,12 @@ def cloud_settings(args: argparse.Namespace) -> dict[str, Any]:
     return _pairs(getattr(args, "cloud", []), "--cloud")
 
 
+def deployment(args: argparse.Namespace, api: bool = False) -> Deployment:
+    """The simulator and orchestrator a scenario's command line asks for (``add_args``)."""
+    return Deployment(args.routers, settings=orchestrator_settings(args), api=api,
+                      boot_delay=args.boot_delay, cloud=cloud_settings(args))
+
+
 def _pairs(items: list[str], flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = orchestrator_settings(args)
     log("baseline: the orchestrator with no router")
     base = baseline(settings, api=False, cloud=cloud_settings(args))
-    with Deployment(args.routers, settings=settings, boot_delay=args.boot_delay, cloud=cloud_settings(args)) as dep:
+    with deployment(args) as dep:
         figs, details = run(dep, args, base)
     report_figures("scale", figs, params(args), details)
     return 0
