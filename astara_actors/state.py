@@ -524,10 +524,9 @@ class Automaton:
         asynchronously). False, recording nothing, when the machine has something else to do
         (work queued, a wait pending, a drift check due, the router not configured): then the
         actor feeds it the POLL as usual."""
-        every = self.settings.config_check_polls
         if (self.deleted or self.inbox or self._woken or self._resume is not None
                 or self.state is not CALC_ACTION or self.instance.state != C
-                or (every > 0 and self.polls + 1 >= every)):
+                or self._drift_check_next()):
             return False
         self.polls += 1  # what Alive's drift_check_due() counts for a probe-only poll
         self.action = Action.POLL  # where the traversal would have left it
@@ -593,14 +592,18 @@ class Automaton:
         return max(0.0, self.error_retry_at - self.clock())
 
     def drift_check_due(self) -> bool:
+        """Counts this poll; True (and the count starts over) on every Nth."""
+        if self._drift_check_next():
+            self.polls = 0
+            return True
+        if self.settings.config_check_polls > 0:
+            self.polls += 1
+        return False
+
+    def _drift_check_next(self) -> bool:
+        """Whether the next poll is the one that compares configs (``config_check_polls``)."""
         every = self.settings.config_check_polls
-        if every <= 0:
-            return False
-        self.polls += 1
-        if self.polls < every:
-            return False
-        self.polls = 0
-        return True
+        return every > 0 and self.polls + 1 >= every
 
     def failure_wait(self) -> float:
         self.failures += 1
