@@ -408,7 +408,7 @@ def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
     router = cloud.add_router(T1)
     h = make_harness()
     create(h, router, T1)
-    h.runtime.deliver(Event(router, T1, Action.POLL, reason="test poll"))  # the first poll walks Alive -> CalcAction
+    h.runtime.deliver(Event(router, T1, Action.POLL))  # the first poll walks Alive -> CalcAction
     flush(h, router)
     published: list[str] = []
     board = h.runtime.board
@@ -416,7 +416,7 @@ def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
     board.publish = lambda rid, dump, ref: (published.append(dump["state"]), publish(rid, dump, ref))
 
     for _ in range(5):  # quiet polls change nothing a dump shows: nothing is republished
-        h.runtime.deliver(Event(router, T1, Action.POLL, reason="test poll"))
+        h.runtime.deliver(Event(router, T1, Action.POLL))
     flush(h, router)
     assert published == []
 
@@ -429,7 +429,7 @@ def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
         return h.instance(router).state
 
     h.instance(router).check_alive = stuck  # the next poll blocks the router's actor
-    h.runtime.deliver(Event(router, T1, Action.POLL, reason="test poll"))
+    h.runtime.deliver(Event(router, T1, Action.POLL))
     assert entered.wait(WAIT)
     try:
         (summary,) = board.summaries()  # answered at once: the busy router is not asked
@@ -551,7 +551,7 @@ def test_healthy_polls_probe_asynchronously_and_a_silent_vm_takes_the_full_path(
     before_polls = edges()
     for n in range(5):
         polled_at = h.runtime.dump(router)["last_poll_at"] or 0.0
-        h.runtime.deliver(Event(router, T1, Action.POLL, reason="test poll"))
+        h.runtime.deliver(Event(router, T1, Action.POLL))
         h.wait_for(lambda polled_at=polled_at: (h.runtime.dump(router)["last_poll_at"] or 0.0) > polled_at,
                    what=f"poll {n} recorded")
     assert appliance.async_probes >= 5
@@ -561,7 +561,7 @@ def test_healthy_polls_probe_asynchronously_and_a_silent_vm_takes_the_full_path(
 
     cloud.set_appliance(router, dead=True)
     probes = appliance.async_probes
-    h.runtime.deliver(Event(router, T1, Action.POLL, reason="test poll"))
+    h.runtime.deliver(Event(router, T1, Action.POLL))
     # The async answer sends the poll down the machine's full path, which notices the VM.
     h.wait_for(lambda: h.instance(router).state.value != "configured", what="the silent VM noticed")
     assert appliance.async_probes == probes + 1

@@ -30,9 +30,15 @@ def test_a_freeze_collects_then_freezes_what_survives_and_shows_it() -> None:
 
 
 def test_the_freezer_thread_runs_on_its_interval_and_stops() -> None:
+    import time
+
+    gc.unfreeze()
     freezer = HeapFreezer(interval=0.05).start()
     try:
-        assert freezer._thread is not None and freezer._thread.is_alive()
+        deadline = time.monotonic() + 10
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.get_freeze_count() > 0, "the freezer thread never froze the heap"
     finally:
         freezer.stop()
         gc.unfreeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import selectors
@@ -216,7 +217,10 @@ def test_callbacks_come_from_the_probers_thread(prober: Prober, raw_server) -> N
     assert alive and thread == "prober"
 
 
-def test_request_is_the_same_get_the_blocking_probe_sends(prober: Prober) -> None:
+@contextlib.contextmanager
+def probe_connection(prober: Prober) -> Iterator[tuple[socket.socket, bytes, Results]]:
+    """One probe to a listener of our own: its accepted connection, the request head it sent
+    (read up to the blank line), and its results."""
     listener = socket.create_server(("127.0.0.1", 0))
     prober.port = listener.getsockname()[1]
     results = Results(1)
@@ -228,6 +232,11 @@ def test_request_is_the_same_get_the_blocking_probe_sends(prober: Prober) -> Non
         head = b""
         while b"\r\n\r\n" not in head:
             head += conn.recv(4096)
+        yield conn, head, results
+
+
+def test_request_is_the_same_get_the_blocking_probe_sends(prober: Prober) -> None:
+    with probe_connection(prober) as (conn, head, results):
         conn.sendall(b"HTTP/1.0 200 OK\r\n")
         assert results.alive() == [True]
     assert head == (
@@ -253,16 +262,7 @@ def test_a_server_that_never_answers_is_dead_after_the_timeout(
 
 
 def test_a_status_line_in_pieces_is_read_whole(prober: Prober) -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    prober.port = listener.getsockname()[1]
-    results = Results(1)
-    prober.probe("127.0.0.1", 5, results.callback())
-    listener.settimeout(WAIT)
-    conn, _ = listener.accept()
-    with conn, listener:
-        conn.settimeout(WAIT)
-        while b"\r\n\r\n" not in conn.recv(4096):
-            pass
+    with probe_connection(prober) as (conn, _head, results):
         conn.sendall(b"HTTP/1.1 2")
         time.sleep(0.1)  # (lets the prober read the first piece alone; not what is asserted)
         assert not results.done.is_set()
