@@ -116,42 +116,54 @@ class VmCloud:
             else:
                 vm.ports.append(port)
 
-    def boot(self, router: Router, image_id: str, index: int, now: float) -> Vm:
-        """Create the management and VRRP ports, then the server; no port is left on failure."""
+    def boot(self, index: int, image_id: str, now: float) -> Vm:
+        """Create the management port, then the server with that port alone; no port is left
+        on failure.
+
+        The VRRP ports are hot-plugged once Nova shows the server ACTIVE (:meth:`plug`): they
+        carry no address (the appliance configures the router's own addresses on them), and a
+        real Nova refuses an address-less port at boot ("requires a FixedIP") unless Neutron
+        defers its allocation — but accepts it on interface attach.
+        """
         s = self._settings
         self._drop_strays()
-        created: list[Port] = []
+        mgt = self._network.create_port(
+            name=f"ASTARA:MGT:{self.router_id}",
+            network_id=s.management_network_id,
+            subnet_id=s.management_subnet_id,
+        )
         try:
-            mgt = self._network.create_port(
-                name=f"ASTARA:MGT:{self.router_id}",
-                network_id=s.management_network_id,
-                subnet_id=s.management_subnet_id,
-            )
-            created.append(mgt)
-            for network_id in networks_of(router):
-                created.append(self._vrrp_port(network_id))
             mgt_net = self._network.get_network(s.management_network_id)
             server = self._compute.create_server(
                 name=f"{self.prefix}{index}",
                 image_id=image_id,
                 flavor_id=s.router_flavor_id,
-                port_ids=[p.id for p in created],
+                port_ids=[mgt.id],
                 user_data=build_user_data(mgt, _cidr_of(mgt, mgt_net), s),
                 config_drive=True,
             )
         except CloudError:
-            for port in created:
-                self.delete_port(port.id)
+            self.delete_port(mgt.id)
             raise
-        return Vm(server, index, now, now, mgt, created[1:])
+        return Vm(server, index, now, now, mgt, [])
+
+    def needs_plug(self, vm: Vm, wanted: Sequence[str]) -> bool:
+        """Whether ``vm`` is ACTIVE in Nova (interfaces can be attached) with other VRRP
+        ports than ``wanted`` asks for."""
+        return vm.server.status == "ACTIVE" and {p.network_id for p in vm.ports} != set(wanted)
 
     def plug(self, vm: Vm, wanted: Sequence[str]) -> None:
-        """Attach a VRRP port for each missing network, detach (and delete) the extra ones."""
+        """Attach a VRRP port for each missing network, detach (and delete) the extra ones.
+
+        A VRRP port of this router that is plugged into nothing (left by an attach
+        interrupted by a crash, or by a VM whose delete kept it) is attached again rather
+        than a new one created. Nova attaches only to an ACTIVE server.
+        """
         have = {p.network_id for p in vm.ports}
-        for network_id in wanted:
-            if network_id in have:
-                continue
-            port = self._vrrp_port(network_id)
+        missing = [n for n in wanted if n not in have]
+        spare = self._unplugged_vrrp_ports() if missing else {}
+        for network_id in missing:
+            port = spare.pop(network_id, None) or self._vrrp_port(network_id)
             try:
                 self._compute.attach_interface(vm.id, port.id)
             except CloudError:
@@ -219,6 +231,14 @@ class VmCloud:
                 if not port.device_id:
                     self._log.warning("removing stray port %s of an interrupted boot", port.id)
                     self.delete_port(port.id)
+
+    def _unplugged_vrrp_ports(self) -> dict[str, Port]:
+        """This router's VRRP ports that no VM has, one per network."""
+        found: dict[str, Port] = {}
+        for port in self._network.list_ports(name=f"ASTARA:VRRP:{self.router_id}"):
+            if not port.device_id:
+                found.setdefault(port.network_id, port)
+        return found
 
     def _vrrp_port(self, network_id: str) -> Port:
         return self._network.create_port(

@@ -120,6 +120,7 @@ class InstanceManager:
         except CloudError as exc:
             self._log.warning("could not refresh the VMs from Nova: %s", exc)
             return self._state
+        self._plug_new(router)
         self._probe()
         now = self._clock()
         self._observe_liveness()
@@ -223,7 +224,7 @@ class InstanceManager:
         missing = self._required - len(self._vms)
         for _ in range(missing):
             try:
-                vm = self._cloud.boot(router, image, self._next_index, self._clock())
+                vm = self._cloud.boot(self._next_index, image, self._clock())
                 self._next_index += 1
                 self._vms[vm.id] = vm
                 metrics.BOOTS.inc()
@@ -505,6 +506,20 @@ class InstanceManager:
         for vm in self._members()[self._required :]:
             self._log.warning("deleting extra VM %s", vm.name)
             self._destroy(vm)
+
+    def _plug_new(self, router: Router) -> None:
+        """Hot-plug the VRRP ports of VMs that Nova has made ACTIVE and that were never
+        configured (they boot with their management port alone; see ``VmCloud.boot``). A
+        failed attach is logged and tried again by the next check; a configured VM whose
+        networks changed goes through REPLUG instead."""
+        wanted = networks_of(router)
+        for vm in self._vms.values():
+            if vm.id in self._pushed or not self._cloud.needs_plug(vm, wanted):
+                continue
+            try:
+                self._cloud.plug(vm, wanted)
+            except CloudError as exc:
+                self._log.warning("could not plug %s into the router's networks: %s", vm.name, exc)
 
     def _probe(self) -> None:
         pending = [vm for vm in self._vms.values() if vm.address and vm.server.status == "ACTIVE"]

@@ -86,7 +86,10 @@ def test_one_vrrp_port_per_network_even_when_the_router_has_two_ports_on_it(clou
     rid = cloud.add_router(TENANT)
     net = cloud.network.get_router(rid).internal_ports[0].network_id
     cloud.make_port(net, device_id=rid, device_owner="network:router_interface")
-    manager(cloud, clock, rid).boot()
+    im = manager(cloud, clock, rid)
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    im.update_state()
     (server,) = cloud.servers_of(rid)
     assert len(server["port_ids"]) == 3  # management, external, internal
 
@@ -260,9 +263,10 @@ def test_removed_router_interface_is_unplugged_and_its_port_deleted(cloud, clock
 
 
 def test_replug_waits_for_the_appliance_then_restarts_after_the_hotplug_timeout(clock):
-    cloud = MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, hotplug_delay=3.0)
+    cloud = MemoryCloud(clock=clock, boot_delay=BOOT_DELAY)
     rid = cloud.add_router(TENANT)
     im = configured(cloud, clock, rid, hotplug_timeout=10.0)
+    cloud.hotplug_delay = 3.0
     cloud.add_interface(rid)
     assert im.configure() is S.REPLUG
     assert im.replug() is S.REPLUG
@@ -612,3 +616,94 @@ def test_a_new_actors_sync_serves_the_refresh_of_its_first_traversal(cloud, cloc
     clock.advance(2.0)
     im.update_state()  # later refreshes read the cloud as always
     assert cloud.calls["get_router"] > calls["get_router"]
+
+
+# -- plugging: the management port at boot, the VRRP ports hot-plugged once Nova shows ACTIVE ----
+def vrrp_networks(cloud: MemoryCloud, server_id: str) -> set[str]:
+    return {p["network_id"] for p in cloud.ports.values()
+            if p["device_id"] == server_id and p["name"].startswith("ASTARA:VRRP:")}
+
+
+def test_a_vm_boots_with_its_management_port_alone_and_gets_its_vrrp_ports_once_active(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    router = cloud.network.get_router(rid)
+    im = manager(cloud, clock, rid)
+    assert im.boot() is S.BOOTING
+    (server,) = cloud.servers_of(rid)
+    assert [cloud.ports[p]["name"] for p in server["port_ids"]] == [f"ASTARA:MGT:{rid}"]
+    assert im.update_state() is S.BOOTING  # still BUILD in Nova: nothing can be attached yet
+    assert cloud.calls["attach_interface"] == 0
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+    assert vrrp_networks(cloud, server["id"]) == {cloud.external_network_id,
+                                                  router.internal_ports[0].network_id}
+    assert all(not cloud.ports[p]["fixed_ips"] for p in server["port_ids"][1:])  # no address spent
+    assert im.configure() is S.CONFIGURED
+    assert cloud.calls["attach_interface"] == 2
+    im.update_state()
+    assert cloud.calls["attach_interface"] == 2  # plugged once
+
+
+def test_a_failed_attach_leaves_no_port_and_is_tried_again_by_the_next_check(cloud, clock):
+    from astara_actors.errors import ComputeError
+
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    cloud.inject("attach_interface", ComputeError("nova said no"))
+    im.update_state()
+    (server,) = cloud.servers_of(rid)
+    assert vrrp_networks(cloud, server["id"]) == set()
+    assert [p for p in astara_ports(cloud, rid) if not p["device_id"]] == []  # nothing leaked
+    assert im.update_state() is S.UP
+    assert len(vrrp_networks(cloud, server["id"])) == 2
+    assert im.configure() is S.CONFIGURED
+
+
+def test_a_vrrp_port_left_unplugged_by_a_crash_is_attached_rather_than_a_new_one_made(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    # A crash between creating a VRRP port and attaching it: the port is ours, plugged nowhere.
+    left = cloud.network.create_port(name=f"ASTARA:VRRP:{rid}", network_id=cloud.external_network_id)
+    clock.advance(BOOT_DELAY)
+    restarted = manager(cloud, clock, rid)
+    assert restarted.update_state() is S.UP
+    (server,) = cloud.servers_of(rid)
+    assert cloud.ports[left.id]["device_id"] == server["id"]
+    assert len([p for p in astara_ports(cloud, rid) if p["name"].startswith("ASTARA:VRRP:")]) == 2
+    assert restarted.configure() is S.CONFIGURED
+
+
+def test_a_vm_booted_by_an_earlier_version_with_its_vrrp_ports_is_adopted_as_it_is(cloud, clock):
+    rid = cloud.add_router(TENANT)
+    settings = cloud.settings()
+    mgt = cloud.network.create_port(name=f"ASTARA:MGT:{rid}", network_id=settings.management_network_id,
+                                    subnet_id=settings.management_subnet_id)
+    vrrp = []
+    for net in (cloud.external_network_id, cloud.network.get_router(rid).internal_ports[0].network_id):
+        port = cloud.network.create_port(name=f"ASTARA:VRRP:{rid}", network_id=net)
+        cloud.ports[port.id]["ip_allocation"] = "deferred"  # how a Nova of its day took them
+        vrrp.append(port.id)
+    cloud.compute.create_server(name=f"ak-router-{rid}_0", image_id="img", flavor_id="f",
+                                port_ids=[mgt.id, *vrrp], user_data="")
+    clock.advance(BOOT_DELAY)
+    im = manager(cloud, clock, rid)
+    assert im.update_state() is S.UP
+    assert im.configure() is S.CONFIGURED
+    assert cloud.calls["attach_interface"] == 0 and len(cloud.created_servers) == 1
+    (payload,) = cloud.config_pushes[rid]
+    assert [n["interface"]["ifname"] for n in payload["networks"]] == ["ge0", "ge1", "ge2"]
+
+
+def test_both_ha_members_get_their_vrrp_ports_hot_plugged(cloud, clock):
+    rid = cloud.add_router(TENANT, ha=True, internal_networks=2)
+    im = manager(cloud, clock, rid)
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP
+    first, second = cloud.servers_of(rid)
+    assert len(vrrp_networks(cloud, first["id"])) == len(vrrp_networks(cloud, second["id"])) == 3
+    assert im.configure() is S.CONFIGURED
+    assert cloud.calls["attach_interface"] == 6

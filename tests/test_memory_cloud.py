@@ -37,9 +37,9 @@ def boot(cloud: MemoryCloud, router_id: str, n: int = 0):
     vrrp = cloud.network.create_port(name=f"ASTARA:VRRP:{router_id}", network_id=cloud.external_network_id)
     server = cloud.compute.create_server(
         name=f"ak-router-{router_id}_{n}", image_id="img", flavor_id="f",
-        port_ids=[mgt.id, vrrp.id], user_data="#cloud-config",
+        port_ids=[mgt.id], user_data="#cloud-config",
     )
-    return server, mgt, vrrp
+    return server, mgt, vrrp  # the VRRP port is attached once the server is ACTIVE, as on Nova
 
 
 def test_router_looks_like_the_fixture_topology(cloud):
@@ -98,7 +98,7 @@ def test_ports_are_filtered_by_every_filter_given_and_deleting_twice_is_fine(clo
 def test_server_builds_then_becomes_active_then_disappears_after_delete(cloud, clock):
     server, mgt, _ = boot(cloud, "r")
     assert server.status == "BUILD" and server.booting
-    assert cloud.network.list_ports(device_id=server.id)[0].id in {mgt.id, server.port_ids[1]}
+    assert [p.id for p in cloud.network.list_ports(device_id=server.id)] == [mgt.id]
     clock.advance(10.0)
     assert cloud.compute.get_server(server.id).status == "ACTIVE"
     assert cloud.compute.list_servers("ak-router-r_") == [cloud.compute.get_server(server.id)]
@@ -118,6 +118,7 @@ def test_appliance_answers_only_once_its_server_is_active(cloud, clock):
         cloud.appliance.get_interfaces(address, 1.0)
     clock.advance(10.0)
     assert cloud.appliance.is_alive(address, 1.0) is True
+    cloud.compute.attach_interface(server.id, vrrp.id)
     assert [(i.ifname, i.lladdr) for i in cloud.appliance.get_interfaces(address, 1.0)] == [
         ("ge0", mgt.mac_address), ("ge1", vrrp.mac_address),
     ]
@@ -140,6 +141,7 @@ def test_appliance_stores_valid_configs_and_rejects_ones_without_tenant_or_hostn
 def test_hot_plugged_interfaces_get_the_next_name_and_unplugged_ports_are_unbound(cloud, clock):
     server, mgt, vrrp = boot(cloud, "r")
     clock.advance(10.0)
+    cloud.compute.attach_interface(server.id, vrrp.id)
     extra = cloud.network.create_port(name="ASTARA:VRRP:r", network_id=cloud.management_network_id)
     cloud.compute.attach_interface(server.id, extra.id)
     cloud.compute.detach_interface(server.id, vrrp.id)
@@ -148,6 +150,39 @@ def test_hot_plugged_interfaces_get_the_next_name_and_unplugged_ports_are_unboun
     assert cloud.ports[vrrp.id]["device_id"] == ""
     with pytest.raises(ComputeError):
         cloud.compute.detach_interface(server.id, vrrp.id)
+
+
+def test_a_boot_port_without_an_address_is_refused_as_nova_does(cloud):
+    mgt = cloud.network.create_port(
+        name="ASTARA:MGT:r", network_id=cloud.management_network_id,
+        subnet_id=cloud.management_subnet_id,
+    )
+    vrrp = cloud.network.create_port(name="ASTARA:VRRP:r", network_id=cloud.external_network_id)
+    with pytest.raises(ComputeError, match=f"Port {vrrp.id} requires a FixedIP in order to be used"):
+        cloud.compute.create_server(name="ak-router-r_0", image_id="img", flavor_id="f",
+                                    port_ids=[mgt.id, vrrp.id], user_data="")
+    assert cloud.servers == {} and cloud.ports[mgt.id]["device_id"] == ""
+    cloud.ports[vrrp.id]["ip_allocation"] = "deferred"  # routed networks: Nova takes it
+    server = cloud.compute.create_server(name="ak-router-r_0", image_id="img", flavor_id="f",
+                                         port_ids=[mgt.id, vrrp.id], user_data="")
+    assert cloud.ports[vrrp.id]["device_id"] == server.id
+    with pytest.raises(ComputeError, match=f"Port {mgt.id} is still in use"):
+        cloud.compute.create_server(name="ak-router-r_1", image_id="img", flavor_id="f",
+                                    port_ids=[mgt.id], user_data="")
+
+
+def test_interfaces_attach_only_to_an_active_server_and_need_no_address(cloud, clock):
+    server, _, vrrp = boot(cloud, "r")
+    with pytest.raises(ComputeError, match="while it is in vm_state building"):
+        cloud.compute.attach_interface(server.id, vrrp.id)
+    assert cloud.ports[vrrp.id]["device_id"] == ""
+    clock.advance(10.0)
+    cloud.compute.attach_interface(server.id, vrrp.id)
+    assert cloud.ports[vrrp.id]["device_id"] == server.id
+    other, _, _ = boot(cloud, "s")
+    clock.advance(10.0)
+    with pytest.raises(ComputeError, match="is still in use"):
+        cloud.compute.attach_interface(other.id, vrrp.id)
 
 
 def test_faults_fail_boots_pushes_and_hang_appliances(cloud, clock):

@@ -32,7 +32,7 @@ def sweeper(cloud: MemoryCloud, clock: FakeClock) -> OrphanSweeper:
 
 
 def booted(cloud: MemoryCloud, clock: FakeClock, *, ha: bool = False) -> str:
-    """A router whose VM(s) and ``ASTARA:*`` ports exist; returns its id."""
+    """A router whose VM(s) booted and got their VRRP ports plugged; returns its id."""
     rid = cloud.add_router(TENANT, ha=ha)
     im = InstanceManager(
         rid,
@@ -44,6 +44,7 @@ def booted(cloud: MemoryCloud, clock: FakeClock, *, ha: bool = False) -> str:
         clock=clock,
     )
     assert im.boot() is S.BOOTING
+    im.update_state()  # ACTIVE (no boot delay here): the VRRP ports are hot-plugged
     return rid
 
 
@@ -220,7 +221,7 @@ def test_foreign_servers_and_ports_are_ignored(cloud, clock, sweeper):
     net = cloud.management_network_id
     cloud.network.create_port(name="ASTARA:RUG:gone", network_id=net)
     cloud.network.create_port(name="my-vm-port", network_id=net)
-    keep = cloud.network.create_port(name="x", network_id=net)
+    keep = cloud.network.create_port(name="x", network_id=net, subnet_id=cloud.management_subnet_id)
     cloud.compute.create_server(
         name="ak-router-no-suffix",
         image_id="i",

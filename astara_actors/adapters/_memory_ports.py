@@ -118,9 +118,8 @@ class MemoryCompute:
             failure = cloud.take_boot_failure()
             if failure is not None:
                 raise failure
-            missing = [p for p in port_ids if p not in cloud.ports]
-            if missing:
-                raise ComputeError(f"ports not found: {missing}")
+            for pid in port_ids:
+                _check_boot_port(cloud.ports.get(pid), pid)
             sid = cloud._new_id()
             now = cloud.clock()
             server: dict[str, Any] = {
@@ -173,8 +172,12 @@ class MemoryCompute:
         cloud.enter("attach_interface")
         with cloud.lock:
             server = self._live(server_id)
-            if port_id not in cloud.ports:
-                raise ComputeError(f"port {port_id} not found")
+            self._require_active(server, "attach_interface")
+            port = cloud.ports.get(port_id)
+            if port is None:
+                raise ComputeError(f"Port {port_id} could not be found.")
+            if port["device_id"]:
+                raise ComputeError(f"Port {port_id} is still in use.")
             server["port_ids"].append(port_id)
             self._plug(server, port_id, cloud.clock() + cloud.hotplug_delay)
 
@@ -183,6 +186,7 @@ class MemoryCompute:
         cloud.enter("detach_interface")
         with cloud.lock:
             server = self._live(server_id)
+            self._require_active(server, "detach_interface")
             if port_id not in server["port_ids"]:
                 raise ComputeError(f"port {port_id} is not attached to {server_id}")
             server["port_ids"].remove(port_id)
@@ -194,6 +198,15 @@ class MemoryCompute:
         if server is None or server["deleted_at"] is not None:
             raise ComputeError(f"server {server_id} not found")
         return server
+
+    def _require_active(self, server: Mapping[str, Any], action: str) -> None:
+        """Nova (de)attaches interfaces of an ACTIVE server only (409 otherwise)."""
+        status = self._cloud.server_status(server)
+        if status != "ACTIVE":
+            state = {"BUILD": "building"}.get(status, status.lower())
+            raise ComputeError(
+                f"Cannot '{action}' instance {server['id']} while it is in vm_state {state}"
+            )
 
     def _plug(self, server: dict[str, Any], port_id: str, visible_at: float) -> None:
         # Like the appliance's kernel: a new NIC gets the next geN name, names never move.
@@ -271,3 +284,14 @@ class MemoryAppliance:
         server["config"] = body
         match = _SERVER_NAME.match(server["name"])
         self._cloud.config_pushes[match["router"] if match else server["name"]].append(body)
+
+
+def _check_boot_port(port: Mapping[str, Any] | None, port_id: str) -> None:
+    """Refuse a boot port as Nova does: unknown, bound to a device, or without an address
+    (Nova takes an address-less port at boot only when Neutron defers its allocation)."""
+    if port is None:
+        raise ComputeError(f"Port id {port_id} could not be found.")
+    if port["device_id"]:
+        raise ComputeError(f"Port {port_id} is still in use.")
+    if not port["fixed_ips"] and port.get("ip_allocation") not in ("deferred", "none"):
+        raise ComputeError(f"Port {port_id} requires a FixedIP in order to be used.")
