@@ -232,9 +232,7 @@ users:
     shell: /bin/bash
     sudo: ALL=(ALL) NOPASSWD:ALL
     lock-passwd: true
-    ssh-authorized-keys:
-      - {ssh_public_key}
-
+{authorized_keys}
 final_message: "Astara appliance is running"
 """
 
@@ -247,8 +245,17 @@ def build_user_data(management_port: Port, management_cidr: str, settings: Setti
         boot_command=settings.boot_command,
         mac_address=management_port.mac_address,
         address=f"{ip}/{prefixlen}",
-        ssh_public_key=settings.ssh_public_key.strip(),
+        authorized_keys=_authorized_keys(settings.ssh_public_key),
     )
+
+
+def _authorized_keys(text: str) -> str:
+    """The ``ssh-authorized-keys`` entry of the astara user: one item per key (a line of
+    ``ssh_public_key``), and no entry at all without a key (an empty ``- `` item is not a key)."""
+    keys = [line.strip() for line in text.splitlines() if line.strip()]
+    if not keys:
+        return ""
+    return "    ssh-authorized-keys:\n" + "".join(f"      - {key}\n" for key in keys)
 
 
 def config_digest(payload: Mapping[str, Any]) -> bytes:

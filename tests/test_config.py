@@ -299,3 +299,22 @@ def test_user_data_configures_the_management_interface_and_the_astara_user(manag
     assert "  - name: astara\n" in text
     assert "      - ssh-ed25519 AAAA key\n" in text
     assert "output: {all: '| tee -a /var/log/cloud-init-output.log'}" in text
+
+
+def test_user_data_without_a_key_has_no_authorized_keys_entry(management_port):
+    import yaml
+
+    text = build_user_data(management_port, "127.100.0.0/16", Settings(ssh_public_key="  \n"))
+    assert "ssh-authorized-keys" not in text
+    assert "      - \n" not in text
+    user = yaml.safe_load(text)["users"][0]
+    assert user["name"] == "astara" and "ssh-authorized-keys" not in user
+
+
+def test_user_data_authorizes_each_key_line_of_ssh_public_key(management_port):
+    import yaml
+
+    keys = "ssh-ed25519 AAAA one\n\nssh-rsa BBBB two\n"
+    text = build_user_data(management_port, "127.100.0.0/16", Settings(ssh_public_key=keys))
+    user = yaml.safe_load(text)["users"][0]
+    assert user["ssh-authorized-keys"] == ["ssh-ed25519 AAAA one", "ssh-rsa BBBB two"]
