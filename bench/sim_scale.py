@@ -48,7 +48,8 @@ def boot_all(cloud: SimCloud) -> list[tuple[str, str]]:
                 "port_security_enabled": False,
             }, admin)["id"])
         server = nova.create(admin, name=f"ak-router-{router_id}_0", image_id="astara-appliance",
-                             flavor_id="astara-router", port_ids=ports, config_drive=True)
+                             flavor_id="astara-router", port_ids=ports[:1], then_attach=ports[1:],
+                             config_drive=True)  # VRRP ports plugged once ACTIVE, as we do
         out.append((server["id"], mgt["fixed_ips"][0]["ip_address"]))
     return out
 

@@ -4,6 +4,7 @@ HTTP, with Neutron's notifications on a real RabbitMQ."""
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.adapters.openstack import open_cloud
 from astara_actors.cloud_settings import CloudSettings
+from astara_actors.events import Action, Event
 from astara_actors.inbox import Inbox
 from astara_actors.runtime import Runtime
 from astara_actors.settings import Settings
@@ -185,6 +187,79 @@ def test_interface_added_in_neutron_reaches_the_appliance_config(world: Callable
     assert len(w.servers(router)) == 1, "hot-plugged, not rebuilt"
 
 
+def nova_calls(w: World, method: str, path: str) -> list[str]:
+    """The statuses the simulated Nova answered to ``method`` requests on a path matching the
+    regular expression ``path`` (after ``/compute/v2.1``), oldest first."""
+    pattern = re.compile(rf"/compute/v2\.1{path}")
+    out = []
+    for _, _, _, _, detail in w.cloud.trace.events(kinds=["api"]):
+        verb, _, rest = detail.partition(" ")
+        where, _, status = rest.rpartition(" ")
+        if verb == method and pattern.fullmatch(where.split("?")[0]):
+            out.append(status)
+    return out
+
+
+def test_the_strict_nova_boots_the_vm_with_its_management_port_and_vrrp_ports_are_hot_plugged(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-plug")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    (server,) = w.servers(router)
+    made = w.cloud.topology[router]
+    vrrp = [p for p in w.astara_ports(router) if p["name"].startswith("ASTARA:VRRP:")]
+    assert {p["network_id"] for p in vrrp} == {w.cloud.external_network_id, made["network"]}
+    assert all(p["fixed_ips"] == [] and p["device_id"] == server for p in vrrp), "no address spent"
+    assert nova_calls(w, "POST", "/servers") == ["202"], "one boot, never refused"
+    assert nova_calls(w, "POST", "/servers/[^/]+/os-interface") == ["200", "200"]
+    config = w.config(router)
+    assert config is not None
+    assert [n["interface"]["ifname"] for n in config["networks"]] == ["ge0", "ge1", "ge2"]
+
+
+def test_an_interface_removed_in_neutron_is_unplugged_and_its_port_deleted(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    router = w.cloud.add_router(w.tenant, "e2e-unplug")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    net = w.cloud.neutron.create("network", {"name": "extra"}, w.tenant)
+    subnet = w.cloud.neutron.create("subnet", {
+        "network_id": net["id"], "ip_version": 4, "cidr": "192.168.78.0/24",
+    }, w.tenant)
+    w.cloud.neutron.add_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
+
+    def networks() -> list[str]:
+        config = w.config(router)
+        return [n["network_id"] for n in config["networks"]] if config else []
+
+    w.wait_for(lambda: net["id"] in networks(), "the new network configured")
+    w.cloud.neutron.remove_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
+    w.wait_for(lambda: networks() and net["id"] not in networks(), "the network gone from the config")
+    assert len(w.servers(router)) == 1, "unplugged, not rebuilt"
+    assert net["id"] not in {p["network_id"] for p in w.astara_ports(router)}
+    assert nova_calls(w, "DELETE", "/servers/[^/]+/os-interface/[^/]+") == ["202"]
+
+
+def test_a_rebuild_with_an_image_boots_a_new_vm_from_it_and_plugs_it(world: Callable[..., World]) -> None:
+    w = world(extra_image_ids="astara-appliance-v2")
+    router = w.cloud.add_router(w.tenant, "e2e-rebuild")
+    w.wait_for(lambda: w.config(router) is not None, "configured")
+    (first,) = w.servers(router)
+    w.runtime.deliver(Event(router, w.tenant.project_id, Action.REBUILD, reason="new image",
+                            image_id="astara-appliance-v2"))
+    w.wait_for(
+        lambda: w.servers(router) not in ([], [first]) and w.config(router) is not None,
+        "the rebuilt VM configured",
+    )
+    (second,) = w.servers(router)
+    assert w.cloud.nova.get(second)["image_id"] == "astara-appliance-v2"
+    vrrp = [p for p in w.astara_ports(router) if p["name"].startswith("ASTARA:VRRP:")]
+    assert len(vrrp) == 2 and all(p["device_id"] == second for p in vrrp)
+    assert nova_calls(w, "POST", "/servers") == ["202", "202"]
+
+
 def test_dead_appliance_is_detected_and_rebuilt(world: Callable[..., World]) -> None:
     w = world()
     router = w.cloud.add_router(w.tenant, "e2e-r2")
@@ -259,8 +334,9 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
     appliance = HttpAppliance(port=compute_side.settings.appliance_port)
     settings = Settings(
         host="e2e-real", management_network_id=neutron_side.management_network_id,
-        management_subnet_id=neutron_side.management_subnet_id, router_image_id="img",
-        router_flavor_id="flavor", boot_check_interval=0.05, retry_delay=0.05,
+        management_subnet_id=neutron_side.management_subnet_id,
+        router_image_id=compute_side.settings.image_id,
+        router_flavor_id=compute_side.settings.flavor_id, boot_check_interval=0.05, retry_delay=0.05,
         health_check_period=3600, alive_timeout=0.5, config_timeout=5.0,
     )
     runtime = Runtime(settings, network=network, compute=Observed(compute, changed),

@@ -37,7 +37,8 @@ def boot(cloud: SimCloud, key: paramiko.PKey) -> tuple[str, str]:
                                   "name": f"ASTARA:MGT:{router}"}, admin)
     user_data = ("#cloud-config\nusers:\n  - name: astara\n    ssh-authorized-keys:\n"
                  f"      - {key.get_name()} {key.get_base64()} operator\n")
-    server = cloud.nova.create(admin, name=f"ak-router-{router}_0", image_id="i", flavor_id="f",
+    server = cloud.nova.create(admin, name=f"ak-router-{router}_0", image_id=cloud.settings.image_id,
+                               flavor_id=cloud.settings.flavor_id,
                                port_ids=[mgt["id"]],
                                user_data=base64.b64encode(user_data.encode()).decode())
     cloud.nova.tick()

@@ -130,8 +130,8 @@ def boot(cloud: SimCloud, router_id: str) -> str:
         "network_id": cloud.management_network_id, "name": f"ASTARA:MGT:{router_id}",
         "fixed_ips": [{"subnet_id": cloud.management_subnet_id}],
     }, cloud.admin)
-    server = cloud.nova.create(cloud.admin, name=f"ak-router-{router_id}_0", image_id="i",
-                               flavor_id="f", port_ids=[port["id"]])
+    server = cloud.nova.create(cloud.admin, name=f"ak-router-{router_id}_0", image_id=cloud.settings.image_id,
+                               flavor_id=cloud.settings.flavor_id, port_ids=[port["id"]])
     cloud.nova.tick()
     return str(server["id"])
 

@@ -1,8 +1,9 @@
-"""Nova v2.1 over Falcon: the calls openstacksdk makes, shaped per microversion.
+"""Nova v2.1 over Falcon: the calls openstacksdk makes, shaped per microversion as Nova 34's.
 
 Mount with :func:`add_nova_routes`; requests under ``{prefix}/v2.1/...`` and the legacy
 ``{prefix}/v2.1/{project_id}/...`` form both work. Errors use Nova's bodies
-(``{"itemNotFound": {"code": 404, "message": ...}}``).
+(``{"itemNotFound": {"code": 404, "message": ...}}``); the REAL captures in
+``tests/fixtures/nova-api`` are the reference for every document's keys.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 import falcon
 
@@ -27,14 +28,19 @@ __all__ = ["MAX_MICROVERSION", "MIN_MICROVERSION", "add_nova_routes"]
 Auth = Callable[[falcon.Request], Caller]
 Version = tuple[int, int]
 MIN_MICROVERSION: Version = (2, 1)
-MAX_MICROVERSION: Version = (2, 79)
+MAX_MICROVERSION: Version = (2, 100)
 
 _FAULT_NAMES = {
     400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
     405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
     429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable",
 }
-_VM_STATES = {"BUILD": "building", "ACTIVE": "active", "ERROR": "error"}
+_PROGRESS_STATUSES = frozenset({"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE",
+                                "MIGRATING"})
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+# nova.utils.generate_password: no characters that look alike
+_PASSWORD_SYMBOLS = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def _vstr(v: Version) -> str:
@@ -67,23 +73,29 @@ def _negotiate(req: falcon.Request) -> Version:
     return major, minor
 
 
+def _version_headers(resp: falcon.Response, mv: Version) -> None:
+    resp.set_header("OpenStack-API-Version", f"compute {_vstr(mv)}")
+    resp.set_header("X-OpenStack-Nova-API-Version", _vstr(mv))
+    resp.set_header("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version")
+
+
 def _fault(resp: falcon.Response, code: int, message: str) -> None:
     resp.status = code
-    resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps({_FAULT_NAMES.get(code, "computeFault"): {"code": code, "message": message}})
+    resp.content_type = "application/json; charset=UTF-8"
+    name = _FAULT_NAMES.get(code, "computeFault")
+    resp.text = json.dumps({name: {"code": code, "message": message}})
 
 
 def _nova(fn: Callable[..., None]) -> Callable[..., None]:
     """Negotiate the microversion, authenticate, and turn ``NovaFault`` into Nova's body."""
 
     @functools.wraps(fn)
-    def responder(self: _Resource, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+    def responder(self: _Resource, req: falcon.Request, resp: falcon.Response,
+                  **params: str) -> None:
         params.pop("project_id", None)
         try:
             mv = _negotiate(req)
-            resp.set_header("OpenStack-API-Version", f"compute {_vstr(mv)}")
-            resp.set_header("X-OpenStack-Nova-API-Version", _vstr(mv))
-            resp.set_header("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version")
+            _version_headers(resp, mv)
             caller = self.auth(req)
             fn(self, req, resp, caller, mv, **params)
         except NovaFault as e:
@@ -102,6 +114,180 @@ def _body(req: falcon.Request, key: str) -> dict[str, Any]:
     return data[key]
 
 
+def _id_from_href(ref: Any) -> str:
+    """``flavorRef``/``imageRef`` may be a URL: its last path segment is the id (as Nova's)."""
+    return urlparse(str(ref)).path.rstrip("/").split("/")[-1] or str(ref)
+
+
+def _last(value: str | list[str]) -> str:
+    """A query parameter given more than once counts with its last value."""
+    return value[-1] if isinstance(value, list) else value
+
+
+def _all_tenants(params: Mapping[str, str]) -> bool:
+    """``nova.api.openstack.common.is_all_tenants``: present and empty, or a true boolean."""
+    if "all_tenants" not in params:
+        return False
+    value = str(params["all_tenants"])
+    if not value or value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise NovaFault(400, f"Invalid input received: Unrecognized value '{value}', acceptable "
+                         "values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', "
+                         "'true', 'y', 'yes'")
+
+
+def _requested_ports(spec: Mapping[str, Any]) -> list[str]:
+    networks = spec.get("networks", [])
+    if networks in ("auto", "none"):
+        return []
+    if not isinstance(networks, list):
+        raise NovaFault(400, "Invalid input for field/attribute networks.")
+    ports = []
+    for net in networks:
+        if not isinstance(net, dict) or not net.get("port"):
+            raise NovaFault(400, "The simulated Nova boots with existing ports only.")
+        ports.append(str(net["port"]))
+    return ports
+
+
+def _check_user_data(user_data: Any) -> None:
+    if user_data is None:
+        return
+    try:
+        base64.b64decode(user_data, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise NovaFault(400, "User data needs to be valid base 64.") from None
+
+
+def _password() -> str:
+    return "".join(secrets.choice(_PASSWORD_SYMBOLS) for _ in range(12))
+
+
+def _usage_stamp(stamp: str | None) -> str | None:
+    """``OS-SRV-USG:launched_at`` is shown as ``2026-12-02T13:22:43.000000``."""
+    return None if stamp is None else stamp.rstrip("Z") + ".000000"
+
+
+def _attachment_doc(attachment: dict[str, Any], mv: Version) -> dict[str, Any]:
+    doc = dict(attachment)
+    if mv >= (2, 70):
+        doc["tag"] = None
+    return doc
+
+
+class _ServerDocs:
+    """Nova's server documents (``views/servers.py``) from :class:`NovaModel` views."""
+
+    def __init__(self, base: str, mv: Version, caller: Caller) -> None:
+        self.base, self.mv, self.caller = base, mv, caller
+
+    def links(self, sid: str) -> list[dict[str, str]]:
+        return [{"rel": "self", "href": f"{self.base}/v2.1/servers/{sid}"},
+                {"rel": "bookmark", "href": f"{self.base}/servers/{sid}"}]
+
+    def show(self, s: dict[str, Any], *, listing: bool = False) -> dict[str, Any]:
+        """One server as ``GET /servers/{id}`` (``listing``: as ``/servers/detail``) shows it."""
+        doc = self.core(s)
+        if s["fault"]:
+            doc["fault"] = s["fault"]
+        if s["status"] in _PROGRESS_STATUSES:
+            doc["progress"] = 0
+        doc.update({
+            "OS-EXT-AZ:availability_zone": "nova" if s["host"] else "",
+            "config_drive": "True" if s["config_drive"] else "", "key_name": None,
+            "OS-SRV-USG:launched_at": _usage_stamp(s["launched_at"]),
+            "OS-SRV-USG:terminated_at": None,
+        })
+        if not listing and s["security_groups"]:
+            doc["security_groups"] = [{"name": n} for n in s["security_groups"]]
+        if self.caller.is_admin:
+            doc.update(self.extended_attributes(s))
+        doc.update({
+            "OS-EXT-STS:task_state": s["task_state"], "OS-EXT-STS:vm_state": s["vm_state"],
+            "OS-EXT-STS:power_state": s["power_state"],
+            "os-extended-volumes:volumes_attached": [],
+        })
+        doc.update(self.microversion_fields(s, listing))
+        if listing:  # the detail view adds these last, for all servers at once
+            if self.mv >= (2, 16) and self.caller.is_admin:
+                doc["host_status"] = "UP" if s["host"] else ""
+            if s["security_groups"]:
+                doc["security_groups"] = [{"name": n} for n in s["security_groups"]]
+        return doc
+
+    def core(self, s: dict[str, Any]) -> dict[str, Any]:
+        host, project = s["host"], s["project_id"]
+        return {
+            "accessIPv4": "", "accessIPv6": "", "addresses": s["addresses"],
+            "created": s["created"], "flavor": self.flavor(s["flavor"]),
+            "hostId": hashlib.sha224((project + host).encode()).hexdigest() if host else "",
+            "id": s["id"], "image": self.image(s["image_id"]), "links": self.links(s["id"]),
+            "metadata": s["metadata"], "name": s["name"], "status": s["status"],
+            "tenant_id": project, "user_id": s["user_id"], "updated": s["updated"],
+            "OS-DCF:diskConfig": "MANUAL",
+        }
+
+    def flavor(self, flavor: dict[str, Any]) -> dict[str, Any]:
+        if self.mv >= (2, 47):
+            return {"vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
+                    "ephemeral": flavor["ephemeral"], "swap": flavor["swap"],
+                    "original_name": flavor["name"], "extra_specs": flavor["extra_specs"]}
+        return {"id": flavor["id"], "links": [
+            {"rel": "bookmark", "href": f"{self.base}/flavors/{flavor['id']}"}]}
+
+    def image(self, image_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {"id": image_id, "links": [
+            {"rel": "bookmark", "href": f"{self.base}/images/{image_id}"}]}
+        if self.mv >= (2, 98):
+            doc["properties"] = {}
+        return doc
+
+    def extended_attributes(self, s: dict[str, Any]) -> dict[str, Any]:
+        """``OS-EXT-SRV-ATTR:*``, admin only (Nova's default policy)."""
+        doc: dict[str, Any] = {
+            "OS-EXT-SRV-ATTR:host": s["host"],
+            "OS-EXT-SRV-ATTR:instance_name": s["instance_name"],
+            "OS-EXT-SRV-ATTR:hypervisor_hostname": s["host"],
+        }
+        if self.mv >= (2, 3):
+            doc.update({
+                "OS-EXT-SRV-ATTR:hostname": s["hostname"], "OS-EXT-SRV-ATTR:kernel_id": "",
+                "OS-EXT-SRV-ATTR:launch_index": 0, "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                "OS-EXT-SRV-ATTR:reservation_id": s["reservation_id"],
+                "OS-EXT-SRV-ATTR:root_device_name": "/dev/sda" if s["launched_at"] else None,
+                "OS-EXT-SRV-ATTR:user_data": s["user_data"],
+            })
+        return doc
+
+    def microversion_fields(self, s: dict[str, Any], listing: bool) -> dict[str, Any]:
+        """The keys later microversions added, in the order Nova adds them."""
+        mv, admin = self.mv, self.caller.is_admin
+        doc: dict[str, Any] = {}
+        if mv >= (2, 9):
+            doc["locked"] = False
+        if mv >= (2, 16) and admin and not listing:
+            doc["host_status"] = "UP" if s["host"] else ""
+        if mv >= (2, 19):
+            doc["description"] = s["description"]
+        if mv >= (2, 26):
+            doc["tags"] = []
+        if mv >= (2, 63):
+            doc["trusted_image_certificates"] = None
+        if mv >= (2, 71) and not listing:
+            doc["server_groups"] = []
+        if mv >= (2, 73):
+            doc["locked_reason"] = None
+        if mv >= (2, 90) and not admin:
+            doc["OS-EXT-SRV-ATTR:hostname"] = s["hostname"]
+        if mv >= (2, 96):
+            doc["pinned_availability_zone"] = None
+        if mv >= (2, 100):
+            doc["scheduler_hints"] = {}
+        return doc
+
+
 class _Resource:
     def __init__(self, nova: NovaModel, auth: Auth, prefix: str, max_limit: int) -> None:
         self.nova = nova
@@ -112,75 +298,42 @@ class _Resource:
     def base(self, req: falcon.Request) -> str:
         return req.prefix + self.prefix
 
-    def version_doc(self, req: falcon.Request) -> dict[str, Any]:
-        return {
+    def docs(self, req: falcon.Request, mv: Version, caller: Caller) -> _ServerDocs:
+        return _ServerDocs(self.base(req), mv, caller)
+
+    def version_doc(self, req: falcon.Request, *, listed: bool = False) -> dict[str, Any]:
+        """v2.1's document; ``listed``: as the root's list shows it (self link only)."""
+        doc: dict[str, Any] = {
             "id": "v2.1", "status": "CURRENT", "version": _vstr(MAX_MICROVERSION),
             "min_version": _vstr(MIN_MICROVERSION), "updated": "2013-07-23T11:33:21Z",
             "links": [{"rel": "self", "href": f"{self.base(req)}/v2.1/"}],
-            "media-types": [{
+        }
+        if not listed:
+            doc["links"].append(
+                {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"})
+            doc["media-types"] = [{
                 "base": "application/json",
                 "type": "application/vnd.openstack.compute+json;version=2.1",
-            }],
-        }
-
-    def server_doc(self, req: falcon.Request, s: dict[str, Any], mv: Version, caller: Caller) -> dict[str, Any]:
-        base, sid, active = self.base(req), s["id"], s["status"] == "ACTIVE"
-        links = [
-            {"rel": "self", "href": f"{base}/v2.1/servers/{sid}"},
-            {"rel": "bookmark", "href": f"{base}/servers/{sid}"},
-        ]
-        if mv >= (2, 47):
-            flavor: dict[str, Any] = {
-                "original_name": s["flavor_id"], "vcpus": 1, "ram": 512, "disk": 1,
-                "ephemeral": 0, "swap": 0, "extra_specs": {},
-            }
-        else:
-            flavor = {"id": s["flavor_id"], "links": [
-                {"rel": "bookmark", "href": f"{base}/flavors/{s['flavor_id']}"}]}
-        host = s["host"]
-        doc: dict[str, Any] = {
-            "id": sid, "name": s["name"], "status": s["status"], "links": links,
-            "tenant_id": s["project_id"], "user_id": s["user_id"], "metadata": s["metadata"],
-            "hostId": hashlib.sha224((s["project_id"] + host).encode()).hexdigest() if host else "",
-            "image": {"id": s["image_id"], "links": [
-                {"rel": "bookmark", "href": f"{base}/images/{s['image_id']}"}]},
-            "flavor": flavor, "created": s["created"], "updated": s["updated"],
-            "addresses": s["addresses"], "accessIPv4": "", "accessIPv6": "",
-            "config_drive": "True" if s["config_drive"] else "", "key_name": None,
-            "progress": 0, "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": "nova",
-            "OS-EXT-STS:task_state": s["task_state"],
-            "OS-EXT-STS:vm_state": _VM_STATES.get(s["status"], s["status"].lower()),
-            "OS-EXT-STS:power_state": 1 if active else 0,
-            "OS-SRV-USG:launched_at": s["updated"].rstrip("Z") + ".000000" if active else None,
-            "OS-SRV-USG:terminated_at": None,
-            "os-extended-volumes:volumes_attached": [],
-            "security_groups": [{"name": "default"}],
-        }
-        if caller.is_admin:
-            doc["OS-EXT-SRV-ATTR:host"] = host
-            doc["OS-EXT-SRV-ATTR:hypervisor_hostname"] = host
-            doc["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{sid[:8]}"
-            if mv >= (2, 3):
-                doc["OS-EXT-SRV-ATTR:user_data"] = s["user_data"]
-                doc["OS-EXT-SRV-ATTR:hostname"] = s["name"]
-        if mv >= (2, 9):
-            doc["locked"] = False
-        if mv >= (2, 19):
-            doc["description"] = None
-        if mv >= (2, 26):
-            doc["tags"] = []
-        if s["fault"]:
-            doc["fault"] = s["fault"]
+            }]
         return doc
 
 
 class _Root(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"versions": [self.version_doc(req)]}
+        legacy = {"id": "v2.0", "status": "DEPRECATED", "version": "", "min_version": "",
+                  "updated": "2025-07-04T12:00:00Z",
+                  "links": [{"rel": "self", "href": f"{self.base(req)}/v2/"}]}
+        resp.media = {"versions": [legacy, self.version_doc(req, listed=True)]}
 
 
 class _V21(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, **_: str) -> None:
+        """Unauthenticated, but already versioned: it answers with the microversion headers."""
+        try:
+            _version_headers(resp, _negotiate(req))
+        except NovaFault as e:
+            _fault(resp, e.code, e.message)
+            return
         resp.media = {"version": self.version_doc(req)}
 
 
@@ -190,9 +343,14 @@ class _Servers(_Resource):
         self.detail = detail
 
     @_nova
-    def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version) -> None:
-        params = req.params
-        all_tenants = params.get("all_tenants", "0").lower() not in ("0", "false", "off", "no")
+    def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller,
+               mv: Version) -> None:
+        params = {key: _last(value) for key, value in req.params.items()}
+        all_tenants = _all_tenants(params)
+        if all_tenants and not caller.is_admin:
+            view = "detail" if self.detail else "index"
+            raise NovaFault(403, f"Policy doesn't allow os_compute_api:servers:{view}:"
+                                 "get_all_tenants to be performed.")
         try:
             limit = min(int(params.get("limit", self.max_limit)), self.max_limit)
         except ValueError:
@@ -202,12 +360,12 @@ class _Servers(_Resource):
             project_id=params.get("project_id") or params.get("tenant_id"),
             marker=params.get("marker"), limit=max(limit, 0),
         )
-        key = "servers"
+        docs = self.docs(req, mv, caller)
         if self.detail:
-            body: dict[str, Any] = {key: [self.server_doc(req, s, mv, caller) for s in page]}
+            body: dict[str, Any] = {"servers": [docs.show(s, listing=True) for s in page]}
         else:
-            body = {key: [{"id": s["id"], "name": s["name"],
-                           "links": self.server_doc(req, s, mv, caller)["links"]} for s in page]}
+            body = {"servers": [{"id": s["id"], "name": s["name"], "links": docs.links(s["id"])}
+                                for s in page]}
         if page and len(page) == limit:
             query = {k: v for k, v in params.items() if k != "marker"}
             query.update(limit=str(limit), marker=page[-1]["id"])
@@ -217,41 +375,34 @@ class _Servers(_Resource):
         resp.media = body
 
     @_nova
-    def on_post(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, caller: Caller,
+                mv: Version) -> None:
         spec = _body(req, "server")
         name = spec.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise NovaFault(400, "Invalid input for field/attribute name.")
-        for key in ("imageRef", "flavorRef"):
-            if not spec.get(key):
-                raise NovaFault(400, f"Missing {key} attribute")
-        port_ids = []
-        networks = spec.get("networks", [])
-        if isinstance(networks, list):
-            for net in networks:
-                if not isinstance(net, dict) or not net.get("port"):
-                    raise NovaFault(400, "The simulated Nova boots with existing ports only.")
-                port_ids.append(net["port"])
-        elif networks not in ("auto", "none"):
-            raise NovaFault(400, "Invalid input for field/attribute networks.")
-        user_data = spec.get("user_data")
-        if user_data is not None:
-            try:
-                base64.b64decode(user_data, validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                raise NovaFault(400, "User data needs to be valid base 64.") from None
+        _check_user_data(spec.get("user_data"))
+        if not spec.get("flavorRef"):
+            raise NovaFault(400, f"Invalid input for field/attribute server. Value: {spec}. "
+                                 "'flavorRef' is a required property")
+        if not spec.get("imageRef"):
+            raise NovaFault(400, "Missing imageRef attribute")
+        port_ids = _requested_ports(spec)
         drive = spec.get("config_drive", False)
         server = self.nova.create(
-            caller, name=name, image_id=str(spec["imageRef"]), flavor_id=str(spec["flavorRef"]),
-            port_ids=port_ids, user_data=user_data, metadata=spec.get("metadata") or {},
+            caller, name=name, image_id=_id_from_href(spec["imageRef"]),
+            flavor_id=_id_from_href(spec["flavorRef"]), port_ids=port_ids,
+            user_data=spec.get("user_data"), metadata=spec.get("metadata") or {},
             config_drive=drive is True or str(drive).lower() == "true",
+            description=spec.get("description") if mv >= (2, 19) else name,
         )
-        links = self.server_doc(req, server, mv, caller)["links"]
+        links = self.docs(req, mv, caller).links(server["id"])
         resp.status = falcon.HTTP_202
         resp.location = links[0]["href"]
         resp.media = {"server": {
             "id": server["id"], "links": links, "OS-DCF:diskConfig": "MANUAL",
-            "security_groups": [{"name": "default"}], "adminPass": secrets.token_urlsafe(9),
+            "security_groups": spec.get("security_groups") or [{"name": "default"}],
+            "adminPass": _password(),
         }}
 
 
@@ -259,7 +410,8 @@ class _Server(_Resource):
     @_nova
     def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
                server_id: str) -> None:
-        resp.media = {"server": self.server_doc(req, self.nova.get(server_id, caller), mv, caller)}
+        server = self.nova.get(server_id, caller)
+        resp.media = {"server": self.docs(req, mv, caller).show(server)}
 
     @_nova
     def on_delete(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
@@ -272,26 +424,28 @@ class _Interfaces(_Resource):
     @_nova
     def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
                server_id: str) -> None:
-        resp.media = {"interfaceAttachments": self.nova.interfaces(server_id, caller)}
+        resp.media = {"interfaceAttachments": [
+            _attachment_doc(a, mv) for a in self.nova.interfaces(server_id, caller)]}
 
     @_nova
     def on_post(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
                 server_id: str) -> None:
-        port_id = _body(req, "interfaceAttachment").get("port_id")
+        spec = _body(req, "interfaceAttachment")
+        port_id = spec.get("port_id")
+        if port_id and spec.get("net_id"):
+            raise NovaFault(400, "Must not input both network_id and port_id")
         if not port_id:
             raise NovaFault(400, "The simulated Nova attaches existing ports only (port_id).")
-        resp.media = {"interfaceAttachment": self.nova.attach(server_id, port_id, caller)}
+        attachment = self.nova.attach(server_id, str(port_id), caller)
+        resp.media = {"interfaceAttachment": _attachment_doc(attachment, mv)}
 
 
 class _Interface(_Resource):
     @_nova
     def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
                server_id: str, port_id: str) -> None:
-        for attachment in self.nova.interfaces(server_id, caller):
-            if attachment["port_id"] == port_id:
-                resp.media = {"interfaceAttachment": attachment}
-                return
-        raise NovaFault(404, f"Port {port_id} is not attached")
+        attachment = self.nova.interface(server_id, port_id, caller)
+        resp.media = {"interfaceAttachment": _attachment_doc(attachment, mv)}
 
     @_nova
     def on_delete(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,

@@ -11,14 +11,14 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .appliances import ApplianceServer
 from .contracts import Caller, Notify, PortDirectory
 from .keystone import KeystoneModel, Project
 from .neutron import NeutronFault, NeutronModel
-from .nova import NovaFault, NovaModel
+from .nova import Flavor, NovaFault, NovaModel
 from .settings import SimSettings
 from .trace import Trace
 
@@ -47,10 +47,12 @@ class SimCloud:
         self.neutron: NeutronModel | None = None
         self.ports: PortDirectory
         self.tokens: Any = self.keystone
+        network_name: Callable[[str], str | None]
         if settings.real_neutron:
-            self.ports, self.tokens = _remote(settings)
+            self.ports, self.tokens, network_name = _remote(settings)
         else:
             self.neutron = self.ports = NeutronModel(notify, rng=self.rng)
+            network_name = self._network_name
         self._management = ipaddress.ip_network(settings.management_cidr)
         self.appliances = ApplianceServer(
             port=settings.appliance_port, latency=settings.appliance_latency, trace=self.trace
@@ -60,7 +62,11 @@ class SimCloud:
             clock=clock,
             boot_delay=settings.boot_delay,
             delete_delay=settings.delete_delay,
+            detach_delay=settings.detach_delay,
             boot_failure_rate=settings.boot_failure_rate,
+            images=_image_ids(settings),
+            flavors=[Flavor(settings.flavor_id, settings.flavor_id)],
+            network_name=network_name,
             rng=self.rng.random,
             on_active=self._server_active,
             on_gone=self._server_gone,
@@ -181,7 +187,11 @@ class SimCloud:
         """A VM for each router (of ``router_ids``, default all) that has none, with the ports and
         name astara's orchestrator gives it (``ASTARA:MGT``/``ASTARA:VRRP`` ports,
         ``ak-router-<id>_0``), as a previous orchestrator run would have left it: benchmarks of
-        restarts at scale start from there. Returns the routers that got one."""
+        restarts at scale start from there. Returns the routers that got one.
+
+        Plugged as the orchestrator plugs them: booted with the management port only (Nova
+        refuses a boot with the address-less VRRP ports), the VRRP ports attached once the
+        server is ACTIVE."""
         model = self._model()
         have = {_router_of(s["name"]) for s in self.nova.servers(None, all_tenants=True)}
         booted = []
@@ -202,7 +212,7 @@ class SimCloud:
                 }, self.admin)["id"])
             self.nova.create(self.admin, name=f"ak-router-{router_id}_0",
                              image_id=self.settings.image_id, flavor_id=self.settings.flavor_id,
-                             port_ids=ports, config_drive=True)
+                             port_ids=ports[:1], then_attach=ports[1:], config_drive=True)
             booted.append(router_id)
         return booted
 
@@ -237,6 +247,13 @@ class SimCloud:
                     remaining.append((subnet_id, network_id, tenant))
         self.leftovers = remaining
         return len(remaining)
+
+    def _network_name(self, network_id: str) -> str | None:
+        """The name Nova labels a server's addresses on this network with."""
+        try:
+            return str(self._model().get("network", network_id)["name"])
+        except NeutronFault:
+            return None
 
     # --- Nova → appliance agents
     def _management_ip(self, port: Mapping[str, Any]) -> str | None:
@@ -354,8 +371,14 @@ class SimCloud:
         return victim
 
 
-def _remote(settings: SimSettings) -> tuple[PortDirectory, Any]:
-    """Ports and token validation from the real Neutron and Keystone of ``settings``."""
+def _image_ids(settings: SimSettings) -> list[str]:
+    """``image_id`` and the ``extra_image_ids``: the images the simulated Nova knows."""
+    extra = (i.strip() for i in settings.extra_image_ids.split(","))
+    return [settings.image_id, *(i for i in extra if i)]
+
+
+def _remote(settings: SimSettings) -> tuple[PortDirectory, Any, Callable[[str], str | None]]:
+    """Ports, token validation and network names from the real Neutron and Keystone."""
     from ..adapters.openstack import connect
     from ..cloud_settings import CloudSettings
     from .remote import RemotePorts, RemoteTokens
@@ -366,7 +389,17 @@ def _remote(settings: SimSettings) -> tuple[PortDirectory, Any]:
         user_domain_name=settings.neutron_user_domain,
         project_domain_name=settings.neutron_project_domain,
     ))
-    return RemotePorts(conn), RemoteTokens(settings.neutron_auth_url, conn.session.get_token)
+    tokens = RemoteTokens(settings.neutron_auth_url, conn.session.get_token)
+    return RemotePorts(conn), tokens, lambda network_id: _remote_network_name(conn, network_id)
+
+
+def _remote_network_name(conn: Any, network_id: str) -> str | None:
+    import openstack
+
+    try:
+        return str(conn.network.get_network(network_id).name)
+    except openstack.exceptions.NotFoundException:
+        return None
 
 
 def _traced(notify: Notify, trace: Trace) -> Notify:

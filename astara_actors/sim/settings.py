@@ -37,9 +37,11 @@ class SimSettings:
     # --- Nova
     boot_delay: float = 2.0  # seconds a server stays in BUILD
     delete_delay: float = 1.0  # seconds a deleted server stays visible
+    detach_delay: float = 1.0  # seconds a detached interface stays plugged (Nova detaches async)
     boot_failure_rate: float = 0.0  # share of boots that end in ERROR (0..1)
-    image_id: str = "astara-appliance"
-    flavor_id: str = "astara-router"
+    image_id: str = "astara-appliance"  # a boot naming another image is refused, as by Nova
+    flavor_id: str = "astara-router"  # likewise the only flavor
+    extra_image_ids: str = ""  # more images a boot may name, comma separated (rebuild --image)
     # --- faults of the APIs (per service) and of the appliances
     error_rate_identity: float = 0.0  # share of requests answered 503 (0..1)
     error_rate_network: float = 0.0
@@ -57,6 +59,10 @@ class SimSettings:
     neutron_project: str = ""
     neutron_user_domain: str = "Default"
     neutron_project_domain: str = "Default"
+    # --- beside a real Nova (one running the fake virt driver): Keystone, Neutron and Nova are
+    # the real ones at neutron_auth_url; only the appliance agents of their VMs are served here.
+    real_nova: bool = False  # true: serve only an agent per ak-router- VM the real Nova runs
+    watch_interval: float = 1.0  # seconds between two readings of the real Nova's servers
     # --- notifications (Neutron's) and load
     transport_url: str = ""  # bus to publish Neutron notifications on ("" = none)
     notifications_exchange: str = "neutron"
@@ -80,6 +86,12 @@ class SimSettings:
             for key in ("neutron_username", "neutron_password", "neutron_project"):
                 if not getattr(self, key):
                     raise SettingsError("sim", key, "is required with neutron_auth_url")
+        if self.real_nova and not self.neutron_auth_url:
+            raise SettingsError("sim", "real_nova", "requires neutron_auth_url (and neutron_username,"
+                                " neutron_password, neutron_project): the real Keystone to find"
+                                " Nova and Neutron with")
+        if not self.watch_interval > 0:
+            raise SettingsError("sim", "watch_interval", "must be a positive number of seconds")
         if not 0 < self.appliance_port < 65536:
             raise SettingsError("sim", "appliance_port", "must be between 1 and 65535")
 
