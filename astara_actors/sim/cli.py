@@ -17,6 +17,10 @@ and the simulator's own controls at <url>/sim (GET for status, PUT /sim/faults t
 faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget, GET|PUT|DELETE
 /sim/trace for the timestamped probes, pushes, boots, notifications and API requests it saw),
 until Ctrl-C.
+
+With [sim] real_nova = true (a devstack whose Nova runs the fake virt driver) it serves none of
+that: Keystone, Neutron and Nova are the real ones at [sim] neutron_auth_url, and it serves only
+an appliance agent on the management address of every ak-router- VM the real Nova runs.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"astara-sim: {exc}", file=sys.stderr)
         return 2
+    if settings.real_nova:
+        return _serve_agents_only(settings)
     from .cloud import SimCloud
     from .server import SimServer
 
@@ -89,14 +95,61 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         print(f"astara-sim: cannot create the initial topology: {exc}", file=sys.stderr)
         return 1
+    stop = _stop_on_signal()
     _banner(server, settings)
+    _wait(stop)
+    server.stop()
+    return 0
+
+
+def _stop_on_signal() -> threading.Event:
+    """An event SIGINT and SIGTERM (Ctrl-C, systemd, kill) set, instead of killing us."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait(stop: threading.Event) -> None:
     stop.wait()
     print("astara-sim: stopping", file=sys.stderr)
-    server.stop()
+
+
+def _serve_agents_only(settings: SimSettings) -> int:
+    """``real_nova``: an appliance agent per ``ak-router-`` VM of the real Nova, nothing else."""
+    from ..errors import CloudError
+    from .appliances import ApplianceServer
+    from .beside_nova import LOG as WATCHER_LOG
+    from .beside_nova import NovaWatcher, connect_real
+
+    WATCHER_LOG.setLevel(logging.INFO)  # the agents it starts and stops are this mode's output
+    try:
+        conn = connect_real(settings)
+    except CloudError as exc:
+        print(f"astara-sim: {exc}", file=sys.stderr)
+        return 1
+    stop = _stop_on_signal()  # before any agent answers: a signal then stops us cleanly
+    appliances = ApplianceServer(port=settings.appliance_port, latency=settings.appliance_latency)
+    appliances.start()
+    watcher = NovaWatcher(conn, appliances, interval=settings.watch_interval).start()
+    _agents_banner(settings)
+    _wait(stop)
+    watcher.stop()
+    appliances.stop()
     return 0
+
+
+def _agents_banner(s: SimSettings) -> None:
+    print(
+        f"astara-sim: serving only the appliance agents of the real Nova's service VMs\n"
+        f"  cloud:   the real Keystone, Neutron and Nova of {s.neutron_auth_url}"
+        f" (user {s.neutron_username}, project {s.neutron_project}),"
+        f" read every {s.watch_interval:g} s\n"
+        f"  agents:  one per ACTIVE ak-router- VM, on its management (loopback) address,"
+        f" port {s.appliance_port}\n"
+        f"  off:     the simulated Keystone, Neutron and Nova, and the /sim controls",
+        flush=True,
+    )
 
 
 def _banner(server: Any, s: SimSettings) -> None:
