@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "SimCloud",
     "Replayed",
     "capture",
+    "free_port",
     "identity_and_network",
     "learn_ids",
     "replay",
@@ -47,6 +49,13 @@ __all__ = [
 
 PASSWORD = "secret"
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def serve(app: Callable[..., Any], host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:

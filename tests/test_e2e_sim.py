@@ -122,6 +122,20 @@ class World:
         except KeyError:
             return None
 
+    def networks(self, router_id: str) -> list[str]:
+        """The networks of the appliance's config ([] before it has one)."""
+        config = self.config(router_id)
+        return [n["network_id"] for n in config["networks"]] if config else []
+
+    def plug_subnet(self, router_id: str, cidr: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A new tenant network and subnet, added to the router as an interface."""
+        net = self.cloud.neutron.create("network", {"name": "extra"}, self.tenant)
+        subnet = self.cloud.neutron.create("subnet", {
+            "network_id": net["id"], "ip_version": 4, "cidr": cidr,
+        }, self.tenant)
+        self.cloud.neutron.add_router_interface(router_id, {"subnet_id": subnet["id"]}, self.tenant)
+        return net, subnet
+
     def astara_ports(self, router_id: str) -> list[dict[str, Any]]:
         return [
             p for p in self.cloud.neutron.list("port", self.cloud.admin)
@@ -173,17 +187,8 @@ def test_interface_added_in_neutron_reaches_the_appliance_config(world: Callable
     w = world()
     router = w.cloud.add_router(w.tenant, "e2e-r1")
     w.wait_for(lambda: w.config(router) is not None, "configured")
-    net = w.cloud.neutron.create("network", {"name": "extra"}, w.tenant)
-    subnet = w.cloud.neutron.create("subnet", {
-        "network_id": net["id"], "ip_version": 4, "cidr": "192.168.77.0/24",
-    }, w.tenant)
-    w.cloud.neutron.add_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
-
-    def has_extra() -> bool:
-        config = w.config(router)
-        return config is not None and net["id"] in [n["network_id"] for n in config["networks"]]
-
-    w.wait_for(has_extra, "the new network in the appliance's config")
+    net, _ = w.plug_subnet(router, "192.168.77.0/24")
+    w.wait_for(lambda: net["id"] in w.networks(router), "the new network in the appliance's config")
     assert len(w.servers(router)) == 1, "hot-plugged, not rebuilt"
 
 
@@ -224,19 +229,11 @@ def test_an_interface_removed_in_neutron_is_unplugged_and_its_port_deleted(
     w = world()
     router = w.cloud.add_router(w.tenant, "e2e-unplug")
     w.wait_for(lambda: w.config(router) is not None, "configured")
-    net = w.cloud.neutron.create("network", {"name": "extra"}, w.tenant)
-    subnet = w.cloud.neutron.create("subnet", {
-        "network_id": net["id"], "ip_version": 4, "cidr": "192.168.78.0/24",
-    }, w.tenant)
-    w.cloud.neutron.add_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
-
-    def networks() -> list[str]:
-        config = w.config(router)
-        return [n["network_id"] for n in config["networks"]] if config else []
-
-    w.wait_for(lambda: net["id"] in networks(), "the new network configured")
+    net, subnet = w.plug_subnet(router, "192.168.78.0/24")
+    w.wait_for(lambda: net["id"] in w.networks(router), "the new network configured")
     w.cloud.neutron.remove_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
-    w.wait_for(lambda: networks() and net["id"] not in networks(), "the network gone from the config")
+    w.wait_for(lambda: bool(w.networks(router)) and net["id"] not in w.networks(router),
+               "the network gone from the config")
     assert len(w.servers(router)) == 1, "unplugged, not rebuilt"
     assert net["id"] not in {p["network_id"] for p in w.astara_ports(router)}
     assert nova_calls(w, "DELETE", "/servers/[^/]+/os-interface/[^/]+") == ["202"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import itertools
 import random
-import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from astara_actors.sim.keystone import KeystoneModel
 from astara_actors.sim.nova import Flavor, NovaFault, NovaModel
 from astara_actors.sim.settings import SimSettings
 
-from .sim_helpers import serve
+from .sim_helpers import free_port, serve
 
 ADMIN = Caller(user_id="u-admin", project_id="p-admin", is_admin=True)
 ALICE = Caller(user_id="u-alice", project_id="p-alice", is_admin=False)
@@ -457,12 +456,6 @@ def test_all_tenants_must_be_a_boolean_or_empty(sim: Sim) -> None:
 
 
 # --- astara-sim's cloud: the VMs a previous orchestrator run left
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def cloud() -> Iterator[SimCloud]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 from collections.abc import Iterator
 
 import paramiko
@@ -13,11 +12,7 @@ from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.settings import SimSettings
 from astara_actors.sim.ssh import authorized_keys
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .sim_helpers import free_port
 
 
 @pytest.fixture
