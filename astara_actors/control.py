@@ -9,11 +9,11 @@ it owns and the client gathers the answers.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import validate
 from .errors import AstaraError
 from .events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
 from .messages import (
@@ -37,8 +37,7 @@ __all__ = [
 ]
 
 COMMAND_EVENT_TYPE = "astara.command"
-
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_WILDCARDS = (WILDCARD_ALL, WILDCARD_ERROR)
 
 
 class InvalidCommand(AstaraError):
@@ -95,8 +94,8 @@ class Command:
         try:
             kind = CommandKind(name)
         except ValueError:
-            raise InvalidCommand(f"unknown command {name!r}") from None
-        reason = _text(payload, "reason")
+            raise InvalidCommand(f"unknown command {validate.shown(name)}") from None
+        reason = _checked(validate.reason, payload.get("reason"), f"{kind}: reason")
         tenant_id = _text(payload, "tenant_id")
         if tenant_id == WILDCARD_ALL:
             tenant_id = ""
@@ -108,14 +107,21 @@ class Command:
             router_id = _text(payload, key).lower()
             if not router_id:
                 raise InvalidCommand(f"{kind}: {key} is missing")
-            _check_id(kind, key, router_id, wildcard_ok=kind in _WILDCARD_OK)
+            router_id = _check_id(kind, key, router_id, wildcard_ok=kind in _WILDCARD_OK)
+            # The original sent the router's wildcard as its tenant too ("error", "error").
+            if tenant_id and not (router_id in _WILDCARDS and tenant_id in _WILDCARDS):
+                tenant_id = _checked(validate.tenant_id, tenant_id, f"{kind}: tenant_id")
             image_key = "resource_image_uuid" if key == "resource_id" else "router_image_uuid"
             # The original CLI sent *_image_uuid but its state machine read image_uuid.
             image_id = _text(payload, image_key) or _text(payload, "image_uuid") or None
+            if image_id is not None:
+                image_id = _checked(validate.image_ref, image_id, f"{kind}: {image_key}")
         elif kind in (CommandKind.TENANT_DEBUG, CommandKind.TENANT_MANAGE):
             if not tenant_id:
                 raise InvalidCommand(f"{kind}: tenant_id is missing")
-            _check_id(kind, "tenant_id", tenant_id, wildcard_ok=False)
+            if tenant_id in _WILDCARDS:
+                raise InvalidCommand(f"{kind}: tenant_id cannot be the wildcard {tenant_id!r}")
+            tenant_id = _checked(validate.tenant_id, tenant_id, f"{kind}: tenant_id")
         elif kind == CommandKind.GLOBAL_DEBUG:
             value = payload.get("enabled")
             if value in (1, True, "1", "true", "True"):
@@ -123,7 +129,11 @@ class Command:
             elif value in (0, False, "0", "false", "False"):
                 enabled = False
             else:
-                raise InvalidCommand(f"global-debug: enabled must be 1 or 0, not {value!r}")
+                raise InvalidCommand(
+                    f"global-debug: enabled must be 1 or 0, not {validate.shown(value)}")
+        if kind not in _TARGETED and kind not in (CommandKind.TENANT_DEBUG,
+                                                  CommandKind.TENANT_MANAGE):
+            tenant_id = ""  # read by no other command: never carried unchecked
         return cls(kind, router_id, tenant_id, reason, image_id, enabled)
 
     def to_payload(self) -> dict[str, Any]:
@@ -191,12 +201,13 @@ class Query:
         try:
             kind = QueryKind(payload.get("query"))
         except ValueError:
-            raise InvalidCommand(f"unknown query {payload.get('query')!r}") from None
-        router_id = _text(payload, "router_id").lower()
+            raise InvalidCommand(f"unknown query {validate.shown(payload.get('query'))}") from None
+        router_id = ""
         if kind == QueryKind.ROUTER:
+            router_id = _text(payload, "router_id").lower()
             if not router_id:
                 raise InvalidCommand("router query: router_id is missing")
-            _check_id(kind, "router_id", router_id, wildcard_ok=False)
+            router_id = _check_id(kind, "router_id", router_id, wildcard_ok=False)
         return cls(kind, router_id)
 
     def to_payload(self) -> dict[str, Any]:
@@ -212,13 +223,20 @@ def _text(payload: Mapping[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidCommand(f"{key} must be a string, not {type(value).__name__}")
-    return value.strip()
+    return value.strip(" ")
 
 
-def _check_id(kind: object, key: str, value: str, *, wildcard_ok: bool) -> None:
-    if value in (WILDCARD_ALL, WILDCARD_ERROR):
+def _check_id(kind: object, key: str, value: str, *, wildcard_ok: bool) -> str:
+    """The router id in canonical form (or the wildcard, where one is allowed)."""
+    if value in _WILDCARDS:
         if not wildcard_ok:
             raise InvalidCommand(f"{kind}: {key} cannot be the wildcard {value!r}")
-        return
-    if not _UUID.match(value):
-        raise InvalidCommand(f"{kind}: {key} {value!r} is not a UUID")
+        return value
+    return _checked(validate.neutron_id, value, f"{kind}: {key}")
+
+
+def _checked(parse: Any, value: object, field: str) -> Any:
+    try:
+        return parse(value, field)
+    except validate.InvalidValue as exc:
+        raise InvalidCommand(str(exc)) from None

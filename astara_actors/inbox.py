@@ -34,6 +34,11 @@ __all__ = ["Inbox", "router_summary"]
 
 LOG = logging.getLogger(__name__)
 
+# What makes a message malformed (rejected, counted, one warning line; never a traceback). A
+# UnicodeError is a body py-amqp decoded with its content_encoding that will not encode back
+# (content_encoding "idna": the consumer re-encodes the body before our decoder sees it).
+_MALFORMED: tuple[type[Exception], ...] = (MalformedMessage, InvalidCommand, UnicodeError)
+
 
 class Inbox:
     """Bus consumers for one orchestrator process, wired to its :class:`Runtime`."""
@@ -66,7 +71,9 @@ class Inbox:
         assert self.runtime.root is not None, "start the runtime first"
         self.resolver = ResolverActor.start(Resolver(self.network), self.runtime.root)
         self.consumer = NotificationConsumer(
-            self.settings, self.handle, malformed=(MalformedMessage, InvalidCommand)
+            self.settings, self.handle, malformed=_MALFORMED,
+            # What was published while we were not bound is lost: heal it from the cloud now.
+            on_reconnected=self.runtime.resync,
         ).start()
         self.queries = QueryServer(self.settings, self.answer).start()
         metrics.track_inbox(self)  # astara_inbox_depth reads its mailboxes when scraped

@@ -4,6 +4,10 @@ Pure functions, no I/O. :func:`decode` turns an AMQP body (oslo v2 envelope or v
 message) into a :class:`Notification`; :func:`classify` says which router-relevant
 :class:`Change` it reports, or ``None``. Both raise only :class:`MalformedMessage`.
 Turning a change into router events (which may need Neutron) is :mod:`astara_actors.resolve`.
+
+Every id a :class:`Change` carries was checked by :mod:`astara_actors.validate` (Neutron ids
+are UUIDs, project ids Keystone's): a message naming ``../../etc/passwd`` as its router is
+malformed, and never reaches an actor, a URL or the store.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import validate
 from .control import COMMAND_EVENT_TYPE
 from .errors import AstaraError
 from .events import Action
+from .models import GATEWAY_OWNER, INTERFACE_OWNERS
 
 __all__ = [
     "Change",
@@ -33,6 +39,9 @@ _TENANT_KEYS = ("project_id", "tenant_id")
 _CONTEXT_KEYS = ("project_id", "tenant_id", "project", "tenant")
 # Ports we create ourselves (management, VRRP); reacting to them would loop on every boot.
 _OWN_PORT_PREFIX = "ASTARA:"
+# A port with one of these owners names its router in device_id.
+_ROUTER_OWNERS = frozenset((*INTERFACE_OWNERS, GATEWAY_OWNER))
+_META_LIMIT = 255  # message_id, publisher_id...: shown and audited, never routed on
 
 
 class MalformedMessage(AstaraError):
@@ -47,6 +56,8 @@ class MalformedMessage(AstaraError):
 class Notification:
     """One decoded notification; ``tenant_id`` is ``""`` when the message names none.
 
+    ``tenant_id`` is as received (a command's is ``"*"``): :func:`classify` checks it before a
+    :class:`Change` carries it. The other metadata are escaped and cut to 255 characters.
     ``payload`` is the decoded JSON object, shared and not to be modified (it is typed
     ``Mapping``; a read-only proxy would make notifications impossible to copy or pickle).
     """
@@ -171,8 +182,7 @@ def _first_text(d: Mapping[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def _meta(message: Mapping[str, Any], key: str) -> str:
-    value = message.get(key)
-    return value if isinstance(value, str) else ""
+    return validate.label(message.get(key), _META_LIMIT)
 
 
 def _short(value: object) -> str:
@@ -199,15 +209,15 @@ def _router(action: Action) -> Callable[[Notification], Change]:
     def parse(n: Notification) -> Change:
         where = f"{n.event_type}: payload"
         router = _section(n.payload, "router", where)
-        router_id = _text(n.payload, "router_id", where)  # router.delete.end
+        router_id = _uuid(n.payload, "router_id", where)  # router.delete.end
         if router is not None:
-            router_id = router_id or _text(router, "id", f"{where}.router")
+            router_id = router_id or _uuid(router, "id", f"{where}.router")
         if router_id is None:
             raise MalformedMessage(f"{n.event_type}: payload names no router id")
         return Change(
-            kind="router", action=action, tenant_id=n.tenant_id, event_type=n.event_type,
+            kind="router", action=action, tenant_id=_tenant(n), event_type=n.event_type,
             operation=_operation(n.event_type), router_id=router_id, resource_id=router_id,
-            resource_tenant_id=_first_text(router or {}, _TENANT_KEYS),
+            resource_tenant_id=_own_tenant(router or {}, f"{where}.router"),
         )
 
     return parse
@@ -221,16 +231,16 @@ def _router_interface(n: Notification) -> Change:
     if section is None:
         raise MalformedMessage(f"{n.event_type}: payload.router_interface is missing")
     where = f"{where}.router_interface"
-    router_id = _text(section, "id", where, required=True)
+    router_id = _uuid(section, "id", where, required=True)
     subnet_ids = _ids(section, "subnet_ids", where)
-    if not subnet_ids and (subnet_id := _text(section, "subnet_id", where)):
+    if not subnet_ids and (subnet_id := _uuid(section, "subnet_id", where)):
         subnet_ids = (subnet_id,)
     return Change(
-        kind="router", action=Action.UPDATE, tenant_id=n.tenant_id, event_type=n.event_type,
+        kind="router", action=Action.UPDATE, tenant_id=_tenant(n), event_type=n.event_type,
         operation="create" if n.event_type.endswith("create") else "delete",
-        router_id=router_id, resource_id=_text(section, "port_id", where),
-        resource_tenant_id=_first_text(section, _TENANT_KEYS),
-        network_id=_text(section, "network_id", where), subnet_ids=subnet_ids,
+        router_id=router_id, resource_id=_uuid(section, "port_id", where),
+        resource_tenant_id=_own_tenant(section, where),
+        network_id=_uuid(section, "network_id", where), subnet_ids=subnet_ids,
     )
 
 
@@ -238,27 +248,32 @@ def _resource(kind: str) -> Callable[[Notification], Change | None]:
     def parse(n: Notification) -> Change | None:
         where = f"{n.event_type}: payload"
         section = _section(n.payload, kind, where)
-        resource_id = _text(n.payload, f"{kind}_id", where)  # *.delete.end carries both
+        resource_id = _uuid(n.payload, f"{kind}_id", where)  # *.delete.end carries both
         fields: dict[str, Any] = {}
         if section is not None:
             where = f"{where}.{kind}"
-            resource_id = _text(section, "id", where) or resource_id
-            fields["resource_tenant_id"] = _first_text(section, _TENANT_KEYS)
+            resource_id = _uuid(section, "id", where) or resource_id
+            fields["resource_tenant_id"] = _own_tenant(section, where)
             if kind == "port":
                 name = _text(section, "name", where)
                 if name is not None and name.startswith(_OWN_PORT_PREFIX):
                     return None
+                owner = _text(section, "device_owner", where)
+                device_id = _text(section, "device_id", where)
+                if owner in _ROUTER_OWNERS and device_id is not None:
+                    # Only then is device_id a router id that resolution routes on.
+                    device_id = _uuid(section, "device_id", where)
                 fields.update(
                     port_name=name,
-                    network_id=_text(section, "network_id", where),
-                    device_id=_text(section, "device_id", where),
-                    device_owner=_text(section, "device_owner", where),
+                    network_id=_uuid(section, "network_id", where),
+                    device_id=device_id,
+                    device_owner=owner,
                     subnet_ids=_fixed_ip_subnets(section),
                 )
             elif kind == "subnet":
-                fields["network_id"] = _text(section, "network_id", where)
+                fields["network_id"] = _uuid(section, "network_id", where)
             elif kind == "floatingip":
-                fields["floating_router_id"] = _text(section, "router_id", where)
+                fields["floating_router_id"] = _uuid(section, "router_id", where)
         if resource_id is None:
             raise MalformedMessage(f"{n.event_type}: payload names no {kind} id")
         if kind == "network":
@@ -266,7 +281,7 @@ def _resource(kind: str) -> Callable[[Notification], Change | None]:
         elif kind == "subnet":
             fields["subnet_ids"] = (resource_id,)
         return Change(
-            kind=kind, action=Action.UPDATE, tenant_id=n.tenant_id, event_type=n.event_type,
+            kind=kind, action=Action.UPDATE, tenant_id=_tenant(n), event_type=n.event_type,
             operation=_operation(n.event_type), resource_id=resource_id, **fields,
         )
 
@@ -296,13 +311,49 @@ def _text(d: Mapping[str, Any], key: str, where: str, *, required: bool = False)
     return None
 
 
+def _uuid(d: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
+    """A Neutron id field: absent/null/empty → None, a UUID → its canonical form, else error."""
+    value = _text(d, key, where, required=required)
+    if value is None:
+        return None
+    try:
+        return validate.neutron_id(value, f"{where}.{key}")
+    except validate.InvalidValue as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
+def _tenant(n: Notification) -> str:
+    """The notification's tenant, checked: a Keystone project id, or "" when it names none."""
+    if not n.tenant_id:
+        return ""
+    try:
+        return validate.tenant_id(n.tenant_id, f"{n.event_type}: tenant id")
+    except validate.InvalidValue as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
+def _own_tenant(resource: Mapping[str, Any], where: str) -> str:
+    """The resource's own project (``""`` for a gateway port), checked."""
+    for key in _TENANT_KEYS:
+        value = resource.get(key)
+        if isinstance(value, str) and value:
+            try:
+                return validate.tenant_id(value, f"{where}.{key}")
+            except validate.InvalidValue as exc:
+                raise MalformedMessage(str(exc)) from None
+    return ""
+
+
 def _ids(d: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = d.get(key)
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise MalformedMessage(f"{where}.{key} must be a list of ids")
-    return tuple(value)
+    try:
+        return tuple(validate.neutron_id(v, f"{where}.{key}") for v in value)
+    except validate.InvalidValue as exc:
+        raise MalformedMessage(str(exc)) from None
 
 
 def _fixed_ip_subnets(port: Mapping[str, Any]) -> tuple[str, ...]:
@@ -311,7 +362,7 @@ def _fixed_ip_subnets(port: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(fixed_ips, list):
         return ()
     found = (ip.get("subnet_id") for ip in fixed_ips if isinstance(ip, Mapping))
-    return tuple(dict.fromkeys(s for s in found if isinstance(s, str) and s))
+    return tuple(dict.fromkeys(validate.neutron_id(s) for s in found if validate.is_uuid(s)))
 
 
 _PARSERS: dict[str, Callable[[Notification], Change | None]] = {

@@ -54,6 +54,7 @@ class Settings:
     restart_backoff: float = 0.1  # first restart delay (grows exponentially, jittered)
     restart_backoff_max: float = 10.0
     ask_timeout: float = 5.0  # parents wait this long for a child's dump
+    tenant_idle_grace: float = 300.0  # a tenant actor with no router stops after this (0: never)
 
     # --- service VM
     management_network_id: str = ""
@@ -79,6 +80,8 @@ class Settings:
                              f"{self.actor_threads}, {self.actor_threads_max}")
         if self.config_check_interval < 0:
             raise ValueError(f"config_check_interval must be >= 0, not {self.config_check_interval}")
+        if self.tenant_idle_grace < 0:
+            raise ValueError(f"tenant_idle_grace must be >= 0, not {self.tenant_idle_grace}")
         if self.rebuild_concurrency < 1:
             raise ValueError(f"rebuild_concurrency must be at least 1, not "
                              f"{self.rebuild_concurrency}")

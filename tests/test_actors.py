@@ -342,7 +342,9 @@ def test_workers_debug_writes_the_tree_to_the_log(
     h.runtime.tell(LogDump())
     h.runtime.dump()  # the root handled LogDump before answering this
     lines = [r.getMessage() for r in caplog.records if "workers debug" in r.getMessage()]
-    assert len(lines) == 1 and router in lines[0] and '"instance_state": "configured"' in lines[0]
+    # The process, its tenant, then the tenant's routers: several lines, each bounded.
+    assert len(lines) == 3 and '"tenant_count": 1' in lines[0] and T1 in lines[1]
+    assert router in lines[2] and '"instance_state": "configured"' in lines[2]
 
 
 def test_in_a_cluster_only_owned_tenants_are_managed_and_lost_ones_are_handed_over(
@@ -629,3 +631,189 @@ def test_polls_issued_before_the_router_was_configured_are_dropped(
         h.runtime.deliver(Event(router, T1, Action.POLL, issued_at=issued))
     flush(h, router)
     assert appliance.async_probes == probes  # its configuration answered for them
+
+
+# --- a tenant without routers goes away (issue 13, item 3)
+def test_a_tenant_left_without_routers_goes_away_after_the_grace_and_comes_back_cleanly(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    released: list[str] = []  # the root gives the tenant's lease back once its actor stopped
+
+    def release(tenant: str) -> None:
+        released.append(tenant)
+        h.notify()
+
+    router = cloud.add_router(T1)
+    h = make_harness(tenant_idle_grace=0.1, release=release)
+    create(h, router, T1)
+    cloud.delete_router(router)
+    h.runtime.deliver(Event(router, T1, Action.DELETE))
+    h.wait_for(lambda: released == [T1], what="the routerless tenant retired")
+    assert h.runtime.dump()["tenants"] == []
+    assert not pykka.ActorRegistry.get_by_class_name("TenantActor")
+    # Its next router starts it again, as for a new tenant.
+    again = cloud.add_router(T1)
+    create(h, again, T1)
+    (tenant,) = h.runtime.dump()["tenants"]
+    assert tenant["tenant_id"] == T1 and [r["router_id"] for r in tenant["routers"]] == [again]
+
+
+def test_a_retired_tenant_in_debug_mode_comes_back_still_in_debug_mode(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    released: list[str] = []
+
+    def release(tenant: str) -> None:
+        released.append(tenant)
+        h.notify()
+
+    h = make_harness(tenant_idle_grace=0.1, release=release)
+    h.runtime.tell(DebugTenant(T1, reason="investigating"))  # starts T1 with no router
+    h.wait_for(lambda: released == [T1], what="the routerless tenant retired")
+    router = cloud.add_router(T1)
+    h.runtime.deliver(Event(router, T1, Action.CREATE))
+    dump = h.runtime.dump(router)
+    assert dump is not None and dump["debug_reasons"] == {"tenant": "investigating"}
+    assert not cloud.servers_of(router), "the flag was lost when the tenant came back"
+    h.runtime.tell(ManageTenant(T1, reason="done"))
+    h.wait_for(lambda: h.configured(router), what="managed once the flag was cleared")
+
+
+def test_a_tenant_with_a_router_refuses_to_retire(
+    cloud: MemoryCloud, make_harness: Callable[..., Harness]
+) -> None:
+    from astara_actors.actors.tenant import Retire
+
+    router = cloud.add_router(T1)
+    h = make_harness(tenant_idle_grace=0.1)
+    create(h, router, T1)
+    (tenant,) = pykka.ActorRegistry.get_by_class_name("TenantActor")
+    tenant.tell(Retire())  # as if the root asked after a stale idle report
+    before = h.pushes(router)
+    h.runtime.deliver(Event(router, T1, Action.UPDATE))
+    h.wait_for(lambda: h.pushes(router) > before, what="still managed")
+    assert [t["tenant_id"] for t in h.runtime.dump()["tenants"]] == [T1]
+
+
+class IdleProbe(pykka.ThreadingActor):
+    """Stands in for a TenantActor in the idle handshake: records what the root tells it."""
+
+    def __init__(self, tenant_id: str, log: list[tuple[int, Any]], changed: threading.Condition,
+                 generation: int = 0, silenced: dict[str, str] | None = None, **_: Any) -> None:
+        super().__init__()
+        self.tenant_id, self.generation = tenant_id, generation
+        self.log, self.changed = log, changed
+        self.silenced = dict(silenced or {})
+
+    def on_start(self) -> None:
+        self._record(("started", self.silenced))
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Dump):
+            return {"tenant_id": self.tenant_id, "routers": []}
+        self._record(message)
+        return None
+
+    def _record(self, what: Any) -> None:
+        with self.changed:
+            self.log.append((self.generation, what))
+            self.changed.notify_all()
+
+
+class Handshake:
+    """A root whose tenants are :class:`IdleProbe` s, the test playing the tenant's part."""
+
+    def __init__(self, cloud: MemoryCloud) -> None:
+        from astara_actors.runtime import Runtime
+
+        self.log: list[tuple[int, Any]] = []
+        self.changed = threading.Condition()
+        self.released: list[str] = []
+        self.runtime = Runtime(
+            cloud.settings(), network=cloud.network, compute=cloud.compute,
+            appliance=cloud.appliance, poll=False, release=self.released.append,
+            tenant_factory=lambda tenant_id, **kw: IdleProbe.start(
+                tenant_id, self.log, self.changed, **kw),
+        ).start()
+
+    def wait(self, what: Callable[[list[tuple[int, Any]]], bool]) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: what(self.log), WAIT), self.log
+
+    def delivered(self, generation: int) -> list[str]:
+        return [m.event.router_id for g, m in self.log if g == generation and isinstance(m, Deliver)]
+
+    def stop(self) -> None:
+        """The runtime, then the probes it let go of (the test played their part in retiring:
+        a probe the root forgot still runs its thread)."""
+        self.runtime.stop()
+        for ref in pykka.ActorRegistry.get_by_class(IdleProbe):
+            ref.stop()
+
+
+R1, R2 = "7efa1155-0901-4e5e-aa82-7445b0091d00", "cb672026-5807-482a-aec3-9587be26a6e7"
+
+
+def test_a_router_arriving_while_its_tenant_retires_starts_a_fresh_tenant_with_its_flags(
+    cloud: MemoryCloud,
+) -> None:
+    from astara_actors.actors.tenant import Retire, Retired, TenantIdle
+
+    hs = Handshake(cloud)
+    try:
+        hs.runtime.tell(DebugTenant(T1, reason="look"))
+        hs.runtime.deliver(Event(R1, T1, Action.UPDATE))
+        hs.wait(lambda log: (0, Retire()) not in log and hs.delivered(0) == [R1])
+        hs.runtime.tell(TenantIdle(T1, 0))
+        hs.wait(lambda log: (0, Retire()) in log)
+        # The router's event reaches the root after it asked the tenant to go: it is kept...
+        hs.runtime.deliver(Event(R2, T1, Action.CREATE))
+        (tenant,) = hs.runtime.dump()["tenants"]
+        assert tenant["unavailable"].startswith("retiring") and hs.delivered(0) == [R1]
+        # ... and once the old tenant stopped, a fresh one takes it, with the tenant's flag.
+        hs.runtime.tell(Retired(T1, 0, stopped=True))
+        hs.wait(lambda log: hs.delivered(1) == [R2])
+        assert (1, ("started", {"tenant": "look"})) in hs.log
+        assert hs.released == [], "the lease went back although the tenant lives on"
+    finally:
+        hs.stop()
+
+
+def test_a_tenant_that_got_a_router_before_retire_keeps_it_and_the_events_held_meanwhile(
+    cloud: MemoryCloud,
+) -> None:
+    from astara_actors.actors.tenant import Retire, Retired, TenantIdle
+
+    hs = Handshake(cloud)
+    try:
+        hs.runtime.deliver(Event(R1, T1, Action.UPDATE))
+        hs.runtime.tell(TenantIdle(T1, 0))
+        hs.wait(lambda log: (0, Retire()) in log)
+        hs.runtime.deliver(Event(R2, T1, Action.UPDATE))
+        hs.runtime.tell(Retired(T1, 0, stopped=False))  # it had a router after all: it stays
+        hs.wait(lambda log: hs.delivered(0) == [R1, R2])
+        assert [g for g, what in hs.log if isinstance(what, tuple)] == [0], "restarted"
+        # A stale report (an old generation) is ignored.
+        hs.runtime.tell(TenantIdle(T1, 7))
+        assert hs.runtime.dump()["tenants"][0].get("unavailable") is None
+    finally:
+        hs.stop()
+
+
+def test_a_retired_tenant_with_nothing_held_is_forgotten_and_its_lease_given_back(
+    cloud: MemoryCloud,
+) -> None:
+    from astara_actors.actors.tenant import Retire, Retired, TenantIdle
+
+    hs = Handshake(cloud)
+    try:
+        hs.runtime.deliver(Event(R1, T1, Action.UPDATE))
+        hs.runtime.tell(TenantIdle(T1, 0))
+        hs.wait(lambda log: (0, Retire()) in log)
+        hs.runtime.tell(Retired(T1, 0, stopped=True))
+        assert hs.runtime.dump()["tenants"] == [] and hs.released == [T1]
+        # The router id is forgotten with it: an id-less event for R1 is not routed to T1.
+        hs.runtime.deliver(Event(R1, "", Action.UPDATE))
+        assert hs.runtime.dump()["tenants"] == []
+    finally:
+        hs.stop()

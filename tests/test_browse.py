@@ -23,6 +23,10 @@ A, B, C = (f"{n}0000000-0000-0000-0000-00000000000{n}" for n in (1, 2, 3))
 WAIT = 20.0
 
 
+# Keystone project ids, as the orchestrators hand them over (the browser validates them).
+TA, TB = "a1" * 16, "b2" * 16
+
+
 def summary(router_id: str, tenant: str, instance_state: str = "configured", **extra: Any) -> dict:
     return {
         "router_id": router_id, "tenant_id": tenant, "name": f"name-{router_id[0]}",
@@ -36,9 +40,9 @@ def summary(router_id: str, tenant: str, instance_state: str = "configured", **e
 
 # As the session hands them over: by tenant, then id.
 ROUTERS = (
-    summary(A, "tenant-a"),
-    summary(C, "tenant-a", "error", debug=True),
-    summary(B, "tenant-b", "booting"),
+    summary(A, TA),
+    summary(C, TA, "error", debug=True),
+    summary(B, TB, "booting"),
 )
 
 
@@ -83,7 +87,7 @@ def test_the_list_shows_every_router_with_its_columns(view: View, term: blessed.
     assert lines[2].split()[:3] == ["ROUTER", "TENANT", "NAME"]
     rows = lines[3:6]
     assert [r.split()[0] for r in rows] == [A, C, B]
-    assert rows[1].split()[1:5] == ["tenant-a", "name-3", "CalcAction", "error"]
+    assert rows[1].split()[1:5] == [TA[:11] + "…", "name-3", "CalcAction", "error"]  # cut to its column
     # the transition's age counts on between refreshes: 65 s old when fetched, 5 s ago
     assert "ConfigureInstance→CalcAction poll" in rows[0] and " 1m10s " in rows[0]
     assert rows[1].rstrip().endswith("1     yes")
@@ -141,10 +145,10 @@ def test_the_cursor_follows_its_router_when_the_list_changes(view: View) -> None
 
 
 def test_slash_filters_by_tenant_state_or_text(view: View, term: blessed.Terminal) -> None:
-    filtered, _ = press(view, term, "/tenant:tenant-a\r")
-    assert filtered.mode == Mode.LIST and filtered.filter == "tenant:tenant-a"
+    filtered, _ = press(view, term, f"/tenant:{TA}\r")
+    assert filtered.mode == Mode.LIST and filtered.filter == f"tenant:{TA}"
     lines = screen(filtered, term, width=160, height=20)
-    assert "3 routers (2 shown)" in lines[0] and "filter: tenant:tenant-a" in lines[1]
+    assert "3 routers (2 shown)" in lines[0] and f"filter: tenant:{TA}" in lines[1]
     assert {line.split()[0] for line in lines[3:5]} == {A, C}
     assert press(view, term, "/state:boot\r")[0].filter == "state:boot"
     debug_only, _ = press(view, term, "/debug\r")
@@ -170,7 +174,7 @@ def test_command_keys_ask_for_a_reason_then_send(
     assert asking.mode == Mode.PROMPT and not effects
     assert screen(asking, term, width=160, height=20)[-1].startswith(f"{kind} {C}: reason")
     done, effects = press(asking, term, "flaky vm\r")
-    assert effects == [Command(kind, C, "tenant-a", "flaky vm")]
+    assert effects == [Command(kind, C, TA, "flaky vm")]
     assert done.mode == Mode.LIST
     assert screen(done, term, width=160, height=20)[-1] == f"sent {kind} for {C} (reason: flaky vm)"
 
@@ -186,7 +190,7 @@ def test_enter_shows_the_routers_dump_and_escape_goes_back(
     shown, effects = press(view, term, "\r")
     assert shown.mode == Mode.DETAIL and effects == [A]
     assert screen(shown, term, width=120, height=30)[3] == "loading…"
-    dump = {"router_id": A, "tenant_id": "tenant-a", "state": "CalcAction", "debug": True,
+    dump = {"router_id": A, "tenant_id": TA, "state": "CalcAction", "debug": True,
             "debug_reasons": {"router": "probe"},
             "transitions": [{"action": "create", "source": "CalcAction",
                              "target": "CreateInstance", "instance": "down", "age_s": 3}],
@@ -200,7 +204,7 @@ def test_enter_shows_the_routers_dump_and_escape_goes_back(
     assert "  [0] vm0  127.100.0.2" in "\n".join(lines)
     assert any("CalcAction → CreateInstance" in line for line in lines)
     debugged, effects = press(loaded, term, "dwhy\r")  # command keys act on the shown router
-    assert effects == [Command(CommandKind.ROUTER_DEBUG, A, "tenant-a", "why")]
+    assert effects == [Command(CommandKind.ROUTER_DEBUG, A, TA, "why")]
     assert debugged.mode == Mode.DETAIL
     back, _ = press(debugged, term, "q")
     assert back.mode == Mode.LIST and back.detail is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+import uuid
 from typing import Any
 
 import pytest
@@ -122,3 +124,68 @@ def test_queries_round_trip_and_validate() -> None:
         Query.from_payload({"query": "router"})
     with pytest.raises(InvalidCommand, match="unknown query"):
         Query.from_payload({"query": "everything"})
+
+
+# --- hostile input (issue 13, items 3 and 8): refused before anything acts on it
+FORGED = "ok\nERROR astara_actors.storm: CIRCUIT BREAKER OPEN: forged"
+
+
+@pytest.mark.parametrize("payload", [
+    {"command": "router-debug", "router_id": R, "reason": FORGED},
+    {"command": "tenant-debug", "tenant_id": T, "reason": "\x1b[2Jcleared"},
+    {"command": "global-debug", "enabled": 1, "reason": "x" * 3_000_000},
+    {"command": "resource-rebuild", "resource_id": R, "reason": "x" * 256},
+])
+def test_a_reason_with_a_control_character_or_too_long_is_refused(payload: dict[str, Any]) -> None:
+    with pytest.raises(InvalidCommand,
+                       match=r"reason (contains a control character|is \d+ characters long)") as info:
+        Command.from_payload(payload)
+    assert len(str(info.value)) < 120 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("payload", "complaint"), [
+    ({"command": "tenant-debug", "tenant_id": "../../etc/passwd"}, "is not a UUID or a Keystone project id"),
+    ({"command": "tenant-manage", "tenant_id": "x" * 100_000}, "is not a UUID or a Keystone project id"),
+    ({"command": "router-debug", "router_id": R, "tenant_id": "1' OR '1'='1"}, "is not a UUID or a Keystone project id"),
+    ({"command": "router-update", "router_id": R, "tenant_id": "error"}, "is not a UUID or a Keystone project id"),
+    ({"command": "router-rebuild", "router_id": f"{R}\n"}, "is not a UUID"),
+    ({"command": "router-rebuild", "router_id": R, "router_image_uuid": "../x"},
+     "router_image_uuid '../x' is not an image id"),
+])
+def test_ids_of_the_wrong_shape_are_refused(payload: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(InvalidCommand, match=complaint):
+        Command.from_payload(payload)
+
+
+def test_ids_are_carried_in_their_canonical_form() -> None:
+    command = Command.from_payload({"command": "router-debug", "router_id": R.replace("-", ""),
+                                    "tenant_id": T.upper(), "reason": "  spaces trimmed  "})
+    assert (command.router_id, command.tenant_id, command.reason) == (R, T, "spaces trimmed")
+    # The original sent a wildcard router's wildcard as its tenant too.
+    wild = Command.from_payload({"command": "router-rebuild", "router_id": "error",
+                                 "tenant_id": "error", "router_image_uuid": "astara-appliance"})
+    assert (wild.router_id, wild.tenant_id, wild.image_id) == ("error", "error", "astara-appliance")
+    assert Query.from_payload({"query": "router", "router_id": R.upper()}).router_id == R
+
+
+@given(st.text(max_size=300), st.sampled_from(["router-debug", "tenant-debug", "global-debug"]))
+def test_any_reason_is_carried_bounded_and_printable_or_the_command_is_refused(
+    reason: str, name: str
+) -> None:
+    payload = {"command": name, "router_id": R, "tenant_id": T, "enabled": 1, "reason": reason}
+    try:
+        command = Command.from_payload(payload)
+    except InvalidCommand:
+        return
+    assert len(command.reason) <= 255 and "\n" not in command.reason
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in command.reason)
+    assert Command.from_payload(command.to_payload()) == command
+
+
+@given(st.text(max_size=40) | st.uuids().map(str) | st.uuids().map(lambda u: u.hex.upper()))
+def test_any_router_id_is_a_canonical_uuid_or_the_command_is_refused(value: str) -> None:
+    try:
+        command = Command.from_payload({"command": "router-manage", "router_id": value})
+    except InvalidCommand:
+        return
+    assert command.router_id == str(uuid.UUID(value.strip(" ")))

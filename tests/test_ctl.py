@@ -106,9 +106,18 @@ def test_arguments_matching_no_usage_show_the_usage_and_exit_2(args: tuple[str, 
         (("router", "debug", "*"), "cannot be the wildcard '*'"),
         (("router", "manage", "error"), "cannot be the wildcard 'error'"),
         (("resource", "debug", "1234"), "resource_id '1234' is not a UUID"),
-        (("tenant", "debug", "tenant-0"), "tenant_id 'tenant-0' is not a UUID"),
+        (("tenant", "debug", "tenant-0"),
+         "tenant_id 'tenant-0' is not a UUID or a Keystone project id"),
+        (("tenant", "debug", "../../etc/passwd"), "tenant_id '../../etc/passwd' is not a UUID or"),
         (("router", "show", "nope"), "router_id 'nope' is not a UUID"),
         (("ssh", "nope"), "router_id 'nope' is not a UUID"),
+        # A reason is one line of at most 255 characters (issue 13, item 8).
+        (("router", "debug", UNKNOWN, "--reason=ok\nERROR astara: CIRCUIT BREAKER OPEN: forged"),
+         "router-debug: reason contains a control character (\\n at position 2)"),
+        (("tenant", "debug", UNKNOWN, "--reason=\x1b[2J"), "control character (\\x1b at position 0)"),
+        (("global", "debug", "enable", "--reason=" + "x" * 3000),
+         "global-debug: reason is 3000 characters long; at most 255 are allowed"),
+        (("resource", "rebuild", UNKNOWN, "--image=../x"), "'../x' is not an image id"),
     ],
 )
 def test_a_malformed_argument_is_one_line_and_exit_2_before_anything_is_sent(
@@ -187,8 +196,10 @@ def test_router_rebuild_with_json_returns_the_payload_sent(peer: Peer) -> None:
     assert done.returncode == 0, done.stderr
     sent = json.loads(done.stdout)
     assert sent["orchestrators"] == ["peer-ctl"]
+    # The peer's in-memory tenants ("tenant-1") are no Keystone project ids: rather than a
+    # tenant the orchestrators would refuse, "*" goes out and the router's owner finds it.
     assert sent["sent"] == {
-        "command": "router-rebuild", "router_id": router, "tenant_id": "tenant-1",
+        "command": "router-rebuild", "router_id": router, "tenant_id": "*",
         "reason": "r", "router_image_uuid": "img-2",
     }
 
@@ -218,7 +229,7 @@ def test_resource_commands_carry_resource_keys(peer: Peer) -> None:
     done = ctl(peer.config, "--json", "resource", "debug", router.upper(), "--reason=res")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == {
-        "command": "resource-debug", "resource_id": router, "tenant_id": "tenant-0",
+        "command": "resource-debug", "resource_id": router, "tenant_id": "*",
         "reason": "res",
     }
     peer.wait_acted("res")
@@ -589,3 +600,13 @@ def test_output_piped_into_a_reader_that_leaves_early_is_not_a_traceback(peer: P
         shell=True, capture_output=True, text=True, timeout=WAIT + 15, cwd=ROOT,
     )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_a_router_command_carries_its_tenant_only_when_it_is_a_project_id() -> None:
+    from astara_actors.ctl.session import tenant_hint
+
+    project = "2f1f231e7cbe4028a87c725e401565c9"
+    assert tenant_hint({"tenant_id": project}) == project
+    for odd in ("tenant-1", "../../etc/passwd", "", None, 7):
+        assert tenant_hint({"tenant_id": odd}) == "*"
+    assert tenant_hint({}) == "*"

@@ -4,6 +4,7 @@ control protocol across processes over RabbitMQ and the embedded transport."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,3 +251,62 @@ def test_a_network_or_subnet_notification_drops_the_shared_network_cache() -> No
     finally:
         inbox.stop()
         runtime.stop()
+
+
+# --- hostile input (issue 13, items 3 and 10): counted as malformed, never reaching the tree
+def _publish(bus: BusSettings, bodies: list[tuple[bytes, str]]) -> None:
+    with kombu.Connection(bus.transport_url) as conn:
+        producer = conn.Producer()
+        for body, encoding in bodies:
+            producer.publish(
+                body, exchange=notifications_exchange(bus), routing_key="notifications.info",
+                content_type="application/json", content_encoding=encoding,
+                declare=[notifications_exchange(bus)],
+            )
+
+
+def test_notifications_with_hostile_ids_are_malformed_and_start_no_tenant(
+    rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = rabbit.settings()
+    probed = Probed(bus)
+    try:
+        samples = dict(fixture_messages())
+        message = json.loads(json.loads(samples[10]["body_raw"])["oslo.message"])
+        hostile = []
+        for router_id, tenant_id in [("../../etc/passwd", TENANT), ("1' OR '1'='1", TENANT),
+                                     (ROUTER, "x" * 100_000), (ROUTER, "bogus-tenant\n")]:
+            message["payload"]["router"].update(id=router_id, project_id=tenant_id,
+                                                tenant_id=tenant_id)
+            hostile.append(notification_envelope("router.create.end", message["payload"],
+                                                publisher_id="network.evil"))
+        good = samples[10]["body_raw"]
+        _publish(bus, [(body.encode(), "utf-8") for body in [*hostile, good]])
+        probed.settle(5)
+        assert [(t, e.router_id) for t, e in probed.received] == [(TENANT, ROUTER)]
+        assert probed.inbox.consumer is not None
+        assert probed.inbox.consumer.stats["malformed"] == 4
+        warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+        assert len(warnings) == 4 and max(len(w) for w in warnings) < 300, warnings
+    finally:
+        probed.stop()
+
+
+def test_a_body_that_will_not_re_encode_with_its_content_encoding_is_malformed_not_a_crash(
+    rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = rabbit.settings()
+    probed = Probed(bus)
+    try:
+        good = next(s for n, s in fixture_messages() if n == 10)["body_raw"].encode()
+        # py-amqp decodes an "idna" body to text; it will not encode back: no JSON ever.
+        _publish(bus, [(good, "idna"), (good, "x-unknown-encoding"), (good, "utf-8")])
+        probed.settle(3)
+        assert probed.inbox.consumer is not None
+        stats = probed.inbox.consumer.stats
+        assert (stats["malformed"], stats["failed"]) == (1, 0), stats
+        # An encoding py-amqp does not know leaves the bytes as they came: they decode fine.
+        assert [e.router_id for _t, e in probed.received] == [ROUTER, ROUTER]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    finally:
+        probed.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -217,13 +218,16 @@ def test_change_carries_what_resolution_needs() -> None:
     assert interface.resource_id == "fb666c0a-22b3-47b0-8122-cd3c962efe21"
 
 
+FIP = "1d7d02bd-c8da-44d8-84ca-cfbb1fa54de6"
+
+
 def test_id_only_delete_payload_still_classifies() -> None:
     # Older Neutron sent only "<resource>_id" in *.delete.end.
     change = classify(decode({"event_type": "floatingip.delete.end",
-                              "payload": {"floatingip_id": "f1"}}))
-    assert change is not None and (change.resource_id, change.floating_router_id) == ("f1", None)
-    router = classify(decode({"event_type": "router.delete.end", "payload": {"router_id": "r1"}}))
-    assert router is not None and (router.action, router.router_id) == (D, "r1")
+                              "payload": {"floatingip_id": FIP}}))
+    assert change is not None and (change.resource_id, change.floating_router_id) == (FIP, None)
+    router = classify(decode({"event_type": "router.delete.end", "payload": {"router_id": ROUTER}}))
+    assert router is not None and (router.action, router.router_id) == (D, ROUTER)
 
 
 @pytest.mark.parametrize(
@@ -368,3 +372,99 @@ def test_truncated_or_corrupted_real_bodies_raise_only_malformed(
     _only_malformed(lambda: classify(decode(raw[:cut])))
     _only_malformed(lambda: classify(decode(corrupted)))
 
+
+
+# ---------------------------------------------- hostile ids (issue 13, item 3): never used
+def _set(message: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    node = message
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return message
+
+
+HOSTILE_IDS = ["../../etc/passwd", "1' OR '1'='1", f"{ROUTER}\n", "\x1b[31mred", "x" * 100_000,
+               f"{ROUTER}/../ports", "tenant-1"]
+# (fixture, where in its oslo.message an id sits): every id a Change would carry.
+ID_PLACES = [
+    (10, "payload.router.id"), (69, "payload.router_id"),
+    (11, "payload.router_interface.id"), (11, "payload.router_interface.network_id"),
+    (11, "payload.router_interface.port_id"), (52, "payload.router_interface.subnet_ids"),
+    (15, "payload.port.id"), (15, "payload.port.network_id"),
+    (19, "payload.floatingip.id"), (19, "payload.floatingip.router_id"),
+    (23, "payload.subnet.network_id"), (27, "payload.network.id"),
+    (10, "payload.router.project_id"), (10, "_context_project_id"), (15, "payload.port.project_id"),
+]
+
+
+@pytest.mark.parametrize("number, path", ID_PLACES)
+@pytest.mark.parametrize("bad", HOSTILE_IDS, ids=["path", "sql", "newline", "escape", "huge",
+                                                   "suffix", "not-keystone"])
+def test_a_notification_with_a_hostile_id_is_malformed(number: int, path: str, bad: str) -> None:
+    message = inner(number)
+    if path == "_context_project_id":  # the context counts only when the payload names none
+        for section in message["payload"].values():
+            if isinstance(section, dict):
+                section.update(project_id="", tenant_id="")
+    _set(message, path, [bad] if path.endswith("_ids") else bad)
+    with pytest.raises(MalformedMessage, match="is not a") as info:
+        classify(decode(envelope(message)))
+    text = str(info.value)
+    assert len(text) < 200 and "\n" not in text and "\x1b" not in text, text
+
+
+def test_a_router_port_naming_a_hostile_router_is_malformed() -> None:
+    message = inner(25)
+    message["payload"]["port"].update(device_owner="network:router_interface",
+                                      device_id="../../etc/passwd")
+    with pytest.raises(MalformedMessage, match="device_id '../../etc/passwd' is not a UUID"):
+        classify(decode(envelope(message)))
+    # A VM's device_id is Nova's business: any text, never routed on.
+    message["payload"]["port"].update(device_owner="compute:nova", device_id="whatever it is")
+    change = classify(decode(envelope(message)))
+    assert change is not None and change.device_id == "whatever it is"
+
+
+def test_ids_in_upper_case_are_accepted_in_neutrons_own_form() -> None:
+    message = inner(19)
+    message["payload"]["floatingip"].update(id=FIP.upper(), router_id=ROUTER.upper(),
+                                            project_id=TENANT.upper())
+    change = classify(decode(envelope(message)))
+    assert change is not None
+    assert (change.resource_id, change.floating_router_id) == (FIP, ROUTER)
+    assert change.resource_tenant_id == TENANT
+
+
+def test_metadata_from_outside_is_escaped_and_bounded() -> None:
+    message = inner(10)
+    message["publisher_id"] = "network.vm\nERROR forged" + "x" * 10_000
+    n = decode(envelope(message))
+    assert n.publisher_id.startswith("network.vm\\nERROR forged") and len(n.publisher_id) == 255
+
+
+@FAST
+@given(st.text(max_size=40) | st.uuids().map(str), st.sampled_from(["router.delete.end",
+                                                                    "port.delete.end"]))
+def test_any_id_is_carried_as_a_canonical_uuid_or_the_message_is_malformed(
+    value: str, event_type: str
+) -> None:
+    kind = event_type.split(".")[0]
+    try:
+        change = classify(decode({"event_type": event_type, "payload": {f"{kind}_id": value}}))
+    except MalformedMessage:
+        return
+    assert change is not None and change.resource_id == str(uuid.UUID(value))
+
+
+@FAST
+@given(st.text(max_size=40) | st.uuids().map(lambda u: u.hex))
+def test_any_tenant_is_carried_as_a_keystone_id_or_the_message_is_malformed(value: str) -> None:
+    message = {"event_type": "router.delete.end", "payload": {"router_id": ROUTER},
+               "_context_project_id": value}
+    try:
+        change = classify(decode(message))
+    except MalformedMessage:
+        return
+    assert change is not None
+    assert change.tenant_id == "" if not value else change.tenant_id == uuid.UUID(value).hex

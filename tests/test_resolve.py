@@ -150,7 +150,7 @@ def test_interface_port_without_project_takes_the_changes_tenant(
 def test_routers_are_deduplicated_in_a_stable_order(
     resolver: Resolver, cloud: MemoryCloud
 ) -> None:
-    second = cloud.add_router("other-tenant", gateway=False, internal_networks=0)
+    second = cloud.add_router("0ce0" * 8, gateway=False, internal_networks=0)
     cloud.add_interface(second, NET)
     # A second interface of the first router on the same network (an HA replica).
     cloud.make_port(NET, subnet_id=SUBNET, tenant_id=TENANT, device_id=ROUTER,
@@ -160,7 +160,7 @@ def test_routers_are_deduplicated_in_a_stable_order(
     owners = [p.device_id for p in ports if p.device_id in (ROUTER, second)]
     assert len(owners) == 3
     assert [e.router_id for e in events] == list(dict.fromkeys(owners))
-    assert {e.router_id: e.tenant_id for e in events} == {ROUTER: TENANT, second: "other-tenant"}
+    assert {e.router_id: e.tenant_id for e in events} == {ROUTER: TENANT, second: "0ce0" * 8}
 
 
 def test_neutron_failures_propagate(resolver: Resolver, cloud: MemoryCloud) -> None:
@@ -176,3 +176,44 @@ def test_the_whole_capture_resolves_to_the_right_routers(resolver: Resolver) -> 
         assert [e.router_id for e in events] == routers, number
         assert all(e.tenant_id == TENANT and e.reason == c.event_type for e in events), number
         assert all(e.action == c.action for e in events), number
+
+
+# --- hostile ids (issue 13, item 3): never into a Neutron URL, never into an event
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "1' OR '1'='1", f"{NET}?device_id=x", ""])
+def test_a_network_id_of_the_wrong_shape_is_never_queried(
+    resolver: Resolver, cloud: MemoryCloud, bad: str
+) -> None:
+    assert resolver.resolve(replace(change(15), network_id=bad)) == []
+    assert resolver.resolve(replace(change(23), network_id=bad)) == []
+    assert cloud.calls["list_ports"] == 0
+    assert resolver.invalid_ids == (2 if bad else 0)
+
+
+def test_a_router_port_naming_a_hostile_router_is_never_looked_up(
+    resolver: Resolver, cloud: MemoryCloud
+) -> None:
+    gateway = replace(change(25), device_owner=GATEWAY_OWNER, device_id="../../etc/passwd",
+                      resource_tenant_id="")
+    assert resolver.resolve(gateway) == [] and resolver.invalid_ids == 1
+    assert cloud.calls["get_router"] == 0
+
+
+def test_ids_read_back_from_neutron_are_checked_before_an_event_carries_them(
+    resolver: Resolver, cloud: MemoryCloud
+) -> None:
+    cloud.make_port(NET, subnet_id=SUBNET, tenant_id=TENANT, device_id="../../etc/passwd",
+                    device_owner=OWNER)
+    cloud.make_port(NET, subnet_id=SUBNET, tenant_id="x\n" * 1000, device_owner=OWNER,
+                    device_id=GW_ROUTER)
+    assert resolver.resolve(change(15)) == [update(ROUTER, "port.create.end")]
+    assert resolver.invalid_ids == 2
+
+
+def test_a_change_with_hostile_router_or_tenant_ids_resolves_to_nothing(resolver: Resolver) -> None:
+    router = change(10)
+    assert resolver.resolve(replace(router, router_id="../x")) == []
+    assert resolver.resolve(replace(router, tenant_id="'; DROP TABLE routers; --")) == []
+    assert resolver.resolve(replace(router, router_id=ROUTER.upper())) == [
+        Event(ROUTER, TENANT, Action.CREATE, "router.create.end")
+    ]
+    assert resolver.invalid_ids == 2

@@ -18,6 +18,7 @@ import pykka
 
 from .. import metrics
 from ..messages import ChildFailed, Restart
+from ..pool import halt
 from ..supervision import RestartPolicy
 from .scheduler import Scheduler
 
@@ -133,6 +134,26 @@ class Children:
         self._restart(child, failure=None)
         return child
 
+    def hold(self, key: str) -> pykka.ActorRef[Any] | None:
+        """Detach the live child ``key``: messages for it are kept, as while it waits to be
+        restarted, until :meth:`resume` gives it back or :meth:`restart` replaces it. Returns
+        its ref (None if it has none now)."""
+        child = self._children.get(key)
+        if child is None or child.ref is None:
+            return None
+        ref, child.ref = child.ref, None
+        return ref
+
+    def resume(self, key: str, ref: pykka.ActorRef[Any]) -> None:
+        """Re-attach a held child and hand it what was kept meanwhile, in order."""
+        child = self._children.get(key)
+        if child is None or child.ref is not None:
+            return
+        child.ref = ref
+        pending, child.pending = child.pending, []
+        for message in pending:
+            self.tell(key, message)
+
     def restarts(self, key: str) -> int:
         return self._policy.total(key)
 
@@ -148,14 +169,20 @@ class Children:
         return None
 
     def stop_all(self, timeout: float = 10.0) -> None:
+        """Stop every child at once, before what is still in its mailbox (``pool.halt``: an
+        idle child stops here and now), then wait for the busy ones together, ``timeout`` for
+        all of them. Nothing is waited for when their pool is halting (the runtime stopping
+        everything): the runtime drains the pool once."""
         refs = [c.ref for c in self._children.values() if c.ref is not None]
         self._children.clear()
-        futures = [ref.stop(block=False) for ref in refs]
-        for fut in futures:
-            try:
-                fut.get(timeout=timeout)
-            except pykka.Timeout:
-                LOG.warning("a %s did not stop within %.0f s", self._kind, timeout)
+        waits = [stopped for stopped in map(halt, refs) if stopped is not None]
+        if not waits:
+            return
+        deadline = time.monotonic() + timeout
+        late = sum(not stopped.wait(max(0.0, deadline - time.monotonic())) for stopped in waits)
+        if late:
+            LOG.warning("%d of %d %ss did not stop within %.0f s", late, len(refs), self._kind,
+                        timeout)
 
     def ask_all(
         self, message: Any, timeout: float, only: tuple[Child, ...] | None = None

@@ -34,13 +34,15 @@ from ..storm import StormGuard
 from ..supervision import RestartPolicy
 from .children import Children
 from .scheduler import Scheduler
+from .tenant import Retire, Retired, RouterForgotten, TenantIdle
 
-__all__ = ["OrchestratorActor", "TenantFactory"]
+__all__ = ["OrchestratorActor", "TenantFactory", "dump_lines"]
 
 LOG = logging.getLogger(__name__)
 
 _MAX_WAITING = 10_000  # events kept per tenant waiting for its lease (the oldest go first)
 _STOP_TIMEOUT = 60.0  # a handed-over subtree slower than this to stop loses its lease (logged)
+_DUMP_LINE = 6000  # characters of JSON per "workers debug" log line (lines are cut at 8 KiB)
 
 # tenant_factory(tenant_id, parent, generation, restarts, routers, silenced, router_debug) -> ref
 TenantFactory = Callable[..., pykka.ActorRef[Any]]
@@ -85,6 +87,7 @@ class OrchestratorActor(pykka.ThreadingActor):
         self.router_debug: dict[str, str] = {}  # every router in debug, by id
         self.router_tenant: dict[str, str] = {}  # learned from events, to route by router id
         self._restart_with: dict[str, tuple[str, ...]] = {}
+        self._retiring: dict[str, pykka.ActorRef[Any]] = {}  # told Retire; messages kept
         self.tenants: Children | None = None
 
     def on_start(self) -> None:
@@ -94,6 +97,12 @@ class OrchestratorActor(pykka.ThreadingActor):
         )
 
     def on_stop(self) -> None:
+        for ref in self._retiring.values():  # held, so not among the children stop_all sees
+            try:
+                ref.stop(block=False)
+            except pykka.ActorDeadError:
+                pass
+        self._retiring.clear()
         if self.tenants is not None:
             self.tenants.stop_all()
         for tenant_id in sorted(self._leased):
@@ -112,11 +121,20 @@ class OrchestratorActor(pykka.ThreadingActor):
             case LogDump():
                 # Router summaries from the board: asking 10,000 router actors for their full
                 # dumps would hold the root (and every event behind it) for seconds.
-                LOG.info("workers debug: %s",
-                         json.dumps(self.dump(summaries=True), default=str, sort_keys=True))
+                for line in dump_lines(self.dump(summaries=True)):
+                    LOG.info("%s", line)
             case ChildFailed() as failed:
                 self._restart_with[failed.child_id] = failed.children
-                self.tenants.failed(failed)
+                if self.tenants.failed(failed) is not None:
+                    self._retiring.pop(failed.child_id, None)  # died instead: restarted
+            case RouterForgotten(tenant_id=tenant_id, router_id=router_id):
+                if (self.router_tenant.get(router_id) == tenant_id
+                        and router_id not in self.router_debug):
+                    del self.router_tenant[router_id]
+            case TenantIdle(tenant_id=tenant_id, generation=generation):
+                self._retire(tenant_id, generation)
+            case Retired(tenant_id=tenant_id, generation=generation, stopped=stopped):
+                self._retired(tenant_id, generation, stopped)
             case Restart() as restart:
                 self.tenants.restart(restart)
             case Rebalance(members=members):
@@ -164,6 +182,8 @@ class OrchestratorActor(pykka.ThreadingActor):
         tenants = []
         for child, answer in self.tenants.ask_all(Dump(summaries=summaries),
                                                   self.settings.ask_timeout):
+            if child.key in self._retiring:
+                answer = {"unavailable": "retiring: no router for tenant_idle_grace"}
             if isinstance(answer, dict) and "unavailable" in answer:
                 answer = {"tenant_id": child.key, "routers": [], **answer}
             answer["restarts"] = self.tenants.restarts(child.key)
@@ -250,6 +270,8 @@ class OrchestratorActor(pykka.ThreadingActor):
         assert self.tenants is not None
         lost = [child.key for child in self.tenants if not self.owns(child.key)]
         stopping = [(tenant_id, self.tenants.remove(tenant_id)) for tenant_id in lost]
+        for tenant_id in lost:  # told Retire already: it stops by itself
+            self._retiring.pop(tenant_id, None)
         for tenant_id in [t for t in self._waiting if not self.owns(t)]:
             del self._waiting[tenant_id]
         LOG.warning("membership now %s: handed over %d tenants", sorted(members) or "-", len(lost))
@@ -272,6 +294,46 @@ class OrchestratorActor(pykka.ThreadingActor):
                 pass  # the root stopped: its on_stop gave every lease back
 
         threading.Thread(target=when_stopped, name="handover", daemon=True).start()
+
+    def _retire(self, tenant_id: str, generation: int) -> None:
+        """A tenant had no router for the grace: keep its messages from now on, ask it to go."""
+        assert self.tenants is not None
+        child = self.tenants.get(tenant_id)
+        if (child is None or child.generation != generation or child.ref is None
+                or tenant_id in self._retiring):
+            return  # restarted, handed over or already retiring since it asked
+        ref = self.tenants.hold(tenant_id)
+        assert ref is not None
+        try:
+            ref.tell(Retire())
+        except pykka.ActorDeadError:
+            self.tenants.resume(tenant_id, ref)  # its ChildFailed is on its way: restarted
+            return
+        self._retiring[tenant_id] = ref
+
+    def _retired(self, tenant_id: str, generation: int, stopped: bool) -> None:
+        assert self.tenants is not None
+        ref = self._retiring.pop(tenant_id, None)
+        child = self.tenants.get(tenant_id)
+        if ref is None or child is None or child.generation != generation:
+            return  # crashed, handed over or replaced meanwhile: nothing to undo
+        if not stopped:  # a router reached it before Retire did: it stays
+            self.tenants.resume(tenant_id, ref)
+            return
+        if child.pending:
+            # Events came while it stopped: a fresh tenant takes them, with the debug flags
+            # held here (a tenant starting for its first router gets them the same way).
+            self.tenants.restart(Restart(tenant_id, generation))
+            return
+        self.tenants.remove(tenant_id)
+        for router_id in [r for r, t in self.router_tenant.items() if t == tenant_id]:
+            if router_id not in self.router_debug:  # a router gone with its actor
+                del self.router_tenant[router_id]
+        if tenant_id in self._leased:
+            self._leased.discard(tenant_id)
+            self.release(tenant_id)
+        LOG.info("tenant %s: no router for %.0f s; its actor stopped (its next event starts "
+                 "it again)", tenant_id, self.settings.tenant_idle_grace)
 
     def _handed_over(self, tenant_ids: tuple[str, ...]) -> None:
         assert self.tenants is not None
@@ -315,3 +377,33 @@ class OrchestratorActor(pykka.ThreadingActor):
             silenced=silenced,
             router_debug=self.router_debug,
         )
+
+
+def dump_lines(tree: dict[str, Any], budget: int = _DUMP_LINE) -> list[str]:
+    """The ``workers debug`` tree as log lines: the process, then each tenant, then its
+    routers packed into lines of about ``budget`` characters (10,000 routers would not fit one
+    bounded line, and one router per line would be 10,000 lines)."""
+    def text(value: Any) -> str:
+        return json.dumps(value, default=str, sort_keys=True)
+
+    tenants = tree.get("tenants") or []
+    head = {k: v for k, v in tree.items() if k != "tenants"}
+    lines = [f"workers debug: {text(head)}"]
+    for tenant in tenants:
+        routers = tenant.get("routers") or []
+        meta = {k: v for k, v in tenant.items() if k != "routers"}
+        meta["router_count"] = len(routers)
+        tenant_id = text(tenant.get("tenant_id", ""))
+        lines.append(f"workers debug: tenant {text(meta)}")
+        chunk: list[str] = []
+        size = 0
+        for router in routers:
+            item = text(router)
+            if chunk and size + len(item) > budget:
+                lines.append(f"workers debug: tenant {tenant_id} routers [{', '.join(chunk)}]")
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(item) + 2
+        if chunk:
+            lines.append(f"workers debug: tenant {tenant_id} routers [{', '.join(chunk)}]")
+    return lines

@@ -1,4 +1,11 @@
-"""TenantActor: one per tenant; routes its events, supervises its routers, holds tenant debug."""
+"""TenantActor: one per tenant; routes its events, supervises its routers, holds tenant debug.
+
+A tenant left without a router for ``tenant_idle_grace`` seconds goes away, in a handshake with
+the root so that no event is lost to it: the tenant says :class:`TenantIdle`; the root stops
+routing to it (keeping its messages) and tells it :class:`Retire`; the tenant stops if it still
+has no router (:class:`Retired` from its ``on_stop``) or stays. Messages the root kept meanwhile
+start a fresh tenant, with the debug flags the root holds, as for any new tenant.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -36,7 +43,8 @@ from ..supervision import RestartPolicy
 from .children import Children
 from .scheduler import Scheduler
 
-__all__ = ["RouterFactory", "TenantActor"]
+__all__ = ["IdleCheck", "Retire", "Retired", "RouterFactory", "RouterForgotten", "TenantActor",
+           "TenantIdle"]
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +54,47 @@ DELETED_MEMORY = 50
 
 # router_factory(router_id, tenant_id, parent, generation, restarts, failure, silenced) -> ref
 RouterFactory = Callable[..., pykka.ActorRef[Any]]
+
+
+# --- the idle handshake (tenant <-> root)
+@dataclass(frozen=True, slots=True)
+class IdleCheck:
+    """Scheduled by a tenant for itself when it lost its last router; stale once ``epoch``
+    is not the tenant's current one (a router came, and maybe went, since)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TenantIdle:
+    """Tenant → root: no router for ``tenant_idle_grace`` seconds; retire me."""
+
+    tenant_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouterForgotten:
+    """Tenant → root: this router's actor is gone for good (deleted); the root forgets which
+    tenant it belonged to (else every router ever deleted would stay in that map)."""
+
+    tenant_id: str
+    router_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Root → tenant, once the root keeps the tenant's messages: stop if still routerless."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """Tenant → root, the answer to :class:`Retire`: ``stopped`` (from ``on_stop``), or not
+    (a router arrived before the root stopped routing to it)."""
+
+    tenant_id: str
+    generation: int
+    stopped: bool
 
 
 class TenantActor(PooledActor):
@@ -85,6 +134,8 @@ class TenantActor(PooledActor):
         self.router_debug: dict[str, str] = dict(router_debug or {})
         self.deleted: deque[str] = deque(maxlen=DELETED_MEMORY)
         self.children: Children | None = None
+        self._idle_epoch = 0  # bumped whenever the tenant gains or loses its last router
+        self._retired = False
 
     # --- lifecycle
     def on_start(self) -> None:
@@ -102,9 +153,13 @@ class TenantActor(PooledActor):
             # pykka does not call on_failure for on_start: tell the parent ourselves.
             self.on_failure(*sys.exc_info())
             raise
+        if not self.initial_routers:
+            self._arm_idle()
 
     def on_stop(self) -> None:
         self._stop_routers()
+        if self._retired:  # stopped for want of routers: the root may now let it go
+            self._tell_parent(Retired(self.tenant_id, self.generation, stopped=True))
 
     def on_failure(
         self,
@@ -122,8 +177,8 @@ class TenantActor(PooledActor):
 
     # --- messages
     def urgent(self, message: Any) -> bool:
-        """Everything but polls and drift sweeps jumps the routine queue."""
-        if isinstance(message, Resync):
+        """Everything but polls, drift sweeps and idle checks jumps the routine queue."""
+        if isinstance(message, Resync | IdleCheck):
             return False
         return not (isinstance(message, Deliver) and message.event.action == Action.POLL)
 
@@ -160,6 +215,18 @@ class TenantActor(PooledActor):
             case ManageTenant() | ManageGlobal() as msg:
                 self.silenced.pop(_scope(msg), None)
                 self.children.broadcast(lambda _key: msg)
+            case IdleCheck(epoch=epoch):
+                if epoch == self._idle_epoch and not len(self.children):
+                    self._tell_parent(TenantIdle(self.tenant_id, self.generation))
+                    self._arm_idle()  # asked again later if the root let this one pass
+            case Retire():
+                if len(self.children):
+                    self._tell_parent(Retired(self.tenant_id, self.generation, stopped=False))
+                else:
+                    # Nothing from the root is behind this message (it keeps them now), so
+                    # stopping loses nothing; Retired goes up from on_stop.
+                    self._retired = True
+                    self.stop()
             case _:
                 LOG.warning("tenant %s ignored unexpected message %r", self.tenant_id, message)
         return None
@@ -216,6 +283,7 @@ class TenantActor(PooledActor):
         if not wildcard and event.router_id not in self.children:
             # Created even in debug mode (silenced), so that "manage" reaches it later.
             self.children.ensure(event.router_id)
+            self._idle_epoch += 1  # an idle check under way is stale now
             self._track(event.router_id)
         if self.silenced:
             LOG.debug("tenant %s in debug mode: %s dropped", self.tenant_id, event.action)
@@ -248,14 +316,31 @@ class TenantActor(PooledActor):
 
     def _forget(self, router_id: str) -> None:
         assert self.children is not None
+        had = router_id in self.children
         self.children.remove(router_id)
         self.deleted.append(router_id)
         self.router_debug.pop(router_id, None)
+        self._tell_parent(RouterForgotten(self.tenant_id, router_id))
         if self.poller is not None:
             try:
                 self.poller.tell(Untrack(router_id))
             except pykka.ActorDeadError:
                 pass
+        if had and not len(self.children):
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        """No router left: ask the root to retire this tenant after the grace (0: never)."""
+        self._idle_epoch += 1
+        grace = self.settings.tenant_idle_grace
+        if grace > 0:
+            self.scheduler.schedule(grace, self.actor_ref, IdleCheck(self._idle_epoch))
+
+    def _tell_parent(self, message: Any) -> None:
+        try:
+            self.parent.tell(message)
+        except pykka.ActorDeadError:
+            pass  # the root is stopping: so is this tenant
 
     def _stop_routers(self) -> None:
         if self.children is not None:

@@ -22,9 +22,9 @@ from typing import Any
 
 import blessed
 
-from ..control import Command, CommandKind
+from ..control import Command, CommandKind, InvalidCommand
 from . import render as text
-from .session import EXIT_USAGE, CtlError, Session
+from .session import EXIT_USAGE, CtlError, Session, tenant_hint
 
 __all__ = ["Action", "Mode", "Refresher", "View", "dump", "handle_key", "render", "run", "visible"]
 
@@ -160,8 +160,13 @@ def _command(view: View) -> Action:
     router = _target(view)
     if router is None:
         return Action(dataclasses.replace(done, message="that router is gone"))
-    command = Command(_VERBS[view.verb], str(router["router_id"]),
-                      str(router.get("tenant_id", "")), view.typing.strip())
+    try:  # checked as the orchestrators will: a bad reason is said here, not dropped there
+        command = Command.from_payload({
+            "command": str(_VERBS[view.verb]), "router_id": str(router["router_id"]),
+            "tenant_id": tenant_hint(router), "reason": view.typing.strip(" "),
+        })
+    except InvalidCommand as exc:
+        return Action(dataclasses.replace(done, message=f"not sent: {exc}"))
     sent = f"sent {command.kind} for {command.router_id}" + (
         f" (reason: {command.reason})" if command.reason else "")
     return Action(dataclasses.replace(done, message=sent), send=command)

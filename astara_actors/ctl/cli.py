@@ -29,7 +29,8 @@ Options:
   --json                 Print JSON instead of text.
   --timeout=SECONDS      How long to wait for the orchestrators to answer [default: 5].
   -v --verbose           Log what the bus and ssh clients do (to stderr).
-  --reason=TEXT          Why: recorded with the command, shown by `router show` [default: ].
+  --reason=TEXT          Why: recorded with the command, shown by `router show`; at most
+                         255 characters, no newline or other control character [default: ].
   --image=IMAGE          Rebuild from this image instead of the configured one.
   --dump                 Print one snapshot of the router list and exit.
   --vm=N                 Which VM of an HA router, counting from 0 [default: 0].
@@ -62,7 +63,7 @@ from docopt import DocoptExit, docopt
 
 from ..control import Command, CommandKind
 from ..errors import AstaraError
-from .session import EXIT_USAGE, CtlError, Session, check_command, check_query
+from .session import EXIT_USAGE, CtlError, Session, check_command, check_query, tenant_hint
 
 __all__ = ["main"]
 
@@ -127,8 +128,11 @@ def _ssh_command_last(argv: list[str]) -> list[str]:
 
 def _quiet_logging(verbose: bool) -> None:
     if verbose:
+        from ..log import install
+
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
+        install()  # what the orchestrators answer is shown escaped, each line bounded
     else:  # the one line from main is the message; keep library retries off the screen
         logging.getLogger().addHandler(logging.NullHandler())
 
@@ -219,7 +223,9 @@ class _Run:
             return self.sent(dataclasses.replace(command, tenant_id=command.router_id),
                              self.session.probe())
         dump, host = self.session.router(command.router_id)
-        return self.sent(dataclasses.replace(command, tenant_id=dump.get("tenant_id", "")), [host])
+        payload["router_id" if noun == "router" else "resource_id"] = command.router_id
+        command = check_command({**payload, "tenant_id": tenant_hint(dump)})
+        return self.sent(command, [host])
 
     def router_show(self) -> int:
         query = check_query({"query": "router", "router_id": self.args["<router-id>"].strip()})
@@ -236,8 +242,9 @@ class _Run:
         return self.broadcast(command)
 
     def global_debug(self) -> int:
-        enabled = bool(self.args["enable"])
-        command = Command(CommandKind.GLOBAL_DEBUG, reason=self.reason, enabled=enabled)
+        command = check_command({"command": str(CommandKind.GLOBAL_DEBUG),
+                                 "enabled": 1 if self.args["enable"] else 0,
+                                 "reason": self.reason})
         return self.broadcast(command)
 
     def workers_debug(self) -> int:

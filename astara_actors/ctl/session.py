@@ -11,13 +11,14 @@ import getpass
 from collections.abc import Mapping
 from typing import Any
 
+from .. import validate
 from ..bus.rpc import ControlClient
 from ..bus.transport import BusError, BusSettings, NoAnswer
 from ..control import Command, InvalidCommand, Query, QueryKind
 from ..errors import AstaraError
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "CtlError", "Session", "check_command", "check_query",
-           "storm_alert"]
+           "storm_alert", "tenant_hint"]
 
 EXIT_FAILED = 1  # the orchestrators answered, but no: unknown router, a failed answer
 EXIT_USAGE = 2  # the operator's input, the configuration, or nobody to talk to
@@ -40,6 +41,13 @@ def check_command(payload: Mapping[str, Any]) -> Command:
         return Command.from_payload(payload)
     except InvalidCommand as exc:
         raise CtlError(str(exc), EXIT_USAGE) from None
+
+
+def tenant_hint(dump: Mapping[str, Any]) -> str:
+    """The tenant to send with a router command: the router's, as its orchestrator reported
+    it, or ``*`` (the orchestrator then finds it by the router) if that is no project id."""
+    tenant_id = dump.get("tenant_id")
+    return tenant_id if validate.is_tenant_id(tenant_id) else "*"  # type: ignore[return-value]
 
 
 def check_query(payload: Mapping[str, Any]) -> Query:

@@ -18,6 +18,7 @@ from ..adapters.memory import MemoryCloud
 from ..bus.transport import BusSettings
 from ..events import Action, Event
 from ..inbox import Inbox
+from ..log import install as safe_logs
 from ..runtime import Runtime
 
 __all__ = ["main"]
@@ -53,6 +54,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    safe_logs()
     router_log = logging.getLogger("astara_actors.router")
     router_log.setLevel(logging.INFO)
     router_log.addHandler(_ActedLog())
