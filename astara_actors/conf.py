@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import ipaddress
 import json
 import os
 import socket
@@ -28,27 +29,98 @@ from .errors import SettingsError
 from .inifile import read_ini, section_to
 from .settings import Settings
 
-__all__ = ["ApiSettings", "Config", "CoordinationSettings", "DatabaseSettings", "ProcessSettings", "load_config", "CONFIG_ENV"]
+__all__ = ["AUTH_STRATEGIES", "ApiSettings", "Config", "CoordinationSettings", "DatabaseSettings", "ProcessSettings", "load_config", "CONFIG_ENV"]
 
 CONFIG_ENV = "ASTARA_CONFIG_FILE"  # how the API's gunicorn workers find the file
 
 
+#: ``[api] auth_strategy``: who may call the API (see :class:`ApiSettings`).
+AUTH_STRATEGIES = ("none", "token", "keystone")
+
+
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
-    """``[api]``: the HTTP RPC API, served by gunicorn in its own process."""
+    """``[api]``: the HTTP RPC API, served by gunicorn in its own process.
+
+    Authentication (``auth_strategy``): ``none``; ``token`` (``Authorization: Bearer
+    <auth_token>``); ``keystone`` (``X-Auth-Token`` validated against Keystone with the
+    ``[cloud]`` account, holding ``required_role``; with ``auth_token`` also set, the static
+    bearer token is accepted too, e.g. for Prometheus). Empty means ``token`` when
+    ``auth_token`` is set, else ``none``. Unauthenticated, the API serves loopback only unless
+    ``allow_unauthenticated`` says otherwise (:meth:`exposure`).
+    """
 
     enabled: bool = True  # start the API with the orchestrator
-    listen: str = "::"  # "::" serves IPv4 and IPv6 together; "0.0.0.0" IPv4 only
+    listen: str = "127.0.0.1"  # loopback; "::" = every address (IPv4 and IPv6), needs auth
     port: int = 44250
     workers: int = 2  # gunicorn worker processes
-    auth_token: str = ""  # when set, every request needs "Authorization: Bearer <token>"
+    auth_strategy: str = ""  # none | token | keystone; "" = token if auth_token is set, else none
+    auth_token: str = ""  # the static bearer token ("Authorization: Bearer <token>")
+    allow_unauthenticated: bool = False  # serve without auth beyond loopback (warned at start)
+    required_role: str = "admin"  # keystone: the role a token must hold (else 403)
+    token_cache_time: float = 300.0  # keystone: seconds a validation (valid or not) is reused
+    token_cache_size: int = 10000  # keystone: validations kept per API worker process
+    metrics_open: bool = False  # serve GET /metrics without authentication (Prometheus)
     timeout: float = 5.0  # seconds to wait for the orchestrators' answers to a query
+    client_timeout: float = 10.0  # seconds a client has to send its request (408 after)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise SettingsError("api", "port", "must be between 1 and 65535")
         if self.workers < 1:
             raise SettingsError("api", "workers", "must be at least 1")
+        if self.auth_strategy not in ("", *AUTH_STRATEGIES):
+            raise SettingsError("api", "auth_strategy",
+                                f"{self.auth_strategy!r} is not one of {', '.join(AUTH_STRATEGIES)}")
+        token = self.auth_token
+        if token and (len(token) > 1024 or not all(33 <= ord(c) < 127 for c in token)):
+            raise SettingsError("api", "auth_token", "must be printable ASCII without spaces "
+                                "(at most 1024 characters): it travels in an HTTP header")
+        if self.auth_strategy == "token" and not token:
+            raise SettingsError("api", "auth_token", "is required with auth_strategy = token")
+        if self.auth_strategy == "none" and token:
+            raise SettingsError("api", "auth_token", "is set but auth_strategy = none: "
+                                "remove one of the two")
+        if not self.required_role.strip() or any(c.isspace() for c in self.required_role):
+            raise SettingsError("api", "required_role", "must be one Keystone role name")
+        for key in ("timeout", "client_timeout", "token_cache_time"):
+            if getattr(self, key) <= 0:
+                raise SettingsError("api", key, "must be positive")
+        if self.token_cache_size < 1:
+            raise SettingsError("api", "token_cache_size", "must be at least 1")
+
+    @property
+    def strategy(self) -> str:
+        """The effective ``auth_strategy``: ``none``, ``token`` or ``keystone``."""
+        return self.auth_strategy or ("token" if self.auth_token else "none")
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether ``listen`` is a loopback address (only this host can connect)."""
+        host = self.listen.strip().strip("[]")
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False  # a host name: whatever it resolves to, assume it is reachable
+
+    def exposure(self) -> str:
+        """"" when serving as configured is safe; a warning when it is not but the operator
+        said so (``allow_unauthenticated``); raises :class:`SettingsError` (naming the keys to
+        set) for an unauthenticated API on a non-loopback address."""
+        if self.strategy != "none" or self.loopback_only:
+            return ""
+        where = f"{self.listen}:{self.port}"
+        if not self.allow_unauthenticated:
+            raise SettingsError(
+                "api", "listen",
+                f"{self.listen} is not a loopback address and the API has no authentication: "
+                "set [api] auth_strategy = keystone (or auth_token = <secret>), or listen = "
+                "127.0.0.1, or allow_unauthenticated = true to serve it open anyway",
+            )
+        return (f"the HTTP API on {where} serves ANYONE who can reach it without "
+                "authentication ([api] allow_unauthenticated = true): they can change the fleet")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import queue
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,13 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from astara_actors.api.server import ApiStartError, gunicorn_command, main, run_api
+from astara_actors.api.worker import (
+    BODY_TOO_LARGE,
+    COMPLETE,
+    HEAD_TOO_LARGE,
+    INCOMPLETE,
+    RequestScanner,
+)
 from astara_actors.bus import BusSettings
 from astara_actors.conf import ApiSettings
 from astara_actors.testing.peer import PeerProcess
@@ -33,11 +41,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def write_ini(tmp_path: Path, port: int, listen: str = "127.0.0.1") -> Path:
+def write_ini(tmp_path: Path, port: int, listen: str = "127.0.0.1", **api: Any) -> Path:
     path = tmp_path / "api.ini"
     path.write_text(
         f"[orchestrator]\nstate_dir = {tmp_path}\nembedded_sim = true\n\n"
         f"[api]\nport = {port}\nlisten = {listen}\nworkers = 2\ntimeout = 1.0\n"
+        + "".join(f"{key} = {value}\n" for key, value in api.items())
     )
     return path
 
@@ -152,7 +161,7 @@ def test_the_api_serves_ipv4_and_ipv6_on_one_dual_stack_port(tmp_path: Path) -> 
         port = free_port("::1")
     except OSError:
         pytest.skip("no IPv6 on this host")
-    api = LiveApi(write_ini(tmp_path, port, listen="::"))
+    api = LiveApi(write_ini(tmp_path, port, listen="::", auth_token="dual-stack-token"))
     try:
         for host in ("127.0.0.1", "[::1]"):
             document = requests.get(f"http://{host}:{port}/openapi.json", timeout=WAIT)
@@ -172,10 +181,159 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert "already in use" in capsys.readouterr().err
 
 
-def test_gunicorn_runs_gthread_workers_without_the_shared_control_socket() -> None:
+def test_gunicorn_runs_buffering_workers_without_the_shared_control_socket() -> None:
     argv = gunicorn_command(ApiSettings(listen="::", port=44250, workers=3))
+    assert argv[1:3] == ["-m", "astara_actors.api.master"]  # gunicorn, tied to its parent
     assert argv[argv.index("--bind") + 1] == "[::]:44250"
-    assert argv[argv.index("--worker-class") + 1] == "gthread"
+    assert argv[argv.index("--worker-class") + 1] == "astara_actors.api.worker.BufferingWorker"
     assert argv[argv.index("--workers") + 1] == "3"
     assert "--no-control-socket" in argv  # gunicorn ≥ 25.1 (requirements pin a version with it)
     assert argv[-1] == "astara_actors.api.app:get_app()"
+
+
+# --- slow clients ---------------------------------------------------------------------------------
+
+class SlowClients:
+    """``count`` connections each sending a request head that never ends, a byte every
+    ``every`` seconds (slowloris)."""
+
+    HEAD = b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Slow: "
+
+    def __init__(self, port: int, count: int, every: float = 1.0) -> None:
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+                      for _ in range(count)]
+        self.every = every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._drip, daemon=True)
+        self.thread.start()
+
+    def _drip(self) -> None:
+        sent = 0
+        while not self.stopped.wait(0 if sent == 0 else self.every):
+            byte = self.HEAD[sent:sent + 1] or b"a"
+            for sock in self.socks:
+                try:
+                    sock.send(byte)
+                except OSError:
+                    pass
+            sent += 1
+
+    def still_open(self) -> int:
+        """How many the server has not closed."""
+        count = 0
+        for sock in self.socks:
+            try:
+                count += sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                count += 1
+            except OSError:
+                pass
+        return count
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(WAIT)
+        for sock in self.socks:
+            sock.close()
+
+
+def test_fifty_slow_clients_do_not_stop_the_api_answering_the_others(
+    peer: PeerProcess, live: tuple[LiveApi, str]
+) -> None:
+    api, base = live
+    port = int(base.rsplit(":", 1)[1])
+    slow = SlowClients(port, 50)
+    try:
+        time.sleep(2.5)  # every slow client has sent a few bytes of its head
+        # Answers at all: before, every thread of every worker waited on a slow client's head
+        # and these timed out (8 slow clients were enough).
+        health = requests.get(f"{base}/healthz", timeout=5)
+        assert health.status_code == 200 and health.json()["orchestrators"] == ["peer"]
+        assert requests.get(f"{base}/routers", timeout=5).status_code == 200
+        assert slow.still_open() == 50  # they were held open, not refused
+    finally:
+        slow.close()
+
+
+def exchange(port: int, *pieces: bytes, pause: float = 0.02) -> bytes:
+    """Send ``pieces`` one by one, then read the answer(s) until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(pause)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.fixture
+def impatient(tmp_path: Path) -> Iterator[int]:
+    """An API whose clients have one second to send their request."""
+    port = free_port()
+    api = LiveApi(write_ini(tmp_path, port, client_timeout="1.0"))
+    yield port
+    api.stop()
+
+
+def test_a_request_not_sent_in_time_is_408_and_an_idle_connection_is_closed(impatient: int) -> None:
+    answer = exchange(impatient, b"GET /healthz HTTP/1.1\r\nHost: api\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'{"error": "the request was not sent within 1 s"}' in answer
+    assert exchange(impatient) == b""  # nothing sent, nothing answered: closed
+
+
+def test_requests_in_pieces_pipelined_or_with_bodies_are_served_whole(impatient: int) -> None:
+    close = b"Host: api\r\nConnection: close\r\n\r\n"
+    request = b"GET /openapi.json HTTP/1.1\r\n" + close
+    byte_by_byte = exchange(impatient, *(request[i:i + 1] for i in range(len(request))), pause=0)
+    assert byte_by_byte.startswith(b"HTTP/1.1 200 OK") and b'"openapi": "3.1.0"' in byte_by_byte
+    pipelined = exchange(impatient, b"GET /openapi.json HTTP/1.1\r\nHost: api\r\n\r\n" + request)
+    assert pipelined.count(b"HTTP/1.1 200 OK") == 2
+    # A body in two pieces, and a chunked one: answered once whole (202: published).
+    head = b"PUT /poll HTTP/1.1\r\nHost: api\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    put = exchange(impatient, head + b"Content-Length: 2\r\n\r\n{", b"}")
+    assert put.startswith(b"HTTP/1.1 202 "), put
+    chunked = exchange(impatient, head + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{", b"}\r\n",
+                       b"0\r\n\r\n")
+    assert chunked.startswith(b"HTTP/1.1 202 "), chunked
+    # Too large: refused from the head alone, as the app would.
+    large = exchange(impatient, head + b"Content-Length: 100000\r\n\r\n")
+    assert large.startswith(b"HTTP/1.1 413 ") and b"the body is over 65536 bytes" in large
+    # A client that waits for 100 Continue before sending its body gets it.
+    with socket.create_connection(("127.0.0.1", impatient), timeout=WAIT) as sock:
+        sock.sendall(head + b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"{}")
+        assert b"HTTP/1.1 202 " in sock.recv(65536)
+
+
+@pytest.mark.parametrize(("request_bytes", "state"), [
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),
+    (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),  # empty lines before: ignored
+    (b"\r\n\r\n", INCOMPLETE),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n", INCOMPLETE),
+    (b"GET / HTTP/1.1\nHost: a\n\n", COMPLETE),  # bare LF: gunicorn's parser decides
+    (b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc", INCOMPLETE),
+    (b"PUT / HTTP/1.1\r\ncontent-length: 4\r\n\r\nabcd", COMPLETE),
+    (b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdGET / HTTP/1.1\r\n", COMPLETE),
+    (b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n", COMPLETE),  # malformed: gunicorn's 400
+    (b"PUT / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", BODY_TOO_LARGE),
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", INCOMPLETE),
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n", INCOMPLETE),
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", COMPLETE),
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: b\r\n\r\n", COMPLETE),
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n", COMPLETE),  # gunicorn's 400
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n", BODY_TOO_LARGE),
+    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", COMPLETE),  # gunicorn's 501
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 70000, HEAD_TOO_LARGE),
+])
+def test_the_scanner_knows_when_a_request_is_whole(request_bytes: bytes, state: str) -> None:
+    whole = RequestScanner().scan(request_bytes)
+    scanner = RequestScanner()  # the same, a byte at a time
+    last = INCOMPLETE
+    for end in range(1, len(request_bytes) + 1):
+        last = scanner.scan(request_bytes[:end])
+        if last != INCOMPLETE:
+            break
+    assert whole == last == state

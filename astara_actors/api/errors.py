@@ -15,13 +15,19 @@ from ..bus.transport import BusError
 from ..control import InvalidCommand
 from ..errors import AstaraError
 
-__all__ = ["ApiError", "OrchestratorFailed", "UnknownRouter", "install_error_handlers"]
+__all__ = ["ApiError", "KeystoneUnavailable", "OrchestratorFailed", "UnknownRouter",
+           "install_error_handlers"]
 
 LOG = logging.getLogger(__name__)
 
 
 class ApiError(AstaraError):
     """Raised for a request the API cannot carry out (the HTTP status says why)."""
+
+
+class KeystoneUnavailable(ApiError):
+    """Raised when Keystone cannot tell whether a token is valid (unreachable, or the API's own
+    account is refused): 503, and nothing is cached."""
 
 
 class UnknownRouter(ApiError):
@@ -47,6 +53,7 @@ def install_error_handlers(app: falcon.App) -> None:
     app.add_error_handler(UnknownRouter, _status(falcon.HTTP_404, logging.INFO))
     app.add_error_handler(OrchestratorFailed, _status(falcon.HTTP_503, logging.WARNING))
     app.add_error_handler(BusError, _status(falcon.HTTP_503, logging.WARNING))  # NoAnswer too
+    app.add_error_handler(KeystoneUnavailable, _status(falcon.HTTP_503, logging.WARNING))
     app.add_error_handler(Exception, _unexpected)  # falcon's HTTPError handler stays more specific
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .. import validate
 from ..control import CommandKind
 from .routes import COMMAND_ROUTES, CommandRoute
 
@@ -69,12 +70,14 @@ _SCHEMAS: dict[str, Any] = {
 
 _ERRORS = {
     "BadRequest": ("400", "Malformed id, field or body (the error says which and why)"),
-    "Unauthorized": ("401", "Missing or wrong bearer token"),
+    "Unauthorized": ("401", "Missing or wrong credentials (see the security schemes)"),
+    "Forbidden": ("403", "A valid Keystone token without the role the API requires"),
     "NotFound": ("404", "No orchestrator manages this router"),
     "ContentTooLarge": ("413", "The body is over 64 KiB"),
     "UnsupportedMediaType": ("415", "The body is neither JSON nor a form"),
     "NotImplemented": ("501", "Interactive command: use astara-ctl in a terminal"),
-    "Unavailable": ("503", "No orchestrator answered within the timeout, or the bus is unreachable"),
+    "Unavailable": ("503", "No orchestrator answered within the timeout, the bus is unreachable, "
+                           "or Keystone could not validate the token"),
 }
 
 
@@ -88,9 +91,14 @@ def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
                      "content": {_JSON: {"schema": _ref("schemas", schema)}}}}
 
 
-def _errors(*names: str, auth: bool) -> dict[str, Any]:
-    chosen = (*names, "Unauthorized") if auth else names
-    return {_ERRORS[name][0]: _ref("responses", name) for name in chosen}
+def _errors(*names: str, auth: tuple[str, ...]) -> dict[str, Any]:
+    """``names``' responses, plus ``auth``'s (those authentication may answer)."""
+    chosen = dict.fromkeys((*names, *auth))
+    return {_ERRORS[name][0]: _ref("responses", name) for name in sorted(chosen, key=_status_of)}
+
+
+def _status_of(name: str) -> str:
+    return _ERRORS[name][0]
 
 
 def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -98,7 +106,7 @@ def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str
             "description": description}
 
 
-def _command(route: CommandRoute, auth: bool) -> dict[str, Any]:
+def _command(route: CommandRoute, auth: tuple[str, ...]) -> dict[str, Any]:
     params = []
     if route.id_key:
         what = route.id_key.split("_")[0]
@@ -106,8 +114,13 @@ def _command(route: CommandRoute, auth: bool) -> dict[str, Any]:
         extra = " (or `*` for every router, `error` for those in error)" if route.wildcards else ""
         params.append(_path_param(route.id_key, schema, f"The {what}'s UUID{extra}"))
     properties = {
-        "reason": {"type": "string", "description": "Why (logged, shown in the router's dump)"},
-        "image": {"type": "string", "description": "Rebuild from this Glance image id"},
+        "reason": {"type": "string", "maxLength": validate.MAX_REASON,
+                   "pattern": validate.reason_pattern(),
+                   "description": "Why (logged, shown in the router's dump): at most "
+                                  f"{validate.MAX_REASON} characters, no control characters"},
+        "image": {"type": "string", "maxLength": validate.MAX_IMAGE_REF,
+                  "pattern": validate.IMAGE_PATTERN,
+                  "description": "Rebuild from this Glance image id"},
     }
     fields = {name: properties[name] for name in route.fields}
     params += [{"name": name, "in": "query", "required": False, "schema": schema,
@@ -131,44 +144,71 @@ def _command(route: CommandRoute, auth: bool) -> dict[str, Any]:
     return {"put": operation}
 
 
-def _get(operation_id: str, summary: str, ok: dict[str, Any], errors: list[str], auth: bool,
+def _get(operation_id: str, summary: str, ok: dict[str, Any], errors: list[str],
+         auth: tuple[str, ...],
          params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"get": {"operationId": operation_id, "summary": summary, "tags": ["state"],
                     "parameters": params or [], "responses": {**ok, **_errors(*errors, auth=auth)}}}
 
 
-def openapi_document(*, auth: bool = False) -> dict[str, Any]:
-    """The document; with ``auth`` every operation but the public ones needs the bearer token."""
-    paths: dict[str, Any] = {route.path: _command(route, auth) for route in COMMAND_ROUTES}
+def openapi_document(
+    *,
+    auth: bool = False,
+    keystone: bool = False,
+    metrics_open: bool = False,
+    required_role: str = "admin",
+) -> dict[str, Any]:
+    """The document; with ``auth`` (the static bearer token) and/or ``keystone`` (a Keystone
+    token with ``required_role``) every operation but the public ones needs one of them;
+    ``metrics_open`` makes ``/metrics`` public too."""
+    schemes: dict[str, Any] = {}
+    if auth:
+        schemes["bearer"] = {"type": "http", "scheme": "bearer",
+                             "description": "The static token of [api] auth_token"}
+    if keystone:
+        schemes["keystone"] = {
+            "type": "apiKey", "in": "header", "name": "X-Auth-Token",
+            "description": f"A Keystone token holding the role {required_role} (validated "
+                           "with Keystone: 401 when it is not valid, 403 without the role)",
+        }
+    secured = ("Unauthorized",) if schemes else ()
+    if keystone:
+        secured += ("Forbidden", "Unavailable")
+    auth_errors: tuple[str, ...] = secured
+    paths: dict[str, Any] = {route.path: _command(route, auth_errors)
+                             for route in COMMAND_ROUTES}
     paths["/workers/debug"] = {"put": {
         "operationId": str(CommandKind.WORKERS_DEBUG), "tags": ["commands"],
         "summary": "Log every orchestrator's supervision tree, and return it",
         "responses": {**_ok("Published; the trees as the orchestrators answered", "WorkersDebug",
                             "202"),
                       **_errors("BadRequest", "ContentTooLarge", "UnsupportedMediaType",
-                                "Unavailable", auth=auth)},
+                                "Unavailable", auth=auth_errors)},
     }}
     paths["/routers"] = _get("list-routers", "Every router with its state",
                              _ok("The routers of every orchestrator that answered", "Routers"),
-                             ["BadRequest", "Unavailable"], auth)
+                             ["BadRequest", "Unavailable"], auth_errors)
     paths["/routers/{router_id}"] = _get(
         "show-router", "One router's dump: state, instance, inbox, last transitions",
-        _ok("The router's dump", "Router"), ["BadRequest", "NotFound", "Unavailable"], auth,
+        _ok("The router's dump", "Router"), ["BadRequest", "NotFound", "Unavailable"], auth_errors,
         [_path_param("router_id", _UUID, "The router's UUID")],
     )
     paths["/workers"] = _get("show-workers", "Each orchestrator's supervision tree",
-                             _ok("The trees", "Workers"), ["BadRequest", "Unavailable"], auth)
+                             _ok("The trees", "Workers"), ["BadRequest", "Unavailable"], auth_errors)
     paths["/healthz"] = _get("health", "Whether an orchestrator answers over the bus",
                              _ok("At least one orchestrator answered", "Health"),
-                             ["BadRequest", "Unavailable"], False)
+                             ["BadRequest", "Unavailable"], ())
     paths["/healthz"]["get"]["security"] = []
     paths["/metrics"] = {"get": {
         "operationId": "metrics", "tags": ["state"], "parameters": [],
         "summary": "Every orchestrator's Prometheus metrics, each sample labelled orchestrator",
         "responses": {"200": {"description": "The Prometheus text format, version 0.0.4",
                               "content": {"text/plain": {"schema": {"type": "string"}}}},
-                      **_errors("BadRequest", "Unavailable", auth=auth)},
+                      **_errors("BadRequest", "Unavailable",
+                                auth=() if metrics_open else auth_errors)},
     }}
+    if metrics_open:
+        paths["/metrics"]["get"]["security"] = []
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi", "summary": "This document", "tags": ["meta"], "security": [],
         "responses": {"200": {"description": "OpenAPI 3.1",
@@ -176,11 +216,11 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
     }}
     paths["/browse"] = {"put": {"operationId": "browse", "summary": "Interactive: not over HTTP",
                                 "tags": ["commands"],
-                                "responses": _errors("NotImplemented", auth=auth)}}
+                                "responses": _errors("NotImplemented", auth=auth_errors)}}
     paths["/ssh/{router_id}"] = {"put": {
         "operationId": "ssh", "summary": "Interactive: not over HTTP", "tags": ["commands"],
         "parameters": [_path_param("router_id", {"type": "string"}, "The router")],
-        "responses": _errors("NotImplemented", auth=auth),
+        "responses": _errors("NotImplemented", auth=auth_errors),
     }}
     components: dict[str, Any] = {
         "schemas": copy.deepcopy(_SCHEMAS),
@@ -194,7 +234,7 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
         "paths": paths,
         "components": components,
     }
-    if auth:
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        document["security"] = [{"bearer": []}]
+    if schemes:
+        components["securitySchemes"] = schemes
+        document["security"] = [{name: []} for name in schemes]  # any one of them
     return document

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from .. import validate
 from ..control import Command, CommandKind, InvalidCommand, Query, QueryKind
 from ..events import WILDCARD_ALL, WILDCARD_ERROR
 from ._clients import ControlPort
@@ -80,9 +81,12 @@ class Control:
 
 
 def _peer(req: falcon.Request) -> str:
-    """The HTTP client as the audit trail names it: its address (the socket's peer, not a
-    forwarding header it could set itself)."""
-    return f"http client {req.remote_addr}"
+    """The HTTP client as the audit trail names it: the Keystone user and project it
+    authenticated as, if any, and its address (the socket's peer, not a forwarding header it
+    could set itself)."""
+    address = f"http client {req.remote_addr}"
+    who = getattr(req.context, "who", "")
+    return f"{who} via {address}" if who else address
 
 
 def check_params(req: falcon.Request, allowed: tuple[str, ...] = ()) -> None:
@@ -105,11 +109,27 @@ def request_fields(req: falcon.Request, allowed: tuple[str, ...]) -> dict[str, s
         takes = ", ".join(allowed) if allowed else "no fields"
         raise InvalidCommand(f"unknown field(s) {', '.join(map(repr, unknown))}: this command "
                              f"takes {takes}")
-    fields.update(body)
-    for name, value in fields.items():
+    for name, value in body.items():
         if not isinstance(value, str):
             raise InvalidCommand(f"{name} must be a string, not {_json_type(value)}")
+    # Each value given is checked, the one the body overrides too: a bad one is a mistake.
+    for name, value in (*fields.items(), *body.items()):
+        _check_field(name, value)
+    fields.update(body)
     return fields
+
+
+_FIELD_CHECKS = {"reason": validate.reason, "image": validate.image_ref}
+
+
+def _check_field(name: str, value: str) -> None:
+    check = _FIELD_CHECKS.get(name)
+    if check is None:
+        return
+    try:
+        check(value, name)
+    except validate.InvalidValue as exc:
+        raise InvalidCommand(str(exc)) from None
 
 
 def _body(req: falcon.Request) -> dict[str, Any]:

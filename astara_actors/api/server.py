@@ -4,6 +4,12 @@ gunicorn must own its main thread and forks its workers, so it never runs inside
 orchestrator: ``run_api`` starts it as a child (the orchestrator does so before it starts any
 thread) and this module's ``main`` runs it standalone on any host that reaches the bus.
 
+The child (:mod:`.master`) dies with the process that started it and records itself in
+``<state_dir>/api.pid``; a start finding there an API whose starter is gone (a ``kill -9``
+of the orchestrator on a system without the parent-death signal, a master that was stopped)
+stops it first (:func:`replace_stale_api`). The workers are :class:`~.worker.BufferingWorker`:
+slow clients cost no thread.
+
 Run it as ``python -m astara_actors.api``.
 
 Usage:
@@ -18,26 +24,43 @@ Options:
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from ..conf import CONFIG_ENV, ApiSettings, load_config
+from ..conf import CONFIG_ENV, ApiSettings, Config, load_config
 from ..errors import SettingsError
+from ..log import install as safe_logs
 from .errors import ApiError
+from .keystone import keystone_account
 
-__all__ = ["APP", "ApiStartError", "bind_address", "gunicorn_command", "main", "run_api"]
+__all__ = [
+    "APP", "MODULE", "PARENT_ENV", "PIDFILE", "PIDFILE_ENV", "WORKER", "ApiStartError", "bind_address", "check_api_settings",
+    "gunicorn_command", "main", "replace_stale_api", "run_api",
+]
 
 LOG = logging.getLogger(__name__)
 
 APP = "astara_actors.api.app:get_app()"
+WORKER = "astara_actors.api.worker.BufferingWorker"
 THREADS = 4  # per worker: one slow query does not hold up the others
 WORKER_TIMEOUT = 30  # seconds; far above [api] timeout, the longest a query waits
+PIDFILE = "api.pid"  # under [orchestrator] state_dir
+STALE_STOP_TIMEOUT = 10.0  # seconds a stale API gets to stop on SIGTERM before SIGKILL
+#: gunicorn run by :mod:`.master`; also what ``/proc/<pid>/cmdline`` of an API master holds
+#: (how a stale one is recognised).
+MODULE = "astara_actors.api.master"
+#: The pid of the process the master must die with (the orchestrator, or astara-api).
+PARENT_ENV = "ASTARA_API_PARENT"
+#: Where the master records itself ("" = nowhere).
+PIDFILE_ENV = "ASTARA_API_PIDFILE"
 
 
 class ApiStartError(ApiError):
@@ -92,12 +115,12 @@ def _has_control_socket() -> bool:
 
 
 def gunicorn_command(api: ApiSettings, listen: str | None = None) -> list[str]:
-    """The gunicorn command line serving :data:`APP` for ``[api]``."""
+    """The command line serving :data:`APP` for ``[api]`` (gunicorn, run by :mod:`.master`)."""
     argv = [
-        sys.executable, "-m", "gunicorn",
+        sys.executable, "-m", MODULE,
         "--bind", bind_address(listen or api.listen, api.port),
         "--workers", str(api.workers),
-        "--worker-class", "gthread",
+        "--worker-class", WORKER,
         "--threads", str(THREADS),
         "--timeout", str(WORKER_TIMEOUT),
         "--name", "astara-api",
@@ -108,19 +131,174 @@ def gunicorn_command(api: ApiSettings, listen: str | None = None) -> list[str]:
     return [*argv, APP]
 
 
+def check_api_settings(config: Config) -> str:
+    """Refuse what must not be served (raises :class:`SettingsError` naming the keys to set):
+    an unauthenticated API beyond loopback without ``allow_unauthenticated``, Keystone
+    authentication without a Keystone to ask. Returns the warning to log at every start
+    when the operator chose to serve it open ("" otherwise)."""
+    api = config.api
+    warning = api.exposure()
+    if api.strategy == "keystone":
+        keystone_account(config)
+    return warning
+
+
+def api_pidfile(config: Config) -> Path | None:
+    """``<state_dir>/api.pid``, its directory made if need be; None if it cannot be."""
+    state_dir = Path(config.process.state_dir)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        LOG.warning("no API pidfile in %s (%s): a stale API cannot be replaced at start",
+                    state_dir, exc.strerror or exc)
+        return None
+    return state_dir.resolve() / PIDFILE
+
+
 def run_api(config_path: str | os.PathLike[str], **popen: Any) -> subprocess.Popen[Any]:
     """Start gunicorn serving the API for this config file; ``popen`` goes to ``Popen``.
 
-    Raises :class:`~astara_actors.errors.SettingsError` for a bad file and
-    :class:`ApiStartError` when the address cannot be bound.
+    Raises :class:`~astara_actors.errors.SettingsError` for a bad file or settings that must
+    not be served, and :class:`ApiStartError` when the address cannot be bound.
     """
     path = Path(config_path).resolve()
     config = load_config(path)
-    listen = check_listen(config.api.listen, config.api.port)
-    env = {**os.environ, **popen.pop("env", {}), CONFIG_ENV: str(path)}
+    warning = check_api_settings(config)
+    if warning:
+        LOG.warning("%s", warning)
+    pidfile = api_pidfile(config)
+    replaced = pidfile is not None and replace_stale_api(pidfile)
+    listen = _bind_check(config.api, patience=5.0 if replaced else 0.0)
+    env = {**os.environ, **popen.pop("env", {}), CONFIG_ENV: str(path),
+           PARENT_ENV: str(os.getpid()), PIDFILE_ENV: str(pidfile or "")}
     argv = gunicorn_command(config.api, listen)
     LOG.info("starting the HTTP API on %s", bind_address(listen, config.api.port))
     return subprocess.Popen(argv, env=env, **popen)
+
+
+def _bind_check(api: ApiSettings, patience: float) -> str:
+    """:func:`check_listen`, retried for ``patience`` seconds while the address is in use
+    (the workers of an API just stopped may still hold it for a moment)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return check_listen(api.listen, api.port)
+        except ApiStartError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+# --- a stale API: left running by an orchestrator that is gone
+def replace_stale_api(pidfile: Path, timeout: float | None = None) -> bool:
+    """Stop the API ``pidfile`` names if the process that started it is gone; True if one was.
+
+    Only a live process whose command line is an API master (:data:`MODULE`) is
+    stopped, and only when its recorded parent is dead or no longer its parent; a live API
+    of a live orchestrator is left alone (the port check then says the address is in use).
+    SIGTERM (gunicorn's graceful stop), then SIGKILL after ``timeout`` seconds.
+    """
+    try:
+        record = json.loads(pidfile.read_text())
+        pid, parent = int(record["api"]), int(record["parent"])
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        LOG.warning("ignoring the unreadable API pidfile %s: %s", pidfile, exc)
+        return False
+    if not _is_api_master(pid):  # gone, or its pid now belongs to another program
+        _unlink(pidfile)
+        return False
+    if _alive(parent) and _ppid(pid) == parent:
+        return False
+    LOG.warning("stopping the HTTP API left running (pid %d): the process that started it "
+                "(pid %d) is gone", pid, parent)
+    _stop([pid, *_children(pid)], STALE_STOP_TIMEOUT if timeout is None else timeout)
+    _unlink(pidfile)
+    return True
+
+
+def _proc(pid: int, name: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _state_and_ppid(pid: int) -> tuple[str, int]:
+    stat = _proc(pid, "stat")
+    if not stat:
+        return "", 0
+    fields = stat.rsplit(b")", 1)[1].split()
+    return fields[0].decode(), int(fields[1])
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _state_and_ppid(pid)[0] not in ("Z", "X")
+
+
+def _ppid(pid: int) -> int:
+    return _state_and_ppid(pid)[1]
+
+
+def _is_api_master(pid: int) -> bool:
+    return _alive(pid) and MODULE.encode() in _proc(pid, "cmdline").split(b"\0")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    return [int(child) for task in tasks
+            for child in _proc(pid, f"task/{task}/children").split()]
+
+
+def _stop(pids: list[int], timeout: float) -> None:
+    _signal(pids, signal.SIGTERM)
+    left = _wait_gone(pids, timeout)
+    if left:
+        LOG.warning("the stale HTTP API did not stop on SIGTERM within %.0f s: SIGKILL", timeout)
+        _signal(left, signal.SIGKILL)
+        _wait_gone(left, 5.0)
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise ApiStartError(f"cannot stop the stale HTTP API (pid {pid}): it belongs to "
+                                "another user") from None
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """The pids still running after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if _alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = docopt(__doc__, argv=argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    safe_logs()
     try:
         proc = run_api(args["--config-file"])
     except (SettingsError, ApiStartError, OSError) as exc:

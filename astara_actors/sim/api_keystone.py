@@ -106,12 +106,22 @@ class _Tokens(_Resource):
         resp.media = token_body(token, self.keystone, self.endpoints())
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        require_caller(req)
+        """Validate ``X-Subject-Token`` as Keystone does: 401 without a valid X-Auth-Token,
+        403 for a caller neither admin nor service nor the token's own user (the policy
+        ``identity:validate_token``), 404 for an unknown or expired subject token."""
+        caller = require_caller(req)
         token = self.keystone.validate(req.get_header("X-Subject-Token") or "")
+        if not (caller.is_admin or "service" in caller.roles
+                or (token is not None and token.user.id == caller.user_id)):
+            raise keystone_error(403, "Forbidden", "You are not authorized to perform the "
+                                 "requested action: identity:validate_token.")
         if token is None:
             raise keystone_error(404, "Not Found", "Could not find token.")
         resp.set_header("X-Subject-Token", token.id)
-        resp.media = token_body(token, self.keystone, self.endpoints())
+        body = token_body(token, self.keystone, self.endpoints())
+        if "nocatalog" in req.params:
+            del body["token"]["catalog"]
+        resp.media = body
 
     def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.on_get(req, resp)
