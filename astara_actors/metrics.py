@@ -189,3 +189,18 @@ REGISTRY.register(_Live())
 def exposition() -> str:
     """This process's metrics in the Prometheus text format (version 0.0.4)."""
     return generate_latest(REGISTRY).decode("utf-8")
+
+
+# --- the bus, continued (bus/rpc.py, runtime.Runtime.resync)
+MALFORMED_QUERIES = Counter(
+    "astara_malformed_queries_total",
+    "Queries refused as malformed (body, reply_to, correlation_id) or unknown (query); never "
+    "requeued, never costing the queries behind them",
+    ["reason"],
+)
+for _reason in ("body", "query", "reply_to", "correlation_id"):
+    MALFORMED_QUERIES.labels(reason=_reason)
+RESYNCS = Counter(
+    "astara_resyncs_total",
+    "Resyncs after the bus reconnected: the cloud listed and handed to every router at once",
+)

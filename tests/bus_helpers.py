@@ -3,7 +3,8 @@
 
 RabbitMQ tests use ``ASTARA_TEST_RABBIT_URL`` (default the local guest account) and unique
 exchange/queue names per test, deleted afterwards. When RabbitMQ is unreachable they skip
-locally and FAIL when ``CI=true``.
+locally and FAIL when ``CI=true``. A test that stops or restarts the broker runs a node of its
+own (:class:`PrivateRabbit`): never the shared one.
 
 Run as ``python -m tests.bus_helpers ROLE SETTINGS_JSON`` this module is a peer process for the
 cross-process tests (roles: consume, serve, command); it prints ``ready`` once consuming and
@@ -17,6 +18,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -81,13 +83,15 @@ class Rabbit:
             "notifications_exchange": f"test.neutron.{self.uid}",
             "queue_name": f"test.astara.notifications.{self.uid}",
             "control_exchange": f"test.astara.control.{self.uid}",
+            "dead_letter_exchange": f"test.astara.dead.{self.uid}",
         }
         values.update(overrides)
         settings = BusSettings(**values)
         self.exchanges |= {settings.notifications_exchange, settings.control_exchange}
         self.queues.add(settings.queue_name)
-        if settings.dead_letter_exchange:
+        if settings.dead_letter_exchange:  # the exchange and its queue of the same name
             self.exchanges.add(settings.dead_letter_exchange)
+            self.queues.add(settings.dead_letter_exchange)
         return settings
 
     def queue_depth(self, name: str) -> int:
@@ -148,6 +152,110 @@ def rabbit_vhost() -> Iterator[Rabbit]:
         unavailable(f"cannot create a RabbitMQ vhost: {exc}")
     yield Rabbit(urlunsplit(urlsplit(RABBIT_URL)._replace(path=f"/{name}")))
     rabbitmqctl("delete_vhost", name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rabbit_bin(name: str) -> str | None:
+    # The scripts themselves, not Debian's /usr/sbin wrapper (which, run as root, switches to
+    # the rabbitmq user and its home: the shared node's cookie and directories).
+    direct = Path("/usr/lib/rabbitmq/bin") / name
+    return str(direct) if direct.exists() else shutil.which(name)
+
+
+class PrivateRabbit:
+    """A RabbitMQ node of the test's own, which it may stop and start: its node name
+    (``astara-test-<id>@localhost``), AMQP and distribution ports, data, logs, empty plugin
+    list and Erlang cookie (``HOME``) all under ``base``. The shared broker is never touched."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.node = f"astara-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.pid_file = base / "rabbit.pid"
+        (base / "home").mkdir(parents=True, exist_ok=True)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+        (base / "enabled_plugins").write_text("[].\n")
+        (base / "rabbitmq-env.conf").write_text("")
+        self.env = {
+            **os.environ,
+            "HOME": str(base / "home"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(base / "plugins"),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def _ctl(self, *args: str, timeout: float = 90) -> None:
+        ctl = _rabbit_bin("rabbitmqctl")
+        assert ctl is not None
+        subprocess.run([ctl, "-n", self.node, *args], env=self.env, check=True,
+                       capture_output=True, text=True, timeout=timeout)
+
+    def start(self) -> None:
+        server = _rabbit_bin("rabbitmq-server")
+        assert server is not None
+        subprocess.run([server, "-detached"], env=self.env, check=True, capture_output=True,
+                       timeout=60, cwd=self.base)
+        self._ctl("wait", str(self.pid_file), "--timeout", "60")  # until it serves AMQP
+
+    def stop(self) -> None:
+        self._ctl("stop", str(self.pid_file))  # returns once the node's process has exited
+
+    def close(self) -> None:
+        """Stop the node if it runs (killing its own process if it will not stop)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            self.stop()
+        except (OSError, subprocess.SubprocessError):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def log_tail(self, lines: int = 20) -> str:
+        logs = sorted((self.base / "log").glob("*.log"))
+        if not logs:
+            return "(no log)"
+        return "\n".join(logs[0].read_text(errors="replace").splitlines()[-lines:])
+
+
+def private_rabbit(base: Path) -> Iterator[PrivateRabbit]:
+    """Fixture body: a RabbitMQ node of the test's own, started (skips locally, FAILS under
+    ``CI=true`` when RabbitMQ is not installed or will not start)."""
+    if _rabbit_bin("rabbitmq-server") is None or _rabbit_bin("rabbitmqctl") is None:
+        unavailable("rabbitmq-server is not installed")
+    node = PrivateRabbit(base)
+    try:
+        node.start()
+    except (OSError, subprocess.SubprocessError) as exc:
+        tail = node.log_tail()
+        node.close()
+        unavailable(f"a private RabbitMQ node did not start: {exc}\n{tail}")
+    try:
+        yield node
+    finally:
+        node.close()
 
 
 def fresh_memory_bus() -> Iterator[None]:

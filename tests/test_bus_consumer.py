@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import kombu
 import pytest
 
+from astara_actors import metrics
 from astara_actors.bus import (
     BusSettings,
     NotificationConsumer,
@@ -19,7 +21,13 @@ from astara_actors.bus import (
     notification_envelope,
     publish,
 )
-from astara_actors.bus.consumer import notifications_exchange, raw_body
+from astara_actors.bus.consumer import (
+    dead_letter_queue,
+    declare_notifications,
+    notifications_exchange,
+    queue_arguments,
+    raw_body,
+)
 
 from . import bus_helpers
 from .bus_helpers import WAIT, Peer, Rabbit, Recorder, get_raw, message_id, rabbitmqctl
@@ -125,8 +133,35 @@ def test_a_failing_handler_is_logged_with_traceback_and_the_consumer_goes_on(
     assert consumer.alive
 
 
+
+def malformed_count() -> float:
+    return metrics.MALFORMED_MESSAGES._value.get()
+
+
+@pytest.mark.usefixtures("memory_bus")
+def test_a_body_kombu_cannot_decompress_is_malformed_and_the_next_is_handled(running) -> None:
+    # Given a consumer (kombu's own default would ack such a message silently, uncounted)
+    settings = BusSettings(transport_url="memory://", host="h")
+    handler = Recorder()
+    consumer = running(settings, handler)
+    before = malformed_count()
+    # When a message claims a compression kombu does not know, then a good one arrives
+    with connect(settings) as conn:
+        kombu.Producer(conn).publish(
+            b"\x00garbage", exchange=notifications_exchange(settings),
+            routing_key=settings.notifications_routing_key, content_type="application/json",
+            content_encoding="binary", headers={"compression": "application/x-nonesuch"},
+        )
+    send(settings, notification("after"))
+    # Then it is counted as malformed, the consumer lives on, and the handler never saw it
+    assert consumer.wait_for(lambda s: s["malformed"] == 1 and s["handled"] == 1, WAIT)
+    assert handler.ids() == ["after"]
+    assert malformed_count() == before + 1
+    assert consumer.stats["reconnects"] == 0
+
+
 def test_stop_interrupts_the_wait_for_an_unreachable_broker() -> None:
-    watcher = LogWatcher("retrying in 2.0 s")
+    watcher = LogWatcher("retrying in 1.0 s")
     logging.getLogger("astara_actors.bus").addHandler(watcher)
     try:
         settings = BusSettings(transport_url="amqp://guest:guest@127.0.0.1:1//", host="h")
@@ -227,13 +262,11 @@ def test_a_message_is_acked_only_after_the_handler_returned(rabbit: Rabbit, runn
 def test_malformed_message_is_dead_lettered_and_the_next_one_still_handled(
     rabbit: Rabbit, running
 ) -> None:
-    # Given a dead-letter exchange with a queue, and our queue pointing at it
-    settings = rabbit.settings(dead_letter_exchange=f"test.dlx.{rabbit.uid}")
-    dead = kombu.Queue(f"test.dlq.{rabbit.uid}", kombu.Exchange(
-        settings.dead_letter_exchange, "fanout", durable=False), durable=False)
-    rabbit.queues.add(dead.name)
+    # Given our consumer, which declares the dead-letter exchange and its queue
+    settings = rabbit.settings()
+    dead = dead_letter_queue(settings)
+    assert dead is not None
     with kombu.Connection(rabbit.url) as conn:
-        dead.bind(conn.default_channel).declare()
         handler = Recorder(not_json)
         consumer = running(settings, handler, malformed=(Malformed,))
         # When garbage and then a good notification arrive
@@ -306,3 +339,167 @@ def test_stop_gives_prefetched_but_unhandled_messages_back_to_the_queue(
     again = Recorder()
     running(settings, again)
     again.wait_for(lambda h: sorted(h.ids()) == [f"m-{i}" for i in range(1, 5)], "the four")
+
+
+
+# -- our queue on RabbitMQ: bounded, dead-lettered, expiring, upgraded ----------------------
+
+
+def test_a_body_its_content_encoding_cannot_give_back_is_malformed_not_redelivered_forever(
+    rabbit: Rabbit, running
+) -> None:
+    # Given a consumer on RabbitMQ, where py-amqp hands over text decoded with the message's
+    # content_encoding (and leaves bytes if that fails)
+    settings = rabbit.settings()
+    handler = Recorder()
+    consumer = running(settings, handler)
+    before = malformed_count()
+    # When a body arrives that its codec decodes but cannot encode again (idna: a 100-character
+    # label), then a good notification
+    with connect(settings) as conn:
+        kombu.Producer(conn).publish(
+            b"a" * 100, exchange=notifications_exchange(settings),
+            routing_key=settings.notifications_routing_key, content_type="application/json",
+            content_encoding="idna", declare=[notifications_exchange(settings)],
+        )
+    send(settings, notification("after"))
+    # Then it is refused once as malformed (dead-lettered), and the next one is handled
+    assert consumer.wait_for(lambda s: s["malformed"] == 1 and s["handled"] == 1, WAIT)
+    assert handler.ids() == ["after"]
+    assert consumer.stats == {"received": 2, "handled": 1, "malformed": 1, "failed": 0,
+                              "reconnects": 0}
+    assert malformed_count() == before + 1
+
+
+def test_overflow_drops_the_oldest_into_the_bounded_dead_letter_queue(rabbit: Rabbit) -> None:
+    # Given our queue bounded to 3 messages and nobody consuming
+    settings = rabbit.settings(queue_max_length=3, dead_letter_max_length=2)
+    dead = dead_letter_queue(settings)
+    assert dead is not None
+    with connect(settings) as conn:
+        declare_notifications(conn, settings)
+        # When 6 notifications arrive
+        send(settings, *(notification(f"m-{i}") for i in range(6)), conn=conn)
+        # Then the newest 3 wait in our queue, and the dead-letter queue keeps the newest 2
+        # of the 3 dropped (it is bounded too), each saying why
+        assert rabbit.queue_depth(settings.queue_name) == 3
+        assert rabbit.queue_depth(dead.name) == 2
+        dropped = [dead.bind(conn.default_channel).get(no_ack=True) for _ in range(2)]
+    assert [message_id(raw_body(m)) for m in dropped] == ["m-1", "m-2"]
+    assert {m.headers["x-death"][0]["reason"] for m in dropped} == {"maxlen"}
+
+
+def test_a_queue_nobody_consumes_is_deleted_by_the_broker_after_its_expiry(rabbit: Rabbit) -> None:
+    settings = rabbit.settings(queue_expiry=0.5)
+    consumer = NotificationConsumer(settings, Recorder()).start()
+    assert consumer.wait_ready(WAIT)
+    assert consumer.stop(WAIT)  # the orchestrator went away for good
+
+    gone = threading.Event()
+    with kombu.Connection(rabbit.url) as conn:
+        for _ in range(int(WAIT / 0.25)):  # the broker checks expiries on its own schedule
+            try:
+                conn.channel().queue_declare(settings.queue_name, passive=True)
+            except conn.channel_errors:
+                gone.set()
+                break
+            gone.wait(0.25)
+    assert gone.is_set(), "the queue of a departed orchestrator was never deleted"
+
+
+def test_an_older_versions_queue_nobody_consumes_is_replaced(
+    rabbit: Rabbit, running, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the queue as an older version declared it (not durable, no arguments), with a
+    # message in it and its consumer gone
+    settings = rabbit.settings()
+    old = kombu.Queue(settings.queue_name, notifications_exchange(settings),
+                      routing_key=settings.notifications_routing_key, durable=False)
+    with connect(settings) as conn:
+        old.bind(conn.default_channel).declare()
+        send(settings, notification("stale"), conn=conn)
+    # When this version starts consuming
+    handler = Recorder()
+    consumer = running(settings, handler)
+    # Then the old queue was deleted and ours declared (durable, bounded), which gets messages
+    send(settings, notification("fresh"))
+    handler.wait_for(lambda h: h.ids() == ["fresh"], "the first message in the new queue")
+    with kombu.Connection(rabbit.url) as conn:
+        # the same arguments are accepted: the queue is ours now
+        conn.channel().queue_declare(settings.queue_name, durable=True, auto_delete=False,
+                                     arguments=queue_arguments(settings))
+    assert consumer.stats["reconnects"] == 0
+    assert any("existed with other arguments" in r.getMessage() and "1 message" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_an_older_versions_queue_still_in_use_is_a_clear_error_and_nothing_is_deleted(
+    rabbit: Rabbit, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an older orchestrator still consuming the same queue name with the old arguments
+    settings = rabbit.settings()
+    old = kombu.Queue(settings.queue_name, notifications_exchange(settings),
+                      routing_key=settings.notifications_routing_key, durable=False)
+    watcher = LogWatcher("consumer(s) use it")
+    logging.getLogger("astara_actors.bus").addHandler(watcher)
+    with connect(settings) as conn, kombu.Consumer(conn.default_channel, [old],
+                                                   on_message=lambda m: None):
+        # When this version starts
+        consumer = NotificationConsumer(settings, Recorder()).start()
+        try:
+            # Then it says what is wrong and what to do, keeps trying, and deletes nothing
+            assert watcher.seen.wait(WAIT)
+            assert not consumer.wait_ready(0)
+            assert consumer.alive
+            ok = conn.channel().queue_declare(settings.queue_name, passive=True)
+            assert ok.consumer_count == 1
+        finally:
+            logging.getLogger("astara_actors.bus").removeHandler(watcher)
+            assert consumer.stop(WAIT)
+    errors = [r for r in caplog.records if "consumer(s) use it" in r.getMessage()]
+    assert errors and errors[0].levelno == logging.ERROR and errors[0].exc_info is None
+    assert "[bus] queue_name" in errors[0].getMessage()
+
+
+def test_on_reconnected_is_called_when_consuming_resumes_not_on_the_first_start(
+    vhost: Rabbit, running
+) -> None:
+    # Given a consumer with an on_reconnected callback, consuming
+    settings = vhost.settings()
+    resumed = threading.Semaphore(0)
+    handler = Recorder()
+    consumer = running(settings, handler, on_reconnected=resumed.release)
+    assert not resumed.acquire(timeout=0.2), "called on the first start"
+    # When the broker closes its connection
+    rabbitmqctl("close_all_connections", "-p", vhost.url.rsplit("/", 1)[1], "test")
+    # Then the callback runs once consuming resumed (queue and binding declared again)
+    assert resumed.acquire(timeout=WAIT)
+    send(settings, notification("after"))
+    handler.wait_for(lambda h: h.ids() == ["after"], "a message after the reconnection")
+    assert consumer.stats["reconnects"] == 1
+
+
+def test_on_reconnected_is_called_when_consuming_starts_late_for_want_of_a_broker(
+    rabbit: Rabbit, running
+) -> None:
+    # Given a consumer whose virtual host does not exist yet (the broker refuses it)
+    if shutil.which("rabbitmqctl") is None:
+        bus_helpers.unavailable("rabbitmqctl is not installed")
+    name = f"astara-test-{rabbit.uid}"
+    settings = rabbit.settings(transport_url=f"{rabbit.url.rstrip('/')}/{name}")
+    resumed = threading.Semaphore(0)
+    consumer = NotificationConsumer(settings, Recorder(), on_reconnected=resumed.release).start()
+    watcher = LogWatcher("lost the bus connection")
+    logging.getLogger("astara_actors.bus").addHandler(watcher)
+    try:
+        assert watcher.seen.wait(WAIT)
+        # When the broker starts accepting it
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        # Then, once consuming, the orchestrator is told to heal what it may have missed
+        assert consumer.wait_ready(WAIT)
+        assert resumed.acquire(timeout=WAIT)
+    finally:
+        logging.getLogger("astara_actors.bus").removeHandler(watcher)
+        assert consumer.stop(WAIT)
+        rabbitmqctl("delete_vhost", name)

@@ -13,6 +13,7 @@ from typing import Any
 import kombu
 import pytest
 
+from astara_actors import metrics
 from astara_actors.bus import (
     BusSettings,
     ControlClient,
@@ -124,7 +125,8 @@ def test_a_failing_answer_comes_back_as_an_error_and_the_server_goes_on(serving,
     assert (crash["ok"], crash["error"]) == (False, "KeyError: 'oops'")
     assert "answer" not in crash
     assert good == {**good, "ok": True, "answer": {"fine": True}}
-    assert server.stats["failed"] == 2
+    assert server.stats["failed"] == 1  # the crash; the unknown query is refused as malformed
+    assert server.stats["malformed"] == 1
 
 
 def test_a_malformed_request_is_rejected_and_the_server_goes_on(serving, client) -> None:
@@ -249,3 +251,85 @@ def test_the_client_reconnects_after_the_broker_closed_its_connection(
         assert server.stop(WAIT)
     assert reply["ok"] is True
     assert any("control client: bus connection lost" in r.getMessage() for r in caplog.records)
+
+
+def malformed(reason: str) -> float:
+    return metrics.MALFORMED_QUERIES.labels(reason=reason)._value.get()
+
+
+def test_fifty_queries_queued_behind_bad_ones_are_all_answered(rabbit: Rabbit) -> None:
+    # Given a server busy with a first query, so that everything after it queues up
+    settings = rabbit.settings()
+    busy, release = threading.Event(), threading.Event()
+
+    def answer(query: dict[str, Any]) -> dict[str, Any]:
+        if query.get("query") == "hold":
+            busy.set()
+            release.wait(WAIT)
+        if query.get("query") not in ("hold", "workers"):
+            raise InvalidCommand(f"unknown query {query.get('query')!r}")
+        return {"n": query.get("n")}
+
+    reasons = ("body", "query", "reply_to", "correlation_id")
+    before = {r: malformed(r) for r in reasons}
+    server = QueryServer(settings, answer).start()
+    replies = kombu.Queue(f"test.replies.{rabbit.uid}", durable=False, auto_delete=True,
+                          exclusive=True)
+    try:
+        assert server.wait_ready(WAIT)
+        with connect(settings) as conn:
+            channel = conn.default_channel
+            replies.bind(channel).declare()
+            to = control_exchange(settings)
+
+            def request(body: Any, **props: Any) -> None:
+                text = body if isinstance(body, (str, bytes)) else json.dumps(body)
+                kombu.Producer(channel).publish(text, exchange=to, routing_key="",
+                                                content_type="application/json", **props)
+
+            def query(n: int, q: str = "workers", **overrides: Any) -> None:
+                body = {"query": {"query": q, "n": n}, "reply_to": replies.name,
+                        "correlation_id": f"c-{n}"}
+                body.update(overrides)
+                request(body)
+
+            query(-1, "hold")
+            assert busy.wait(WAIT)
+            # When bad queries of every kind are queued among 50 good ones
+            bad = [
+                lambda: query(-2, reply_to="r" * 300),  # over AMQP's 255 bytes: broke the server
+                lambda: query(-3, reply_to="no such queue\n"),
+                lambda: query(-4, correlation_id="c" * 300),
+                lambda: query(-5, correlation_id={"not": "a string"}),
+                lambda: request(b"\xff\xfe not even text"),
+                lambda: request("[1, 2, 3]"),
+                lambda: request({"query": "not an object", "reply_to": replies.name,
+                                 "correlation_id": "c-x"}),
+                lambda: query(-6, "no-such-query"),  # answered with an error, counted
+            ]
+            for n in range(50):
+                if n % 6 == 0 and bad:
+                    bad.pop(0)()
+                query(n)
+            for send_bad in bad:
+                send_bad()
+            release.set()
+            # Then every good query is answered, in order, and so is the unknown one (refused)
+            got: dict[str, dict[str, Any]] = {}
+
+            def collect(message: kombu.Message) -> None:
+                reply = json.loads(message.body)
+                got[reply["correlation_id"]] = reply
+
+            with kombu.Consumer(channel, [replies], on_message=collect, no_ack=True):
+                while len(got) < 52:
+                    conn.drain_events(timeout=WAIT)  # a silence this long fails the test
+    finally:
+        release.set()
+        assert server.stop(WAIT)
+    assert [got[f"c-{n}"]["answer"] for n in range(50)] == [{"n": n} for n in range(50)]
+    assert got["c--6"]["ok"] is False and "unknown query" in got["c--6"]["error"]
+    assert server.stats["malformed"] == 8
+    assert server.stats["reconnects"] == 0
+    assert {r: malformed(r) - before[r] for r in reasons} == {
+        "body": 2, "query": 2, "reply_to": 2, "correlation_id": 2}

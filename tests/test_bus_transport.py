@@ -19,9 +19,13 @@ from astara_actors.bus import (
     notification_envelope,
     publish,
 )
-from astara_actors.bus.consumer import notifications_exchange, notifications_queue
+from astara_actors.bus.consumer import (
+    dead_letter_queue,
+    notifications_exchange,
+    notifications_queue,
+)
 from astara_actors.bus.transport import FilesystemTransport, mask_url
-from astara_actors.errors import AstaraError
+from astara_actors.errors import AstaraError, SettingsError
 
 from . import bus_helpers
 
@@ -34,9 +38,53 @@ def test_settings_default_to_neutrons_exchange_and_our_own_per_host_queue() -> N
     assert settings.notifications_exchange == "neutron"
     assert settings.notifications_routing_key == "notifications.info"
     assert settings.queue_name == "astara.notifications.net1"
-    assert settings.queue_durable is False
     assert settings.control_exchange == "astara.control"
     assert (settings.prefetch_count, settings.heartbeat) == (100, 10.0)
+
+
+def test_our_queue_survives_restarts_expires_without_consumer_and_is_bounded() -> None:
+    settings = BusSettings(transport_url="memory://", host="net1")
+
+    queue = notifications_queue(settings)
+
+    assert queue.durable is True and queue.auto_delete is False
+    assert queue.queue_arguments == {
+        "x-queue-type": "quorum",
+        "x-expires": 3_600_000,  # an hour without any consumer: the broker deletes it
+        "x-max-length": 50_000,
+        "x-overflow": "drop-head",  # never refuse Neutron's publish: drop (dead-letter) the oldest
+        "x-dead-letter-exchange": "astara.dead",
+    }
+    dead = dead_letter_queue(settings)
+    assert dead is not None
+    assert (dead.name, dead.exchange.name, dead.exchange.type) == ("astara.dead", "astara.dead",
+                                                                    "fanout")
+    assert dead.durable and dead.queue_arguments == {"x-max-length": 10_000,
+                                                     "x-overflow": "drop-head"}
+
+
+def test_a_classic_unbounded_queue_without_dead_letters_can_be_chosen() -> None:
+    settings = BusSettings(transport_url="memory://", host="h", queue_type="classic",
+                           queue_durable=False, queue_expiry=0, queue_max_length=0,
+                           dead_letter_exchange="")
+
+    queue = notifications_queue(settings)
+
+    assert queue.durable is False
+    assert not queue.queue_arguments
+    assert dead_letter_queue(settings) is None
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("queue_type", "stream", "'stream' is not one of quorum, classic"),
+    ("queue_expiry", -1.0, "must not be negative"),
+    ("queue_max_length", -5, "must not be negative"),
+])
+def test_bad_queue_settings_are_refused_naming_the_key(key: str, value: object, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        BusSettings(transport_url="memory://", **{key: value})
+
+    assert str(caught.value) == f"[bus] {key}: {problem}"
 
 
 def test_embedded_settings_put_the_bus_under_the_state_dir(tmp_path: Path) -> None:

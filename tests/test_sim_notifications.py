@@ -14,6 +14,10 @@ Revision numbers, CIDRs, pools, gateways, names, flags, key sets and the request
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 
+from astara_actors.bus import transport
 from astara_actors.bus.consumer import notifications_queue
 from astara_actors.bus.transport import BusSettings, connect
 from astara_actors.sim.keystone import KeystoneModel
@@ -98,6 +103,7 @@ def test_the_kombu_notifier_publishes_neutrons_wire_format(tmp_path: Path) -> No
         queue = notifications_queue(settings)(connection)
         queue.declare()
         NeutronModel(notifier).create("router", {"name": "realos-t1-r1"}, caller)
+        assert notifier.flush(10)
         start, end = (queue.get(no_ack=True) for _ in range(2))
     notifier.close()
     assert start is not None and end is not None
@@ -116,3 +122,109 @@ def test_the_kombu_notifier_publishes_neutrons_wire_format(tmp_path: Path) -> No
     assert json.loads(json.loads(start.body)["oslo.message"])["payload"] == {
         "router": {"name": "realos-t1-r1"}
     }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_simulated_api_does_not_wait_for_a_bus_that_is_down() -> None:
+    # Given a notifier whose broker does not answer (nothing listens on the port)
+    settings = BusSettings(transport_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//", host="vm")
+    notifier = KombuNotifier(settings)
+    neutron = NeutronModel(notifier)
+    keystone = KeystoneModel()
+    member = keystone.add_user("t1", "pw", "t1")
+    caller = keystone.authenticate(member.name, "pw", "t1").caller
+    try:
+        # When the tenant creates ten networks (each publishing its .start and .end)
+        started = time.monotonic()
+        for n in range(10):
+            neutron.create("network", {"name": f"n{n}"}, caller)
+        elapsed = time.monotonic() - started
+        # Then the calls did not wait for the broker (each used to retry for seconds), and
+        # the notifications wait in the outbox
+        assert elapsed < 2.0, f"ten creates took {elapsed:.1f} s with the bus down"
+        assert notifier.pending == 20
+        assert notifier.published == 0
+    finally:
+        notifier.close(timeout=0)
+    assert notifier.dropped == 20
+
+
+def test_the_outbox_keeps_order_and_drops_the_oldest_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a notifier on the in-memory bus whose first publish hangs (a broker going away)
+    settings = BusSettings(transport_url="memory://", host="vm",
+                           queue_name=f"sim-test-{uuid.uuid4().hex[:8]}")
+    hanging, release = threading.Event(), threading.Event()
+    real_publish = transport.publish
+
+    def publish(*args: Any, **kwargs: Any) -> None:
+        if not release.is_set():
+            hanging.set()
+            release.wait(10)
+        real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(transport, "publish", publish)
+    notifier = KombuNotifier(settings, outbox_size=4)
+    with connect(settings) as connection:
+        queue = notifications_queue(settings)(connection)
+        queue.declare()
+        try:
+            notifier("e.0", {}, None)
+            assert hanging.wait(10)
+            # When six more come while the first is stuck, with room for four waiting
+            for n in range(1, 7):
+                notifier(f"e.{n}", {}, None)
+            # Then the two oldest waiting ones were dropped, and once the bus is back the rest
+            # is published in order
+            assert (notifier.dropped, notifier.pending) == (2, 5)
+            release.set()
+            assert notifier.flush(10)
+            events = []
+            while (message := queue.get(no_ack=True)) is not None:
+                events.append(json.loads(json.loads(message.body)["oslo.message"])["event_type"])
+        finally:
+            release.set()
+            notifier.close()
+    assert events == ["e.0", "e.3", "e.4", "e.5", "e.6"]
+    assert (notifier.published, notifier.dropped) == (5, 2)
+
+
+def test_publishing_resumes_by_itself_once_the_bus_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = BusSettings(transport_url="memory://", host="vm",
+                           queue_name=f"sim-test-{uuid.uuid4().hex[:8]}")
+    down = threading.Event()
+    down.set()
+    attempts = threading.Semaphore(0)
+    real_publish = transport.publish
+
+    def publish(*args: Any, **kwargs: Any) -> None:
+        attempts.release()
+        if down.is_set():
+            raise transport.BusUnavailable("memory://", "the broker is down")
+        real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(transport, "publish", publish)
+    notifier = KombuNotifier(settings, retry_max=0.05)
+    with connect(settings) as connection:
+        queue = notifications_queue(settings)(connection)
+        queue.declare()
+        try:
+            for n in range(3):
+                notifier(f"e.{n}", {}, None)
+            for _ in range(3):  # it keeps trying the first one
+                assert attempts.acquire(timeout=10)
+            assert notifier.published == 0
+            down.clear()
+            assert notifier.flush(10)
+            events = [json.loads(json.loads(queue.get(no_ack=True).body)["oslo.message"])
+                      ["event_type"] for _ in range(3)]
+        finally:
+            notifier.close()
+    assert events == ["e.0", "e.1", "e.2"]
+    assert (notifier.published, notifier.dropped) == (3, 0)

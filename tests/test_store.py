@@ -292,3 +292,92 @@ def test_concurrent_upgrades_of_a_shared_database_do_not_collide(url: str) -> No
     finally:
         for s in stores:
             s.close()
+
+
+# ---------------------------------------------------------------- owner-only state files
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """An umask that would leave files world-readable (and folders world-writable)."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_sqlite_store_and_its_companion_files_are_owner_only(
+    tmp_path: Path, loose_umask: None
+) -> None:
+    db = tmp_path / "astara.db"
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.upgrade()
+        store.set_router_debug("r1", "looking")
+        store.record("test", "router-debug", "r1", "looking")
+        made = [p for p in db.parent.iterdir() if p.name.startswith("astara.db")]
+        assert {p.name for p in made} >= {"astara.db", "astara.db-wal", "astara.db-shm"}
+        assert {p.name: mode(p) for p in made} == {p.name: 0o600 for p in made}
+    finally:
+        store.close()
+
+
+def test_state_files_an_older_run_left_readable_are_narrowed(tmp_path: Path) -> None:
+    db = tmp_path / "astara.db"
+    Store(f"sqlite:///{db}").upgrade()
+    tmp_path.chmod(0o755)
+    for p in tmp_path.iterdir():
+        p.chmod(0o644)
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.set_tenant_debug("t1", "")
+        assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
+            p.name: 0o600 for p in tmp_path.iterdir()}
+        assert mode(tmp_path) == 0o755, "an existing folder (the operator's) is left as it is"
+    finally:
+        store.close()
+
+
+def test_secure_dir_and_secure_file_set_their_modes_whatever_the_umask(tmp_path: Path) -> None:
+    from astara_actors.fsmodes import secure_dir, secure_file
+
+    old = os.umask(0o277)  # would take the owner's write and execute bits
+    try:
+        folder = secure_dir(tmp_path / "bus" / "data")
+        made = secure_file(tmp_path / "bus" / "control" / "queue.msg")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "bus") == mode(folder) == mode(made.parent) == 0o700
+    assert mode(made) == 0o600
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    assert mode(secure_dir(loose)) == 0o700
+
+
+def test_a_world_writable_state_dir_is_refused_at_start_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from astara_actors.daemon import main
+    from astara_actors.errors import SettingsError
+    from astara_actors.fsmodes import check_state_dir
+
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    ini = tmp_path / "o.ini"
+    ini.write_text(f"[orchestrator]\nembedded_sim = true\nstate_dir = {state}\n"
+                   "[api]\nenabled = false\n")
+    assert main(["--config-file", str(ini)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("astara-orchestrator: [orchestrator] state_dir: ")
+    assert "world-writable" in err and "\n" not in err
+    check_state_dir(tmp_path / "missing")  # created owner-only later: fine
+    state.chmod(0o1777)  # sticky like /tmp: still anyone's to fill
+    with pytest.raises(SettingsError, match="world-writable"):
+        check_state_dir(state)
+    state.chmod(0o755)
+    check_state_dir(state)

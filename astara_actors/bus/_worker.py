@@ -4,6 +4,9 @@ A kombu ``ConsumerMixin`` whose ``run()`` never gives up: connection losses are 
 the consumers are recreated (which re-declares exchanges, queues and bindings), and a stop
 request also interrupts the wait between two connection attempts. Every kombu object is used
 on this thread only (kombu is not thread-safe); other threads read :attr:`stats`.
+
+Hooks for subclasses: :meth:`prepare` (declarations of their own, on each new connection) and
+:meth:`on_reconnected` (consuming resumed after a loss: what was published meanwhile may be lost).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import kombu
 from kombu.mixins import ConsumerMixin
 
-from .transport import BusSettings, bus_errors, connect, mask_url
+from .transport import BusError, BusSettings, bus_errors, connect, mask_url
 
 __all__ = ["ConsumerThread"]
 
@@ -36,8 +39,12 @@ class ConsumerThread(ConsumerMixin):
     safety_interval = 0.25
     # Pause after a lost connection before consuming again, doubled while it keeps failing (a
     # 406 on declare fails at once every time), reset once consuming; connecting itself backs
-    # off in kombu (2, 4, 6 … 30 s).
+    # off in kombu (below).
     reconnect_delay, reconnect_delay_max = 0.1, 30.0
+    # kombu's own back-off between connection attempts: 0.5, 1, 1.5, then every 2 s (a broker
+    # that restarts is back in seconds, and every second we are not bound loses notifications;
+    # an attempt every 2 s is nothing for a broker).
+    connect_interval_start, connect_interval_step, connect_interval_max = 0.5, 0.5, 2.0
 
     def __init__(self, settings: BusSettings, *, name: str) -> None:
         self.settings = settings
@@ -48,6 +55,9 @@ class ConsumerThread(ConsumerMixin):
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._connections = 0
+        # Consuming once already, or the broker refused us first: the next start of consuming
+        # follows a time when nothing was received (see on_reconnected).
+        self._consumed = self._deaf = False
         self._thread: threading.Thread | None = None
 
     # -- other threads ------------------------------------------------------------------------
@@ -111,9 +121,14 @@ class ConsumerThread(ConsumerMixin):
                     pass
             except _Stopping:
                 break
+            except BusError as exc:  # a declaration the broker refuses (logged without noise)
+                log.error("%s: %s; retrying in %.1f s", self.name, exc, max(delay, 1.0))
+                delay = max(delay, 1.0)
+                self._deaf = True
             except errors as exc:
                 if self.should_stop:
                     break
+                self._deaf = True
                 if self._ready.is_set():
                     delay = self.reconnect_delay
                 log.warning("%s: lost the bus connection (%s); reconnecting in %.1f s",
@@ -131,15 +146,27 @@ class ConsumerThread(ConsumerMixin):
     def establish_connection(self) -> Iterator[kombu.Connection]:
         with self.create_connection() as conn:
             conn.ensure_connection(
-                self.on_connection_error, None, callback=self._raise_if_stopping
+                self.on_connection_error, None, callback=self._raise_if_stopping,
+                interval_start=self.connect_interval_start,
+                interval_step=self.connect_interval_step,
+                interval_max=self.connect_interval_max,
             )
+            self.prepare(conn)
             yield conn
+
+    def prepare(self, connection: kombu.Connection) -> None:
+        """Called on every new connection before the consumers are made (declare here)."""
+
+    def on_reconnected(self) -> None:
+        """Called on this thread when consuming starts after a time nothing was received: it
+        resumed after a loss, or began late because the broker could not be reached at first."""
 
     def _raise_if_stopping(self) -> None:
         if self.should_stop:
             raise _Stopping()
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
+        self._deaf = True
         log.warning(
             "%s: cannot reach the bus at %s (%s); retrying in %.1f s",
             self.name, mask_url(self.settings.transport_url), exc, interval,
@@ -154,6 +181,9 @@ class ConsumerThread(ConsumerMixin):
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **_: Any) -> None:
         log.debug("%s: consuming", self.name)
         self._ready.set()
+        if self._consumed or self._deaf:
+            self.on_reconnected()
+        self._consumed, self._deaf = True, False
 
     def settle(self, action: Callable[..., Any], **kwargs: Any) -> None:
         """Ack or reject; if the connection died meanwhile the broker redelivers instead."""

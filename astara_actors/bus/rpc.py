@@ -9,12 +9,20 @@ A query is published to the fanout exchange ``astara.control``; every orchestrat
              {"host": "<host>", "correlation_id": "<id>", "ok": false, "error": "..."}
 
 ``reply_to`` and ``correlation_id`` are also set as AMQP properties.
+
+A request the server cannot answer (a body that is not a JSON object, a ``reply_to`` that is no
+queue name or longer than AMQP's 255 bytes, a ``correlation_id`` that is not a short string) is
+refused: acked without a reply, logged, counted (``malformed``, ``astara_malformed_queries_total``).
+A query the orchestrator does not know (:class:`~astara_actors.control.InvalidCommand`) gets an
+error reply and is counted the same way. Nothing a client sends can break the server's
+connection, which would drop its exclusive queue and every query waiting in it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -24,7 +32,8 @@ from typing import Any
 
 import kombu
 
-from ..control import COMMAND_EVENT_TYPE
+from .. import metrics
+from ..control import COMMAND_EVENT_TYPE, InvalidCommand
 from ..errors import AstaraError
 from ._worker import ConsumerThread
 from .consumer import notifications_exchange
@@ -39,7 +48,9 @@ from .transport import (
     publish,
 )
 
-__all__ = ["Answer", "ControlClient", "QueryServer", "control_exchange"]
+__all__ = [
+    "Answer", "ControlClient", "MalformedQuery", "QueryServer", "control_exchange", "parse_request",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,10 @@ log = logging.getLogger(__name__)
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
 REPLY_PREFIX = "astara.reply."
+# A queue name a reply can be routed to: printable ASCII without spaces (our astara.reply.<uuid>,
+# RabbitMQ's amq.rabbitmq.reply-to.<base64>), at most AMQP's short string of 255 bytes.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:/+=@-]{1,255}")
+_MAX_CORRELATION_ID = 128
 # filesystem:// never deletes replies that arrive after their client left; sweep them.
 _SWEEP_EVERY, _SWEEP_AGE = 30.0, 60.0
 
@@ -95,28 +110,24 @@ class QueryServer(ConsumerThread):
 
     def _on_message(self, message: kombu.Message) -> None:
         self._count("received")
-        props = message.properties
         try:
-            request = json.loads(message.body)
-            query = request["query"]
-            reply_to = props.get("reply_to") or request["reply_to"]
-            correlation_id = props.get("correlation_id") or request["correlation_id"]
-            if not isinstance(query, dict) or not isinstance(reply_to, str) or not reply_to:
-                raise ValueError("query must be an object and reply_to a queue name")
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("rejected malformed query %s: %s", message.delivery_tag, exc)
-            self.settle(message.reject, requeue=False)
-            self._count("malformed")
+            query, reply_to, correlation_id = parse_request(message)
+        except MalformedQuery as exc:
+            self._refuse(message, exc.reason, str(exc))
             return
         reply: dict[str, Any] = {"host": self.settings.host, "correlation_id": correlation_id}
         try:
             body = json.dumps({**reply, "ok": True, "answer": self._answer(query)})
+        except InvalidCommand as exc:  # an unknown query or bad arguments: refused, with why
+            log.warning("refused query %s: %s", _short(query), exc)
+            body = json.dumps({**reply, "ok": False, "error": str(exc)})
+            self._malformed("query")
         except AstaraError as exc:
-            log.warning("query %s failed: %s", query, exc)
+            log.warning("query %s failed: %s", _short(query), exc)
             body = json.dumps({**reply, "ok": False, "error": str(exc)})
             self._count("failed")
         except Exception as exc:
-            log.exception("answering query %s failed", query)
+            log.exception("answering query %s failed", _short(query))
             body = json.dumps({**reply, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
             self._count("failed")
         try:
@@ -124,9 +135,26 @@ class QueryServer(ConsumerThread):
                 body, exchange="", routing_key=reply_to, correlation_id=correlation_id,
                 content_type="application/json", content_encoding="utf-8",
             )
-        finally:
+        except bus_errors(self.connection):
+            raise  # the connection or channel is gone: the loop reconnects; the query returns
+        except Exception as exc:  # anything about this one reply must not cost the others
+            log.warning("could not reply to query %s: %s", message.delivery_tag, exc)
             self.settle(message.ack)
+            self._count("failed")
+            return
+        self.settle(message.ack)
         self._count("handled")
+
+    def _refuse(self, message: kombu.Message, reason: str, why: str) -> None:
+        log.warning("refused malformed query %s: %s", message.delivery_tag, why)
+        # Acked, not rejected: the control queue has no dead-letter exchange and a query is
+        # worthless once its client gave up.
+        self.settle(message.ack)
+        self._malformed(reason)
+
+    def _malformed(self, reason: str) -> None:
+        self._count("malformed")
+        metrics.MALFORMED_QUERIES.labels(reason=reason).inc()
 
     def on_iteration(self) -> None:
         now = self._clock()
@@ -140,6 +168,44 @@ class QueryServer(ConsumerThread):
                 self.queue.bind(channel).delete()
             except Exception as exc:
                 log.warning("%s: could not delete queue %s: %s", self.name, self.queue.name, exc)
+
+
+class MalformedQuery(ValueError):
+    """A request that cannot be answered; ``reason`` is the metric's label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_request(message: kombu.Message) -> tuple[dict[str, Any], str, str]:
+    """``(query, reply_to, correlation_id)`` of a request; raises :class:`MalformedQuery`."""
+    props = message.properties or {}
+    try:
+        request = json.loads(message.body)
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise MalformedQuery("body", f"the body is not JSON: {_short(exc)}") from None
+    if not isinstance(request, dict):
+        raise MalformedQuery("body", f"the body is a {type(request).__name__}, not an object")
+    query = request.get("query")
+    if not isinstance(query, dict):
+        raise MalformedQuery("query", "query must be an object")
+    reply_to = props.get("reply_to") or request.get("reply_to")
+    if not isinstance(reply_to, str) or not _QUEUE_NAME.fullmatch(reply_to):
+        raise MalformedQuery("reply_to", f"reply_to {_short(reply_to)} is not a queue name "
+                             "(printable ASCII without spaces, at most 255 characters)")
+    correlation_id = props.get("correlation_id") or request.get("correlation_id")
+    if (not isinstance(correlation_id, str) or not 0 < len(correlation_id) <= _MAX_CORRELATION_ID
+            or not correlation_id.isprintable() or not correlation_id.isascii()):
+        raise MalformedQuery("correlation_id", f"correlation_id {_short(correlation_id)} is not a "
+                             f"printable ASCII string of at most {_MAX_CORRELATION_ID} characters")
+    return query, reply_to, correlation_id
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (for logs: what a client sent is unbounded)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def _sweep_replies(connection: kombu.Connection, age: float) -> None:

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import kombu
 import kombu.exceptions
 
-from ..errors import AstaraError
+from ..errors import AstaraError, SettingsError
+from ..fsmodes import secure_dir
 from ._filesystem import FilesystemTransport
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
+QUEUE_TYPES = ("quorum", "classic")
 
 
 class BusError(AstaraError):
@@ -82,8 +84,19 @@ class BusSettings:
     notifications_exchange: str = "neutron"
     notifications_routing_key: str = "notifications.info"
     queue_name: str = ""  # our own queue; "" → astara.notifications.<host>
-    queue_durable: bool = False
-    dead_letter_exchange: str = ""  # "" → rejected messages are dropped
+    # "quorum" (replicated, always durable; RabbitMQ ≥ 3.8) or "classic".
+    queue_type: str = "quorum"
+    queue_durable: bool = True  # classic queues only: a quorum queue is always durable
+    # Seconds without any consumer after which the broker deletes the queue (a departed
+    # orchestrator's queue stops collecting); 0 = never.
+    queue_expiry: float = 3600.0
+    # Messages the queue holds at most; beyond, the oldest is dropped (to the dead-letter
+    # exchange) and a resync or the next drift sweep covers it; 0 = unbounded.
+    queue_max_length: int = 50000
+    # Rejected (malformed) and overflowed messages go to this fanout exchange, into a queue of
+    # the same name bounded to dead_letter_max_length; "" = they are dropped.
+    dead_letter_exchange: str = "astara.dead"
+    dead_letter_max_length: int = 10000
     prefetch_count: int = 100
     control_exchange: str = "astara.control"  # fanout, for queries
     heartbeat: float = 10.0
@@ -92,6 +105,12 @@ class BusSettings:
     def __post_init__(self) -> None:
         if not self.queue_name:
             object.__setattr__(self, "queue_name", f"astara.notifications.{self.host}")
+        if self.queue_type not in QUEUE_TYPES:
+            raise SettingsError("bus", "queue_type",
+                                f"{self.queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
+        for key in ("queue_expiry", "queue_max_length", "dead_letter_max_length"):
+            if getattr(self, key) < 0:
+                raise SettingsError("bus", key, "must not be negative")
 
     @classmethod
     def embedded(cls, state_dir: str | Path, **overrides: Any) -> BusSettings:
@@ -137,8 +156,8 @@ def connect(settings: BusSettings, *, heartbeat: float | None = None) -> kombu.C
             raise BusError(f"transport_url {url!r}: the filesystem bus needs an absolute path")
         data, control = root / "data", root / "control"
         try:
-            data.mkdir(parents=True, exist_ok=True)
-            control.mkdir(parents=True, exist_ok=True)
+            secure_dir(data)  # owner-only: every message and command of the bus lies here
+            secure_dir(control)
         except OSError as exc:
             raise BusError(f"transport_url {url!r}: cannot create the bus folders: {exc}") from None
         return kombu.Connection(

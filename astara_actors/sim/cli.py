@@ -35,6 +35,7 @@ from docopt import docopt
 
 from ..errors import SettingsError
 from ..inifile import read_ini, section_to
+from ..log import install as safe_logs
 from .settings import SimSettings
 
 __all__ = ["load_settings", "main"]
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args["--verbose"] else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    safe_logs()
     try:
         settings = load_settings(args)
     except SettingsError as exc:

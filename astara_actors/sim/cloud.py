@@ -41,6 +41,7 @@ class SimCloud:
         self.settings = settings
         self.rng = rng or random.Random(settings.seed or None)
         self.trace = Trace()  # what the cloud saw, with times (GET/PUT/DELETE /sim/trace)
+        self._notifier = notify  # closed by stop() if it has a close (a bus publisher does)
         if notify is not None:
             notify = _traced(notify, self.trace)
         self.keystone = KeystoneModel(admin_password=settings.admin_password)
@@ -108,6 +109,9 @@ class SimCloud:
         if self.ssh is not None:
             self.ssh.stop()
         self.appliances.stop()
+        close = getattr(self._notifier, "close", None)
+        if close is not None:  # publish what is queued (bounded), then stop its thread
+            close()
 
     # --- topology
     def _model(self) -> NeutronModel:

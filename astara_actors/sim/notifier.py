@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -115,11 +116,15 @@ class RecordingNotifier:
 
 
 class KombuNotifier:
-    """Publishes the oslo.messaging v2 envelope on Neutron's exchange, with retry.
+    """Publishes the oslo.messaging v2 envelope on Neutron's exchange, from a bounded outbox.
 
-    Exchange ``neutron`` (topic), routing key ``notifications.info``, ``delivery_mode=2``; a
-    notification that cannot be delivered after the retries is logged and dropped, as Neutron
-    does, so that a broker outage never fails an API call.
+    Exchange ``neutron`` (topic), routing key ``notifications.info``, ``delivery_mode=2``. A
+    call only renders the envelope and appends it to the outbox: a background thread publishes
+    in order, retrying (with back-off) while the bus is down, so that a broker outage never
+    slows or fails a simulated API call. When the outbox is full the oldest waiting
+    notification is dropped and counted (:attr:`dropped`), as a Neutron whose bus is gone
+    loses them. The thread exits (and closes its connection) after ``idle_exit`` seconds with
+    nothing to send, and starts again with the next notification.
     """
 
     def __init__(
@@ -128,39 +133,161 @@ class KombuNotifier:
         publisher_id: str | None = None,
         *,
         now: Now = _utcnow,
-        max_retries: int = 3,
+        outbox_size: int = 10_000,
+        idle_exit: float = 10.0,
+        retry_max: float = 2.0,
+        publish_timeout: float = 10.0,
     ) -> None:
+        if outbox_size < 1:
+            raise ValueError("outbox_size must be at least 1")
         self._settings = settings
         self.publisher_id = publisher_id or f"network.{settings.host or socket.gethostname()}"
         self._now = now
-        self._max_retries = max_retries
-        self._lock = threading.Lock()
-        self._connection: kombu.Connection | None = None
+        self._size = outbox_size
+        self._idle_exit = idle_exit
+        self._retry_max = retry_max
+        self._publish_timeout = publish_timeout
+        self._changed = threading.Condition()
+        self._outbox: deque[tuple[str, str]] = deque()  # (event_type, body), oldest first
+        self._in_flight = False  # the head is being published (never dropped meanwhile)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._connection: kombu.Connection | None = None  # the publishing thread's only
+        self.published = 0
+        self.dropped = 0
 
     def __call__(self, event_type: str, payload: Mapping[str, Any], caller: Caller | None) -> None:
-        from ..bus.consumer import notifications_exchange
-        from ..bus.transport import BusError, connect, notification_envelope, publish
+        from ..bus.transport import notification_envelope
 
         body = notification_envelope(
             event_type, dict(payload), publisher_id=self.publisher_id,
             context=neutron_context(caller, now=self._now), now=self._now,
         )
-        with self._lock:
-            try:
-                if self._connection is None:
-                    self._connection = connect(self._settings)
-                publish(
-                    self._connection, body,
-                    exchange=notifications_exchange(self._settings),
-                    routing_key=self._settings.notifications_routing_key,
-                    max_retries=self._max_retries, delivery_mode=2, priority=0,
-                )
-            except BusError as exc:
-                log.warning("dropped notification %s: %s", event_type, exc)
+        with self._changed:
+            if self._closed:
+                self.dropped += 1
+                return
+            if len(self._outbox) - self._in_flight >= self._size:
+                # Drop the oldest waiting one (not the one being published right now).
+                dropped = self._outbox[1] if self._in_flight else self._outbox[0]
+                self._outbox.remove(dropped)
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("notification outbox full (%d): dropped the oldest, %s "
+                                "(%d dropped so far)", self._size, dropped[0], self.dropped)
+            self._outbox.append((event_type, body))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sim-notifier",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
 
-    def close(self) -> None:
-        """Release the broker connection (a later notification reconnects)."""
-        with self._lock:
-            if self._connection is not None:
+    @property
+    def pending(self) -> int:
+        """Notifications waiting in the outbox (the one being published included)."""
+        with self._changed:
+            return len(self._outbox)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far was published; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._outbox, timeout)
+
+    def close(self, timeout: float = 5.0, join: float = 5.0) -> None:
+        """Publish what is queued (for up to ``timeout``), then stop, waiting up to ``join`` for
+        the publish in flight; what is left, and later notifications, are dropped."""
+        self.flush(timeout)
+        with self._changed:
+            self._closed = True
+            self.dropped += len(self._outbox) - (1 if self._in_flight else 0)
+            while len(self._outbox) > (1 if self._in_flight else 0):
+                self._outbox.pop()
+            thread = self._thread
+            self._changed.notify_all()
+        if thread is not None:
+            thread.join(join)
+
+    # --- the publishing thread
+    def _run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                with self._changed:
+                    if not self._changed.wait_for(lambda: self._outbox or self._closed,
+                                                  self._idle_exit):
+                        return  # idle: the next notification starts a new thread
+                    if not self._outbox:
+                        return  # closed
+                    event_type, body = self._outbox[0]
+                    self._in_flight = True
+                outcome = self._publish(event_type, body, failures)
+                ok = outcome is not None
+                with self._changed:
+                    self._in_flight = False
+                    if outcome is not None:
+                        self._outbox.popleft()
+                        if outcome:
+                            self.published += 1
+                        else:
+                            self.dropped += 1
+                        self._changed.notify_all()
+                    closed = self._closed
+                if ok:
+                    if failures:
+                        log.info("the bus is back: publishing notifications again")
+                    failures = 0
+                    continue
+                failures += 1
+                delay = min(self._retry_max, 0.05 * 2 ** min(failures, 10))
+                with self._changed:
+                    if closed or self._changed.wait_for(lambda: self._closed, delay):
+                        return
+        finally:
+            self._release()
+            with self._changed:
+                self._thread = None
+                self._in_flight = False
+                if self._closed:  # what close() left to the attempt in flight, if it failed
+                    self.dropped += len(self._outbox)
+                    self._outbox.clear()
+                elif self._outbox:  # appended while we were leaving
+                    self._thread = threading.Thread(target=self._run, name="sim-notifier",
+                                                    daemon=True)
+                    self._thread.start()
+                self._changed.notify_all()
+
+    def _publish(self, event_type: str, body: str, failures: int) -> bool | None:
+        """True: published; None: the bus is down (keep it, retry); False: it can never be
+        published (logged, dropped)."""
+        from ..bus import transport
+        from ..bus.consumer import notifications_exchange
+
+        try:
+            if self._connection is None:
+                # No heartbeat: nothing drains this connection, and a dead one fails the publish.
+                self._connection = transport.connect(self._settings, heartbeat=0)
+            transport.publish(
+                self._connection, body,
+                exchange=notifications_exchange(self._settings),
+                routing_key=self._settings.notifications_routing_key,
+                max_retries=0, delivery_mode=2, priority=0, timeout=self._publish_timeout,
+            )
+            return True
+        except transport.BusError as exc:
+            if not failures:
+                log.warning("cannot publish notification %s (%s); keeping it and the ones "
+                            "after it until the bus is back", event_type, exc)
+            self._release()
+            return None
+        except Exception:  # noqa: BLE001 - a bug must not stop the notifications behind it
+            log.exception("dropped notification %s: publishing it failed", event_type)
+            self._release()
+            return False
+
+    def _release(self) -> None:
+        if self._connection is not None:
+            try:
                 self._connection.release()
-                self._connection = None
+            except Exception:  # noqa: BLE001 - a dead connection: nothing to release
+                pass
+            self._connection = None

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import AstaraError
+from ..fsmodes import secure_file
 from .models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
 
 __all__ = ["Store", "StoreError", "default_url"]
@@ -224,6 +225,7 @@ def _engine(url: URL) -> Engine:
         # One connection shared by every thread, or each would see its own empty database.
         return create_engine(url, poolclass=StaticPool,
                              connect_args={"check_same_thread": False})
+    _private_files(url.database)
     engine = create_engine(url, connect_args={"timeout": 10})
 
     @event.listens_for(engine, "connect")
@@ -240,6 +242,22 @@ def _engine(url: URL) -> Engine:
             cursor.close()
 
     return engine
+
+
+def _private_files(database: str) -> None:
+    """The database file owner-only (0600) before SQLite opens it: it gives its WAL, shared
+    memory and journal files the database file's mode; those an older run left are narrowed
+    too. A file that cannot be made so is left to SQLite to report (or to open as it is)."""
+    if database.startswith("file:") or not Path(database).parent.is_dir():
+        return  # a URI (SQLite's own options), or nowhere to open it: SQLite says so
+    try:
+        path = secure_file(database)
+        for suffix in ("-wal", "-shm", "-journal"):
+            companion = path.with_name(path.name + suffix)
+            if companion.exists():
+                secure_file(companion)
+    except OSError:
+        pass
 
 
 @contextmanager
