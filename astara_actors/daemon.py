@@ -29,6 +29,7 @@ from docopt import docopt
 
 from .conf import Config, load_config
 from .errors import AstaraError, SettingsError
+from .log import install as safe_logs
 
 __all__ = ["Service", "main"]
 
@@ -176,7 +177,10 @@ class Service:
         )
 
     def _start_api(self) -> None:
-        """gunicorn in its own process (it must own its main thread), watched and restarted."""
+        """gunicorn in its own process (it must own its main thread), watched and restarted.
+
+        It dies with this process (parent-death signal, from this thread: the main one) and
+        replaces an API a previous, killed orchestrator left on the port (see api.server)."""
         from .api.server import ApiStartError, run_api
 
         try:
@@ -276,6 +280,21 @@ class Service:
         self._populated.set()
 
 
+def _secure_state_dir(config: Config) -> None:
+    """Refuse a world-writable state directory (a SettingsError, one line); create a missing
+    one owner-only (0700). What is created in it is owner-only too (see ``fsmodes``)."""
+    from .fsmodes import check_state_dir, secure_dir
+
+    check_state_dir(config.process.state_dir)
+    if not Path(config.process.state_dir).exists():
+        try:
+            secure_dir(config.process.state_dir)
+        except OSError as exc:
+            raise SettingsError("orchestrator", "state_dir",
+                                f"cannot create {config.process.state_dir}: "
+                                f"{exc.strerror or exc}") from None
+
+
 def _demo_key(config: Config) -> str:
     """The demo's key pair under state_dir/ssh (made once): its public half goes in the VMs."""
     import paramiko
@@ -310,11 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     args = docopt(__doc__, argv=argv, version=f"astara-orchestrator {__version__}")
     try:
         config = load_config(args["--config-file"])
+        if config.api.enabled:  # refused before anything starts: an API that must not serve
+            from .api.server import check_api_settings
+
+            check_api_settings(config)
+        _secure_state_dir(config)
     except SettingsError as exc:
         print(f"astara-orchestrator: {exc}", file=sys.stderr)
         return 2
     level = "DEBUG" if args["--debug"] else config.process.log_level.upper()
     logging.basicConfig(level=level, format=FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    safe_logs()  # ids and reasons from outside are escaped and bounded in every line
     for warning in config.warnings:
         LOG.warning("%s: %s", config.path, warning)
     service = Service(config)

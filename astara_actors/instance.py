@@ -450,7 +450,10 @@ class InstanceManager:
             else:
                 router = self._network.get_router(self.router_id)
         except RouterGone as exc:
-            return exc
+            # Kept by the callers as a value: a fresh one, not the raised one, whose traceback
+            # (and context's) holds their own frames, and so the exception itself: a reference
+            # cycle per deleted router that only the cyclic collector frees.
+            return RouterGone(exc.router_id)
         except CloudError as exc:
             self._log.warning("could not read the router: %s", exc)
             return None

@@ -22,6 +22,12 @@ Two run queues: an actor made runnable by an *urgent* message (a live event, an 
 command — the actor class decides, see :meth:`PooledActor.urgent`) goes before the ones with
 routine work (polls, timers); one routine actor runs after every ``URGENT_STREAK`` urgent ones,
 so live events go first without starving polls.
+
+Stopping: pykka's ``stop()`` is a message queued behind the actor's work. :func:`halt` stops an
+actor *before* what is still in its mailbox — at once, in the caller's thread, if it is idle or
+only waiting on a run queue; after the message it is handling if a worker runs it — and
+:meth:`ActorPool.halt` does that for every actor of a pool in one pass (no worker needed, no
+wait per actor), then :meth:`ActorPool.drain` waits, once, for the few that were running.
 """
 
 from __future__ import annotations
@@ -36,9 +42,9 @@ from typing import Any
 import pykka
 from pykka import messages as pykka_messages
 
-from . import metrics
+from . import heap, metrics
 
-__all__ = ["ActorPool", "PooledActor", "default_pool"]
+__all__ = ["ActorPool", "PooledActor", "default_pool", "halt"]
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +78,7 @@ class ActorPool:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for a runnable actor
         self._watch = threading.Condition(self._lock)  # the supervisor waits here
+        self._quiet = threading.Condition(self._lock)  # drain() waits here
         self._urgent: deque[tuple[PooledActor, float]] = deque()
         self._routine: deque[tuple[PooledActor, float]] = deque()
         self._streak = 0
@@ -80,17 +87,25 @@ class ActorPool:
         self._signals = 0  # ... of which already woken (not yet back from their wait)
         self._watching = False  # the supervisor sleeps until told (queue was empty)
         self._closed = False
+        self._halting = False  # halt(): every actor of the pool stops before its next message
+        self._running = 0  # workers running an actor's batch now
         self._serial = 0
         self._supervisor: threading.Thread | None = None
         self.grown = 0  # workers added beyond min_threads because actors waited (a counter)
 
     # --- what actors call
     def submit(self, actor: PooledActor, urgent: bool) -> None:
-        """Put a runnable actor on the run queue."""
+        """Put a runnable actor on the run queue (once halting: stop it now, here)."""
         with self._lock:
             if self._closed:
                 raise pykka.ActorDeadError(f"actor pool {self.name} is closed")
-            (self._urgent if urgent else self._routine).append((actor, time.monotonic()))
+            halting = self._halting
+            if not halting:
+                (self._urgent if urgent else self._routine).append((actor, time.monotonic()))
+        if halting:
+            actor._halt_now()  # the caller claimed it (its mailbox was not scheduled)
+            return
+        with self._lock:
             if self._idle > self._signals:  # a worker waits that nobody has woken yet
                 self._signals += 1
                 self._work.notify()
@@ -103,12 +118,53 @@ class ActorPool:
                     target=self._supervise, name=f"{self.name}-supervisor", daemon=True)
                 self._supervisor.start()
 
+    # --- stopping every actor at once
+    @property
+    def halting(self) -> bool:
+        return self._halting
+
+    def halt(self) -> int:
+        """Stop every actor of this pool now, before whatever is left in its mailbox, in one
+        pass in the caller's thread: those waiting on a run queue and the idle ones stop here
+        (``on_stop`` runs here); the ones a worker is running stop after their current message
+        (:meth:`drain` waits for them). Actors started or told from now on stop at once too.
+        Returns how many actors were stopped or told to stop."""
+        with self._lock:
+            self._halting = True
+            queued = [actor for actor, _ in self._urgent] + [actor for actor, _ in self._routine]
+            self._urgent.clear()
+            self._routine.clear()
+            self._quiet.notify_all()
+        for actor in queued:  # claimed by the run queue, now by us: no worker will take them
+            actor._halt_now()
+        halted = len(queued)
+        # In registration order: pykka unregisters with a scan from the front of its list.
+        for ref in pykka.ActorRegistry.get_all():
+            inbox = ref.actor_inbox
+            if isinstance(inbox, _Mailbox) and inbox.pool is self:
+                halt(ref)
+                halted += 1
+        return halted
+
+    def drain(self, timeout: float) -> int:
+        """Wait (at most ``timeout``) until no actor of the pool runs or waits to run; returns
+        how many still did at the deadline (a message stuck in a slow call)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._running or self._urgent or self._routine:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self._running + len(self._urgent) + len(self._routine)
+                self._quiet.wait(left)
+        return 0
+
     # --- introspection
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {
                 "threads": self._threads,
                 "idle": self._idle,
+                "running": self._running,
                 "runnable_urgent": len(self._urgent),
                 "runnable_routine": len(self._routine),
                 "grown": self.grown,
@@ -157,9 +213,15 @@ class ActorPool:
     def _work_loop(self) -> None:
         """One worker: take the next runnable actor, run its batch, again."""
         metrics.ACTOR_POOL_THREADS.inc()
+        actor: PooledActor | None = None
         try:
             while True:
                 with self._lock:
+                    if actor is not None:  # the batch just run
+                        actor = None
+                        self._running -= 1
+                        if not self._running:
+                            self._quiet.notify_all()
                     actor = self._take()
                     while actor is None:
                         if self._closed:
@@ -175,12 +237,16 @@ class ActorPool:
                         if (actor is None and not notified and not self._closed
                                 and self._threads > self.min_threads):
                             return  # idle too long beyond the kept minimum
+                    self._running += 1
                 try:
                     actor._run_batch(self.batch)
                 except BaseException:  # noqa: BLE001 - _run_batch handles its own; never lose a worker
                     LOG.exception("actor pool %s: unexpected error running %s", self.name, actor)
         finally:
             with self._lock:
+                if actor is not None:  # left while running a batch (a BaseException)
+                    self._running -= 1
+                    self._quiet.notify_all()
                 self._threads -= 1
                 self._work.notify_all()  # close() waits on this condition for workers to go
             metrics.ACTOR_POOL_THREADS.dec()
@@ -230,25 +296,39 @@ def default_pool() -> ActorPool:
 
 
 class _Mailbox:
-    """A pooled actor's inbox: ``put`` makes the actor runnable (pykka's inbox protocol)."""
+    """A pooled actor's inbox: ``put`` makes the actor runnable (pykka's inbox protocol).
 
-    __slots__ = ("_actor", "_lock", "_messages", "_scheduled")
+    It holds its actor (what keeps a running pooled actor alive: the registry and every
+    ``ActorRef`` hold the mailbox) until the actor stops, then lets go of it (:meth:`close`):
+    actor and mailbox refer to each other, a reference cycle that would otherwise outlive
+    every stopped actor until the cyclic collector runs — and for good once ``gc.freeze()``
+    has moved it out of the collector's reach (see ``heap.py``).
+    """
+
+    __slots__ = ("_actor", "_halting", "_lock", "_messages", "_scheduled", "pool")
 
     def __init__(self, actor: PooledActor) -> None:
-        self._actor = actor
+        self._actor: PooledActor | None = actor
+        self.pool = actor._pool
         self._lock = threading.Lock()
         self._messages: deque[Any] = deque()
         # True while the actor is on a run queue or running: set until started so that
         # messages told before the first run (on_start) only queue up.
         self._scheduled = True
+        self._halting = False  # halt(): stop before the next message
 
     def put(self, envelope: Any, /) -> None:
         with self._lock:
-            self._messages.append(envelope)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._actor._pool.submit(self._actor, self._actor.urgent(envelope.message))
+            actor = self._actor
+            if actor is not None:
+                self._messages.append(envelope)
+                if self._scheduled:
+                    return
+                self._scheduled = True
+        if actor is None:  # stopped (a tell that raced the stop): answered as pykka would
+            _refuse(envelope, "the actor stopped before handling the message")
+            return
+        actor._pool.submit(actor, actor.urgent(envelope.message))
 
     def get(self) -> Any:
         with self._lock:
@@ -259,6 +339,54 @@ class _Mailbox:
 
     def qsize(self) -> int:
         return len(self._messages)
+
+    def close(self) -> list[Any]:
+        """The actor stopped: let go of it and return the messages it did not handle."""
+        with self._lock:
+            self._actor = None
+            self._scheduled = True  # never runnable again
+            left = list(self._messages)
+            self._messages.clear()
+        return left
+
+
+def halt(ref: pykka.ActorRef[Any]) -> threading.Event | None:
+    """Stop the actor behind ``ref`` before whatever is still in its mailbox (pykka's
+    ``stop()`` waits behind it). A pooled actor that is idle stops at once, here (its
+    ``on_stop`` runs in this thread); one that a worker runs or will run stops before its next
+    message. Returns the event to wait on for the latter (``ref.actor_stopped``), None if it has
+    stopped — or if its whole pool is halting: :meth:`ActorPool.drain` waits for those, once.
+    An actor with a thread of its own gets pykka's ``stop()``."""
+    inbox = ref.actor_inbox
+    if not isinstance(inbox, _Mailbox):
+        try:
+            ref.stop(block=False)
+        except pykka.ActorDeadError:
+            return None
+        return ref.actor_stopped
+    with inbox._lock:
+        actor = inbox._actor
+        if actor is None:
+            return None  # stopped already
+        inbox._halting = True
+        claimed = not inbox._scheduled
+        inbox._scheduled = True  # no worker takes it from now on, if it was idle
+    if claimed:
+        actor._halt_now()
+        return None
+    return None if inbox.pool.halting else ref.actor_stopped
+
+
+def _refuse(envelope: Any, why: str) -> None:
+    """Answer a message a stopped actor will not handle (pykka's teardown: a stop is
+    answered, an ask gets ``ActorDeadError``, a tell is dropped)."""
+    if envelope.reply_to is None:
+        return
+    if isinstance(envelope.message, pykka_messages._ActorStop):  # noqa: SLF001
+        envelope.reply_to.set(None)
+    else:
+        error = pykka.ActorDeadError(why)
+        envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
 
 
 class PooledActor(pykka.Actor):
@@ -289,34 +417,54 @@ class PooledActor(pykka.Actor):
             # pykka registered us already: a pool that is closed must not leave a ghost.
             pykka.ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()
+            self._close_inbox()
             raise
 
     # --- run by a pool worker
     def _run_batch(self, batch: int) -> None:
         inbox: _Mailbox = self.actor_inbox  # type: ignore[assignment]
+        pool = self._pool
+        if inbox._halting or pool._halting:
+            self._halt_now()
+            return
         if not self._started:
             self._started = True
             self._actor_loop_setup()  # on_start; a failure there stops the actor
         for _ in range(batch):
-            if self.actor_stopped.is_set():
+            if self.actor_stopped.is_set() or inbox._halting or pool._halting:
                 break
             with inbox._lock:
                 if not inbox._messages:
                     break
                 envelope = inbox._messages.popleft()
             self._handle_envelope(envelope)
-        if self.actor_stopped.is_set():
-            self._actor_loop_teardown()  # answers what is left: ActorDeadError
-            with inbox._lock:
-                if not inbox._messages:
-                    inbox._scheduled = False
-                    return
+        if self.actor_stopped.is_set() or inbox._halting or pool._halting:
+            self._halt_now()
+            return
         with inbox._lock:
             if not inbox._messages:
                 inbox._scheduled = False
                 return
             head = inbox._messages[0].message
         self._pool.submit(self, self.urgent(head))
+
+    def _halt_now(self) -> None:
+        """Stop here and now, leaving the mailbox unhandled; the caller owns the actor (no
+        worker runs it). An actor that never ran gets neither ``on_start`` nor ``on_stop``."""
+        if not self.actor_stopped.is_set():
+            if self._started:
+                self._stop()  # unregisters, marks stopped, calls on_stop
+            else:
+                pykka.ActorRegistry.unregister(self.actor_ref)
+                self.actor_stopped.set()
+        self._close_inbox()
+
+    def _close_inbox(self) -> None:
+        """Stopped: the mailbox lets go of us; what is left (and what comes later) is
+        answered with ``ActorDeadError`` (a stop with None), as pykka's teardown does."""
+        for envelope in self.actor_inbox.close():  # type: ignore[attr-defined]
+            _refuse(envelope, f"{self.actor_ref} stopped before handling the message")
+        heap.released()  # the heap freezer may thaw to reclaim a cycle we left (see heap.py)
 
     def _handle_envelope(self, envelope: Any) -> None:
         """One message, with pykka's semantics for replies, failures and BaseException."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pykka
 
+from . import metrics
 from .actors.orchestrator import OrchestratorActor
 from .actors.poller import HealthPoller
 from .actors.router import RouterActor
@@ -17,14 +19,15 @@ from .actors.scheduler import Scheduler
 from .actors.tenant import TenantActor
 from .board import Board
 from .drift import DriftSweeper
-from .events import Event
+from .errors import CloudError
+from .events import WILDCARD_ALL, Action, Event
 from .heap import HeapFreezer
 from .instance import InstanceManager
-from .inventory import Inventory
+from .inventory import Inventory, read_inventory
 from .log import router_logger
-from .messages import Deliver, Dump
+from .messages import Deliver, Dump, Resync
 from .netcache import NetworkCache
-from .pool import ActorPool
+from .pool import ActorPool, halt
 from .ports import Appliance, Compute, Instance, Network
 from .settings import Settings
 from .storm import StormGuard
@@ -35,6 +38,9 @@ __all__ = ["InstanceFactory", "Runtime"]
 LOG = logging.getLogger(__name__)
 
 InstanceFactory = Callable[[str, str], Instance]
+
+# Stopping: how long actors in the middle of a message (a slow call) are waited for, once.
+STOP_DRAIN = 5.0
 
 
 class Runtime:
@@ -73,6 +79,9 @@ class Runtime:
         self.owns = owns  # cluster mode: does this member own a tenant (None: every tenant)
         self.claim, self.release = claim, release  # ... and its lease (None: always granted)
         self.scheduler = Scheduler(clock=clock)
+        # resync(): one run at a time; a call during a run asks for one more after it
+        self._resync_state: dict[str, Any] = {"lock": threading.Lock(), "busy": False,
+                                              "again": False}
         self.board = Board(clock=clock)  # every router's latest dump, for fast listings
         self.networks = NetworkCache(network, clock=clock)  # management/external, read once
         self.inventory: Inventory | None = None  # a cold start's reads, one seed per router
@@ -127,26 +136,41 @@ class Runtime:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the root (which stops every tenant and router), then the poller and timers."""
-        if self.drift is not None:
-            self.drift.stop()
-        if self.heap is not None:
-            self.heap.stop()
+        """Stop every actor, in O(n) and bounded, leaving every VM as it is.
+
+        No new work first (the periodic jobs, the poller, every pending timer: no wake-up,
+        retry or restart fires); then one pass over the pool stops every tenant and router
+        before whatever is still in its mailbox (no boot, push or delete starts from here on;
+        idle actors stop in this thread, no worker needed, no wait per actor); then one wait,
+        at most ``STOP_DRAIN`` seconds, for the few that were in the middle of a message; then
+        the root, which gives every tenant's lease back."""
+        started = time.monotonic()
+        deadline = started + timeout
+        for job in (self.drift, self.heap):
+            if job is not None:
+                job.stop(timeout=min(1.0, timeout))
+        poller_stopped = halt(self.poller) if self.poller is not None else None
+        self.scheduler.stop(timeout=min(1.0, timeout))
+        halted = 0
+        if self.pool is not None:
+            halted = self.pool.halt()
+            busy = self.pool.drain(min(STOP_DRAIN, max(0.0, deadline - time.monotonic())))
+            if busy:
+                LOG.warning("stopping: %d actors still in a message (a slow call) after %.1f s; "
+                            "they stop when it returns", busy, time.monotonic() - started)
         try:
             if self.root is not None:
-                self.root.stop(timeout=timeout)
+                self.root.stop(timeout=max(0.1, deadline - time.monotonic()))
         except pykka.ActorDeadError:
             pass
-        finally:
-            if self.poller is not None:
-                try:
-                    self.poller.stop(timeout=timeout)
-                except pykka.ActorDeadError:
-                    pass
-            self.scheduler.stop()
-            if self.pool is not None:
-                self.pool.close()
-        LOG.info("orchestrator %s stopped", self.settings.host)
+        except pykka.Timeout:
+            LOG.warning("stopping: the root did not stop within %.0f s", timeout)
+        if poller_stopped is not None:
+            poller_stopped.wait(max(0.1, deadline - time.monotonic()))
+        if self.pool is not None:
+            self.pool.close(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        LOG.info("orchestrator %s stopped (%d actors) in %.2f s", self.settings.host, halted,
+                 time.monotonic() - started)
 
     def __enter__(self) -> Runtime:
         return self.start()
@@ -225,3 +249,60 @@ class Runtime:
             pool=self.pool,
             **kwargs,
         )
+
+    # --- a resync after the bus reconnected (called from the inbox's consumer thread)
+    def resync(self, reason: str = "bus reconnected") -> None:
+        """Heal now what notifications lost meanwhile left stale, without waiting for the next
+        drift sweep: on a thread of its own, list the cloud and hand the listing to every router
+        (a drift sweep: an idle router whose config differs re-pushes), start the routers the
+        tree does not know (created meanwhile), have those the listing lacks re-read Neutron
+        (deleted meanwhile), then poll every router. Returns at once; calls made while one runs
+        make one more run after it."""
+        state = self._resync_state
+        note = f"resync: {reason}"
+
+        def once() -> None:
+            metrics.RESYNCS.inc()
+            known = {s["router_id"]: s.get("tenant_id", "") for s in self.board.summaries()}
+            try:
+                listing = read_inventory(self.network, self.compute,
+                                         self.settings.management_network_id, clock=self.clock,
+                                         purpose=note)
+            except CloudError as exc:
+                LOG.warning("%s: could not list the cloud (%s); polling every router", note, exc)
+                self.deliver(Event(WILDCARD_ALL, "", Action.POLL, reason=note))
+                return
+            seeds = listing.seeds()
+            self.tell(Resync(seeds))
+            new = [(r, t) for r, t in listing.routers() if r not in known]
+            for router_id, tenant_id in new:
+                self.deliver(Event(router_id, tenant_id, Action.POLL, reason=note))
+            gone = [(r, t) for r, t in known.items() if r not in seeds]
+            for router_id, tenant_id in gone:
+                self.deliver(Event(router_id, tenant_id, Action.UPDATE,
+                                   reason=f"{note}: not in Neutron's listing"))
+            self.deliver(Event(WILDCARD_ALL, "", Action.POLL, reason=note))
+            LOG.info("%s: %d routers listed, %d new, %d not listed; every router polled",
+                     note, len(seeds), len(new), len(gone))
+
+        def run() -> None:
+            while True:
+                try:
+                    if self.root is not None:
+                        once()
+                except pykka.ActorDeadError:
+                    LOG.debug("%s: the actor tree is stopping", note)
+                except Exception:  # noqa: BLE001 - the next reconnection tries again
+                    LOG.exception("%s failed", note)
+                with state["lock"]:
+                    if not state["again"]:
+                        state["busy"] = False
+                        return
+                    state["again"] = False
+
+        with state["lock"]:
+            if state["busy"]:
+                state["again"] = True
+                return
+            state["busy"] = True
+        threading.Thread(target=run, name="resync", daemon=True).start()

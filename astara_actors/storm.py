@@ -72,6 +72,7 @@ class StormGuard:
         self._open_since: float | None = None
         self._held: set[str] = set()  # routers whose replacement is being held
         self._held_total = 0
+        self._held_while_open = 0  # holds since the breaker last opened (the log's figure)
         self._slots: dict[str, float] = {}  # router -> when its boot took a slot
         self._waiting_total = 0
 
@@ -115,7 +116,8 @@ class StormGuard:
             if router_id not in self._held:
                 self._held.add(router_id)
                 self._held_total += 1
-                metrics.REBUILDS_HELD.inc()
+                self._held_while_open += 1
+                metrics.REBUILDS_HELD.inc()  # the same count as the two above, always
             return False
 
     # ------------------------------------------------------------------ boot cap
@@ -148,16 +150,19 @@ class StormGuard:
     # ------------------------------------------------------------------ views
     def dump(self) -> dict[str, Any]:
         with self._lock:
+            failing, probed = self._sample()
             return {
                 "breaker": "open" if self._open_since is not None else "closed",
                 "open_for_s": (round(self._clock() - self._open_since, 1)
                                if self._open_since is not None else None),
-                "failing": len(self._failing),
+                "failing": failing,
+                "probed_in_window": probed,
                 "monitored": len(self._monitored),
-                "failing_share": round(self._share(), 3),
+                "failing_share": round(failing / probed if probed else 0.0, 3),
                 "threshold": self.threshold,
                 "min_failures": self.min_failures,
                 "rebuilds_held": len(self._held),
+                "rebuilds_held_while_open": self._held_while_open,
                 "rebuilds_held_total": self._held_total,
                 "boots_in_progress": len(self._slots),
                 "boot_cap": self.concurrency,
@@ -165,39 +170,50 @@ class StormGuard:
             }
 
     # ------------------------------------------------------------------ internals
-    def _share(self) -> float:
-        """Failing share of the fleet, estimated from the probes of the last horizon."""
+    def _sample(self) -> tuple[int, int]:
+        """The failing routers and the routers the share is estimated from (those failing
+        plus those that answered within the last horizon); the share is their quotient."""
         now, order, healthy_at = self._clock(), self._healthy_order, self._healthy_at
         while order and now - order[0][0] > self.horizon:
             at, router_id = order.popleft()
             if healthy_at.get(router_id) == at:
                 del healthy_at[router_id]
         failing = len(self._failing)
-        total = failing + len(healthy_at)
-        return failing / total if total else 0.0
+        return failing, failing + len(healthy_at)
+
+    def _share(self) -> float:
+        """Failing share of the fleet, estimated from the probes of the last horizon."""
+        failing, probed = self._sample()
+        return failing / probed if probed else 0.0
 
     def _evaluate(self) -> None:
-        """Open or close the breaker; caller holds the lock."""
-        failing, share = len(self._failing), self._share()
+        """Open or close the breaker; caller holds the lock. The log lines show the very
+        numbers the metrics are set from: the share is ``failing`` of ``probed``, and the
+        holds are those ``astara_rebuilds_held_total`` counted while the breaker was open."""
+        failing, probed = self._sample()
+        share = failing / probed if probed else 0.0
         metrics.LIVENESS_FAILING_SHARE.set(share)
         if self._open_since is None:
             if failing >= self.min_failures and share > self.threshold:
                 self._open_since = self._clock()
+                self._held_while_open = 0
                 LOG.error(
-                    "CIRCUIT BREAKER OPEN: %d of %d routers (%.0f%%) fail liveness at once "
-                    "(threshold %.0f%%): likely a management-network or cloud problem, not dead "
-                    "VMs. Automatic rebuilds are held until liveness returns; "
-                    "`astara-ctl router rebuild` still works.",
-                    failing, len(self._monitored), 100 * share, 100 * self.threshold,
+                    "CIRCUIT BREAKER OPEN: %d of %d routers (%.0f%%) probed within the last "
+                    "%.0f s fail liveness (threshold %.0f%%; %d routers monitored): likely a "
+                    "management-network or cloud problem, not dead VMs. Automatic rebuilds are "
+                    "held until liveness returns; `astara-ctl router rebuild` still works.",
+                    failing, probed, 100 * share, self.horizon, 100 * self.threshold,
+                    len(self._monitored),
                 )
                 metrics.BREAKER_OPEN.set(1)
             return
         if failing < self.min_failures or share <= self.threshold / 2:
             LOG.warning(
-                "circuit breaker closed after %.0f s: %d of %d routers fail liveness (%.0f%%); "
-                "automatic rebuilds resume (%d were held)",
-                self._clock() - self._open_since, failing, len(self._monitored), 100 * share,
-                len(self._held),
+                "circuit breaker closed after %.0f s: %d of %d routers (%.0f%%) probed within "
+                "the last %.0f s fail liveness; automatic rebuilds resume (%d held while it "
+                "was open)",
+                self._clock() - self._open_since, failing, probed, 100 * share, self.horizon,
+                self._held_while_open,
             )
             self._open_since = None
             self._held.clear()

@@ -5,7 +5,9 @@
 Scenarios (names for --only/--skip): ``bus`` (bench.bus_latency), ``sim`` (bench.sim_scale),
 ``scale``, ``poll``, ``control``, ``cold`` (these four share one fleet of --routers routers:
 the fleet is brought up once, measured, then its orchestrator restarted for the cold start),
-``reaction`` (--reaction-routers) and ``failure`` (--failure-routers). Each writes its JSON under
+``reaction`` (--reaction-routers), ``failure`` (--failure-routers) and ``slow`` (bench.slow_clients:
+the HTTP API under slow connections, --slow-routers); ``soak`` (bench.soak: router churn,
+--soak-routers, about 8 minutes) runs only when named in --only. Each writes its JSON under
 bench/results/; the summary ("figure | measured | target | met?") goes to
 bench/results/summary.json. The defaults fit a 2-core machine in about ten minutes; use
 ``--routers 10000 --only scale,poll,cold`` for the big run.
@@ -19,11 +21,12 @@ import time
 import traceback
 from typing import Any
 
-from . import cold_start, control, failure, poll_sweep, reaction, scale
+from . import cold_start, control, failure, poll_sweep, reaction, scale, slow_clients, soak
 from ._harness import Deployment, log
 from ._report import Figure, report_figures
 
-ALL = ("bus", "sim", "scale", "poll", "control", "cold", "reaction", "failure")
+ALL = ("bus", "sim", "scale", "poll", "control", "cold", "reaction", "failure", "slow", "soak")
+OPT_IN = ("soak",)  # long: run only when --only names it
 FLEET = ("scale", "poll", "control", "cold")
 
 
@@ -35,6 +38,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     cold_start.add_args(parser)
     reaction.add_args(parser)
     failure.add_args(parser)
+    slow_clients.add_args(parser)
+    soak.add_args(parser)
+    parser.add_argument("--soak-routers", type=int, default=200, help="bench.soak --routers")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     parser.add_argument("--reaction-routers", type=int, default=200)
@@ -42,7 +48,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sim-routers", type=int, default=2000, help="bench.sim_scale --routers")
     parser.add_argument("--bus-commands", type=int, default=200, help="bench.bus_latency --commands/--queries")
     args = parser.parse_args(argv)
-    chosen = [s for s in (args.only.split(",") if args.only else ALL) if s]
+    chosen = [s for s in (args.only.split(",") if args.only else
+                          [s for s in ALL if s not in OPT_IN]) if s]
     skipped = {s for s in args.skip.split(",") if s}
     unknown = (set(chosen) | skipped) - set(ALL)
     if unknown:
@@ -143,6 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         # Default settings: the period of the scale scenario is not the failure scenario's.
         defaults = {k: v for k, v in settings.items() if k != "health_check_period"}
         run_own(failure, "failure", args.failure_routers, args, summary, defaults)
+    if "slow" in args.scenarios:
+        log("--- slow_clients")
+        try:
+            figs, details = slow_clients.run(args)
+            report_figures("slow_clients", figs, slow_clients.params(args), details)
+            summary += figs
+        except Exception as exc:  # noqa: BLE001
+            summary += failed("slow_clients", exc)
+    if "soak" in args.scenarios:
+        log(f"--- soak at {args.soak_routers} routers")
+        ns = argparse.Namespace(**{**vars(args), "routers": args.soak_routers})
+        try:
+            with soak.deployment(ns) as dep:
+                up = scale.bring_up_checked(dep, ns, RuntimeError)
+                figs, details = soak.run(dep, ns)
+            report_figures("soak", figs, soak.params(ns), {"bring_up": up, "soak": details})
+            summary += figs
+        except Exception as exc:  # noqa: BLE001
+            summary += failed("soak", exc)
     elapsed = time.monotonic() - started
     report_figures("summary", summary, {"scenarios": args.scenarios, "routers": args.routers,
                                         "minutes": round(elapsed / 60, 1), "set": args.set,

@@ -12,7 +12,9 @@ simulator's trace and ``/proc/<pid>``:
 - RSS per router: (VmRSS after all are configured − VmRSS of the same orchestrator managing no
   router, measured first against an empty simulator) ÷ N;
 - threads, and the HTTP calls the orchestrator makes per poll in the steady state (Neutron and
-  Nova requests ÷ probes, from the simulator's trace).
+  Nova requests ÷ probes, from the simulator's trace);
+- stop (run on its own): SIGTERM → process exit, and the VMs booted or deleted meanwhile
+  (none: a stop leaves every VM as it is).
 
     python -m bench.scale [--routers 1000] [--period 60] [--window 60] [--fresh] [--set KEY=VALUE]
 """
@@ -232,6 +234,24 @@ def run(dep: Deployment, args: argparse.Namespace, base: dict[str, Any]) -> tupl
     return figures(up, st, base, args.period), details
 
 
+def stop(dep: Deployment) -> tuple[list[Figure], dict[str, Any]]:
+    """SIGTERM → the orchestrator's exit, and the Nova boots and deletes in between (trace)."""
+    orch = dep.orchestrator
+    if orch is None or not orch.alive():
+        return [Figure("stop: SIGTERM → process exit", None, "s", 10.0, note="not running")], {}
+    n = len(dep.router_ids)
+    since = time.time()
+    took = orch.stop()
+    vm_changes = dep.sim.trace(since=since, kinds=["boot", "delete"])
+    out = {"routers": n, "stop_s": round(took, 2), "boots_or_deletes": len(vm_changes),
+           "returncode": orch.proc.returncode if orch.proc else None}
+    return [
+        Figure("stop: SIGTERM → process exit", took, "s", 10.0, note=f"{n} routers configured"),
+        Figure("stop: VMs booted or deleted while stopping", len(vm_changes), "", 0.0,
+               note="Nova boots and deletes between SIGTERM and exit (trace)"),
+    ], out
+
+
 def params(args: argparse.Namespace) -> dict[str, Any]:
     return {"routers": args.routers, "health_check_period": args.period, "window": args.window or args.period,
             "boot_delay": args.boot_delay, "fresh": args.fresh, "set": args.set, "cloud": args.cloud,
@@ -247,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     base = baseline(settings, api=False, cloud=cloud_settings(args))
     with deployment(args) as dep:
         figs, details = run(dep, args, base)
-    report_figures("scale", figs, params(args), details)
+        stopped, details["stop"] = stop(dep)
+    report_figures("scale", figs + stopped, params(args), details)
     return 0
 
 

@@ -235,7 +235,10 @@ def test_every_router_converges_within_30_s_of_a_broker_restart_under_load(
         wait_until(lambda: load.ops >= ops + 50, "load after the restart")
         load.finish()
         quiet = time.monotonic()
-        assert notifier.flush(WAIT)
+        # The simulator publishes what it held during the outage (~1,700 notifications), one
+        # confirmed message at a time: ~13 s on a busy 2-core machine. Convergence is what is
+        # measured, from the reconnection, below.
+        assert notifier.flush(WAIT * 4), f"{notifier.pending} notifications still unpublished"
         # Then every router is right within 30 s of the reconnection
         wait_until(lambda: not wrong_routers(cloud, load.deleted),
                    "every router converged", deadline=reconnected + CONVERGE)

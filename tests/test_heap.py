@@ -66,3 +66,48 @@ def test_a_periodic_job_survives_a_failing_run() -> None:
         assert again.wait(5), "the run after the failing one did not happen"
     finally:
         job.stop()
+
+
+def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_released() -> None:
+    import weakref
+
+    from astara_actors import heap
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    now = [1000.0]
+    gc.unfreeze()
+    freezer = HeapFreezer(interval=60.0, clock=lambda: now[0])
+    holder = [Cycle()]
+    cycle = weakref.ref(holder[0])
+    try:
+        freezer.freeze()  # the cycle is alive here: frozen with the rest
+        holder.clear()
+        freezer.freeze()
+        gc.collect()
+        assert cycle() is not None, "frozen garbage in a cycle is out of the collector's reach"
+        assert not freezer.thaw_due(), "nothing was released: no thaw"
+
+        heap.released()  # e.g. a router actor stopped
+        now[0] += 59.0
+        assert not freezer.thaw_due(), "at most one thaw per interval"
+        freezer.freeze()
+        assert cycle() is not None
+        now[0] += 2.0
+        assert freezer.thaw_due()
+        freezer.freeze()
+        assert cycle() is None, "the thaw reclaimed the frozen cycle"
+        assert freezer.thaws == 1 and freezer.reclaimed >= 1
+        assert gc.get_freeze_count() > 0, "frozen again after the thaw"
+
+        # Bounded by its own cost: a thaw that took 2 s waits 200 s (1 %) before the next.
+        freezer._thaw_cost = 2.0
+        heap.released()
+        now[0] += 199.0
+        assert not freezer.thaw_due()
+        now[0] += 2.0
+        assert freezer.thaw_due()
+    finally:
+        gc.unfreeze()

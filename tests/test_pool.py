@@ -267,3 +267,87 @@ def test_the_growth_rule_adds_workers_only_for_actors_waiting_on_io():
     assert pool.to_add(**waiting) == 1  # never past max_threads
     pool._threads = 12
     assert pool.to_add(**waiting) == 0
+
+
+def test_a_stopped_actor_is_freed_by_reference_counting_alone(pool):
+    import gc
+    import weakref
+
+    ref = Recorder.start(pool)
+    assert ref.ask(("echo", 1)) == 1
+    actor = weakref.ref(actor_of(ref))
+    gc.disable()  # no cyclic collection: a cycle through the actor would keep it
+    try:
+        ref.stop()
+        wait_for(lambda: actor() is None)
+    finally:
+        gc.enable()
+    assert ref.actor_inbox.qsize() == 0
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(("n", 1))
+
+
+def test_halt_stops_an_idle_actor_here_and_a_busy_one_before_what_is_queued(pool):
+    from astara_actors.pool import halt
+
+    class Where(Recorder):
+        def on_stop(self) -> None:
+            self.stopped_in = threading.current_thread().name
+            super().on_stop()
+
+    idle = Where.start(pool)
+    assert idle.ask(("echo", 1)) == 1
+    idle_actor = actor_of(idle)
+    assert halt(idle) is None, "an idle actor stops at once"
+    assert not idle.is_alive()
+    assert idle_actor.stopped_in == threading.current_thread().name
+
+    release = threading.Event()
+    busy = Where.start(pool)
+    busy_actor = actor_of(busy)
+    busy.tell(("block", release))
+    wait_for(lambda: busy_actor.running)
+    busy.tell(("n", 1))
+    late = busy.ask(("echo", 2), block=False)
+    stopped = halt(busy)
+    assert stopped is not None and busy.is_alive(), "it stops after its current message"
+    release.set()
+    assert stopped.wait(5)
+    assert ("n", 1) not in busy_actor.log, "what was queued is not handled"
+    with pytest.raises(pykka.ActorDeadError):
+        late.get(timeout=5)
+    assert halt(busy) is None  # twice is harmless
+
+
+def test_halting_a_pool_stops_every_actor_in_one_pass_without_a_worker():
+    pool = ActorPool("halt", min_threads=1, max_threads=1)
+    try:
+        idle = [Recorder.start(pool) for _ in range(50)]
+        for ref in idle:
+            assert ref.ask(("echo", 0)) == 0
+        release = threading.Event()
+        busy = Recorder.start(pool)
+        busy.tell(("block", release))
+        wait_for(lambda: actor_of(busy).running)  # the only worker is held
+        queued = idle[:10]
+        for ref in queued:  # runnable, waiting on the run queue behind the held worker
+            ref.tell(("n", 1))
+        asked = idle[10].ask(("echo", 1), block=False)
+        actors = [actor_of(ref) for ref in idle]
+
+        assert pool.halt() == 51
+        assert not any(ref.is_alive() for ref in idle), "idle and queued actors stop at once"
+        assert all(a.stopped.is_set() and ("n", 1) not in a.log for a in actors)
+        with pytest.raises(pykka.ActorDeadError):
+            asked.get(timeout=1)
+        assert busy.is_alive()
+        assert pool.drain(0.05) == 1, "the one in a message is still running"
+        late = Recorder.start(pool)  # started while halting: stopped before its on_start
+        assert not late.is_alive()
+        assert actor_of(late) is None or "started" not in actor_of(late).log
+        release.set()
+        assert pool.drain(5) == 0
+        assert not busy.is_alive()
+    finally:
+        release.set()
+        pool.close()

@@ -222,3 +222,55 @@ def test_a_vm_held_by_the_breaker_gets_a_whole_timeout_again_once_it_closes(
     for im in managers.values():
         im.update_state()
     assert cloud.calls["delete_server"] == 1, "still silent a timeout later: replaced"
+
+
+def test_the_breaker_log_lines_show_the_numbers_its_metrics_show(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The line an operator reads and the metrics they graph agree: the share is failing of
+    the routers probed within the window (not of every router monitored), and the holds are
+    those the counter counted while the breaker was open."""
+    import re
+
+    from prometheus_client import REGISTRY
+
+    def held_counter() -> float:
+        return REGISTRY.get_sample_value("astara_rebuilds_held_total") or 0.0
+
+    clock = FakeClock()
+    guard = StormGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
+    fleet = routers(80)
+    for r in fleet:
+        guard.observe(r, True)
+    clock.advance(6.0)  # those answers are older than the window now
+    caplog.set_level(logging.WARNING, logger="astara_actors.storm")
+    for r in fleet[5:20]:
+        guard.observe(r, True)
+    for r in fleet[:4]:  # the 4th failure of the 19 probed since: 21 % > 20 %
+        guard.observe(r, False)
+    assert guard.is_open
+    share = REGISTRY.get_sample_value("astara_liveness_failing_share")
+    assert share == pytest.approx(4 / 19)
+    assert "CIRCUIT BREAKER OPEN: 4 of 19 routers (21%)" in caplog.text
+    assert guard.dump()["probed_in_window"] == 19 and guard.dump()["monitored"] == 80
+    guard.observe(fleet[4], False)
+
+    before = held_counter()
+    for r in fleet[:5]:
+        assert not guard.may_replace(r)
+    guard.observe(fleet[0], True)  # back, then silent again: held a second time
+    guard.observe(fleet[1], True)
+    guard.observe(fleet[0], False)
+    assert not guard.may_replace(fleet[0])
+    for r in fleet[2:4]:  # 2 failing: below min_failures, it closes
+        guard.observe(r, True)
+    assert not guard.is_open
+    held = held_counter() - before
+    assert held == 6
+    closed = re.search(r"circuit breaker closed .*?: (\d+) of (\d+) routers \((\d+)%\).*?"
+                       r"\((\d+) held while it was open\)", caplog.text)
+    assert closed, caplog.text
+    failing, probed, percent, held_logged = map(int, closed.groups())
+    assert (failing, probed) == (2, 20)
+    assert percent == round(100 * REGISTRY.get_sample_value("astara_liveness_failing_share"))
+    assert held_logged == held
