@@ -279,6 +279,10 @@ class TenantActor(PooledActor):
         wildcard = event.router_id in (WILDCARD_ALL, WILDCARD_ERROR)
         if not wildcard and event.router_id in self.deleted:
             LOG.debug("event %s for deleted router %s dropped", event.action, event.router_id)
+            # The root learned this router's tenant again as it routed the straggler here (a
+            # late port, floating IP or interface notification): have it forget it again, or
+            # every deleted router with a late notification stays in its map for good.
+            self._tell_parent(RouterForgotten(self.tenant_id, event.router_id))
             return
         if not wildcard and event.router_id not in self.children:
             # Created even in debug mode (silenced), so that "manage" reaches it later.
