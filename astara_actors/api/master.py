@@ -3,11 +3,12 @@
 ``python -m astara_actors.api.master [gunicorn options] APP`` is ``gunicorn`` with an arbiter
 that
 
-- asks Linux for ``SIGTERM`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``, before any
-  worker is forked), then checks the parent is still the one that started it (it may have
-  died before the ``prctl``);
+- asks Linux for ``SIGINT`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``, before any
+  worker is forked): gunicorn's quick stop — the process it served is gone, so there is
+  nothing to be graceful for, and the port must be free for the next start at once; then
+  checks the parent is still the one that started it (it may have died before the ``prctl``);
 - checks ``os.getppid()`` at every turn of its loop (about once a second) as a fallback where
-  there is no ``prctl``: a re-parented master stops like on ``SIGTERM``;
+  there is no ``prctl``: a re-parented master stops the same way;
 - records itself in a pidfile (``$ASTARA_API_PIDFILE``: ``{"api": <its pid>, "parent": <the
   orchestrator's pid>, ...}``, owner-only) once it listens, and removes it when it exits, so
   that the next start can recognise and replace an API whose orchestrator is gone
@@ -60,7 +61,7 @@ class ApiArbiter(Arbiter):  # type: ignore[misc]
 
     def start(self) -> None:
         self.parent = int(os.environ.get(PARENT_ENV) or os.getppid())
-        if not set_parent_death_signal(signal.SIGTERM):
+        if not set_parent_death_signal(signal.SIGINT):
             self.log.warning("no parent-death signal on this system: the API notices its "
                              "parent is gone within a second or so instead")
         if os.getppid() != self.parent:  # it died before the prctl: no signal will come
@@ -76,7 +77,7 @@ class ApiArbiter(Arbiter):  # type: ignore[misc]
             self._orphaned = True
             self.log.warning("the process that started the API (pid %d) is gone: stopping",
                              self.parent)
-            signals.append(signal.SIGTERM)
+            signals.append(signal.SIGINT)
         return signals
 
     def run(self) -> None:
