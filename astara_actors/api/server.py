@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import logging
 import os
 import signal
@@ -52,6 +53,7 @@ APP = "astara_actors.api.app:get_app()"
 WORKER = "astara_actors.api.worker.BufferingWorker"
 THREADS = 4  # per worker: one slow query does not hold up the others
 WORKER_TIMEOUT = 30  # seconds; far above [api] timeout, the longest a query waits
+GRACEFUL_MIN = 5  # seconds a stopping API gives requests in flight, at least
 PIDFILE = "api.pid"  # under [orchestrator] state_dir
 STALE_STOP_TIMEOUT = 10.0  # seconds a stale API gets to stop on SIGTERM before SIGKILL
 #: gunicorn run by :mod:`.master`; also what ``/proc/<pid>/cmdline`` of an API master holds
@@ -123,6 +125,9 @@ def gunicorn_command(api: ApiSettings, listen: str | None = None) -> list[str]:
         "--worker-class", WORKER,
         "--threads", str(THREADS),
         "--timeout", str(WORKER_TIMEOUT),
+        # A stop waits this long for requests in flight (a query waits at most [api] timeout),
+        # not gunicorn's 30 s: the port is free for the next start soon after.
+        "--graceful-timeout", str(math.ceil(max(GRACEFUL_MIN, 2 * api.timeout))),
         "--name", "astara-api",
     ]
     if _has_control_socket():
