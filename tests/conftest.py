@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -112,6 +113,14 @@ class Harness:
 
     def configured(self, router_id: str) -> bool:
         return router_id in self.instances and str(self.instance(router_id).state) == "configured"
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.01)
+
 
 
 def fast_settings(cloud: MemoryCloud, **overrides: Any) -> Settings:

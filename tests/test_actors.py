@@ -8,6 +8,7 @@ from typing import Any
 
 import pykka
 
+from astara_actors.actors.tenant import Retire, Retired, TenantIdle
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.events import Action, Event
 from astara_actors.messages import (
@@ -682,7 +683,6 @@ def test_a_retired_tenant_in_debug_mode_comes_back_still_in_debug_mode(
 def test_a_tenant_with_a_router_refuses_to_retire(
     cloud: MemoryCloud, make_harness: Callable[..., Harness]
 ) -> None:
-    from astara_actors.actors.tenant import Retire
 
     router = cloud.add_router(T1)
     h = make_harness(tenant_idle_grace=0.1)
@@ -743,6 +743,12 @@ class Handshake:
     def delivered(self, generation: int) -> list[str]:
         return [m.event.router_id for g, m in self.log if g == generation and isinstance(m, Deliver)]
 
+    def __enter__(self) -> Handshake:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """The runtime, then the probes it let go of (the test played their part in retiring:
         a probe the root forgot still runs its thread)."""
@@ -757,10 +763,7 @@ R1, R2 = "7efa1155-0901-4e5e-aa82-7445b0091d00", "cb672026-5807-482a-aec3-9587be
 def test_a_router_arriving_while_its_tenant_retires_starts_a_fresh_tenant_with_its_flags(
     cloud: MemoryCloud,
 ) -> None:
-    from astara_actors.actors.tenant import Retire, Retired, TenantIdle
-
-    hs = Handshake(cloud)
-    try:
+    with Handshake(cloud) as hs:
         hs.runtime.tell(DebugTenant(T1, reason="look"))
         hs.runtime.deliver(Event(R1, T1, Action.UPDATE))
         hs.wait(lambda log: (0, Retire()) not in log and hs.delivered(0) == [R1])
@@ -775,17 +778,12 @@ def test_a_router_arriving_while_its_tenant_retires_starts_a_fresh_tenant_with_i
         hs.wait(lambda log: hs.delivered(1) == [R2])
         assert (1, ("started", {"tenant": "look"})) in hs.log
         assert hs.released == [], "the lease went back although the tenant lives on"
-    finally:
-        hs.stop()
 
 
 def test_a_tenant_that_got_a_router_before_retire_keeps_it_and_the_events_held_meanwhile(
     cloud: MemoryCloud,
 ) -> None:
-    from astara_actors.actors.tenant import Retire, Retired, TenantIdle
-
-    hs = Handshake(cloud)
-    try:
+    with Handshake(cloud) as hs:
         hs.runtime.deliver(Event(R1, T1, Action.UPDATE))
         hs.runtime.tell(TenantIdle(T1, 0))
         hs.wait(lambda log: (0, Retire()) in log)
@@ -796,17 +794,12 @@ def test_a_tenant_that_got_a_router_before_retire_keeps_it_and_the_events_held_m
         # A stale report (an old generation) is ignored.
         hs.runtime.tell(TenantIdle(T1, 7))
         assert hs.runtime.dump()["tenants"][0].get("unavailable") is None
-    finally:
-        hs.stop()
 
 
 def test_a_retired_tenant_with_nothing_held_is_forgotten_and_its_lease_given_back(
     cloud: MemoryCloud,
 ) -> None:
-    from astara_actors.actors.tenant import Retire, Retired, TenantIdle
-
-    hs = Handshake(cloud)
-    try:
+    with Handshake(cloud) as hs:
         hs.runtime.deliver(Event(R1, T1, Action.UPDATE))
         hs.runtime.tell(TenantIdle(T1, 0))
         hs.wait(lambda log: (0, Retire()) in log)
@@ -815,5 +808,3 @@ def test_a_retired_tenant_with_nothing_held_is_forgotten_and_its_lease_given_bac
         # The router id is forgotten with it: an id-less event for R1 is not routed to T1.
         hs.runtime.deliver(Event(R1, "", Action.UPDATE))
         assert hs.runtime.dump()["tenants"] == []
-    finally:
-        hs.stop()

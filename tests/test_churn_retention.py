@@ -11,8 +11,6 @@ lives (measured against astara-sim: ~60 % of deleted routers, growing without bo
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -21,19 +19,13 @@ from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.events import Action, Event
 from astara_actors.runtime import Runtime
 
-from .conftest import WAIT, fast_settings
+from .conftest import fast_settings, wait_until
 
 TENANTS = ("tenant-a", "tenant-b")
 PER_TENANT = 6
 KEPT = 2  # per tenant: the tenants keep routers, so they are never retired (which also forgets)
 LATE = (Action.UPDATE, Action.UPDATE, Action.POLL)  # interface, floating IP, a queued poll
 
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
 
 
 def mapped(root: Any) -> set[str]:

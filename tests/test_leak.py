@@ -10,9 +10,7 @@ actor tree, and nothing of them may survive a collection.
 from __future__ import annotations
 
 import gc
-import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -24,18 +22,12 @@ from astara_actors.events import Action, Event
 from astara_actors.heap import HeapFreezer
 from astara_actors.runtime import Runtime
 
-from .conftest import WAIT, fast_settings
+from .conftest import fast_settings, wait_until
 
 TENANTS = ("tenant-a", "tenant-b")
 PER_TENANT = 8
 KEPT = 2  # per tenant: the tenants stay, and what stays must stay
 
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
 
 
 def router_parts(runtime: Runtime) -> dict[str, dict[str, weakref.ref[Any]]]:

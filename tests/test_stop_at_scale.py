@@ -21,7 +21,7 @@ from astara_actors.events import Action, Event
 from astara_actors.pool import PooledActor
 from astara_actors.runtime import Runtime
 
-from .conftest import fast_settings
+from .conftest import fast_settings, wait_until
 
 ROUTERS = 2000
 PER_TENANT = 100
@@ -54,13 +54,6 @@ class HeldPushes:
         self.inner.put_config(address, config, timeout)
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
 
 def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
     caplog: pytest.LogCaptureFixture,
@@ -78,7 +71,7 @@ def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
         wait_until(lambda: len(runtime.board) == ROUTERS and all(
             s.get("instance_state") == "configured" for s in runtime.board.summaries()),
-            timeout=300, what=f"{ROUTERS} routers configured")
+            f"{ROUTERS} routers configured", timeout=300)
         servers = set(cloud.servers)
         assert len(servers) == ROUTERS
 
@@ -88,7 +81,7 @@ def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
         busy = routers[::PER_TENANT][:THREADS]
         for router_id, tenant_id in busy:
             runtime.deliver(Event(router_id, tenant_id, Action.UPDATE))
-        wait_until(lambda: appliance.held == THREADS, timeout=30, what="every worker busy")
+        wait_until(lambda: appliance.held == THREADS, "every worker busy", timeout=30)
         for router_id, tenant_id in routers[1::7]:
             runtime.deliver(Event(router_id, tenant_id, Action.UPDATE))
         fresh = [(cloud.add_router(t), t) for _, t in routers[::PER_TENANT]]

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import logging
+import math
 import os
 import signal
 import socket
