@@ -111,3 +111,28 @@ def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_r
         assert freezer.thaw_due()
     finally:
         gc.unfreeze()
+
+
+def test_a_thaw_hands_the_allocators_free_pages_back_and_a_plain_freeze_does_not(monkeypatch) -> None:
+    from astara_actors import heap
+
+    assert heap._trim is not None, "glibc's malloc_trim is found on Linux"
+    trims: list[int] = []
+    monkeypatch.setattr(heap, "_trim", lambda: trims.append(1))
+    freezer = HeapFreezer(interval=60.0)
+    try:
+        freezer.freeze(thaw=False)
+        assert trims == [], "a plain freeze frees nothing worth trimming"
+        freezer.freeze(thaw=True)
+        assert trims == [1], "after a thaw the freed pages go back to the system"
+    finally:
+        gc.unfreeze()
+
+
+def test_the_arena_limit_is_set_unless_the_environment_sets_one(monkeypatch) -> None:
+    from astara_actors import heap
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert heap.limit_arenas(8) is True, "glibc's mallopt accepts M_ARENA_MAX"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert heap.limit_arenas(2) is False, "the operator's environment wins"
