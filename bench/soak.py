@@ -113,26 +113,40 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
+def fit(ys: list[float], *columns: list[float]) -> list[float] | None:
+    """Least squares of ``ys`` over the ``columns`` (each centred, so with an intercept): one
+    coefficient per column, or None when they cannot be told apart (a column did not vary, or
+    varied with another)."""
+    n, k = len(ys), len(columns)
+    if n < k + 2:
+        return None
+    xs = [[v - sum(c) / n for v in c] for c in columns]
+    my = sum(ys) / n
+    y = [v - my for v in ys]
+    # Normal equations (X'X) b = X'y, solved by Gaussian elimination with partial pivoting.
+    a = [[sum(p * q for p, q in zip(xs[i], xs[j], strict=True)) for j in range(k)]
+         + [sum(p * q for p, q in zip(xs[i], y, strict=True))] for i in range(k)]
+    scale = max((a[i][i] for i in range(k)), default=0.0)
+    for col in range(k):
+        pivot = max(range(col, k), key=lambda r: abs(a[r][col]))
+        if abs(a[pivot][col]) <= 1e-9 * max(scale, 1e-300):
+            return None
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(k):
+            if r != col:
+                f = a[r][col] / a[col][col]
+                a[r] = [x - f * z for x, z in zip(a[r], a[col], strict=True)]
+    return [a[i][k] / a[i][i] for i in range(k)]
+
+
 def slope_adjusted(deleted: list[float], live_routers: list[float], rss: list[float]
                    ) -> tuple[float | None, float | None]:
     """Least squares of RSS over deletes *and* the live routers (creates and deletes balance
     only on average: a fleet 50 routers larger holds 2 MB more, which must not pass for a
     leak). Returns (KiB per delete, KiB per live router); (None, None) when the two cannot be
     told apart (the fleet's size did not vary, or varied with the deletes)."""
-    n = len(deleted)
-    if n < 4:
-        return None, None
-    m1, m2, my = sum(deleted) / n, sum(live_routers) / n, sum(rss) / n
-    x1 = [x - m1 for x in deleted]
-    x2 = [x - m2 for x in live_routers]
-    y = [v - my for v in rss]
-    s11, s22 = sum(a * a for a in x1), sum(b * b for b in x2)
-    s12 = sum(a * b for a, b in zip(x1, x2, strict=True))
-    s1y, s2y = sum(a * c for a, c in zip(x1, y, strict=True)), sum(b * c for b, c in zip(x2, y, strict=True))
-    det = s11 * s22 - s12 * s12
-    if s11 == 0 or s22 == 0 or det <= 1e-6 * s11 * s22:
-        return None, None
-    return (s22 * s1y - s12 * s2y) / det, (s11 * s2y - s12 * s1y) / det
+    coefficients = fit(rss, deleted, live_routers)
+    return (None, None) if coefficients is None else (coefficients[0], coefficients[1])
 
 
 def live(states: dict[str, int] | None) -> int | None:
@@ -201,6 +215,12 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     per_delete, per_router = slope_adjusted([p["deleted"] for p in counted],
                                             [live(p["routers"]) for p in counted],  # type: ignore[misc]
                                             [p["rss_kib"] for p in counted])
+    # The elastic pool's workers come and go with the work (up to actor_threads_max), each
+    # with a stack and allocator state that stay mapped for a while: growth with the pool,
+    # bounded, is not growth with the deletes.
+    pooled = [p for p in counted if p["pool_threads"] is not None]
+    by_pool = fit([p["rss_kib"] for p in pooled], [p["deleted"] for p in pooled],
+                  [p["pool_threads"] for p in pooled])
     deleted = counts1.get("delete", 0) - counts0.get("delete", 0)
     n_thaws, reclaimed = thaws(dep)
     gone = None if states1 is None else states1.get("gone", 0)
@@ -214,6 +234,8 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         "rss_kib_per_delete_fleet_adjusted": None if per_delete is None else round(per_delete, 3),
         "slope_window_deletes": [steady[0]["deleted"], steady[-1]["deleted"]] if steady else None,
         "rss_kib_per_live_router": None if per_router is None else round(per_router, 2),
+        "rss_kib_per_delete_pool_adjusted": None if by_pool is None else round(by_pool[0], 3),
+        "rss_kib_per_pool_thread": None if by_pool is None else round(by_pool[1], 1),
         "threads_start": first.threads, "threads_end": last.threads if last else None,
         "pool_threads_start": pool0, "pool_threads_end": pool1,
         "threads_max": max((p["threads"] for p in samples), default=None),
@@ -237,7 +259,9 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
                note=f"{cond}; RSS {first.rss_kib:,} → {out['rss_kib_end'] or 0:,} KiB; slope over "
                     f"deletes {window}" + (f"; with the fleet's size regressed out "
                     f"{per_delete:.2f} KiB per delete, {per_router:.2f} KiB per live router"
-                    if per_delete is not None and per_router is not None else "")),
+                    if per_delete is not None and per_router is not None else "")
+                    + (f"; with the pool's workers regressed out {by_pool[0]:.2f} KiB per delete, "
+                       f"{by_pool[1]:.0f} KiB per worker" if by_pool is not None else "")),
         Figure("soak: routers left in state gone", gone, "", GONE_TARGET,
                note=f"astara_routers{{state=\"gone\"}} {args.soak_settle:.0f} s after the load; "
                     f"at most {out['gone_max']} during it"),
