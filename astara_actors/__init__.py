@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 
 # Imported on first use: the CLI must not pay for pykka and the actors it never runs.
 _WHERE = {
-    "Action": ".events", "Event": ".events", "InstanceState": ".events",
-    "AstaraError": ".errors", "Automaton": ".state", "Runtime": ".runtime",
-    "Settings": ".settings",
+    "Action": ".core.events", "Event": ".core.events", "InstanceState": ".core.events",
+    "AstaraError": ".errors", "Automaton": ".core.automaton", "Runtime": ".actors.runtime",
+    "Settings": ".config.settings",
 }
 
 

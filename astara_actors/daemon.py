@@ -27,9 +27,9 @@ from typing import Any
 
 from docopt import docopt
 
-from .conf import Config, load_config
-from .errors import AstaraError, SettingsError
-from .log import install as safe_logs
+from astara_actors.config.loader import Config, load_config
+from astara_actors.errors import AstaraError, SettingsError
+from astara_actors.log import install as safe_logs
 
 __all__ = ["Service", "main"]
 
@@ -52,10 +52,10 @@ class Service:
         self._populated = threading.Event()
 
     def start(self) -> Service:
-        from .adapters.appliance_http import HttpAppliance
-        from .adapters.openstack import open_cloud
-        from .inbox import Inbox
-        from .runtime import Runtime
+        from astara_actors.actors.bus_bridge import BusBridge
+        from astara_actors.actors.runtime import Runtime
+        from astara_actors.adapters.appliance_http import HttpAppliance
+        from astara_actors.adapters.openstack import open_cloud
 
         config = self.config
         Path(config.process.state_dir).mkdir(parents=True, exist_ok=True)
@@ -67,14 +67,14 @@ class Service:
         network, compute = open_cloud(
             cloud, pool_size=max(64, settings.actor_threads_max))
         self.appliance = HttpAppliance(port=settings.appliance_port)
-        from .persist import restore_debug
-        from .store import Store
+        from astara_actors.store import Store
+        from astara_actors.store.flags import restore_debug
 
         store = Store(config.database_url)
         store.upgrade()  # the schema is always current before anything reads it
         owns = claim = release = None
         if config.coordination.enabled:
-            from .cluster import Coordinator
+            from astara_actors.adapters.cluster import Coordinator
 
             c = config.coordination
             self.coordinator = Coordinator(
@@ -95,7 +95,7 @@ class Service:
             coordinator = self.coordinator
             cluster = lambda: {"member": settings.host,  # noqa: E731 - a tiny view
                                "members": sorted(coordinator.members())}
-        self.inbox = Inbox(self.runtime, config.bus, network=network, on_config_reload=self.reload,
+        self.inbox = BusBridge(self.runtime, config.bus, network=network, on_config_reload=self.reload,
                            store=store, cluster=cluster).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
@@ -146,11 +146,11 @@ class Service:
 
     # --- parts
     def _start_sim(self) -> tuple[Any, Any]:
-        from .bus.transport import BusSettings
-        from .cloud_settings import CloudSettings
-        from .sim.cloud import SimCloud
-        from .sim.notifier import KombuNotifier
-        from .sim.server import SimServer
+        from astara_actors.bus.transport import BusSettings
+        from astara_actors.config.cloud import CloudSettings
+        from astara_actors.sim.cloud import SimCloud
+        from astara_actors.sim.notifier import KombuNotifier
+        from astara_actors.sim.server import SimServer
 
         bus = self.config.bus
         notify = KombuNotifier(BusSettings(
@@ -181,7 +181,7 @@ class Service:
 
         It dies with this process (parent-death signal, from this thread: the main one) and
         replaces an API a previous, killed orchestrator left on the port (see api.server)."""
-        from .api.server import ApiStartError, run_api
+        from astara_actors.api.server import ApiStartError, run_api
 
         try:
             self.api = run_api(self.config.path)
@@ -192,7 +192,7 @@ class Service:
                          daemon=True).start()
 
     def _watch_api(self, run_api: Any) -> None:
-        from .backoff import backoff
+        from astara_actors.core.backoff import backoff
 
         restarts = 0
         while not self.stopping.is_set():
@@ -211,7 +211,7 @@ class Service:
 
     def _members_changed(self, members: frozenset[str], network: Any, compute: Any) -> None:
         """On the coordinator's thread: hand over lost tenants, then adopt the gained ones."""
-        from .messages import Rebalance
+        from astara_actors.protocol.messages import Rebalance
 
         if self.runtime is None:
             return
@@ -222,7 +222,7 @@ class Service:
 
     def _sweep(self, network: Any, compute: Any) -> None:
         """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace)."""
-        from .sweep import OrphanSweeper
+        from astara_actors.jobs.orphan_sweep import OrphanSweeper
 
         process = self.config.process
         sweeper = OrphanSweeper(network, compute, grace=process.orphan_grace)
@@ -242,10 +242,10 @@ class Service:
         The cloud is read once for all routers (``inventory``); each router's first refresh
         and push use that instead of their own reads. If the bulk read fails, routers are
         listed and each reads for itself."""
-        from .backoff import backoff
-        from .errors import CloudError
-        from .events import Action, Event
-        from .inventory import read_inventory
+        from astara_actors.core.backoff import backoff
+        from astara_actors.core.events import Action, Event
+        from astara_actors.core.seeds import read_inventory
+        from astara_actors.errors import CloudError
 
         assert self.runtime is not None
         attempt = 0
@@ -283,7 +283,7 @@ class Service:
 def _secure_state_dir(config: Config) -> None:
     """Refuse a world-writable state directory (a SettingsError, one line); create a missing
     one owner-only (0700). What is created in it is owner-only too (see ``fsmodes``)."""
-    from .fsmodes import check_state_dir, secure_dir
+    from astara_actors.fsmodes import check_state_dir, secure_dir
 
     check_state_dir(config.process.state_dir)
     if not Path(config.process.state_dir).exists():
@@ -318,19 +318,19 @@ def _diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
 
 
 def _masked(url: str) -> str:
-    from .bus.transport import mask_url
+    from astara_actors.bus.transport import mask_url
 
     return mask_url(url)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
+    from astara_actors import __version__
 
     args = docopt(__doc__, argv=argv, version=f"astara-orchestrator {__version__}")
     try:
         config = load_config(args["--config-file"])
         if config.api.enabled:  # refused before anything starts: an API that must not serve
-            from .api.server import check_api_settings
+            from astara_actors.api.server import check_api_settings
 
             check_api_settings(config)
         _secure_state_dir(config)

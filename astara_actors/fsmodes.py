@@ -21,7 +21,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import SettingsError
+from astara_actors.errors import SettingsError
 
 __all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "check_state_dir", "secure_dir", "secure_file"]
 

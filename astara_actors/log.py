@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any
 
-from .validate import one_line
+from astara_actors.core.validate import one_line
 
 __all__ = ["MAX_LINE", "RouterLog", "SafeLogFilter", "format_exception", "install",
            "router_logger"]

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .events import InstanceState
+from astara_actors.core.events import InstanceState
 
 __all__ = [
     "ACTOR_POOL_GROWN", "ACTOR_POOL_THREADS", "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES",
@@ -38,7 +38,7 @@ __all__ = [
 # ``*_created`` series double the output and say nothing an operator needs.
 disable_created_metrics()
 
-# --- the service VMs (astara_actors/instance.py)
+# --- the service VMs (astara_actors/core/instance.py)
 BOOTS = Counter("astara_boots_total", "Service VMs booted (one per VM Nova accepted)")
 BOOT_FAILURES = Counter("astara_boot_failures_total", "VM boots Nova refused")
 CONFIG_PUSHES = Counter(
@@ -75,7 +75,7 @@ CONFIG_DRIFT = Counter(
 )
 GC_FROZEN = Gauge(
     "astara_gc_frozen_objects",
-    "Long-lived objects moved out of the garbage collector's reach (see astara_actors/heap.py)",
+    "Long-lived objects moved out of the garbage collector's reach (see astara_actors/jobs/heap_freezer.py)",
 )
 ACTOR_POOL_THREADS = Gauge(
     "astara_actor_pool_threads", "Worker threads running the pooled (router and tenant) actors"
@@ -85,7 +85,7 @@ ACTOR_POOL_GROWN = Counter(
     "Workers added to the actor pool because runnable actors waited with every worker busy",
 )
 
-# --- the bus (astara_actors/inbox.py, bus/consumer.py)
+# --- the bus (astara_actors/actors/bus_bridge.py, bus/consumer.py)
 INBOX_MESSAGES = Counter(
     "astara_inbox_messages_total",
     "Messages the inbox handled: changes, commands, ignored notifications, queries",

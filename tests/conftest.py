@@ -10,10 +10,10 @@ from typing import Any
 import pykka
 import pytest
 
+from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
-from astara_actors.instance import InstanceManager
-from astara_actors.runtime import Runtime
-from astara_actors.settings import Settings
+from astara_actors.config.settings import Settings
+from astara_actors.core.instance import InstanceManager
 
 # Every wait in the actor tests is on a condition that the system notifies; this bound only
 # turns a hang into a failure.

@@ -7,7 +7,7 @@ from collections import deque
 from pathlib import Path
 
 from astara_actors.adapters.memory import MemoryCloud
-from astara_actors.models import GATEWAY_OWNER
+from astara_actors.core.models import GATEWAY_OWNER
 
 FIXTURES = Path(__file__).parent / "fixtures" / "neutron-notifications"
 TENANT = "2f1f231e7cbe4028a87c725e401565c9"

@@ -24,11 +24,11 @@ import falcon
 import requests
 
 from astara_actors.sim._http import AuthMiddleware
-from astara_actors.sim.api_keystone import add_keystone_routes
-from astara_actors.sim.api_neutron import add_neutron_routes
 from astara_actors.sim.contracts import Notify
-from astara_actors.sim.keystone import KeystoneModel
-from astara_actors.sim.neutron import NeutronModel
+from astara_actors.sim.keystone.api import add_keystone_routes
+from astara_actors.sim.keystone.model import KeystoneModel
+from astara_actors.sim.neutron.api import add_neutron_routes
+from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.notifier import Notification, RecordingNotifier
 from astara_actors.sim.wsgi import WSGIServerThread
 

@@ -10,8 +10,8 @@ import pykka
 
 from astara_actors.actors.tenant import Retire, Retired, TenantIdle
 from astara_actors.adapters.memory import MemoryCloud
-from astara_actors.events import Action, Event
-from astara_actors.messages import (
+from astara_actors.core.events import Action, Event
+from astara_actors.protocol.messages import (
     DebugGlobal,
     DebugRouter,
     DebugTenant,
@@ -351,7 +351,7 @@ def test_workers_debug_writes_the_tree_to_the_log(
 def test_in_a_cluster_only_owned_tenants_are_managed_and_lost_ones_are_handed_over(
     cloud: MemoryCloud, make_harness: Callable[..., Harness]
 ) -> None:
-    from astara_actors.messages import Rebalance
+    from astara_actors.protocol.messages import Rebalance
 
     owned = {T1}
     mine, theirs = cloud.add_router(T1), cloud.add_router(T2)
@@ -372,7 +372,7 @@ def test_a_tenant_starts_only_once_its_lease_is_ours_and_gives_it_back_once_stop
 ) -> None:
     """Two members never drive one tenant: the subtree waits for the tenant's lease (events
     kept meanwhile) and, when handed over, the lease goes back only after the subtree stopped."""
-    from astara_actors.messages import Rebalance
+    from astara_actors.protocol.messages import Rebalance
 
     owned = {T1}
     held_elsewhere = {T1}  # the previous owner has not let go yet
@@ -724,7 +724,7 @@ class Handshake:
     """A root whose tenants are :class:`IdleProbe` s, the test playing the tenant's part."""
 
     def __init__(self, cloud: MemoryCloud) -> None:
-        from astara_actors.runtime import Runtime
+        from astara_actors.actors.runtime import Runtime
 
         self.log: list[tuple[int, Any]] = []
         self.changed = threading.Condition()

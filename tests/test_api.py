@@ -15,11 +15,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from astara_actors.actors.bus_bridge import router_summary
 from astara_actors.api import create_app, openapi_document
 from astara_actors.api.routes import COMMAND_ROUTES
 from astara_actors.bus.transport import BusUnavailable, NoAnswer
-from astara_actors.conf import ApiSettings
-from astara_actors.inbox import router_summary
+from astara_actors.config.loader import ApiSettings
 
 R = "7efa1155-0901-4e5e-aa82-7445b0091d00"
 T = "2f1f231e7cbe4028a87c725e401565c9"
@@ -208,7 +208,7 @@ def test_workers_and_healthz(client: Any) -> None:
     ("PUT", "/resource/update/123", "is not a UUID"),
     ("PUT", "/tenant/debug/tenant-0", "is not a UUID"),
     ("PUT", "/router/debug/*", "cannot be the wildcard"),
-    ("PUT", "/tenant/manage/*", "tenant_id"),  # control.py reads tenant "*" as "no tenant"
+    ("PUT", "/tenant/manage/*", "tenant_id"),  # protocol/control.py reads tenant "*" as "no tenant"
     ("GET", "/routers/nope", "is not a UUID"),
     ("PUT", "/router/rebuild/", "router_id is missing"),
     ("PUT", "/tenant/debug", "tenant_id is missing"),

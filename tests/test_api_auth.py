@@ -24,8 +24,8 @@ from astara_actors.api.keystone import (
     keystone_account,
 )
 from astara_actors.api.server import check_api_settings, main, run_api
-from astara_actors.cloud_settings import CloudSettings
-from astara_actors.conf import ApiSettings, load_config
+from astara_actors.config.cloud import CloudSettings
+from astara_actors.config.loader import ApiSettings, load_config
 from astara_actors.errors import SettingsError
 from tests.sim_helpers import PASSWORD, SimCloud, free_port, identity_and_network, token
 from tests.test_api import FakeControl

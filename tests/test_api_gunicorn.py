@@ -25,7 +25,7 @@ from astara_actors.api.worker import (
     RequestScanner,
 )
 from astara_actors.bus import BusSettings
-from astara_actors.conf import ApiSettings
+from astara_actors.config.loader import ApiSettings
 from astara_actors.testing.peer import PeerProcess
 
 ROOT = Path(__file__).resolve().parent.parent

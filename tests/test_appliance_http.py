@@ -14,8 +14,8 @@ import requests
 import requests_mock
 
 from astara_actors.adapters.appliance_http import HttpAppliance
+from astara_actors.core.models import Interface
 from astara_actors.errors import ApplianceError, ApplianceRejected, ApplianceUnreachable
-from astara_actors.models import Interface
 
 BASE = "http://192.0.2.10:5000"
 

@@ -14,8 +14,8 @@ from typing import Any
 import blessed
 import pytest
 
-from astara_actors.control import Command, CommandKind
 from astara_actors.ctl.browse import Mode, Snapshot, View, handle_key, render, with_snapshot
+from astara_actors.protocol.control import Command, CommandKind
 
 from .test_ctl import Peer
 

@@ -17,16 +17,16 @@ from typing import Any
 import kombu
 import pytest
 
+from astara_actors.actors.bus_bridge import BusBridge
+from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.adapters.openstack import open_cloud
 from astara_actors.bus import BusSettings, NotificationConsumer
 from astara_actors.bus.consumer import notifications_queue
-from astara_actors.cloud_settings import CloudSettings
-from astara_actors.events import Action, Event
-from astara_actors.inbox import Inbox
-from astara_actors.runtime import Runtime
-from astara_actors.settings import Settings
+from astara_actors.config.cloud import CloudSettings
+from astara_actors.config.settings import Settings
+from astara_actors.core.events import Action, Event
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.notifier import KombuNotifier
 from astara_actors.sim.server import SimServer
@@ -200,7 +200,7 @@ def test_every_router_converges_within_30_s_of_a_broker_restart_under_load(
         ask_timeout=5.0,
     )
     runtime = Runtime(settings, network=network, compute=compute, appliance=appliance).start()
-    inbox = Inbox(runtime, bus, network=network)
+    inbox = BusBridge(runtime, bus, network=network)
     received: set[str] = set()  # distinct notifications (a redelivery counts once)
     handle = inbox.handle
 

@@ -24,7 +24,7 @@ from astara_actors.bus import (
     publish,
 )
 from astara_actors.bus.rpc import control_exchange
-from astara_actors.control import Command, CommandKind, InvalidCommand
+from astara_actors.protocol.control import Command, CommandKind, InvalidCommand
 
 from . import bus_helpers
 from .bus_helpers import WAIT, Peer, Rabbit, Recorder, rabbitmqctl

@@ -15,9 +15,9 @@ from typing import Any
 
 import pykka
 
+from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
-from astara_actors.events import Action, Event
-from astara_actors.runtime import Runtime
+from astara_actors.core.events import Action, Event
 
 from .conftest import fast_settings, wait_until
 

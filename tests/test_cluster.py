@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from astara_actors.cluster import Coordinator, Ring
+from astara_actors.adapters.cluster import Coordinator
+from astara_actors.core.ring import Ring
 
 REDIS_URL = os.environ.get("ASTARA_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 WAIT = 10.0  # only turns a hang into a failure; every wait is on an event
@@ -29,7 +30,7 @@ def test_ring_is_stable_across_processes() -> None:
     ring = Ring(["a", "b", "c"])
     mine = [ring.owner(t) for t in TENANTS]
     code = (
-        "from astara_actors.cluster import Ring;"
+        "from astara_actors.core.ring import Ring;"
         f"r=Ring(['c','a','b']);print(','.join(r.owner(t) for t in {TENANTS!r}))"
     )
     out = subprocess.run(

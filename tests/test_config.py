@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from astara_actors.config import (
+from astara_actors.config.settings import Settings
+from astara_actors.core.models import NetworkInfo, Port, Router
+from astara_actors.core.payload import (
     build_router_config,
     build_user_data,
     default_v4_gateway,
 )
-from astara_actors.models import NetworkInfo, Port, Router
-from astara_actors.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "neutron-api"
 ROUTER_ID = "7efa1155-0901-4e5e-aa82-7445b0091d00"
@@ -265,7 +265,7 @@ def test_slaac_subnets_are_not_dhcp_enabled(router, management_port, settings):
 
 
 def test_allocation_hostname_uses_the_lowest_address():
-    from astara_actors.config import network_config
+    from astara_actors.core.payload import network_config
 
     net = NetworkInfo.from_neutron(
         {"id": "n", "mtu": None},

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from astara_actors.control import (
+from astara_actors.core.events import Action
+from astara_actors.protocol.control import (
     Command,
     CommandKind,
     InvalidCommand,
@@ -18,8 +19,7 @@ from astara_actors.control import (
     QueryKind,
     to_tree_message,
 )
-from astara_actors.events import Action
-from astara_actors.messages import (
+from astara_actors.protocol.messages import (
     DebugGlobal,
     DebugRouter,
     DebugTenant,
@@ -127,7 +127,7 @@ def test_queries_round_trip_and_validate() -> None:
 
 
 # --- hostile input (issue 13, items 3 and 8): refused before anything acts on it
-FORGED = "ok\nERROR astara_actors.storm: CIRCUIT BREAKER OPEN: forged"
+FORGED = "ok\nERROR astara_actors.core.rebuild_guard: CIRCUIT BREAKER OPEN: forged"
 
 
 @pytest.mark.parametrize("payload", [

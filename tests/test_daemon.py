@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
-from astara_actors.cloud_settings import CloudSettings
-from astara_actors.conf import (
+from astara_actors.config.cloud import CloudSettings
+from astara_actors.config.loader import (
     ApiSettings,
     CoordinationSettings,
     DatabaseSettings,
     ProcessSettings,
     load_config,
 )
-from astara_actors.settings import Settings
+from astara_actors.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ETC = ROOT / "etc"
@@ -128,10 +128,10 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
 def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable() -> None:
     import threading as th
 
+    from astara_actors.config.settings import Settings
+    from astara_actors.core.events import Action
     from astara_actors.daemon import Service
     from astara_actors.errors import NetworkError
-    from astara_actors.events import Action
-    from astara_actors.settings import Settings
 
     class Flaky:
         """Neutron that refuses twice, then lists two routers."""

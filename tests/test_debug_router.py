@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from astara_actors.bus import ControlClient, NoAnswer
-from astara_actors.conf import load_config
+from astara_actors.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 def step(ini: Path, router: str, *extra: str, stdin: str = "c\n") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "astara_actors.debug_router", "--router-id", router,
+        [sys.executable, "-m", "astara_actors.ctl.debug_router", "--router-id", router,
          "--config-file", str(ini), *extra],
         input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
@@ -95,7 +95,7 @@ def test_a_router_in_debug_mode_is_stepped_under_pdb_printing_each_transition(
 
 
 def test_a_bad_router_id_is_one_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "astara_actors.debug_router", "--router-id", "nope"],
+    result = subprocess.run([sys.executable, "-m", "astara_actors.ctl.debug_router", "--router-id", "nope"],
                             capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip() == "astara-debug-router: --router-id 'nope' is not a UUID"

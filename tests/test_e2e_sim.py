@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from astara_actors.actors.bus_bridge import BusBridge
+from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.adapters.openstack import open_cloud
-from astara_actors.cloud_settings import CloudSettings
-from astara_actors.events import Action, Event
-from astara_actors.inbox import Inbox
-from astara_actors.runtime import Runtime
-from astara_actors.settings import Settings
+from astara_actors.config.cloud import CloudSettings
+from astara_actors.config.settings import Settings
+from astara_actors.core.events import Action, Event
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.notifier import KombuNotifier
 from astara_actors.sim.server import SimServer
@@ -90,7 +90,7 @@ class World:
             compute=Observed(compute, self.changed),
             appliance=Observed(self.appliance, self.changed),
         ).start()
-        self.inbox = Inbox(self.runtime, self.bus, network=network).start(wait=WAIT)
+        self.inbox = BusBridge(self.runtime, self.bus, network=network).start(wait=WAIT)
 
     def stop(self) -> None:
         self.inbox.stop()
@@ -338,7 +338,7 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
     )
     runtime = Runtime(settings, network=network, compute=Observed(compute, changed),
                       appliance=Observed(appliance, changed)).start()
-    inbox = Inbox(runtime, bus, network=network).start(wait=WAIT)
+    inbox = BusBridge(runtime, bus, network=network).start(wait=WAIT)
     try:
         router = neutron_side.add_router(neutron_side.tenants[0], "beside-real")
         deadline = time.monotonic() + WAIT

@@ -6,7 +6,7 @@ import gc
 
 from prometheus_client import REGISTRY
 
-from astara_actors.heap import HeapFreezer
+from astara_actors.jobs.heap_freezer import HeapFreezer
 
 
 def test_a_freeze_collects_then_freezes_what_survives_and_shows_it() -> None:
@@ -49,7 +49,7 @@ def test_the_freezer_thread_runs_on_its_interval_and_stops() -> None:
 def test_a_periodic_job_survives_a_failing_run() -> None:
     import threading
 
-    from astara_actors.periodic import Periodic
+    from astara_actors.jobs.periodic import Periodic
 
     runs: list[int] = []
     again = threading.Event()
@@ -71,7 +71,7 @@ def test_a_periodic_job_survives_a_failing_run() -> None:
 def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_released() -> None:
     import weakref
 
-    from astara_actors import heap
+    from astara_actors.jobs import heap_freezer as heap
 
     class Cycle:
         def __init__(self) -> None:

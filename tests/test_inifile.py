@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from astara_actors.config.ini import read_ini, section_to
 from astara_actors.errors import SettingsError
-from astara_actors.inifile import read_ini, section_to
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from astara_actors.adapters.memory import FakeClock, MemoryCloud
-from astara_actors.config import config_digest
+from astara_actors.core.events import InstanceState as S
+from astara_actors.core.instance import InstanceManager
+from astara_actors.core.payload import config_digest
 from astara_actors.errors import NetworkError
-from astara_actors.events import InstanceState as S
-from astara_actors.instance import InstanceManager
 
 TENANT = "tenant-1"
 BOOT_DELAY = 30.0
@@ -444,7 +444,7 @@ def test_a_failed_fast_probe_falls_back_to_the_full_refresh(cloud, clock):
 
 
 def test_the_shared_networks_are_read_once_for_all_routers_until_invalidated(cloud, clock):
-    from astara_actors.netcache import NetworkCache
+    from astara_actors.core.network_cache import NetworkCache
 
     shared = NetworkCache(cloud.network, ttl=30.0, clock=clock)
     settings = cloud.settings()
@@ -565,7 +565,7 @@ def test_a_dead_async_answer_is_final_and_sends_the_check_down_the_full_path(clo
 
 
 def listing(cloud, clock, rid):
-    from astara_actors.inventory import read_inventory
+    from astara_actors.core.seeds import read_inventory
 
     return read_inventory(cloud.network, cloud.compute, cloud.settings().management_network_id,
                           clock=clock).seeds()[rid]

@@ -1,6 +1,6 @@
 """A deleted router leaves nothing behind, whatever the heap freezer does (issue 13, item 1).
 
-The heap freezer (``heap.py``) moves every object alive at a freeze out of the cyclic
+The heap freezer (``jobs/heap_freezer.py``) moves every object alive at a freeze out of the cyclic
 collector's reach; a deleted router whose objects sit in a reference cycle would then stay for
 good (RSS grew ~20 KiB per deleted router, and ``astara_routers{state="gone"}`` climbed, under
 churn). So: routers exist, the heap is frozen as the freezer does, they are deleted through the
@@ -17,10 +17,10 @@ import pykka
 from prometheus_client import REGISTRY
 
 from astara_actors.actors.router import RouterActor
+from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
-from astara_actors.events import Action, Event
-from astara_actors.heap import HeapFreezer
-from astara_actors.runtime import Runtime
+from astara_actors.core.events import Action, Event
+from astara_actors.jobs.heap_freezer import HeapFreezer
 
 from .conftest import fast_settings, wait_until
 

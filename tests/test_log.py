@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from astara_actors.actors.orchestrator import dump_lines
+from astara_actors.core.validate import is_shown
 from astara_actors.log import MAX_LINE, SafeLogFilter, install
-from astara_actors.validate import is_shown
 
-FORGED = "ok\nERROR astara_actors.storm: CIRCUIT BREAKER OPEN: forged"
+FORGED = "ok\nERROR astara_actors.core.rebuild_guard: CIRCUIT BREAKER OPEN: forged"
 
 
 class Captured:
@@ -50,7 +50,7 @@ def test_a_newline_in_an_argument_cannot_forge_a_line(log: Captured) -> None:
     log.logger.info("command router-debug (%s)", FORGED)
     assert log.lines == [
         "INFO " + log.logger.name + ": command router-debug "
-        "(ok\\nERROR astara_actors.storm: CIRCUIT BREAKER OPEN: forged)"
+        "(ok\\nERROR astara_actors.core.rebuild_guard: CIRCUIT BREAKER OPEN: forged)"
     ]
 
 
@@ -76,7 +76,7 @@ def test_an_exception_keeps_its_traceback_but_its_text_is_one_safe_line(log: Cap
     lines = log.lines
     assert lines[0].endswith("handling x\\ny failed") and lines[1].startswith("Traceback")
     assert lines[-1] == "ValueError: " + FORGED.replace("\n", "\\n")
-    assert not any(line.startswith("ERROR astara_actors.storm") for line in lines)
+    assert not any(line.startswith("ERROR astara_actors.core.rebuild_guard") for line in lines)
 
 
 def test_arguments_that_do_not_fit_the_format_do_not_raise(log: Captured) -> None:

@@ -19,7 +19,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from astara_actors import metrics
+from astara_actors.actors.bus_bridge import BusBridge
 from astara_actors.actors.poller import HealthPoller
+from astara_actors.actors.runtime import Runtime
 from astara_actors.actors.scheduler import Scheduler
 from astara_actors.adapters.memory import FakeClock, MemoryCloud
 from astara_actors.api import create_app
@@ -27,11 +29,9 @@ from astara_actors.api.resources import METRICS_CONTENT_TYPE
 from astara_actors.bus import BusSettings, ControlClient
 from astara_actors.bus.consumer import notifications_exchange
 from astara_actors.bus.transport import NoAnswer, notification_envelope
-from astara_actors.conf import ApiSettings
-from astara_actors.events import Action, Event
-from astara_actors.inbox import Inbox
-from astara_actors.messages import Dump, PollTick, Track
-from astara_actors.runtime import Runtime
+from astara_actors.config.loader import ApiSettings
+from astara_actors.core.events import Action, Event
+from astara_actors.protocol.messages import Dump, PollTick, Track
 
 from . import bus_helpers
 from .conftest import WAIT, Harness
@@ -202,13 +202,13 @@ def probe_runtime(cloud: MemoryCloud) -> Runtime:
 
 
 @pytest.fixture
-def inboxes(memory_bus: None) -> Iterator[Callable[[str], Inbox]]:
-    started: list[tuple[Inbox, Runtime]] = []
+def inboxes(memory_bus: None) -> Iterator[Callable[[str], BusBridge]]:
+    started: list[tuple[BusBridge, Runtime]] = []
 
-    def start(host: str) -> Inbox:
+    def start(host: str) -> BusBridge:
         cloud = MemoryCloud()
         runtime = probe_runtime(cloud)
-        inbox = Inbox(runtime, BusSettings(transport_url="memory://", host=host),
+        inbox = BusBridge(runtime, BusSettings(transport_url="memory://", host=host),
                       network=cloud.network).start(wait=WAIT)
         started.append((inbox, runtime))
         return inbox
@@ -219,7 +219,7 @@ def inboxes(memory_bus: None) -> Iterator[Callable[[str], Inbox]]:
         runtime.stop()
 
 
-def test_malformed_messages_are_counted_when_rejected(inboxes: Callable[[str], Inbox]) -> None:
+def test_malformed_messages_are_counted_when_rejected(inboxes: Callable[[str], BusBridge]) -> None:
     inbox = inboxes("orch-a")
     delta = Delta("astara_malformed_messages_total",
                   ("astara_inbox_messages_total", {"kind": "commands"}))
@@ -240,7 +240,7 @@ def test_malformed_messages_are_counted_when_rejected(inboxes: Callable[[str], I
 
 
 def test_an_inbox_answers_the_metrics_query_with_the_text_format(
-    inboxes: Callable[[str], Inbox]
+    inboxes: Callable[[str], BusBridge]
 ) -> None:
     inbox = inboxes("orch-a")
     answer = inbox.answer({"query": "metrics"})
@@ -254,7 +254,7 @@ def test_an_inbox_answers_the_metrics_query_with_the_text_format(
 
 # --- the API's GET /metrics -------------------------------------------------------------------
 
-def test_the_api_merges_every_orchestrator_with_its_label(inboxes: Callable[[str], Inbox]) -> None:
+def test_the_api_merges_every_orchestrator_with_its_label(inboxes: Callable[[str], BusBridge]) -> None:
     # Two orchestrators on the bus, each answering for itself; the API asks both
     inboxes("orch-a")
     inboxes("orch-b")

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from astara_actors.models import (
+from astara_actors.core.models import (
     GATEWAY_OWNER,
     FloatingIp,
     Interface,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astara_actors.control import COMMAND_EVENT_TYPE
-from astara_actors.events import Action
-from astara_actors.notifications import (
+from astara_actors.core.events import Action
+from astara_actors.protocol.control import COMMAND_EVENT_TYPE
+from astara_actors.protocol.notifications import (
     Change,
     MalformedMessage,
     Notification,

@@ -21,9 +21,9 @@ from astara_actors.adapters.openstack import (
     connect,
     open_cloud,
 )
+from astara_actors.config.ini import read_ini, section_to
+from astara_actors.core.models import FloatingIp, NetworkInfo, Port, Router
 from astara_actors.errors import CloudError, ComputeError, NetworkError, RouterGone, SettingsError
-from astara_actors.inifile import read_ini, section_to
-from astara_actors.models import FloatingIp, NetworkInfo, Port, Router
 
 FIXTURES = Path(__file__).parent / "fixtures" / "neutron-api"
 KEYSTONE = "http://127.0.0.1:5000"

@@ -13,8 +13,8 @@ import pytest
 
 from astara_actors.actors.poller import HealthPoller, PollPlan
 from astara_actors.actors.scheduler import Scheduler
-from astara_actors.events import Action, Event
-from astara_actors.messages import Deliver, Dump, PollTick, Track, Untrack
+from astara_actors.core.events import Action, Event
+from astara_actors.protocol.messages import Deliver, Dump, PollTick, Track, Untrack
 
 WAIT = 5.0
 

@@ -10,7 +10,7 @@ import pykka
 import pytest
 from prometheus_client import REGISTRY
 
-from astara_actors.pool import URGENT_STREAK, ActorPool, PooledActor
+from astara_actors.actors.pool import URGENT_STREAK, ActorPool, PooledActor
 
 
 def wait_for(predicate, timeout: float = 5.0) -> None:
@@ -288,7 +288,7 @@ def test_a_stopped_actor_is_freed_by_reference_counting_alone(pool):
 
 
 def test_halt_stops_an_idle_actor_here_and_a_busy_one_before_what_is_queued(pool):
-    from astara_actors.pool import halt
+    from astara_actors.actors.pool import halt
 
     class Where(Recorder):
         def on_stop(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from astara_actors.prober import Prober
+from astara_actors.adapters.prober import Prober
 
 # Every wait is on an event the prober sets; this bound only turns a hang into a failure.
 WAIT = 20.0
@@ -441,7 +441,7 @@ def test_a_callback_that_raises_does_not_stop_the_prober(
         raised.set()
         raise RuntimeError("callback bug")
 
-    with caplog.at_level(logging.ERROR, logger="astara_actors.prober"):
+    with caplog.at_level(logging.ERROR, logger="astara_actors.adapters.prober"):
         prober.probe("127.0.0.1", 5, bad)
         assert raised.wait(WAIT)
         assert probe_one(prober, "127.0.0.1", prober.port)[0] is True

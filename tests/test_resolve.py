@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from astara_actors.adapters.memory import MemoryCloud
+from astara_actors.core.events import Action, Event
+from astara_actors.core.models import GATEWAY_OWNER
+from astara_actors.core.resolve import Resolver
 from astara_actors.errors import NetworkError
-from astara_actors.events import Action, Event
-from astara_actors.models import GATEWAY_OWNER
-from astara_actors.notifications import Change, classify, decode
-from astara_actors.resolve import Resolver
+from astara_actors.protocol.notifications import Change, classify, decode
 
 from .scenario import (
     FIXTURES,

@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from astara_actors.adapters.appliance_http import HttpAppliance
+from astara_actors.core.models import Interface
 from astara_actors.errors import ApplianceRejected, ApplianceUnreachable
-from astara_actors.models import Interface
-from astara_actors.sim.appliances import ApplianceServer, Nic
+from astara_actors.sim.appliances.agents import ApplianceServer, Nic
 
 MGT = Nic("fa:16:3e:00:00:01", ("192.168.0.5/24", "fdca::5/64"))
 EXT = Nic("fa:16:3e:00:00:02", ("172.16.0.5/24",))

@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from astara_actors.errors import SettingsError
-from astara_actors.sim.appliances import ApplianceServer
-from astara_actors.sim.beside_nova import NovaWatcher, _not_running, connect_real
+from astara_actors.sim.appliances.agents import ApplianceServer
 from astara_actors.sim.cloud import SimCloud
+from astara_actors.sim.nova.beside import NovaWatcher, _not_running, connect_real
 from astara_actors.sim.server import SimServer
 from astara_actors.sim.settings import SimSettings
 
@@ -255,7 +255,7 @@ def test_an_agent_that_cannot_listen_is_retried(real: RealCloud, ours: Watched) 
 def test_the_watcher_thread_outlives_failing_rounds(
     real: RealCloud, ours: Watched, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="astara_actors.sim.beside_nova")
+    caplog.set_level(logging.INFO, logger="astara_actors.sim.nova.beside")
     real.server.faults.update({"error_rate_compute": 1.0})
     ours.watcher.start()
     wait_for(lambda: "cannot read the real cloud" in caplog.text, "a failed round")

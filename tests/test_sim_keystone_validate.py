@@ -10,8 +10,8 @@ import falcon.testing
 import pytest
 
 from astara_actors.sim._http import AuthMiddleware
-from astara_actors.sim.api_keystone import add_keystone_routes
-from astara_actors.sim.keystone import KeystoneModel
+from astara_actors.sim.keystone.api import add_keystone_routes
+from astara_actors.sim.keystone.model import KeystoneModel
 
 PASSWORD = "secret"
 URL = "/identity/v3/auth/tokens"

@@ -18,7 +18,7 @@ import openstack.exceptions
 import pytest
 import requests
 
-from astara_actors.sim.neutron import NeutronModel
+from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.notifier import RecordingNotifier
 from tests.sim_helpers import (
     PASSWORD,

@@ -28,8 +28,8 @@ import requests
 from astara_actors.bus import transport
 from astara_actors.bus.consumer import notifications_queue
 from astara_actors.bus.transport import BusSettings, connect
-from astara_actors.sim.keystone import KeystoneModel
-from astara_actors.sim.neutron import NeutronModel
+from astara_actors.sim.keystone.model import KeystoneModel
+from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.notifier import KombuNotifier, RecordingNotifier, neutron_context
 from tests.sim_helpers import Normaliser, SimCloud, capture, identity_and_network, replay, token
 

@@ -19,12 +19,12 @@ from openstack import exceptions as os_exc
 from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.adapters.memory import FakeClock
 from astara_actors.sim._http import AuthMiddleware, require_caller
-from astara_actors.sim.api_keystone import add_keystone_routes
-from astara_actors.sim.api_nova import add_nova_routes
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.contracts import Caller
-from astara_actors.sim.keystone import KeystoneModel
-from astara_actors.sim.nova import Flavor, NovaFault, NovaModel
+from astara_actors.sim.keystone.api import add_keystone_routes
+from astara_actors.sim.keystone.model import KeystoneModel
+from astara_actors.sim.nova.api import add_nova_routes
+from astara_actors.sim.nova.model import Flavor, NovaFault, NovaModel
 from astara_actors.sim.settings import SimSettings
 
 from .sim_helpers import free_port, serve

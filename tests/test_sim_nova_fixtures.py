@@ -27,13 +27,13 @@ from openstack import exceptions as os_exc
 
 from astara_actors.adapters.memory import FakeClock
 from astara_actors.sim._http import AuthMiddleware, require_caller
-from astara_actors.sim.api_keystone import add_keystone_routes
-from astara_actors.sim.api_neutron import add_neutron_routes
-from astara_actors.sim.api_nova import MAX_MICROVERSION, add_nova_routes
 from astara_actors.sim.contracts import Caller
-from astara_actors.sim.keystone import KeystoneModel
-from astara_actors.sim.neutron import NeutronModel
-from astara_actors.sim.nova import Flavor, NovaModel
+from astara_actors.sim.keystone.api import add_keystone_routes
+from astara_actors.sim.keystone.model import KeystoneModel
+from astara_actors.sim.neutron.api import add_neutron_routes
+from astara_actors.sim.neutron.model import NeutronModel
+from astara_actors.sim.nova.api import MAX_MICROVERSION, add_nova_routes
+from astara_actors.sim.nova.model import Flavor, NovaModel
 
 from .sim_helpers import PASSWORD, STAMP, capture, serve, translate
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 
+from astara_actors.sim.appliances.ssh import authorized_keys
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.settings import SimSettings
-from astara_actors.sim.ssh import authorized_keys
 
 from .sim_helpers import free_port
 

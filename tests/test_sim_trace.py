@@ -14,7 +14,7 @@ import requests
 
 from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.errors import ApplianceRejected
-from astara_actors.sim.appliances import ApplianceServer, Nic
+from astara_actors.sim.appliances.agents import ApplianceServer, Nic
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.notifier import RecordingNotifier
 from astara_actors.sim.server import SimServer

@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from astara_actors.adapters.memory import FakeClock, MemoryCloud
-from astara_actors.events import InstanceState as S
-from astara_actors.instance import InstanceManager
-from astara_actors.storm import StormGuard
+from astara_actors.core.events import InstanceState as S
+from astara_actors.core.instance import InstanceManager
+from astara_actors.core.rebuild_guard import StormGuard
 
 TENANT = "tenant-1"
 BOOT_DELAY = 30.0
@@ -31,7 +31,7 @@ def test_the_breaker_opens_above_the_threshold_and_closes_at_half_of_it(
     for r in fleet[:4]:  # 20 %: not more than the threshold
         guard.observe(r, False)
     assert not guard.is_open and guard.may_replace(fleet[0])
-    caplog.set_level(logging.WARNING, logger="astara_actors.storm")
+    caplog.set_level(logging.WARNING, logger="astara_actors.core.rebuild_guard")
     guard.observe(fleet[4], False)  # 25 %
     assert guard.is_open
     assert "CIRCUIT BREAKER OPEN: 5 of 20 routers (25%)" in caplog.text
@@ -243,7 +243,7 @@ def test_the_breaker_log_lines_show_the_numbers_its_metrics_show(
     for r in fleet:
         guard.observe(r, True)
     clock.advance(6.0)  # those answers are older than the window now
-    caplog.set_level(logging.WARNING, logger="astara_actors.storm")
+    caplog.set_level(logging.WARNING, logger="astara_actors.core.rebuild_guard")
     for r in fleet[5:20]:
         guard.observe(r, True)
     for r in fleet[:4]:  # the 4th failure of the 19 probed since: 21 % > 20 %

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from astara_actors.adapters.memory import FakeClock
-from astara_actors.backoff import backoff
-from astara_actors.supervision import RestartPolicy, RestartSnapshot
+from astara_actors.core.backoff import backoff
+from astara_actors.core.restart_policy import RestartPolicy, RestartSnapshot
 
 
 @pytest.fixture

@@ -7,10 +7,16 @@ import logging
 import pytest
 
 from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.core.events import InstanceState as S
+from astara_actors.core.instance import InstanceManager
 from astara_actors.errors import ComputeError, NetworkError
-from astara_actors.events import InstanceState as S
-from astara_actors.instance import InstanceManager
-from astara_actors.sweep import OrphanSweeper, SweepReport, router_of_port, router_of_server, sweep
+from astara_actors.jobs.orphan_sweep import (
+    OrphanSweeper,
+    SweepReport,
+    router_of_port,
+    router_of_server,
+    sweep,
+)
 
 TENANT = "tenant-1"
 GRACE = 300.0
@@ -102,7 +108,7 @@ def test_names_are_parsed_into_router_ids():
 
 
 def test_orphans_are_removed_only_after_two_sweeps_grace_apart(cloud, clock, sweeper, caplog):
-    caplog.set_level(logging.INFO, logger="astara_actors.sweep")
+    caplog.set_level(logging.INFO, logger="astara_actors.jobs.orphan_sweep")
     rid, servers, ports = orphaned(cloud, clock)
     assert len(servers) == 1 and len(ports) == 3  # MGT + VRRP on gateway and internal nets
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from astara_actors.validate import (
+from astara_actors.core.validate import (
     MAX_REASON,
     InvalidValue,
     escape,

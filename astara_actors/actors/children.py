@@ -16,11 +16,11 @@ from typing import Any
 
 import pykka
 
-from .. import metrics
-from ..messages import ChildFailed, Restart
-from ..pool import halt
-from ..supervision import RestartPolicy
-from .scheduler import Scheduler
+from astara_actors import metrics
+from astara_actors.actors.pool import halt
+from astara_actors.actors.scheduler import Scheduler
+from astara_actors.core.restart_policy import RestartPolicy
+from astara_actors.protocol.messages import ChildFailed, Restart
 
 __all__ = ["Child", "Children", "StartChild"]
 

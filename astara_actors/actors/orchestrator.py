@@ -11,8 +11,14 @@ from typing import Any
 
 import pykka
 
-from ..events import WILDCARD_ALL, WILDCARD_ERROR, Event
-from ..messages import (
+from astara_actors.actors.children import Children
+from astara_actors.actors.scheduler import Scheduler
+from astara_actors.actors.tenant import Retire, Retired, RouterForgotten, TenantIdle
+from astara_actors.config.settings import Settings
+from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Event
+from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.core.restart_policy import RestartPolicy
+from astara_actors.protocol.messages import (
     ChildFailed,
     ClaimTenant,
     DebugGlobal,
@@ -29,12 +35,6 @@ from ..messages import (
     Restart,
     Resync,
 )
-from ..settings import Settings
-from ..storm import StormGuard
-from ..supervision import RestartPolicy
-from .children import Children
-from .scheduler import Scheduler
-from .tenant import Retire, Retired, RouterForgotten, TenantIdle
 
 __all__ = ["OrchestratorActor", "TenantFactory", "dump_lines"]
 

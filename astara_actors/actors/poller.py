@@ -10,10 +10,10 @@ from typing import Any, Generic, TypeVar
 
 import pykka
 
-from .. import metrics
-from ..events import Action, Event
-from ..messages import Deliver, Dump, PollTick, Track, Untrack
-from .scheduler import Scheduler, Timer
+from astara_actors import metrics
+from astara_actors.actors.scheduler import Scheduler, Timer
+from astara_actors.core.events import Action, Event
+from astara_actors.protocol.messages import Deliver, Dump, PollTick, Track, Untrack
 
 __all__ = ["DEFAULT_MIN_TICK", "HealthPoller", "PollPlan"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pykka
 
-from ..errors import CloudError
-from ..messages import Deliver, Dump
-from ..notifications import Change
-from ..resolve import Resolver
+from astara_actors.core.events import Change
+from astara_actors.core.resolve import Resolver
+from astara_actors.errors import CloudError
+from astara_actors.protocol.messages import Deliver, Dump
 
 __all__ = ["ResolverActor"]
 

@@ -11,11 +11,16 @@ from typing import Any
 
 import pykka
 
-from .. import metrics
-from ..board import Board
-from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
-from ..log import router_logger
-from ..messages import (
+from astara_actors import metrics
+from astara_actors.actors.pool import ActorPool, PooledActor
+from astara_actors.actors.scheduler import Scheduler
+from astara_actors.actors.status_board import Board
+from astara_actors.config.settings import Settings
+from astara_actors.core.automaton import Automaton, Outcome
+from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
+from astara_actors.core.ports import Instance
+from astara_actors.log import router_logger
+from astara_actors.protocol.messages import (
     ChildFailed,
     DebugGlobal,
     DebugRouter,
@@ -32,11 +37,6 @@ from ..messages import (
     Settle,
     Wake,
 )
-from ..pool import ActorPool, PooledActor
-from ..ports import Instance
-from ..settings import Settings
-from ..state import Automaton, Outcome
-from .scheduler import Scheduler
 
 __all__ = ["RouterActor"]
 

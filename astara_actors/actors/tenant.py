@@ -19,9 +19,14 @@ from typing import Any
 
 import pykka
 
-from ..board import Board
-from ..events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
-from ..messages import (
+from astara_actors.actors.children import Children
+from astara_actors.actors.pool import ActorPool, PooledActor
+from astara_actors.actors.scheduler import Scheduler
+from astara_actors.actors.status_board import Board
+from astara_actors.config.settings import Settings
+from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
+from astara_actors.core.restart_policy import RestartPolicy
+from astara_actors.protocol.messages import (
     ChildFailed,
     DebugGlobal,
     DebugRouter,
@@ -37,11 +42,6 @@ from ..messages import (
     Track,
     Untrack,
 )
-from ..pool import ActorPool, PooledActor
-from ..settings import Settings
-from ..supervision import RestartPolicy
-from .children import Children
-from .scheduler import Scheduler
 
 __all__ = ["IdleCheck", "Retire", "Retired", "RouterFactory", "RouterForgotten", "TenantActor",
            "TenantIdle"]

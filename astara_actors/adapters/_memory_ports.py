@@ -8,17 +8,25 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
+from astara_actors.core.models import (
+    STATUS_TAG_PREFIX,
+    FloatingIp,
+    Interface,
+    NetworkInfo,
+    Port,
+    Router,
+    Server,
+)
+from astara_actors.errors import (
     ApplianceError,
     ApplianceRejected,
     ApplianceUnreachable,
     ComputeError,
     RouterGone,
 )
-from ..models import STATUS_TAG_PREFIX, FloatingIp, Interface, NetworkInfo, Port, Router, Server
 
 if TYPE_CHECKING:
-    from .memory import MemoryCloud
+    from astara_actors.adapters.memory import MemoryCloud
 
 __all__ = ["MemoryAppliance", "MemoryCompute", "MemoryNetwork"]
 

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import CloudError
+from astara_actors.errors import CloudError
 
 __all__ = ["SdkCalls", "quiet_sdk_warnings", "raise_for_status"]
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import ComputeError
-from ..models import Server
-from ._os_calls import SdkCalls, get_all
+from astara_actors.adapters._os_calls import SdkCalls, get_all
+from astara_actors.core.models import Server
+from astara_actors.errors import ComputeError
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

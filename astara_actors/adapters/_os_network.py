@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
-from ..cloud_settings import STATUS_MODES
-from ..errors import NetworkError, RouterGone
-from ..models import STATUS_TAG_PREFIX, FloatingIp, NetworkInfo, Port, Router
-from ._os_calls import SdkCalls, get_all, raise_for_status
+from astara_actors.adapters._os_calls import SdkCalls, get_all, raise_for_status
+from astara_actors.config.cloud import STATUS_MODES
+from astara_actors.core.models import STATUS_TAG_PREFIX, FloatingIp, NetworkInfo, Port, Router
+from astara_actors.errors import NetworkError, RouterGone
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

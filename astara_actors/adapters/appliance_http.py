@@ -8,7 +8,7 @@ The liveness probe, the one call made for every router every health period, skip
 (≈0.7 ms of CPU per call) for a plain ``http.client`` request on a fresh connection (≈0.14 ms):
 no keep-alive, so 10,000 appliances hold no 10,000 idle sockets open here. The poll of a healthy
 router uses :meth:`HttpAppliance.probe_async` instead: the same request on one selector thread
-(:mod:`astara_actors.prober`), so probes to hung appliances hold sockets, not actor workers.
+(:mod:`astara_actors.adapters.prober`), so probes to hung appliances hold sockets, not actor workers.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..errors import ApplianceError, ApplianceRejected, ApplianceUnreachable
-from ..models import Interface
-from ..prober import Prober
+from astara_actors.adapters.prober import Prober
+from astara_actors.core.models import Interface
+from astara_actors.errors import ApplianceError, ApplianceRejected, ApplianceUnreachable
 
 __all__ = ["HttpAppliance"]
 

@@ -18,10 +18,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import ComputeError, NetworkError, RouterGone
-from ..models import GATEWAY_OWNER, FloatingIp, NetworkInfo, Router, Server
-from ..settings import Settings
-from ._memory_ports import MemoryAppliance, MemoryCompute, MemoryNetwork
+from astara_actors.adapters._memory_ports import MemoryAppliance, MemoryCompute, MemoryNetwork
+from astara_actors.config.settings import Settings
+from astara_actors.core.models import GATEWAY_OWNER, FloatingIp, NetworkInfo, Router, Server
+from astara_actors.errors import ComputeError, NetworkError, RouterGone
 
 __all__ = ["FakeClock", "MemoryCloud"]
 

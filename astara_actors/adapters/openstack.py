@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..cloud_settings import CloudSettings
-from ..errors import CloudError
-from ._os_calls import quiet_sdk_warnings
-from ._os_compute import OpenStackCompute
-from ._os_network import OpenStackNetwork
+from astara_actors.adapters._os_calls import quiet_sdk_warnings
+from astara_actors.adapters._os_compute import OpenStackCompute
+from astara_actors.adapters._os_network import OpenStackNetwork
+from astara_actors.config.cloud import CloudSettings
+from astara_actors.errors import CloudError
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

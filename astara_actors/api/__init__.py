@@ -12,10 +12,10 @@ from ``$ASTARA_CONFIG_FILE`` (gunicorn), ``run_api(config_path)`` starts gunicor
 
 from __future__ import annotations
 
-from .app import create_app, get_app
-from .errors import ApiError, OrchestratorFailed, UnknownRouter
-from .openapi import openapi_document
-from .server import ApiStartError, run_api
+from astara_actors.api.app import create_app, get_app
+from astara_actors.api.errors import ApiError, OrchestratorFailed, UnknownRouter
+from astara_actors.api.openapi import openapi_document
+from astara_actors.api.server import ApiStartError, run_api
 
 __all__ = [
     "ApiError",

@@ -2,6 +2,6 @@
 
 import sys
 
-from .server import main
+from astara_actors.api.server import main
 
 sys.exit(main())

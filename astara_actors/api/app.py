@@ -15,21 +15,17 @@ from typing import Any
 
 import falcon
 
-from ..bus.rpc import ControlClient
-from ..bus.transport import mask_url
-from ..conf import CONFIG_ENV, ApiSettings, load_config
-from ..log import install as safe_logs
-from ._clients import ControlPort, PerThreadClients
-from .errors import install_error_handlers
-from .keystone import (
+from astara_actors.api._clients import ControlPort, PerThreadClients
+from astara_actors.api.errors import install_error_handlers
+from astara_actors.api.keystone import (
     KeystoneTokens,
     KeystoneValidator,
     TokenSource,
     keystone_account,
     plausible_token,
 )
-from .openapi import openapi_document
-from .resources import (
+from astara_actors.api.openapi import openapi_document
+from astara_actors.api.resources import (
     CommandResource,
     Control,
     HealthResource,
@@ -41,7 +37,11 @@ from .resources import (
     WorkersDebugResource,
     WorkersResource,
 )
-from .routes import COMMAND_ROUTES, INTERACTIVE, MISSING_ID_ROUTES
+from astara_actors.api.routes import COMMAND_ROUTES, INTERACTIVE, MISSING_ID_ROUTES
+from astara_actors.bus.rpc import ControlClient
+from astara_actors.bus.transport import mask_url
+from astara_actors.config.loader import CONFIG_ENV, ApiSettings, load_config
+from astara_actors.log import install as safe_logs
 
 __all__ = ["PUBLIC_PATHS", "Auth", "create_app", "get_app"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import falcon
 
-from ..bus.transport import BusError
-from ..control import InvalidCommand
-from ..errors import AstaraError
+from astara_actors.bus.transport import BusError
+from astara_actors.errors import AstaraError
+from astara_actors.protocol.control import InvalidCommand
 
 __all__ = ["ApiError", "KeystoneUnavailable", "OrchestratorFailed", "UnknownRouter",
            "install_error_handlers"]

@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import SettingsError
-from .errors import KeystoneUnavailable
+from astara_actors.api.errors import KeystoneUnavailable
+from astara_actors.errors import SettingsError
 
 if TYPE_CHECKING:
-    from ..cloud_settings import CloudSettings
-    from ..conf import Config
+    from astara_actors.config.cloud import CloudSettings
+    from astara_actors.config.loader import Config
 
 __all__ = [
     "KeystoneIdentity", "KeystoneTokens", "KeystoneUnavailable", "KeystoneValidator",
@@ -148,7 +148,7 @@ def keystone_account(config: Config) -> CloudSettings:
     """
     if config.cloud is not None:
         return config.cloud
-    from ..cloud_settings import CloudSettings
+    from astara_actors.config.cloud import CloudSettings
 
     sim = config.sim
     if sim is None or not sim.port:
@@ -178,7 +178,7 @@ class KeystoneTokens:
     def _connect(self) -> tuple[Any, str]:
         with self._lock:
             if self._session is None:
-                from ..adapters.openstack import connect
+                from astara_actors.adapters.openstack import connect
 
                 try:
                     conn = connect(self.account)

@@ -34,7 +34,7 @@ from gunicorn.app.wsgiapp import WSGIApplication
 from gunicorn.arbiter import Arbiter
 
 # Not imported by the package (it runs as __main__): its settings live in .server.
-from .server import PARENT_ENV, PIDFILE_ENV
+from astara_actors.api.server import PARENT_ENV, PIDFILE_ENV
 
 __all__ = ["ApiArbiter", "main", "set_parent_death_signal"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .. import validate
-from ..control import CommandKind
-from .routes import COMMAND_ROUTES, CommandRoute
+from astara_actors.api.routes import COMMAND_ROUTES, CommandRoute
+from astara_actors.core import validate
+from astara_actors.protocol.control import CommandKind
 
 __all__ = ["UUID_PATTERN", "openapi_document"]
 

@@ -16,12 +16,12 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .. import validate
-from ..control import Command, CommandKind, InvalidCommand, Query, QueryKind
-from ..events import WILDCARD_ALL, WILDCARD_ERROR
-from ._clients import ControlPort
-from .errors import OrchestratorFailed, UnknownRouter
-from .routes import CommandRoute
+from astara_actors.api._clients import ControlPort
+from astara_actors.api.errors import OrchestratorFailed, UnknownRouter
+from astara_actors.api.routes import CommandRoute
+from astara_actors.core import validate
+from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR
+from astara_actors.protocol.control import Command, CommandKind, InvalidCommand, Query, QueryKind
 
 __all__ = [
     "CommandResource", "Control", "HealthResource", "InteractiveSink", "METRICS_CONTENT_TYPE",

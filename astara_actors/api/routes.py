@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..control import CommandKind
+from astara_actors.protocol.control import CommandKind
 
 __all__ = ["COMMAND_ROUTES", "MISSING_ID_ROUTES", "CommandRoute", "INTERACTIVE"]
 

@@ -36,11 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..conf import CONFIG_ENV, ApiSettings, Config, load_config
-from ..errors import SettingsError
-from ..log import install as safe_logs
-from .errors import ApiError
-from .keystone import keystone_account
+from astara_actors.api.errors import ApiError
+from astara_actors.api.keystone import keystone_account
+from astara_actors.config.loader import CONFIG_ENV, ApiSettings, Config, load_config
+from astara_actors.errors import SettingsError
+from astara_actors.log import install as safe_logs
 
 __all__ = [
     "APP", "MODULE", "PARENT_ENV", "PIDFILE", "PIDFILE_ENV", "WORKER", "ApiStartError", "bind_address", "check_api_settings",

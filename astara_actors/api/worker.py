@@ -34,8 +34,8 @@ from gunicorn import http
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from ..conf import CONFIG_ENV, ApiSettings
-from .resources import MAX_BODY
+from astara_actors.api.resources import MAX_BODY
+from astara_actors.config.loader import CONFIG_ENV, ApiSettings
 
 __all__ = ["MAX_HEAD", "BufferingWorker", "RequestScanner"]
 
@@ -162,7 +162,7 @@ def _client_timeout() -> float:
     """``[api] client_timeout`` of the file gunicorn serves (the default without one)."""
     path = os.environ.get(CONFIG_ENV)
     if path:
-        from ..conf import load_config
+        from astara_actors.config.loader import load_config
 
         return load_config(path).api.client_timeout
     return ApiSettings().client_timeout

@@ -5,9 +5,9 @@ kombu is used only inside this package; its exceptions become :class:`BusError` 
 
 from __future__ import annotations
 
-from .consumer import Handler, NotificationConsumer
-from .rpc import Answer, ControlClient, QueryServer
-from .transport import (
+from astara_actors.bus.consumer import Handler, NotificationConsumer
+from astara_actors.bus.rpc import Answer, ControlClient, QueryServer
+from astara_actors.bus.transport import (
     BusError,
     BusSettings,
     BusUnavailable,

@@ -35,7 +35,7 @@ from kombu.transport.virtual import BrokerState
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
-from ..fsmodes import PRIVATE_FILE
+from astara_actors.fsmodes import PRIVATE_FILE
 
 __all__ = ["CLAIMED", "FilesystemTransport", "recover_claims"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import kombu
 from kombu.mixins import ConsumerMixin
 
-from .transport import BusError, BusSettings, bus_errors, connect, mask_url
+from astara_actors.bus.transport import BusError, BusSettings, bus_errors, connect, mask_url
 
 __all__ = ["ConsumerThread"]
 

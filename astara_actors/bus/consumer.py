@@ -30,9 +30,9 @@ from typing import Any
 
 import kombu
 
-from .. import metrics
-from ._worker import ConsumerThread
-from .transport import BusError, BusSettings
+from astara_actors import metrics
+from astara_actors.bus._worker import ConsumerThread
+from astara_actors.bus.transport import BusError, BusSettings
 
 __all__ = [
     "Handler",

@@ -13,7 +13,7 @@ A query is published to the fanout exchange ``astara.control``; every orchestrat
 A request the server cannot answer (a body that is not a JSON object, a ``reply_to`` that is no
 queue name or longer than AMQP's 255 bytes, a ``correlation_id`` that is not a short string) is
 refused: acked without a reply, logged, counted (``malformed``, ``astara_malformed_queries_total``).
-A query the orchestrator does not know (:class:`~astara_actors.control.InvalidCommand`) gets an
+A query the orchestrator does not know (:class:`~astara_actors.protocol.control.InvalidCommand`) gets an
 error reply and is counted the same way. Nothing a client sends can break the server's
 connection, which would drop its exclusive queue and every query waiting in it.
 """
@@ -32,12 +32,10 @@ from typing import Any
 
 import kombu
 
-from .. import metrics
-from ..control import COMMAND_EVENT_TYPE, InvalidCommand
-from ..errors import AstaraError
-from ._worker import ConsumerThread
-from .consumer import notifications_exchange
-from .transport import (
+from astara_actors import metrics
+from astara_actors.bus._worker import ConsumerThread
+from astara_actors.bus.consumer import notifications_exchange
+from astara_actors.bus.transport import (
     BusSettings,
     BusUnavailable,
     FilesystemTransport,
@@ -47,6 +45,8 @@ from .transport import (
     notification_envelope,
     publish,
 )
+from astara_actors.errors import AstaraError
+from astara_actors.protocol.control import COMMAND_EVENT_TYPE, InvalidCommand
 
 __all__ = [
     "Answer", "ControlClient", "MalformedQuery", "QueryServer", "control_exchange", "parse_request",

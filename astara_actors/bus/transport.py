@@ -22,9 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 import kombu
 import kombu.exceptions
 
-from ..errors import AstaraError, SettingsError
-from ..fsmodes import secure_dir
-from ._filesystem import FilesystemTransport
+from astara_actors.bus._filesystem import FilesystemTransport
+from astara_actors.errors import AstaraError, SettingsError
+from astara_actors.fsmodes import secure_dir
 
 __all__ = [
     "BusError",

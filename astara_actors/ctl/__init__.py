@@ -11,6 +11,6 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run astara-ctl (see :mod:`astara_actors.ctl.cli`)."""
-    from .cli import main as cli_main
+    from astara_actors.ctl.cli import main as cli_main
 
     return cli_main(argv)

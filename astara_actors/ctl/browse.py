@@ -22,9 +22,9 @@ from typing import Any
 
 import blessed
 
-from ..control import Command, CommandKind, InvalidCommand
-from . import render as text
-from .session import EXIT_USAGE, CtlError, Session, tenant_hint
+from astara_actors.ctl import render as text
+from astara_actors.ctl.session import EXIT_USAGE, CtlError, Session, tenant_hint
+from astara_actors.protocol.control import Command, CommandKind, InvalidCommand
 
 __all__ = ["Action", "Mode", "Refresher", "View", "dump", "handle_key", "render", "run", "visible"]
 

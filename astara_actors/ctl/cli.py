@@ -61,9 +61,16 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from ..control import Command, CommandKind
-from ..errors import AstaraError
-from .session import EXIT_USAGE, CtlError, Session, check_command, check_query, tenant_hint
+from astara_actors.ctl.session import (
+    EXIT_USAGE,
+    CtlError,
+    Session,
+    check_command,
+    check_query,
+    tenant_hint,
+)
+from astara_actors.errors import AstaraError
+from astara_actors.protocol.control import Command, CommandKind
 
 __all__ = ["main"]
 
@@ -128,7 +135,7 @@ def _ssh_command_last(argv: list[str]) -> list[str]:
 
 def _quiet_logging(verbose: bool) -> None:
     if verbose:
-        from ..log import install
+        from astara_actors.log import install
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
@@ -170,8 +177,8 @@ class _Run:
     @property
     def session(self) -> Session:
         if self._session is None:
-            from ..conf import load_config
-            from ..errors import SettingsError
+            from astara_actors.config.loader import load_config
+            from astara_actors.errors import SettingsError
 
             path = self.args["--config-file"]
             try:
@@ -230,7 +237,7 @@ class _Run:
     def router_show(self) -> int:
         query = check_query({"query": "router", "router_id": self.args["<router-id>"].strip()})
         dump, host = self.session.router(query.router_id)
-        from .render import router_dump
+        from astara_actors.ctl.render import router_dump
 
         self.emit(router_dump(dump, host), {"host": host, "router": dump})
         return 0
@@ -250,14 +257,14 @@ class _Run:
     def workers_debug(self) -> int:
         trees = self.session.workers()
         self.session.send(Command(CommandKind.WORKERS_DEBUG))  # and log it, as the original
-        from .render import workers_tree
+        from astara_actors.ctl.render import workers_tree
 
         lines = [line for host, tree in trees for line in workers_tree(host, tree)]
         self.emit(lines, {"workers": {host: tree for host, tree in trees}})
         return 0
 
     def browse(self) -> int:
-        from . import browse
+        from astara_actors.ctl import browse
 
         if self.args["--dump"]:
             return browse.dump(self.session, as_json=self.json)
@@ -265,7 +272,7 @@ class _Run:
 
     def ssh(self) -> int:
         check_query({"query": "router", "router_id": self.args["<router-id>"].strip()})
-        from . import ssh
+        from astara_actors.ctl import ssh
 
         ssh.SshOptions.from_args(self.args)  # malformed options: say so before asking anyone
         dump, _host = self.session.router(self.args["<router-id>"].strip())

@@ -1,6 +1,6 @@
 """Plain-text views of the orchestrators' answers: the router table, one router's dump, the tree.
 
-Pure functions of the query answers (see :mod:`astara_actors.inbox`); ``astara-ctl`` prints
+Pure functions of the query answers (see :mod:`astara_actors.actors.bus_bridge`); ``astara-ctl`` prints
 them and ``browse`` styles the same cells, so both show the same thing.
 """
 

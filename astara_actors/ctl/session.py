@@ -11,11 +11,11 @@ import getpass
 from collections.abc import Mapping
 from typing import Any
 
-from .. import validate
-from ..bus.rpc import ControlClient
-from ..bus.transport import BusError, BusSettings, NoAnswer
-from ..control import Command, InvalidCommand, Query, QueryKind
-from ..errors import AstaraError
+from astara_actors.bus.rpc import ControlClient
+from astara_actors.bus.transport import BusError, BusSettings, NoAnswer
+from astara_actors.core import validate
+from astara_actors.errors import AstaraError
+from astara_actors.protocol.control import Command, InvalidCommand, Query, QueryKind
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "CtlError", "Session", "check_command", "check_query",
            "storm_alert", "tenant_hint"]

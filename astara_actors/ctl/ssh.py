@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import paramiko
 
-from .session import EXIT_USAGE, CtlError
+from astara_actors.ctl.session import EXIT_USAGE, CtlError
 
 __all__ = ["EXIT_SSH", "SshError", "SshOptions", "choose_vm", "run"]
 
@@ -44,7 +44,7 @@ class SshOptions:
 
     @classmethod
     def defaults(cls, config: Any) -> SshOptions:
-        """With the demo's embedded simulator (a :class:`~astara_actors.conf.Config`): its
+        """With the demo's embedded simulator (a :class:`~astara_actors.config.loader.Config`): its
         appliances' ssh port, the demo's key, and host keys kept under ``state_dir``, not in
         ``~/.ssh`` (the simulator makes new host keys on every run)."""
         if not config.process.embedded_sim:

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import falcon
 
-from .contracts import Caller
-from .notifier import request_id_var
+from astara_actors.sim.contracts import Caller
+from astara_actors.sim.notifier import request_id_var
 
 __all__ = [
     "AuthMiddleware",

@@ -33,10 +33,10 @@ from typing import Any
 
 from docopt import docopt
 
-from ..errors import SettingsError
-from ..inifile import read_ini, section_to
-from ..log import install as safe_logs
-from .settings import SimSettings
+from astara_actors.config.ini import read_ini, section_to
+from astara_actors.errors import SettingsError
+from astara_actors.log import install as safe_logs
+from astara_actors.sim.settings import SimSettings
 
 __all__ = ["load_settings", "main"]
 
@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if settings.real_nova:
         return _serve_agents_only(settings)
-    from .cloud import SimCloud
-    from .server import SimServer
+    from astara_actors.sim.cloud import SimCloud
+    from astara_actors.sim.server import SimServer
 
     notify = None
     if settings.transport_url:
-        from ..bus.transport import BusSettings
-        from .notifier import KombuNotifier
+        from astara_actors.bus.transport import BusSettings
+        from astara_actors.sim.notifier import KombuNotifier
 
         notify = KombuNotifier(BusSettings(
             transport_url=settings.transport_url, notifications_exchange=settings.notifications_exchange,
@@ -119,10 +119,10 @@ def _wait(stop: threading.Event) -> None:
 
 def _serve_agents_only(settings: SimSettings) -> int:
     """``real_nova``: an appliance agent per ``ak-router-`` VM of the real Nova, nothing else."""
-    from ..errors import CloudError
-    from .appliances import ApplianceServer
-    from .beside_nova import LOG as WATCHER_LOG
-    from .beside_nova import NovaWatcher, connect_real
+    from astara_actors.errors import CloudError
+    from astara_actors.sim.appliances.agents import ApplianceServer
+    from astara_actors.sim.nova.beside import LOG as WATCHER_LOG
+    from astara_actors.sim.nova.beside import NovaWatcher, connect_real
 
     WATCHER_LOG.setLevel(logging.INFO)  # the agents it starts and stops are this mode's output
     try:

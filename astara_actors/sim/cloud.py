@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .appliances import ApplianceServer
-from .contracts import Caller, Notify, PortDirectory
-from .keystone import KeystoneModel, Project
-from .neutron import NeutronFault, NeutronModel
-from .nova import Flavor, NovaFault, NovaModel
-from .settings import SimSettings
-from .trace import Trace
+from astara_actors.sim.appliances.agents import ApplianceServer
+from astara_actors.sim.contracts import Caller, Notify, PortDirectory
+from astara_actors.sim.keystone.model import KeystoneModel, Project
+from astara_actors.sim.neutron.model import NeutronFault, NeutronModel
+from astara_actors.sim.nova.model import Flavor, NovaFault, NovaModel
+from astara_actors.sim.settings import SimSettings
+from astara_actors.sim.trace import Trace
 
 __all__ = ["SimCloud"]
 
@@ -84,7 +84,7 @@ class SimCloud:
         )
         self.ssh = None
         if settings.ssh_port:
-            from .ssh import SshServer
+            from astara_actors.sim.appliances.ssh import SshServer
 
             self.ssh = SshServer(settings.ssh_port)
         self.management_network_id = ""
@@ -268,7 +268,7 @@ class SimCloud:
         return None
 
     def _nics(self, server: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
-        from ._agent_http import Nic
+        from astara_actors.sim.appliances.http import Nic
 
         ports = [p for p in (self.ports.port(pid) for pid in server["port_ids"]) if p]
         ports.sort(key=lambda p: self._management_ip(p) is None)  # management NIC first
@@ -298,7 +298,7 @@ class SimCloud:
         try:
             self.appliances.add(server["id"], address, nics, router_id=router)
             if self.ssh is not None:
-                from .ssh import authorized_keys
+                from astara_actors.sim.appliances.ssh import authorized_keys
 
                 self.ssh.add(server["id"], address, authorized_keys(server.get("user_data")),
                              lambda command, sid=server["id"]: self._shell(sid, command))
@@ -383,9 +383,9 @@ def _image_ids(settings: SimSettings) -> list[str]:
 
 def _remote(settings: SimSettings) -> tuple[PortDirectory, Any, Callable[[str], str | None]]:
     """Ports, token validation and network names from the real Neutron and Keystone."""
-    from ..adapters.openstack import connect
-    from ..cloud_settings import CloudSettings
-    from .remote import RemotePorts, RemoteTokens
+    from astara_actors.adapters.openstack import connect
+    from astara_actors.config.cloud import CloudSettings
+    from astara_actors.sim.remote import RemotePorts, RemoteTokens
 
     conn = connect(CloudSettings(
         auth_url=settings.neutron_auth_url, username=settings.neutron_username,

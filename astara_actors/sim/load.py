@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cloud import SimCloud
+    from astara_actors.sim.cloud import SimCloud
 
 __all__ = ["LoadDriver"]
 

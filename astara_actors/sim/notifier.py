@@ -20,12 +20,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .contracts import Caller
+from astara_actors.sim.contracts import Caller
 
 if TYPE_CHECKING:
     import kombu
 
-    from ..bus.transport import BusSettings
+    from astara_actors.bus.transport import BusSettings
 
 __all__ = ["KombuNotifier", "Notification", "RecordingNotifier", "neutron_context", "request_id_var"]
 
@@ -157,7 +157,7 @@ class KombuNotifier:
         self.dropped = 0
 
     def __call__(self, event_type: str, payload: Mapping[str, Any], caller: Caller | None) -> None:
-        from ..bus.transport import notification_envelope
+        from astara_actors.bus.transport import notification_envelope
 
         body = notification_envelope(
             event_type, dict(payload), publisher_id=self.publisher_id,
@@ -259,8 +259,8 @@ class KombuNotifier:
     def _publish(self, event_type: str, body: str, failures: int) -> bool | None:
         """True: published; None: the bus is down (keep it, retry); False: it can never be
         published (logged, dropped)."""
-        from ..bus import transport
-        from ..bus.consumer import notifications_exchange
+        from astara_actors.bus import transport
+        from astara_actors.bus.consumer import notifications_exchange
 
         try:
             if self._connection is None:

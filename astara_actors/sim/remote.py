@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from ..adapters._os_calls import quiet_sdk_warnings
-from .contracts import Caller
+from astara_actors.adapters._os_calls import quiet_sdk_warnings
+from astara_actors.sim.contracts import Caller
 
 __all__ = ["RemotePorts", "RemoteTokens"]
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import falcon
 
-from ._http import AuthMiddleware, require_caller
-from .api_keystone import add_keystone_routes
-from .api_neutron import add_neutron_routes
-from .api_nova import add_nova_routes
-from .cloud import SimCloud
-from .load import LoadDriver
-from .trace import Trace
-from .wsgi import WSGIServerThread
+from astara_actors.sim._http import AuthMiddleware, require_caller
+from astara_actors.sim.cloud import SimCloud
+from astara_actors.sim.keystone.api import add_keystone_routes
+from astara_actors.sim.load import LoadDriver
+from astara_actors.sim.neutron.api import add_neutron_routes
+from astara_actors.sim.nova.api import add_nova_routes
+from astara_actors.sim.trace import Trace
+from astara_actors.sim.wsgi import WSGIServerThread
 
 __all__ = ["SimServer", "build_app"]
 

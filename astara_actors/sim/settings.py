@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..errors import SettingsError
+from astara_actors.errors import SettingsError
 
 __all__ = ["SimSettings"]
 

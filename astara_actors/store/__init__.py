@@ -5,6 +5,6 @@
 
 from __future__ import annotations
 
-from .store import Store, StoreError, default_url
+from astara_actors.store.store import Store, StoreError, default_url
 
 __all__ = ["Store", "StoreError", "default_url"]

@@ -26,7 +26,7 @@ import sys
 
 from docopt import DocoptExit, docopt
 
-from ..errors import AstaraError, SettingsError
+from astara_actors.errors import AstaraError, SettingsError
 
 __all__ = ["main", "database_url"]
 
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def database_url(config_file: str) -> str:
     """The store's URL from the configuration file ([database] connection, or the default)."""
-    from ..inifile import read_ini
-    from .store import default_url
+    from astara_actors.config.ini import read_ini
+    from astara_actors.store.store import default_url
 
     parser = read_ini(config_file)
     url = parser.get("database", "connection", fallback="").strip()
@@ -64,7 +64,7 @@ def database_url(config_file: str) -> str:
 
 
 def _run(args: dict) -> int:
-    from .store import Store
+    from astara_actors.store.store import Store
 
     url = database_url(args["--config-file"])
     try:
@@ -90,7 +90,7 @@ def _run(args: dict) -> int:
 def _describe(revision: str | None) -> str:
     from alembic.script import ScriptDirectory
 
-    from .store import MIGRATIONS
+    from astara_actors.store.store import MIGRATIONS
 
     if revision is None:
         return "none (an empty database: run astara-db upgrade)"
@@ -101,7 +101,7 @@ def _describe(revision: str | None) -> str:
 def _history() -> None:
     from alembic.script import ScriptDirectory
 
-    from .store import MIGRATIONS
+    from astara_actors.store.store import MIGRATIONS
 
     for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions():
         print(f"{script.down_revision or '<base>'} -> {script.revision}: {script.doc}")

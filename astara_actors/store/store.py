@@ -22,9 +22,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import AstaraError
-from ..fsmodes import secure_file
-from .models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
+from astara_actors.errors import AstaraError
+from astara_actors.fsmodes import secure_file
+from astara_actors.store.models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
 
 __all__ = ["Store", "StoreError", "default_url"]
 

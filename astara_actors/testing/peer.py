@@ -14,12 +14,12 @@ import sys
 import threading
 from typing import Any
 
-from ..adapters.memory import MemoryCloud
-from ..bus.transport import BusSettings
-from ..events import Action, Event
-from ..inbox import Inbox
-from ..log import install as safe_logs
-from ..runtime import Runtime
+from astara_actors.actors.bus_bridge import BusBridge
+from astara_actors.actors.runtime import Runtime
+from astara_actors.adapters.memory import MemoryCloud
+from astara_actors.bus.transport import BusSettings
+from astara_actors.core.events import Action, Event
+from astara_actors.log import install as safe_logs
 
 __all__ = ["main"]
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         control_exchange=args.control_exchange,
         queue_name=args.queue,
     )
-    inbox = Inbox(runtime, bus, network=cloud.network).start()
+    inbox = BusBridge(runtime, bus, network=cloud.network).start()
     try:
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))

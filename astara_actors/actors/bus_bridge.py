@@ -1,0 +1,183 @@
+"""The orchestrator's ears: Neutron notifications and operator commands in, queries answered.
+
+Two consumer threads feed the actor tree: one drains our own notifications queue (Neutron's
+changes and ``astara.command`` messages, which share the exchange as in the original), the
+other answers queries. Neither touches an actor's state: they ``tell`` and ``ask``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from astara_actors import metrics
+from astara_actors.actors.resolver import ResolverActor
+from astara_actors.actors.runtime import Runtime
+from astara_actors.actors.status_board import router_summary
+from astara_actors.bus.consumer import NotificationConsumer
+from astara_actors.bus.rpc import QueryServer
+from astara_actors.bus.transport import BusSettings
+from astara_actors.core.ports import Network
+from astara_actors.core.resolve import Resolver
+from astara_actors.errors import AstaraError
+from astara_actors.protocol.control import (
+    Command,
+    CommandKind,
+    InvalidCommand,
+    Query,
+    QueryKind,
+    to_tree_message,
+)
+from astara_actors.protocol.messages import Dump, LogDump
+from astara_actors.protocol.notifications import MalformedMessage, classify, decode, is_command
+from astara_actors.store.flags import record_command
+
+__all__ = ["BusBridge", "router_summary"]
+
+LOG = logging.getLogger(__name__)
+
+# What makes a message malformed (rejected, counted, one warning line; never a traceback). A
+# UnicodeError is a body py-amqp decoded with its content_encoding that will not encode back
+# (content_encoding "idna": the consumer re-encodes the body before our decoder sees it).
+_MALFORMED: tuple[type[Exception], ...] = (MalformedMessage, InvalidCommand, UnicodeError)
+
+
+class BusBridge:
+    """Bus consumers for one orchestrator process, wired to its :class:`Runtime`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: BusSettings,
+        *,
+        network: Network,
+        on_config_reload: Callable[[], None] | None = None,
+        store: Any = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.network = network
+        self.on_config_reload = on_config_reload
+        self.store = store  # debug flags and the audit trail; None keeps them in memory only
+        self.cluster = cluster  # this member and its view of the members, in a cluster
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.resolver: pykka.ActorRef[Any] | None = None
+        self.consumer: NotificationConsumer | None = None
+        self.queries: QueryServer | None = None
+
+    # --- lifecycle
+    def start(self, wait: float | None = 30.0) -> BusBridge:
+        """Start the resolver and both consumers; wait until they consume (if ``wait``)."""
+        assert self.runtime.root is not None, "start the runtime first"
+        self.resolver = ResolverActor.start(Resolver(self.network), self.runtime.root)
+        self.consumer = NotificationConsumer(
+            self.settings, self.handle, malformed=_MALFORMED,
+            # What was published while we were not bound is lost: heal it from the cloud now.
+            on_reconnected=self.runtime.resync,
+        ).start()
+        self.queries = QueryServer(self.settings, self.answer).start()
+        metrics.track_inbox(self)  # astara_inbox_depth reads its mailboxes when scraped
+        if wait is not None:
+            for thread in (self.consumer, self.queries):
+                if not thread.wait_ready(wait):
+                    LOG.warning("%s is not consuming yet (broker unreachable?)", thread.name)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop consuming first (unhandled messages go back to the broker), then the resolver."""
+        for thread in (self.queries, self.consumer):
+            if thread is not None:
+                thread.stop(timeout)
+        if self.resolver is not None:
+            try:
+                self.resolver.stop(timeout=timeout)
+            except pykka.ActorDeadError:
+                pass
+
+    # --- the notifications queue
+    def handle(self, body: bytes, delivery_tag: Any = None) -> None:
+        """Decode one message and hand it to the tree; returns once handed (then it is acked).
+
+        Raises ``MalformedMessage``/``InvalidCommand`` for a message that can never be handled.
+        """
+        notification = decode(body)
+        if is_command(notification):
+            self._command(Command.from_payload(notification.payload), notification.publisher_id)
+            return
+        change = classify(notification)
+        if change is None:
+            self._count("ignored")
+            return
+        if change.kind in ("network", "subnet"):
+            self.runtime.networks.invalidate()  # the next pushes read them again
+        assert self.resolver is not None
+        self.resolver.tell(change)
+        self._count("changes")
+
+    def _command(self, command: Command, actor: str = "") -> None:
+        self._count("commands")
+        if self.store is not None:
+            try:
+                record_command(self.store, command, actor or "unknown")
+            except AstaraError as exc:  # applied anyway: only its survival across a restart is lost
+                LOG.error("command %s not persisted: %s", command.kind, exc)
+        LOG.info(
+            "command %s%s%s", command.kind,
+            f" {command.router_id or command.tenant_id}" if command.router_id or command.tenant_id else "",
+            f" ({command.reason})" if command.reason else "",
+        )
+        message = to_tree_message(command)
+        if message is not None:
+            self.runtime.tell(message)
+        elif command.kind == CommandKind.WORKERS_DEBUG:
+            self.runtime.tell(LogDump())
+        elif command.kind == CommandKind.CONFIG_RELOAD:
+            if self.on_config_reload is None:
+                LOG.warning("config-reload: this process was not started from a config file")
+            else:
+                self.on_config_reload()
+
+    # --- queries
+    def answer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Answer one query for what this orchestrator owns."""
+        query = Query.from_payload(payload)
+        self._count("queries")
+        if query.kind == QueryKind.METRICS:
+            return {"metrics": metrics.exposition()}
+        if query.kind == QueryKind.ROUTER:
+            dump = self.runtime.dump(query.router_id)
+            return {"found": dump is not None, "router": dump}
+        if query.kind == QueryKind.ROUTERS:
+            # From the board: no router is asked, so 10,000 routers list in milliseconds.
+            return {"routers": self.runtime.board.summaries(), "storm": self.runtime.storm.dump()}
+        tree = self.runtime.dump(summaries=True)
+        tree["inbox"] = self.snapshot()
+        if self.cluster is not None:
+            tree["cluster"] = self.cluster()
+        return {"workers": tree}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters of the consumers and the resolver, for ``workers debug``."""
+        with self._lock:
+            snap: dict[str, Any] = {"messages": dict(self.stats)}
+        if self.consumer is not None:
+            snap["consumer"] = self.consumer.stats
+            snap["consumer_alive"] = self.consumer.alive
+        if self.resolver is not None:
+            try:
+                snap["resolver"] = self.resolver.ask(Dump(), timeout=self.runtime.settings.ask_timeout)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                snap["resolver"] = {"unavailable": "busy"}
+        return snap
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+        metrics.INBOX_MESSAGES.labels(kind=key).inc()

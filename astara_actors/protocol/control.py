@@ -1,0 +1,242 @@
+"""The control protocol shared by astara-ctl, the HTTP API and the browser.
+
+**Commands** are fire-and-forget and fanned out to every orchestrator. On the wire they are the
+original Astara's ``astara.command`` notifications (inventory §4.3), so a message from an old
+``astara-ctl`` still works. **Queries** are request/reply: every orchestrator answers for what
+it owns and the client gathers the answers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from astara_actors.core import validate
+from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
+from astara_actors.errors import AstaraError
+from astara_actors.protocol.messages import (
+    DebugGlobal,
+    DebugRouter,
+    DebugTenant,
+    Deliver,
+    ManageGlobal,
+    ManageRouter,
+    ManageTenant,
+)
+
+__all__ = [
+    "COMMAND_EVENT_TYPE",
+    "Command",
+    "CommandKind",
+    "InvalidCommand",
+    "Query",
+    "QueryKind",
+    "to_tree_message",
+]
+
+COMMAND_EVENT_TYPE = "astara.command"
+_WILDCARDS = (WILDCARD_ALL, WILDCARD_ERROR)
+
+
+class InvalidCommand(AstaraError):
+    """Raised when a command or query payload is malformed; says which field and why."""
+
+
+class CommandKind(enum.StrEnum):
+    POLL = "poll"
+    WORKERS_DEBUG = "workers-debug"
+    CONFIG_RELOAD = "config-reload"
+    GLOBAL_DEBUG = "global-debug"
+    TENANT_DEBUG = "tenant-debug"
+    TENANT_MANAGE = "tenant-manage"
+    RESOURCE_DEBUG = "resource-debug"
+    RESOURCE_MANAGE = "resource-manage"
+    RESOURCE_UPDATE = "resource-update"
+    RESOURCE_REBUILD = "resource-rebuild"
+    ROUTER_DEBUG = "router-debug"
+    ROUTER_MANAGE = "router-manage"
+    ROUTER_UPDATE = "router-update"
+    ROUTER_REBUILD = "router-rebuild"
+
+
+_TARGETED = {
+    CommandKind.RESOURCE_DEBUG, CommandKind.RESOURCE_MANAGE, CommandKind.RESOURCE_UPDATE,
+    CommandKind.RESOURCE_REBUILD, CommandKind.ROUTER_DEBUG, CommandKind.ROUTER_MANAGE,
+    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
+}
+# The original accepted the wildcards only for router-update/rebuild (and resource-*
+# update/rebuild through the same path); debug/manage of "every router" was refused.
+_WILDCARD_OK = {
+    CommandKind.RESOURCE_UPDATE, CommandKind.RESOURCE_REBUILD,
+    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One operator command; ``router_id`` is the target of every resource-/router- command."""
+
+    kind: CommandKind
+    router_id: str = ""
+    tenant_id: str = ""
+    reason: str = ""
+    image_id: str | None = None
+    enabled: bool | None = None  # global-debug only
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Command:
+        """Parse an ``astara.command`` payload; raises :class:`InvalidCommand`."""
+        if not isinstance(payload, Mapping):
+            raise InvalidCommand(f"command payload must be an object, not {type(payload).__name__}")
+        name = payload.get("command")
+        try:
+            kind = CommandKind(name)
+        except ValueError:
+            raise InvalidCommand(f"unknown command {validate.shown(name)}") from None
+        reason = _checked(validate.reason, payload.get("reason"), f"{kind}: reason")
+        tenant_id = _text(payload, "tenant_id")
+        if tenant_id == WILDCARD_ALL:
+            tenant_id = ""
+        router_id = ""
+        image_id = None
+        enabled = None
+        if kind in _TARGETED:
+            key = "resource_id" if kind.value.startswith("resource-") else "router_id"
+            router_id = _text(payload, key).lower()
+            if not router_id:
+                raise InvalidCommand(f"{kind}: {key} is missing")
+            router_id = _check_id(kind, key, router_id, wildcard_ok=kind in _WILDCARD_OK)
+            # The original sent the router's wildcard as its tenant too ("error", "error").
+            if tenant_id and not (router_id in _WILDCARDS and tenant_id in _WILDCARDS):
+                tenant_id = _checked(validate.tenant_id, tenant_id, f"{kind}: tenant_id")
+            image_key = "resource_image_uuid" if key == "resource_id" else "router_image_uuid"
+            # The original CLI sent *_image_uuid but its state machine read image_uuid.
+            image_id = _text(payload, image_key) or _text(payload, "image_uuid") or None
+            if image_id is not None:
+                image_id = _checked(validate.image_ref, image_id, f"{kind}: {image_key}")
+        elif kind in (CommandKind.TENANT_DEBUG, CommandKind.TENANT_MANAGE):
+            if not tenant_id:
+                raise InvalidCommand(f"{kind}: tenant_id is missing")
+            if tenant_id in _WILDCARDS:
+                raise InvalidCommand(f"{kind}: tenant_id cannot be the wildcard {tenant_id!r}")
+            tenant_id = _checked(validate.tenant_id, tenant_id, f"{kind}: tenant_id")
+        elif kind == CommandKind.GLOBAL_DEBUG:
+            value = payload.get("enabled")
+            if value in (1, True, "1", "true", "True"):
+                enabled = True
+            elif value in (0, False, "0", "false", "False"):
+                enabled = False
+            else:
+                raise InvalidCommand(
+                    f"global-debug: enabled must be 1 or 0, not {validate.shown(value)}")
+        if kind not in _TARGETED and kind not in (CommandKind.TENANT_DEBUG,
+                                                  CommandKind.TENANT_MANAGE):
+            tenant_id = ""  # read by no other command: never carried unchecked
+        return cls(kind, router_id, tenant_id, reason, image_id, enabled)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload an original astara-ctl would have sent for this command."""
+        payload: dict[str, Any] = {"command": str(self.kind)}
+        if self.kind in _TARGETED:
+            if self.kind.value.startswith("resource-"):
+                payload.update(resource_id=self.router_id, tenant_id=self.tenant_id or "*")
+                if self.kind == CommandKind.RESOURCE_REBUILD and self.image_id:
+                    payload["resource_image_uuid"] = self.image_id
+            else:
+                payload.update(router_id=self.router_id, tenant_id=self.tenant_id or "*")
+                if self.kind == CommandKind.ROUTER_REBUILD and self.image_id:
+                    payload["router_image_uuid"] = self.image_id
+            payload["reason"] = self.reason
+        elif self.kind in (CommandKind.TENANT_DEBUG, CommandKind.TENANT_MANAGE):
+            payload.update(tenant_id=self.tenant_id, reason=self.reason)
+        elif self.kind == CommandKind.GLOBAL_DEBUG:
+            payload.update(enabled=1 if self.enabled else 0, reason=self.reason)
+        return payload
+
+
+def to_tree_message(command: Command) -> Any | None:
+    """The actor-tree message that carries out ``command`` (None: handled by the process)."""
+    k, rid = command.kind, command.router_id
+    match k:
+        case CommandKind.POLL:
+            return Deliver(Event(WILDCARD_ALL, "", Action.POLL, reason="operator poll"))
+        case CommandKind.GLOBAL_DEBUG:
+            cls = DebugGlobal if command.enabled else ManageGlobal
+            return cls(reason=command.reason)
+        case CommandKind.TENANT_DEBUG:
+            return DebugTenant(command.tenant_id, command.reason)
+        case CommandKind.TENANT_MANAGE:
+            return ManageTenant(command.tenant_id, command.reason)
+        case CommandKind.RESOURCE_DEBUG | CommandKind.ROUTER_DEBUG:
+            return DebugRouter(rid, command.reason, command.tenant_id)
+        case CommandKind.RESOURCE_MANAGE | CommandKind.ROUTER_MANAGE:
+            return ManageRouter(rid, command.reason, command.tenant_id)
+        case CommandKind.RESOURCE_UPDATE | CommandKind.ROUTER_UPDATE:
+            return Deliver(Event(rid, command.tenant_id, Action.UPDATE, reason=command.reason))
+        case CommandKind.RESOURCE_REBUILD | CommandKind.ROUTER_REBUILD:
+            return Deliver(
+                Event(rid, command.tenant_id, Action.REBUILD, command.reason, command.image_id)
+            )
+    return None  # workers-debug, config-reload: the process answers them itself
+
+
+class QueryKind(enum.StrEnum):
+    ROUTERS = "routers"  # every router with its state
+    ROUTER = "router"  # one router's dump
+    WORKERS = "workers"  # the supervision tree
+    METRICS = "metrics"  # the process's Prometheus metrics, in the text format
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    kind: QueryKind
+    router_id: str = ""
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Query:
+        if not isinstance(payload, Mapping):
+            raise InvalidCommand(f"query must be an object, not {type(payload).__name__}")
+        try:
+            kind = QueryKind(payload.get("query"))
+        except ValueError:
+            raise InvalidCommand(f"unknown query {validate.shown(payload.get('query'))}") from None
+        router_id = ""
+        if kind == QueryKind.ROUTER:
+            router_id = _text(payload, "router_id").lower()
+            if not router_id:
+                raise InvalidCommand("router query: router_id is missing")
+            router_id = _check_id(kind, "router_id", router_id, wildcard_ok=False)
+        return cls(kind, router_id)
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"query": str(self.kind)}
+        if self.router_id:
+            payload["router_id"] = self.router_id
+        return payload
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidCommand(f"{key} must be a string, not {type(value).__name__}")
+    return value.strip(" ")
+
+
+def _check_id(kind: object, key: str, value: str, *, wildcard_ok: bool) -> str:
+    """The router id in canonical form (or the wildcard, where one is allowed)."""
+    if value in _WILDCARDS:
+        if not wildcard_ok:
+            raise InvalidCommand(f"{kind}: {key} cannot be the wildcard {value!r}")
+        return value
+    return _checked(validate.neutron_id, value, f"{kind}: {key}")
+
+
+def _checked(parse: Any, value: object, field: str) -> Any:
+    try:
+        return parse(value, field)
+    except validate.InvalidValue as exc:
+        raise InvalidCommand(str(exc)) from None

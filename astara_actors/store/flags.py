@@ -1,0 +1,56 @@
+"""Debug flags that survive restarts, and the audit trail of operator commands.
+
+The store holds the flags; the actor tree holds them in memory. At start-up the tree is told
+what the store remembers; every debug/manage command is written to the store (and audited)
+before the tree is told, so a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from astara_actors.protocol.control import Command, CommandKind
+from astara_actors.protocol.messages import DebugGlobal, DebugRouter, DebugTenant
+
+__all__ = ["record_command", "restore_debug"]
+
+LOG = logging.getLogger(__name__)
+
+
+def record_command(store: Any, command: Command, actor: str) -> None:
+    """Persist what ``command`` changes in the debug flags, and audit it."""
+    k = command.kind
+    if k in (CommandKind.RESOURCE_DEBUG, CommandKind.ROUTER_DEBUG):
+        store.set_router_debug(command.router_id, command.reason)
+    elif k in (CommandKind.RESOURCE_MANAGE, CommandKind.ROUTER_MANAGE):
+        store.clear_router_debug(command.router_id)
+    elif k == CommandKind.TENANT_DEBUG:
+        store.set_tenant_debug(command.tenant_id, command.reason)
+    elif k == CommandKind.TENANT_MANAGE:
+        store.clear_tenant_debug(command.tenant_id)
+    elif k == CommandKind.GLOBAL_DEBUG:
+        if command.enabled:
+            store.set_global_debug(command.reason)
+        else:
+            store.clear_global_debug()
+    target = command.router_id or command.tenant_id
+    store.record(actor, str(k), target, command.reason, command.to_payload())
+
+
+def restore_debug(store: Any, tell: Any) -> int:
+    """Tell the tree every flag the store remembers; returns how many."""
+    count = 0
+    enabled, reason = store.global_debug()
+    if enabled:
+        tell(DebugGlobal(reason=reason))
+        count += 1
+    for tenant_id, (reason, _since) in store.tenants_in_debug().items():
+        tell(DebugTenant(tenant_id, reason))
+        count += 1
+    for router_id, (reason, _since) in store.routers_in_debug().items():
+        tell(DebugRouter(router_id, reason))
+        count += 1
+    if count:
+        LOG.warning("restored %d debug flags from the store", count)
+    return count
