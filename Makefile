@@ -4,15 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench venv clean
+.PHONY: test demo lint bench venv clean lock
 
-# Create the virtualenv if missing; reinstall when a dependency list changes.
-$(STAMP): requirements.txt test-requirements.txt pyproject.toml setup.py
+# Create the virtualenv if missing; reinstall when the lock changes. requirements.lock holds the
+# exact versions (with hashes) of requirements.txt and test-requirements.txt, which keep the
+# ranges; `make lock` refreshes it after either changes.
+$(STAMP): requirements.lock pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -r test-requirements.txt
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
+
+lock: $(STAMP)
+	$(BIN)/python -m pip install -q pip-tools
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock requirements.txt test-requirements.txt
 
 venv: $(STAMP)
 
@@ -33,8 +40,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
+# Style (ruff), the layers (import-linter contracts in pyproject.toml) and types (mypy).
 lint: $(STAMP)
-	$(BIN)/python -m ruff check astara_actors tests
+	$(BIN)/python -m ruff check astara_actors tests bench
+	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info .state
