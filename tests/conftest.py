@@ -1,144 +1,54 @@
-"""Shared fixtures: a fast in-memory cloud and an orchestrator running on it."""
+"""Shared fixtures: a fast in-memory cloud with an orchestrator on it, and the real services.
+
+The helpers behind them live in ``astara_actors.testing``; test modules import those, never
+this file (pytest hands the fixtures over by name).
+
+A test that needs something outside the pytest process (RabbitMQ, Redis, PostgreSQL, MariaDB, a
+RabbitMQ node of its own, a daemon or peer it starts) carries the ``services`` marker; ``make
+test-unit`` runs the others (``-m "not services and not heavy"``). Using one of the service
+fixtures below is enough: :func:`pytest_collection_modifyitems` adds the marker. A module whose
+tests start processes says ``pytestmark = pytest.mark.services``; a parametrized fixture marks
+its service params (``pytest.param("rabbitmq", marks=pytest.mark.services)``).
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+import shutil
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pykka
 import pytest
 
-from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
-from astara_actors.config.settings import Settings
-from astara_actors.core.instance import InstanceManager
+from astara_actors.testing import Harness, fast_settings
+from astara_actors.testing.bus import (
+    PrivateRabbit,
+    Rabbit,
+    rabbit_bin,
+    rabbit_reachable,
+    rabbitmqctl,
+    reset_memory_bus,
+)
+from astara_actors.testing.services import RABBIT_URL, REDIS_URL, unavailable
 
-# Every wait in the actor tests is on a condition that the system notifies; this bound only
-# turns a hang into a failure.
-WAIT = 10.0
-
-
-class ObservedInstance:
-    """Wraps an instance manager and notifies a condition after every call the machine makes."""
-
-    CALLS = frozenset(
-        {"update_state", "sync", "check_alive", "boot", "configure", "replug", "stop", "set_error",
-         "clear_error"}
-    )
-
-    def __init__(self, inner: InstanceManager, changed: threading.Condition) -> None:
-        self._inner = inner
-        self._changed = changed
-
-    @property
-    def state(self) -> Any:
-        return self._inner.state
-
-    @property
-    def attempts(self) -> int:
-        return self._inner.attempts
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name not in self.CALLS:
-            return attr
-
-        def observed(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                with self._changed:
-                    self._changed.notify_all()
-
-        return observed
+# The fixtures that reach a real service: every test using one (directly or through another
+# fixture) is marked ``services``.
+SERVICE_FIXTURES = frozenset({"rabbit", "vhost", "private_rabbit", "redis_url"})
 
 
-class Harness:
-    """An orchestrator on a :class:`MemoryCloud`, with waits on what it does."""
-
-    def __init__(
-        self, cloud: MemoryCloud, settings: Settings, appliance: Any = None, owns: Any = None,
-        claim: Any = None, release: Any = None,
-    ) -> None:
-        self.cloud = cloud
-        self.settings = settings
-        self.changed = threading.Condition()
-        self.instances: dict[str, list[ObservedInstance]] = {}
-        self.fail_instance_for: set[str] = set()
-        self.runtime = Runtime(
-            settings,
-            network=cloud.network,
-            compute=cloud.compute,
-            appliance=appliance or cloud.appliance,
-            instance_factory=self._instance,
-            owns=owns,
-            claim=claim,
-            release=release,
-        )
-
-    def _instance(self, router_id: str, tenant_id: str) -> ObservedInstance:
-        if router_id in self.fail_instance_for:
-            raise RuntimeError(f"cannot build an instance for {router_id}")
-        inner = InstanceManager(
-            router_id,
-            tenant_id,
-            network=self.cloud.network,
-            compute=self.cloud.compute,
-            appliance=self.runtime.appliance,
-            settings=self.settings,
-            guard=self.runtime.storm,
-        )
-        observed = ObservedInstance(inner, self.changed)
-        with self.changed:
-            self.instances.setdefault(router_id, []).append(observed)
-            self.changed.notify_all()
-        return observed
-
-    def notify(self) -> None:
-        with self.changed:
-            self.changed.notify_all()
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-        with self.changed:
-            if not self.changed.wait_for(predicate, timeout=timeout):
-                raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-
-    def instance(self, router_id: str) -> ObservedInstance:
-        return self.instances[router_id][-1]
-
-    def pushes(self, router_id: str) -> int:
-        return len(self.cloud.config_pushes.get(router_id, ()))
-
-    def configured(self, router_id: str) -> bool:
-        return router_id in self.instances and str(self.instance(router_id).state) == "configured"
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
-
-def fast_settings(cloud: MemoryCloud, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "boot_check_interval": 0.01,
-        "retry_delay": 0.01,
-        "retry_max_delay": 0.05,
-        "error_state_cooldown": 0.2,
-        "error_retry_max": 0.5,
-        "health_check_period": 3600.0,
-        "restart_backoff": 0.01,
-        "restart_backoff_max": 0.05,
-        "alive_timeout": 0.5,
-        "ask_timeout": 2.0,
-    }
-    values.update(overrides)
-    return cloud.settings(**values)
-
+# --- the orchestrator on an in-memory cloud ---------------------------------------------------
 
 @pytest.fixture
 def cloud() -> MemoryCloud:
@@ -162,3 +72,75 @@ def make_harness(cloud: MemoryCloud) -> Iterator[Callable[..., Harness]]:
     for harness in started:
         harness.runtime.stop()
     pykka.ActorRegistry.stop_all()
+
+
+# --- buses -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def memory_bus() -> Iterator[None]:
+    """kombu's memory transport keeps its queues on classes: start and end each test empty."""
+    reset_memory_bus()
+    yield
+    reset_memory_bus()
+
+
+@pytest.fixture
+def rabbit() -> Iterator[Rabbit]:
+    """Unique names on the real RabbitMQ (``ASTARA_TEST_RABBIT_URL``), deleted afterwards."""
+    reason = rabbit_reachable()
+    if reason:
+        unavailable(reason)
+    r = Rabbit(RABBIT_URL)
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def vhost() -> Iterator[Rabbit]:
+    """A throwaway vhost, so a test may close every connection in it from the broker side."""
+    reason = rabbit_reachable()
+    if reason:
+        unavailable(reason)
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl is not installed")
+    name = f"astara-test-{uuid.uuid4().hex[:10]}"
+    try:
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        unavailable(f"cannot create a RabbitMQ vhost: {exc}")
+    yield Rabbit(urlunsplit(urlsplit(RABBIT_URL)._replace(path=f"/{name}")))
+    rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of the test's own, started (skips locally, FAILS under ``CI=true`` when
+    RabbitMQ is not installed or will not start)."""
+    if rabbit_bin("rabbitmq-server") is None or rabbit_bin("rabbitmqctl") is None:
+        unavailable("rabbitmq-server is not installed")
+    node = PrivateRabbit(tmp_path / "rabbit")
+    try:
+        node.start()
+    except (OSError, subprocess.SubprocessError) as exc:
+        tail = node.log_tail()
+        node.close()
+        unavailable(f"a private RabbitMQ node did not start: {exc}\n{tail}")
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    """The real Redis (``ASTARA_TEST_REDIS_URL``), once it answers a ping."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"Redis at {REDIS_URL} is unreachable: {exc}")
+    return REDIS_URL

@@ -24,8 +24,7 @@ from astara_actors.protocol.messages import (
     Run,
     Wake,
 )
-
-from .conftest import WAIT, Harness
+from astara_actors.testing import WAIT, Harness, wait_for
 
 T1, T2 = "tenant-1", "tenant-2"
 
@@ -737,8 +736,11 @@ class Handshake:
         ).start()
 
     def wait(self, what: Callable[[list[tuple[int, Any]]], bool]) -> None:
-        with self.changed:
-            assert self.changed.wait_for(lambda: what(self.log), WAIT), self.log
+        def holds() -> bool:
+            with self.changed:
+                return what(self.log)
+
+        wait_for(holds, lambda: repr(self.log), condition=self.changed)
 
     def delivered(self, generation: int) -> list[str]:
         return [m.event.router_id for g, m in self.log if g == generation and isinstance(m, Deliver)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import falcon.testing
@@ -15,69 +14,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astara_actors.actors.bus_bridge import router_summary
 from astara_actors.api import create_app, openapi_document
 from astara_actors.api.routes import COMMAND_ROUTES
-from astara_actors.bus.transport import BusUnavailable, NoAnswer
 from astara_actors.config.loader import ApiSettings
+from astara_actors.testing.api import FakeControl, R, T
 
-R = "7efa1155-0901-4e5e-aa82-7445b0091d00"
-T = "2f1f231e7cbe4028a87c725e401565c9"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 TOKEN = "s3cret-token"
-
-
-class FakeControl:
-    """Stands in for ``ControlClient``: one orchestrator ("orch-1") managing ``routers``."""
-
-    def __init__(self, routers: Mapping[str, dict[str, Any]] | None = None) -> None:
-        self.routers = dict(routers if routers is not None else {R: dump(R)})
-        self.mode = "answer"  # "answer" | "silent" | "bus-down" | "failing" | "crash" | "any"
-        self.sent: list[dict[str, Any]] = []
-        self.on_behalf_of: list[str] = []
-        self.asked: list[dict[str, Any]] = []
-
-    def send_command(self, payload: Mapping[str, Any], on_behalf_of: str = "") -> None:
-        if self.mode == "bus-down":
-            raise BusUnavailable("amqp://guest:pw@rabbit//", "Connection refused")
-        self.sent.append(dict(payload))
-        self.on_behalf_of.append(on_behalf_of)
-
-    def ask(self, query: Mapping[str, Any], timeout: float, expect: int | None = None,
-            grace: float = 0.05) -> list[dict[str, Any]]:
-        self.asked.append(dict(query))
-        match self.mode:
-            case "silent":
-                raise NoAnswer(query, timeout)
-            case "bus-down":
-                raise BusUnavailable("amqp://guest:pw@rabbit//", "Connection refused")
-            case "failing":
-                return [{"host": "orch-1", "ok": False, "error": "InvalidCommand: nope"}]
-            case "crash":
-                raise RuntimeError("a bug in the client")
-        if query["query"] == "router":
-            rid = query["router_id"]
-            found = self.routers.get(rid) or (dump(rid) if self.mode == "any" else None)
-            answer: dict[str, Any] = {"found": found is not None, "router": found}
-        elif query["query"] == "routers":
-            answer = {"routers": [router_summary(d) for d in self.routers.values()]}
-        elif query["query"] == "metrics":
-            answer = {"metrics": METRICS_TEXT}
-        else:
-            answer = {"workers": {"host": "orch-1", "tenants": [], "inbox": {"messages": {}}}}
-        return [{"host": "orch-1", "correlation_id": "c", "ok": True, "answer": answer}]
-
-
-METRICS_TEXT = """# HELP astara_boots_total Service VMs booted
-# TYPE astara_boots_total counter
-astara_boots_total 3.0
-"""
-
-
-def dump(router_id: str) -> dict[str, Any]:
-    return {"router_id": router_id, "tenant_id": T, "state": "CalcAction", "debug": False,
-            "instance_state": "configured", "action": "poll", "boot_attempts": 0, "restarts": 0,
-            "instance": {"router_name": "r1"}, "transitions": []}
 
 
 @pytest.fixture

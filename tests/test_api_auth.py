@@ -27,8 +27,9 @@ from astara_actors.api.server import check_api_settings, main, run_api
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.loader import ApiSettings, load_config
 from astara_actors.errors import SettingsError
-from tests.sim_helpers import PASSWORD, SimCloud, free_port, identity_and_network, token
-from tests.test_api import FakeControl
+from astara_actors.testing import FakeClock, free_port
+from astara_actors.testing.api import FakeControl
+from astara_actors.testing.sim import PASSWORD, SimCloud, identity_and_network, token
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "static-s3cret-token"
@@ -98,6 +99,7 @@ def write_ini(tmp_path: Path, api: str, sim: str = "port = 0\n") -> Path:
     return path
 
 
+@pytest.mark.services  # astara-api and the orchestrator in processes of their own
 def test_astara_api_and_the_orchestrator_refuse_an_open_api_with_one_line(tmp_path: Path) -> None:
     ini = write_ini(tmp_path, "listen = ::\nport = 44250\n")
     for module, code in (("astara_actors.api", 1), ("astara_actors.daemon", 2)):
@@ -111,6 +113,7 @@ def test_astara_api_and_the_orchestrator_refuse_an_open_api_with_one_line(tmp_pa
     assert not (tmp_path / "state").exists()  # refused before anything started
 
 
+@pytest.mark.services  # gunicorn
 def test_an_open_api_chosen_explicitly_starts_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -257,18 +260,9 @@ def test_a_malformed_token_is_refused_without_asking_keystone(cloud: SimCloud) -
     assert source.asked == []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_cache_keeps_valid_and_invalid_answers_for_a_bounded_time_and_size() -> None:
     asked: list[str] = []
-    wall = Clock()
-    wall.now = 1_700_000_000.0
+    wall = FakeClock(1_700_000_000.0)
 
     def source(subject: str) -> KeystoneIdentity | None:
         asked.append(subject)
@@ -277,26 +271,26 @@ def test_the_cache_keeps_valid_and_invalid_answers_for_a_bounded_time_and_size()
         return None
 
     source.uri = "http://k"  # type: ignore[attr-defined]
-    clock = Clock()
+    clock = FakeClock(1000.0)
     validator = KeystoneValidator(source, cache_time=60, cache_size=3, clock=clock, wall=wall)
     assert validator.identity("good-1") is not None and validator.identity("bad-1") is None
     assert validator.identity("good-1") is not None and validator.identity("bad-1") is None
     assert asked == ["good-1", "bad-1"]
-    clock.now += 61  # past token_cache_time: asked again
+    clock.advance(61)  # past token_cache_time: asked again
     validator.identity("bad-1")
     assert asked[-1] == "bad-1" and len(asked) == 3
     for name in ("bad-2", "bad-3", "bad-4"):
         validator.identity(name)
     assert len(validator) == 3  # the oldest were dropped
     # Never past the token's own expiry: it expires in 100 s, the cache would keep it 60 s...
-    wall.now += 0
+    wall.advance(0)
     assert validator.identity("good-2") is not None
-    clock.now += 30
-    wall.now += 30
+    clock.advance(30)
+    wall.advance(30)
     short = KeystoneValidator(source, cache_time=600, cache_size=3, clock=clock, wall=wall)
     assert short.identity("good-3") is not None
-    clock.now += 101
-    wall.now += 101
+    clock.advance(101)
+    wall.advance(101)
     before = len(asked)
     short.identity("good-3")
     assert len(asked) == before + 1  # ...and with 600 s of cache time, asked again at 101 s

@@ -3,12 +3,10 @@ orchestrator process: the seed's ``curl -X PUT`` calls, and their effect seen wi
 
 from __future__ import annotations
 
-import queue
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +24,11 @@ from astara_actors.api.worker import (
 )
 from astara_actors.bus import BusSettings
 from astara_actors.config.loader import ApiSettings
+from astara_actors.testing import WAIT, free_port, wait_for
+from astara_actors.testing.api import LiveApi
 from astara_actors.testing.peer import PeerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
-# Every wait is on a line, an answer or a process; this bound only turns a hang into a failure.
-WAIT = 20.0
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def write_ini(tmp_path: Path, port: int, listen: str = "127.0.0.1", **api: Any) -> Path:
@@ -49,37 +39,6 @@ def write_ini(tmp_path: Path, port: int, listen: str = "127.0.0.1", **api: Any) 
         + "".join(f"{key} = {value}\n" for key, value in api.items())
     )
     return path
-
-
-class LiveApi:
-    """gunicorn started by ``run_api``; ready once its log says it is listening."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = run_api(config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.wait_for_log("Listening at:")
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-            self.lines.put(line)
-        self.lines.put("")  # EOF: gunicorn exited
-
-    def wait_for_log(self, needle: str) -> str:
-        while True:
-            line = self.lines.get(timeout=WAIT)
-            if not line:
-                raise AssertionError("gunicorn exited:\n" + "".join(self.log))
-            if needle in line:
-                return line
-
-    def stop(self) -> None:
-        self.proc.terminate()  # SIGTERM: gunicorn's graceful stop
-        assert self.proc.wait(timeout=WAIT) == 0, "".join(self.log)
 
 
 @pytest.fixture
@@ -97,16 +56,7 @@ def live(tmp_path: Path) -> Iterator[tuple[LiveApi, str]]:
     api.stop()
 
 
-def eventually(fetch: Callable[[], Any], accept: Callable[[Any], bool]) -> Any:
-    """Ask again until an answer is accepted: a command and a later query travel different
-    queues, so the query may overtake it."""
-    for _attempt in range(200):
-        value = fetch()
-        if accept(value):
-            return value
-    raise AssertionError(f"never accepted: {value!r}")
-
-
+@pytest.mark.services  # gunicorn and a peer orchestrator in processes of their own
 def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     peer: PeerProcess, live: tuple[LiveApi, str]
 ) -> None:
@@ -125,8 +75,11 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
 
     manage = requests.put(f"{base}/router/manage/{router}/?reason=done", timeout=WAIT)
     assert manage.status_code == 202
-    eventually(lambda: requests.get(f"{base}/routers", timeout=WAIT).json()["routers"],
-               lambda routers: [(r["router_id"], r["debug"]) for r in routers] == [(router, False)])
+    # Asked until it shows: a command and a later query travel different queues, so the query
+    # may overtake it.
+    wait_for(lambda: [(r["router_id"], r["debug"]) for r in requests.get(
+        f"{base}/routers", timeout=WAIT).json()["routers"]] == [(router, False)],
+        "the router managed again")
 
     assert requests.put(f"{base}/poll/", timeout=WAIT).status_code == 202
     workers = requests.put(f"{base}/workers/debug/", timeout=WAIT)
@@ -156,6 +109,7 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     assert gone.status_code == 503 and "no orchestrator answered" in gone.json()["error"]
 
 
+@pytest.mark.services  # gunicorn
 def test_the_api_serves_ipv4_and_ipv6_on_one_dual_stack_port(tmp_path: Path) -> None:
     try:
         port = free_port("::1")
@@ -237,6 +191,7 @@ class SlowClients:
             sock.close()
 
 
+@pytest.mark.services  # gunicorn and a peer orchestrator
 def test_fifty_slow_clients_do_not_stop_the_api_answering_the_others(
     peer: PeerProcess, live: tuple[LiveApi, str]
 ) -> None:
@@ -276,6 +231,7 @@ def impatient(tmp_path: Path) -> Iterator[int]:
     api.stop()
 
 
+@pytest.mark.services  # gunicorn
 def test_a_request_not_sent_in_time_is_408_and_an_idle_connection_is_closed(impatient: int) -> None:
     answer = exchange(impatient, b"GET /healthz HTTP/1.1\r\nHost: api\r\n")
     assert answer.startswith(b"HTTP/1.1 408 ")
@@ -283,6 +239,7 @@ def test_a_request_not_sent_in_time_is_408_and_an_idle_connection_is_closed(impa
     assert exchange(impatient) == b""  # nothing sent, nothing answered: closed
 
 
+@pytest.mark.services  # gunicorn
 def test_requests_in_pieces_pipelined_or_with_bodies_are_served_whole(impatient: int) -> None:
     close = b"Host: api\r\nConnection: close\r\n\r\n"
     request = b"GET /openapi.json HTTP/1.1\r\n" + close

@@ -9,8 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ import requests
 
 from astara_actors.api import server
 from astara_actors.api.server import MODULE, PIDFILE, ApiStartError, replace_stale_api, run_api
-from tests.test_api_gunicorn import LiveApi, free_port
+from astara_actors.testing import free_port, wait_for
+from astara_actors.testing.api import LiveApi
 
 ROOT = Path(__file__).resolve().parent.parent
-# Generous bounds: they only turn a hang into a failure, they time nothing.
-WAIT = 30.0
+pytestmark = pytest.mark.services  # the API, its parent and its workers are processes
+# Every wait here is 30 s (processes start and die on a loaded machine): a bound, it times nothing.
 
 
 def write_ini(tmp_path: Path, port: int) -> Path:
@@ -35,16 +35,6 @@ def write_ini(tmp_path: Path, port: int) -> Path:
         "[sim]\nport = 0\ntenants = 1\nrouters_per_tenant = 1\nboot_delay = 0.1\n"
     )
     return path
-
-
-def until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def listening(port: int) -> bool:
@@ -87,19 +77,22 @@ def test_kill_9_of_its_parent_takes_the_api_down(
     parent = subprocess.Popen([*command, str(write_ini(tmp_path, port))], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     spawned.append(parent)
-    until(lambda: listening(port) and record(tmp_path).get("parent") == parent.pid,
-          "the API listening, its pidfile written")
+    wait_for(lambda: listening(port) and record(tmp_path).get("parent") == parent.pid,
+             "the API listening, its pidfile written", timeout=30.0, interval=0.1)
     api = record(tmp_path)["api"]
     assert MODULE.encode() in Path(f"/proc/{api}/cmdline").read_bytes()
     assert (tmp_path / "state" / PIDFILE).stat().st_mode & 0o077 == 0  # owner-only
-    workers = until(lambda: (lambda found: found if len(found) == 2 else None)(server._children(api)),
-                    "both workers forked")
+    workers = wait_for(
+        lambda: (lambda found: found if len(found) == 2 else None)(server._children(api)),
+        "both workers forked", timeout=30.0, interval=0.1)
 
     parent.kill()  # SIGKILL: nothing of it runs any more
     parent.wait()
     try:
-        until(lambda: not listening(port), "the port closed after the parent's SIGKILL")
-        until(lambda: not any(alive(p) for p in [api, *workers]), "the API's processes gone")
+        wait_for(lambda: not listening(port), "the port closed after the parent's SIGKILL",
+                 timeout=30.0, interval=0.1)
+        wait_for(lambda: not any(alive(p) for p in [api, *workers]), "the API's processes gone",
+                 timeout=30.0, interval=0.1)
         assert not (tmp_path / "state" / PIDFILE).exists()  # removed by the master at exit
     finally:  # what the bug left behind, if it is back
         for pid in [api, *workers]:
@@ -120,8 +113,8 @@ def test_a_stale_api_whose_parent_is_gone_is_replaced_at_start(
          "run_api(sys.argv[1]); time.sleep(600)", str(ini)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     spawned.append(starter)
-    until(lambda: listening(port) and record(tmp_path).get("parent") == starter.pid,
-          "the first API listening")
+    wait_for(lambda: listening(port) and record(tmp_path).get("parent") == starter.pid,
+             "the first API listening", timeout=30.0, interval=0.1)
     stale = record(tmp_path)["api"]
     os.kill(stale, signal.SIGSTOP)
     starter.kill()
@@ -137,10 +130,11 @@ def test_a_stale_api_whose_parent_is_gone_is_replaced_at_start(
         os.kill(stale, signal.SIGKILL)
         raise
     try:
-        until(lambda: not alive(stale), "the stale API stopped")
-        until(lambda: record(tmp_path).get("api") == api.proc.pid, "the new API's pidfile")
+        wait_for(lambda: not alive(stale), "the stale API stopped", timeout=30.0, interval=0.1)
+        wait_for(lambda: record(tmp_path).get("api") == api.proc.pid, "the new API's pidfile",
+                 timeout=30.0, interval=0.1)
         assert record(tmp_path)["parent"] == os.getpid()
-        answer = requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=WAIT)
+        answer = requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30.0)
         assert answer.status_code == 200
     finally:
         api.stop()
@@ -151,11 +145,12 @@ def test_a_live_api_of_a_live_parent_is_left_alone(tmp_path: Path) -> None:
     ini = write_ini(tmp_path, port)
     first = LiveApi(ini)
     try:
-        until(lambda: record(tmp_path).get("api") == first.proc.pid, "the pidfile written")
+        wait_for(lambda: record(tmp_path).get("api") == first.proc.pid, "the pidfile written",
+                 timeout=30.0, interval=0.1)
         with pytest.raises(ApiStartError, match="already in use"):
             run_api(ini)
         assert record(tmp_path)["api"] == first.proc.pid  # still the first one's
-        assert requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=WAIT).ok
+        assert requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30.0).ok
     finally:
         first.stop()
     assert not (tmp_path / "state" / PIDFILE).exists()

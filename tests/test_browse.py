@@ -6,7 +6,6 @@ import io
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,10 @@ import pytest
 
 from astara_actors.ctl.browse import Mode, Snapshot, View, handle_key, render, with_snapshot
 from astara_actors.protocol.control import Command, CommandKind
-
-from .test_ctl import Peer
+from astara_actors.testing import WAIT, wait_for
+from astara_actors.testing.peer import CtlPeer
 
 A, B, C = (f"{n}0000000-0000-0000-0000-00000000000{n}" for n in (1, 2, 3))
-WAIT = 20.0
 
 
 # Keystone project ids, as the orchestrators hand them over (the browser validates them).
@@ -245,13 +243,12 @@ class Tmux:
 
     def wait_for(self, predicate: Callable[[str], bool], what: str) -> str:
         """Until the screen satisfies ``predicate`` (tmux offers no event for a repaint)."""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            shown = self.screen()
-            if predicate(shown):
-                return shown
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; the screen:\n{self.screen()}")
+
+        def shown() -> str | None:
+            screen = self.screen()
+            return screen if predicate(screen) else None
+
+        return wait_for(shown, lambda: f"{what}; the screen:\n{self.screen()}", interval=0.05)
 
     def send(self, *keys: str) -> None:
         self.tmux("send-keys", *keys)
@@ -265,9 +262,10 @@ class Tmux:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
 
 
+@pytest.mark.services  # a peer orchestrator and astara-ctl in processes of their own
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_browse_in_a_real_terminal(tmp_path: Path) -> None:
-    peer = Peer(tmp_path, routers=3)
+    peer = CtlPeer(tmp_path, routers=3)
     command = (f"{sys.executable} -m astara_actors.ctl.cli --config-file {peer.config} "
                "--timeout 5 browse")
     tmux = Tmux(tmp_path, command)

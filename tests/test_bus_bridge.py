@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,17 @@ from astara_actors.bus.consumer import notifications_exchange
 from astara_actors.bus.transport import notification_envelope
 from astara_actors.core.events import Action, Event
 from astara_actors.protocol.messages import Deliver, Dump
+from astara_actors.testing import WAIT
+from astara_actors.testing.bus import Rabbit
 from astara_actors.testing.peer import PeerProcess
-
-from .bus_helpers import WAIT, Rabbit, rabbit_names
-from .scenario import FIXTURES, GW_ROUTER, RESOLVED, ROUTER, TENANT, scenario_cloud
-
-
-@pytest.fixture
-def rabbit() -> Iterator[Rabbit]:
-    yield from rabbit_names()
+from astara_actors.testing.scenario import (
+    FIXTURES,
+    GW_ROUTER,
+    RESOLVED,
+    ROUTER,
+    TENANT,
+    scenario_cloud,
+)
 
 
 class ProbeTenant(pykka.ThreadingActor):
@@ -160,7 +161,7 @@ def test_malformed_message_is_rejected_and_the_next_one_reaches_the_tree(rabbit:
         probed.stop()
 
 
-@pytest.fixture(params=["embedded", "rabbitmq"])
+@pytest.fixture(params=["embedded", pytest.param("rabbitmq", marks=pytest.mark.services)])
 def bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
     if request.param == "embedded":
         return BusSettings.embedded(tmp_path, host="ctl")
@@ -168,6 +169,7 @@ def bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
     return rabbit.settings()
 
 
+@pytest.mark.services  # a peer process
 def test_command_and_query_round_trip_across_processes(bus: BusSettings) -> None:
     peer = PeerProcess(bus)
     try:

@@ -25,13 +25,8 @@ from astara_actors.bus import (
 )
 from astara_actors.bus.rpc import control_exchange
 from astara_actors.protocol.control import Command, CommandKind, InvalidCommand
-
-from . import bus_helpers
-from .bus_helpers import WAIT, Peer, Rabbit, Recorder, rabbitmqctl
-
-rabbit = pytest.fixture(bus_helpers.rabbit_names)
-vhost = pytest.fixture(bus_helpers.rabbit_vhost)
-memory_bus = pytest.fixture(bus_helpers.fresh_memory_bus)
+from astara_actors.testing import WAIT
+from astara_actors.testing.bus import Peer, Rabbit, Recorder, rabbitmqctl
 
 MEMORY = BusSettings(transport_url="memory://", host="h1")
 
@@ -186,7 +181,7 @@ def test_the_server_deletes_its_filesystem_queue_on_stop(tmp_path: Path) -> None
 # -- two OS processes ---------------------------------------------------------------------
 
 
-@pytest.fixture(params=["filesystem", "rabbitmq"])
+@pytest.fixture(params=["filesystem", pytest.param("rabbitmq", marks=pytest.mark.services)])
 def shared_bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
     if request.param == "filesystem":
         return BusSettings(transport_url=f"filesystem://{tmp_path}/bus", host="client")
@@ -194,6 +189,7 @@ def shared_bus(request: pytest.FixtureRequest, tmp_path: Path) -> BusSettings:
     return r.settings(host="client")
 
 
+@pytest.mark.services  # peer processes
 def test_two_servers_in_other_processes_both_answer(shared_bus: BusSettings) -> None:
     # Given two orchestrators, each in its own process
     peers = [Peer("serve", BusSettings(**{**_fields(shared_bus), "host": h})) for h in ("a", "b")]

@@ -27,10 +27,6 @@ from astara_actors.bus.consumer import (
 from astara_actors.bus.transport import FilesystemTransport, mask_url
 from astara_actors.errors import AstaraError, SettingsError
 
-from . import bus_helpers
-
-memory_bus = pytest.fixture(bus_helpers.fresh_memory_bus)
-
 
 def test_settings_default_to_neutrons_exchange_and_our_own_per_host_queue() -> None:
     settings = BusSettings(transport_url="memory://", host="net1")

@@ -7,25 +7,21 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
+from astara_actors.testing import free_port
+from astara_actors.testing.sim_process import admin, cloud_state, orchestrator_ini
+
 ROOT = Path(__file__).resolve().parent.parent
 ROUTERS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = pytest.mark.services  # astara-sim and the orchestrator in processes of their own
 
 
 @pytest.fixture
@@ -48,53 +44,9 @@ def sim(tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def orchestrator_ini(tmp_path: Path, url: str) -> Path:
-    status = requests.get(f"{url}/sim", timeout=10).json()
-    ini = tmp_path / "orchestrator.ini"
-    ini.write_text(f"""[orchestrator]
-host = chaos
-state_dir = {tmp_path}
-management_network_id = {status['management_network_id']}
-management_subnet_id = {status['management_subnet_id']}
-router_image_id = astara-appliance
-router_flavor_id = astara-router
-health_check_period = 1.0
-boot_check_interval = 0.2
-retry_delay = 0.1
-retry_max_delay = 1.0
-dead_vm_timeout = 3.0
-boot_timeout = 20.0
-alive_timeout = 0.5
-config_check_polls = 1
-orphan_sweep_period = 1.0
-orphan_grace = 1.0
-[cloud]
-auth_url = {url}/identity/v3
-username = admin
-password = admin-secret
-project_name = admin
-retries = 1
-retry_delay = 0.1
-[bus]
-transport_url = filesystem://{tmp_path}/bus
-[api]
-enabled = false
-""")
-    return ini
-
-
 def start(ini: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-
-
-def admin(url: str) -> Any:
-    import openstack
-
-    return openstack.connect(auth_url=f"{url}/identity/v3", username="admin",
-                             password="admin-secret", project_name="admin",
-                             user_domain_name="Default", project_domain_name="Default",
-                             load_yaml_config=False, load_envvars=False)
 
 
 def add_ha_router(url: str) -> str:
@@ -107,20 +59,6 @@ def add_ha_router(url: str) -> str:
                                         external_gateway_info={"network_id": public.id})
     conn.network.add_interface_to_router(router, subnet_id=subnet.id)
     return str(router.id)
-
-
-def cloud_state(url: str) -> dict[str, Any]:
-    """What the simulated cloud holds: routers, VMs by router, our ports, appliance configs."""
-    conn = admin(url)
-    all_routers = list(conn.network.routers())
-    routers = [r.id for r in all_routers]
-    ha = {r.id for r in all_routers if r.is_ha}
-    servers: dict[str, list[Any]] = {}
-    for s in conn.compute.servers(all_projects=True):
-        if s.name.startswith("ak-router-") and s.status != "DELETED":
-            servers.setdefault(s.name[len("ak-router-"):].rsplit("_", 1)[0], []).append(s)
-    ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
-    return {"routers": routers, "ha": ha, "servers": servers, "ports": ports}
 
 
 def converged(url: str) -> tuple[bool, str]:

@@ -18,8 +18,7 @@ import pykka
 from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import Action, Event
-
-from .conftest import fast_settings, wait_until
+from astara_actors.testing import fast_settings, wait_for
 
 TENANTS = ("tenant-a", "tenant-b")
 PER_TENANT = 6
@@ -46,7 +45,7 @@ def test_late_events_for_deleted_routers_leave_no_entry_in_the_root() -> None:
         routers = [(cloud.add_router(t), t) for t in TENANTS for _ in range(PER_TENANT)]
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
-        wait_until(lambda: len(runtime.board.summaries()) == len(routers) and all(
+        wait_for(lambda: len(runtime.board.summaries()) == len(routers) and all(
             s.get("instance_state") == "configured" for s in runtime.board.summaries()),
             "routers configured")
         root = runtime.root._actor_weakref()  # noqa: SLF001 - what the root still maps
@@ -56,9 +55,9 @@ def test_late_events_for_deleted_routers_leave_no_entry_in_the_root() -> None:
         for router_id, tenant_id in doomed:
             cloud.delete_router(router_id)
             runtime.deliver(Event(router_id, tenant_id, Action.DELETE))
-        wait_until(lambda: all(runtime.dump(r) is None for r, _ in doomed), "actors gone")
+        wait_for(lambda: all(runtime.dump(r) is None for r, _ in doomed), "actors gone")
         gone = {r for r, _ in doomed}
-        wait_until(lambda: not gone & mapped(root), "the root forgetting the deleted routers")
+        wait_for(lambda: not gone & mapped(root), "the root forgetting the deleted routers")
 
         # The stragglers: what the resolver still had for them, after the delete was handled.
         for router_id, tenant_id in doomed:
@@ -66,7 +65,7 @@ def test_late_events_for_deleted_routers_leave_no_entry_in_the_root() -> None:
                 runtime.deliver(Event(router_id, tenant_id, action, reason="port.delete.end"))
         runtime.dump()  # a round trip through the root and every tenant: the stragglers are in
 
-        wait_until(lambda: not gone & mapped(root),
+        wait_for(lambda: not gone & mapped(root),
                    "the root forgetting the deleted routers again after their late events")
         assert all(runtime.dump(r) is None for r, _ in doomed), "a straggler revived a router"
         kept = {r for r, _ in routers} - gone

@@ -1,7 +1,8 @@
 """Cluster membership (tooz on a real Redis) and the consistent hash ring.
 
-Redis comes from ``ASTARA_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379``). When it is
-unreachable the Redis tests skip locally and FAIL under ``CI=true``. Every test uses its own group.
+Redis comes from ``ASTARA_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379``), through the
+``redis_url`` fixture of ``tests/conftest.py``: when it is unreachable the Redis tests skip locally
+and FAIL under ``CI=true``. Every test uses its own group.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import pytest
 
 from astara_actors.adapters.cluster import Coordinator
 from astara_actors.core.ring import Ring
+from astara_actors.testing import wait_for
 
-REDIS_URL = os.environ.get("ASTARA_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-WAIT = 10.0  # only turns a hang into a failure; every wait is on an event
 TENANTS = [f"tenant-{i:03d}" for i in range(100)]
 
 
 # ------------------------------------------------------------------------------------ Ring
+@pytest.mark.services  # another Python process
 def test_ring_is_stable_across_processes() -> None:
     ring = Ring(["a", "b", "c"])
     mine = [ring.owner(t) for t in TENANTS]
@@ -70,23 +71,6 @@ def test_empty_ring_has_no_owner() -> None:
 
 
 # ------------------------------------------------------------------------------ Redis
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"Redis at {REDIS_URL} is unreachable: {exc}")
-    return REDIS_URL
-
-
 class Views:
     """Records every on_change call and lets a test wait for a view."""
 
@@ -102,10 +86,16 @@ class Views:
     def wait_for(self, members: set[str]) -> float:
         """Wait until the latest view is ``members``; returns when it was delivered."""
         want = frozenset(members)
-        with self.cond:
-            ok = self.cond.wait_for(lambda: self.calls and self.calls[-1][1] == want, WAIT)
-            assert ok, f"wanted {sorted(want)}, saw {[sorted(m) for _, m in self.calls]}"
-            return self.calls[-1][0]
+
+        def latest() -> tuple[float, frozenset[str]] | None:
+            with self.cond:
+                return self.calls[-1] if self.calls and self.calls[-1][1] == want else None
+
+        def seen() -> str:
+            return f"{sorted(want)}, saw {[sorted(m) for _, m in self.calls]}"
+
+        at, _ = wait_for(latest, seen, condition=self.cond)
+        return at
 
 
 @pytest.fixture
@@ -226,8 +216,7 @@ def test_a_newcomer_claims_nothing_until_it_has_settled(cluster) -> None:
     assert not c.owns("any-tenant"), "claims before the others could have seen it"
     started = time.monotonic()
     # on_change is published again once settled: wait for that second view
-    with views.cond:
-        assert views.cond.wait_for(lambda: len(views.calls) >= 2, WAIT)
+    wait_for(lambda: len(views.calls) >= 2, "the second view", condition=views.cond)
     assert views.calls[1][0] - started >= 0.4
     assert c.owns("any-tenant")
 
@@ -268,10 +257,8 @@ def test_a_partitioned_members_lease_expires_only_after_it_fenced_itself(cluster
 
     b._coord.heartbeat = cut
     a.owns = lambda _tenant: True  # type: ignore[method-assign]
-    deadline = time.monotonic() + WAIT
-    while not a.claim(tenant):
-        assert time.monotonic() < deadline, "the lease never expired"
-        time.sleep(0.05)  # polling Redis is the point: there is no event for a key's expiry
+    # Polling Redis is the point: there is no event for a key's expiry.
+    wait_for(lambda: a.claim(tenant), "the lease to expire", interval=0.05)
     claimed_at = time.monotonic()
     fenced_at = vb.wait_for(set())
     assert fenced_at < claimed_at, "a peer took the lease while its holder still drove the tenant"

@@ -12,23 +12,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
+from astara_actors.testing import free_port, wait_for
+from astara_actors.testing.bus import Rabbit
+from astara_actors.testing.sim_process import cloud_state, orchestrator_ini
 
-from .bus_helpers import Rabbit, rabbit_names
-from .test_chaos import ROOT, cloud_state, free_port, orchestrator_ini
-from .test_cluster import redis_url  # noqa: F401 - the Redis fixture (fails under CI=true)
-
+ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = ("m1", "m2", "m3")
-
-
-@pytest.fixture
-def rabbit() -> Iterator[Rabbit]:
-    yield from rabbit_names()
 
 
 @pytest.fixture
@@ -88,16 +82,8 @@ def owners(bus: BusSettings) -> dict[str, list[str]]:
     return held
 
 
-def wait_until(check: Any, what: str, timeout: float = 60.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
-    sim: str, tmp_path: Path, redis_url: str, bus: BusSettings  # noqa: F811 - fixtures above
+    sim: str, tmp_path: Path, redis_url: str, bus: BusSettings
 ) -> None:
     redis = redis_url
     group = f"astara-test-{uuid.uuid4().hex[:8]}"
@@ -115,7 +101,8 @@ def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
             held = owners(bus)
             return len(held) >= 2 and all(len(m) == 1 for m in held.values())
 
-        wait_until(one_owner_each, "every tenant driven by exactly one member")
+        wait_for(one_owner_each, "every tenant driven by exactly one member", timeout=60.0,
+                 interval=0)  # each check is a round trip to the members
         before = owners(bus)
         tenants = set(before)
         victim = next((m for m in MEMBERS if any(m in ms for ms in before.values())), MEMBERS[0])
@@ -129,7 +116,9 @@ def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
                 len(m) == 1 and victim not in m for m in held.values()
             )
 
-        took = wait_until(adopted, f"the tenants of {victim} adopted", timeout=30)
+        started = time.monotonic()
+        wait_for(adopted, f"the tenants of {victim} adopted", timeout=30.0, interval=0)
+        took = time.monotonic() - started
         assert took < 15, f"adoption took {took:.1f} s"
         state = cloud_state(sim)
         assert all(len(vms) == 1 for vms in state["servers"].values()), "a router got two VMs"
@@ -161,4 +150,4 @@ def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
     assert tenants
 
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.services]  # member processes

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import termios
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,34 +26,13 @@ from typing import Any
 import paramiko
 import pytest
 
-from astara_actors.bus.transport import BusSettings
 from astara_actors.ctl.ssh import choose_vm
-from astara_actors.testing.peer import PeerProcess
+from astara_actors.testing import WAIT, wait_for
+from astara_actors.testing.peer import CtlPeer, ctl_config
 
 ROOT = Path(__file__).resolve().parent.parent
-WAIT = 20.0  # an upper bound on every wait: a slow machine only makes the tests slower
 UNKNOWN = "11111111-2222-3333-4444-555555555555"
-
-
-class Peer(PeerProcess):
-    """An orchestrator process on the embedded bus under ``state_dir``, and a config for ctl."""
-
-    def __init__(self, state_dir: Path, routers: int = 3) -> None:
-        super().__init__(BusSettings.embedded(state_dir, host="peer-ctl"), routers=routers,
-                         tenants=2, host="peer-ctl", timeout=WAIT)
-        self.config = write_config(state_dir)
-
-    def wait_acted(self, reason: str) -> None:
-        """Until the peer reports a router entering debug mode for ``reason``."""
-        self.acted(reason)
-
-
-def write_config(state_dir: Path, extra: str = "") -> Path:
-    """A configuration of the embedded bus under ``state_dir``; ``extra`` goes on after
-    ``[orchestrator]``."""
-    path = state_dir / "ctl.ini"
-    path.write_text(f"[orchestrator]\nstate_dir = {state_dir}\nembedded_sim = true\n{extra}")
-    return path
+pytestmark = pytest.mark.services  # astara-ctl runs in a process of its own, as operators run it
 
 
 def ctl(config: Path | None, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -69,8 +47,8 @@ def ctl(config: Path | None, *args: str, stdin: str = "") -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
-    orchestrator = Peer(tmp_path_factory.mktemp("ctl"))
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CtlPeer]:
+    orchestrator = CtlPeer(tmp_path_factory.mktemp("ctl"))
     yield orchestrator
     orchestrator.stop()
 
@@ -124,13 +102,13 @@ def test_a_malformed_argument_is_one_line_and_exit_2_before_anything_is_sent(
     tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
     # No orchestrator listens here: a command that got as far as the bus would time out.
-    done = ctl(write_config(tmp_path), "--timeout=0.2", *args)
+    done = ctl(ctl_config(tmp_path), "--timeout=0.2", *args)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
 def test_a_bad_timeout_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    done = ctl(write_config(tmp_path), "--timeout=soon", "poll")
+    done = ctl(ctl_config(tmp_path), "--timeout=soon", "poll")
     assert done.returncode == 2
     assert done.stderr == ("astara-ctl: --timeout must be a number of seconds between 0 and "
                            "3600, not 'soon'\n")
@@ -147,7 +125,7 @@ def test_a_missing_config_file_says_which_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_no_orchestrator_answering_within_the_timeout_exits_2(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = ctl_config(tmp_path)
     for args in (("poll",), ("router", "show", UNKNOWN), ("workers", "debug"),
                  ("browse", "--dump")):
         done = ctl(config, "--timeout=0.3", *args)
@@ -158,7 +136,7 @@ def test_no_orchestrator_answering_within_the_timeout_exits_2(tmp_path: Path) ->
 def test_an_unusable_embedded_bus_exits_2(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    config = write_config(tmp_path, f"[bus]\ntransport_url = filesystem://{blocker}/bus\n")
+    config = ctl_config(tmp_path, f"[bus]\ntransport_url = filesystem://{blocker}/bus\n")
     done = ctl(config, "poll")
     assert done.returncode == 2
     assert "cannot create the bus folders" in done.stderr
@@ -169,7 +147,7 @@ def test_an_unreachable_broker_exits_2(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"rabbit://guest:secret@127.0.0.1:{port}//"
-    done = ctl(write_config(tmp_path, f"[bus]\ntransport_url = {url}\n"), "--timeout=1", "poll")
+    done = ctl(ctl_config(tmp_path, f"[bus]\ntransport_url = {url}\n"), "--timeout=1", "poll")
     assert done.returncode == 2
     assert "is unavailable" in done.stderr and "secret" not in done.stderr
 
@@ -177,7 +155,7 @@ def test_an_unreachable_broker_exits_2(tmp_path: Path) -> None:
 # --- against a running orchestrator
 
 
-def test_router_commands_name_what_was_sent_and_take_effect(peer: Peer) -> None:
+def test_router_commands_name_what_was_sent_and_take_effect(peer: CtlPeer) -> None:
     router = peer.routers[0]
     done = ctl(peer.config, "router", "debug", router, "--reason=look closer")
     assert done.returncode == 0, done.stderr
@@ -190,7 +168,7 @@ def test_router_commands_name_what_was_sent_and_take_effect(peer: Peer) -> None:
         assert done.returncode == 0 and f"sent router-{verb} for {router}" in done.stdout
 
 
-def test_router_rebuild_with_json_returns_the_payload_sent(peer: Peer) -> None:
+def test_router_rebuild_with_json_returns_the_payload_sent(peer: CtlPeer) -> None:
     router = peer.routers[1]
     done = ctl(peer.config, "--json", "router", "rebuild", router, "--image=img-2", "--reason=r")
     assert done.returncode == 0, done.stderr
@@ -204,7 +182,7 @@ def test_router_rebuild_with_json_returns_the_payload_sent(peer: Peer) -> None:
     }
 
 
-def test_the_wildcards_go_out_for_update_and_rebuild(peer: Peer) -> None:
+def test_the_wildcards_go_out_for_update_and_rebuild(peer: CtlPeer) -> None:
     done = ctl(peer.config, "--json", "resource", "update", "error")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == {
@@ -214,7 +192,7 @@ def test_the_wildcards_go_out_for_update_and_rebuild(peer: Peer) -> None:
     assert done.returncode == 0 and "sent router-rebuild for * to peer-ctl" in done.stdout
 
 
-def test_an_unknown_router_is_a_clear_message_and_exit_1(peer: Peer) -> None:
+def test_an_unknown_router_is_a_clear_message_and_exit_1(peer: CtlPeer) -> None:
     for args in (("router", "rebuild", UNKNOWN), ("router", "show", UNKNOWN),
                  ("resource", "debug", UNKNOWN), ("ssh", UNKNOWN, "uname")):
         done = ctl(peer.config, *args)
@@ -224,7 +202,7 @@ def test_an_unknown_router_is_a_clear_message_and_exit_1(peer: Peer) -> None:
         )
 
 
-def test_resource_commands_carry_resource_keys(peer: Peer) -> None:
+def test_resource_commands_carry_resource_keys(peer: CtlPeer) -> None:
     router = peer.routers[2]
     done = ctl(peer.config, "--json", "resource", "debug", router.upper(), "--reason=res")
     assert done.returncode == 0, done.stderr
@@ -250,14 +228,14 @@ def test_resource_commands_carry_resource_keys(peer: Peer) -> None:
     ],
 )
 def test_broadcast_commands_say_what_was_sent(
-    peer: Peer, args: tuple[str, ...], sent: str
+    peer: CtlPeer, args: tuple[str, ...], sent: str
 ) -> None:
     done = ctl(peer.config, *args)
     assert done.returncode == 0, done.stderr
     assert sent in done.stdout
 
 
-def test_router_show_prints_the_actor_dump(peer: Peer) -> None:
+def test_router_show_prints_the_actor_dump(peer: CtlPeer) -> None:
     router = peer.routers[1]
     done = ctl(peer.config, "router", "show", router)
     assert done.returncode == 0, done.stderr
@@ -271,7 +249,7 @@ def test_router_show_prints_the_actor_dump(peer: Peer) -> None:
     assert dump["host"] == "peer-ctl" and dump["router"]["router_id"] == router
 
 
-def test_workers_debug_prints_and_returns_the_tree(peer: Peer) -> None:
+def test_workers_debug_prints_and_returns_the_tree(peer: CtlPeer) -> None:
     done = ctl(peer.config, "workers", "debug")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("orchestrator peer-ctl: ")
@@ -283,7 +261,7 @@ def test_workers_debug_prints_and_returns_the_tree(peer: Peer) -> None:
     assert tree["inbox"]["messages"]["queries"] >= 1
 
 
-def test_browse_dump_prints_one_plain_snapshot(peer: Peer) -> None:
+def test_browse_dump_prints_one_plain_snapshot(peer: CtlPeer) -> None:
     done = ctl(peer.config, "browse", "--dump")
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout
@@ -393,7 +371,7 @@ class SshServer:
 
 
 @pytest.fixture
-def vm(peer: Peer, tmp_path: Path) -> Iterator[tuple[SshServer, Path, str, str]]:
+def vm(peer: CtlPeer, tmp_path: Path) -> Iterator[tuple[SshServer, Path, str, str]]:
     """The ssh server on router 0's VM, the client key file, the router and "<vm> (<address>)"."""
     router = peer.routers[0]
     dump = json.loads(ctl(peer.config, "--json", "router", "show", router).stdout)["router"]
@@ -406,7 +384,7 @@ def vm(peer: Peer, tmp_path: Path) -> Iterator[tuple[SshServer, Path, str, str]]
     server.close()
 
 
-def ssh(peer: Peer, server: SshServer, key_file: Path, *args: str,
+def ssh(peer: CtlPeer, server: SshServer, key_file: Path, *args: str,
         stdin: str = "") -> subprocess.CompletedProcess[str]:
     known = key_file.parent / "known_hosts"
     return ctl(peer.config, "ssh", f"--port={server.port}", f"--key={key_file}",
@@ -414,7 +392,7 @@ def ssh(peer: Peer, server: SshServer, key_file: Path, *args: str,
 
 
 def test_ssh_refuses_an_unknown_host_key_and_shows_its_fingerprint(
-    peer: Peer, vm: tuple[SshServer, Path, str, str]
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str]
 ) -> None:
     server, key_file, router, _vm_name = vm
     address = server.sock.getsockname()[0]
@@ -426,7 +404,7 @@ def test_ssh_refuses_an_unknown_host_key_and_shows_its_fingerprint(
 
 
 def test_ssh_runs_a_command_once_the_host_key_is_accepted(
-    peer: Peer, vm: tuple[SshServer, Path, str, str]
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str]
 ) -> None:
     server, key_file, router, vm_name = vm
     address = server.sock.getsockname()[0]
@@ -444,7 +422,7 @@ def test_ssh_runs_a_command_once_the_host_key_is_accepted(
 
 
 def test_ssh_exits_with_the_remote_status_and_passes_stderr(
-    peer: Peer, vm: tuple[SshServer, Path, str, str]
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str]
 ) -> None:
     server, key_file, router, _vm_name = vm
     done = ssh(peer, server, key_file, "--accept-new-host-key", router, "false")
@@ -452,7 +430,9 @@ def test_ssh_exits_with_the_remote_status_and_passes_stderr(
     assert done.stderr.endswith("it failed\n")
 
 
-def test_ssh_refuses_a_changed_host_key(peer: Peer, vm: tuple[SshServer, Path, str, str]) -> None:
+def test_ssh_refuses_a_changed_host_key(
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str]
+) -> None:
     server, key_file, router, _vm_name = vm
     address = server.sock.getsockname()[0]
     old = paramiko.ECDSAKey.generate()
@@ -466,7 +446,7 @@ def test_ssh_refuses_a_changed_host_key(peer: Peer, vm: tuple[SshServer, Path, s
 
 
 def test_ssh_with_a_key_the_vm_does_not_know_fails_to_authenticate(
-    peer: Peer, vm: tuple[SshServer, Path, str, str]
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str]
 ) -> None:
     server, key_file, router, _vm_name = vm
     paramiko.ECDSAKey.generate().write_private_key_file(str(key_file))
@@ -476,7 +456,7 @@ def test_ssh_with_a_key_the_vm_does_not_know_fails_to_authenticate(
 
 
 def test_ssh_without_a_command_opens_a_shell(
-    peer: Peer, vm: tuple[SshServer, Path, str, str]
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str]
 ) -> None:
     server, key_file, router, _vm_name = vm
     done = ssh(peer, server, key_file, "--accept-new-host-key", router, stdin="hello\n")
@@ -485,7 +465,7 @@ def test_ssh_without_a_command_opens_a_shell(
 
 
 def test_ssh_with_the_demo_config_finds_the_simulators_port_and_the_demo_key(
-    peer: Peer, vm: tuple[SshServer, Path, str, str], tmp_path: Path
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str], tmp_path: Path
 ) -> None:
     server, key_file, router, _vm_name = vm
     ssh_dir = peer.config.parent / "ssh"  # <state_dir>/ssh, where the demo keeps its key pair
@@ -509,7 +489,7 @@ def test_ssh_reaches_a_simulated_appliance_of_the_demo(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = write_config(tmp_path, "host = demo\nboot_check_interval = 0.1\n"
+    config = ctl_config(tmp_path, "host = demo\nboot_check_interval = 0.1\n"
                           "[api]\nenabled = false\n[sim]\nport = 0\ntenants = 1\n"
                           f"routers_per_tenant = 1\nboot_delay = 0.1\nssh_port = {port}\n")
     daemon = subprocess.Popen(
@@ -522,12 +502,15 @@ def test_ssh_reaches_a_simulated_appliance_of_the_demo(tmp_path: Path) -> None:
             if "astara-orchestrator demo started" in line:
                 break
         threading.Thread(target=daemon.stderr.read, daemon=True).start()  # keep the pipe drained
-        deadline, routers = time.monotonic() + WAIT, []
-        while time.monotonic() < deadline and not routers:  # each try is a round trip
+        def configured() -> list[str]:
             listed = ctl(config, "--json", "browse", "--dump")
-            if listed.returncode == 0:
-                routers = [r["router_id"] for r in json.loads(listed.stdout)["routers"]
-                           if r["instance_state"] == "configured"]
+            if listed.returncode != 0:
+                return []
+            return [r["router_id"] for r in json.loads(listed.stdout)["routers"]
+                    if r["instance_state"] == "configured"]
+
+        # each try is a round trip: no pause between them
+        routers = wait_for(configured, "the demo router configured", interval=0)
         assert routers, "the demo router never came up"
         done = ctl(config, "ssh", "--accept-new-host-key", routers[0], "hostname")
         assert done.returncode == 0, done.stderr
@@ -539,7 +522,7 @@ def test_ssh_reaches_a_simulated_appliance_of_the_demo(tmp_path: Path) -> None:
 
 
 def test_ssh_in_a_terminal_passes_a_pty_through(
-    peer: Peer, vm: tuple[SshServer, Path, str, str], tmp_path: Path
+    peer: CtlPeer, vm: tuple[SshServer, Path, str, str], tmp_path: Path
 ) -> None:
     server, key_file, router, _vm_name = vm
     main, terminal = pty.openpty()
@@ -592,7 +575,7 @@ def test_ssh_to_a_router_without_a_vm_says_so() -> None:
         choose_vm({"router_id": "r1", "instance_state": "down", "instance": {"vms": []}}, 0)
 
 
-def test_output_piped_into_a_reader_that_leaves_early_is_not_a_traceback(peer: Peer) -> None:
+def test_output_piped_into_a_reader_that_leaves_early_is_not_a_traceback(peer: CtlPeer) -> None:
     # The reader closes the pipe at once, before astara-ctl writes its first line.
     done = subprocess.run(
         f"{sys.executable} -m astara_actors.ctl.cli --config-file {peer.config} workers debug"

@@ -7,8 +7,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +22,7 @@ from astara_actors.config.loader import (
     load_config,
 )
 from astara_actors.config.settings import Settings
+from astara_actors.testing import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ETC = ROOT / "etc"
@@ -63,6 +64,7 @@ def test_every_key_is_documented_in_etc_orchestrator_ini_with_its_default(
         assert keys[f.name] == shown, f"[{section}] {f.name}: {keys[f.name]!r} != {shown!r}"
 
 
+@pytest.mark.services  # the orchestrator in a process of its own
 def test_the_sample_file_needs_the_cloud_and_says_which_key_is_missing() -> None:
     result = run("--config-file", str(ETC / "orchestrator.ini"))
     assert result.returncode == 2
@@ -70,6 +72,7 @@ def test_the_sample_file_needs_the_cloud_and_says_which_key_is_missing() -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.services  # the orchestrator in a process of its own
 def test_a_bad_value_stops_start_up_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "o.ini"
     bad.write_text("[orchestrator]\nembedded_sim = true\nhealth_check_period = often\n")
@@ -87,6 +90,7 @@ def test_the_demo_configuration_loads() -> None:
     assert config.warnings == ()
 
 
+@pytest.mark.services  # the orchestrator in a process of its own
 def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> None:
     ini = tmp_path / "demo.ini"
     ini.write_text(
@@ -105,17 +109,18 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
                 break
         bus = load_config(ini).bus
         with ControlClient(dataclasses.replace(bus, host="client")) as client:
-            configured: list[str] = []
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # each ask is a round trip to the daemon
+            def four_configured() -> list[dict[str, Any]]:
                 try:
                     answers = client.ask({"query": "routers"}, timeout=10, expect=1)
                 except NoAnswer:  # a loaded machine: ask again until the deadline
-                    continue
+                    return []
                 routers = answers[0]["answer"]["routers"]
-                configured = [r for r in routers if r.get("instance_state") == "configured"]
-                if len(configured) == 4:
-                    break
+                found = [r for r in routers if r.get("instance_state") == "configured"]
+                return found if len(found) == 4 else []
+
+            # each ask is a round trip to the daemon: no pause between them
+            configured = wait_for(four_configured, "the four routers configured", timeout=30.0,
+                                  interval=0)
             assert len(configured) == 4
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -6,7 +6,6 @@ import dataclasses
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,10 @@ import pytest
 
 from astara_actors.bus import ControlClient, NoAnswer
 from astara_actors.config.loader import load_config
+from astara_actors.testing import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.services  # the demo orchestrator and astara-debug-router are processes
 
 
 @pytest.fixture
@@ -41,15 +42,17 @@ def demo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     bus = dataclasses.replace(load_config(ini).bus, host="test-client")
     try:
         with ControlClient(bus) as client:
-            deadline = time.monotonic() + 30
-            router = ""
-            while time.monotonic() < deadline and not router:  # each ask is a round trip
+            def configured() -> str:
                 try:
                     answers = client.ask({"query": "routers"}, timeout=10, expect=1)
                 except NoAnswer:  # a loaded machine: ask again until the deadline
-                    continue
+                    return ""
                 routers = answers[0]["answer"]["routers"]
-                router = next((r["router_id"] for r in routers if r["instance_state"] == "configured"), "")
+                return next((r["router_id"] for r in routers
+                             if r["instance_state"] == "configured"), "")
+
+            # each ask is a round trip: no pause between them
+            router = wait_for(configured, "a configured router", timeout=30.0, interval=0)
             assert router, "the demo never configured its router"
             yield ini, router
     finally:
@@ -80,11 +83,9 @@ def test_a_router_in_debug_mode_is_stepped_under_pdb_printing_each_transition(
     bus = dataclasses.replace(load_config(ini).bus, host="test-client-2")
     with ControlClient(bus) as client:
         client.send_command({"command": "router-debug", "router_id": router, "reason": "step it"})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            (answer,) = client.ask({"query": "router", "router_id": router}, timeout=10, expect=1)
-            if answer["answer"]["router"]["debug"]:
-                break
+        wait_for(lambda: client.ask({"query": "router", "router_id": router}, timeout=10,
+                                    expect=1)[0]["answer"]["router"]["debug"],
+                 "the router in debug mode", timeout=30.0, interval=0)
     result = step(ini, router, stdin="p sm.state.name\nc\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout

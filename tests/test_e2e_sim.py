@@ -1,12 +1,12 @@
 """End to end: the orchestrator (actor tree, inbox, real adapters) against astara-sim over real
-HTTP, with Neutron's notifications on a real RabbitMQ."""
+HTTP, with Neutron's notifications on a real RabbitMQ. Its waits are 30 s, not the default
+WAIT: VMs boot and every step crosses HTTP and the broker."""
 
 from __future__ import annotations
 
 import random
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,15 +23,8 @@ from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.notifier import KombuNotifier
 from astara_actors.sim.server import SimServer
 from astara_actors.sim.settings import SimSettings
-
-from .bus_helpers import Rabbit, rabbit_names
-
-WAIT = 30.0
-
-
-@pytest.fixture
-def rabbit() -> Iterator[Rabbit]:
-    yield from rabbit_names()
+from astara_actors.testing import wait_for
+from astara_actors.testing.bus import Rabbit
 
 
 class Observed:
@@ -90,7 +83,7 @@ class World:
             compute=Observed(compute, self.changed),
             appliance=Observed(self.appliance, self.changed),
         ).start()
-        self.inbox = BusBridge(self.runtime, self.bus, network=network).start(wait=WAIT)
+        self.inbox = BusBridge(self.runtime, self.bus, network=network).start(wait=30.0)
 
     def stop(self) -> None:
         self.inbox.stop()
@@ -99,16 +92,9 @@ class World:
         self.server.stop()
 
     def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
-        """Re-check ``predicate`` after every adapter call. It runs outside the condition's
-        lock because it may ask actors that are themselves about to notify; the bounded wait
-        only covers a notification that came between the check and the wait."""
-        deadline = time.monotonic() + WAIT
-        while not predicate():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"timed out after {WAIT} s waiting for {what}")
-            with self.changed:
-                self.changed.wait(min(remaining, 0.5))
+        """Re-check ``predicate`` after every adapter call (and every 0.5 s, for a call that came
+        between a check and the wait)."""
+        wait_for(predicate, what, timeout=30.0, condition=self.changed, interval=0.5)
 
     def servers(self, router_id: str) -> list[str]:
         return self.cloud.servers_for(router_id)
@@ -338,10 +324,9 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
     )
     runtime = Runtime(settings, network=network, compute=Observed(compute, changed),
                       appliance=Observed(appliance, changed)).start()
-    inbox = BusBridge(runtime, bus, network=network).start(wait=WAIT)
+    inbox = BusBridge(runtime, bus, network=network).start(wait=30.0)
     try:
         router = neutron_side.add_router(neutron_side.tenants[0], "beside-real")
-        deadline = time.monotonic() + WAIT
 
         def configured() -> bool:
             servers = compute_side.servers_for(router)
@@ -350,10 +335,8 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
             except KeyError:  # its agent starts once the server is ACTIVE
                 return False
 
-        while not configured():
-            assert time.monotonic() < deadline, "not configured on the simulated compute"
-            with changed:
-                changed.wait(0.5)
+        wait_for(configured, "configured on the simulated compute", timeout=30.0,
+                 condition=changed, interval=0.5)
         assert not neutron_side.servers_for(router), "no VM on the 'real' cloud's own Nova"
         (server,) = compute_side.servers_for(router)
         bound = [p for p in neutron_side.neutron.list("port", neutron_side.admin)

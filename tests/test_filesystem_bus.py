@@ -16,9 +16,8 @@ import pytest
 from astara_actors.bus import BusSettings, NotificationConsumer, connect
 from astara_actors.bus._filesystem import CLAIMED
 from astara_actors.bus.consumer import notifications_queue
-
-from .bus_helpers import WAIT, Peer, Recorder
-from .test_bus_consumer import notification, send
+from astara_actors.testing import WAIT
+from astara_actors.testing.bus import Peer, Recorder, notification, send
 
 
 @pytest.fixture
@@ -44,6 +43,7 @@ def files(tmp_path: Path) -> list[str]:
     return sorted(os.listdir(tmp_path / "bus" / "data"))
 
 
+@pytest.mark.services  # a peer process
 def test_a_message_in_hand_when_its_consumer_process_dies_is_delivered_again(
     tmp_path: Path, running
 ) -> None:

@@ -7,6 +7,7 @@ import gc
 from prometheus_client import REGISTRY
 
 from astara_actors.jobs.heap_freezer import HeapFreezer
+from astara_actors.testing import FakeClock, wait_for
 
 
 def test_a_freeze_collects_then_freezes_what_survives_and_shows_it() -> None:
@@ -30,14 +31,10 @@ def test_a_freeze_collects_then_freezes_what_survives_and_shows_it() -> None:
 
 
 def test_the_freezer_thread_runs_on_its_interval_and_stops() -> None:
-    import time
-
     gc.unfreeze()
     freezer = HeapFreezer(interval=0.05).start()
     try:
-        deadline = time.monotonic() + 10
-        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: gc.get_freeze_count() > 0, "the freezer thread to freeze the heap")
         assert gc.get_freeze_count() > 0, "the freezer thread never froze the heap"
     finally:
         freezer.stop()
@@ -77,9 +74,9 @@ def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_r
         def __init__(self) -> None:
             self.me = self
 
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     gc.unfreeze()
-    freezer = HeapFreezer(interval=60.0, clock=lambda: now[0])
+    freezer = HeapFreezer(interval=60.0, clock=clock)
     holder = [Cycle()]
     cycle = weakref.ref(holder[0])
     try:
@@ -91,11 +88,11 @@ def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_r
         assert not freezer.thaw_due(), "nothing was released: no thaw"
 
         heap.released()  # e.g. a router actor stopped
-        now[0] += 59.0
+        clock.advance(59.0)
         assert not freezer.thaw_due(), "at most one thaw per interval"
         freezer.freeze()
         assert cycle() is not None
-        now[0] += 2.0
+        clock.advance(2.0)
         assert freezer.thaw_due()
         freezer.freeze()
         assert cycle() is None, "the thaw reclaimed the frozen cycle"
@@ -105,9 +102,9 @@ def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_r
         # Bounded by its own cost: a thaw that took 2 s waits 200 s (1 %) before the next.
         freezer._thaw_cost = 2.0
         heap.released()
-        now[0] += 199.0
+        clock.advance(199.0)
         assert not freezer.thaw_due()
-        now[0] += 2.0
+        clock.advance(2.0)
         assert freezer.thaw_due()
     finally:
         gc.unfreeze()

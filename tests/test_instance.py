@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
 from astara_actors.core.instance import InstanceManager
 from astara_actors.core.payload import config_digest
 from astara_actors.errors import NetworkError
+from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
 BOOT_DELAY = 30.0
@@ -25,16 +26,18 @@ def cloud(clock: FakeClock) -> MemoryCloud:
     return MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, delete_delay=DELETE_DELAY)
 
 
-def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, **settings: object) -> InstanceManager:
+def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, appliance: object = None,
+            **settings: object) -> InstanceManager:
     return InstanceManager(
         router_id, TENANT, network=cloud.network, compute=cloud.compute,
-        appliance=cloud.appliance, settings=cloud.settings(**settings), clock=clock,
+        appliance=appliance or cloud.appliance, settings=cloud.settings(**settings), clock=clock,
     )
 
 
-def configured(cloud: MemoryCloud, clock: FakeClock, router_id: str, **settings: object) -> InstanceManager:
+def configured(cloud: MemoryCloud, clock: FakeClock, router_id: str, appliance: object = None,
+               **settings: object) -> InstanceManager:
     """Given a router whose VM(s) booted and took their config."""
-    im = manager(cloud, clock, router_id, **settings)
+    im = manager(cloud, clock, router_id, appliance, **settings)
     assert im.boot() is S.BOOTING
     clock.advance(BOOT_DELAY)
     assert im.update_state() is S.UP
@@ -519,15 +522,15 @@ class RecordingAppliance:
 
 
 def async_configured(cloud, clock, rid, **settings):
-    im = configured(cloud, clock, rid, **settings)
-    im._appliance = appliance = RecordingAppliance(cloud.appliance)
+    appliance = RecordingAppliance(cloud.appliance)
+    im = configured(cloud, clock, rid, appliance, **settings)
+    appliance.blocking.clear()  # the bring-up's probes: not the ones a test looks at
     return im, appliance
 
 
 def test_async_probes_start_only_for_a_configured_router_and_use_the_retries(cloud, clock):
     rid = cloud.add_router(TENANT)
-    im = manager(cloud, clock, rid)
-    im._appliance = RecordingAppliance(cloud.appliance)
+    im = manager(cloud, clock, rid, RecordingAppliance(cloud.appliance))
     assert im.probe_async(lambda results: None) is False  # nothing to probe yet
     im, appliance = async_configured(cloud, clock, cloud.add_router(TENANT), max_retries=4)
     answers = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
 from astara_actors.core.instance import InstanceManager
 from astara_actors.core.seeds import read_inventory
+from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
 READS = ("get_router", "get_network", "list_ports", "list_floating_ips", "list_servers",

@@ -21,8 +21,7 @@ from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import Action, Event
 from astara_actors.jobs.heap_freezer import HeapFreezer
-
-from .conftest import fast_settings, wait_until
+from astara_actors.testing import fast_settings, wait_for
 
 TENANTS = ("tenant-a", "tenant-b")
 PER_TENANT = 8
@@ -69,13 +68,13 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
                 s.get("instance_state") == "configured" and s.get("state") == "CalcAction"
                 for s in summaries)
 
-        wait_until(configured, "routers configured")
+        wait_for(configured, "routers configured")
         for router_id, tenant_id in routers:  # a burst: coalescing timers, a second push
             for _ in range(3):
                 runtime.deliver(Event(router_id, tenant_id, Action.UPDATE))
-        wait_until(lambda: all(len(cloud.config_pushes.get(r, ())) >= 2 for r, _ in routers),
+        wait_for(lambda: all(len(cloud.config_pushes.get(r, ())) >= 2 for r, _ in routers),
                    "updates pushed")
-        wait_until(configured, "routers configured again")
+        wait_for(configured, "routers configured again")
         parts = router_parts(runtime)
         assert set(parts) == {r for r, _ in routers}
 
@@ -85,8 +84,8 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
         for router_id, tenant_id in doomed:
             cloud.delete_router(router_id)
             runtime.deliver(Event(router_id, tenant_id, Action.DELETE))
-        wait_until(lambda: all(runtime.dump(r) is None for r, _ in doomed), "actors gone")
-        wait_until(lambda: len(runtime.board) == len(routers) - len(doomed), "board withdrawn")
+        wait_for(lambda: all(runtime.dump(r) is None for r, _ in doomed), "actors gone")
+        wait_for(lambda: len(runtime.board) == len(routers) - len(doomed), "board withdrawn")
         assert not any(cloud.servers_of(r) for r, _ in doomed)
 
         gc.collect()  # the frozen objects are out of its reach: only reference counting helps
@@ -95,7 +94,7 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
         assert not left, f"a deleted router left its {', '.join(left)} behind"
         assert gone_gauge() == 0
         root = runtime.root._actor_weakref()  # noqa: SLF001 - what the root still maps
-        wait_until(lambda: not {r for r, _ in doomed} & set(root.router_tenant),
+        wait_for(lambda: not {r for r, _ in doomed} & set(root.router_tenant),
                    "the root forgetting the deleted routers' tenants")
         kept = [r for r, _ in routers if (r, _) not in doomed]
         assert all(parts[r]["instance manager"]() is not None for r in kept)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.errors import (
     ApplianceError,
     ApplianceRejected,
@@ -15,6 +15,7 @@ from astara_actors.errors import (
     NetworkError,
     RouterGone,
 )
+from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
 

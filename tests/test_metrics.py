@@ -23,7 +23,7 @@ from astara_actors.actors.bus_bridge import BusBridge
 from astara_actors.actors.poller import HealthPoller
 from astara_actors.actors.runtime import Runtime
 from astara_actors.actors.scheduler import Scheduler
-from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.api import create_app
 from astara_actors.api.resources import METRICS_CONTENT_TYPE
 from astara_actors.bus import BusSettings, ControlClient
@@ -32,12 +32,9 @@ from astara_actors.bus.transport import NoAnswer, notification_envelope
 from astara_actors.config.loader import ApiSettings
 from astara_actors.core.events import Action, Event
 from astara_actors.protocol.messages import Dump, PollTick, Track
-
-from . import bus_helpers
-from .conftest import WAIT, Harness
+from astara_actors.testing import WAIT, FakeClock, Harness
 
 T1 = "tenant-1"
-memory_bus = pytest.fixture(bus_helpers.fresh_memory_bus)
 
 
 def value(name: str, **labels: str) -> float:
@@ -88,7 +85,7 @@ def test_a_created_router_counts_its_boot_its_push_and_the_event_to_config_laten
     assert changes["astara_config_pushes_total"] == 1
     assert changes["astara_config_push_failures_total"] == 0
     assert changes["astara_event_to_config_seconds_count"] == 1
-    assert 0 < changes["astara_event_to_config_seconds_sum"] < WAIT
+    assert 0 < changes["astara_event_to_config_seconds_sum"] < 10.0  # the bound it always had
     assert configured_routers() >= configured + 1
 
     # A poll of a configured router is not an event whose latency is measured ...

@@ -83,6 +83,7 @@ def calls(m: Any, host: str) -> list[tuple[str, str]]:
     return [(r.method, r.url) for r in m.request_history if r.url.startswith(host)]
 
 
+@pytest.mark.services  # another Python process
 def test_importing_the_adapters_does_not_import_openstack() -> None:
     code = "import sys, astara_actors.adapters.openstack; print('openstack' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

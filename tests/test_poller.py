@@ -15,8 +15,7 @@ from astara_actors.actors.poller import HealthPoller, PollPlan
 from astara_actors.actors.scheduler import Scheduler
 from astara_actors.core.events import Action, Event
 from astara_actors.protocol.messages import Deliver, Dump, PollTick, Track, Untrack
-
-WAIT = 5.0
+from astara_actors.testing import WAIT
 
 
 def run_ticks(plan: PollPlan[str], ticks: int) -> list[list[str]]:

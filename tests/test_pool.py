@@ -11,14 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from astara_actors.actors.pool import URGENT_STREAK, ActorPool, PooledActor
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
+from astara_actors.testing import wait_for
 
 
 def actor_of(ref: pykka.ActorRef[Any]) -> Any:

@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from astara_actors.adapters.prober import Prober
+from astara_actors.testing import WAIT, wait_for
 
-# Every wait is on an event the prober sets; this bound only turns a hang into a failure.
-WAIT = 20.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 
 
@@ -415,9 +414,7 @@ def test_close_answers_pending_probes_and_later_ones(raw_server) -> None:
     results = Results(n)
     for i in range(n):
         prober.probe("127.0.0.1", 30, results.callback(i))
-    deadline = time.monotonic() + WAIT
-    while hung.accepted < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: hung.accepted >= 4, "four connections accepted")
     assert prober.stats()["in_flight"] == 4 and prober.stats()["queued"] == 6
     start = time.monotonic()
     prober.close()
@@ -458,9 +455,7 @@ def test_close_from_inside_a_callback(raw_server) -> None:
         closer.callback()(alive)
 
     prober.probe("127.0.0.1", 30, pending.callback())
-    deadline = time.monotonic() + WAIT
-    while hung.accepted < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: hung.accepted >= 1, "a connection accepted")
     start = time.monotonic()
     prober.probe("not-an-ip", 5, close_now)  # answered False at once, on the prober's thread
     assert closer.alive() == [False]

@@ -13,8 +13,7 @@ from astara_actors.core.models import GATEWAY_OWNER
 from astara_actors.core.resolve import Resolver
 from astara_actors.errors import NetworkError
 from astara_actors.protocol.notifications import Change, classify, decode
-
-from .scenario import (
+from astara_actors.testing.scenario import (
     FIXTURES,
     GATEWAY,
     GW_ROUTER,

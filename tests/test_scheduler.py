@@ -11,9 +11,7 @@ import pykka
 import pytest
 
 from astara_actors.actors.scheduler import Scheduler
-from astara_actors.adapters.memory import FakeClock
-
-WAIT = 5.0  # generous upper bound on every wait: a slow machine only makes tests slower
+from astara_actors.testing import WAIT, FakeClock
 
 
 class Recorder(pykka.ThreadingActor):

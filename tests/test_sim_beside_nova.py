@@ -13,8 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,9 @@ from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.nova.beside import NovaWatcher, _not_running, connect_real
 from astara_actors.sim.server import SimServer
 from astara_actors.sim.settings import SimSettings
+from astara_actors.testing import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-WAIT = 20.0
 
 
 class RealCloud:
@@ -71,14 +70,6 @@ class RealCloud:
     def vrrp_port(self) -> dict[str, Any]:
         return self.port(self.cloud.external_network_id, self.cloud.external_subnet_id,
                          "ASTARA:VRRP:r")
-
-
-def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def address(port: dict[str, Any]) -> str:
@@ -282,6 +273,7 @@ def run_cli(config: Path, **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.services  # astara-sim in its own process
 def test_the_cli_refuses_the_mode_without_the_real_cloud(tmp_path: Path) -> None:
     config = tmp_path / "sim.ini"
     config.write_text("[sim]\nreal_nova = true\n")
@@ -291,6 +283,7 @@ def test_the_cli_refuses_the_mode_without_the_real_cloud(tmp_path: Path) -> None
     assert err.startswith("astara-sim: [sim] real_nova: requires neutron_auth_url")
 
 
+@pytest.mark.services  # astara-sim in its own process
 def test_the_cli_serves_the_agents_until_sigterm(real: RealCloud, tmp_path: Path) -> None:
     s = real_nova_settings(real, watch_interval=0.1)
     _, mgt = real.boot()

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from astara_actors.sim.settings import SimSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.services  # astara-sim in a process of its own, as a user runs it
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

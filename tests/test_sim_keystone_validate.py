@@ -12,22 +12,15 @@ import pytest
 from astara_actors.sim._http import AuthMiddleware
 from astara_actors.sim.keystone.api import add_keystone_routes
 from astara_actors.sim.keystone.model import KeystoneModel
+from astara_actors.testing import FakeClock
 
 PASSWORD = "secret"
 URL = "/identity/v3/auth/tokens"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def world() -> tuple[falcon.testing.TestClient, KeystoneModel, Clock]:
-    clock = Clock()
+def world() -> tuple[falcon.testing.TestClient, KeystoneModel, FakeClock]:
+    clock = FakeClock(1_700_000_000.0)
     keystone = KeystoneModel(admin_password=PASSWORD, token_ttl=3600, clock=clock)
     keystone.add_user("alice", PASSWORD, "alice-project")
     app = falcon.App(middleware=[AuthMiddleware(keystone)])
@@ -66,10 +59,10 @@ def test_unknown_and_expired_subject_tokens_are_404(world: Any) -> None:
     add_keystone_routes(app, short, endpoints=dict)
     other = falcon.testing.TestClient(app)
     subject = short.authenticate("admin", PASSWORD, "admin").id
-    clock.now += 5
+    clock.advance(5)
     fresh = short.authenticate("admin", PASSWORD, "admin").id
     assert get(other, fresh, subject).status_code == 200
-    clock.now += 6  # subject expired, fresh not yet
+    clock.advance(6)  # subject expired, fresh not yet
     answer = get(other, fresh, subject)
     assert answer.status_code == 404 and answer.json["error"]["code"] == 404
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from astara_actors.sim.cloud import SimCloud
-from astara_actors.sim.neutron.model import model as neutron_module
+from astara_actors.sim.neutron import model as neutron_module
 from astara_actors.sim.settings import SimSettings
 
 

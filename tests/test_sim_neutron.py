@@ -20,7 +20,7 @@ import requests
 
 from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.notifier import RecordingNotifier
-from tests.sim_helpers import (
+from astara_actors.testing.sim import (
     PASSWORD,
     Normaliser,
     SimCloud,
@@ -210,6 +210,7 @@ def test_a_token_validates_until_it_expires(cloud: SimCloud) -> None:
     assert cloud.keystone.caller(expired) is None
 
 
+@pytest.mark.services  # the openstack CLI in a process of its own
 def test_the_openstack_cli_lists_routers(cloud: SimCloud, member: Any, public: Any) -> None:
     tenant_router(member, public)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}

@@ -4,9 +4,10 @@ The 40 REST steps of ``tests/fixtures/neutron-notifications`` are replayed over 
 the simulated Keystone + Neutron (admin creates the external network, tenant ``realos-t1`` the
 rest; steps 27 and 38 as admin). Every step must answer the captured status and emit the captured
 notifications, in order, with payloads equal key by key and value by value once run-specific
-values are replaced by placeholders (see ``sim_helpers.Normaliser``): ids, MACs and allocated
-addresses numbered by first appearance (so a value that recurs must recur in the same places),
-timestamps, and the database sequences ``standard_attr_id`` and ``provider:segmentation_id``.
+values are replaced by placeholders (see ``astara_actors.testing.sim.Normaliser``): ids, MACs and
+allocated addresses numbered by first appearance (so a value that recurs must recur in the same
+places), timestamps, and the database sequences ``standard_attr_id`` and
+``provider:segmentation_id``.
 Revision numbers, CIDRs, pools, gateways, names, flags, key sets and the request contexts
 (``_context_*``) are compared as they are. Nothing is exempted.
 """
@@ -31,7 +32,14 @@ from astara_actors.bus.transport import BusSettings, connect
 from astara_actors.sim.keystone.model import KeystoneModel
 from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.notifier import KombuNotifier, RecordingNotifier, neutron_context
-from tests.sim_helpers import Normaliser, SimCloud, capture, identity_and_network, replay, token
+from astara_actors.testing.sim import (
+    Normaliser,
+    SimCloud,
+    capture,
+    identity_and_network,
+    replay,
+    token,
+)
 
 
 def context_of(message: dict[str, Any]) -> dict[str, Any]:

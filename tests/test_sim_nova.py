@@ -17,7 +17,6 @@ import requests
 from openstack import exceptions as os_exc
 
 from astara_actors.adapters.appliance_http import HttpAppliance
-from astara_actors.adapters.memory import FakeClock
 from astara_actors.sim._http import AuthMiddleware, require_caller
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.contracts import Caller
@@ -26,8 +25,8 @@ from astara_actors.sim.keystone.model import KeystoneModel
 from astara_actors.sim.nova.api import add_nova_routes
 from astara_actors.sim.nova.model import Flavor, NovaFault, NovaModel
 from astara_actors.sim.settings import SimSettings
-
-from .sim_helpers import free_port, serve
+from astara_actors.testing import FakeClock, free_port
+from astara_actors.testing.sim import serve
 
 ADMIN = Caller(user_id="u-admin", project_id="p-admin", is_admin=True)
 ALICE = Caller(user_id="u-alice", project_id="p-alice", is_admin=False)

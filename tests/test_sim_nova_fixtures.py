@@ -25,7 +25,6 @@ import pytest
 import requests
 from openstack import exceptions as os_exc
 
-from astara_actors.adapters.memory import FakeClock
 from astara_actors.sim._http import AuthMiddleware, require_caller
 from astara_actors.sim.contracts import Caller
 from astara_actors.sim.keystone.api import add_keystone_routes
@@ -34,8 +33,8 @@ from astara_actors.sim.neutron.api import add_neutron_routes
 from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.nova.api import MAX_MICROVERSION, add_nova_routes
 from astara_actors.sim.nova.model import Flavor, NovaModel
-
-from .sim_helpers import PASSWORD, STAMP, capture, serve, translate
+from astara_actors.testing import FakeClock
+from astara_actors.testing.sim import PASSWORD, STAMP, capture, serve, translate
 
 INDEX = capture("nova-api/index.json")
 CALLS = [capture(f"nova-api/{call['file']}") for call in INDEX["calls"]]

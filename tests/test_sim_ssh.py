@@ -11,8 +11,7 @@ import pytest
 from astara_actors.sim.appliances.ssh import authorized_keys
 from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.settings import SimSettings
-
-from .sim_helpers import free_port
+from astara_actors.testing import free_port
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from astara_actors.adapters.memory import FakeClock
 from astara_actors.config.settings import Settings
 from astara_actors.core.automaton import STATES, Automaton, ClearError, collapse
 from astara_actors.core.events import Action, InstanceState
+from astara_actors.testing import FakeClock
 
 A = Action
 D, B, U, C = InstanceState.DOWN, InstanceState.BOOTING, InstanceState.UP, InstanceState.CONFIGURED

@@ -20,8 +20,7 @@ from astara_actors.actors.pool import PooledActor
 from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import Action, Event
-
-from .conftest import fast_settings, wait_until
+from astara_actors.testing import fast_settings, wait_for
 
 ROUTERS = 2000
 PER_TENANT = 100
@@ -69,7 +68,7 @@ def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
                    for i in range(ROUTERS)]
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
-        wait_until(lambda: len(runtime.board) == ROUTERS and all(
+        wait_for(lambda: len(runtime.board) == ROUTERS and all(
             s.get("instance_state") == "configured" for s in runtime.board.summaries()),
             f"{ROUTERS} routers configured", timeout=300)
         servers = set(cloud.servers)
@@ -81,7 +80,7 @@ def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
         busy = routers[::PER_TENANT][:THREADS]
         for router_id, tenant_id in busy:
             runtime.deliver(Event(router_id, tenant_id, Action.UPDATE))
-        wait_until(lambda: appliance.held == THREADS, "every worker busy", timeout=30)
+        wait_for(lambda: appliance.held == THREADS, "every worker busy", timeout=30)
         for router_id, tenant_id in routers[1::7]:
             runtime.deliver(Event(router_id, tenant_id, Action.UPDATE))
         fresh = [(cloud.add_router(t), t) for _, t in routers[::PER_TENANT]]

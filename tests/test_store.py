@@ -19,20 +19,16 @@ from sqlalchemy.engine import make_url
 from astara_actors.errors import AstaraError
 from astara_actors.store import Store, StoreError
 from astara_actors.store.cli import main as astara_db
+from astara_actors.testing.services import MYSQL_URL, PG_URL, unavailable
 
-PG_URL = os.environ.get("ASTARA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MYSQL_URL = os.environ.get("ASTARA_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 TABLES = {"alembic_version", "router_debug", "tenant_debug", "global_debug", "audit"}
 
 
-def unavailable(reason: str) -> None:
-    """Fail under CI (where the databases must be there), skip on a developer's machine."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+@pytest.fixture(params=[
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.services),
+    pytest.param("mariadb", marks=pytest.mark.services),
+])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database made for this test (and dropped after it)."""
     if request.param == "sqlite":

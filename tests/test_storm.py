@@ -7,10 +7,11 @@ import logging
 
 import pytest
 
-from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
 from astara_actors.core.instance import InstanceManager
 from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
 BOOT_DELAY = 30.0

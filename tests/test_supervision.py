@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from astara_actors.adapters.memory import FakeClock
 from astara_actors.core.backoff import backoff
 from astara_actors.core.restart_policy import RestartPolicy, RestartSnapshot
+from astara_actors.testing import FakeClock
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from astara_actors.adapters.memory import FakeClock, MemoryCloud
+from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
 from astara_actors.core.instance import InstanceManager
 from astara_actors.errors import ComputeError, NetworkError
@@ -17,6 +17,7 @@ from astara_actors.jobs.orphan_sweep import (
     router_of_server,
     sweep,
 )
+from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
 GRACE = 300.0

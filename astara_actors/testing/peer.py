@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from astara_actors.actors.bus_bridge import BusBridge
@@ -20,8 +21,9 @@ from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.bus.transport import BusSettings
 from astara_actors.core.events import Action, Event
 from astara_actors.log import install as safe_logs
+from astara_actors.testing.waiting import WAIT
 
-__all__ = ["main"]
+__all__ = ["CtlPeer", "PeerProcess", "ctl_config", "main"]
 
 
 class _ActedLog(logging.Handler):
@@ -143,3 +145,25 @@ class PeerProcess:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
             self.proc.wait(timeout=self.timeout)
+
+
+def ctl_config(state_dir: Path, extra: str = "") -> Path:
+    """A configuration of the embedded bus under ``state_dir`` (what ``astara-ctl`` reads);
+    ``extra`` goes on after ``[orchestrator]``."""
+    path = state_dir / "ctl.ini"
+    path.write_text(f"[orchestrator]\nstate_dir = {state_dir}\nembedded_sim = true\n{extra}")
+    return path
+
+
+class CtlPeer(PeerProcess):
+    """A peer orchestrator on the embedded bus under ``state_dir`` (host ``peer-ctl``, two
+    tenants), and the configuration ``astara-ctl`` needs to reach it (``.config``)."""
+
+    def __init__(self, state_dir: Path, routers: int = 3) -> None:
+        super().__init__(BusSettings.embedded(state_dir, host="peer-ctl"), routers=routers,
+                         tenants=2, host="peer-ctl", timeout=WAIT)
+        self.config = ctl_config(state_dir)
+
+    def wait_acted(self, reason: str) -> None:
+        """Until the peer reports a router entering debug mode for ``reason``."""
+        self.acted(reason)

@@ -1,15 +1,16 @@
-"""The captured Neutron scenario (tests/fixtures) as an in-memory cloud, with its real ids."""
+"""The captured Neutron scenario (``tests/fixtures/neutron-notifications``) as an in-memory
+cloud, with its real ids."""
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
-from pathlib import Path
 
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.models import GATEWAY_OWNER
+from astara_actors.testing.captures import FIXTURES as CAPTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "neutron-notifications"
+FIXTURES = CAPTURES / "neutron-notifications"
 TENANT = "2f1f231e7cbe4028a87c725e401565c9"
 ROUTER = "7efa1155-0901-4e5e-aa82-7445b0091d00"
 GW_ROUTER = "cb672026-5807-482a-aec3-9587be26a6e7"
@@ -95,5 +96,3 @@ RESOLVED: dict[int, list[str]] = {
     60: [GW_ROUTER], 62: [ROUTER], 64: [], 65: [ROUTER], 67: [ROUTER], 69: [ROUTER],
     71: [ROUTER], 73: [ROUTER], 75: [ROUTER],
 }
-
-

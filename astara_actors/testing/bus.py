@@ -1,14 +1,10 @@
-"""Shared helpers for the bus tests: RabbitMQ fixture bodies (each test module wraps them in
-``@pytest.fixture``), a recording handler, peer processes.
+"""Helpers for the bus tests: per-test names on a real RabbitMQ, a RabbitMQ node of a test's
+own, a recording handler, notifications to send, and bus peers in other OS processes.
 
-RabbitMQ tests use ``ASTARA_TEST_RABBIT_URL`` (default the local guest account) and unique
-exchange/queue names per test, deleted afterwards. When RabbitMQ is unreachable they skip
-locally and FAIL when ``CI=true``. A test that stops or restarts the broker runs a node of its
-own (:class:`PrivateRabbit`): never the shared one.
-
-Run as ``python -m tests.bus_helpers ROLE SETTINGS_JSON`` this module is a peer process for the
-cross-process tests (roles: consume, serve, command); it prints ``ready`` once consuming and
-stops cleanly when its stdin is closed.
+The RabbitMQ fixtures themselves (``rabbit``, ``vhost``, ``private_rabbit``, ``memory_bus``) are
+in ``tests/conftest.py``: they skip locally and FAIL under ``CI=true`` when RabbitMQ is missing.
+A test that stops or restarts the broker runs a node of its own (:class:`PrivateRabbit`), never
+the shared one.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -26,25 +21,31 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import kombu.transport.memory
-import pytest
 
-from astara_actors.bus import BusSettings, ControlClient, NotificationConsumer, QueryServer
+from astara_actors.bus import BusSettings, connect, notification_envelope, publish
+from astara_actors.bus.consumer import notifications_exchange
+from astara_actors.testing.net import free_port
+from astara_actors.testing.services import RABBIT_URL
+from astara_actors.testing.waiting import WAIT, wait_for
 
-RABBIT_URL = os.environ.get("ASTARA_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672//")
-ROOT = Path(__file__).resolve().parent.parent
-# Every wait is on an event or a condition; this bound only turns a hang into a failure.
-WAIT = 15.0
-
-
-def unavailable(reason: str) -> None:
-    """Fail under CI (where the broker must be there), skip on a developer's machine."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
+__all__ = [
+    "RABBIT_URL",
+    "Peer",
+    "PrivateRabbit",
+    "Rabbit",
+    "Recorder",
+    "get_raw",
+    "message_id",
+    "notification",
+    "rabbit_bin",
+    "rabbit_reachable",
+    "rabbitmqctl",
+    "reset_memory_bus",
+    "send",
+]
 
 
 def rabbit_reachable(url: str = RABBIT_URL) -> str | None:
@@ -65,6 +66,23 @@ def message_id(body: bytes) -> str:
         return str(json.loads(json.loads(body)["oslo.message"])["message_id"])
     except (ValueError, KeyError, TypeError):
         return body.decode("utf-8", "replace")
+
+
+def notification(n: str) -> str:
+    """A Neutron-like notification whose oslo message_id is ``n``."""
+    ids: Iterator[Any] = iter([n, uuid.uuid4()])
+    return notification_envelope("router.update.end", {"router": {"id": n}},
+                                 publisher_id="network.test", new_id=lambda: next(ids))
+
+
+def send(settings: BusSettings, *bodies: str, conn: kombu.Connection | None = None) -> None:
+    """Publish ``bodies`` on the notifications exchange of ``settings`` (on ``conn`` if given)."""
+    target = connect(settings) if conn is None else conn
+    for body in bodies:
+        publish(target, body, exchange=notifications_exchange(settings),
+                routing_key=settings.notifications_routing_key, max_retries=10)
+    if conn is None:
+        target.release()
 
 
 class Rabbit:
@@ -101,9 +119,9 @@ class Rabbit:
     def cleanup(self) -> None:
         with kombu.Connection(self.url) as conn:
             for name in self.queues:
-                _ignore(lambda n=name: conn.channel().queue_delete(n))
+                _delete(conn, "queue_delete", name)
             for name in self.exchanges:
-                _ignore(lambda n=name: conn.channel().exchange_delete(n))
+                _delete(conn, "exchange_delete", name)
 
 
 def get_raw(conn: kombu.Connection, queue: kombu.Queue, timeout: float = WAIT) -> kombu.Message:
@@ -114,21 +132,11 @@ def get_raw(conn: kombu.Connection, queue: kombu.Queue, timeout: float = WAIT) -
     return got[0]
 
 
-def _ignore(action: Callable[[], Any]) -> None:
+def _delete(conn: kombu.Connection, method: str, name: str) -> None:
     try:
-        action()
+        getattr(conn.channel(), method)(name)
     except Exception:
         pass  # already gone
-
-
-def rabbit_names() -> Iterator[Rabbit]:
-    """Fixture body: unique names on the real RabbitMQ, deleted afterwards."""
-    reason = rabbit_reachable()
-    if reason:
-        unavailable(reason)
-    r = Rabbit(RABBIT_URL)
-    yield r
-    r.cleanup()
 
 
 def rabbitmqctl(*args: str) -> str:
@@ -137,32 +145,9 @@ def rabbitmqctl(*args: str) -> str:
     ).stdout
 
 
-def rabbit_vhost() -> Iterator[Rabbit]:
-    """Fixture body: a throwaway vhost, so a test may close every connection in it from the broker side."""
-    reason = rabbit_reachable()
-    if reason:
-        unavailable(reason)
-    if shutil.which("rabbitmqctl") is None:
-        unavailable("rabbitmqctl is not installed")
-    name = f"astara-test-{uuid.uuid4().hex[:10]}"
-    try:
-        rabbitmqctl("add_vhost", name)
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError) as exc:
-        unavailable(f"cannot create a RabbitMQ vhost: {exc}")
-    yield Rabbit(urlunsplit(urlsplit(RABBIT_URL)._replace(path=f"/{name}")))
-    rabbitmqctl("delete_vhost", name)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _rabbit_bin(name: str) -> str | None:
-    # The scripts themselves, not Debian's /usr/sbin wrapper (which, run as root, switches to
-    # the rabbitmq user and its home: the shared node's cookie and directories).
+def rabbit_bin(name: str) -> str | None:
+    """A RabbitMQ script: the script itself, not Debian's /usr/sbin wrapper (which, run as root,
+    switches to the rabbitmq user and its home: the shared node's cookie and directories)."""
     direct = Path("/usr/lib/rabbitmq/bin") / name
     return str(direct) if direct.exists() else shutil.which(name)
 
@@ -200,13 +185,13 @@ class PrivateRabbit:
         }
 
     def _ctl(self, *args: str, timeout: float = 90) -> None:
-        ctl = _rabbit_bin("rabbitmqctl")
+        ctl = rabbit_bin("rabbitmqctl")
         assert ctl is not None
         subprocess.run([ctl, "-n", self.node, *args], env=self.env, check=True,
                        capture_output=True, text=True, timeout=timeout)
 
     def start(self) -> None:
-        server = _rabbit_bin("rabbitmq-server")
+        server = rabbit_bin("rabbitmq-server")
         assert server is not None
         subprocess.run([server, "-detached"], env=self.env, check=True, capture_output=True,
                        timeout=60, cwd=self.base)
@@ -240,32 +225,8 @@ class PrivateRabbit:
         return "\n".join(logs[0].read_text(errors="replace").splitlines()[-lines:])
 
 
-def private_rabbit(base: Path) -> Iterator[PrivateRabbit]:
-    """Fixture body: a RabbitMQ node of the test's own, started (skips locally, FAILS under
-    ``CI=true`` when RabbitMQ is not installed or will not start)."""
-    if _rabbit_bin("rabbitmq-server") is None or _rabbit_bin("rabbitmqctl") is None:
-        unavailable("rabbitmq-server is not installed")
-    node = PrivateRabbit(base)
-    try:
-        node.start()
-    except (OSError, subprocess.SubprocessError) as exc:
-        tail = node.log_tail()
-        node.close()
-        unavailable(f"a private RabbitMQ node did not start: {exc}\n{tail}")
-    try:
-        yield node
-    finally:
-        node.close()
-
-
-def fresh_memory_bus() -> Iterator[None]:
-    """Fixture body: kombu's memory transport keeps its queues on classes: start and end each test empty."""
-    _reset_memory()
-    yield
-    _reset_memory()
-
-
-def _reset_memory() -> None:
+def reset_memory_bus() -> None:
+    """Empty kombu's memory transport (it keeps its queues on classes, across tests)."""
     kombu.transport.memory.Channel.queues.clear()
     kombu.transport.memory.Channel.events.clear()
     kombu.transport.memory.Transport.global_state.clear()
@@ -293,21 +254,26 @@ class Recorder:
         with self._changed:
             return [message_id(b) for b in self.bodies]
 
-    def wait_for(self, predicate: Callable[[Recorder], bool], what: str = "") -> None:
-        with self._changed:
-            if not self._changed.wait_for(lambda: predicate(self), WAIT):
-                raise AssertionError(f"timed out after {WAIT} s waiting for {what or predicate}")
+    def wait_for(self, predicate: Callable[[Recorder], bool], what: str = "",
+                 timeout: float = WAIT) -> None:
+        """Until ``predicate(self)`` holds, re-checked at every message recorded."""
+
+        def holds() -> bool:
+            with self._changed:
+                return predicate(self)
+
+        wait_for(holds, what, timeout, condition=self._changed)
 
 
 class Peer:
-    """A bus peer in another OS process (``python -m tests.bus_helpers``)."""
+    """A bus peer in another OS process (``python -m astara_actors.testing.bus_peer``)."""
 
     def __init__(self, role: str, settings: BusSettings, *args: str) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.bus_helpers", role,
+            [sys.executable, "-m", "astara_actors.testing.bus_peer", role,
              json.dumps(dataclasses.asdict(settings)), *args],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -342,46 +308,3 @@ class Peer:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(WAIT)
-
-
-def _main(role: str, settings_json: str, *args: str) -> int:
-    settings = BusSettings(**json.loads(settings_json))
-    out_lock = threading.Lock()
-
-    def say(*words: object) -> None:
-        with out_lock:
-            print(*words, flush=True)
-
-    if role == "command":
-        with ControlClient(settings) as client:
-            client.send_command(json.loads(args[0]))
-        say("sent")
-        return 0
-    worker: NotificationConsumer | QueryServer
-    if role == "consume":
-        block = "--block" in args
-
-        def handle(body: bytes, tag: str | int) -> None:
-            say("got", message_id(body))
-            if block:
-                say("handling")
-                threading.Event().wait()  # until the parent kills us, before any ack
-
-        worker = NotificationConsumer(settings, handle)
-    elif role == "serve":
-        def answer(query: dict[str, Any]) -> dict[str, Any]:
-            return {"pid": os.getpid(), "query": query}
-
-        worker = QueryServer(settings, answer)
-    else:
-        raise SystemExit(f"unknown role {role!r}")
-    worker.start()
-    if not worker.wait_ready(WAIT):
-        return 2
-    say("ready")
-    sys.stdin.read()  # until the parent closes our stdin
-    return 0 if worker.stop() else 3
-
-
-if __name__ == "__main__":
-    sys.exit(_main(*sys.argv[1:]))

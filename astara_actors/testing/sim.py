@@ -1,4 +1,4 @@
-"""Helpers for the simulated-cloud tests.
+"""Helpers for the simulated-cloud tests (Keystone and Neutron in this process).
 
 - ``serve(app)`` serves a WSGI app over real HTTP on an ephemeral 127.0.0.1 port, each request
   on its own thread, and returns ``(base_url, stop)``.
@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import falcon
@@ -31,6 +29,8 @@ from astara_actors.sim.neutron.api import add_neutron_routes
 from astara_actors.sim.neutron.model import NeutronModel
 from astara_actors.sim.notifier import Notification, RecordingNotifier
 from astara_actors.sim.wsgi import WSGIServerThread
+from astara_actors.testing.captures import capture
+from astara_actors.testing.net import free_port
 
 __all__ = [
     "Normaliser",
@@ -48,14 +48,7 @@ __all__ = [
 ]
 
 PASSWORD = "secret"
-FIXTURES = Path(__file__).parent / "fixtures"
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def serve(app: Callable[..., Any], host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:
@@ -98,7 +91,7 @@ def identity_and_network(notify: Notify | None = None) -> Iterator[SimCloud]:
 
 def token(cloud: SimCloud, user: str, project: str | None = None) -> str:
     """A token for ``user`` scoped to ``project`` (default: the project named like the user)."""
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+    body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
         "name": user, "domain": {"name": "Default"}, "password": PASSWORD}}},
         "scope": {"project": {"name": project or user, "domain": {"name": "Default"}}}}}
     answer = requests.post(f"{cloud.auth_url}/v3/auth/tokens", json=body, timeout=10)
@@ -169,10 +162,6 @@ def translate(value: Any, ids: dict[str, str]) -> Any:
     """``value`` (JSON-able) with the capture's ids replaced by ours."""
     return json.loads(UUID.sub(lambda m: ids.get(m.group(), m.group()), json.dumps(value)))
 
-
-def capture(name: str) -> Any:
-    """A REAL capture under ``tests/fixtures`` (e.g. ``neutron-api/router.json``)."""
-    return json.loads((FIXTURES / name).read_text())
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""Stand-ins and live servers for the API tests: a fake control client (the API in process)
+and gunicorn started as ``astara-api`` starts it."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from astara_actors.actors.bus_bridge import router_summary
+from astara_actors.api.server import run_api
+from astara_actors.bus.transport import BusUnavailable, NoAnswer
+from astara_actors.testing.captures import ROOT
+from astara_actors.testing.waiting import WAIT
+
+__all__ = ["METRICS_TEXT", "R", "T", "FakeControl", "LiveApi", "dump"]
+
+R = "7efa1155-0901-4e5e-aa82-7445b0091d00"
+T = "2f1f231e7cbe4028a87c725e401565c9"
+
+
+class FakeControl:
+    """Stands in for ``ControlClient``: one orchestrator ("orch-1") managing ``routers``."""
+
+    def __init__(self, routers: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self.routers = dict(routers if routers is not None else {R: dump(R)})
+        self.mode = "answer"  # "answer" | "silent" | "bus-down" | "failing" | "crash" | "any"
+        self.sent: list[dict[str, Any]] = []
+        self.on_behalf_of: list[str] = []
+        self.asked: list[dict[str, Any]] = []
+
+    def send_command(self, payload: Mapping[str, Any], on_behalf_of: str = "") -> None:
+        if self.mode == "bus-down":
+            raise BusUnavailable("amqp://guest:pw@rabbit//", "Connection refused")
+        self.sent.append(dict(payload))
+        self.on_behalf_of.append(on_behalf_of)
+
+    def ask(self, query: Mapping[str, Any], timeout: float, expect: int | None = None,
+            grace: float = 0.05) -> list[dict[str, Any]]:
+        self.asked.append(dict(query))
+        match self.mode:
+            case "silent":
+                raise NoAnswer(query, timeout)
+            case "bus-down":
+                raise BusUnavailable("amqp://guest:pw@rabbit//", "Connection refused")
+            case "failing":
+                return [{"host": "orch-1", "ok": False, "error": "InvalidCommand: nope"}]
+            case "crash":
+                raise RuntimeError("a bug in the client")
+        if query["query"] == "router":
+            rid = query["router_id"]
+            found = self.routers.get(rid) or (dump(rid) if self.mode == "any" else None)
+            answer: dict[str, Any] = {"found": found is not None, "router": found}
+        elif query["query"] == "routers":
+            answer = {"routers": [router_summary(d) for d in self.routers.values()]}
+        elif query["query"] == "metrics":
+            answer = {"metrics": METRICS_TEXT}
+        else:
+            answer = {"workers": {"host": "orch-1", "tenants": [], "inbox": {"messages": {}}}}
+        return [{"host": "orch-1", "correlation_id": "c", "ok": True, "answer": answer}]
+
+
+METRICS_TEXT = """# HELP astara_boots_total Service VMs booted
+# TYPE astara_boots_total counter
+astara_boots_total 3.0
+"""
+
+
+def dump(router_id: str) -> dict[str, Any]:
+    return {"router_id": router_id, "tenant_id": T, "state": "CalcAction", "debug": False,
+            "instance_state": "configured", "action": "poll", "boot_attempts": 0, "restarts": 0,
+            "instance": {"router_name": "r1"}, "transitions": []}
+
+
+class LiveApi:
+    """gunicorn started by ``run_api``; ready once its log says it is listening."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = run_api(config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.wait_for_log("Listening at:")
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            self.lines.put(line)
+        self.lines.put("")  # EOF: gunicorn exited
+
+    def wait_for_log(self, needle: str) -> str:
+        while True:
+            line = self.lines.get(timeout=WAIT)
+            if not line:
+                raise AssertionError("gunicorn exited:\n" + "".join(self.log))
+            if needle in line:
+                return line
+
+    def stop(self) -> None:
+        self.proc.terminate()  # SIGTERM: gunicorn's graceful stop
+        assert self.proc.wait(timeout=WAIT) == 0, "".join(self.log)

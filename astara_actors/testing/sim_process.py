@@ -1,0 +1,71 @@
+"""astara-sim in a process of its own, seen from outside: an orchestrator's configuration for
+it, and what the simulated cloud holds (through openstacksdk, as an operator would look)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import requests
+
+__all__ = ["admin", "cloud_state", "orchestrator_ini"]
+
+
+def orchestrator_ini(tmp_path: Path, url: str) -> Path:
+    """An orchestrator (host ``chaos``, every period short) on the simulator at ``url``, its bus
+    and state under ``tmp_path``."""
+    status = requests.get(f"{url}/sim", timeout=10).json()
+    ini = tmp_path / "orchestrator.ini"
+    ini.write_text(f"""[orchestrator]
+host = chaos
+state_dir = {tmp_path}
+management_network_id = {status['management_network_id']}
+management_subnet_id = {status['management_subnet_id']}
+router_image_id = astara-appliance
+router_flavor_id = astara-router
+health_check_period = 1.0
+boot_check_interval = 0.2
+retry_delay = 0.1
+retry_max_delay = 1.0
+dead_vm_timeout = 3.0
+boot_timeout = 20.0
+alive_timeout = 0.5
+config_check_polls = 1
+orphan_sweep_period = 1.0
+orphan_grace = 1.0
+[cloud]
+auth_url = {url}/identity/v3
+username = admin
+password = admin-secret
+project_name = admin
+retries = 1
+retry_delay = 0.1
+[bus]
+transport_url = filesystem://{tmp_path}/bus
+[api]
+enabled = false
+""")
+    return ini
+
+
+def admin(url: str) -> Any:
+    import openstack
+
+    return openstack.connect(auth_url=f"{url}/identity/v3", username="admin",
+                             password="admin-secret", project_name="admin",
+                             user_domain_name="Default", project_domain_name="Default",
+                             load_yaml_config=False, load_envvars=False)
+
+
+def cloud_state(url: str) -> dict[str, Any]:
+    """What the simulated cloud holds: routers, VMs by router, our ports, appliance configs."""
+    conn = admin(url)
+    all_routers = list(conn.network.routers())
+    routers = [r.id for r in all_routers]
+    ha = {r.id for r in all_routers if r.is_ha}
+    servers: dict[str, list[Any]] = {}
+    for s in conn.compute.servers(all_projects=True):
+        if s.name.startswith("ak-router-") and s.status != "DELETED":
+            servers.setdefault(s.name[len("ak-router-"):].rsplit("_", 1)[0], []).append(s)
+    ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
+    return {"routers": routers, "ha": ha, "servers": servers, "ports": ports}
