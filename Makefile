@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench venv clean lock
+.PHONY: test test-unit demo lint bench venv clean lock
 
 # Create the virtualenv if missing; reinstall when the lock changes. requirements.lock holds the
 # exact versions (with hashes) of requirements.txt and test-requirements.txt, which keep the
@@ -32,6 +32,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# The pure tests only, in under a minute on 2 cores: nothing outside the pytest process (no broker,
+# database or Redis, no process started; the markers: tests/conftest.py). Exit code 5 fails too.
+test-unit: $(STAMP)
+	@$(BIN)/python -m pytest -m "not services and not heavy" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-unit: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # Benchmarks (need RabbitMQ on 127.0.0.1:5672): bus_latency, sim_scale and the scenarios against
 # astara-sim (bench/README.md), each a table on stdout and JSON under bench/results/, then one

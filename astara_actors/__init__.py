@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+# Only the pure, light layers are re-exported here: importing the package (the CLI does) must
+# not pull in pykka and the actors. The runtime is ``astara_actors.actors.runtime.Runtime``.
+from astara_actors.config.settings import Settings
+from astara_actors.core.automaton import Automaton
+from astara_actors.core.events import Action, Event, InstanceState
+from astara_actors.errors import AstaraError
 
-__all__ = ["Action", "AstaraError", "Automaton", "Event", "InstanceState", "Runtime", "Settings"]
+__all__ = [
+    "Action", "AstaraError", "Automaton", "Event", "InstanceState", "Settings", "__version__",
+]
 
 __version__ = "0.1.0"
-
-# Imported on first use: the CLI must not pay for pykka and the actors it never runs.
-_WHERE = {
-    "Action": ".core.events", "Event": ".core.events", "InstanceState": ".core.events",
-    "AstaraError": ".errors", "Automaton": ".core.automaton", "Runtime": ".actors.runtime",
-    "Settings": ".config.settings",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,13 +23,29 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docopt import docopt
 
 from astara_actors.config.loader import Config, load_config
 from astara_actors.errors import AstaraError, SettingsError
 from astara_actors.log import install as safe_logs
+
+if TYPE_CHECKING:  # the parts are imported when started: ``--help`` must not load pykka & co.
+    import os
+    import subprocess
+    from collections.abc import Callable
+
+    from astara_actors.actors.bus_bridge import BusBridge
+    from astara_actors.actors.runtime import Runtime
+    from astara_actors.adapters.appliance_http import HttpAppliance
+    from astara_actors.adapters.cluster import Coordinator
+    from astara_actors.config.cloud import CloudSettings
+    from astara_actors.config.settings import Settings
+    from astara_actors.core.ports import Compute, Network
+    from astara_actors.sim.server import SimServer
+
+    RunApi = Callable[[str | os.PathLike[str]], subprocess.Popen[Any]]
 
 __all__ = ["Service", "main"]
 
@@ -42,12 +58,12 @@ class Service:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.sim: Any = None
-        self.runtime: Any = None
-        self.inbox: Any = None
-        self.api: Any = None
-        self.appliance: Any = None
-        self.coordinator: Any = None
+        self.sim: SimServer | None = None
+        self.runtime: Runtime | None = None
+        self.inbox: BusBridge | None = None
+        self.api: subprocess.Popen[Any] | None = None  # the gunicorn process
+        self.appliance: HttpAppliance | None = None
+        self.coordinator: Coordinator | None = None
         self.stopping = threading.Event()
         self._populated = threading.Event()
 
@@ -145,7 +161,7 @@ class Service:
                     "restart)", self.config.path, ", ".join(changed) or "nothing")
 
     # --- parts
-    def _start_sim(self) -> tuple[Any, Any]:
+    def _start_sim(self) -> tuple[Settings, CloudSettings]:
         from astara_actors.bus.transport import BusSettings
         from astara_actors.config.cloud import CloudSettings
         from astara_actors.sim.cloud import SimCloud
@@ -191,12 +207,14 @@ class Service:
         threading.Thread(target=self._watch_api, args=(run_api,), name="api-watch",
                          daemon=True).start()
 
-    def _watch_api(self, run_api: Any) -> None:
+    def _watch_api(self, run_api: RunApi) -> None:
         from astara_actors.core.backoff import backoff
 
         restarts = 0
         while not self.stopping.is_set():
-            code = self.api.wait()
+            api = self.api
+            assert api is not None  # watched once started; a failed restart keeps the old one
+            code = api.wait()
             if self.stopping.is_set():
                 return
             restarts += 1
@@ -209,7 +227,8 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - keep watching; the next try may succeed
                 LOG.error("HTTP API restart failed: %s", exc)
 
-    def _members_changed(self, members: frozenset[str], network: Any, compute: Any) -> None:
+    def _members_changed(self, members: frozenset[str], network: Network,
+                         compute: Compute) -> None:
         """On the coordinator's thread: hand over lost tenants, then adopt the gained ones."""
         from astara_actors.protocol.messages import Rebalance
 
@@ -220,7 +239,7 @@ class Service:
             threading.Thread(target=self._populate, args=(network, compute), name="repopulate",
                              daemon=True).start()
 
-    def _sweep(self, network: Any, compute: Any) -> None:
+    def _sweep(self, network: Network, compute: Compute) -> None:
         """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace)."""
         from astara_actors.jobs.orphan_sweep import OrphanSweeper
 
@@ -236,7 +255,7 @@ class Service:
                 LOG.warning("orphan sweep removed %d VMs and %d ports of deleted routers",
                             len(report.servers_removed), len(report.ports_removed))
 
-    def _populate(self, network: Any, compute: Any) -> None:
+    def _populate(self, network: Network, compute: Compute) -> None:
         """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down.
 
         The cloud is read once for all routers (``inventory``); each router's first refresh
@@ -307,7 +326,7 @@ def _demo_key(config: Config) -> str:
     return f"{key.get_name()} {key.get_base64()} astara-demo"
 
 
-def _diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+def _diff(old: object, new: object) -> list[tuple[str, object, object]]:
     if old is None or new is None or not dataclasses.is_dataclass(old):
         return [] if old == new else [("*", old, new)]
     return [

@@ -27,7 +27,7 @@ MAX_LINE = 8192  # characters of one record's message, after escaping
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
-class RouterLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class RouterLog(logging.LoggerAdapter[logging.Logger]):
     """Prefixes messages with ``[router <id>]``; cheaper than 10,000 named loggers."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -59,7 +59,7 @@ class SafeLogFilter(logging.Filter):
         record.msg = one_line(message, self.limit)
         record.args = None
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-            record.exc_text = format_exception(record.exc_info, self.limit)  # type: ignore[arg-type]
+            record.exc_text = format_exception(record.exc_info, self.limit)
         if record.stack_info:
             record.stack_info = "\n".join(
                 one_line(line, self.limit) for line in record.stack_info.splitlines())

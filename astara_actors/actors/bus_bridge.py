@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -37,6 +37,9 @@ from astara_actors.protocol.messages import Dump, LogDump
 from astara_actors.protocol.notifications import MalformedMessage, classify, decode, is_command
 from astara_actors.store.flags import record_command
 
+if TYPE_CHECKING:
+    from astara_actors.store import Store
+
 __all__ = ["BusBridge", "router_summary"]
 
 LOG = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ class BusBridge:
         *,
         network: Network,
         on_config_reload: Callable[[], None] | None = None,
-        store: Any = None,
+        store: Store | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.runtime = runtime

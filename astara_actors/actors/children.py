@@ -188,7 +188,7 @@ class Children:
         self, message: Any, timeout: float, only: tuple[Child, ...] | None = None
     ) -> list[tuple[Child, Any]]:
         """Ask every live child (or ``only`` these); no answer in time maps to an error dict."""
-        asked = []
+        asked: list[tuple[Child, pykka.Future[Any] | None]] = []
         for child in only if only is not None else self:
             if child.ref is None:
                 asked.append((child, None))

@@ -6,13 +6,14 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pykka
 
 from astara_actors.actors.children import Children
 from astara_actors.actors.scheduler import Scheduler
+from astara_actors.actors.supervisor import Supervisor, mailbox_depth
 from astara_actors.actors.tenant import Retire, Retired, RouterForgotten, TenantIdle
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Event
@@ -48,7 +49,7 @@ _DUMP_LINE = 6000  # characters of JSON per "workers debug" log line (lines are 
 TenantFactory = Callable[..., pykka.ActorRef[Any]]
 
 
-class OrchestratorActor(pykka.ThreadingActor):
+class OrchestratorActor(Supervisor, pykka.ThreadingActor):
     """One per process. Global debug is held here; a dead tenant is restarted with its routers."""
 
     def __init__(
@@ -109,24 +110,15 @@ class OrchestratorActor(pykka.ThreadingActor):
             self.release(tenant_id)
         self._leased.clear()
 
-    def on_receive(self, message: Any) -> Any:
+    # --- messages (Deliver, Dump, ChildFailed, Restart, Resync: see Supervisor)
+    def on_own_message(self, message: Any) -> Any:
         assert self.tenants is not None
         match message:
-            case Deliver(event=event):
-                self._deliver(event)
-            case Dump(router_id=None, summaries=summaries):
-                return self.dump(summaries)
-            case Dump(router_id=router_id):
-                return self._dump_router(router_id)
             case LogDump():
                 # Router summaries from the board: asking 10,000 router actors for their full
                 # dumps would hold the root (and every event behind it) for seconds.
                 for line in dump_lines(self.dump(summaries=True)):
                     LOG.info("%s", line)
-            case ChildFailed() as failed:
-                self._restart_with[failed.child_id] = failed.children
-                if self.tenants.failed(failed) is not None:
-                    self._retiring.pop(failed.child_id, None)  # died instead: restarted
             case RouterForgotten(tenant_id=tenant_id, router_id=router_id):
                 if (self.router_tenant.get(router_id) == tenant_id
                         and router_id not in self.router_debug):
@@ -135,46 +127,65 @@ class OrchestratorActor(pykka.ThreadingActor):
                 self._retire(tenant_id, generation)
             case Retired(tenant_id=tenant_id, generation=generation, stopped=stopped):
                 self._retired(tenant_id, generation, stopped)
-            case Restart() as restart:
-                self.tenants.restart(restart)
             case Rebalance(members=members):
                 self._rebalance(members)
             case ClaimTenant(tenant_id=tenant_id):
                 self._claim_again(tenant_id)
             case HandedOver(tenant_ids=tenant_ids):
                 self._handed_over(tenant_ids)
-            case Resync(seeds=seeds):
-                by_tenant: dict[str, dict[str, Any]] = {}
-                for router_id, seed in seeds.items():
-                    if seed.router is not None and seed.router.tenant_id in self.tenants:
-                        by_tenant.setdefault(seed.router.tenant_id, {})[router_id] = seed
-                for tenant_id, mine in by_tenant.items():
-                    self.tenants.tell(tenant_id, Resync(mine))
-            case DebugRouter(router_id=router_id, reason=reason, tenant_id=tenant_id) as msg:
-                self.router_debug[router_id] = reason
-                self._to_router_tenant(router_id, tenant_id, msg)
-            case ManageRouter(router_id=router_id, tenant_id=tenant_id) as msg:
-                self.router_debug.pop(router_id, None)
-                self._to_router_tenant(router_id, tenant_id, msg)
-            case DebugTenant(tenant_id=tenant_id, reason=reason) as msg:
-                self.tenant_debug[tenant_id] = reason
-                if self.owns(tenant_id):
-                    self._tell_tenant(tenant_id, msg)
-            case ManageTenant(tenant_id=tenant_id) as msg:
-                self.tenant_debug.pop(tenant_id, None)
-                if tenant_id in self.tenants:
-                    self.tenants.tell(tenant_id, msg)
-            case DebugGlobal(reason=reason) as msg:
-                self.global_debug = reason
-                LOG.warning("global debug mode: every router is ignored (%s)", reason or "no reason")
-                self.tenants.broadcast(lambda _key: msg)
-            case ManageGlobal(reason=reason) as msg:
-                self.global_debug = None
-                LOG.warning("global debug mode off (%s)", reason or "no reason")
-                self.tenants.broadcast(lambda _key: msg)
+            case DebugRouter() | ManageRouter() | DebugTenant() | ManageTenant() \
+                    | DebugGlobal() | ManageGlobal():
+                self._debug_flag(message)
             case _:
                 LOG.warning("orchestrator ignored unexpected message %r", message)
         return None
+
+    def _child_failed(self, failed: ChildFailed) -> None:
+        assert self.tenants is not None
+        self._restart_with[failed.child_id] = failed.children
+        if self.tenants.failed(failed) is not None:
+            self._retiring.pop(failed.child_id, None)  # died instead: restarted
+
+    def _restart_child(self, restart: Restart) -> None:
+        assert self.tenants is not None
+        self.tenants.restart(restart)
+
+    def _hand_listings(self, seeds: Mapping[str, Any]) -> None:
+        """A drift sweep's listings, each to the tenant of its router."""
+        assert self.tenants is not None
+        by_tenant: dict[str, dict[str, Any]] = {}
+        for router_id, seed in seeds.items():
+            if seed.router is not None and seed.router.tenant_id in self.tenants:
+                by_tenant.setdefault(seed.router.tenant_id, {})[router_id] = seed
+        for tenant_id, mine in by_tenant.items():
+            self.tenants.tell(tenant_id, Resync(mine))
+
+    def _debug_flag(self, message: Any) -> None:
+        """Debug mode set or cleared for a router, a tenant or every router."""
+        assert self.tenants is not None
+        match message:
+            case DebugRouter(router_id=router_id, reason=reason, tenant_id=tenant_id):
+                self.router_debug[router_id] = reason
+                self._to_router_tenant(router_id, tenant_id, message)
+            case ManageRouter(router_id=router_id, tenant_id=tenant_id):
+                self.router_debug.pop(router_id, None)
+                self._to_router_tenant(router_id, tenant_id, message)
+            case DebugTenant(tenant_id=tenant_id, reason=reason):
+                self.tenant_debug[tenant_id] = reason
+                if self.owns(tenant_id):
+                    self._tell_tenant(tenant_id, message)
+            case ManageTenant(tenant_id=tenant_id):
+                self.tenant_debug.pop(tenant_id, None)
+                if tenant_id in self.tenants:
+                    self.tenants.tell(tenant_id, message)
+            case DebugGlobal(reason=reason):
+                self.global_debug = reason
+                LOG.warning("global debug mode: every router is ignored (%s)", reason or "no reason")
+                self.tenants.broadcast(lambda _key: message)
+            case ManageGlobal(reason=reason):
+                self.global_debug = None
+                LOG.warning("global debug mode off (%s)", reason or "no reason")
+                self.tenants.broadcast(lambda _key: message)
 
     def dump(self, summaries: bool = False) -> dict[str, Any]:
         """The tree; with ``summaries`` each router is its board summary (no router asked)."""
@@ -197,7 +208,7 @@ class OrchestratorActor(pykka.ThreadingActor):
             "routers_in_debug": dict(self.router_debug),
             "tenant_count": len(tenants),
             "router_count": sum(len(t.get("routers", ())) for t in tenants),
-            "mailbox": self.actor_inbox.qsize(),
+            "mailbox": mailbox_depth(self),
             "tenants_waiting_for_lease": sorted(self._waiting),
             "storm": self.storm.dump() if self.storm is not None else None,
             "tenants": tenants,
@@ -358,7 +369,7 @@ class OrchestratorActor(pykka.ThreadingActor):
         if child is None or child.ref is None:
             return None
         try:
-            return child.ref.ask(Dump(router_id), timeout=self.settings.ask_timeout)
+            return child.ref.ask(Dump(router_id), block=True, timeout=self.settings.ask_timeout)
         except (pykka.Timeout, pykka.ActorDeadError):
             return {"router_id": router_id, "tenant_id": tenant_id, "unavailable": "busy"}
 

@@ -1,33 +1,12 @@
 """Many actors on a few threads: a pykka actor type whose mailboxes share one elastic pool.
 
-``pykka.ThreadingActor`` gives every actor its own thread. At ten thousand routers that is ten
-thousand threads: ~50 KiB of memory each (stack pages, thread state, a ``queue.Queue`` with three
-conditions) and a GIL hand-off per message that grows with the number of live threads.
+:class:`PooledActor` keeps pykka's API (``start``, ``tell``, ``ask``, proxies, ``stop``, the
+``on_*`` hooks, the same futures and errors) but its messages are handled, one at a time and in
+order, by the workers of an :class:`ActorPool`, which grows only while actors wait on slow calls
+and runs urgent work before routine work (:meth:`PooledActor.urgent`); :func:`halt` and
+:meth:`ActorPool.halt` stop actors before what is still in their mailboxes.
 
-:class:`PooledActor` keeps pykka's programming model — ``start``, ``tell``, ``ask``, proxies,
-``stop``, ``on_start``/``on_receive``/``on_stop``/``on_failure``, the same futures and errors —
-but its mailbox is a plain deque: the first message into an empty mailbox puts the actor on the
-run queue of an :class:`ActorPool`, one of whose workers then handles up to ``batch`` messages
-and puts the actor back at the end of the queue if more are waiting. One actor never runs on two
-workers at once, so each still sees its messages one at a time, in order.
-
-Actors here block (a Neutron GET, an appliance PUT, a tenant waiting for a child's dump), so the
-pool is elastic: it keeps ``min_threads`` workers, and when the oldest runnable actor has waited
-``grow_after`` seconds with no worker free, and the process is not already using ``cpu_bound`` of
-a core (workers that compute need time, not company: the GIL runs one at a time), it adds workers
-(up to ``max_threads``); workers idle for ``idle_timeout`` go away again. Blocking costs a thread
-only while it lasts.
-
-Two run queues: an actor made runnable by an *urgent* message (a live event, an operator's
-command — the actor class decides, see :meth:`PooledActor.urgent`) goes before the ones with
-routine work (polls, timers); one routine actor runs after every ``URGENT_STREAK`` urgent ones,
-so live events go first without starving polls.
-
-Stopping: pykka's ``stop()`` is a message queued behind the actor's work. :func:`halt` stops an
-actor *before* what is still in its mailbox — at once, in the caller's thread, if it is idle or
-only waiting on a run queue; after the message it is handling if a worker runs it — and
-:meth:`ActorPool.halt` does that for every actor of a pool in one pass (no worker needed, no
-wait per actor), then :meth:`ActorPool.drain` waits, once, for the few that were running.
+Design: docs/actor-pool.md.
 """
 
 from __future__ import annotations

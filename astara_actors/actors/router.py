@@ -15,6 +15,7 @@ from astara_actors import metrics
 from astara_actors.actors.pool import ActorPool, PooledActor
 from astara_actors.actors.scheduler import Scheduler
 from astara_actors.actors.status_board import Board
+from astara_actors.actors.supervisor import mailbox_depth
 from astara_actors.config.settings import Settings
 from astara_actors.core.automaton import Automaton, Outcome
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
@@ -188,7 +189,7 @@ class RouterActor(PooledActor):
             debug=bool(self.silenced),
             debug_reasons={scope: self.silenced[scope] for scope in SCOPES if scope in self.silenced},
             restarts=self.restarts,
-            mailbox=self.actor_inbox.qsize(),
+            mailbox=mailbox_depth(self),
             instance=self.instance.dump(),
         )
         return dump

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -23,6 +23,7 @@ from astara_actors.actors.children import Children
 from astara_actors.actors.pool import ActorPool, PooledActor
 from astara_actors.actors.scheduler import Scheduler
 from astara_actors.actors.status_board import Board
+from astara_actors.actors.supervisor import Supervisor, mailbox_depth
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
 from astara_actors.core.restart_policy import RestartPolicy
@@ -97,7 +98,7 @@ class Retired:
     stopped: bool
 
 
-class TenantActor(PooledActor):
+class TenantActor(Supervisor, PooledActor):
     """Parent of one tenant's RouterActors; tenant debug is one message here."""
 
     def __init__(
@@ -182,25 +183,12 @@ class TenantActor(PooledActor):
             return False
         return not (isinstance(message, Deliver) and message.event.action == Action.POLL)
 
-    def on_receive(self, message: Any) -> Any:
+    # --- messages (Deliver, Dump, ChildFailed, Restart, Resync: see Supervisor)
+    def on_own_message(self, message: Any) -> Any:
         assert self.children is not None
         match message:
-            case Deliver(event=event):
-                self._deliver(event)
-            case Dump(router_id=None, summaries=summaries):
-                return self.dump(summaries)
-            case Dump(router_id=router_id):
-                return self._dump_router(router_id)
             case RouterExited(router_id=router_id):
                 self._forget(router_id)
-            case Resync(seeds=seeds):
-                for router_id, seed in seeds.items():
-                    if router_id in self.children:
-                        self.children.tell(router_id, Resync({router_id: seed}))
-            case ChildFailed() as failed:
-                self.children.failed(failed)
-            case Restart() as restart:
-                self.children.restart(restart)
             case DebugRouter(router_id=router_id, reason=reason) as msg:
                 self.router_debug[router_id] = reason
                 if router_id in self.children:
@@ -231,6 +219,22 @@ class TenantActor(PooledActor):
                 LOG.warning("tenant %s ignored unexpected message %r", self.tenant_id, message)
         return None
 
+
+    def _child_failed(self, failed: ChildFailed) -> None:
+        assert self.children is not None
+        self.children.failed(failed)
+
+    def _restart_child(self, restart: Restart) -> None:
+        assert self.children is not None
+        self.children.restart(restart)
+
+    def _hand_listings(self, seeds: Mapping[str, Any]) -> None:
+        """A drift sweep's listings, each to its router."""
+        assert self.children is not None
+        for router_id, seed in seeds.items():
+            if router_id in self.children:
+                self.children.tell(router_id, Resync({router_id: seed}))
+
     def dump(self, summaries: bool = False) -> dict[str, Any]:
         assert self.children is not None
         routers = []
@@ -253,7 +257,7 @@ class TenantActor(PooledActor):
             "debug": bool(self.silenced),
             "debug_reasons": dict(self.silenced),
             "restarts": self.restarts,
-            "mailbox": self.actor_inbox.qsize(),
+            "mailbox": mailbox_depth(self),
             "routers": routers,
         }
 

@@ -1,4 +1,4 @@
-"""The three port adapters of :class:`~astara_actors.adapters.memory.MemoryCloud`."""
+"""The three port adapters of the in-memory cloud, over its :class:`~astara_actors.adapters._memory_state.CloudState`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from astara_actors.adapters._memory_state import CloudState
 from astara_actors.core.models import (
     STATUS_TAG_PREFIX,
     FloatingIp,
@@ -25,9 +26,6 @@ from astara_actors.errors import (
     RouterGone,
 )
 
-if TYPE_CHECKING:
-    from astara_actors.adapters.memory import MemoryCloud
-
 __all__ = ["MemoryAppliance", "MemoryCompute", "MemoryNetwork"]
 
 _SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
@@ -36,7 +34,7 @@ _SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
 class MemoryNetwork:
     """Neutron over the cloud's dicts."""
 
-    def __init__(self, cloud: MemoryCloud) -> None:
+    def __init__(self, cloud: CloudState) -> None:
         self._cloud = cloud
 
     def list_routers(self) -> list[tuple[str, str]]:
@@ -107,7 +105,7 @@ class MemoryNetwork:
 class MemoryCompute:
     """Nova: servers are ACTIVE ``boot_delay`` after boot, gone ``delete_delay`` after delete."""
 
-    def __init__(self, cloud: MemoryCloud) -> None:
+    def __init__(self, cloud: CloudState) -> None:
         self._cloud = cloud
 
     def create_server(
@@ -128,7 +126,7 @@ class MemoryCompute:
                 raise failure
             for pid in port_ids:
                 _check_boot_port(cloud.ports.get(pid), pid)
-            sid = cloud._new_id()
+            sid = cloud.new_id()
             now = cloud.clock()
             server: dict[str, Any] = {
                 "id": sid, "name": name, "image_id": image_id, "flavor_id": flavor_id,
@@ -148,7 +146,7 @@ class MemoryCompute:
             )
             if mgt is not None and mgt["fixed_ips"]:
                 server["address"] = mgt["fixed_ips"][0]["ip_address"]
-                cloud._by_address[server["address"]] = sid
+                cloud.by_address[server["address"]] = sid
             return cloud.server_model(server)
 
     def get_server(self, server_id: str) -> Server | None:
@@ -171,8 +169,8 @@ class MemoryCompute:
             server = cloud.servers.get(server_id)
             if server is None or server["deleted_at"] is not None:
                 return
-            server["deleted_at"] = cloud.clock()
-            cloud._deleting[server_id] = server["deleted_at"] + cloud.delete_delay
+            deleted_at = server["deleted_at"] = cloud.clock()
+            cloud.deleting[server_id] = deleted_at + cloud.delete_delay
             cloud.purge()
 
     def attach_interface(self, server_id: str, port_id: str) -> None:
@@ -226,7 +224,7 @@ class MemoryCompute:
 class MemoryAppliance:
     """The REST agent of every ACTIVE server, reached by its management address."""
 
-    def __init__(self, cloud: MemoryCloud) -> None:
+    def __init__(self, cloud: CloudState) -> None:
         self._cloud = cloud
 
     def is_alive(self, address: str, timeout: float) -> bool:
@@ -256,7 +254,7 @@ class MemoryAppliance:
         """The server answering on ``address``; raises ``ApplianceUnreachable`` if none does."""
         with self._cloud.lock:
             self._cloud.purge()
-            server = self._cloud.servers.get(self._cloud._by_address.get(address, ""))
+            server = self._cloud.servers.get(self._cloud.by_address.get(address, ""))
             if (
                 server is None
                 or self._cloud.server_status(server) != "ACTIVE"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -221,7 +222,7 @@ class OpenStackNetwork:
             if old.startswith(STATUS_TAG_PREFIX) and old != new:
                 self._calls.run(
                     f"untag router {router_id}",
-                    lambda old=old: self._delete(path + quote(old, safe=":")),
+                    functools.partial(self._delete, path + quote(old, safe=":")),
                     on_missing=lambda: None,
                 )
 

@@ -1,42 +1,11 @@
 """Scale-out: tooz group membership, ring ownership of tenants, fencing and tenant leases.
 
-Several orchestrators join one tooz group (Redis in tests; etcd or ZooKeeper in production, by
-URL). Each one builds the same :class:`~astara_actors.core.ring.Ring` over the members it sees
-and drives only the tenants
-the ring gives it (``Coordinator.owns``). On a membership change ``on_change(members)`` is called
-so the owner can stop the tenants it lost and populate the ones it gained.
+:class:`Coordinator` joins a tooz group and is its only heartbeat source; it answers which
+tenants this member owns (a :class:`~astara_actors.core.ring.Ring` over the members it sees),
+gives them all up once its heartbeats fail (fencing: ``lost_after + heartbeat <=
+membership_timeout``) and holds a tooz lock, its lease, for every tenant it drives.
 
-Fencing (a member cut off from the coordination service)
---------------------------------------------------------
-Our background thread is the *only* heartbeat source (tooz's own heart thread is not started), so
-the time of our last successful heartbeat is exactly what keeps our membership alive. Let ``t0``
-be the monotonic time taken just *before* the last heartbeat call that succeeded; Redis wrote our
-beat key at some ``tw >= t0`` with a TTL of ``membership_timeout`` (M), so no peer can drop us
-before ``t0 + M``. We stop claiming tenants at ``t0 + lost_after`` (L): ``owns()`` compares the
-clock at call time, so it does not depend on the thread being scheduled, and the thread then calls
-``on_change(frozenset())``. The rule is therefore
-
-    lost_after + heartbeat <= membership_timeout
-
-(``heartbeat`` is margin for clock-rate differences and for the owner to actually stop its work).
-Defaults: ``lost_after = 3 * heartbeat`` and, for ``redis://`` URLs that do not say otherwise,
-``membership_timeout = 5 * heartbeat`` and socket timeouts of ``heartbeat`` (tooz's default is
-30 s for both, far too slow to adopt a dead member's tenants). A configuration that breaks the
-rule raises ``ValueError`` at ``start()`` when the driver exposes ``membership_timeout``
-(Redis); for other drivers (e.g. ZooKeeper's session ``timeout``) the operator must keep it.
-
-Tenant leases (two members never drive one tenant)
---------------------------------------------------
-Views of the ring can disagree for up to one ``heartbeat`` (a member that just joined or rejoined
-after a partition is not yet seen by everyone), so ownership alone is not enough. A member
-takes a tooz lock named after the group and the tenant (``claim``) before it starts the tenant's
-subtree, and gives it back (``release``) only once that subtree has stopped. The lock is refreshed by the
-same heartbeat that keeps our membership (tooz extends every lock it holds), and the Redis
-default ``lock_timeout`` obeys the same rule as ``membership_timeout``: a member that stops beating
-has fenced itself (stopped its subtrees) before its locks can expire and a peer can claim them.
-A member that dies holding leases (SIGKILL) delays its tenants' adoption by at most
-``lock_timeout`` — about the time the peers need to see it gone anyway.
-Cost: one coordination-service call per held lease per heartbeat.
+Design: docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -46,10 +15,15 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from astara_actors.core.backoff import backoff
 from astara_actors.core.ring import Ring
+
+if TYPE_CHECKING:
+    from tooz.coordination import CoordinationDriver
+    from tooz.locking import Lock
 
 __all__ = ["Coordinator"]
 
@@ -115,12 +89,18 @@ class Coordinator:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
-        self._coord = None  # tooz CoordinationDriver
+        self._coord: CoordinationDriver | None = None
         self._gid = group.encode("utf-8")
-        self._leases: dict[str, object] = {}  # tenant id -> the tooz lock we hold for it
+        self._leases: dict[str, Lock] = {}  # tenant id -> the tooz lock we hold for it
         self._lease_lock = threading.Lock()
 
     # ---------------------------------------------------------------- public API
+
+    def _driver(self) -> CoordinationDriver:
+        """The tooz driver, between :meth:`start` and :meth:`stop`."""
+        if self._coord is None:
+            raise RuntimeError("the coordinator is not started")
+        return self._coord
     def start(self) -> None:
         from tooz import coordination
 
@@ -133,11 +113,11 @@ class Coordinator:
                     f"({self.heartbeat}) must be <= the driver's {name} ({timeout})"
                 )
         # Our thread is the only heartbeat source: see the module docstring.
-        self._coord.start(start_heart=False)
+        self._driver().start(start_heart=False)
         try:
             self._ensure_joined()
-            self._coord.watch_join_group(self._gid, self._on_watch)
-            self._coord.watch_leave_group(self._gid, self._on_watch)
+            self._driver().watch_join_group(self._gid, self._on_watch)
+            self._driver().watch_leave_group(self._gid, self._on_watch)
             self._tick()  # first heartbeat, member list and the initial on_change
         except BaseException:
             self.stop()
@@ -261,11 +241,11 @@ class Coordinator:
         from tooz import coordination
 
         try:
-            self._coord.create_group(self._gid).get()
+            self._driver().create_group(self._gid).get()
         except coordination.GroupAlreadyExist:
             pass
         try:
-            self._coord.join_group(self._gid).get()
+            self._driver().join_group(self._gid).get()
         except coordination.MemberAlreadyExist:
             pass
 
@@ -273,11 +253,11 @@ class Coordinator:
         from tooz import coordination
 
         t0 = time.monotonic()
-        self._coord.heartbeat()
+        self._driver().heartbeat()
         self._last_beat = t0
-        self._coord.run_watchers()
+        self._driver().run_watchers()
         try:
-            raw = self._coord.get_members(self._gid).get()
+            raw = self._driver().get_members(self._gid).get()
         except coordination.GroupNotCreated:
             raw = set()
         members = frozenset(m.decode("utf-8") for m in raw) - _PSEUDO_MEMBERS

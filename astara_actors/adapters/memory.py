@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import itertools
 import threading
 import time
-import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from astara_actors.adapters._memory_ports import MemoryAppliance, MemoryCompute, MemoryNetwork
+from astara_actors.adapters._memory_state import CloudState
 from astara_actors.config.settings import Settings
-from astara_actors.core.models import GATEWAY_OWNER, FloatingIp, NetworkInfo, Router, Server
-from astara_actors.errors import ComputeError, NetworkError, RouterGone
+from astara_actors.core.models import GATEWAY_OWNER
 
 __all__ = ["FakeClock", "MemoryCloud"]
 
@@ -43,7 +40,7 @@ class FakeClock:
             self.now += seconds
 
 
-class MemoryCloud:
+class MemoryCloud(CloudState):
     """A small OpenStack in dicts; ``.network``, ``.compute``, ``.appliance`` are the ports."""
 
     def __init__(
@@ -54,36 +51,7 @@ class MemoryCloud:
         hotplug_delay: float = 0.0,
         new_id: Callable[[], str] | None = None,
     ) -> None:
-        self.clock = clock
-        self.boot_delay = boot_delay
-        self.delete_delay = delete_delay
-        self.hotplug_delay = hotplug_delay
-        self.lock = threading.RLock()
-        self._new_id = new_id or (lambda: str(uuid.uuid4()))
-        self.networks: dict[str, dict[str, Any]] = {}
-        self.subnets: dict[str, dict[str, Any]] = {}
-        self.ports: dict[str, dict[str, Any]] = {}
-        self.routers: dict[str, dict[str, Any]] = {}
-        self.floatingips: dict[str, dict[str, Any]] = {}
-        self.servers: dict[str, dict[str, Any]] = {}
-        # Indexes keep every call O(ports of one object) with 10,000 routers loaded.
-        self._by_device: defaultdict[str, set[str]] = defaultdict(set)
-        self._by_network: defaultdict[str, set[str]] = defaultdict(set)
-        self._by_name: defaultdict[str, set[str]] = defaultdict(set)
-        self._fips_by_router: defaultdict[str, set[str]] = defaultdict(set)
-        self._by_address: dict[str, str] = {}
-        self._by_stem: defaultdict[str, set[str]] = defaultdict(set)  # "ak-router-<id>_"
-        self._deleting: dict[str, float] = {}
-        self._next_host: dict[str, int] = {}
-        self._macs = itertools.count(1)
-        self._cidrs = itertools.count(1)
-        self._fail_boots = 0
-        self._fail_pushes = 0
-        self._injected: defaultdict[str, list[BaseException]] = defaultdict(list)
-        self.calls: Counter[str] = Counter()
-        self.config_pushes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.status_pushes: defaultdict[str, list[str]] = defaultdict(list)
-        self.created_servers: list[tuple[str, str]] = []
+        super().__init__(clock, boot_delay, delete_delay, hotplug_delay, new_id)
         self.management_network_id, self.management_subnet_id = self.add_network(
             "mgt", cidr="127.100.0.0/16", gateway_ip=None, mtu=1500, enable_dhcp=False
         )
@@ -131,7 +99,7 @@ class MemoryCloud:
             net = ipaddress.ip_network(cidr)
             if gateway_ip == "":
                 gateway_ip = str(net[1])
-            network_id, subnet_id = self._new_id(), self._new_id()
+            network_id, subnet_id = self.new_id(), self.new_id()
             self.networks[network_id] = {
                 "id": network_id, "name": name, "tenant_id": tenant_id, "project_id": tenant_id,
                 "admin_state_up": True, "mtu": mtu, "status": "ACTIVE", "subnets": [subnet_id],
@@ -158,7 +126,7 @@ class MemoryCloud:
     ) -> str:
         """A router like the fixtures: gateway port, interfaces, a VM port with a FIP."""
         with self.lock:
-            router_id = self._new_id()
+            router_id = self.new_id()
             self.routers[router_id] = {
                 "id": router_id, "name": name, "tenant_id": tenant_id, "project_id": tenant_id,
                 "admin_state_up": True, "status": "ACTIVE", "ha": ha, "distributed": False,
@@ -180,7 +148,7 @@ class MemoryCloud:
                     subnet_id = self.networks[network_id]["subnets"][0]
                     vm = self.make_port(
                         network_id, subnet_id=subnet_id, tenant_id=tenant_id,
-                        name=f"{name or 'router'}-vm", device_id=self._new_id(),
+                        name=f"{name or 'router'}-vm", device_id=self.new_id(),
                         device_owner="compute:nova",
                     )
                     self._add_fip(router_id, tenant_id, vm)
@@ -218,91 +186,10 @@ class MemoryCloud:
             for fid in self._fips_by_router.pop(router_id, set()):
                 self.floatingips.pop(fid, None)
 
-    def make_port(
-        self,
-        network_id: str,
-        *,
-        subnet_id: str | None = None,
-        ip_address: str | None = None,
-        tenant_id: str = "",
-        name: str = "",
-        device_id: str = "",
-        device_owner: str = "",
-    ) -> dict[str, Any]:
-        """Create and index a port (an address from ``subnet_id`` unless ``ip_address``)."""
-        with self.lock:
-            if network_id not in self.networks:
-                raise NetworkError(f"network {network_id} not found")
-            fixed_ips = []
-            if subnet_id is not None:
-                if subnet_id not in self.subnets:
-                    raise NetworkError(f"subnet {subnet_id} not found")
-                if ip_address is None:
-                    cidr = ipaddress.ip_network(self.subnets[subnet_id]["cidr"])
-                    if self._next_host[subnet_id] >= cidr.num_addresses - 1:
-                        raise NetworkError(f"no more addresses in subnet {subnet_id}")
-                    ip_address = str(cidr[self._next_host[subnet_id]])
-                    self._next_host[subnet_id] += 1
-                fixed_ips.append({"subnet_id": subnet_id, "ip_address": ip_address})
-            n = next(self._macs)
-            port = {
-                "id": self._new_id(), "name": name, "network_id": network_id,
-                "tenant_id": tenant_id, "project_id": tenant_id,
-                "mac_address": f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}",
-                "admin_state_up": True, "status": "DOWN", "device_id": "",
-                "device_owner": "", "fixed_ips": fixed_ips, "security_groups": [],
-                "allowed_address_pairs": [], "port_security_enabled": False,
-            }
-            self.ports[port["id"]] = port
-            self._by_network[network_id].add(port["id"])
-            self._by_name[name].add(port["id"])
-            self.bind_port(port["id"], device_id, device_owner)
-            return port
-
-    def bind_port(self, port_id: str, device_id: str, device_owner: str) -> None:
-        with self.lock:
-            port = self.ports[port_id]
-            self._by_device[port["device_id"]].discard(port_id)
-            port["device_id"], port["device_owner"] = device_id, device_owner
-            if device_id:
-                self._by_device[device_id].add(port_id)
-
-    def drop_port(self, port_id: str) -> None:
-        with self.lock:
-            port = self.ports.pop(port_id, None)
-            if port is None:
-                return
-            for index, key in (
-                (self._by_device, port["device_id"]),
-                (self._by_network, port["network_id"]),
-                (self._by_name, port["name"]),
-            ):
-                index[key].discard(port_id)
-                if not index[key]:
-                    del index[key]
-            server = self.servers.get(port["device_id"])
-            if server is not None and port_id in server["port_ids"]:
-                server["port_ids"].remove(port_id)
-
-    def ports_where(self, **filters: str | None) -> list[dict[str, Any]]:
-        """Ports matching every filter given (``device_id``, ``network_id``, ``name``)."""
-        with self.lock:
-            sets = [
-                index.get(value, set())
-                for index, value in (
-                    (self._by_device, filters.get("device_id")),
-                    (self._by_network, filters.get("network_id")),
-                    (self._by_name, filters.get("name")),
-                )
-                if value is not None
-            ]
-            ids = set.intersection(*sets) if sets else set(self.ports)
-            return [self.ports[i] for i in sorted(ids)]
-
     def _add_fip(self, router_id: str, tenant_id: str, vm_port: dict[str, Any]) -> None:
         ext = self.make_port(self.external_network_id, subnet_id=self.external_subnet_id)
         self.drop_port(ext["id"])  # only the address is kept, as Neutron's FIP port is hidden
-        fid = self._new_id()
+        fid = self.new_id()
         self.floatingips[fid] = {
             "id": fid, "tenant_id": tenant_id, "project_id": tenant_id,
             "floating_ip_address": ext["fixed_ips"][0]["ip_address"],
@@ -313,63 +200,7 @@ class MemoryCloud:
         self._fips_by_router[router_id].add(fid)
 
     # ------------------------------------------------------------------ reads for the ports
-    def router_model(self, router_id: str) -> Router:
-        with self.lock:
-            router = self.routers.get(router_id)
-            if router is None:
-                raise RouterGone(router_id)
-            ports = self.ports_where(device_id=router_id)
-            fips = [self.floatingips[f] for f in sorted(self._fips_by_router.get(router_id, ()))]
-            return Router.from_neutron(router, ports, fips)
-
-    def network_model(self, network_id: str) -> NetworkInfo:
-        with self.lock:
-            net = self.networks.get(network_id)
-            if net is None:
-                raise NetworkError(f"network {network_id} not found")
-            return NetworkInfo.from_neutron(net, [self.subnets[s] for s in net["subnets"]])
-
-    def floating_ips(self, router_id: str) -> list[FloatingIp]:
-        with self.lock:
-            ids = sorted(self._fips_by_router.get(router_id, ()))
-            return [FloatingIp.from_neutron(self.floatingips[i]) for i in ids]
-
-    def server_status(self, server: Mapping[str, Any]) -> str:
-        if server["deleted_at"] is not None:
-            return "DELETED"
-        if server["error"]:
-            return "ERROR"
-        return "BUILD" if self.clock() < server["created_at"] + self.boot_delay else "ACTIVE"
-
-    def server_model(self, server: Mapping[str, Any]) -> Server:
-        return Server(
-            id=server["id"], name=server["name"], status=self.server_status(server),
-            image_id=server["image_id"], port_ids=tuple(server["port_ids"]),
-            age=max(0.0, self.clock() - server["created_at"]),
-        )
-
-    def purge(self) -> None:
-        """Forget servers whose deletion has completed by now."""
-        with self.lock:
-            now = self.clock()
-            for sid, deadline in list(self._deleting.items()):
-                if now >= deadline:
-                    del self._deleting[sid]
-                    server = self.servers.pop(sid)
-                    self._by_address.pop(server["address"], None)
-                    self._by_stem[_stem(server["name"])].discard(sid)
-                    for pid in server["port_ids"]:
-                        if pid in self.ports:
-                            self.bind_port(pid, "", "")
-
     # ------------------------------------------------------------------ faults and records
-    def enter(self, call: str) -> None:
-        """Count a port call and raise the exception injected for it, if any."""
-        with self.lock:
-            self.calls[call] += 1
-            if self._injected.get(call):
-                raise self._injected[call].pop(0)
-
     def inject(self, call: str, exc: BaseException) -> None:
         """The next call of adapter method ``call`` (e.g. ``"get_router"``) raises ``exc``."""
         with self.lock:
@@ -379,20 +210,6 @@ class MemoryCloud:
         """The next ``n`` ``create_server`` calls raise ``ComputeError``."""
         with self.lock:
             self._fail_boots = n
-
-    def take_boot_failure(self) -> ComputeError | None:
-        with self.lock:
-            if self._fail_boots <= 0:
-                return None
-            self._fail_boots -= 1
-            return ComputeError("injected boot failure")
-
-    def take_push_failure(self) -> bool:
-        with self.lock:
-            if self._fail_pushes <= 0:
-                return False
-            self._fail_pushes -= 1
-            return True
 
     def fail_pushes(self, n: int) -> None:
         """The next ``n`` config pushes raise ``ApplianceError``."""
@@ -428,26 +245,7 @@ class MemoryCloud:
             self.purge()
             return self.servers_named(f"ak-router-{router_id}_")
 
-    def servers_named(self, prefix: str) -> list[dict[str, Any]]:
-        """Servers whose name starts with ``prefix``, by name (indexed for ``..._`` stems)."""
-        with self.lock:
-            if prefix.endswith("_"):
-                found = (self.servers[i] for i in self._by_stem.get(prefix, ()))
-            else:
-                found = iter(self.servers.values())
-            matching = (s for s in found if s["name"].startswith(prefix))
-            return sorted(matching, key=lambda s: s["name"])
-
-    def add_server(self, server: dict[str, Any]) -> None:
-        with self.lock:
-            self.servers[server["id"]] = server
-            self._by_stem[_stem(server["name"])].add(server["id"])
-
     def _servers_for(self, ident: str) -> list[dict[str, Any]]:
         if ident in self.servers:
             return [self.servers[ident]]
         return self.servers_of(ident)
-
-
-def _stem(name: str) -> str:
-    return name[: name.rfind("_") + 1]

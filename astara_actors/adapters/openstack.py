@@ -80,8 +80,8 @@ def open_cloud(
     ``pool_size`` connections kept per endpoint (as many as threads may call at once)."""
     conn = connect(cloud)
     _widen_pool(conn, pool_size)
-    retry = {"retries": cloud.retries, "retry_delay": cloud.retry_delay, "sleep": sleep}
     return (
-        OpenStackNetwork(conn, status_mode=cloud.status_mode, **retry),
-        OpenStackCompute(conn, **retry),
+        OpenStackNetwork(conn, status_mode=cloud.status_mode, retries=cloud.retries,
+                         retry_delay=cloud.retry_delay, sleep=sleep),
+        OpenStackCompute(conn, retries=cloud.retries, retry_delay=cloud.retry_delay, sleep=sleep),
     )

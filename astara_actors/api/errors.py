@@ -83,6 +83,6 @@ def _message(req: falcon.Request, exc: falcon.HTTPError) -> str:
     if isinstance(exc, falcon.HTTPRouteNotFound):
         return f"unknown route {req.path}"
     if isinstance(exc, falcon.HTTPMethodNotAllowed):
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = dict(exc.headers or {}).get("Allow", "")  # a mapping or (name, value) pairs
         return f"{req.method} is not allowed on {req.path} (allowed: {allowed})"
     return str(exc.title)

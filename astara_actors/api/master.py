@@ -52,7 +52,7 @@ def set_parent_death_signal(signum: int) -> bool:
         return False
 
 
-class ApiArbiter(Arbiter):  # type: ignore[misc]
+class ApiArbiter(Arbiter):
     """gunicorn's arbiter, dying with its parent and keeping the pidfile."""
 
     parent = 0
@@ -118,7 +118,7 @@ class ApiArbiter(Arbiter):  # type: ignore[misc]
             pass
 
 
-class ApiApplication(WSGIApplication):  # type: ignore[misc]
+class ApiApplication(WSGIApplication):
     """gunicorn's command line application, run by :class:`ApiArbiter`."""
 
     def run(self) -> None:

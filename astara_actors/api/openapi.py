@@ -171,7 +171,7 @@ def openapi_document(
             "description": f"A Keystone token holding the role {required_role} (validated "
                            "with Keystone: 401 when it is not valid, 403 without the role)",
         }
-    secured = ("Unauthorized",) if schemes else ()
+    secured: tuple[str, ...] = ("Unauthorized",) if schemes else ()
     if keystone:
         secured += ("Forbidden", "Unavailable")
     auth_errors: tuple[str, ...] = secured

@@ -147,7 +147,8 @@ class FilesystemChannel(kombu.transport.filesystem.Channel):
         self._no_ack: dict[str, int] = {}  # queues consumed without acks (their claims: none)
         self._recovered_at = float("-inf")
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's two bases name the message differently (payload, message): no override fits both
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         # Same name scheme as kombu (ordering by milliseconds on the shared monotonic clock).
         name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
@@ -160,7 +161,8 @@ class FilesystemChannel(kombu.transport.filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"cannot add a message to {self.data_folder_out!r}") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        # (kombu's signature; a folder is read at once, there is nothing to wait on)
         folder = self.data_folder_in
         now = time.monotonic()
         if now - self._recovered_at >= RECOVER_EVERY:

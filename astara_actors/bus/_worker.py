@@ -3,10 +3,12 @@
 A kombu ``ConsumerMixin`` whose ``run()`` never gives up: connection losses are logged once and
 the consumers are recreated (which re-declares exchanges, queues and bindings), and a stop
 request also interrupts the wait between two connection attempts. Every kombu object is used
-on this thread only (kombu is not thread-safe); other threads read :attr:`stats`.
+on this thread only (kombu is not thread-safe); other threads read
+:attr:`~ConsumerThread.stats`.
 
-Hooks for subclasses: :meth:`prepare` (declarations of their own, on each new connection) and
-:meth:`on_reconnected` (consuming resumed after a loss: what was published meanwhile may be lost).
+Hooks for subclasses: :meth:`~ConsumerThread.prepare` (declarations of their own, on each new
+connection) and :meth:`~ConsumerThread.on_reconnected` (consuming resumed after a loss: what
+was published meanwhile may be lost).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import kombu
 from kombu.mixins import ConsumerMixin
@@ -62,7 +64,7 @@ class ConsumerThread(ConsumerMixin):
 
     # -- other threads ------------------------------------------------------------------------
 
-    def start(self) -> ConsumerThread:
+    def start(self) -> Self:
         """Start consuming on a new daemon thread; see :meth:`wait_ready`."""
         if self._thread is not None:
             raise RuntimeError(f"{self.name} was already started")

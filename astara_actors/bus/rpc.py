@@ -209,7 +209,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _sweep_replies(connection: kombu.Connection, age: float) -> None:
-    folder = connection.transport_options.get("data_folder_in")
+    folder = (connection.transport_options or {}).get("data_folder_in")
     if connection.transport_cls is not FilesystemTransport or not folder:
         return
     limit = time.time() - age
@@ -277,13 +277,15 @@ class ControlClient:
         if nothing did)."""
         with self._lock:
             for attempt in (1, 2):
+                retryable: tuple[type[BaseException], ...] = (
+                    BusUnavailable, *bus_errors(self._connection))
                 try:
                     # Connecting counts against the timeout too (kombu would retry for longer).
                     self._connection.ensure_connection(
                         max_retries=1, interval_start=0, interval_step=0, timeout=timeout
                     )
                     return self._ask(dict(query), timeout, expect, grace)
-                except (BusUnavailable, *bus_errors(self._connection)) as exc:
+                except retryable as exc:
                     if attempt == 2:
                         if isinstance(exc, BusUnavailable):
                             raise

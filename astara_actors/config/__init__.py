@@ -1,0 +1,1 @@
+"""Every setting in one place: the ini reader, the orchestrator's and the cloud's settings."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import logging
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from astara_actors.errors import SettingsError
@@ -27,10 +27,16 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def read_ini(path: str | Path) -> configparser.ConfigParser:
+class _Parser(configparser.ConfigParser):
+    """Option names are matched loosely: ``Log-Level`` and ``log_level`` are one option."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr.strip().lower().replace("-", "_")
+
+
+def read_ini(path: str | os.PathLike[str]) -> configparser.ConfigParser:
     """Parse ``path``; a missing or unreadable file or bad syntax is a :class:`SettingsError`."""
-    parser = configparser.ConfigParser(interpolation=None, default_section="__no_defaults__")
-    parser.optionxform = lambda key: key.strip().lower().replace("-", "_")  # type: ignore[method-assign]
+    parser = _Parser(interpolation=None, default_section="__no_defaults__")
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)

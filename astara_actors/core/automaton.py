@@ -36,9 +36,10 @@ from astara_actors.log import router_logger
 __all__ = ["Automaton", "Outcome", "Transition", "collapse", "STATES"]
 
 
-D, B, U, C = InstanceState.DOWN, InstanceState.BOOTING, InstanceState.UP, InstanceState.CONFIGURED
-R, H, G = InstanceState.RESTART, InstanceState.REPLUG, InstanceState.GONE
-E, DG = InstanceState.ERROR, InstanceState.DEGRADED
+# The instance states the table reads, by name.
+DOWN, BOOTING, UP = InstanceState.DOWN, InstanceState.BOOTING, InstanceState.UP
+CONFIGURED, DEGRADED, ERROR = InstanceState.CONFIGURED, InstanceState.DEGRADED, InstanceState.ERROR
+RESTART, REPLUG, GONE = InstanceState.RESTART, InstanceState.REPLUG, InstanceState.GONE
 
 # One update() walks at most this many states; the table has no longer legal path, so
 # reaching it means a cycle the table should not allow, and we yield instead of spinning.
@@ -130,23 +131,23 @@ class CalcAction(State):
     name = "CalcAction"
 
     def execute(self, action: Action, sm: Automaton) -> Action:
-        return collapse(action, sm.inbox, sm.instance.state == DG)
+        return collapse(action, sm.inbox, sm.instance.state == DEGRADED)
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst == G or action == Action.DELETE:
+        if inst == GONE or action == Action.DELETE:
             nxt: State = STOP_INSTANCE
         elif action == Action.REBUILD:
             nxt = REBUILD_INSTANCE
-        elif action == Action.CLUSTER_REBUILD and inst in (DG, D):
+        elif action == Action.CLUSTER_REBUILD and inst in (DEGRADED, DOWN):
             nxt = CREATE_INSTANCE
-        elif inst == B:
+        elif inst == BOOTING:
             nxt = CHECK_BOOT
-        elif inst in (D, DG):
+        elif inst in (DOWN, DEGRADED):
             nxt = CREATE_INSTANCE
         else:
             nxt = ALIVE
-        if inst != E:
+        if inst != ERROR:
             return nxt
         if action == Action.POLL:
             sm.note = "poll ignored: router in error"
@@ -165,12 +166,12 @@ class Alive(State):
 
     def execute(self, action: Action, sm: Automaton) -> Action:
         inst = sm.instance
-        if action == Action.UPDATE and inst.state == C:
+        if action == Action.UPDATE and inst.state == CONFIGURED:
             # A change in Neutron for a healthy router: the push that follows reads the router;
             # Nova has nothing to say about it.
             inst.check_alive()
             return action
-        if action != Action.POLL or inst.state != C:
+        if action != Action.POLL or inst.state != CONFIGURED:
             inst.update_state()
             return action
         if not sm.drift_check_due():
@@ -178,22 +179,22 @@ class Alive(State):
             return action
         # Every Nth poll reads everything again; level-triggered healing: a missed
         # notification must not leave a stale config.
-        if inst.update_state() == C and inst.config_drifted():
+        if inst.update_state() == CONFIGURED and inst.config_drifted():
             sm.note = "config drifted from Neutron: re-pushing"
             return Action.UPDATE
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst == G:
+        if inst == GONE:
             return STOP_INSTANCE
-        if inst in (D, DG):
+        if inst in (DOWN, DEGRADED):
             return CREATE_INSTANCE
-        if inst == B:  # a VM adopted while still booting: wait for it like a fresh boot
+        if inst == BOOTING:  # a VM adopted while still booting: wait for it like a fresh boot
             return CHECK_BOOT
-        if action == Action.POLL and inst == C:
+        if action == Action.POLL and inst == CONFIGURED:
             return CALC_ACTION
-        if action == Action.READ and inst == C:
+        if action == Action.READ and inst == CONFIGURED:
             return READ_STATS
         return CONFIGURE_INSTANCE
 
@@ -203,7 +204,7 @@ class CreateInstance(State):
 
     def execute(self, action: Action, sm: Automaton) -> Action:
         inst = sm.instance
-        if inst.state != DG and inst.attempts >= sm.settings.reboot_error_threshold:
+        if inst.state != DEGRADED and inst.attempts >= sm.settings.reboot_error_threshold:
             sm.enter_error(f"{inst.attempts} boot attempts failed; dropping out of boot loop")
         else:
             inst.boot(sm.image_id)
@@ -212,14 +213,14 @@ class CreateInstance(State):
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst == G:
+        if inst == GONE:
             return STOP_INSTANCE
-        if inst in (E, D):  # error: wait for the retry; down: Nova refused, retry later
+        if inst in (ERROR, DOWN):  # error: wait for the retry; down: Nova refused, retry later
             return CALC_ACTION
         return CHECK_BOOT
 
     def wait(self, sm: Automaton) -> float | None:
-        if sm.instance.state == E:
+        if sm.instance.state == ERROR:
             return sm.error_wait()
         return sm.failure_wait()
 
@@ -233,11 +234,11 @@ class CheckBoot(State):
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst == H:
+        if inst == REPLUG:
             return REPLUG_INSTANCE
-        if inst in (D, G):
+        if inst in (DOWN, GONE):
             return STOP_INSTANCE
-        if inst == U:
+        if inst == UP:
             return CONFIGURE_INSTANCE
         return CALC_ACTION
 
@@ -253,18 +254,18 @@ class ConfigureInstance(State):
     name = "ConfigureInstance"
 
     def execute(self, action: Action, sm: Automaton) -> Action:
-        if sm.instance.configure() == C:
+        if sm.instance.configure() == CONFIGURED:
             sm.succeeded()
             return Action.READ if action == Action.READ else Action.POLL
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst == H:
+        if inst == REPLUG:
             return REPLUG_INSTANCE
-        if inst in (R, D, G):
+        if inst in (RESTART, DOWN, GONE):
             return STOP_INSTANCE
-        if inst == U:
+        if inst == UP:
             return PUSH_UPDATE
         if action == Action.READ:
             return READ_STATS
@@ -280,9 +281,9 @@ class ReplugInstance(State):
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst == R:
+        if inst == RESTART:
             return STOP_INSTANCE
-        if inst == H:  # hot-plug not visible yet: look again later, bounded by hotplug_timeout
+        if inst == REPLUG:  # hot-plug not visible yet: look again later, bounded by hotplug_timeout
             return CALC_ACTION
         return CONFIGURE_INSTANCE
 
@@ -295,15 +296,15 @@ class StopInstance(State):
     parks = True
 
     def execute(self, action: Action, sm: Automaton) -> Action:
-        if sm.instance.stop() == G:
+        if sm.instance.stop() == GONE:
             return Action.DELETE
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst not in (D, G):
+        if inst not in (DOWN, GONE):
             return self  # still deleting: park here and look again later
-        if inst == G or action == Action.DELETE:
+        if inst == GONE or action == Action.DELETE:
             return EXIT
         return CREATE_INSTANCE
 
@@ -316,18 +317,18 @@ class RebuildInstance(StopInstance):
 
     def execute(self, action: Action, sm: Automaton) -> Action:
         state = sm.instance.stop()
-        if state == G:
+        if state == GONE:
             return Action.DELETE
-        if state == D:
+        if state == DOWN:
             sm.instance.reset_boot_counter()
             return Action.CREATE
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:
         inst = sm.instance.state
-        if inst not in (D, G):
+        if inst not in (DOWN, GONE):
             return self
-        if inst == G:
+        if inst == GONE:
             return EXIT
         return CREATE_INSTANCE
 
@@ -454,7 +455,7 @@ class Automaton:
         """Queue an action; False if the router is deleted or the action is a dropped poll."""
         if self.deleted:
             return False
-        if action == Action.POLL and self.instance.state == E:
+        if action == Action.POLL and self.instance.state == ERROR:
             self.log.debug("poll ignored: router in error")
             return False
         if action == Action.POLL and self.state.parks:
@@ -525,7 +526,7 @@ class Automaton:
         (work queued, a wait pending, a drift check due, the router not configured): then the
         actor feeds it the POLL as usual."""
         if (self.deleted or self.inbox or self._woken or self._resume is not None
-                or self.state is not CALC_ACTION or self.instance.state != C
+                or self.state is not CALC_ACTION or self.instance.state != CONFIGURED
                 or self._drift_check_next()):
             return False
         self.polls += 1  # what Alive's drift_check_due() counts for a probe-only poll
@@ -587,7 +588,7 @@ class Automaton:
         return since is not None and self.clock() < since + self.settings.error_state_cooldown
 
     def error_wait(self) -> float | None:
-        if self.instance.state != E or self.error_retry_at is None:
+        if self.instance.state != ERROR or self.error_retry_at is None:
             return None
         return max(0.0, self.error_retry_at - self.clock())
 
@@ -622,14 +623,14 @@ class Automaton:
             self._resume = None
             return Outcome()
         # An errored router resumes with a fresh UPDATE: it must clear the error and retry.
-        self._resume = Action.UPDATE if self.instance.state == E else action
+        self._resume = Action.UPDATE if self.instance.state == ERROR else action
         self._next_wake = self.clock() + wait
         return Outcome(wake_after=wait, token=self._token)
 
     def _record(self, action: Action, source: State, target: State) -> None:
         if source is target and not self.note:
             return
-        if (action == Action.POLL and not self.note and self.instance.state == C
+        if (action == Action.POLL and not self.note and self.instance.state == CONFIGURED
                 and (source, target) in _QUIET_POLL):
             # A healthy poll walks CalcAction -> Alive -> CalcAction: kept as a time, not as
             # two history entries per poll (which would push the real transitions out).

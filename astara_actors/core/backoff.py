@@ -22,5 +22,6 @@ def backoff(
     """
     if attempt < 1:
         attempt = 1
-    nominal = min(cap, base * (2 ** min(attempt - 1, 30)))
+    doublings: int = 2 ** min(attempt - 1, 30)  # an int: the exponent is never negative
+    nominal = min(cap, base * doublings)
     return nominal * (0.5 + 0.5 * rand())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +103,9 @@ class NetworkInfo:
     subnets: tuple[Subnet, ...]
 
     @classmethod
-    def from_neutron(cls, d: Mapping[str, Any], subnets: list[Mapping[str, Any]]) -> NetworkInfo:
+    def from_neutron(
+        cls, d: Mapping[str, Any], subnets: Sequence[Mapping[str, Any]]
+    ) -> NetworkInfo:
         return cls(
             id=d["id"],
             name=d.get("name") or "",
@@ -157,8 +159,8 @@ class Router:
     def from_neutron(
         cls,
         d: Mapping[str, Any],
-        ports: list[Mapping[str, Any]],
-        floating_ips: list[Mapping[str, Any]] = (),  # type: ignore[assignment]
+        ports: Sequence[Mapping[str, Any]],
+        floating_ips: Sequence[Mapping[str, Any]] = (),
     ) -> Router:
         """Build from ``GET /routers/{id}``, ``GET /ports?device_id={id}`` and FIPs."""
         parsed = [Port.from_neutron(p) for p in ports]

@@ -1,5 +1,4 @@
-"""The networks every router shares (the management network, the external network), read once
-for all routers instead of once per config push.
+"""The networks every router shares (management, external): read once, not at every push.
 
 A config push needs the management and external networks with their subnets: two Neutron reads
 each, the same for every router. They are kept ``ttl`` seconds, and dropped at once when a

@@ -1,27 +1,11 @@
 """Storm protection: a cap on concurrent boots and a liveness circuit breaker.
 
-When a large share of routers stops answering at once, the cause is almost never that many VMs
-dying together: it is the management network, a hypervisor's networking, or the cloud. Rebuilding
-them all would turn a network blip into a failover storm that hammers Nova and Neutron and
-replaces VMs that were fine. So, process-wide:
+:class:`StormGuard`, one per orchestrator process and shared (thread-safe) by all its routers,
+holds automatic rebuilds while too large a share of the routers fails liveness at once (the
+breaker: ``breaker_threshold``, ``breaker_min_failures``) and bounds the boots in progress at
+once (the cap: ``rebuild_concurrency``).
 
-* **the breaker** opens when more than ``threshold`` of the routers fail liveness within one
-  detection window (``window``, the ``dead_vm_timeout``), and at least ``min_failures`` of
-  them. A router counts as failing from its first failed probe until it answers again, is
-  rebuilt or goes away; the first rebuild is decided one window after the first failure, when
-  only part of the fleet has been probed since (polls are spread over ``period``). So the share
-  is estimated from what was seen within the window: the polls of the window are a sample of
-  the fleet (their order does not depend on failures), so the share is the failing routers
-  over those plus the routers that answered within the window — exact when the first rebuild
-  is decided, leaning towards "open" afterwards as more failures are found. While open, no VM is
-  deleted for not answering (an operator's ``rebuild`` still is): the routers keep probing and
-  come back by themselves. The breaker closes when the failing share falls to half the
-  threshold (hysteresis) or below ``min_failures``.
-* **the cap** bounds boots in progress at once (``rebuild_concurrency``); a router over the cap
-  waits and retries. A boot's slot is held until the router is configured, in ERROR, gone, or
-  ``slot_timeout`` passed (a safety net for a slot whose holder vanished).
-
-Thread-safe: router actors run on their own threads and call in concurrently.
+Design: docs/rebuild-guard.md.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class Resolver:
         return self._events(change, self._targets(change))
 
     def _targets(self, change: Change) -> list[tuple[str | None, str]]:
+        targets: list[tuple[str | None, str]]
         match change.kind:
             case "router":
                 targets = [(change.router_id, change.tenant_id)] if change.router_id else []

@@ -1,5 +1,9 @@
-"""A consistent hash ring over tenant ids: which orchestrator of a scale-out group drives which
-tenant (pure: the membership comes from :mod:`astara_actors.adapters.cluster`)."""
+"""A consistent hash ring over tenant ids: which member of a scale-out group drives a tenant.
+
+Pure: the membership comes from :mod:`astara_actors.adapters.cluster`.
+
+Design: docs/scale-out.md.
+"""
 
 from __future__ import annotations
 

@@ -375,7 +375,7 @@ def run(session: Session, term: blessed.Terminal | None = None) -> int:
 
 
 def _paint(term: blessed.Terminal, screen: str) -> None:
-    out = [term.home]
+    out: list[str] = [term.home]
     for y, line in enumerate(screen.split("\n")):
         out.append(term.move_yx(y, 0) + line + term.clear_eol)
     out.append(term.clear_eos)

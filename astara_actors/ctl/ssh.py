@@ -112,7 +112,7 @@ def run(
     stderr.flush()
     client = _connect(address, name, options, stderr)
     try:
-        channel = client.get_transport().open_session(timeout=options.timeout)  # type: ignore[union-attr]
+        channel = client.get_transport().open_session(timeout=options.timeout)
         if command:
             try:
                 channel.exec_command(command)

@@ -1,24 +1,10 @@
 """The orphan sweep: remove service VMs and ``ASTARA:*`` ports whose router Neutron no longer has.
 
-A crash (``kill -9`` mid-boot, mid-delete) or a router deleted while we were down can leave
-``ak-router-<router_id>_<n>`` servers and ``ASTARA:MGT:<router_id>`` / ``ASTARA:VRRP:<router_id>``
-ports behind with no router actor to clean them up. One sweep costs three listing calls:
-``compute.list_servers("ak-router-")``, one unfiltered ``network.list_ports()`` (Neutron can
-only filter names exactly, so the ``ASTARA:`` prefix is matched here, in Python) and
-``network.list_routers()``; plus one delete call per orphan it removes.
+:func:`sweep` lists servers, ports and then routers (three calls), and deletes the orphans seen
+orphaned for at least ``grace`` seconds, servers before ports; :class:`OrphanSweeper` keeps the
+first-seen times between sweeps. Failures are logged and counted, never raised.
 
-Racing a router being created is avoided twice over:
-
-* routers are listed *after* servers and ports, so a router created (and its VM booted) while
-  the sweep lists is in the router list;
-* an orphan is removed only once it has been seen orphaned in two sweeps at least ``grace``
-  seconds apart (a Neutron list that is momentarily stale, or a VM booted for a router whose
-  create notification we have not handled, gets the grace). An orphan that is no longer one
-  (its router showed up) or no longer exists is forgotten, so its clock starts again.
-
-Servers go first, then ports: a router's orphan ports are held back while one of its orphan
-servers still waits for the grace or could not be deleted. A failed delete is logged and
-counted, never raised, and retried by the next sweep; a failed listing skips the whole sweep.
+Design: docs/orphan-sweep.md.
 """
 
 from __future__ import annotations
@@ -48,7 +34,7 @@ SERVER_PREFIX = "ak-router-"
 PORT_PREFIXES = ("ASTARA:MGT:", "ASTARA:VRRP:")
 _SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
 
-Log = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,68 +111,69 @@ def sweep(
     for key in [k for k in seen if k not in current]:
         del seen[key]
 
-    def due(ident: str, what: str, router_id: str) -> bool:
-        first = seen.get(ident)
+    run = _Removals(seen, now, grace, log)
+    blocked: set[str] = set()  # routers whose servers are not all on their way out
+    for server, router_id in orphan_servers:
+        what = f"orphan VM {server.name} ({server.id})"
+        if not run.due(server.id, what, router_id):
+            run.pending.append(server.id)
+            blocked.add(router_id)
+        elif not run.remove(server.id, what, router_id, compute.delete_server):
+            blocked.add(router_id)
+    servers_removed, run.removed = run.removed, []
+    for port, router_id in orphan_ports:
+        what = f"orphan port {port.name} ({port.id})"
+        if not run.due(port.id, what, router_id) or router_id in blocked:
+            run.pending.append(port.id)
+        else:
+            run.remove(port.id, what, router_id, network.delete_port)
+    return SweepReport(
+        servers_removed=tuple(servers_removed),
+        ports_removed=tuple(run.removed),
+        pending=tuple(run.pending),
+        failures=run.failures,
+    )
+
+
+class _Removals:
+    """One sweep's bookkeeping: what is due (orphaned for ``grace``), removed, pending, failed."""
+
+    def __init__(self, seen: dict[str, float], now: float, grace: float, log: Log) -> None:
+        self.seen, self.now, self.grace, self.log = seen, now, grace, log
+        self.removed: list[str] = []
+        self.pending: list[str] = []
+        self.failures = 0
+
+    def due(self, ident: str, what: str, router_id: str) -> bool:
+        """Orphaned for ``grace`` seconds; the first sighting starts the clock (and logs)."""
+        first = self.seen.get(ident)
         if first is None:
-            seen[ident] = now
-            log.info(
+            self.seen[ident] = self.now
+            self.log.info(
                 "%s of router %s, which Neutron no longer has: removing it if still orphaned"
                 " in %.0fs",
                 what,
                 router_id,
-                grace,
+                self.grace,
             )
             return False
-        return now - first >= grace
+        return self.now - first >= self.grace
 
-    servers_removed: list[str] = []
-    ports_removed: list[str] = []
-    pending: list[str] = []
-    failures = 0
-    blocked: set[str] = set()  # routers whose servers are not all on their way out
-
-    for server, router_id in orphan_servers:
-        what = f"orphan VM {server.name} ({server.id})"
-        if not due(server.id, what, router_id):
-            pending.append(server.id)
-            blocked.add(router_id)
-            continue
+    def remove(self, ident: str, what: str, router_id: str,
+               delete: Callable[[str], object]) -> bool:
+        """Delete one orphan; a failure is counted, logged and retried by the next sweep."""
         try:
-            compute.delete_server(server.id)
+            delete(ident)
         except CloudError as exc:
-            failures += 1
-            blocked.add(router_id)
-            log.warning(
+            self.failures += 1
+            self.log.warning(
                 "could not remove %s of deleted router %s (will retry): %s", what, router_id, exc
             )
-            continue
-        del seen[server.id]
-        servers_removed.append(server.id)
-        log.warning("%s of deleted router %s removed", what, router_id)
-
-    for port, router_id in orphan_ports:
-        what = f"orphan port {port.name} ({port.id})"
-        if not due(port.id, what, router_id) or router_id in blocked:
-            pending.append(port.id)
-            continue
-        try:
-            network.delete_port(port.id)
-        except CloudError as exc:
-            failures += 1
-            log.warning(
-                "could not remove %s of deleted router %s (will retry): %s", what, router_id, exc
-            )
-            continue
-        del seen[port.id]
-        ports_removed.append(port.id)
-        log.warning("%s of deleted router %s removed", what, router_id)
-
-    return SweepReport(
-        servers_removed=tuple(servers_removed),
-        ports_removed=tuple(ports_removed),
-        pending=tuple(pending),
-        failures=failures,
-    )
+            return False
+        del self.seen[ident]
+        self.removed.append(ident)
+        self.log.warning("%s of deleted router %s removed", what, router_id)
+        return True
 
 
 class OrphanSweeper:

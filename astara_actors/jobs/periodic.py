@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Self
 
 __all__ = ["Periodic"]
 
@@ -24,7 +25,7 @@ class Periodic:
     def run_once(self) -> object:
         raise NotImplementedError
 
-    def start(self) -> Periodic:
+    def start(self) -> Self:
         if self.interval > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()

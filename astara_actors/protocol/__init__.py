@@ -1,0 +1,1 @@
+"""What crosses process boundaries: actor messages, the control protocol, notifications."""

@@ -9,9 +9,9 @@ it owns and the client gathers the answers.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from astara_actors.core import validate
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
@@ -38,6 +38,7 @@ __all__ = [
 
 COMMAND_EVENT_TYPE = "astara.command"
 _WILDCARDS = (WILDCARD_ALL, WILDCARD_ERROR)
+_Kind = TypeVar("_Kind", bound=enum.StrEnum)
 
 
 class InvalidCommand(AstaraError):
@@ -90,11 +91,7 @@ class Command:
         """Parse an ``astara.command`` payload; raises :class:`InvalidCommand`."""
         if not isinstance(payload, Mapping):
             raise InvalidCommand(f"command payload must be an object, not {type(payload).__name__}")
-        name = payload.get("command")
-        try:
-            kind = CommandKind(name)
-        except ValueError:
-            raise InvalidCommand(f"unknown command {validate.shown(name)}") from None
+        kind = _kind(CommandKind, payload.get("command"), "command")
         reason = _checked(validate.reason, payload.get("reason"), f"{kind}: reason")
         tenant_id = _text(payload, "tenant_id")
         if tenant_id == WILDCARD_ALL:
@@ -198,10 +195,7 @@ class Query:
     def from_payload(cls, payload: Mapping[str, Any]) -> Query:
         if not isinstance(payload, Mapping):
             raise InvalidCommand(f"query must be an object, not {type(payload).__name__}")
-        try:
-            kind = QueryKind(payload.get("query"))
-        except ValueError:
-            raise InvalidCommand(f"unknown query {validate.shown(payload.get('query'))}") from None
+        kind = _kind(QueryKind, payload.get("query"), "query")
         router_id = ""
         if kind == QueryKind.ROUTER:
             router_id = _text(payload, "router_id").lower()
@@ -235,7 +229,17 @@ def _check_id(kind: object, key: str, value: str, *, wildcard_ok: bool) -> str:
     return _checked(validate.neutron_id, value, f"{kind}: {key}")
 
 
-def _checked(parse: Any, value: object, field: str) -> Any:
+def _kind(kinds: type[_Kind], value: object, what: str) -> _Kind:
+    """The member of ``kinds`` whose value is ``value``; anything else is an InvalidCommand."""
+    if isinstance(value, str):  # the kinds are strings: nothing else can name one
+        try:
+            return kinds(value)
+        except ValueError:
+            pass
+    raise InvalidCommand(f"unknown {what} {validate.shown(value)}")
+
+
+def _checked(parse: Callable[[object, str], str], value: object, field: str) -> str:
     try:
         return parse(value, field)
     except validate.InvalidValue as exc:

@@ -7,6 +7,7 @@ addresses of its Neutron ports (management NIC first, as the real appliance sees
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -301,7 +302,7 @@ class SimCloud:
                 from astara_actors.sim.appliances.ssh import authorized_keys
 
                 self.ssh.add(server["id"], address, authorized_keys(server.get("user_data")),
-                             lambda command, sid=server["id"]: self._shell(sid, command))
+                             functools.partial(self._shell, server["id"]))
         except OSError as exc:
             LOG.warning("appliance of %s cannot listen on %s: %s", server["id"], address, exc)
 

@@ -1,7 +1,7 @@
-"""Where the simulated Neutron's notifications go: the bus, exactly as Neutron 29 sends them, or
-a list in memory for tests.
+"""Where the simulated Neutron's notifications go: the bus, or a list in memory for tests.
 
-Both are :data:`~astara_actors.sim.contracts.Notify` callables ``(event_type, payload, caller)``.
+On the bus they go exactly as Neutron 29 sends them. Both are
+:data:`~astara_actors.sim.contracts.Notify` callables ``(event_type, payload, caller)``.
 The HTTP layer sets :data:`request_id_var` for each request so that a request's ``.start`` and
 ``.end`` share one ``_context_request_id``, as in Neutron.
 """

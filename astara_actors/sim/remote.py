@@ -65,7 +65,7 @@ class RemoteTokens:
     def __init__(
         self,
         auth_url: str,
-        service_token: Callable[[], str],
+        service_token: Callable[[], str | None],  # None: no token (keystoneauth's get_token)
         *,
         ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -95,11 +95,11 @@ class RemoteTokens:
 
     def _validate(self, token: str) -> Caller | None:
         try:
-            resp = self._session.get(
-                self._url,
-                headers={"X-Auth-Token": self._service_token(), "X-Subject-Token": token},
-                timeout=10,
-            )
+            service_token = self._service_token()
+            # without a service token the header is left out (as requests drops a None one)
+            headers = {} if service_token is None else {"X-Auth-Token": service_token}
+            headers["X-Subject-Token"] = token
+            resp = self._session.get(self._url, headers=headers, timeout=10)
         except requests.RequestException as exc:
             LOG.warning("cannot validate a token with %s: %s", self._url, exc)
             return None

@@ -158,7 +158,8 @@ class _Admin:
         trace = self.cloud.trace
         try:
             since = float(req.get_param("since") or 0.0)
-            until = float(req.get_param("until")) if req.get_param("until") else None
+            until_param = req.get_param("until")
+            until = float(until_param) if until_param else None
         except ValueError:
             raise falcon.HTTPBadRequest(title="Bad parameter", description="since and until are unix times") from None
         kinds = [k for k in (req.get_param("kinds") or "").split(",") if k] or None
@@ -233,9 +234,10 @@ def build_app(
             "compute": f"{base}/compute/v2.1",
         }
 
-    app = falcon.App(middleware=[
+    # A tuple, not a list: the type checker matches each component to falcon's middleware types.
+    app = falcon.App(middleware=(
         _TraceMiddleware(cloud.trace), _FaultMiddleware(faults), AuthMiddleware(cloud.tokens),
-    ])
+    ))
     if cloud.neutron is not None:  # beside a real Neutron, Keystone and Neutron are real
         add_keystone_routes(app, cloud.keystone, "/identity", endpoints=endpoints)
         add_neutron_routes(app, cloud.neutron, "/network")

@@ -8,17 +8,21 @@ before the tree is told, so a crash between the two loses nothing.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from astara_actors.protocol.control import Command, CommandKind
 from astara_actors.protocol.messages import DebugGlobal, DebugRouter, DebugTenant
+
+if TYPE_CHECKING:  # SQLAlchemy is loaded by whoever opens the store, not by this module
+    from astara_actors.store.store import Store
 
 __all__ = ["record_command", "restore_debug"]
 
 LOG = logging.getLogger(__name__)
 
 
-def record_command(store: Any, command: Command, actor: str) -> None:
+def record_command(store: Store, command: Command, actor: str) -> None:
     """Persist what ``command`` changes in the debug flags, and audit it."""
     k = command.kind
     if k in (CommandKind.RESOURCE_DEBUG, CommandKind.ROUTER_DEBUG):
@@ -38,7 +42,9 @@ def record_command(store: Any, command: Command, actor: str) -> None:
     store.record(actor, str(k), target, command.reason, command.to_payload())
 
 
-def restore_debug(store: Any, tell: Any) -> int:
+def restore_debug(
+    store: Store, tell: Callable[[DebugGlobal | DebugTenant | DebugRouter], None]
+) -> int:
     """Tell the tree every flag the store remembers; returns how many."""
     count = 0
     enabled, reason = store.global_debug()

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, select, text
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, delete, event, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,9 @@ from sqlalchemy.pool import StaticPool
 from astara_actors.errors import AstaraError
 from astara_actors.fsmodes import secure_file
 from astara_actors.store.models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 __all__ = ["Store", "StoreError", "default_url"]
 
@@ -35,6 +38,7 @@ _MIGRATION_LOCK_WAIT = 300  # seconds
 # Plain scheme → the driver we install (SQLAlchemy's defaults, psycopg2 and mysqlclient, we don't).
 _DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
             "mariadb": "mariadb+pymysql"}
+_Flag = TypeVar("_Flag", RouterDebug, TenantDebug)  # a router's or a tenant's debug flag
 
 
 class StoreError(AstaraError):
@@ -168,7 +172,7 @@ class Store:
         with _translated(operation), self._sessions.begin() as session:
             yield session
 
-    def _set_flag(self, model: type[RouterDebug | TenantDebug], key: str, reason: str,
+    def _set_flag(self, model: type[_Flag], key: str, reason: str,
                   operation: str) -> None:
         # Read-then-write is portable across dialects; if another process inserts the same
         # id between the two, the insert fails and the second attempt updates instead.
@@ -188,14 +192,14 @@ class Store:
             except SQLAlchemyError as exc:
                 raise _error(operation, exc) from None
 
-    def _clear_flag(self, model: type[RouterDebug | TenantDebug], key: str,
-                    operation: str) -> bool:
+    def _clear_flag(self, model: type[_Flag], key: str, operation: str) -> bool:
         column = getattr(model, _key(model))
         with self._transaction(operation) as session:
-            return session.execute(delete(model).where(column == key)).rowcount > 0
+            result = session.execute(delete(model).where(column == key))
+            assert isinstance(result, CursorResult)  # a DELETE's result: it has a row count
+            return result.rowcount > 0
 
-    def _flags(self, model: type[RouterDebug | TenantDebug],
-               operation: str) -> dict[str, tuple[str, datetime]]:
+    def _flags(self, model: type[_Flag], operation: str) -> dict[str, tuple[str, datetime]]:
         with self._transaction(operation) as session:
             return {getattr(r, _key(model)): (r.reason, r.since)
                     for r in session.scalars(select(model))}
@@ -261,7 +265,7 @@ def _private_files(database: str) -> None:
 
 
 @contextmanager
-def _migrating(conn: Any) -> Iterator[None]:
+def _migrating(conn: Connection) -> Iterator[None]:
     """Hold the database's advisory lock for migrations: orchestrators starting together on one
     shared database take turns, and the ones after the first find the schema current."""
     backend = conn.dialect.name
@@ -290,7 +294,7 @@ def _migrating(conn: Any) -> Iterator[None]:
         yield
 
 
-def _alembic_config(connection: Any) -> Any:
+def _alembic_config(connection: Connection) -> AlembicConfig:
     from alembic.config import Config
 
     config = Config()

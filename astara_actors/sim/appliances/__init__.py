@@ -1,0 +1,1 @@
+"""The simulated appliances: a REST agent and an SSH server per ACTIVE simulated VM."""

@@ -90,7 +90,12 @@ class ApplianceServer:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        self._call(lambda: [self._close(a) for a in self._agents.values()])
+
+        def close_all() -> None:
+            for agent in self._agents.values():
+                self._close(agent)
+
+        self._call(close_all)
         self._agents.clear()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()

@@ -1,0 +1,1 @@
+"""The simulated Keystone v3: projects, users with roles, password tokens, over HTTP."""

@@ -1,7 +1,7 @@
 """The simulated Neutron's shared state, its fault type, and the helpers every resource uses.
 
 Records are the full ("database") dicts, shaped and keyed exactly as Neutron 29 shows them to an
-admin (plus ``standard_attr_id``); :mod:`._neutron_views` cuts them down per caller.
+admin (plus ``standard_attr_id``); :mod:`.views` cuts them down per caller.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ class NeutronState:
             net = self._records["network"][record["network_id"]]
             return bool(net["shared"] or net["router:external"])
         if kind == "port":  # a network's owner sees the ports on it
-            net = self._records["network"].get(record["network_id"])
-            return net is not None and net["project_id"] == caller.project_id
+            network = self._records["network"].get(record["network_id"])
+            return network is not None and network["project_id"] == caller.project_id
         return False
 
     def _find(self, kind: str, resource_id: str, caller: Caller) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Networks, subnets and ports of the simulated Neutron (ML2's core resources).
 
 Each ``_create_*``/``_update_*``/``_delete_*`` validates like Neutron 29 and changes the records;
-notifications and views are the caller's business (:class:`~.neutron.NeutronModel`).
+notifications and views are the caller's business (:class:`~.model.NeutronModel`).
 """
 
 from __future__ import annotations
@@ -268,8 +268,9 @@ class CoreResources(NeutronState):
         self._check_attrs(attrs, PORT_PUT)
         self._admin_only(caller, attrs, ("binding:host_id", "binding:profile", "mac_address"),
                          "update_port")
-        flags = {key: self._bool(attrs, key, port[key])
-                 for key in ("admin_state_up", "port_security_enabled") if key in attrs}
+        flags: dict[str, bool] = {key: self._bool(attrs, key, port[key])
+                                  for key in ("admin_state_up", "port_security_enabled")
+                                  if key in attrs}
         if "fixed_ips" in attrs:
             net = self._table("network")[port["network_id"]]
             old = port["fixed_ips"]

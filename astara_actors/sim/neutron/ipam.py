@@ -101,7 +101,8 @@ class SubnetAllocator:
                 end = ipaddress.ip_address(pool["end"])
             except (KeyError, TypeError, ValueError):
                 raise bad_request(f"Invalid input for allocation_pools: {pool!r}") from None
-            if start not in self.net or end not in self.net or start > end:
+            # both in the subnet, so of one IP version: their numbers compare as they do
+            if start not in self.net or end not in self.net or int(start) > int(end):
                 raise bad_request(
                     f"The allocation pool {start}-{end} spans beyond the subnet cidr {self.net}."
                 )
@@ -207,7 +208,7 @@ def _allocate_one(
     if subnet_id is None and address is not None:
         subnet_id = next((s for s in net["subnets"]
                           if allocators[s].contains(str(address))), None)
-    if subnet_id not in net["subnets"]:
+    if subnet_id is None or subnet_id not in net["subnets"]:
         if subnet_id is not None and subnet_id not in subnets:
             raise not_found("subnet", str(subnet_id))
         raise bad_request(f"Invalid input for operation: Failed to create port on network "

@@ -65,8 +65,9 @@ class L3Resources(CoreResources):
     def _update_router(self, router: dict[str, Any], attrs: dict[str, Any], caller: Caller) -> None:
         self._check_attrs(attrs, ROUTER_PUT)
         self._admin_only(caller, attrs, ("ha", "distributed"), "update_router")
-        flags = {key: self._bool(attrs, key, router[key])
-                 for key in ("admin_state_up", "ha", "distributed") if key in attrs}
+        flags: dict[str, bool] = {key: self._bool(attrs, key, router[key])
+                                  for key in ("admin_state_up", "ha", "distributed")
+                                  if key in attrs}
         revisions = 1
         if "routes" in attrs:
             router["routes"] = self._valid_routes(router, attrs["routes"])

@@ -11,6 +11,7 @@ It also is the :class:`~astara_actors.sim.contracts.PortDirectory` the simulated
 
 from __future__ import annotations
 
+import builtins
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -179,7 +180,9 @@ class NeutronModel(L3Resources):
         with self._lock:
             return str(self._table("subnet")[subnet_id]["cidr"])
 
-    def tags(self, kind: str, resource_id: str, caller: Caller | None = None) -> list[str]:
+    def tags(
+        self, kind: str, resource_id: str, caller: Caller | None = None
+    ) -> builtins.list[str]:  # builtins': this class has a method named list
         """GET /v2.0/<kind>s/<id>/tags (the standard-attr-tag extension)."""
         with self._lock:
             return list(self._find(kind, resource_id, caller or CLOUD).get("tags", []))
