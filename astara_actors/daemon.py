@@ -361,9 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     safe_logs()  # ids and reasons from outside are escaped and bounded in every line
     for warning in config.warnings:
         LOG.warning("%s: %s", config.path, warning)
-    from .heap import limit_arenas
+    from astara_actors.jobs.heap_freezer import limit_arenas
 
-    limit_arenas()  # before any thread: see heap.py
+    limit_arenas()  # before any thread: see jobs/heap_freezer.py
     service = Service(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -111,7 +111,7 @@ def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_r
 
 
 def test_a_thaw_hands_the_allocators_free_pages_back_and_a_plain_freeze_does_not(monkeypatch) -> None:
-    from astara_actors import heap
+    from astara_actors.jobs import heap_freezer as heap
 
     assert heap._trim is not None, "glibc's malloc_trim is found on Linux"
     trims: list[int] = []
@@ -127,7 +127,7 @@ def test_a_thaw_hands_the_allocators_free_pages_back_and_a_plain_freeze_does_not
 
 
 def test_the_arena_limit_is_set_unless_the_environment_sets_one(monkeypatch) -> None:
-    from astara_actors import heap
+    from astara_actors.jobs import heap_freezer as heap
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert heap.limit_arenas(8) is True, "glibc's mallopt accepts M_ARENA_MAX"

@@ -1,32 +1,12 @@
 """Keep Python's cyclic garbage collector off the fleet's long-lived objects — safely.
 
-Ten thousand routers are millions of objects that live as long as the process (actors, state
-machines, models of the cloud). CPython's full collections walk every one of them: a second or
-more of holding the GIL, during which no probe is sent and no event handled — the "min 0 probes
-per second" stalls the 10,000-router benchmark showed. :class:`HeapFreezer` periodically collects
-and then ``gc.freeze()``-s what survived, moving it to the permanent generation the collector
-no longer walks; later collections only look at what is new.
+Every ``interval`` seconds :class:`HeapFreezer` collects and ``gc.freeze()``-s what survived, so
+that full collections stop walking ten thousand routers' objects; when router actors were let go
+since (:func:`released`) it thaws first, within a 1 % time budget, so that no cycle they left stays
+frozen, and hands the freed pages back to the system (glibc's ``malloc_trim``).
+:func:`limit_arenas` keeps glibc to two malloc arenas for the pool's many threads.
 
-Objects freed by reference counting (almost all) are freed as always, frozen or not. Garbage
-*in reference cycles* among frozen objects is another matter: the collector never looks at it
-again, so it stays for good. A deleted router must therefore leave no cycle behind (its actor,
-mailbox, state machine and instance manager are freed by reference counting; see
-``pool._Mailbox``), and, as a safety net for any cycle that slips through, the freezer *thaws*:
-when long-lived objects were let go since (:func:`released`, counted as router actors stop), it
-runs ``gc.unfreeze()``, a full collection, and freezes again. That full collection is the cost
-the freezer exists to avoid (about 1 s of GIL at 10,000 routers), so it is bounded: at most once
-per ``interval``, and no more often than keeps its time under ``thaw_budget`` (1 %) of the wall
-clock — after a thaw that took 1 s, the next one waits at least 100 s.
-
-Freed is not yet returned: the C allocator keeps what deleted routers' objects occupied in its
-per-thread arenas, and with a pool of worker threads that come and go, those pages are seldom
-reused by the next routers (the soak bench measured 1.4 KiB of RSS per deleted router that way).
-After each thaw, where the C library is glibc, ``malloc_trim(0)`` hands every arena's free pages
-back to the system (a few milliseconds). And glibc gives each new thread an arena of its own, up
-to eight per core, which the elastic pool's workers fill one by one over the first hour of churn;
-:func:`limit_arenas` (called by ``astara-orchestrator`` before any thread starts) keeps them to
-two — the GIL serialises Python's allocations anyway. ``MALLOC_ARENA_MAX`` in the environment
-takes precedence.
+Design: docs/heap-freezer.md.
 """
 
 from __future__ import annotations
