@@ -96,7 +96,7 @@ MALFORMED_MESSAGES = Counter(
     "Notifications and commands rejected as malformed (never requeued)",
 )
 
-# --- storm protection (the circuit breaker sets these)
+# --- the rebuild guard (the circuit breaker sets these)
 BREAKER_OPEN = Gauge(
     "astara_circuit_breaker_open", "1 while the rebuild circuit breaker is open, else 0"
 )

@@ -413,7 +413,7 @@ def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
     h.runtime.deliver(Event(router, T1, Action.POLL))  # the first poll walks Alive -> CalcAction
     flush(h, router)
     published: list[str] = []
-    board = h.runtime.board
+    board = h.runtime.status_board
     publish = board.publish
     board.publish = lambda rid, dump, ref: (published.append(dump["state"]), publish(rid, dump, ref))
 

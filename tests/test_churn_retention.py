@@ -45,8 +45,8 @@ def test_late_events_for_deleted_routers_leave_no_entry_in_the_root() -> None:
         routers = [(cloud.add_router(t), t) for t in TENANTS for _ in range(PER_TENANT)]
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
-        wait_for(lambda: len(runtime.board.summaries()) == len(routers) and all(
-            s.get("instance_state") == "configured" for s in runtime.board.summaries()),
+        wait_for(lambda: len(runtime.status_board.summaries()) == len(routers) and all(
+            s.get("instance_state") == "configured" for s in runtime.status_board.summaries()),
             "routers configured")
         root = runtime.root._actor_weakref()  # noqa: SLF001 - what the root still maps
         assert mapped(root) == {r for r, _ in routers}

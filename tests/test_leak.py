@@ -34,7 +34,7 @@ def router_parts(runtime: Runtime) -> dict[str, dict[str, weakref.ref[Any]]]:
     parts: dict[str, dict[str, weakref.ref[Any]]] = {}
     for ref in pykka.ActorRegistry.get_by_class(RouterActor):
         actor = ref._actor_weakref()  # noqa: SLF001 - the test looks behind the ref on purpose
-        if actor is None or actor.board is not runtime.board:
+        if actor is None or actor.status_board is not runtime.status_board:
             continue
         parts[actor.router_id] = {
             "actor": weakref.ref(actor),
@@ -63,7 +63,7 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
 
         def configured() -> bool:
-            summaries = runtime.board.summaries()
+            summaries = runtime.status_board.summaries()
             return len(summaries) == len(routers) and all(
                 s.get("instance_state") == "configured" and s.get("state") == "CalcAction"
                 for s in summaries)
@@ -85,7 +85,7 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
             cloud.delete_router(router_id)
             runtime.deliver(Event(router_id, tenant_id, Action.DELETE))
         wait_for(lambda: all(runtime.dump(r) is None for r, _ in doomed), "actors gone")
-        wait_for(lambda: len(runtime.board) == len(routers) - len(doomed), "board withdrawn")
+        wait_for(lambda: len(runtime.status_board) == len(routers) - len(doomed), "board withdrawn")
         assert not any(cloud.servers_of(r) for r, _ in doomed)
 
         gc.collect()  # the frozen objects are out of its reach: only reference counting helps

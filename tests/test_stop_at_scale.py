@@ -68,8 +68,8 @@ def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
                    for i in range(ROUTERS)]
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
-        wait_for(lambda: len(runtime.board) == ROUTERS and all(
-            s.get("instance_state") == "configured" for s in runtime.board.summaries()),
+        wait_for(lambda: len(runtime.status_board) == ROUTERS and all(
+            s.get("instance_state") == "configured" for s in runtime.status_board.summaries()),
             f"{ROUTERS} routers configured", timeout=300)
         servers = set(cloud.servers)
         assert len(servers) == ROUTERS

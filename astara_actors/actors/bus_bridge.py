@@ -158,8 +158,8 @@ class BusBridge:
             dump = self.runtime.dump(query.router_id)
             return {"found": dump is not None, "router": dump}
         if query.kind == QueryKind.ROUTERS:
-            # From the board: no router is asked, so 10,000 routers list in milliseconds.
-            return {"routers": self.runtime.board.summaries(), "storm": self.runtime.storm.dump()}
+            # From the status board: no router is asked, so 10,000 routers list in milliseconds.
+            return {"routers": self.runtime.status_board.summaries(), "storm": self.runtime.rebuild_guard.dump()}
         tree = self.runtime.dump(summaries=True)
         tree["inbox"] = self.snapshot()
         if self.cluster is not None:

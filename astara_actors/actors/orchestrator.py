@@ -17,7 +17,7 @@ from astara_actors.actors.supervisor import Supervisor, mailbox_depth
 from astara_actors.actors.tenant import Retire, Retired, RouterForgotten, TenantIdle
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Event
-from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.restart_policy import RestartPolicy
 from astara_actors.protocol.messages import (
     ChildFailed,
@@ -64,7 +64,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         claim: Callable[[str], bool] | None = None,
         release: Callable[[str], None] | None = None,
         claim_retry: float = 1.0,
-        storm: StormGuard | None = None,
+        rebuild_guard: RebuildGuard | None = None,
     ) -> None:
         super().__init__()
         self.tenant_factory = tenant_factory
@@ -79,7 +79,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         self.claim = claim or (lambda _tenant_id: True)
         self.release = release or (lambda _tenant_id: None)
         self.claim_retry = claim_retry
-        self.storm = storm  # the process's storm guard, shown in dumps
+        self.rebuild_guard = rebuild_guard  # the process's, shown in dumps (as "storm")
         self._leased: set[str] = set()
         self._handing_over: set[str] = set()  # stopping; their leases go back when stopped
         self._waiting: dict[str, deque[Any]] = {}  # messages for tenants not yet claimed
@@ -115,7 +115,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         assert self.tenants is not None
         match message:
             case LogDump():
-                # Router summaries from the board: asking 10,000 router actors for their full
+                # Router summaries from the status board: asking 10,000 router actors for their full
                 # dumps would hold the root (and every event behind it) for seconds.
                 for line in dump_lines(self.dump(summaries=True)):
                     LOG.info("%s", line)
@@ -188,7 +188,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                 self.tenants.broadcast(lambda _key: message)
 
     def dump(self, summaries: bool = False) -> dict[str, Any]:
-        """The tree; with ``summaries`` each router is its board summary (no router asked)."""
+        """The tree; with ``summaries`` each router is its status board summary (no router asked)."""
         assert self.tenants is not None
         tenants = []
         for child, answer in self.tenants.ask_all(Dump(summaries=summaries),
@@ -210,7 +210,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
             "router_count": sum(len(t.get("routers", ())) for t in tenants),
             "mailbox": mailbox_depth(self),
             "tenants_waiting_for_lease": sorted(self._waiting),
-            "storm": self.storm.dump() if self.storm is not None else None,
+            "storm": self.rebuild_guard.dump() if self.rebuild_guard is not None else None,
             "tenants": tenants,
         }
 

@@ -14,7 +14,7 @@ import pykka
 from astara_actors import metrics
 from astara_actors.actors.pool import ActorPool, PooledActor
 from astara_actors.actors.scheduler import Scheduler
-from astara_actors.actors.status_board import Board
+from astara_actors.actors.status_board import StatusBoard
 from astara_actors.actors.supervisor import mailbox_depth
 from astara_actors.config.settings import Settings
 from astara_actors.core.automaton import Automaton, Outcome
@@ -69,11 +69,11 @@ class RouterActor(PooledActor):
         silenced: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
-        board: Board | None = None,
+        status_board: StatusBoard | None = None,
         pool: ActorPool | None = None,
     ) -> None:
         super().__init__(pool=pool)
-        self.board = board
+        self.status_board = status_board
         self._published: tuple[Any, ...] | None = None
         self._clock = clock
         self._last_run_at = float("-inf")  # when the machine last ran (a push, most often)
@@ -117,8 +117,8 @@ class RouterActor(PooledActor):
         self._publish()
 
     def on_stop(self) -> None:
-        if self.board is not None:
-            self.board.withdraw(self.router_id, self.actor_ref)
+        if self.status_board is not None:
+            self.status_board.withdraw(self.router_id, self.actor_ref)
 
     def on_failure(
         self,
@@ -196,12 +196,12 @@ class RouterActor(PooledActor):
 
     # --- internals
     def _publish(self) -> None:
-        """Put our dump on the board if anything a dump shows has changed (not on quiet polls)."""
-        if self.board is None:
+        """Put our dump on the status board if anything a dump shows has changed (not on quiet polls)."""
+        if self.status_board is None:
             return
         if self.sm.last_poll_at is not None and self.sm.last_poll_at != self._polled_at:
             self._polled_at = self.sm.last_poll_at
-            self.board.polled(self.router_id, self._polled_at)
+            self.status_board.polled(self.router_id, self._polled_at)
         history = self.sm.history
         key = (self.sm.state, history[-1] if history else None, self.instance.state,
                tuple(self.silenced.items()), self.sm.failures)
@@ -209,8 +209,8 @@ class RouterActor(PooledActor):
             return
         self._published = key
         dump = self.dump()
-        del dump["mailbox"]  # read live from the mailbox by the board's readers
-        self.board.publish(self.router_id, dump, self.actor_ref)
+        del dump["mailbox"]  # read live from the mailbox by the status board's readers
+        self.status_board.publish(self.router_id, dump, self.actor_ref)
 
     def _deliver(self, event: Event) -> None:
         if self.silenced:

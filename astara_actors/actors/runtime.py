@@ -17,14 +17,14 @@ from astara_actors.actors.poller import HealthPoller
 from astara_actors.actors.pool import ActorPool, halt
 from astara_actors.actors.router import RouterActor
 from astara_actors.actors.scheduler import Scheduler
-from astara_actors.actors.status_board import Board
+from astara_actors.actors.status_board import StatusBoard
 from astara_actors.actors.tenant import TenantActor
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, Action, Event
 from astara_actors.core.instance import InstanceManager
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.ports import Appliance, Compute, Instance, Network
-from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.restart_policy import RestartPolicy
 from astara_actors.core.seeds import Inventory, read_inventory
 from astara_actors.errors import CloudError
@@ -82,10 +82,10 @@ class Runtime:
         # resync(): one run at a time; a call during a run asks for one more after it
         self._resync_state: dict[str, Any] = {"lock": threading.Lock(), "busy": False,
                                               "again": False}
-        self.board = Board(clock=clock)  # every router's latest dump, for fast listings
+        self.status_board = StatusBoard(clock=clock)  # every router's latest dump, for fast listings
         self.networks = NetworkCache(network, clock=clock)  # management/external, read once
         self.inventory: Inventory | None = None  # a cold start's reads, one seed per router
-        self.storm = StormGuard(
+        self.rebuild_guard = RebuildGuard(
             threshold=settings.breaker_threshold,
             min_failures=settings.breaker_min_failures,
             concurrency=settings.rebuild_concurrency,
@@ -119,7 +119,7 @@ class Runtime:
             owns=self.owns,
             claim=self.claim,
             release=self.release,
-            storm=self.storm,
+            rebuild_guard=self.rebuild_guard,
         )
         if self.poll:
             self.drift = DriftSweeper(
@@ -191,7 +191,7 @@ class Runtime:
     ) -> Any:
         """The supervision tree with every router's dump, or one router's dump (None if unknown).
 
-        ``summaries``: each router as its board summary (fast at any size; no history)."""
+        ``summaries``: each router as its status board summary (fast at any size; no history)."""
         assert self.root is not None, "Runtime.start() first"
         return self.root.ask(Dump(router_id, summaries),
                              timeout=timeout or self.settings.ask_timeout * 2)
@@ -218,7 +218,7 @@ class Runtime:
             settings=self.settings,
             clock=self.clock,
             log=router_logger(router_id),
-            guard=self.storm,
+            guard=self.rebuild_guard,
             shared_networks=self.networks,
             seed=self.inventory.take(router_id) if self.inventory is not None else None,
         )
@@ -231,7 +231,7 @@ class Runtime:
             poller=self.poller,
             settings=self.settings,
             policy=self._policy(),
-            board=self.board,
+            status_board=self.status_board,
             pool=self.pool,
             **kwargs,
         )
@@ -245,7 +245,7 @@ class Runtime:
             settings=self.settings,
             clock=self.clock,
             rand=self.rand,
-            board=self.board,
+            status_board=self.status_board,
             pool=self.pool,
             **kwargs,
         )
@@ -263,7 +263,7 @@ class Runtime:
 
         def once() -> None:
             metrics.RESYNCS.inc()
-            known = {s["router_id"]: s.get("tenant_id", "") for s in self.board.summaries()}
+            known = {s["router_id"]: s.get("tenant_id", "") for s in self.status_board.summaries()}
             try:
                 listing = read_inventory(self.network, self.compute,
                                          self.settings.management_network_id, clock=self.clock,

@@ -1,4 +1,4 @@
-"""The board: every live router's latest dump, published by the router, read without asking it.
+"""The status board: every live router's latest dump, published by the router, read without asking it.
 
 Listing 10,000 routers by asking each actor for its dump costs 10,000 round trips through
 10,000 mailboxes (seconds, and longer while routers are busy); the list, the browser and
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Board", "router_summary"]
+__all__ = ["StatusBoard", "router_summary"]
 
 # What one line of the router list shows (a dump without its history).
 SUMMARY = (
@@ -36,7 +36,7 @@ def router_summary(dump: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-class Board:
+class StatusBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: dict[str, tuple[dict[str, Any], Any]] = {}  # router -> (dump, actor ref)

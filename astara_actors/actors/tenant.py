@@ -22,7 +22,7 @@ import pykka
 from astara_actors.actors.children import Children
 from astara_actors.actors.pool import ActorPool, PooledActor
 from astara_actors.actors.scheduler import Scheduler
-from astara_actors.actors.status_board import Board
+from astara_actors.actors.status_board import StatusBoard
 from astara_actors.actors.supervisor import Supervisor, mailbox_depth
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
@@ -116,11 +116,11 @@ class TenantActor(Supervisor, PooledActor):
         routers: tuple[str, ...] = (),
         silenced: dict[str, str] | None = None,
         router_debug: dict[str, str] | None = None,
-        board: Board | None = None,
+        status_board: StatusBoard | None = None,
         pool: ActorPool | None = None,
     ) -> None:
         super().__init__(pool=pool)
-        self.board = board
+        self.status_board = status_board
         self.tenant_id = tenant_id
         self.parent = parent
         self.router_factory = router_factory
@@ -238,13 +238,13 @@ class TenantActor(Supervisor, PooledActor):
     def dump(self, summaries: bool = False) -> dict[str, Any]:
         assert self.children is not None
         routers = []
-        if summaries and self.board is not None:
+        if summaries and self.status_board is not None:
             for child in self.children:
-                summary = self.board.summary(child.key) or {
+                summary = self.status_board.summary(child.key) or {
                     "router_id": child.key, "tenant_id": self.tenant_id, "unavailable": "starting"}
                 summary["restarts"] = self.children.restarts(child.key)
                 routers.append(summary)
-        answers = [] if summaries and self.board is not None else self.children.ask_all(
+        answers = [] if summaries and self.status_board is not None else self.children.ask_all(
             Dump(), self.settings.ask_timeout)
         for child, answer in answers:
             if isinstance(answer, dict) and "unavailable" in answer:

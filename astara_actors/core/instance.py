@@ -20,7 +20,7 @@ from astara_actors.core.models import Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import config_digest
 from astara_actors.core.ports import Appliance, Clock, Compute, Network
-from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.seeds import Seed
 from astara_actors.core.vms import Vm, VmCloud, networks_of
 from astara_actors.errors import CloudError, RouterGone
@@ -52,7 +52,7 @@ class InstanceManager:
         settings: Settings,
         clock: Clock = time.monotonic,
         log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
-        guard: StormGuard | None = None,
+        guard: RebuildGuard | None = None,
         shared_networks: NetworkCache | None = None,
         seed: Seed | None = None,
     ) -> None:

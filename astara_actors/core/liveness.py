@@ -12,7 +12,7 @@ from typing import Any
 
 from astara_actors.config.settings import Settings
 from astara_actors.core.ports import Appliance, Clock
-from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.vms import Vm
 
 __all__ = ["Liveness"]
@@ -34,7 +34,7 @@ class Liveness:
         settings: Settings,
         clock: Clock,
         log: logging.Logger | logging.LoggerAdapter[Any],
-        guard: StormGuard | None,
+        guard: RebuildGuard | None,
     ) -> None:
         self._router_id = router_id
         self._appliance = appliance

@@ -1,6 +1,6 @@
 """Storm protection: a cap on concurrent boots and a liveness circuit breaker.
 
-:class:`StormGuard`, one per orchestrator process and shared (thread-safe) by all its routers,
+:class:`RebuildGuard`, one per orchestrator process and shared (thread-safe) by all its routers,
 holds automatic rebuilds while too large a share of the routers fails liveness at once (the
 breaker: ``breaker_threshold``, ``breaker_min_failures``) and bounds the boots in progress at
 once (the cap: ``rebuild_concurrency``).
@@ -19,12 +19,12 @@ from typing import Any
 
 from astara_actors import metrics
 
-__all__ = ["StormGuard"]
+__all__ = ["RebuildGuard"]
 
 LOG = logging.getLogger(__name__)
 
 
-class StormGuard:
+class RebuildGuard:
     """Shared by every router of one orchestrator process."""
 
     def __init__(

@@ -48,7 +48,7 @@ class Dump:
     """Ask for a state dump of the receiver and its subtree (answered, never told).
 
     With ``router_id``, the root and tenants answer with that one router's dump (or None).
-    With ``summaries``, tenants list their routers' summaries from the board (see
+    With ``summaries``, tenants list their routers' summaries from the status board (see
     :mod:`astara_actors.actors.status_board`) instead of asking each router for its full dump.
     """
 

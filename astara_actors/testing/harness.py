@@ -85,7 +85,7 @@ class Harness:
             compute=self.cloud.compute,
             appliance=self.runtime.appliance,
             settings=self.settings,
-            guard=self.runtime.storm,
+            guard=self.runtime.rebuild_guard,
         )
         observed = ObservedInstance(inner, self.changed)
         with self.changed:

@@ -10,7 +10,7 @@ import pytest
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
 from astara_actors.core.instance import InstanceManager
-from astara_actors.core.rebuild_guard import StormGuard
+from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
@@ -25,7 +25,7 @@ def routers(n: int) -> list[str]:
 def test_the_breaker_opens_above_the_threshold_and_closes_at_half_of_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    guard = StormGuard(threshold=0.2, min_failures=3)
+    guard = RebuildGuard(threshold=0.2, min_failures=3)
     fleet = routers(20)
     for r in fleet:
         guard.observe(r, True)
@@ -50,7 +50,7 @@ def test_the_breaker_opens_above_the_threshold_and_closes_at_half_of_it(
 
 
 def test_a_small_cloud_still_heals_itself_below_min_failures() -> None:
-    guard = StormGuard(threshold=0.2, min_failures=5)
+    guard = RebuildGuard(threshold=0.2, min_failures=5)
     for r in routers(3):
         guard.observe(r, True)
     guard.observe("r00", False)  # 33 %, but one dead VM is just a dead VM
@@ -58,7 +58,7 @@ def test_a_small_cloud_still_heals_itself_below_min_failures() -> None:
 
 
 def test_a_router_that_goes_away_or_is_rebuilt_stops_counting() -> None:
-    guard = StormGuard(threshold=0.2, min_failures=1)
+    guard = RebuildGuard(threshold=0.2, min_failures=1)
     for r in routers(4):
         guard.observe(r, True)
     guard.observe("r00", False)
@@ -70,7 +70,7 @@ def test_a_router_that_goes_away_or_is_rebuilt_stops_counting() -> None:
 
 def test_the_boot_cap_admits_up_to_concurrency_and_reclaims_a_stale_slot() -> None:
     clock = FakeClock()
-    guard = StormGuard(concurrency=2, slot_timeout=100.0, clock=clock)
+    guard = RebuildGuard(concurrency=2, slot_timeout=100.0, clock=clock)
     assert guard.take_slot("a") and guard.take_slot("b")
     assert guard.take_slot("a"), "taking a held slot again is a no-op"
     assert not guard.take_slot("c")
@@ -84,7 +84,7 @@ def test_the_boot_cap_admits_up_to_concurrency_and_reclaims_a_stale_slot() -> No
 @pytest.mark.parametrize("threshold", [0.0, 1.5])
 def test_a_threshold_outside_0_1_is_refused(threshold: float) -> None:
     with pytest.raises(ValueError, match="threshold"):
-        StormGuard(threshold=threshold)
+        RebuildGuard(threshold=threshold)
 
 
 # --------------------------------------------------------------- in the instance manager
@@ -98,7 +98,7 @@ def cloud(clock: FakeClock) -> MemoryCloud:
     return MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, delete_delay=5.0)
 
 
-def fleet(cloud: MemoryCloud, clock: FakeClock, guard: StormGuard, n: int) -> dict[str, InstanceManager]:
+def fleet(cloud: MemoryCloud, clock: FakeClock, guard: RebuildGuard, n: int) -> dict[str, InstanceManager]:
     """``n`` configured routers watched by ``guard``."""
     settings = cloud.settings(dead_vm_timeout=30.0, boot_timeout=600.0)
     managers = {}
@@ -119,7 +119,7 @@ def fleet(cloud: MemoryCloud, clock: FakeClock, guard: StormGuard, n: int) -> di
 def test_silent_appliances_above_the_threshold_are_not_replaced_and_recover_in_place(
     cloud: MemoryCloud, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    guard = StormGuard(threshold=0.2, min_failures=3, clock=clock)
+    guard = RebuildGuard(threshold=0.2, min_failures=3, clock=clock)
     managers = fleet(cloud, clock, guard, 10)
     silent = list(managers)[:3]  # 30 %
     for rid in silent:
@@ -146,7 +146,7 @@ def test_silent_appliances_above_the_threshold_are_not_replaced_and_recover_in_p
 def test_below_the_threshold_a_silent_vm_is_replaced_as_usual(
     cloud: MemoryCloud, clock: FakeClock
 ) -> None:
-    guard = StormGuard(threshold=0.2, min_failures=1, clock=clock)
+    guard = RebuildGuard(threshold=0.2, min_failures=1, clock=clock)
     managers = fleet(cloud, clock, guard, 10)
     dead = next(iter(managers))
     cloud.set_appliance(dead, dead=True)
@@ -159,7 +159,7 @@ def test_below_the_threshold_a_silent_vm_is_replaced_as_usual(
 
 
 def test_boots_over_the_cap_wait_for_a_slot(cloud: MemoryCloud, clock: FakeClock) -> None:
-    guard = StormGuard(concurrency=2, clock=clock)
+    guard = RebuildGuard(concurrency=2, clock=clock)
     settings = cloud.settings()
     managers = [
         InstanceManager(rid, TENANT, network=cloud.network, compute=cloud.compute,
@@ -178,7 +178,7 @@ def test_the_share_is_estimated_from_the_routers_probed_within_the_window() -> N
     """Polls are spread over the period: one window after the first failure only part of the
     fleet was probed; those polls are the sample the share is estimated from."""
     clock = FakeClock()
-    guard = StormGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
+    guard = RebuildGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
     fleet = routers(100)
     for r in fleet:  # a whole period of healthy polls
         guard.observe(r, True)
@@ -190,7 +190,7 @@ def test_the_share_is_estimated_from_the_routers_probed_within_the_window() -> N
     assert guard.is_open, guard.dump()
     assert 0.25 <= guard.dump()["failing_share"] <= 0.35
 
-    guard2 = StormGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
+    guard2 = RebuildGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
     for r in fleet:
         guard2.observe(r, True)
         clock.advance(0.1)
@@ -203,7 +203,7 @@ def test_the_share_is_estimated_from_the_routers_probed_within_the_window() -> N
 def test_a_vm_held_by_the_breaker_gets_a_whole_timeout_again_once_it_closes(
     cloud: MemoryCloud, clock: FakeClock
 ) -> None:
-    guard = StormGuard(threshold=0.2, min_failures=3, clock=clock)
+    guard = RebuildGuard(threshold=0.2, min_failures=3, clock=clock)
     managers = fleet(cloud, clock, guard, 10)
     silent = list(managers)[:3]
     for rid in silent:
@@ -239,7 +239,7 @@ def test_the_breaker_log_lines_show_the_numbers_its_metrics_show(
         return REGISTRY.get_sample_value("astara_rebuilds_held_total") or 0.0
 
     clock = FakeClock()
-    guard = StormGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
+    guard = RebuildGuard(threshold=0.2, min_failures=3, window=5.0, period=10.0, clock=clock)
     fleet = routers(80)
     for r in fleet:
         guard.observe(r, True)
