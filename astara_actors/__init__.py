@@ -10,7 +10,13 @@ from astara_actors.core.events import Action, Event, InstanceState
 from astara_actors.errors import AstaraError
 
 __all__ = [
-    "Action", "AstaraError", "Automaton", "Event", "InstanceState", "Settings", "__version__",
+    "Action",
+    "AstaraError",
+    "Automaton",
+    "Event",
+    "InstanceState",
+    "Settings",
+    "__version__",
 ]
 
 __version__ = "0.1.0"

@@ -80,8 +80,7 @@ class Service:
             settings, cloud = self._start_sim()
         assert cloud is not None
         # One kept connection per actor worker that may call at once: no connection churn.
-        network, compute = open_cloud(
-            cloud, pool_size=max(64, settings.actor_threads_max))
+        network, compute = open_cloud(cloud, pool_size=max(64, settings.actor_threads_max))
         self.appliance = HttpAppliance(port=settings.appliance_port)
         from astara_actors.store import Store
         from astara_actors.store.flags import restore_debug
@@ -94,14 +93,22 @@ class Service:
 
             c = config.coordination
             self.coordinator = Coordinator(
-                c.url, settings.host, c.group, heartbeat=c.heartbeat,
+                c.url,
+                settings.host,
+                c.group,
+                heartbeat=c.heartbeat,
                 on_change=lambda members: self._members_changed(members, network, compute),
             )
             owns = self.coordinator.owns
             claim, release = self.coordinator.claim, self.coordinator.release
         self.runtime = Runtime(
-            settings, network=network, compute=compute, appliance=self.appliance, owns=owns,
-            claim=claim, release=release,
+            settings,
+            network=network,
+            compute=compute,
+            appliance=self.appliance,
+            owns=owns,
+            claim=claim,
+            release=release,
         ).start()
         if self.coordinator is not None:
             self.coordinator.start()
@@ -109,19 +116,32 @@ class Service:
         cluster = None
         if self.coordinator is not None:
             coordinator = self.coordinator
-            cluster = lambda: {"member": settings.host,  # noqa: E731 - a tiny view
-                               "members": sorted(coordinator.members())}
-        self.inbox = BusBridge(self.runtime, config.bus, network=network, on_config_reload=self.reload,
-                           store=store, cluster=cluster).start(wait=10.0)
+            cluster = lambda: {
+                "member": settings.host,  # noqa: E731 - a tiny view
+                "members": sorted(coordinator.members()),
+            }
+        self.inbox = BusBridge(
+            self.runtime,
+            config.bus,
+            network=network,
+            on_config_reload=self.reload,
+            store=store,
+            cluster=cluster,
+        ).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
-        threading.Thread(target=self._populate, args=(network, compute), name="populate",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._populate, args=(network, compute), name="populate", daemon=True
+        ).start()
         if config.process.orphan_sweep_period > 0:
-            threading.Thread(target=self._sweep, args=(network, compute), name="orphan-sweep",
-                             daemon=True).start()
-        LOG.info("astara-orchestrator %s started (bus %s)", settings.host,
-                 _masked(config.bus.transport_url))
+            threading.Thread(
+                target=self._sweep, args=(network, compute), name="orphan-sweep", daemon=True
+            ).start()
+        LOG.info(
+            "astara-orchestrator %s started (bus %s)",
+            settings.host,
+            _masked(config.bus.transport_url),
+        )
         return self
 
     def stop(self) -> None:
@@ -157,8 +177,11 @@ class Service:
             for key, old, new in _diff(getattr(self.config, name), getattr(fresh, name))
         ]
         logging.getLogger().setLevel(fresh.process.log_level.upper())
-        LOG.warning("config reloaded from %s; changed: %s (log level applied now, the rest at "
-                    "restart)", self.config.path, ", ".join(changed) or "nothing")
+        LOG.warning(
+            "config reloaded from %s; changed: %s (log level applied now, the rest at restart)",
+            self.config.path,
+            ", ".join(changed) or "nothing",
+        )
 
     # --- parts
     def _start_sim(self) -> tuple[Settings, CloudSettings]:
@@ -169,11 +192,14 @@ class Service:
         from astara_actors.sim.server import SimServer
 
         bus = self.config.bus
-        notify = KombuNotifier(BusSettings(
-            transport_url=bus.transport_url, host="sim",
-            notifications_exchange=bus.notifications_exchange,
-            notifications_routing_key=bus.notifications_routing_key,
-        ))
+        notify = KombuNotifier(
+            BusSettings(
+                transport_url=bus.transport_url,
+                host="sim",
+                notifications_exchange=bus.notifications_exchange,
+                notifications_routing_key=bus.notifications_routing_key,
+            )
+        )
         cloud = SimCloud(self.config.sim, notify=notify)
         self.sim = SimServer(cloud).start()
         cloud.bootstrap()
@@ -188,8 +214,10 @@ class Service:
         )
         s = self.config.sim
         return settings, CloudSettings(
-            auth_url=f"{self.sim.url}/identity/v3", username=s.admin_user,
-            password=s.admin_password, project_name=s.admin_project,
+            auth_url=f"{self.sim.url}/identity/v3",
+            username=s.admin_user,
+            password=s.admin_password,
+            project_name=s.admin_project,
         )
 
     def _start_api(self) -> None:
@@ -204,8 +232,9 @@ class Service:
         except ApiStartError as exc:
             LOG.error("HTTP API not started: %s (the bus and astara-ctl still work)", exc)
             return
-        threading.Thread(target=self._watch_api, args=(run_api,), name="api-watch",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._watch_api, args=(run_api,), name="api-watch", daemon=True
+        ).start()
 
     def _watch_api(self, run_api: RunApi) -> None:
         from astara_actors.core.backoff import backoff
@@ -227,8 +256,7 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - keep watching; the next try may succeed
                 LOG.error("HTTP API restart failed: %s", exc)
 
-    def _members_changed(self, members: frozenset[str], network: Network,
-                         compute: Compute) -> None:
+    def _members_changed(self, members: frozenset[str], network: Network, compute: Compute) -> None:
         """On the coordinator's thread: hand over lost tenants, then adopt the gained ones."""
         from astara_actors.protocol.messages import Rebalance
 
@@ -236,8 +264,9 @@ class Service:
             return
         self.runtime.tell(Rebalance(members))
         if self._populated.is_set():  # the start-up population covers the first view
-            threading.Thread(target=self._populate, args=(network, compute), name="repopulate",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._populate, args=(network, compute), name="repopulate", daemon=True
+            ).start()
 
     def _sweep(self, network: Network, compute: Compute) -> None:
         """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace)."""
@@ -252,8 +281,11 @@ class Service:
                 LOG.exception("orphan sweep failed")
                 continue
             if report.servers_removed or report.ports_removed:
-                LOG.warning("orphan sweep removed %d VMs and %d ports of deleted routers",
-                            len(report.servers_removed), len(report.ports_removed))
+                LOG.warning(
+                    "orphan sweep removed %d VMs and %d ports of deleted routers",
+                    len(report.servers_removed),
+                    len(report.ports_removed),
+                )
 
     def _populate(self, network: Network, compute: Compute) -> None:
         """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down.
@@ -271,11 +303,13 @@ class Service:
         while not self.stopping.is_set():
             try:
                 try:
-                    inventory = read_inventory(network, compute,
-                                               self.runtime.settings.management_network_id)
+                    inventory = read_inventory(
+                        network, compute, self.runtime.settings.management_network_id
+                    )
                 except CloudError as exc:
-                    LOG.warning("cold start: the bulk read failed (%s); each router reads "
-                                "for itself", exc)
+                    LOG.warning(
+                        "cold start: the bulk read failed (%s); each router reads for itself", exc
+                    )
                     routers = network.list_routers()
                 else:
                     self.runtime.inventory = inventory
@@ -309,9 +343,11 @@ def _secure_state_dir(config: Config) -> None:
         try:
             secure_dir(config.process.state_dir)
         except OSError as exc:
-            raise SettingsError("orchestrator", "state_dir",
-                                f"cannot create {config.process.state_dir}: "
-                                f"{exc.strerror or exc}") from None
+            raise SettingsError(
+                "orchestrator",
+                "state_dir",
+                f"cannot create {config.process.state_dir}: {exc.strerror or exc}",
+            ) from None
 
 
 def _demo_key(config: Config) -> str:

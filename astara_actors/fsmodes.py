@@ -57,8 +57,11 @@ def secure_file(path: str | os.PathLike[str]) -> Path:
     if not target.parent.exists():
         secure_dir(target.parent)
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                     PRIVATE_FILE)
+        fd = os.open(
+            target,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+            PRIVATE_FILE,
+        )
     except FileExistsError:
         _narrow(target, PRIVATE_FILE)
     else:
@@ -69,8 +72,9 @@ def secure_file(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def check_state_dir(path: str | os.PathLike[str], section: str = "orchestrator",
-                    key: str = "state_dir") -> None:
+def check_state_dir(
+    path: str | os.PathLike[str], section: str = "orchestrator", key: str = "state_dir"
+) -> None:
     """Refuse a state directory that anyone may write to (one line, naming the fix). A missing
     one is fine: it is created 0700."""
     target = Path(path)
@@ -84,10 +88,12 @@ def check_state_dir(path: str | os.PathLike[str], section: str = "orchestrator",
         raise SettingsError(section, key, f"{target} is not a directory")
     if info.st_mode & stat.S_IWOTH:
         raise SettingsError(
-            section, key,
+            section,
+            key,
             f"{target} is world-writable (mode {stat.S_IMODE(info.st_mode):04o}): anyone could "
             f"replace the store or forge bus messages; make it owner-only (chmod 700 {target}) "
-            "or choose another directory")
+            "or choose another directory",
+        )
 
 
 def _narrow(path: Path, mode: int) -> None:

@@ -17,8 +17,7 @@ from typing import Any
 
 from astara_actors.core.validate import one_line
 
-__all__ = ["MAX_LINE", "RouterLog", "SafeLogFilter", "format_exception", "install",
-           "router_logger"]
+__all__ = ["MAX_LINE", "RouterLog", "SafeLogFilter", "format_exception", "install", "router_logger"]
 
 ROUTER_LOGGER = logging.getLogger("astara_actors.router")
 
@@ -62,7 +61,8 @@ class SafeLogFilter(logging.Filter):
             record.exc_text = format_exception(record.exc_info, self.limit)
         if record.stack_info:
             record.stack_info = "\n".join(
-                one_line(line, self.limit) for line in record.stack_info.splitlines())
+                one_line(line, self.limit) for line in record.stack_info.splitlines()
+            )
         record._astara_safe = True
         return True
 

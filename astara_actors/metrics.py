@@ -28,11 +28,29 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from astara_actors.core.events import InstanceState
 
 __all__ = [
-    "ACTOR_POOL_GROWN", "ACTOR_POOL_THREADS", "ACTOR_RESTARTS", "BOOTS", "BOOT_FAILURES",
-    "BREAKER_OPEN", "CONFIG_DRIFT", "CONFIG_PUSHES", "DRIFT_SWEEP", "GC_FROZEN",
-    "CONFIG_PUSH_FAILURES", "EVENT_TO_CONFIG", "INBOX_MESSAGES", "LIVENESS_FAILING_SHARE",
-    "MALFORMED_MESSAGES", "POLL_SWEEP", "POLL_TRACKED", "REBUILDS", "REBUILDS_HELD",
-    "REBUILDS_IN_PROGRESS", "exposition", "track_inbox", "track_instance",
+    "ACTOR_POOL_GROWN",
+    "ACTOR_POOL_THREADS",
+    "ACTOR_RESTARTS",
+    "BOOTS",
+    "BOOT_FAILURES",
+    "BREAKER_OPEN",
+    "CONFIG_DRIFT",
+    "CONFIG_PUSHES",
+    "DRIFT_SWEEP",
+    "GC_FROZEN",
+    "CONFIG_PUSH_FAILURES",
+    "EVENT_TO_CONFIG",
+    "INBOX_MESSAGES",
+    "LIVENESS_FAILING_SHARE",
+    "MALFORMED_MESSAGES",
+    "POLL_SWEEP",
+    "POLL_TRACKED",
+    "REBUILDS",
+    "REBUILDS_HELD",
+    "REBUILDS_IN_PROGRESS",
+    "exposition",
+    "track_inbox",
+    "track_instance",
 ]
 
 # ``*_created`` series double the output and say nothing an operator needs.

@@ -129,8 +129,11 @@ class Bus:
 
     def settings(self, host: str = "bench-client") -> BusSettings:
         return BusSettings(
-            transport_url=self.url, host=host, notifications_exchange=self.notifications_exchange,
-            control_exchange=self.control_exchange, queue_name=self.queue(host),
+            transport_url=self.url,
+            host=host,
+            notifications_exchange=self.notifications_exchange,
+            control_exchange=self.control_exchange,
+            queue_name=self.queue(host),
         )
 
     def client(self) -> ControlClient:
@@ -184,11 +187,17 @@ class Sim:
         self.routers_wanted = routers
         self.trace_maxlen = trace_maxlen
         self.settings = {
-            "port": self.port, "tenants": self.tenants, "routers_per_tenant": per_tenant,
-            "boot_delay": boot_delay, "delete_delay": delete_delay,
-            "management_cidr": self.management_cidr, "appliance_port": self.appliance_port,
-            "transport_url": bus.url, "notifications_exchange": bus.notifications_exchange,
-            "seed": 1, **extra,
+            "port": self.port,
+            "tenants": self.tenants,
+            "routers_per_tenant": per_tenant,
+            "boot_delay": boot_delay,
+            "delete_delay": delete_delay,
+            "management_cidr": self.management_cidr,
+            "appliance_port": self.appliance_port,
+            "transport_url": bus.url,
+            "notifications_exchange": bus.notifications_exchange,
+            "seed": 1,
+            **extra,
         }
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -201,19 +210,28 @@ class Sim:
     def start(self, timeout: float = 900.0) -> Sim:
         ini = self.workdir / "sim.ini"
         ini.write_text("[sim]\n" + "".join(f"{k} = {v}\n" for k, v in self.settings.items()))
-        log(f"astara-sim: {self.tenants} tenants x {self.routers_per_tenant} routers "
-            f"(management {self.management_cidr}, appliances on port {self.appliance_port})")
+        log(
+            f"astara-sim: {self.tenants} tenants x {self.routers_per_tenant} routers "
+            f"(management {self.management_cidr}, appliances on port {self.appliance_port})"
+        )
         # SIGUSR1 writes every thread's stack to sim.log (a simulator that stops answering).
-        boot = ("import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-                "from astara_actors.sim.cli import main; sys.exit(main(sys.argv[1:]))")
+        boot = (
+            "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+            "from astara_actors.sim.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-c", boot, "--config-file", str(ini)],
-            stdout=subprocess.PIPE, stderr=open(self.workdir / "sim.log", "w"), text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=open(self.workdir / "sim.log", "w"),
+            text=True,
+            cwd=ROOT,
         )
         assert self.proc.stdout is not None
         box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: box.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
         reader.start()
         reader.join(timeout)
         if not box or "serving on" not in box[0]:
@@ -270,8 +288,11 @@ class Sim:
         answer = self._http.post(f"{self.url}/sim/vms", timeout=timeout)
         answer.raise_for_status()
         wanted = len(self.router_ids())
-        got = wait_until(lambda: (lambda n: n if n >= wanted else 0)(self.status()["appliances"]["agents"]),
-                         timeout, 0.5)
+        got = wait_until(
+            lambda: (lambda n: n if n >= wanted else 0)(self.status()["appliances"]["agents"]),
+            timeout,
+            0.5,
+        )
         return int(got or self.status()["appliances"]["agents"])
 
     def set_trace(self, **settings: Any) -> dict[str, Any]:
@@ -283,7 +304,11 @@ class Sim:
         self._http.delete(f"{self.url}/sim/trace", timeout=30).raise_for_status()
 
     def trace(
-        self, since: float = 0.0, kinds: Iterable[str] = (), router: str = "", until: float | None = None
+        self,
+        since: float = 0.0,
+        kinds: Iterable[str] = (),
+        router: str = "",
+        until: float | None = None,
     ) -> list[tuple[float, str, str, str, str]]:
         """``(time, kind, router, server, detail)`` events the simulator recorded."""
         params: dict[str, Any] = {"since": repr(since), "kinds": ",".join(kinds)}
@@ -294,11 +319,14 @@ class Sim:
         got = self.get("/sim/trace", **params)
         if got.get("dropped", 0) > self._dropped:
             self._dropped = got["dropped"]
-            log(f"warning: the simulator's trace dropped {got['dropped']} old events (maxlen {got['maxlen']})")
+            log(
+                f"warning: the simulator's trace dropped {got['dropped']} old events (maxlen {got['maxlen']})"
+            )
         return [tuple(e) for e in got["events"]]  # type: ignore[misc]
 
-    def trace_summary(self, since: float, until: float | None = None,
-                      kinds: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+    def trace_summary(
+        self, since: float, until: float | None = None, kinds: Iterable[str] = ()
+    ) -> dict[str, dict[str, int]]:
         params: dict[str, Any] = {"since": repr(since), "kinds": ",".join(kinds), "summary": "1"}
         if until is not None:
             params["until"] = repr(until)
@@ -307,25 +335,52 @@ class Sim:
     # --- the OpenStack APIs, as an admin with a plain HTTP client
     def token(self) -> str:
         if self._token is None:
-            body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"name": "Default"}, "password": "admin-secret"}}},
-                "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}
+            body = {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": "admin",
+                                "domain": {"name": "Default"},
+                                "password": "admin-secret",
+                            }
+                        },
+                    },
+                    "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+                }
+            }
             answer = self._http.post(f"{self.url}/identity/v3/auth/tokens", json=body, timeout=30)
             answer.raise_for_status()
             self._token = answer.headers["X-Subject-Token"]
         return self._token
 
-    def api(self, method: str, path: str, body: Any = None, session: requests.Session | None = None,
-            params: dict[str, Any] | None = None) -> Any:
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        session: requests.Session | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         """One Neutron/Nova request as admin (``path`` under the simulator's base URL)."""
         http = session or self._http
-        answer = http.request(method, f"{self.url}{path}", json=body, params=params,
-                              headers={"X-Auth-Token": self.token()}, timeout=60)
+        answer = http.request(
+            method,
+            f"{self.url}{path}",
+            json=body,
+            params=params,
+            headers={"X-Auth-Token": self.token()},
+            timeout=60,
+        )
         answer.raise_for_status()
         return answer.json() if answer.content else None
 
     def router_ids(self) -> list[str]:
-        return [r["id"] for r in self.api("GET", "/network/v2.0/routers", params={"fields": "id"})["routers"]]
+        return [
+            r["id"]
+            for r in self.api("GET", "/network/v2.0/routers", params={"fields": "id"})["routers"]
+        ]
 
     def servers(self) -> list[dict[str, Any]]:
         """Every server (admin, all projects), each with ``id``, ``name``, ``status``, ``addresses``."""
@@ -348,7 +403,7 @@ class Sim:
         for server in self.servers():
             if server["status"] != "ACTIVE" or not server["name"].startswith("ak-router-"):
                 continue
-            router = server["name"][len("ak-router-"):].rsplit("_", 1)[0]
+            router = server["name"][len("ak-router-") :].rsplit("_", 1)[0]
             for addrs in server["addresses"].values():
                 for a in addrs:
                     if a["addr"].startswith(prefix):
@@ -364,8 +419,17 @@ class Orchestrator:
     defaults are the file's own defaults but for the identity of the cloud and the bus.
     """
 
-    def __init__(self, workdir: Path, sim: Sim, bus: Bus, *, name: str = "bench", api: bool = False,
-                 settings: dict[str, Any] | None = None, cloud: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        sim: Sim,
+        bus: Bus,
+        *,
+        name: str = "bench",
+        api: bool = False,
+        settings: dict[str, Any] | None = None,
+        cloud: dict[str, Any] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.sim = sim
         self.bus = bus
@@ -386,16 +450,20 @@ class Orchestrator:
     def ini(self) -> Path:
         status = self.sim.status_cache or self.sim.status()
         values = {
-            "host": self.host, "state_dir": str(self.workdir / f"{self.name}-state"),
+            "host": self.host,
+            "state_dir": str(self.workdir / f"{self.name}-state"),
             "management_network_id": status["management_network_id"],
             "management_subnet_id": status["management_subnet_id"],
-            "router_image_id": "astara-appliance", "router_flavor_id": "astara-router",
-            "appliance_port": self.sim.appliance_port, "log_level": "INFO",
+            "router_image_id": "astara-appliance",
+            "router_flavor_id": "astara-router",
+            "appliance_port": self.sim.appliance_port,
+            "log_level": "INFO",
             **self.settings,
         }
         path = self.workdir / f"{self.name}.ini"
         path.write_text(
-            "[orchestrator]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+            "[orchestrator]\n"
+            + "".join(f"{k} = {v}\n" for k, v in values.items())
             + f"[cloud]\nauth_url = {self.sim.url}/identity/v3\nusername = admin\n"
             "password = admin-secret\nproject_name = admin\n"
             + "".join(f"{k} = {v}\n" for k, v in self.cloud.items())
@@ -415,7 +483,10 @@ class Orchestrator:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "a"), cwd=SOURCE, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "a"),
+            cwd=SOURCE,
+            env=env,
         )
         return self
 
@@ -432,15 +503,19 @@ class Orchestrator:
 
     def wait_answering(self, client: ControlClient, timeout: float = 120.0) -> float | None:
         """Seconds from start until the orchestrator answered a ``workers`` query on the bus."""
+
         def answered() -> float | None:
             if not self.alive():
-                raise RuntimeError(f"the orchestrator exited ({self.proc.returncode if self.proc else '?'}); "
-                                   f"see {self.log_path}")
+                raise RuntimeError(
+                    f"the orchestrator exited ({self.proc.returncode if self.proc else '?'}); "
+                    f"see {self.log_path}"
+                )
             try:
                 client.ask({"query": "workers"}, timeout=5, expect=1)
             except Exception:
                 return None
             return time.monotonic() - self.started_mono
+
         return wait_until(answered, timeout, 0.2)
 
     def wait_api(self, timeout: float = 60.0) -> bool:
@@ -449,6 +524,7 @@ class Orchestrator:
                 return requests.get(f"{self.api_url}/healthz", timeout=10).status_code == 200
             except requests.RequestException:
                 return False
+
         return bool(wait_until(up, timeout, 0.3))
 
     def stop(self, timeout: float = 120.0) -> float:
@@ -476,20 +552,32 @@ class Orchestrator:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        return [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln or "Traceback" in ln][-limit:]
+        return [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln or "Traceback" in ln][
+            -limit:
+        ]
 
 
 # ---------------------------------------------------------------------------- a deployment
 class Deployment:
     """A simulator with N routers and one orchestrator, in a temporary directory."""
 
-    def __init__(self, routers: int, *, settings: dict[str, Any] | None = None, api: bool = False,
-                 boot_delay: float = 1.0, keep: bool = False, cloud: dict[str, Any] | None = None,
-                 **sim: Any) -> None:
+    def __init__(
+        self,
+        routers: int,
+        *,
+        settings: dict[str, Any] | None = None,
+        api: bool = False,
+        boot_delay: float = 1.0,
+        keep: bool = False,
+        cloud: dict[str, Any] | None = None,
+        **sim: Any,
+    ) -> None:
         raise_fd_limit()
         self.bus = Bus()
         self._tmp = tempfile.TemporaryDirectory(prefix="astara-bench-") if not keep else None
-        self.workdir = Path(self._tmp.name) if self._tmp else Path(tempfile.mkdtemp(prefix="astara-bench-"))
+        self.workdir = (
+            Path(self._tmp.name) if self._tmp else Path(tempfile.mkdtemp(prefix="astara-bench-"))
+        )
         self.routers = routers
         self.sim = Sim(self.workdir, self.bus, routers=routers, boot_delay=boot_delay, **sim)
         self.settings = dict(settings or {})
@@ -506,7 +594,9 @@ class Deployment:
         started = time.monotonic()
         self.sim.start()
         self.router_ids = self.sim.router_ids()
-        log(f"astara-sim up with {len(self.router_ids)} routers in {time.monotonic() - started:.1f} s")
+        log(
+            f"astara-sim up with {len(self.router_ids)} routers in {time.monotonic() - started:.1f} s"
+        )
         self.client = self.bus.client()
         return self
 
@@ -523,15 +613,24 @@ class Deployment:
             out: dict[str, set[str]] = {}
             for server in self.sim.servers():
                 if server["name"].startswith("ak-router-"):
-                    out.setdefault(server["name"][len("ak-router-"):].rsplit("_", 1)[0], set()).add(server["id"])
+                    out.setdefault(
+                        server["name"][len("ak-router-") :].rsplit("_", 1)[0], set()
+                    ).add(server["id"])
             self._servers = out
         return {k: set(v) for k, v in self._servers.items()}
 
     def new_orchestrator(self, **overrides: Any) -> Orchestrator:
         self._generation += 1
         settings = {**self.settings, **overrides}
-        orch = Orchestrator(self.workdir, self.sim, self.bus, name=f"orch{self._generation}",
-                            api=self.api, settings=settings, cloud=self.cloud)
+        orch = Orchestrator(
+            self.workdir,
+            self.sim,
+            self.bus,
+            name=f"orch{self._generation}",
+            api=self.api,
+            settings=settings,
+            cloud=self.cloud,
+        )
         self._hosts.append(orch.host)
         self.orchestrator = orch
         return orch
@@ -564,8 +663,13 @@ class Watch:
     """Per router, the first trace event of ``kinds`` at or after ``since`` (unix time), read
     incrementally from the simulator; ``accept(event)`` may refuse some (e.g. an old server)."""
 
-    def __init__(self, sim: Sim, since: float, kinds: Iterable[str],
-                 accept: Callable[[tuple[float, str, str, str, str]], bool] | None = None) -> None:
+    def __init__(
+        self,
+        sim: Sim,
+        since: float,
+        kinds: Iterable[str],
+        accept: Callable[[tuple[float, str, str, str, str]], bool] | None = None,
+    ) -> None:
         self.sim = sim
         self.since = since
         self.kinds = tuple(kinds)
@@ -588,8 +692,14 @@ class Watch:
             self._seen = {e for e in events if e[0] == self._cursor} | (edge if edge else set())
         return self
 
-    def wait_all(self, routers: Iterable[str], timeout: float, label: str,
-                 alive: Callable[[], bool] = lambda: True, interval: float = 1.0) -> bool:
+    def wait_all(
+        self,
+        routers: Iterable[str],
+        timeout: float,
+        label: str,
+        alive: Callable[[], bool] = lambda: True,
+        interval: float = 1.0,
+    ) -> bool:
         """Poll until every router of ``routers`` has its event, the timeout passed, or
         ``alive()`` turned false; logs progress every 10 s. True if all arrived."""
         want = set(routers)
@@ -602,21 +712,29 @@ class Watch:
                 log(f"{label}: {got}/{len(want)} after {time.time() - self.since:.1f} s")
                 return True
             if time.monotonic() >= deadline or not alive():
-                log(f"{label}: only {got}/{len(want)} after {time.time() - self.since:.1f} s "
-                    f"({'timeout' if alive() else 'the orchestrator exited'})")
+                log(
+                    f"{label}: only {got}/{len(want)} after {time.time() - self.since:.1f} s "
+                    f"({'timeout' if alive() else 'the orchestrator exited'})"
+                )
                 return False
             if time.monotonic() - last_log >= 10:
                 log(f"{label}: {got}/{len(want)} after {time.time() - self.since:.0f} s")
                 last_log = time.monotonic()
             time.sleep(interval)
 
-    def delays(self, routers: Iterable[str], start: dict[str, float] | float | None = None) -> list[float]:
+    def delays(
+        self, routers: Iterable[str], start: dict[str, float] | float | None = None
+    ) -> list[float]:
         """Seconds from ``start`` (per router, or one time; default ``since``) to each router's
         first event, for the routers that have one."""
         out = []
         for r in routers:
             if r in self.first:
-                t0 = start.get(r) if isinstance(start, dict) else (self.since if start is None else start)
+                t0 = (
+                    start.get(r)
+                    if isinstance(start, dict)
+                    else (self.since if start is None else start)
+                )
                 if t0 is not None:
                     out.append(self.first[r] - t0)
         return out

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(os.environ.get("ASTARA_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+RESULTS = Path(
+    os.environ.get("ASTARA_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -58,9 +60,14 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": cpu_model, "cpus": cpus, "cpus_usable": len(os.sched_getaffinity(0)),
-        "ram_gib": ram_gib, "kernel": platform.release(), "os": platform.system(),
-        "python": platform.python_version(), "python_impl": platform.python_implementation(),
+        "cpu": cpu_model,
+        "cpus": cpus,
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "ram_gib": ram_gib,
+        "kernel": platform.release(),
+        "os": platform.system(),
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
     }
 
 
@@ -86,13 +93,16 @@ def _table(columns: list[str], rows: list[dict[str, Any]]) -> None:
 def report(name: str, rows: list[dict[str, Any]], params: dict[str, Any]) -> Path:
     """Print ``rows`` as a table and save them with the machine and parameters as JSON."""
     _table(list(dict.fromkeys(key for row in rows for key in row)), rows)
-    return _save(name, {
-        "benchmark": name,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        "params": params,
-        "rows": rows,
-    })
+    return _save(
+        name,
+        {
+            "benchmark": name,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "params": params,
+            "rows": rows,
+        },
+    )
 
 
 @dataclass
@@ -115,7 +125,11 @@ class Figure:
         if self.value is not None and isinstance(self.value, float) and math.isnan(self.value):
             self.value = None
         if not self.target:
-            self.target = "—" if self.limit is None else f"{'≤' if self.op == '<=' else '<'} {_num(self.limit)} {self.unit}".strip()
+            self.target = (
+                "—"
+                if self.limit is None
+                else f"{'≤' if self.op == '<=' else '<'} {_num(self.limit)} {self.unit}".strip()
+            )
 
     @property
     def met(self) -> str:
@@ -131,8 +145,13 @@ class Figure:
         return "—" if self.value is None else f"{_num(self.value)} {self.unit}".strip()
 
     def row(self) -> dict[str, Any]:
-        return {"figure": self.name, "measured": self.measured, "target": self.target,
-                "met?": self.met, "note": self.note}
+        return {
+            "figure": self.name,
+            "measured": self.measured,
+            "target": self.target,
+            "met?": self.met,
+            "note": self.note,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "met": self.met}
@@ -154,18 +173,24 @@ def print_figures(title: str, figures: Sequence[Figure]) -> None:
 
 
 def report_figures(
-    name: str, figures: Sequence[Figure], params: dict[str, Any], details: dict[str, Any] | None = None
+    name: str,
+    figures: Sequence[Figure],
+    params: dict[str, Any],
+    details: dict[str, Any] | None = None,
 ) -> Path:
     """Print the figures as "figure | measured | target | met?" and save them as JSON."""
     print_figures(name, figures)
-    return _save(name, {
-        "benchmark": name,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        "params": params,
-        "figures": [f.to_json() for f in figures],
-        "details": details or {},
-    })
+    return _save(
+        name,
+        {
+            "benchmark": name,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "params": params,
+            "figures": [f.to_json() for f in figures],
+            "details": details or {},
+        },
+    )
 
 
 def load_figures(name: str) -> list[Figure]:

@@ -33,7 +33,12 @@ def measure(transport: str, bus: BusSettings, commands: int, queries: int) -> di
                 reason = f"bench-{i}"
                 sent = time.time()
                 client.send_command(
-                    {"command": "router-debug", "router_id": router, "tenant_id": "*", "reason": reason}
+                    {
+                        "command": "router-debug",
+                        "router_id": router,
+                        "tenant_id": "*",
+                        "reason": reason,
+                    }
                 )
                 got, at = peer.acted(reason)
                 assert got == reason, (got, reason)
@@ -43,7 +48,8 @@ def measure(transport: str, bus: BusSettings, commands: int, queries: int) -> di
                 started = time.perf_counter()
                 client.ask(
                     {"query": "router", "router_id": peer.routers[i % len(peer.routers)]},
-                    timeout=30, expect=1,
+                    timeout=30,
+                    expect=1,
                 )
                 query_s.append(time.perf_counter() - started)
     finally:
@@ -51,14 +57,19 @@ def measure(transport: str, bus: BusSettings, commands: int, queries: int) -> di
     cmd, qry = summary_ms(command_s), summary_ms(query_s)
     return {
         "transport": transport,
-        "command_p50_ms": cmd["p50_ms"], "command_p99_ms": cmd["p99_ms"],
-        "query_p50_ms": qry["p50_ms"], "query_p99_ms": qry["p99_ms"],
-        "commands": commands, "queries": queries,
+        "command_p50_ms": cmd["p50_ms"],
+        "command_p99_ms": cmd["p99_ms"],
+        "query_p50_ms": qry["p50_ms"],
+        "query_p99_ms": qry["p99_ms"],
+        "commands": commands,
+        "queries": queries,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rabbit-url", default="amqp://guest:guest@127.0.0.1:5672//")
@@ -66,10 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     uid = uuid.uuid4().hex[:8]
     rows = []
     with tempfile.TemporaryDirectory() as state:
-        rows.append(measure("embedded", BusSettings.embedded(state, host=f"bench-{uid}"), args.commands, args.queries))
+        rows.append(
+            measure(
+                "embedded",
+                BusSettings.embedded(state, host=f"bench-{uid}"),
+                args.commands,
+                args.queries,
+            )
+        )
     rabbit = BusSettings(
-        transport_url=args.rabbit_url, host=f"bench-{uid}",
-        notifications_exchange=f"bench.neutron.{uid}", control_exchange=f"bench.control.{uid}",
+        transport_url=args.rabbit_url,
+        host=f"bench-{uid}",
+        notifications_exchange=f"bench.neutron.{uid}",
+        control_exchange=f"bench.control.{uid}",
         queue_name=f"bench.notifications.{uid}",
     )
     rows.append(measure("rabbitmq", rabbit, args.commands, args.queries))

@@ -37,20 +37,28 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     probes = dep.watch(t0, ["probe"])
     answered = orch.wait_answering(dep.client, 120)
     timeout = args.cold_timeout or 60.0 + 0.1 * len(routers)
-    complete = probes.wait_all(routers, max(1.0, timeout - (time.time() - t0)), "cold start: first-polled",
-                               alive=orch.alive)
+    complete = probes.wait_all(
+        routers,
+        max(1.0, timeout - (time.time() - t0)),
+        "cold start: first-polled",
+        alive=orch.alive,
+    )
     delays = sorted(probes.delays(routers))
     done = t0 + (delays[-1] if complete and delays else time.time() - t0)
     api = dep.sim.trace_summary(since=t0, until=done, kinds=["api"]).get("api", {})
     pushes = dep.sim.trace(since=t0, kinds=["push"])
     boots = dep.sim.trace(since=t0, kinds=["boot", "delete"])
     out = {
-        "routers": len(routers), "previous_stop_s": round(stop_s, 1),
+        "routers": len(routers),
+        "previous_stop_s": round(stop_s, 1),
         "answering_s": None if answered is None else round(answered, 2),
-        "first_polled": len(delays), "complete": complete, "timeout_s": timeout,
+        "first_polled": len(delays),
+        "complete": complete,
+        "timeout_s": timeout,
         "all_first_polled_s": round(delays[-1], 2) if complete and delays else None,
         "half_first_polled_s": round(delays[len(delays) // 2], 2) if delays else None,
-        "pushes_since_start": len(pushes), "routers_pushed": len({e[2] for e in pushes}),
+        "pushes_since_start": len(pushes),
+        "routers_pushed": len({e[2] for e in pushes}),
         "boots_or_deletes_since_start": len(boots),
         "rss_kib": orch.sample().rss_kib if orch.alive() else None,
         "api_calls": sum(api.values()),
@@ -62,23 +70,39 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     # The start-up itself (imports, store, bus) is a fixed cost: no pro rata target below 5,000.
     target = "≤ 30 s (5,000)" if n == NOMINAL else f"≤ 30 s (target for 5,000; here {n:,})"
     figs = [
-        Figure("cold start: all routers populated and first-polled", out["all_first_polled_s"], "s", 30.0,
-               target=target,
-               note=f"{n} routers from process start" + ("" if complete else f"; only {len(delays)}/{n} in {timeout:.0f} s")
-               + f"; answering the bus after {out['answering_s']} s"),
-        Figure("cold start: config pushes caused by the restart", len(pushes), "",
-               note=f"to {out['routers_pushed']} routers; {len(boots)} boots/deletes; previous stop took {stop_s:.1f} s"),
+        Figure(
+            "cold start: all routers populated and first-polled",
+            out["all_first_polled_s"],
+            "s",
+            30.0,
+            target=target,
+            note=f"{n} routers from process start"
+            + ("" if complete else f"; only {len(delays)}/{n} in {timeout:.0f} s")
+            + f"; answering the bus after {out['answering_s']} s",
+        ),
+        Figure(
+            "cold start: config pushes caused by the restart",
+            len(pushes),
+            "",
+            note=f"to {out['routers_pushed']} routers; {len(boots)} boots/deletes; previous stop took {stop_s:.1f} s",
+        ),
     ]
     return figs, out
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cold-timeout", type=float, default=0.0,
-                        help="seconds allowed for the cold start (default: 60 + 0.1 s per router)")
+    parser.add_argument(
+        "--cold-timeout",
+        type=float,
+        default=0.0,
+        help="seconds allowed for the cold start (default: 60 + 0.1 s per router)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     scale.add_args(parser, routers=2000)
     add_args(parser)
     args = parser.parse_args(argv)

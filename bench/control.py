@@ -29,7 +29,9 @@ from ._harness import Deployment, log
 from ._report import RESULTS, Figure, percentile, report_figures
 
 
-def command_to_push(dep: Deployment, routers: list[str], send: Any, label: str, timeout: float = 30.0) -> dict[str, Any]:
+def command_to_push(
+    dep: Deployment, routers: list[str], send: Any, label: str, timeout: float = 30.0
+) -> dict[str, Any]:
     """``send(router)`` one after the other; seconds until that router's appliance got a push."""
     samples: list[float] = []
     missed = 0
@@ -47,7 +49,8 @@ def command_to_push(dep: Deployment, routers: list[str], send: Any, label: str, 
 
 def _stats(samples: list[float], missed: int = 0) -> dict[str, Any]:
     return {
-        "n": len(samples), "missed": missed,
+        "n": len(samples),
+        "missed": missed,
         "p50_s": round(percentile(samples, 50), 4) if samples else None,
         "p99_s": round(percentile(samples, 99), 4) if samples else None,
         "max_s": round(max(samples), 4) if samples else None,
@@ -80,32 +83,64 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         http.trust_env = False
 
         def put_update(router: str) -> None:
-            http.put(f"{orch.api_url}/router/update/{router}", json={"reason": "bench"}, timeout=30).raise_for_status()
+            http.put(
+                f"{orch.api_url}/router/update/{router}", json={"reason": "bench"}, timeout=30
+            ).raise_for_status()
 
         details["http_update"] = command_to_push(dep, picks, put_update, "HTTP router update")
-        figs.append(Figure("HTTP command → config pushed at N (p99)", details["http_update"]["p99_s"], "s",
-                           note=f"PUT /router/update/<id> → appliance push; p50 {details['http_update']['p50_s']} s, "
-                                f"{n} routers" + _missed(details["http_update"])))
+        figs.append(
+            Figure(
+                "HTTP command → config pushed at N (p99)",
+                details["http_update"]["p99_s"],
+                "s",
+                note=f"PUT /router/update/<id> → appliance push; p50 {details['http_update']['p50_s']} s, "
+                f"{n} routers" + _missed(details["http_update"]),
+            )
+        )
 
     if picks:
+
         def bus_update(router: str) -> None:
-            client.send_command({"command": "router-update", "router_id": router, "tenant_id": "*", "reason": "bench"})
+            client.send_command(
+                {
+                    "command": "router-update",
+                    "router_id": router,
+                    "tenant_id": "*",
+                    "reason": "bench",
+                }
+            )
 
         details["bus_update"] = command_to_push(dep, picks, bus_update, "bus router update")
-        figs.append(Figure("bus command → config pushed at N (p99)", details["bus_update"]["p99_s"], "s",
-                           note=f"router-update over RabbitMQ → appliance push; p50 {details['bus_update']['p50_s']} s"
-                                + _missed(details["bus_update"])))
+        figs.append(
+            Figure(
+                "bus command → config pushed at N (p99)",
+                details["bus_update"]["p99_s"],
+                "s",
+                note=f"router-update over RabbitMQ → appliance push; p50 {details['bus_update']['p50_s']} s"
+                + _missed(details["bus_update"]),
+            )
+        )
 
     def ask_workers() -> Any:
         return client.ask({"query": "workers"}, timeout=60, expect=1)
 
     try:
         details["bus_workers"], _ = timed(ask_workers, args.dumps)
-        figs.append(Figure("workers dump over the bus (p50)", _ms(details["bus_workers"]["p50_s"]), "ms", 200.0, "<",
-                           note=f"{n} routers; max {_ms(details['bus_workers']['max_s'])} ms"))
+        figs.append(
+            Figure(
+                "workers dump over the bus (p50)",
+                _ms(details["bus_workers"]["p50_s"]),
+                "ms",
+                200.0,
+                "<",
+                note=f"{n} routers; max {_ms(details['bus_workers']['max_s'])} ms",
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - a dump that does not come back is a result
         details["bus_workers"] = {"error": str(exc)}
-        figs.append(Figure("workers dump over the bus (p50)", None, "ms", 200.0, "<", note=f"failed: {exc}"))
+        figs.append(
+            Figure("workers dump over the bus (p50)", None, "ms", 200.0, "<", note=f"failed: {exc}")
+        )
 
     if api_up:
         http = requests.Session()
@@ -115,21 +150,37 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
             ("PUT /workers/debug", "PUT", "/workers/debug"),
             ("GET /routers/<id>", "GET", f"/routers/{picks[0]}" if picks else "/routers"),
         ):
+
             def call(method: str = method, path: str = path) -> requests.Response:
                 answer = http.request(method, f"{orch.api_url}{path}", timeout=120)
                 answer.raise_for_status()
                 return answer
+
             try:
                 stats, last = timed(call, args.dumps)
                 body = last.json() if last is not None else {}
                 size = len(body.get("routers", [])) if path == "/routers" else None
-                details[label] = {**stats, "bytes": len(last.content) if last is not None else None, "routers_listed": size}
-                figs.append(Figure(f"{label} at N (p50)", _ms(stats["p50_s"]), "ms", 200.0, "<",
-                                   note=f"{n} routers; max {_ms(stats['max_s'])} ms"
-                                        + (f"; {size} listed" if size is not None else "")))
+                details[label] = {
+                    **stats,
+                    "bytes": len(last.content) if last is not None else None,
+                    "routers_listed": size,
+                }
+                figs.append(
+                    Figure(
+                        f"{label} at N (p50)",
+                        _ms(stats["p50_s"]),
+                        "ms",
+                        200.0,
+                        "<",
+                        note=f"{n} routers; max {_ms(stats['max_s'])} ms"
+                        + (f"; {size} listed" if size is not None else ""),
+                    )
+                )
             except Exception as exc:  # noqa: BLE001
                 details[label] = {"error": str(exc)}
-                figs.append(Figure(f"{label} at N (p50)", None, "ms", 200.0, "<", note=f"failed: {exc}"))
+                figs.append(
+                    Figure(f"{label} at N (p50)", None, "ms", 200.0, "<", note=f"failed: {exc}")
+                )
     return figs, details
 
 
@@ -147,19 +198,38 @@ def bus_figures() -> list[Figure]:
     rows = json.loads(path.read_text()).get("rows", []) if path.exists() else []
     bus = next((r for r in rows if r.get("transport") == "rabbitmq"), None)
     if bus is None:
-        return [Figure("command → actor acted, RabbitMQ (p99)", None, "ms", 100.0, note="run bench.bus_latency first")]
-    return [Figure("command → actor acted, RabbitMQ (p99)", bus["command_p99_ms"], "ms", 100.0,
-                   note=f"bench.bus_latency: p50 {bus['command_p50_ms']} ms over {bus.get('commands')} "
-                        f"commands, peer process with 10 routers; query p99 {bus.get('query_p99_ms')} ms")]
+        return [
+            Figure(
+                "command → actor acted, RabbitMQ (p99)",
+                None,
+                "ms",
+                100.0,
+                note="run bench.bus_latency first",
+            )
+        ]
+    return [
+        Figure(
+            "command → actor acted, RabbitMQ (p99)",
+            bus["command_p99_ms"],
+            "ms",
+            100.0,
+            note=f"bench.bus_latency: p50 {bus['command_p50_ms']} ms over {bus.get('commands')} "
+            f"commands, peer process with 10 routers; query p99 {bus.get('query_p99_ms')} ms",
+        )
+    ]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--command-samples", type=int, default=30, help="commands timed (each to another router)")
+    parser.add_argument(
+        "--command-samples", type=int, default=30, help="commands timed (each to another router)"
+    )
     parser.add_argument("--dumps", type=int, default=5, help="samples of each dump")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     scale.add_args(parser)
     add_args(parser)
     args = parser.parse_args(argv)
@@ -168,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         log("control: commands and dumps")
         figs, details = run(dep, args)
     figs = bus_figures() + figs
-    report_figures("control", figs, {**scale.params(args), "command_samples": args.command_samples, "dumps": args.dumps},
-                   {"bring_up": up, **details})
+    report_figures(
+        "control",
+        figs,
+        {**scale.params(args), "command_samples": args.command_samples, "dumps": args.dumps},
+        {"bring_up": up, **details},
+    )
     return 0
 
 

@@ -50,11 +50,16 @@ def spread(dep: Deployment, window: tuple[float, float], period: float) -> dict[
     cv = statistics.pstdev(buckets) / mean if mean else None
     routers = {e[2] for e in events}
     return {
-        "seconds": seconds, "probes": len(events), "expected_per_s": round(len(dep.router_ids) / period, 2),
-        "mean_per_s": round(mean, 2), "min_per_s": min(buckets), "max_per_s": max(buckets),
+        "seconds": seconds,
+        "probes": len(events),
+        "expected_per_s": round(len(dep.router_ids) / period, 2),
+        "mean_per_s": round(mean, 2),
+        "min_per_s": min(buckets),
+        "max_per_s": max(buckets),
         "cv": None if cv is None else round(cv, 3),
         "max_over_min": round(max(buckets) / min(buckets), 2) if min(buckets) else None,
-        "routers_probed": len(routers), "routers": len(dep.router_ids),
+        "routers_probed": len(routers),
+        "routers": len(dep.router_ids),
     }
 
 
@@ -69,7 +74,10 @@ def sweep(dep: Deployment, timeout: float) -> dict[str, Any]:
     complete = watch.wait_all(routers, timeout, "poll sweep", alive=orch.alive, interval=0.25)
     delays = sorted(watch.delays(routers))
     return {
-        "routers": len(routers), "swept": len(delays), "complete": complete, "timeout_s": timeout,
+        "routers": len(routers),
+        "swept": len(delays),
+        "complete": complete,
+        "timeout_s": timeout,
         "sweep_s": round(delays[-1], 3) if complete and delays else None,
         "p50_s": round(percentile(delays, 50), 3) if delays else None,
         "p90_s": round(percentile(delays, 90), 3) if delays else None,
@@ -92,56 +100,107 @@ def bare_sweep(dep: Deployment, concurrencies: list[int], rtt_samples: int = 200
         session.get(f"http://{address}:{port}/v1/firewall/rules", timeout=10).raise_for_status()
         return time.perf_counter() - t
 
-    rtt = statistics.median(probe(addresses[i % len(addresses)]) for i in range(min(rtt_samples, 10 * len(addresses))))
+    rtt = statistics.median(
+        probe(addresses[i % len(addresses)]) for i in range(min(rtt_samples, 10 * len(addresses)))
+    )
     runs = []
     for c in concurrencies:
-        local = threading.local()  # fresh sessions: every run opens its connections, as a sweep does
+        local = (
+            threading.local()
+        )  # fresh sessions: every run opens its connections, as a sweep does
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(c) as pool:
             list(pool.map(probe, addresses))
         wall = time.perf_counter() - started
-        runs.append({"concurrency": c, "seconds": round(wall, 3),
-                     "n_rtt_over_c_s": round(len(addresses) * rtt / c, 3)})  # N × sequential RTT ÷ C
+        runs.append(
+            {
+                "concurrency": c,
+                "seconds": round(wall, 3),
+                "n_rtt_over_c_s": round(len(addresses) * rtt / c, 3),
+            }
+        )  # N × sequential RTT ÷ C
     best = min(runs, key=lambda r: r["seconds"])
-    return {"routers": len(addresses), "rtt_ms": round(rtt * 1000, 3), "runs": runs,
-            "bare_s": best["seconds"], "concurrency": best["concurrency"]}
+    return {
+        "routers": len(addresses),
+        "rtt_ms": round(rtt * 1000, 3),
+        "runs": runs,
+        "bare_s": best["seconds"],
+        "concurrency": best["concurrency"],
+    }
 
 
-def figures(sw: dict[str, Any], bare: dict[str, Any] | None, sp: dict[str, Any] | None, period: float) -> list[Figure]:
+def figures(
+    sw: dict[str, Any], bare: dict[str, Any] | None, sp: dict[str, Any] | None, period: float
+) -> list[Figure]:
     n = sw["routers"]
     pro_rata = 10.0 * n / NOMINAL
-    target = "≤ 10 s (10,000)" if n == NOMINAL else f"≤ 10 s at 10,000 (≤ {pro_rata:.2g} s pro rata)"
+    target = (
+        "≤ 10 s (10,000)" if n == NOMINAL else f"≤ 10 s at 10,000 (≤ {pro_rata:.2g} s pro rata)"
+    )
     figs = [
-        Figure("poll sweep at once: every router probed", sw["sweep_s"], "s", pro_rata, target=target,
-               note=f"{n} routers" + ("" if sw["complete"] else f"; only {sw['swept']}/{n} within {sw['timeout_s']:.0f} s")
-               + (f"; p50 {sw['p50_s']} s" if sw["p50_s"] is not None else "")),
+        Figure(
+            "poll sweep at once: every router probed",
+            sw["sweep_s"],
+            "s",
+            pro_rata,
+            target=target,
+            note=f"{n} routers"
+            + ("" if sw["complete"] else f"; only {sw['swept']}/{n} within {sw['timeout_s']:.0f} s")
+            + (f"; p50 {sw['p50_s']} s" if sw["p50_s"] is not None else ""),
+        ),
     ]
     if bare is not None:
-        ratio = sw["sweep_s"] / bare["bare_s"] if sw["sweep_s"] is not None and bare["bare_s"] else None
-        figs.append(Figure("poll sweep ÷ (N × appliance RTT ÷ concurrency)", ratio, "×", 1.5,
-                           note=f"plain script, best of {'/'.join(str(r['concurrency']) for r in bare['runs'])} threads: "
-                                f"{bare['bare_s']} s for {bare['routers']} probes with {bare['concurrency']} "
-                                f"(sequential RTT {bare['rtt_ms']} ms)"))
+        ratio = (
+            sw["sweep_s"] / bare["bare_s"] if sw["sweep_s"] is not None and bare["bare_s"] else None
+        )
+        figs.append(
+            Figure(
+                "poll sweep ÷ (N × appliance RTT ÷ concurrency)",
+                ratio,
+                "×",
+                1.5,
+                note=f"plain script, best of {'/'.join(str(r['concurrency']) for r in bare['runs'])} threads: "
+                f"{bare['bare_s']} s for {bare['routers']} probes with {bare['concurrency']} "
+                f"(sequential RTT {bare['rtt_ms']} ms)",
+            )
+        )
     if sp is not None:
         figs += [
-            Figure("poll spread: CV of probes per second", sp["cv"], "",
-                   note=f"{sp['seconds']} s at period {period:.0f} s; expected {sp['expected_per_s']}/s, "
-                        f"mean {sp['mean_per_s']}/s"),
-            Figure("poll spread: max ÷ min probes per second", sp["max_over_min"], "",
-                   note=f"min {sp['min_per_s']}, max {sp['max_per_s']} per second; "
-                        f"{sp['routers_probed']}/{sp['routers']} routers probed in the window"),
+            Figure(
+                "poll spread: CV of probes per second",
+                sp["cv"],
+                "",
+                note=f"{sp['seconds']} s at period {period:.0f} s; expected {sp['expected_per_s']}/s, "
+                f"mean {sp['mean_per_s']}/s",
+            ),
+            Figure(
+                "poll spread: max ÷ min probes per second",
+                sp["max_over_min"],
+                "",
+                note=f"min {sp['min_per_s']}, max {sp['max_per_s']} per second; "
+                f"{sp['routers_probed']}/{sp['routers']} routers probed in the window",
+            ),
         ]
     return figs
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--concurrency", default="4,16,64",
-                        help="threads of the plain-script sweeps (comma-separated; the fastest counts)")
-    parser.add_argument("--sweep-timeout", type=float, default=0.0,
-                        help="seconds to wait for the sweep (default: 30 + 0.05 s per router)")
+    parser.add_argument(
+        "--concurrency",
+        default="4,16,64",
+        help="threads of the plain-script sweeps (comma-separated; the fastest counts)",
+    )
+    parser.add_argument(
+        "--sweep-timeout",
+        type=float,
+        default=0.0,
+        help="seconds to wait for the sweep (default: 30 + 0.05 s per router)",
+    )
 
 
-def run(dep: Deployment, args: argparse.Namespace, window: tuple[float, float] | None) -> tuple[list[Figure], dict[str, Any]]:
+def run(
+    dep: Deployment, args: argparse.Namespace, window: tuple[float, float] | None
+) -> tuple[list[Figure], dict[str, Any]]:
     """On a running fleet: the spread over ``window`` (measured now if None), then the sweep."""
     if window is None:
         started = time.time()
@@ -158,7 +217,9 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     scale.add_args(parser)
     add_args(parser)
     args = parser.parse_args(argv)

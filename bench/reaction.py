@@ -51,7 +51,9 @@ def by_router(events: list[tuple[float, str, str, str, str]]) -> dict[str, list[
     return out
 
 
-def rate_phase(dep: Deployment, routers: list[str], rate: float, events: int, horizon: float) -> dict[str, Any]:
+def rate_phase(
+    dep: Deployment, routers: list[str], rate: float, events: int, horizon: float
+) -> dict[str, Any]:
     """Open-loop updates at ``rate``/s; per event, publish → next push of that router."""
     local = threading.local()
     sent: list[tuple[str, float]] = []
@@ -88,17 +90,25 @@ def rate_phase(dep: Deployment, routers: list[str], rate: float, events: int, ho
             pool.submit(send, i, routers[i % len(routers)])
     end = time.time()
     o1, s1 = orch.sample(), proc_sample(dep.sim.pid)
-    api_calls = sum(dep.sim.trace_summary(since=start, until=end, kinds=["api"]).get("api", {}).values())
+    api_calls = sum(
+        dep.sim.trace_summary(since=start, until=end, kinds=["api"]).get("api", {}).values()
+    )
     achieved = events / max(1e-9, end - start)
-    log(f"reaction: {events} updates sent in {end - start:.1f} s ({achieved:.1f}/s); waiting for the pushes")
+    log(
+        f"reaction: {events} updates sent in {end - start:.1f} s ({achieved:.1f}/s); waiting for the pushes"
+    )
     # Every updated router must get a push after its last update's notification.
     last_sent: dict[str, float] = {}
     for router, t in sent:
         last_sent[router] = max(t, last_sent.get(router, 0.0))
-    watch = dep.watch(start, ["push"], accept=lambda e: e[2] in last_sent and e[0] >= last_sent[e[2]])
+    watch = dep.watch(
+        start, ["push"], accept=lambda e: e[2] in last_sent and e[0] >= last_sent[e[2]]
+    )
     watch.wait_all(last_sent, horizon, "reaction: pushed after the last update", interval=0.5)
     stop = time.time()
-    notes = by_router([e for e in dep.sim.trace(since=start, until=stop, kinds=["notify"]) if e[4] == UPDATE_END])
+    notes = by_router(
+        [e for e in dep.sim.trace(since=start, until=stop, kinds=["notify"]) if e[4] == UPDATE_END]
+    )
     pushes = by_router(dep.sim.trace(since=start, until=stop, kinds=["push"]))
     latencies, missed, orphans = [], 0, 0
     per_router: dict[str, list[float]] = collections.defaultdict(list)
@@ -108,7 +118,7 @@ def rate_phase(dep: Deployment, routers: list[str], rate: float, events: int, ho
         published = notes.get(router, [])
         if len(published) < len(times):
             orphans += len(times) - len(published)  # a notification the simulator did not publish
-        for t_pub in published[:len(times)]:
+        for t_pub in published[: len(times)]:
             pushed = pushes.get(router, [])
             i = bisect.bisect_left(pushed, t_pub)
             if i < len(pushed):
@@ -116,9 +126,15 @@ def rate_phase(dep: Deployment, routers: list[str], rate: float, events: int, ho
             else:
                 missed += 1
     return {
-        "routers": len(routers), "events": events, "rate": rate, "achieved_rate": round(achieved, 1),
-        "sent": len(sent), "send_failures": failures, "unpublished": orphans,
-        "measured": len(latencies), "missed": missed,
+        "routers": len(routers),
+        "events": events,
+        "rate": rate,
+        "achieved_rate": round(achieved, 1),
+        "sent": len(sent),
+        "send_failures": failures,
+        "unpublished": orphans,
+        "measured": len(latencies),
+        "missed": missed,
         "p50_s": round(percentile(latencies, 50), 4) if latencies else None,
         "p90_s": round(percentile(latencies, 90), 4) if latencies else None,
         "p99_s": round(percentile(latencies, 99), 4) if latencies else None,
@@ -149,13 +165,21 @@ def burst_phase(dep: Deployment, router: str, count: int, quiet: float) -> dict[
         if time.time() - max(last_push, start + sent_s) >= quiet:
             break
     pushes = dep.sim.trace(since=start, kinds=["push"], router=router)
-    notes = [e for e in dep.sim.trace(since=start, kinds=["notify"], router=router) if e[4] == UPDATE_END]
+    notes = [
+        e for e in dep.sim.trace(since=start, kinds=["notify"], router=router) if e[4] == UPDATE_END
+    ]
     last_note = notes[-1][0] if notes else None
     after_last = [e[0] for e in pushes if last_note is not None and e[0] >= last_note]
     return {
-        "router": router, "updates": count, "notifications": len(notes), "sent_in_s": round(sent_s, 2),
-        "pushes": len(pushes), "pushed_after_last_notification": bool(after_last),
-        "last_notification_to_push_s": round(after_last[0] - last_note, 3) if after_last and last_note else None,
+        "router": router,
+        "updates": count,
+        "notifications": len(notes),
+        "sent_in_s": round(sent_s, 2),
+        "pushes": len(pushes),
+        "pushed_after_last_notification": bool(after_last),
+        "last_notification_to_push_s": round(after_last[0] - last_note, 3)
+        if after_last and last_note
+        else None,
     }
 
 
@@ -187,11 +211,18 @@ def distance_phase(dep: Deployment, routers: list[str], samples: int) -> dict[st
         if not watch.wait_all([router], 30, f"distance {router[:8]}", interval=0.05):
             continue
         t_push = watch.first[router]
-        notes = [e for e in dep.sim.trace(since=t0, kinds=["notify"], router=router) if e[4] == UPDATE_END]
+        notes = [
+            e
+            for e in dep.sim.trace(since=t0, kinds=["notify"], router=router)
+            if e[4] == UPDATE_END
+        ]
         if not notes or notes[0][0] > t_push:
             continue
         t_pub = notes[0][0]
-        servers = {e[3] for e in dep.sim.trace(since=t0, until=t_push + 1e-6, kinds=["push"], router=router)}
+        servers = {
+            e[3]
+            for e in dep.sim.trace(since=t0, until=t_push + 1e-6, kinds=["push"], router=router)
+        }
         related = _related_ids(dep, router, servers)
         window = dep.sim.trace(since=t_pub, until=t_push + 1e-6)
         calls = []
@@ -205,17 +236,28 @@ def distance_phase(dep: Deployment, routers: list[str], samples: int) -> dict[st
             elif kind in ("probe", "interfaces", "push", "appliance") and ev_router == router:
                 method, target = detail.split(" ")[:2]
                 calls.append(("appliance", method, target, detail.rsplit(" ", 1)[-1]))
-        sequences.append(tuple(f"{c[1]} {c[2]}" if c[0] == "appliance" else f"{c[1]} {_template(c[2])}" for c in calls))
+        sequences.append(
+            tuple(
+                f"{c[1]} {c[2]}" if c[0] == "appliance" else f"{c[1]} {_template(c[2])}"
+                for c in calls
+            )
+        )
         # The bare work: the same Neutron/Nova GETs, then one appliance PUT of the same config.
         address = addresses.get(router)
         if address is None:
             continue
-        config = http.get(f"http://{address}:{port}/v1/system/config", timeout=10).json()["configuration"]
+        config = http.get(f"http://{address}:{port}/v1/system/config", timeout=10).json()[
+            "configuration"
+        ]
         gets = [c for c in calls if c[0] == "api" and c[1] == "GET"]
         started = time.perf_counter()
         for _, _method, target, _status in gets:
-            http.get(f"{dep.sim.url}{target}", headers={"X-Auth-Token": token}, timeout=30).raise_for_status()
-        http.put(f"http://{address}:{port}/v1/system/config", json=config, timeout=30).raise_for_status()
+            http.get(
+                f"{dep.sim.url}{target}", headers={"X-Auth-Token": token}, timeout=30
+            ).raise_for_status()
+        http.put(
+            f"http://{address}:{port}/v1/system/config", json=config, timeout=30
+        ).raise_for_status()
         bare.append(time.perf_counter() - started)
         replayed.append(len(gets))
         ours.append(t_push - t_pub)
@@ -224,7 +266,9 @@ def distance_phase(dep: Deployment, routers: list[str], samples: int) -> dict[st
         "samples": len(ours),
         "ours_p50_s": round(statistics.median(ours), 4) if ours else None,
         "bare_p50_s": round(statistics.median(bare), 4) if bare else None,
-        "ratio": round(statistics.median(ours) / statistics.median(bare), 2) if ours and bare else None,
+        "ratio": round(statistics.median(ours) / statistics.median(bare), 2)
+        if ours and bare
+        else None,
         "gets_replayed_p50": statistics.median(replayed) if replayed else None,
         "calls_per_update": list(common[0][0]) if common else [],
         "calls_seen_in": f"{common[0][1]}/{len(sequences)} samples" if common else "",
@@ -239,10 +283,14 @@ def _template(target: str) -> str:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", type=float, default=50.0, help="updates per second in the rate phase")
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="updates per second in the rate phase"
+    )
     parser.add_argument("--events", type=int, default=500, help="updates in the rate phase")
     parser.add_argument("--burst", type=int, default=100, help="updates to one router in the burst")
-    parser.add_argument("--distance-samples", type=int, default=20, help="single updates of the distance phase")
+    parser.add_argument(
+        "--distance-samples", type=int, default=20, help="single updates of the distance phase"
+    )
 
 
 def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
@@ -257,36 +305,69 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     time.sleep(2)
     distance = distance_phase(dep, others, args.distance_samples)
     n = len(configured)
-    cond = (f"{rate['achieved_rate']}/s over {rate['routers']} routers, {rate['measured']} events; CPU "
-            f"orchestrator {rate['orchestrator_cpu_percent']} %, simulator {rate['sim_cpu_percent']} %")
+    cond = (
+        f"{rate['achieved_rate']}/s over {rate['routers']} routers, {rate['measured']} events; CPU "
+        f"orchestrator {rate['orchestrator_cpu_percent']} %, simulator {rate['sim_cpu_percent']} %"
+    )
     if rate["missed"] or rate["send_failures"] or rate["unpublished"]:
         cond += f"; {rate['missed']} never pushed, {rate['send_failures']} failed, {rate['unpublished']} unpublished"
     figs = [
         Figure("notification → config applied (p50)", rate["p50_s"], "s", 0.2, note=cond),
-        Figure("notification → config applied (p99)", rate["p99_s"], "s", 1.0, note=f"max {rate['max_s']} s"),
-        Figure(f"pushes for a burst of {args.burst} updates to one router", burst["pushes"], "", 2.0,
-               target=f"≤ 2 per {args.burst}",
-               note=f"sent in {burst['sent_in_s']} s; last push "
-                    + (f"{burst['last_notification_to_push_s']} s after the last notification"
-                       if burst["pushed_after_last_notification"] else "NOT after the last notification")),
-        Figure("notification → config ÷ bare API work", distance["ratio"], "×", 1.3,
-               note=f"ours p50 {distance['ours_p50_s']} s vs plain script {distance['bare_p50_s']} s "
-                    f"({distance['gets_replayed_p50']} Neutron/Nova GETs + 1 appliance PUT), "
-                    f"{distance['samples']} samples"),
+        Figure(
+            "notification → config applied (p99)",
+            rate["p99_s"],
+            "s",
+            1.0,
+            note=f"max {rate['max_s']} s",
+        ),
+        Figure(
+            f"pushes for a burst of {args.burst} updates to one router",
+            burst["pushes"],
+            "",
+            2.0,
+            target=f"≤ 2 per {args.burst}",
+            note=f"sent in {burst['sent_in_s']} s; last push "
+            + (
+                f"{burst['last_notification_to_push_s']} s after the last notification"
+                if burst["pushed_after_last_notification"]
+                else "NOT after the last notification"
+            ),
+        ),
+        Figure(
+            "notification → config ÷ bare API work",
+            distance["ratio"],
+            "×",
+            1.3,
+            note=f"ours p50 {distance['ours_p50_s']} s vs plain script {distance['bare_p50_s']} s "
+            f"({distance['gets_replayed_p50']} Neutron/Nova GETs + 1 appliance PUT), "
+            f"{distance['samples']} samples",
+        ),
     ]
     return figs, {"routers": n, "rate": rate, "burst": burst, "distance": distance}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     scale.add_args(parser, routers=200)
     add_args(parser)
     args = parser.parse_args(argv)
     with scale.deployment(args) as dep:
         up = scale.bring_up_checked(dep, args)
         figs, details = run(dep, args)
-    report_figures("reaction", figs, {**scale.params(args), "rate": args.rate, "events": args.events,
-                                      "burst": args.burst, "distance_samples": args.distance_samples}, {"bring_up": up, **details})
+    report_figures(
+        "reaction",
+        figs,
+        {
+            **scale.params(args),
+            "rate": args.rate,
+            "events": args.events,
+            "burst": args.burst,
+            "distance_samples": args.distance_samples,
+        },
+        {"bring_up": up, **details},
+    )
     return 0
 
 

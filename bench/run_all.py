@@ -31,7 +31,9 @@ FLEET = ("scale", "poll", "control", "cold")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     scale.add_args(parser, routers=1000)
     poll_sweep.add_args(parser)
     control.add_args(parser)
@@ -46,10 +48,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reaction-routers", type=int, default=200)
     parser.add_argument("--failure-routers", type=int, default=100)
     parser.add_argument("--sim-routers", type=int, default=2000, help="bench.sim_scale --routers")
-    parser.add_argument("--bus-commands", type=int, default=200, help="bench.bus_latency --commands/--queries")
+    parser.add_argument(
+        "--bus-commands", type=int, default=200, help="bench.bus_latency --commands/--queries"
+    )
     args = parser.parse_args(argv)
-    chosen = [s for s in (args.only.split(",") if args.only else
-                          [s for s in ALL if s not in OPT_IN]) if s]
+    chosen = [
+        s for s in (args.only.split(",") if args.only else [s for s in ALL if s not in OPT_IN]) if s
+    ]
     skipped = {s for s in args.skip.split(",") if s}
     unknown = (set(chosen) | skipped) - set(ALL)
     if unknown:
@@ -61,8 +66,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def failed(name: str, exc: BaseException) -> list[Figure]:
     traceback.print_exc()
     log(f"{name} failed: {exc!r}")
-    return [Figure(f"{name}: did not complete", None, limit=0.0, target="completes",
-                   note=f"{type(exc).__name__}: {exc}"[:160])]
+    return [
+        Figure(
+            f"{name}: did not complete",
+            None,
+            limit=0.0,
+            target="completes",
+            note=f"{type(exc).__name__}: {exc}"[:160],
+        )
+    ]
 
 
 def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
@@ -74,8 +86,13 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
     except Exception as exc:  # noqa: BLE001 - the run goes on with the next scenario
         summary += failed("baseline", exc)
         return
-    with Deployment(args.routers, settings=settings, api="control" in wanted, boot_delay=args.boot_delay,
-                    cloud=scale.cloud_settings(args)) as dep:
+    with Deployment(
+        args.routers,
+        settings=settings,
+        api="control" in wanted,
+        boot_delay=args.boot_delay,
+        cloud=scale.cloud_settings(args),
+    ) as dep:
         try:
             figs, details = scale.run(dep, args, base)
         except Exception as exc:  # noqa: BLE001
@@ -85,7 +102,11 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
             report_figures("scale", figs, scale.params(args), details)
             summary += figs
         if dep.orchestrator is None or not dep.orchestrator.alive():
-            summary.append(Figure("fleet: orchestrator exited", None, note=str(details["bring_up"].get("errors"))))
+            summary.append(
+                Figure(
+                    "fleet: orchestrator exited", None, note=str(details["bring_up"].get("errors"))
+                )
+            )
             return
         window = tuple(details["steady"]["window"]) if details.get("steady") else None
         steps: list[tuple[str, Any, str]] = [
@@ -105,13 +126,21 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
                 summary += failed(name, exc)
 
 
-def run_own(module: Any, name: str, routers: int, args: argparse.Namespace, summary: list[Figure],
-            settings: dict[str, Any]) -> None:
+def run_own(
+    module: Any,
+    name: str,
+    routers: int,
+    args: argparse.Namespace,
+    summary: list[Figure],
+    settings: dict[str, Any],
+) -> None:
     """A scenario with a deployment of its own (reaction, failure)."""
     log(f"--- {name} at {routers} routers")
     ns = argparse.Namespace(**{**vars(args), "routers": routers})
     try:
-        with Deployment(routers, settings=settings, boot_delay=args.boot_delay, cloud=scale.cloud_settings(args)) as dep:
+        with Deployment(
+            routers, settings=settings, boot_delay=args.boot_delay, cloud=scale.cloud_settings(args)
+        ) as dep:
             up = scale.bring_up_checked(dep, ns, RuntimeError)
             figs, details = module.run(dep, ns)
         report_figures(name, figs, scale.params(ns), {"bring_up": up, **details})
@@ -129,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log("--- bus_latency")
         try:
-            bus_latency.main(["--commands", str(args.bus_commands), "--queries", str(args.bus_commands)])
+            bus_latency.main(
+                ["--commands", str(args.bus_commands), "--queries", str(args.bus_commands)]
+            )
             summary += control.bus_figures()
         except Exception as exc:  # noqa: BLE001
             summary += failed("bus_latency", exc)
@@ -138,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log("--- sim_scale")
         try:
-            sim_scale.main(["--routers", str(args.sim_routers), "--probes", str(2 * args.sim_routers)])
+            sim_scale.main(
+                ["--routers", str(args.sim_routers), "--probes", str(2 * args.sim_routers)]
+            )
         except Exception as exc:  # noqa: BLE001
             summary += failed("sim_scale", exc)
     if any(s in args.scenarios for s in FLEET):
@@ -170,13 +203,26 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001
             summary += failed("soak", exc)
     elapsed = time.monotonic() - started
-    report_figures("summary", summary, {"scenarios": args.scenarios, "routers": args.routers,
-                                        "minutes": round(elapsed / 60, 1), "set": args.set,
-                                        "cloud": args.cloud, "period": args.period})
+    report_figures(
+        "summary",
+        summary,
+        {
+            "scenarios": args.scenarios,
+            "routers": args.routers,
+            "minutes": round(elapsed / 60, 1),
+            "set": args.set,
+            "cloud": args.cloud,
+            "period": args.period,
+        },
+    )
     if args.set or args.cloud:
-        print(f"orchestrator settings given: [orchestrator] {args.set or '-'}; [cloud] {args.cloud or '-'}")
-    print(f"{sum(f.met == 'yes' for f in summary)} targets met, "
-          f"{sum(f.met.startswith(('NO', 'no')) for f in summary)} missed, in {elapsed / 60:.1f} min")
+        print(
+            f"orchestrator settings given: [orchestrator] {args.set or '-'}; [cloud] {args.cloud or '-'}"
+        )
+    print(
+        f"{sum(f.met == 'yes' for f in summary)} targets met, "
+        f"{sum(f.met.startswith(('NO', 'no')) for f in summary)} missed, in {elapsed / 60:.1f} min"
+    )
     return 0
 
 

@@ -31,19 +31,47 @@ from ._report import Figure, report_figures
 
 
 def add_args(parser: argparse.ArgumentParser, routers: int = 1000) -> None:
-    parser.add_argument("--routers", type=int, default=routers, help="routers in the simulator (default %(default)s)")
-    parser.add_argument("--period", type=float, default=60.0, help="[orchestrator] health_check_period (s)")
-    parser.add_argument("--window", type=float, default=0.0,
-                        help="steady-state measurement window in seconds (default: one period)")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="seconds allowed to populate and configure all (default: 120 + 0.12 s per router)")
+    parser.add_argument(
+        "--routers",
+        type=int,
+        default=routers,
+        help="routers in the simulator (default %(default)s)",
+    )
+    parser.add_argument(
+        "--period", type=float, default=60.0, help="[orchestrator] health_check_period (s)"
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=0.0,
+        help="steady-state measurement window in seconds (default: one period)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="seconds allowed to populate and configure all (default: 120 + 0.12 s per router)",
+    )
     parser.add_argument("--boot-delay", type=float, default=1.0, help="[sim] boot_delay (s)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="no VMs beforehand: the orchestrator boots every one (slow: boots are capped)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an [orchestrator] setting (repeatable), e.g. --set rebuild_concurrency=50")
-    parser.add_argument("--cloud", action="append", default=[], metavar="KEY=VALUE",
-                        help="a [cloud] setting (repeatable), e.g. --cloud status_mode=none")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="no VMs beforehand: the orchestrator boots every one (slow: boots are capped)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an [orchestrator] setting (repeatable), e.g. --set rebuild_concurrency=50",
+    )
+    parser.add_argument(
+        "--cloud",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [cloud] setting (repeatable), e.g. --cloud status_mode=none",
+    )
 
 
 def orchestrator_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,8 +86,13 @@ def cloud_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def deployment(args: argparse.Namespace, api: bool = False) -> Deployment:
     """The simulator and orchestrator a scenario's command line asks for (``add_args``)."""
-    return Deployment(args.routers, settings=orchestrator_settings(args), api=api,
-                      boot_delay=args.boot_delay, cloud=cloud_settings(args))
+    return Deployment(
+        args.routers,
+        settings=orchestrator_settings(args),
+        api=api,
+        boot_delay=args.boot_delay,
+        cloud=cloud_settings(args),
+    )
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, Any]:
@@ -76,7 +109,9 @@ def configure_timeout(args: argparse.Namespace) -> float:
     return args.timeout or 120.0 + 0.12 * args.routers
 
 
-def baseline(settings: dict[str, Any], api: bool, cloud: dict[str, Any] | None = None) -> dict[str, Any]:
+def baseline(
+    settings: dict[str, Any], api: bool, cloud: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The same orchestrator against a simulator without routers: RSS, threads, idle CPU."""
     with Deployment(0, settings=settings, api=api, cloud=cloud) as dep:
         dep.start_sim()
@@ -88,8 +123,11 @@ def baseline(settings: dict[str, Any], api: bool, cloud: dict[str, Any] | None =
         before = orch.sample()
         time.sleep(10)
         after = orch.sample()
-        return {"rss_kib": after.rss_kib, "threads": after.threads,
-                "idle_cpu_percent": round(cpu_percent(before, after), 2)}
+        return {
+            "rss_kib": after.rss_kib,
+            "threads": after.threads,
+            "idle_cpu_percent": round(cpu_percent(before, after), 2),
+        }
 
 
 def bring_up_checked(
@@ -134,28 +172,44 @@ def bring_up(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
         peak_rss = max(peak_rss, orch.sample().rss_kib) if orch.alive() else peak_rss
         done = routers <= pushes.first.keys()
         if time.monotonic() - last_log >= 10 or done:
-            log(f"populate: {len(routers & probes.first.keys())}/{len(routers)} probed, "
-                f"{len(routers & pushes.first.keys())} configured, {time.time() - t0:.0f} s")
+            log(
+                f"populate: {len(routers & probes.first.keys())}/{len(routers)} probed, "
+                f"{len(routers & pushes.first.keys())} configured, {time.time() - t0:.0f} s"
+            )
             last_log = time.monotonic()
         if done or time.monotonic() >= deadline or not orch.alive():
             break
         time.sleep(1.0)
-    orch_after, sim_after = (orch.sample() if orch.alive() else orch_before), proc_sample(dep.sim.pid)
+    orch_after, sim_after = (
+        (orch.sample() if orch.alive() else orch_before),
+        proc_sample(dep.sim.pid),
+    )
     probed = sorted(probes.delays(routers))
     pushed = sorted(pushes.delays(routers))
     api = dep.sim.trace_summary(since=t0, kinds=["api"]).get("api", {})
-    out.update({
-        "timeout_s": timeout,
-        "probed": len(probed), "configured": len(pushed),
-        "all_probed_s": round(probed[-1], 2) if len(probed) == len(routers) and probed else None,
-        "all_configured_s": round(pushed[-1], 2) if len(pushed) == len(routers) and pushed else None,
-        "half_configured_s": round(pushed[len(routers) // 2 - 1], 2) if len(pushed) >= len(routers) // 2 > 0 else None,
-        "cpu_percent_during": round(cpu_percent(orch_before, orch_after), 1),
-        "sim_cpu_percent_during": round(cpu_percent(sim_before, sim_after), 1),
-        "peak_rss_kib": peak_rss,
-        "api_calls": sum(api.values()),
-        "api_calls_by_kind": dict(list(api.items())[:15]),  # Neutron/Nova requests of the bring-up
-    })
+    out.update(
+        {
+            "timeout_s": timeout,
+            "probed": len(probed),
+            "configured": len(pushed),
+            "all_probed_s": round(probed[-1], 2)
+            if len(probed) == len(routers) and probed
+            else None,
+            "all_configured_s": round(pushed[-1], 2)
+            if len(pushed) == len(routers) and pushed
+            else None,
+            "half_configured_s": round(pushed[len(routers) // 2 - 1], 2)
+            if len(pushed) >= len(routers) // 2 > 0
+            else None,
+            "cpu_percent_during": round(cpu_percent(orch_before, orch_after), 1),
+            "sim_cpu_percent_during": round(cpu_percent(sim_before, sim_after), 1),
+            "peak_rss_kib": peak_rss,
+            "api_calls": sum(api.values()),
+            "api_calls_by_kind": dict(
+                list(api.items())[:15]
+            ),  # Neutron/Nova requests of the bring-up
+        }
+    )
     if args.fresh:
         dep.addresses(refresh=True)  # the VMs the orchestrator booted
         dep.servers_of(refresh=True)
@@ -185,46 +239,92 @@ def steady(dep: Deployment, window: float, settle: float = 10.0) -> dict[str, An
     api = summary.get("api", {})
     calls = sum(api.values())
     return {
-        "window": [start, end], "seconds": round(end - start, 1),
+        "window": [start, end],
+        "seconds": round(end - start, 1),
         "cpu_percent": round(cpu_percent(o0, o1), 2),
-        "cpu_percent_max_5s": round(max((cpu_percent(a, b) for a, b in zip([o0, *samples], samples, strict=False)),
-                                        default=float("nan")), 1),
+        "cpu_percent_max_5s": round(
+            max(
+                (cpu_percent(a, b) for a, b in zip([o0, *samples], samples, strict=False)),
+                default=float("nan"),
+            ),
+            1,
+        ),
         "sim_cpu_percent": round(cpu_percent(s0, s1), 2),
-        "rss_kib": o1.rss_kib, "threads": o1.threads,
-        "probes": probes, "pushes": sum(summary.get("push", {}).values()),
+        "rss_kib": o1.rss_kib,
+        "threads": o1.threads,
+        "probes": probes,
+        "pushes": sum(summary.get("push", {}).values()),
         "api_calls": calls,
         "api_calls_per_probe": round(calls / probes, 2) if probes else None,
         "api_calls_by_kind": dict(list(api.items())[:12]),
-        "appliance_calls": {k: sum(v.values()) for k, v in summary.items() if k not in ("api", "notify")},
+        "appliance_calls": {
+            k: sum(v.values()) for k, v in summary.items() if k not in ("api", "notify")
+        },
     }
 
 
-def figures(up: dict[str, Any], st: dict[str, Any] | None, base: dict[str, Any], period: float) -> list[Figure]:
+def figures(
+    up: dict[str, Any], st: dict[str, Any] | None, base: dict[str, Any], period: float
+) -> list[Figure]:
     n = up["routers"]
-    short = "" if up.get("configured") == n else f"only {up.get('configured')}/{n} configured in {up['timeout_s']:.0f} s"
+    short = (
+        ""
+        if up.get("configured") == n
+        else f"only {up.get('configured')}/{n} configured in {up['timeout_s']:.0f} s"
+    )
     figs = [
-        Figure("scale: populate (all routers probed once)", up.get("all_probed_s"), "s",
-               note=f"{n} routers, from process start" + (f"; only {up.get('probed')}/{n} probed" if up.get("all_probed_s") is None else "")),
-        Figure("scale: configure all", up.get("all_configured_s"), "s",
-               note=(short or f"{n} routers, from process start") + ("; VMs booted by the orchestrator" if up.get("fresh") else "; VMs pre-booted")),
+        Figure(
+            "scale: populate (all routers probed once)",
+            up.get("all_probed_s"),
+            "s",
+            note=f"{n} routers, from process start"
+            + (f"; only {up.get('probed')}/{n} probed" if up.get("all_probed_s") is None else ""),
+        ),
+        Figure(
+            "scale: configure all",
+            up.get("all_configured_s"),
+            "s",
+            note=(short or f"{n} routers, from process start")
+            + ("; VMs booted by the orchestrator" if up.get("fresh") else "; VMs pre-booted"),
+        ),
     ]
     if st is not None:
         rss_per = (st["rss_kib"] - base["rss_kib"]) / n if n else None
-        note = f"{n} routers, {st['seconds']:.0f} s window, period {period:.0f} s" + (f"; {short}" if short else "")
+        note = f"{n} routers, {st['seconds']:.0f} s window, period {period:.0f} s" + (
+            f"; {short}" if short else ""
+        )
         figs += [
-            Figure("scale: steady-state CPU (orchestrator)", st["cpu_percent"], "%", 5.0, "<",
-                   target=f"< 5 % of one core (period {period:.0f} s)", note=note),
-            Figure("scale: RSS per router", rss_per, "KiB", 50.0,
-                   target="≤ 50 KiB (at 10,000)",
-                   note=f"({st['rss_kib']:,} − {base['rss_kib']:,} KiB empty) / {n}"),
+            Figure(
+                "scale: steady-state CPU (orchestrator)",
+                st["cpu_percent"],
+                "%",
+                5.0,
+                "<",
+                target=f"< 5 % of one core (period {period:.0f} s)",
+                note=note,
+            ),
+            Figure(
+                "scale: RSS per router",
+                rss_per,
+                "KiB",
+                50.0,
+                target="≤ 50 KiB (at 10,000)",
+                note=f"({st['rss_kib']:,} − {base['rss_kib']:,} KiB empty) / {n}",
+            ),
             Figure("scale: threads", st["threads"], "", note=f"{base['threads']} with no router"),
-            Figure("scale: HTTP calls to Neutron/Nova per poll", st["api_calls_per_probe"], "",
-                   note=f"{st['api_calls']} calls / {st['probes']} probes in the window"),
+            Figure(
+                "scale: HTTP calls to Neutron/Nova per poll",
+                st["api_calls_per_probe"],
+                "",
+                note=f"{st['api_calls']} calls / {st['probes']} probes in the window",
+            ),
         ]
     return figs
 
 
-def run(dep: Deployment, args: argparse.Namespace, base: dict[str, Any]) -> tuple[list[Figure], dict[str, Any]]:
+def run(
+    dep: Deployment, args: argparse.Namespace, base: dict[str, Any]
+) -> tuple[list[Figure], dict[str, Any]]:
     """Bring the fleet up and measure it; ``details["steady"]["window"]`` is the trace window."""
     up = bring_up(dep, args)
     st = None
@@ -243,23 +343,41 @@ def stop(dep: Deployment) -> tuple[list[Figure], dict[str, Any]]:
     since = time.time()
     took = orch.stop()
     vm_changes = dep.sim.trace(since=since, kinds=["boot", "delete"])
-    out = {"routers": n, "stop_s": round(took, 2), "boots_or_deletes": len(vm_changes),
-           "returncode": orch.proc.returncode if orch.proc else None}
+    out = {
+        "routers": n,
+        "stop_s": round(took, 2),
+        "boots_or_deletes": len(vm_changes),
+        "returncode": orch.proc.returncode if orch.proc else None,
+    }
     return [
         Figure("stop: SIGTERM → process exit", took, "s", 10.0, note=f"{n} routers configured"),
-        Figure("stop: VMs booted or deleted while stopping", len(vm_changes), "", 0.0,
-               note="Nova boots and deletes between SIGTERM and exit (trace)"),
+        Figure(
+            "stop: VMs booted or deleted while stopping",
+            len(vm_changes),
+            "",
+            0.0,
+            note="Nova boots and deletes between SIGTERM and exit (trace)",
+        ),
     ], out
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
-    return {"routers": args.routers, "health_check_period": args.period, "window": args.window or args.period,
-            "boot_delay": args.boot_delay, "fresh": args.fresh, "set": args.set, "cloud": args.cloud,
-            "configure_timeout": configure_timeout(args)}
+    return {
+        "routers": args.routers,
+        "health_check_period": args.period,
+        "window": args.window or args.period,
+        "boot_delay": args.boot_delay,
+        "fresh": args.fresh,
+        "set": args.set,
+        "cloud": args.cloud,
+        "configure_timeout": configure_timeout(args),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     args = parser.parse_args(argv)
     settings = orchestrator_settings(args)

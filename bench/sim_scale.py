@@ -37,32 +37,60 @@ def boot_all(cloud: SimCloud) -> list[tuple[str, str]]:
     admin, neutron, nova = cloud.admin, cloud.neutron, cloud.nova
     out = []
     for router_id, made in cloud.topology.items():
-        mgt = neutron.create("port", {
-            "network_id": cloud.management_network_id, "name": f"ASTARA:MGT:{router_id}",
-            "fixed_ips": [{"subnet_id": cloud.management_subnet_id}], "port_security_enabled": False,
-        }, admin)
+        mgt = neutron.create(
+            "port",
+            {
+                "network_id": cloud.management_network_id,
+                "name": f"ASTARA:MGT:{router_id}",
+                "fixed_ips": [{"subnet_id": cloud.management_subnet_id}],
+                "port_security_enabled": False,
+            },
+            admin,
+        )
         ports = [mgt["id"]]
         for network_id in (cloud.external_network_id, made["network"]):
-            ports.append(neutron.create("port", {
-                "network_id": network_id, "name": f"ASTARA:VRRP:{router_id}", "fixed_ips": [],
-                "port_security_enabled": False,
-            }, admin)["id"])
-        server = nova.create(admin, name=f"ak-router-{router_id}_0", image_id="astara-appliance",
-                             flavor_id="astara-router", port_ids=ports[:1], then_attach=ports[1:],
-                             config_drive=True)  # VRRP ports plugged once ACTIVE, as we do
+            ports.append(
+                neutron.create(
+                    "port",
+                    {
+                        "network_id": network_id,
+                        "name": f"ASTARA:VRRP:{router_id}",
+                        "fixed_ips": [],
+                        "port_security_enabled": False,
+                    },
+                    admin,
+                )["id"]
+            )
+        server = nova.create(
+            admin,
+            name=f"ak-router-{router_id}_0",
+            image_id="astara-appliance",
+            flavor_id="astara-router",
+            port_ids=ports[:1],
+            then_attach=ports[1:],
+            config_drive=True,
+        )  # VRRP ports plugged once ACTIVE, as we do
         out.append((server["id"], mgt["fixed_ips"][0]["ip_address"]))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--routers", type=int, default=10_000)
     parser.add_argument("--probes", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args(argv)
     tenants = max(1, args.routers // 100)
-    settings = SimSettings(port=0, tenants=tenants, routers_per_tenant=args.routers // tenants,
-                           boot_delay=0.0, delete_delay=0.0, seed=1)
+    settings = SimSettings(
+        port=0,
+        tenants=tenants,
+        routers_per_tenant=args.routers // tenants,
+        boot_delay=0.0,
+        delete_delay=0.0,
+        seed=1,
+    )
     rss_start = rss_mib()
     cloud = SimCloud(settings).start()
     try:
@@ -102,14 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         "agents_listening": agents,
         "create_routers_s": round(create_s, 1),
         "boot_vms_s": round(boot_s, 1),
-        "alive_p50_ms": alive["p50_ms"], "alive_p99_ms": alive["p99_ms"],
-        "push_p50_ms": push["p50_ms"], "push_p99_ms": push["p99_ms"],
+        "alive_p50_ms": alive["p50_ms"],
+        "alive_p99_ms": alive["p99_ms"],
+        "push_p50_ms": push["p50_ms"],
+        "push_p99_ms": push["p99_ms"],
         "probes_per_s": round(2 * args.probes / probe_s),
         "rss_mib": round(rss_loaded - rss_start, 1),
         "rss_per_router_kib": round((rss_loaded - rss_start) * 1024 / max(1, routers), 1),
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }
-    report("sim_scale", [row], {"routers": args.routers, "probes": args.probes, "threads": args.threads})
+    report(
+        "sim_scale",
+        [row],
+        {"routers": args.routers, "probes": args.probes, "threads": args.threads},
+    )
     return 0
 
 

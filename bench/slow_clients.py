@@ -40,15 +40,27 @@ HEAD = b"GET /healthz HTTP/1.1\r\nHost: astara-api\r\nUser-Agent: slowloris\r\nX
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow", type=int, default=200, help="slow connections held open")
-    parser.add_argument("--slow-interval", type=float, default=3.0,
-                        help="seconds between two bytes of a slow connection")
-    parser.add_argument("--slow-duration", type=float, default=20.0,
-                        help="seconds each phase (unloaded, loaded) is measured")
+    parser.add_argument(
+        "--slow-interval",
+        type=float,
+        default=3.0,
+        help="seconds between two bytes of a slow connection",
+    )
+    parser.add_argument(
+        "--slow-duration",
+        type=float,
+        default=20.0,
+        help="seconds each phase (unloaded, loaded) is measured",
+    )
     parser.add_argument("--slow-clients", type=int, default=4, help="normal client threads")
     parser.add_argument("--slow-routers", type=int, default=20, help="routers in the fleet")
     parser.add_argument("--api-workers", type=int, default=2, help="[api] workers")
-    parser.add_argument("--request-timeout", type=float, default=10.0,
-                        help="seconds a normal request may take before it counts as failed")
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a normal request may take before it counts as failed",
+    )
 
 
 class SlowLoris:
@@ -88,7 +100,7 @@ class SlowLoris:
     def _drip(self) -> None:
         for sock in list(self.socks):
             sent = self.sent[sock]
-            byte = HEAD[sent:sent + 1] or b"a"
+            byte = HEAD[sent : sent + 1] or b"a"
             try:
                 sock.send(byte)
                 self.sent[sock] = sent + 1
@@ -137,9 +149,13 @@ class SlowLoris:
         for sock in self.socks:
             sock.close()
         samples = self.open_samples or [len(self.socks)]
-        return {"wanted": self.count, "open_min": min(samples), "open_max": max(samples),
-                "reopened_after_server_close": self.reopened,
-                "connect_failures": self.connect_failures}
+        return {
+            "wanted": self.count,
+            "open_min": min(samples),
+            "open_max": max(samples),
+            "reopened_after_server_close": self.reopened,
+            "connect_failures": self.connect_failures,
+        }
 
 
 def normal_clients(base: str, threads: int, duration: float, timeout: float) -> dict[str, Any]:
@@ -179,14 +195,19 @@ def normal_clients(base: str, threads: int, duration: float, timeout: float) -> 
     latencies = [r[1] for r in results]
     good = sum(1 for r in results if r[2])
     per_path = {
-        path: {"n": sum(1 for r in results if r[0] == path),
-               "ok": sum(1 for r in results if r[0] == path and r[2]),
-               "p99_ms": round(percentile([r[1] for r in results if r[0] == path], 99) * 1000, 1)}
+        path: {
+            "n": sum(1 for r in results if r[0] == path),
+            "ok": sum(1 for r in results if r[0] == path and r[2]),
+            "p99_ms": round(percentile([r[1] for r in results if r[0] == path], 99) * 1000, 1),
+        }
         for path in ("/healthz", "/routers")
     }
     return {
-        "requests": len(results), "ok": good, "failed": len(results) - good,
-        "seconds": round(elapsed, 2), "ok_per_s": round(good / max(elapsed, 1e-9), 1),
+        "requests": len(results),
+        "ok": good,
+        "failed": len(results) - good,
+        "seconds": round(elapsed, 2),
+        "ok_per_s": round(good / max(elapsed, 1e-9), 1),
         "p50_ms": round(percentile(latencies, 50) * 1000, 1) if latencies else None,
         "p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else None,
         "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
@@ -218,47 +239,76 @@ def run(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
             raise RuntimeError(f"the orchestrator or its API did not come up (see {orch.log_path})")
         base = orch.api_url
         log(f"slow_clients: unloaded, {args.slow_clients} clients for {args.slow_duration:.0f} s")
-        details["unloaded"] = normal_clients(base, args.slow_clients, args.slow_duration,
-                                             args.request_timeout)
+        details["unloaded"] = normal_clients(
+            base, args.slow_clients, args.slow_duration, args.request_timeout
+        )
         log(f"slow_clients: {args.slow} slow connections, a byte every {args.slow_interval:g} s")
         loris = SlowLoris(orch.api_port, args.slow, args.slow_interval).start()
         time.sleep(args.slow_interval + 0.5)  # every slow connection has sent a few bytes
         log(f"slow_clients: loaded, {args.slow_clients} clients for {args.slow_duration:.0f} s")
-        details["loaded"] = normal_clients(base, args.slow_clients, args.slow_duration,
-                                           args.request_timeout)
+        details["loaded"] = normal_clients(
+            base, args.slow_clients, args.slow_duration, args.request_timeout
+        )
         details["slow"] = loris.stop()
         details["api_alive_after"] = orch.wait_api(30)
     unloaded, loaded, slow = details["unloaded"], details["loaded"], details["slow"]
     ratio = 100.0 * loaded["ok_per_s"] / unloaded["ok_per_s"] if unloaded["ok_per_s"] else None
-    conditions = (f"{slow['wanted']} slow connections (held {slow['open_min']}–{slow['open_max']}, "
-                  f"{slow['reopened_after_server_close']} reopened after the server closed them), "
-                  f"a byte every {args.slow_interval:g} s")
+    conditions = (
+        f"{slow['wanted']} slow connections (held {slow['open_min']}–{slow['open_max']}, "
+        f"{slow['reopened_after_server_close']} reopened after the server closed them), "
+        f"a byte every {args.slow_interval:g} s"
+    )
     figs = [
-        Figure("API requests/s, unloaded", unloaded["ok_per_s"], "req/s",
-               note=f"{args.slow_clients} clients, GET /healthz and /routers; p99 "
-                    f"{unloaded['p99_ms']} ms"),
+        Figure(
+            "API requests/s, unloaded",
+            unloaded["ok_per_s"],
+            "req/s",
+            note=f"{args.slow_clients} clients, GET /healthz and /routers; p99 "
+            f"{unloaded['p99_ms']} ms",
+        ),
         # "≥ 50 % of the unloaded throughput", as the report's targets are upper bounds:
-        Figure("API throughput lost under slow clients", None if ratio is None else round(100 - ratio, 1),
-               "%", 50.0, note=f"{loaded['ok_per_s']} req/s = {ratio or 0:.0f} % of unloaded; "
-                               f"{conditions}"),
-        Figure("API p99 under slow clients", loaded["p99_ms"], "ms", 500.0,
-               note=f"p50 {loaded['p50_ms']} ms, max {loaded['max_ms']} ms"),
-        Figure("API requests failed under slow clients", loaded["failed"], "", 0.0,
-               note=f"of {loaded['requests']}; timeout {args.request_timeout:g} s per request"),
+        Figure(
+            "API throughput lost under slow clients",
+            None if ratio is None else round(100 - ratio, 1),
+            "%",
+            50.0,
+            note=f"{loaded['ok_per_s']} req/s = {ratio or 0:.0f} % of unloaded; {conditions}",
+        ),
+        Figure(
+            "API p99 under slow clients",
+            loaded["p99_ms"],
+            "ms",
+            500.0,
+            note=f"p50 {loaded['p50_ms']} ms, max {loaded['max_ms']} ms",
+        ),
+        Figure(
+            "API requests failed under slow clients",
+            loaded["failed"],
+            "",
+            0.0,
+            note=f"of {loaded['requests']}; timeout {args.request_timeout:g} s per request",
+        ),
     ]
     return figs, details
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
-    return {"slow": args.slow, "interval": args.slow_interval, "duration": args.slow_duration,
-            "clients": args.slow_clients, "routers": args.slow_routers,
-            "api_workers": args.api_workers, "request_timeout": args.request_timeout,
-            "source": str(SOURCE)}
+    return {
+        "slow": args.slow,
+        "interval": args.slow_interval,
+        "duration": args.slow_duration,
+        "clients": args.slow_clients,
+        "routers": args.slow_routers,
+        "api_workers": args.api_workers,
+        "request_timeout": args.request_timeout,
+        "source": str(SOURCE),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_args(parser)
     args = parser.parse_args(argv)
     figs, details = run(args)

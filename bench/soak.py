@@ -53,23 +53,55 @@ _THAWED = re.compile(r"heap thawed and frozen again: (\d+) objects in cycles rec
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--soak-rate", type=float, default=20.0,
-                        help="[sim] load_rate while soaking: operations per second (a quarter are deletes)")
-    parser.add_argument("--soak-deletes", type=int, default=3000, help="soak until this many routers were deleted")
-    parser.add_argument("--soak-warmup-deletes", type=int, default=1000,
-                        help="deletes left out of the slope (the process growing to its working set)")
-    parser.add_argument("--soak-timeout", type=float, default=0.0,
-                        help="seconds of churn at most (default: twice the expected time, + 120 s)")
-    parser.add_argument("--soak-freeze-interval", type=float, default=10.0,
-                        help="[orchestrator] heap_freeze_interval while soaking (s)")
-    parser.add_argument("--soak-sweep-interval", type=float, default=60.0,
-                        help="[orchestrator] orphan_sweep_period and config_check_interval while "
-                             "soaking (s): the periodic listings run several times, in the warm-up first")
-    parser.add_argument("--soak-sample-every", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--soak-warmup", type=float, default=90.0,
-                        help="seconds of churn left out of the slope (at least)")
-    parser.add_argument("--soak-settle", type=float, default=45.0,
-                        help="seconds between the end of the load and the last look")
+    parser.add_argument(
+        "--soak-rate",
+        type=float,
+        default=20.0,
+        help="[sim] load_rate while soaking: operations per second (a quarter are deletes)",
+    )
+    parser.add_argument(
+        "--soak-deletes", type=int, default=3000, help="soak until this many routers were deleted"
+    )
+    parser.add_argument(
+        "--soak-warmup-deletes",
+        type=int,
+        default=1000,
+        help="deletes left out of the slope (the process growing to its working set)",
+    )
+    parser.add_argument(
+        "--soak-timeout",
+        type=float,
+        default=0.0,
+        help="seconds of churn at most (default: twice the expected time, + 120 s)",
+    )
+    parser.add_argument(
+        "--soak-freeze-interval",
+        type=float,
+        default=10.0,
+        help="[orchestrator] heap_freeze_interval while soaking (s)",
+    )
+    parser.add_argument(
+        "--soak-sweep-interval",
+        type=float,
+        default=60.0,
+        help="[orchestrator] orphan_sweep_period and config_check_interval while "
+        "soaking (s): the periodic listings run several times, in the warm-up first",
+    )
+    parser.add_argument(
+        "--soak-sample-every", type=float, default=10.0, help="seconds between samples"
+    )
+    parser.add_argument(
+        "--soak-warmup",
+        type=float,
+        default=90.0,
+        help="seconds of churn left out of the slope (at least)",
+    )
+    parser.add_argument(
+        "--soak-settle",
+        type=float,
+        default=45.0,
+        help="seconds between the end of the load and the last look",
+    )
 
 
 def soak_timeout(args: argparse.Namespace) -> float:
@@ -87,8 +119,10 @@ def look(dep: Deployment) -> tuple[dict[str, int] | None, int | None]:
         return None, None
     text = next((r.get("answer", {}).get("metrics", "") for r in replies if r.get("ok")), "")
     pool = _POOL_THREADS.search(text)
-    return ({state: int(float(value)) for state, value in _ROUTERS.findall(text)},
-            int(float(pool.group(1))) if pool else None)
+    return (
+        {state: int(float(value)) for state, value in _ROUTERS.findall(text)},
+        int(float(pool.group(1))) if pool else None,
+    )
 
 
 def load_counts(dep: Deployment) -> dict[str, int]:
@@ -124,8 +158,11 @@ def fit(ys: list[float], *columns: list[float]) -> list[float] | None:
     my = sum(ys) / n
     y = [v - my for v in ys]
     # Normal equations (X'X) b = X'y, solved by Gaussian elimination with partial pivoting.
-    a = [[sum(p * q for p, q in zip(xs[i], xs[j], strict=True)) for j in range(k)]
-         + [sum(p * q for p, q in zip(xs[i], y, strict=True))] for i in range(k)]
+    a = [
+        [sum(p * q for p, q in zip(xs[i], xs[j], strict=True)) for j in range(k)]
+        + [sum(p * q for p, q in zip(xs[i], y, strict=True))]
+        for i in range(k)
+    ]
     scale = max((a[i][i] for i in range(k)), default=0.0)
     for col in range(k):
         pivot = max(range(col, k), key=lambda r: abs(a[r][col]))
@@ -139,8 +176,9 @@ def fit(ys: list[float], *columns: list[float]) -> list[float] | None:
     return [a[i][k] / a[i][i] for i in range(k)]
 
 
-def slope_adjusted(deleted: list[float], live_routers: list[float], rss: list[float]
-                   ) -> tuple[float | None, float | None]:
+def slope_adjusted(
+    deleted: list[float], live_routers: list[float], rss: list[float]
+) -> tuple[float | None, float | None]:
     """Least squares of RSS over deletes *and* the live routers (creates and deletes balance
     only on average: a fleet 50 routers larger holds 2 MB more, which must not pass for a
     leak). Returns (KiB per delete, KiB per live router); (None, None) when the two cannot be
@@ -171,8 +209,10 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     first = orch.sample()
     states0, pool0 = look(dep)
     counts0 = load_counts(dep)
-    log(f"soak: {live(states0)} routers, {first.rss_kib:,} KiB, {first.threads} threads; "
-        f"churning at {args.soak_rate}/s until {args.soak_deletes} deletes")
+    log(
+        f"soak: {live(states0)} routers, {first.rss_kib:,} KiB, {first.threads} threads; "
+        f"churning at {args.soak_rate}/s until {args.soak_deletes} deletes"
+    )
     set_load(dep, args.soak_rate)
     started = time.monotonic()
     deadline = started + soak_timeout(args)
@@ -185,17 +225,26 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
             counts = load_counts(dep)
             deleted = counts.get("delete", 0) - counts0.get("delete", 0)
             states, pool = look(dep)
-            samples.append({"t": round(s.at - started, 1), "rss_kib": s.rss_kib, "threads": s.threads,
-                            "pool_threads": pool,
-                            "cpu_s": round(s.cpu_s, 2), "deleted": deleted,
-                            "created": counts.get("create", 0) - counts0.get("create", 0),
-                            "updated": counts.get("update", 0) - counts0.get("update", 0),
-                            "failed": counts.get("failed", 0) - counts0.get("failed", 0),
-                            "routers": states})
+            samples.append(
+                {
+                    "t": round(s.at - started, 1),
+                    "rss_kib": s.rss_kib,
+                    "threads": s.threads,
+                    "pool_threads": pool,
+                    "cpu_s": round(s.cpu_s, 2),
+                    "deleted": deleted,
+                    "created": counts.get("create", 0) - counts0.get("create", 0),
+                    "updated": counts.get("update", 0) - counts0.get("update", 0),
+                    "failed": counts.get("failed", 0) - counts0.get("failed", 0),
+                    "routers": states,
+                }
+            )
             if time.monotonic() - last_log >= 60:
-                log(f"soak: {deleted} deleted in {s.at - started:.0f} s; {s.rss_kib:,} KiB, "
+                log(
+                    f"soak: {deleted} deleted in {s.at - started:.0f} s; {s.rss_kib:,} KiB, "
                     f"{s.threads} threads, gone {None if states is None else states.get('gone')}, "
-                    f"live {live(states)}")
+                    f"live {live(states)}"
+                )
                 last_log = time.monotonic()
             if deleted >= args.soak_deletes or time.monotonic() >= deadline:
                 break
@@ -208,95 +257,166 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     last = orch.sample() if alive else None
     states1, pool1 = look(dep) if alive else (None, None)
     counts1 = load_counts(dep)
-    steady = [p for p in samples
-              if p["t"] >= args.soak_warmup and p["deleted"] >= args.soak_warmup_deletes]
+    steady = [
+        p
+        for p in samples
+        if p["t"] >= args.soak_warmup and p["deleted"] >= args.soak_warmup_deletes
+    ]
     raw = slope([p["deleted"] for p in steady], [p["rss_kib"] for p in steady])
     counted = [p for p in steady if p["routers"] is not None]
-    per_delete, per_router = slope_adjusted([p["deleted"] for p in counted],
-                                            [live(p["routers"]) for p in counted],  # type: ignore[misc]
-                                            [p["rss_kib"] for p in counted])
+    per_delete, per_router = slope_adjusted(
+        [p["deleted"] for p in counted],
+        [live(p["routers"]) for p in counted],  # type: ignore[misc]
+        [p["rss_kib"] for p in counted],
+    )
     # The elastic pool's workers come and go with the work (up to actor_threads_max), each
     # with a stack and allocator state that stay mapped for a while: growth with the pool,
     # bounded, is not growth with the deletes.
     pooled = [p for p in counted if p["pool_threads"] is not None]
-    by_pool = fit([p["rss_kib"] for p in pooled], [p["deleted"] for p in pooled],
-                  [p["pool_threads"] for p in pooled])
+    by_pool = fit(
+        [p["rss_kib"] for p in pooled],
+        [p["deleted"] for p in pooled],
+        [p["pool_threads"] for p in pooled],
+    )
     deleted = counts1.get("delete", 0) - counts0.get("delete", 0)
     n_thaws, reclaimed = thaws(dep)
     gone = None if states1 is None else states1.get("gone", 0)
     out = {
-        "load_rate": args.soak_rate, "churn_s": round(churned, 1), "settle_s": args.soak_settle,
-        "deleted": deleted, "created": counts1.get("create", 0) - counts0.get("create", 0),
+        "load_rate": args.soak_rate,
+        "churn_s": round(churned, 1),
+        "settle_s": args.soak_settle,
+        "deleted": deleted,
+        "created": counts1.get("create", 0) - counts0.get("create", 0),
         "updated": counts1.get("update", 0) - counts0.get("update", 0),
         "failed_operations": counts1.get("failed", 0) - counts0.get("failed", 0),
-        "rss_kib_start": first.rss_kib, "rss_kib_end": last.rss_kib if last else None,
+        "rss_kib_start": first.rss_kib,
+        "rss_kib_end": last.rss_kib if last else None,
         "rss_kib_per_delete": None if raw is None else round(raw, 3),
         "rss_kib_per_delete_fleet_adjusted": None if per_delete is None else round(per_delete, 3),
         "slope_window_deletes": [steady[0]["deleted"], steady[-1]["deleted"]] if steady else None,
         "rss_kib_per_live_router": None if per_router is None else round(per_router, 2),
         "rss_kib_per_delete_pool_adjusted": None if by_pool is None else round(by_pool[0], 3),
         "rss_kib_per_pool_thread": None if by_pool is None else round(by_pool[1], 1),
-        "threads_start": first.threads, "threads_end": last.threads if last else None,
-        "pool_threads_start": pool0, "pool_threads_end": pool1,
+        "threads_start": first.threads,
+        "threads_end": last.threads if last else None,
+        "pool_threads_start": pool0,
+        "pool_threads_end": pool1,
         "threads_max": max((p["threads"] for p in samples), default=None),
         "cpu_percent": round(cpu_percent(first, last), 1) if last else None,
-        "routers_start": states0, "routers_end": states1,
+        "routers_start": states0,
+        "routers_end": states1,
         "gone_max": max((p["routers"] or {}).get("gone", 0) for p in samples) if samples else None,
-        "thaws_reclaiming": n_thaws, "objects_reclaimed_by_thaws": reclaimed,
+        "thaws_reclaiming": n_thaws,
+        "objects_reclaimed_by_thaws": reclaimed,
         "samples": samples,
     }
     if not alive:
         out["errors"] = orch.errors()
-    other_threads = (None if last is None or pool0 is None or pool1 is None
-                     else (last.threads - pool1) - (first.threads - pool0))
-    window = (f"{steady[0]['deleted']:,}–{steady[-1]['deleted']:,} (after {args.soak_warmup:.0f} s "
-              f"and {args.soak_warmup_deletes:,} deletes)" if steady else "— (too short a run)")
-    cond = (f"{deleted:,} deleted, {out['created']:,} created, {out['updated']:,} updated in "
-            f"{churned:.0f} s (load {args.soak_rate:g}/s); heap freezer every "
-            f"{args.soak_freeze_interval:g} s; live routers {live(states0)} → {live(states1)}")
+    other_threads = (
+        None
+        if last is None or pool0 is None or pool1 is None
+        else (last.threads - pool1) - (first.threads - pool0)
+    )
+    window = (
+        f"{steady[0]['deleted']:,}–{steady[-1]['deleted']:,} (after {args.soak_warmup:.0f} s "
+        f"and {args.soak_warmup_deletes:,} deletes)"
+        if steady
+        else "— (too short a run)"
+    )
+    cond = (
+        f"{deleted:,} deleted, {out['created']:,} created, {out['updated']:,} updated in "
+        f"{churned:.0f} s (load {args.soak_rate:g}/s); heap freezer every "
+        f"{args.soak_freeze_interval:g} s; live routers {live(states0)} → {live(states1)}"
+    )
     figs = [
-        Figure("soak: RSS growth per deleted router", raw, "KiB", SLOPE_TARGET,
-               note=f"{cond}; RSS {first.rss_kib:,} → {out['rss_kib_end'] or 0:,} KiB; slope over "
-                    f"deletes {window}" + (f"; with the fleet's size regressed out "
-                    f"{per_delete:.2f} KiB per delete, {per_router:.2f} KiB per live router"
-                    if per_delete is not None and per_router is not None else "")
-                    + (f"; with the pool's workers regressed out {by_pool[0]:.2f} KiB per delete, "
-                       f"{by_pool[1]:.0f} KiB per worker" if by_pool is not None else "")),
-        Figure("soak: routers left in state gone", gone, "", GONE_TARGET,
-               note=f"astara_routers{{state=\"gone\"}} {args.soak_settle:.0f} s after the load; "
-                    f"at most {out['gone_max']} during it"),
-        Figure("soak: threads outside the actor pool, end − start", other_threads, "", 0.0,
-               target="≤ 0 (flat)",
-               note=f"all threads {first.threads} → {out['threads_end']} (at most "
-                    f"{out['threads_max']} under load); the pool's workers {pool0} → {pool1} "
-                    "(elastic, within actor_threads_max)"),
-        Figure("soak: objects in cycles the freezer's thaws reclaimed", reclaimed, "",
-               note=f"{n_thaws} thaws found something; 0 when no deleted router left a cycle"),
-        Figure("soak: CPU of the orchestrator under churn", out["cpu_percent"], "%",
-               note=f"{live(states0)} routers, load {args.soak_rate:g}/s"),
+        Figure(
+            "soak: RSS growth per deleted router",
+            raw,
+            "KiB",
+            SLOPE_TARGET,
+            note=f"{cond}; RSS {first.rss_kib:,} → {out['rss_kib_end'] or 0:,} KiB; slope over "
+            f"deletes {window}"
+            + (
+                f"; with the fleet's size regressed out "
+                f"{per_delete:.2f} KiB per delete, {per_router:.2f} KiB per live router"
+                if per_delete is not None and per_router is not None
+                else ""
+            )
+            + (
+                f"; with the pool's workers regressed out {by_pool[0]:.2f} KiB per delete, "
+                f"{by_pool[1]:.0f} KiB per worker"
+                if by_pool is not None
+                else ""
+            ),
+        ),
+        Figure(
+            "soak: routers left in state gone",
+            gone,
+            "",
+            GONE_TARGET,
+            note=f'astara_routers{{state="gone"}} {args.soak_settle:.0f} s after the load; '
+            f"at most {out['gone_max']} during it",
+        ),
+        Figure(
+            "soak: threads outside the actor pool, end − start",
+            other_threads,
+            "",
+            0.0,
+            target="≤ 0 (flat)",
+            note=f"all threads {first.threads} → {out['threads_end']} (at most "
+            f"{out['threads_max']} under load); the pool's workers {pool0} → {pool1} "
+            "(elastic, within actor_threads_max)",
+        ),
+        Figure(
+            "soak: objects in cycles the freezer's thaws reclaimed",
+            reclaimed,
+            "",
+            note=f"{n_thaws} thaws found something; 0 when no deleted router left a cycle",
+        ),
+        Figure(
+            "soak: CPU of the orchestrator under churn",
+            out["cpu_percent"],
+            "%",
+            note=f"{live(states0)} routers, load {args.soak_rate:g}/s",
+        ),
     ]
     return figs, out
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
-    return {**scale.params(args), "load_rate": args.soak_rate, "deletes": args.soak_deletes,
-            "soak_timeout": soak_timeout(args), "heap_freeze_interval": args.soak_freeze_interval,
-            "sweep_interval": args.soak_sweep_interval,
-            "sample_every": args.soak_sample_every, "warmup": args.soak_warmup,
-            "warmup_deletes": args.soak_warmup_deletes, "settle": args.soak_settle}
+    return {
+        **scale.params(args),
+        "load_rate": args.soak_rate,
+        "deletes": args.soak_deletes,
+        "soak_timeout": soak_timeout(args),
+        "heap_freeze_interval": args.soak_freeze_interval,
+        "sweep_interval": args.soak_sweep_interval,
+        "sample_every": args.soak_sample_every,
+        "warmup": args.soak_warmup,
+        "warmup_deletes": args.soak_warmup_deletes,
+        "settle": args.soak_settle,
+    }
 
 
 def deployment(args: argparse.Namespace) -> Deployment:
-    settings = {"heap_freeze_interval": args.soak_freeze_interval,
-                "orphan_sweep_period": args.soak_sweep_interval,
-                "config_check_interval": args.soak_sweep_interval,
-                **scale.orchestrator_settings(args)}
-    return Deployment(args.routers, settings=settings, boot_delay=args.boot_delay,
-                      cloud=scale.cloud_settings(args))
+    settings = {
+        "heap_freeze_interval": args.soak_freeze_interval,
+        "orphan_sweep_period": args.soak_sweep_interval,
+        "config_check_interval": args.soak_sweep_interval,
+        **scale.orchestrator_settings(args),
+    }
+    return Deployment(
+        args.routers,
+        settings=settings,
+        boot_delay=args.boot_delay,
+        cloud=scale.cloud_settings(args),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     scale.add_args(parser, routers=200)
     add_args(parser)
     args = parser.parse_args(argv)

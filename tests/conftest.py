@@ -50,6 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # --- the orchestrator on an in-memory cloud ---------------------------------------------------
 
+
 @pytest.fixture
 def cloud() -> MemoryCloud:
     return MemoryCloud()
@@ -60,7 +61,10 @@ def make_harness(cloud: MemoryCloud) -> Iterator[Callable[..., Harness]]:
     started: list[Harness] = []
 
     def make(
-        appliance: Any = None, owns: Any = None, claim: Any = None, release: Any = None,
+        appliance: Any = None,
+        owns: Any = None,
+        claim: Any = None,
+        release: Any = None,
         **overrides: Any,
     ) -> Harness:
         harness = Harness(cloud, fast_settings(cloud, **overrides), appliance, owns, claim, release)
@@ -75,6 +79,7 @@ def make_harness(cloud: MemoryCloud) -> Iterator[Callable[..., Harness]]:
 
 
 # --- buses -------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def memory_bus() -> Iterator[None]:
@@ -133,6 +138,7 @@ def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
 
 
 # --- Redis -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def redis_url() -> str:

@@ -151,7 +151,9 @@ def test_errored_router_retries_by_itself_after_the_cooldown(
     h = make_harness(reboot_error_threshold=2)
     cloud.fail_boots(2)
     h.runtime.deliver(Event(router, T1, Action.CREATE))
-    h.wait_for(lambda: router in h.instances and str(h.instance(router).state) == "error", what="error")
+    h.wait_for(
+        lambda: router in h.instances and str(h.instance(router).state) == "error", what="error"
+    )
     # No operator event: the planned retry clears the error and boots again.
     h.wait_for(lambda: h.configured(router), what="configured after the automatic retry")
     transitions = h.runtime.dump(router)["transitions"]
@@ -233,7 +235,9 @@ def test_dead_tenant_is_restarted_with_its_routers(
     create(h, b, T1)
     h.fail_instance_for.add("doomed")
     h.runtime.deliver(Event("doomed", T1, Action.CREATE))  # the tenant crashes building it
-    h.wait_for(lambda: len(h.instances[a]) == 2 and len(h.instances[b]) == 2, what="routers restarted")
+    h.wait_for(
+        lambda: len(h.instances[a]) == 2 and len(h.instances[b]) == 2, what="routers restarted"
+    )
     tree = h.runtime.dump()
     tenant = next(t for t in tree["tenants"] if t["tenant_id"] == T1)
     assert tenant["restarts"] == 1
@@ -249,7 +253,9 @@ def test_delete_reaches_a_booting_router_at_once_and_cleans_up(
     h = make_harness(boot_check_interval=30.0)
     cloud.boot_delay = 3600.0  # the VM stays in BUILD: the router waits on a scheduled check
     h.runtime.deliver(Event(router, T1, Action.CREATE))
-    h.wait_for(lambda: router in h.instances and str(h.instance(router).state) == "booting", what="booting")
+    h.wait_for(
+        lambda: router in h.instances and str(h.instance(router).state) == "booting", what="booting"
+    )
     assert h.runtime.dump(router)["state"] == "CalcAction"
     cloud.delete_router(router)
     h.runtime.deliver(Event(router, T1, Action.DELETE))
@@ -271,7 +277,15 @@ def test_workers_dump_shows_the_whole_tree(
     tree = h.runtime.dump()
     assert tree["tenant_count"] == 2 and tree["router_count"] == 2
     router = next(r for t in tree["tenants"] for r in t["routers"] if r["router_id"] == a)
-    for key in ("state", "instance_state", "inbox", "boot_attempts", "debug", "restarts", "transitions"):
+    for key in (
+        "state",
+        "instance_state",
+        "inbox",
+        "boot_attempts",
+        "debug",
+        "restarts",
+        "transitions",
+    ):
         assert key in router
     assert router["transitions"][-1]["target"] == "CalcAction"
     assert router["instance"]  # servers and management addresses
@@ -286,8 +300,10 @@ def test_missed_notification_is_healed_by_polling(
     networks_before = len(cloud.config_pushes[router][-1]["networks"])
     cloud.add_interface(router)  # Neutron changed, and nobody told us
     h.wait_for(
-        lambda: h.configured(router)
-        and len(cloud.config_pushes[router][-1]["networks"]) == networks_before + 1,
+        lambda: (
+            h.configured(router)
+            and len(cloud.config_pushes[router][-1]["networks"]) == networks_before + 1
+        ),
         what="new network pushed",
     )
     assert len(cloud.servers_of(router)) == 1, "hot-plugged, not rebuilt"
@@ -415,7 +431,10 @@ def test_the_router_list_comes_from_the_board_even_while_a_router_is_busy(
     published: list[str] = []
     board = h.runtime.status_board
     publish = board.publish
-    board.publish = lambda rid, dump, ref: (published.append(dump["state"]), publish(rid, dump, ref))
+    board.publish = lambda rid, dump, ref: (
+        published.append(dump["state"]),
+        publish(rid, dump, ref),
+    )
 
     for _ in range(5):  # quiet polls change nothing a dump shows: nothing is republished
         h.runtime.deliver(Event(router, T1, Action.POLL))
@@ -509,7 +528,9 @@ def test_live_events_and_commands_are_urgent_polls_and_timers_are_not(
     assert not actor.urgent(Deliver(Event(router, T1, Action.POLL)))
     assert not actor.urgent(Wake(1))
     assert not actor.urgent(Run())  # a Run with no live event behind it (a poll's, a timer's)
-    tenant = next(r for r in pykka.ActorRegistry.get_all() if r.actor_class.__name__ == "TenantActor")
+    tenant = next(
+        r for r in pykka.ActorRegistry.get_all() if r.actor_class.__name__ == "TenantActor"
+    )
     tenant_actor = tenant._actor_weakref()
     assert tenant_actor.urgent(Deliver(Event(router, T1, Action.CREATE)))
     assert not tenant_actor.urgent(Deliver(Event(router, T1, Action.POLL)))
@@ -547,15 +568,18 @@ def test_healthy_polls_probe_asynchronously_and_a_silent_vm_takes_the_full_path(
     blocking = appliance.blocking
 
     def edges() -> list[tuple[str, str, str]]:
-        return [(t["source"], t["target"], t["action"])
-                for t in h.runtime.dump(router)["transitions"]]
+        return [
+            (t["source"], t["target"], t["action"]) for t in h.runtime.dump(router)["transitions"]
+        ]
 
     before_polls = edges()
     for n in range(5):
         polled_at = h.runtime.dump(router)["last_poll_at"] or 0.0
         h.runtime.deliver(Event(router, T1, Action.POLL))
-        h.wait_for(lambda polled_at=polled_at: (h.runtime.dump(router)["last_poll_at"] or 0.0) > polled_at,
-                   what=f"poll {n} recorded")
+        h.wait_for(
+            lambda polled_at=polled_at: (h.runtime.dump(router)["last_poll_at"] or 0.0) > polled_at,
+            what=f"poll {n} recorded",
+        )
     assert appliance.async_probes >= 5
     assert appliance.blocking == blocking  # no actor thread waited on an appliance
     assert edges() == before_polls  # quiet polls are kept as a time, not as transitions
@@ -582,8 +606,10 @@ def test_a_drift_sweep_re_pushes_only_the_router_whose_config_changed_behind_our
     assert h.runtime.drift is not None
     assert h.runtime.drift.sweep() == 2
     h.wait_for(
-        lambda: len(cloud.config_pushes[changed][-1]["networks"]) == networks_before + 1
-        and h.configured(changed),
+        lambda: (
+            len(cloud.config_pushes[changed][-1]["networks"]) == networks_before + 1
+            and h.configured(changed)
+        ),
         what="the drifted router re-pushed",
     )
     assert len(cloud.servers_of(changed)) == 1, "hot-plugged, not rebuilt"
@@ -697,8 +723,15 @@ def test_a_tenant_with_a_router_refuses_to_retire(
 class IdleProbe(pykka.ThreadingActor):
     """Stands in for a TenantActor in the idle handshake: records what the root tells it."""
 
-    def __init__(self, tenant_id: str, log: list[tuple[int, Any]], changed: threading.Condition,
-                 generation: int = 0, silenced: dict[str, str] | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        log: list[tuple[int, Any]],
+        changed: threading.Condition,
+        generation: int = 0,
+        silenced: dict[str, str] | None = None,
+        **_: Any,
+    ) -> None:
         super().__init__()
         self.tenant_id, self.generation = tenant_id, generation
         self.log, self.changed = log, changed
@@ -729,10 +762,15 @@ class Handshake:
         self.changed = threading.Condition()
         self.released: list[str] = []
         self.runtime = Runtime(
-            cloud.settings(), network=cloud.network, compute=cloud.compute,
-            appliance=cloud.appliance, poll=False, release=self.released.append,
+            cloud.settings(),
+            network=cloud.network,
+            compute=cloud.compute,
+            appliance=cloud.appliance,
+            poll=False,
+            release=self.released.append,
             tenant_factory=lambda tenant_id, **kw: IdleProbe.start(
-                tenant_id, self.log, self.changed, **kw),
+                tenant_id, self.log, self.changed, **kw
+            ),
         ).start()
 
     def wait(self, what: Callable[[list[tuple[int, Any]]], bool]) -> None:
@@ -743,7 +781,9 @@ class Handshake:
         wait_for(holds, lambda: repr(self.log), condition=self.changed)
 
     def delivered(self, generation: int) -> list[str]:
-        return [m.event.router_id for g, m in self.log if g == generation and isinstance(m, Deliver)]
+        return [
+            m.event.router_id for g, m in self.log if g == generation and isinstance(m, Deliver)
+        ]
 
     def __enter__(self) -> Handshake:
         return self

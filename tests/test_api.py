@@ -39,6 +39,7 @@ def put(client: falcon.testing.TestClient, path: str, **kw: Any) -> falcon.testi
 
 # --- commands ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/poll/", "/poll"])
 def test_seed_poll_publishes_a_poll_command(client: Any, fake: FakeControl, path: str) -> None:
     result = put(client, path)
@@ -58,11 +59,18 @@ def test_seed_workers_debug_returns_the_tree_and_publishes_the_command(
     assert fake.sent == [{"command": "workers-debug"}]
 
 
-def test_seed_router_rebuild_checks_the_router_then_publishes(client: Any, fake: FakeControl) -> None:
+def test_seed_router_rebuild_checks_the_router_then_publishes(
+    client: Any, fake: FakeControl
+) -> None:
     result = put(client, f"/router/rebuild/{R}", json={"reason": "stuck", "image": "img-2"})
     assert result.status_code == 202
-    expected = {"command": "router-rebuild", "router_id": R, "tenant_id": "*", "reason": "stuck",
-                "router_image_uuid": "img-2"}
+    expected = {
+        "command": "router-rebuild",
+        "router_id": R,
+        "tenant_id": "*",
+        "reason": "stuck",
+        "router_image_uuid": "img-2",
+    }
     assert result.json == {"accepted": expected}
     assert fake.asked == [{"query": "router", "router_id": R}]
     assert fake.sent == [expected]
@@ -84,8 +92,9 @@ def test_every_router_and_resource_verb_is_a_command(
 ) -> None:
     result = put(client, f"/{noun}/{verb}/{R.upper()}{slash}", params={"reason": "why"})
     assert result.status_code == 202, result.text
-    assert fake.sent == [{"command": f"{noun}-{verb}", f"{noun}_id": R, "tenant_id": "*",
-                          "reason": "why"}]
+    assert fake.sent == [
+        {"command": f"{noun}-{verb}", f"{noun}_id": R, "tenant_id": "*", "reason": "why"}
+    ]
 
 
 @pytest.mark.parametrize("verb", ["debug", "manage"])
@@ -117,13 +126,19 @@ def test_rebuild_accepts_the_wildcards_without_a_lookup(
 
 def test_curl_form_bodies_are_understood(client: Any, fake: FakeControl) -> None:
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    assert put(client, f"/router/debug/{R}", body="reason=from+curl", headers=form).status_code == 202
+    assert (
+        put(client, f"/router/debug/{R}", body="reason=from+curl", headers=form).status_code == 202
+    )
     # `curl -d '{"reason": ...}'` labels JSON as a form
-    assert put(client, f"/router/manage/{R}", body='{"reason": "json"}', headers=form).status_code == 202
+    assert (
+        put(client, f"/router/manage/{R}", body='{"reason": "json"}', headers=form).status_code
+        == 202
+    )
     assert [p["reason"] for p in fake.sent] == ["from curl", "json"]
 
 
 # --- queries ----------------------------------------------------------------------------------
+
 
 def test_routers_lists_every_router_with_its_orchestrator(client: Any) -> None:
     result = client.simulate_get("/routers")
@@ -146,18 +161,26 @@ def test_workers_and_healthz(client: Any) -> None:
 
 # --- errors -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path", "needle"), [
-    ("PUT", "/router/debug/not-a-uuid", "is not a UUID"),
-    ("PUT", "/resource/update/123", "is not a UUID"),
-    ("PUT", "/tenant/debug/tenant-0", "is not a UUID"),
-    ("PUT", "/router/debug/*", "cannot be the wildcard"),
-    ("PUT", "/tenant/manage/*", "tenant_id"),  # protocol/control.py reads tenant "*" as "no tenant"
-    ("GET", "/routers/nope", "is not a UUID"),
-    ("PUT", "/router/rebuild/", "router_id is missing"),
-    ("PUT", "/tenant/debug", "tenant_id is missing"),
-    ("PUT", f"/router/debug/{R}?reasn=typo", "unknown query parameter(s) 'reasn'"),
-    ("GET", "/routers?all=1", "unknown query parameter(s) 'all'"),
-])
+
+@pytest.mark.parametrize(
+    ("method", "path", "needle"),
+    [
+        ("PUT", "/router/debug/not-a-uuid", "is not a UUID"),
+        ("PUT", "/resource/update/123", "is not a UUID"),
+        ("PUT", "/tenant/debug/tenant-0", "is not a UUID"),
+        ("PUT", "/router/debug/*", "cannot be the wildcard"),
+        (
+            "PUT",
+            "/tenant/manage/*",
+            "tenant_id",
+        ),  # protocol/control.py reads tenant "*" as "no tenant"
+        ("GET", "/routers/nope", "is not a UUID"),
+        ("PUT", "/router/rebuild/", "router_id is missing"),
+        ("PUT", "/tenant/debug", "tenant_id is missing"),
+        ("PUT", f"/router/debug/{R}?reasn=typo", "unknown query parameter(s) 'reasn'"),
+        ("GET", "/routers?all=1", "unknown query parameter(s) 'all'"),
+    ],
+)
 def test_malformed_ids_are_400_with_the_reason(
     client: Any, fake: FakeControl, method: str, path: str, needle: str
 ) -> None:
@@ -166,16 +189,21 @@ def test_malformed_ids_are_400_with_the_reason(
     assert fake.sent == []
 
 
-@pytest.mark.parametrize(("kw", "needle"), [
-    ({"body": "{nope", "headers": {"Content-Type": "application/json"}}, "not valid JSON"),
-    ({"json": ["reason"]}, "must be a JSON object, not an array"),
-    ({"json": {"reason": 5}}, "reason must be a string"),
-    ({"json": {"why": "x"}}, "unknown field(s) 'why'"),
-    ({"json": {"image": "img"}}, "unknown field(s) 'image'"),
-    ({"body": "reason", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
-     "form body is malformed"),
-    ({"body": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"body": "{nope", "headers": {"Content-Type": "application/json"}}, "not valid JSON"),
+        ({"json": ["reason"]}, "must be a JSON object, not an array"),
+        ({"json": {"reason": 5}}, "reason must be a string"),
+        ({"json": {"why": "x"}}, "unknown field(s) 'why'"),
+        ({"json": {"image": "img"}}, "unknown field(s) 'image'"),
+        (
+            {"body": "reason", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            "form body is malformed",
+        ),
+        ({"body": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, "not valid JSON"),
+    ],
+)
 def test_malformed_bodies_are_400(client: Any, fake: FakeControl, kw: Any, needle: str) -> None:
     result = put(client, f"/router/debug/{R}", **kw)
     assert result.status_code == 400 and needle in result.json["error"], result.text
@@ -203,10 +231,16 @@ def test_unknown_routes_are_404(client: Any, path: str) -> None:
     assert result.status_code == 404 and "unknown route" in result.json["error"]
 
 
-@pytest.mark.parametrize(("method", "path", "allow"), [
-    ("GET", "/poll/", "PUT"), ("POST", f"/router/rebuild/{R}", "PUT"),
-    ("PUT", "/routers", "GET"), ("DELETE", f"/routers/{R}", "GET"), ("GET", "/browse", "PUT"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/poll/", "PUT"),
+        ("POST", f"/router/rebuild/{R}", "PUT"),
+        ("PUT", "/routers", "GET"),
+        ("DELETE", f"/routers/{R}", "GET"),
+        ("GET", "/browse", "PUT"),
+    ],
+)
 def test_wrong_methods_are_405_with_allow(client: Any, method: str, path: str, allow: str) -> None:
     result = client.simulate_request(method, path)
     assert result.status_code == 405 and allow in result.headers["Allow"]
@@ -220,10 +254,18 @@ def test_interactive_commands_are_501(client: Any, path: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["silent", "bus-down", "failing"])
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/routers"), ("GET", f"/routers/{R}"), ("GET", "/workers"), ("GET", "/healthz"),
-    ("GET", "/metrics"), ("PUT", f"/router/debug/{R}"), ("PUT", "/workers/debug"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/routers"),
+        ("GET", f"/routers/{R}"),
+        ("GET", "/workers"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("PUT", f"/router/debug/{R}"),
+        ("PUT", "/workers/debug"),
+    ],
+)
 def test_no_orchestrator_answering_is_503(
     client: Any, fake: FakeControl, mode: str, method: str, path: str
 ) -> None:
@@ -282,21 +324,53 @@ def test_each_thread_gets_its_own_client() -> None:
     assert [len(c.sent) for c in created] == [2, 1]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture],
-          deadline=None)
+@settings(
+    max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
 @given(
     method=st.sampled_from(["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
-    segments=st.lists(st.one_of(
-        st.sampled_from(["router", "resource", "tenant", "routers", "rebuild", "debug", "poll",
-                         "workers", "global", "enable", "ssh", "browse", R, "*", "error", "%00"]),
-        st.text(min_size=1, max_size=12).map(lambda s: s.replace("/", "").replace("?", "") or "x"),
-    ), max_size=4),
-    body=st.one_of(st.none(), st.binary(max_size=40),
-                   st.dictionaries(st.sampled_from(["reason", "image", "x"]),
-                                   st.one_of(st.text(), st.integers(), st.none()), max_size=3)
-                   .map(json.dumps).map(str.encode)),
-    content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded",
-                                  "text/plain", ""]),
+    segments=st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "router",
+                    "resource",
+                    "tenant",
+                    "routers",
+                    "rebuild",
+                    "debug",
+                    "poll",
+                    "workers",
+                    "global",
+                    "enable",
+                    "ssh",
+                    "browse",
+                    R,
+                    "*",
+                    "error",
+                    "%00",
+                ]
+            ),
+            st.text(min_size=1, max_size=12).map(
+                lambda s: s.replace("/", "").replace("?", "") or "x"
+            ),
+        ),
+        max_size=4,
+    ),
+    body=st.one_of(
+        st.none(),
+        st.binary(max_size=40),
+        st.dictionaries(
+            st.sampled_from(["reason", "image", "x"]),
+            st.one_of(st.text(), st.integers(), st.none()),
+            max_size=3,
+        )
+        .map(json.dumps)
+        .map(str.encode),
+    ),
+    content_type=st.sampled_from(
+        ["application/json", "application/x-www-form-urlencoded", "text/plain", ""]
+    ),
 )
 def test_bad_input_never_yields_a_server_error(
     client: Any, method: str, segments: list[str], body: bytes | None, content_type: str
@@ -310,12 +384,20 @@ def test_bad_input_never_yields_a_server_error(
 
 # --- the OpenAPI document ---------------------------------------------------------------------
 
+
 def test_the_document_describes_every_route(client: Any) -> None:
     document = client.simulate_get("/openapi.json").json
     assert document["openapi"] == "3.1.0"
     expected = {r.path for r in COMMAND_ROUTES} | {
-        "/workers/debug", "/routers", "/routers/{router_id}", "/workers", "/healthz",
-        "/openapi.json", "/browse", "/ssh/{router_id}", "/metrics",
+        "/workers/debug",
+        "/routers",
+        "/routers/{router_id}",
+        "/workers",
+        "/healthz",
+        "/openapi.json",
+        "/browse",
+        "/ssh/{router_id}",
+        "/metrics",
     }
     assert set(document["paths"]) == expected
     assert document == openapi_document()
@@ -356,8 +438,9 @@ def test_with_a_token_every_operation_conforms_and_refuses_strangers(case: Any) 
 def test_a_json_body_of_only_whitespace_is_refused_as_not_json() -> None:
     # Found by schemathesis: `-d $'\r\n\r\n'` declared as JSON was accepted as no body.
     client = falcon.testing.TestClient(_always_answering_app())
-    resp = client.simulate_put(f"/router/manage/{R}", body="\r\n\r\n",
-                               headers={"Content-Type": "application/json"})
+    resp = client.simulate_put(
+        f"/router/manage/{R}", body="\r\n\r\n", headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 400
     assert "holds no JSON value" in resp.json["error"]
     assert client.simulate_put(f"/router/manage/{R}").status_code == 202  # no body at all: fine

@@ -37,6 +37,7 @@ TOKEN = "static-s3cret-token"
 
 # --- what is refused, and the defaults ----------------------------------------------------------
 
+
 def test_the_defaults_serve_loopback_only_and_need_no_authentication_there() -> None:
     api = ApiSettings()
     assert api.listen == "127.0.0.1" and api.loopback_only
@@ -66,21 +67,32 @@ def test_an_unauthenticated_api_beyond_loopback_is_refused_naming_the_keys(liste
 def test_serving_it_open_is_the_operators_explicit_choice_and_warned() -> None:
     warning = ApiSettings(listen="::", allow_unauthenticated=True).exposure()
     assert "without authentication" in warning and "allow_unauthenticated" in warning
-    for authenticated in (ApiSettings(listen="::", auth_token=TOKEN),
-                          ApiSettings(listen="::", auth_strategy="keystone")):
+    for authenticated in (
+        ApiSettings(listen="::", auth_token=TOKEN),
+        ApiSettings(listen="::", auth_strategy="keystone"),
+    ):
         assert authenticated.exposure() == ""
 
 
-@pytest.mark.parametrize(("values", "needle"), [
-    ({"auth_strategy": "ldap"}, "[api] auth_strategy: 'ldap' is not one of none, token, keystone"),
-    ({"auth_strategy": "token"}, "[api] auth_token: is required with auth_strategy = token"),
-    ({"auth_strategy": "none", "auth_token": TOKEN}, "[api] auth_token: is set but auth_strategy = none"),
-    ({"auth_token": "two words"}, "[api] auth_token: must be printable ASCII without spaces"),
-    ({"required_role": ""}, "[api] required_role: must be one Keystone role name"),
-    ({"token_cache_time": 0.0}, "[api] token_cache_time: must be positive"),
-    ({"token_cache_size": 0}, "[api] token_cache_size: must be at least 1"),
-    ({"client_timeout": -1.0}, "[api] client_timeout: must be positive"),
-])
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        (
+            {"auth_strategy": "ldap"},
+            "[api] auth_strategy: 'ldap' is not one of none, token, keystone",
+        ),
+        ({"auth_strategy": "token"}, "[api] auth_token: is required with auth_strategy = token"),
+        (
+            {"auth_strategy": "none", "auth_token": TOKEN},
+            "[api] auth_token: is set but auth_strategy = none",
+        ),
+        ({"auth_token": "two words"}, "[api] auth_token: must be printable ASCII without spaces"),
+        ({"required_role": ""}, "[api] required_role: must be one Keystone role name"),
+        ({"token_cache_time": 0.0}, "[api] token_cache_time: must be positive"),
+        ({"token_cache_size": 0}, "[api] token_cache_size: must be at least 1"),
+        ({"client_timeout": -1.0}, "[api] client_timeout: must be positive"),
+    ],
+)
 def test_bad_api_settings_name_the_key(values: dict[str, Any], needle: str) -> None:
     with pytest.raises(SettingsError, match=None) as refused:
         ApiSettings(**values)
@@ -94,8 +106,10 @@ def test_the_strategy_follows_the_token_when_not_given() -> None:
 
 def write_ini(tmp_path: Path, api: str, sim: str = "port = 0\n") -> Path:
     path = tmp_path / "o.ini"
-    path.write_text(f"[orchestrator]\nstate_dir = {tmp_path / 'state'}\nembedded_sim = true\n"
-                    f"[api]\n{api}[sim]\n{sim}")
+    path.write_text(
+        f"[orchestrator]\nstate_dir = {tmp_path / 'state'}\nembedded_sim = true\n"
+        f"[api]\n{api}[sim]\n{sim}"
+    )
     return path
 
 
@@ -103,8 +117,13 @@ def write_ini(tmp_path: Path, api: str, sim: str = "port = 0\n") -> Path:
 def test_astara_api_and_the_orchestrator_refuse_an_open_api_with_one_line(tmp_path: Path) -> None:
     ini = write_ini(tmp_path, "listen = ::\nport = 44250\n")
     for module, code in (("astara_actors.api", 1), ("astara_actors.daemon", 2)):
-        done = subprocess.run([sys.executable, "-m", module, "--config-file", str(ini)],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--config-file", str(ini)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert done.returncode == code, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -124,14 +143,18 @@ def test_an_open_api_chosen_explicitly_starts_with_a_warning(
         assert "ANYONE" in check_api_settings(config)
         proc = run_api(ini, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
-        assert any(r.levelno == logging.WARNING and "without authentication" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            r.levelno == logging.WARNING and "without authentication" in r.getMessage()
+            for r in caplog.records
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def test_keystone_needs_a_keystone_to_ask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keystone_needs_a_keystone_to_ask(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ini = write_ini(tmp_path, "listen = ::\nauth_strategy = keystone\n")
     with pytest.raises(SettingsError, match=r"\[api\] auth_strategy: keystone needs a Keystone"):
         check_api_settings(load_config(ini))
@@ -145,6 +168,7 @@ def test_keystone_needs_a_keystone_to_ask(tmp_path: Path, capsys: pytest.Capture
 
 # --- Keystone ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def cloud() -> Iterator[SimCloud]:
     with identity_and_network() as running:
@@ -153,8 +177,9 @@ def cloud() -> Iterator[SimCloud]:
 
 
 def account(cloud: SimCloud, password: str = PASSWORD) -> CloudSettings:
-    return CloudSettings(auth_url=f"{cloud.auth_url}/v3", username="admin", password=password,
-                         project_name="admin")
+    return CloudSettings(
+        auth_url=f"{cloud.auth_url}/v3", username="admin", password=password, project_name="admin"
+    )
 
 
 class Counting:
@@ -186,8 +211,9 @@ def test_keystone_tokens_with_the_role_are_accepted_and_named_in_the_audit_trail
     with caplog.at_level(logging.DEBUG):
         missing = client.simulate_put("/poll")
         bogus = client.simulate_put("/poll", headers={"X-Auth-Token": "f" * 64})
-        accepted = client.simulate_put("/poll", headers={"X-Auth-Token": operator},
-                                       remote_addr="192.0.2.9")
+        accepted = client.simulate_put(
+            "/poll", headers={"X-Auth-Token": operator}, remote_addr="192.0.2.9"
+        )
         forbidden = client.simulate_put("/poll", headers={"X-Auth-Token": member})
         again = client.simulate_get("/routers", headers={"X-Auth-Token": operator})
     for refused in (missing, bogus):
@@ -217,7 +243,10 @@ def test_the_public_paths_stay_open_and_metrics_only_when_told(cloud: SimCloud) 
 def test_the_static_token_is_accepted_beside_keystone_when_set(cloud: SimCloud) -> None:
     fake = FakeControl()
     client = keystone_client(fake, KeystoneTokens(account(cloud)), auth_token=TOKEN)
-    assert client.simulate_put("/poll", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202
+    assert (
+        client.simulate_put("/poll", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        == 202
+    )
     refused = client.simulate_put("/poll", headers={"Authorization": "Bearer nope"})
     assert refused.status_code == 401
     challenges = refused.headers["WWW-Authenticate"]
@@ -297,12 +326,22 @@ def test_the_cache_keeps_valid_and_invalid_answers_for_a_bounded_time_and_size()
 
 
 def test_an_expired_token_body_is_not_an_identity() -> None:
-    body = {"token": {"user": {"id": "u", "name": "n"}, "project": {"id": "p", "name": "q"},
-                      "roles": [{"name": "admin"}], "expires_at": "2001-01-01T00:00:00.000000Z"}}
+    body = {
+        "token": {
+            "user": {"id": "u", "name": "n"},
+            "project": {"id": "p", "name": "q"},
+            "roles": [{"name": "admin"}],
+            "expires_at": "2001-01-01T00:00:00.000000Z",
+        }
+    }
     assert identity_of(body) is None
     body["token"]["expires_at"] = "2999-01-01T00:00:00.000000Z"
     found = identity_of(body)
-    assert found is not None and found.has_role("Admin") and found.who() == "keystone user n (project q)"
+    assert (
+        found is not None
+        and found.has_role("Admin")
+        and found.who() == "keystone user n (project q)"
+    )
 
 
 def test_names_from_keystone_reach_the_audit_trail_printable_and_bounded() -> None:

@@ -77,9 +77,16 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     assert manage.status_code == 202
     # Asked until it shows: a command and a later query travel different queues, so the query
     # may overtake it.
-    wait_for(lambda: [(r["router_id"], r["debug"]) for r in requests.get(
-        f"{base}/routers", timeout=WAIT).json()["routers"]] == [(router, False)],
-        "the router managed again")
+    wait_for(
+        lambda: (
+            [
+                (r["router_id"], r["debug"])
+                for r in requests.get(f"{base}/routers", timeout=WAIT).json()["routers"]
+            ]
+            == [(router, False)]
+        ),
+        "the router managed again",
+    )
 
     assert requests.put(f"{base}/poll/", timeout=WAIT).status_code == 202
     workers = requests.put(f"{base}/workers/debug/", timeout=WAIT)
@@ -91,8 +98,12 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     scraped = requests.get(f"{base}/metrics", timeout=WAIT)
     assert scraped.status_code == 200
     assert scraped.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    routers = [s for f in text_string_to_metric_families(scraped.text)
-               if f.name == "astara_routers" for s in f.samples]
+    routers = [
+        s
+        for f in text_string_to_metric_families(scraped.text)
+        if f.name == "astara_routers"
+        for s in f.samples
+    ]
     assert {s.labels["orchestrator"] for s in routers} == {"peer"}
     assert sum(s.value for s in routers) == 1  # the peer's one router, in some state
 
@@ -147,6 +158,7 @@ def test_gunicorn_runs_buffering_workers_without_the_shared_control_socket() -> 
 
 # --- slow clients ---------------------------------------------------------------------------------
 
+
 class SlowClients:
     """``count`` connections each sending a request head that never ends, a byte every
     ``every`` seconds (slowloris)."""
@@ -154,8 +166,9 @@ class SlowClients:
     HEAD = b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Slow: "
 
     def __init__(self, port: int, count: int, every: float = 1.0) -> None:
-        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-                      for _ in range(count)]
+        self.socks = [
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(count)
+        ]
         self.every = every
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._drip, daemon=True)
@@ -164,7 +177,7 @@ class SlowClients:
     def _drip(self) -> None:
         sent = 0
         while not self.stopped.wait(0 if sent == 0 else self.every):
-            byte = self.HEAD[sent:sent + 1] or b"a"
+            byte = self.HEAD[sent : sent + 1] or b"a"
             for sock in self.socks:
                 try:
                     sock.send(byte)
@@ -243,7 +256,7 @@ def test_a_request_not_sent_in_time_is_408_and_an_idle_connection_is_closed(impa
 def test_requests_in_pieces_pipelined_or_with_bodies_are_served_whole(impatient: int) -> None:
     close = b"Host: api\r\nConnection: close\r\n\r\n"
     request = b"GET /openapi.json HTTP/1.1\r\n" + close
-    byte_by_byte = exchange(impatient, *(request[i:i + 1] for i in range(len(request))), pause=0)
+    byte_by_byte = exchange(impatient, *(request[i : i + 1] for i in range(len(request))), pause=0)
     assert byte_by_byte.startswith(b"HTTP/1.1 200 OK") and b'"openapi": "3.1.0"' in byte_by_byte
     pipelined = exchange(impatient, b"GET /openapi.json HTTP/1.1\r\nHost: api\r\n\r\n" + request)
     assert pipelined.count(b"HTTP/1.1 200 OK") == 2
@@ -251,8 +264,9 @@ def test_requests_in_pieces_pipelined_or_with_bodies_are_served_whole(impatient:
     head = b"PUT /poll HTTP/1.1\r\nHost: api\r\nConnection: close\r\nContent-Type: application/json\r\n"
     put = exchange(impatient, head + b"Content-Length: 2\r\n\r\n{", b"}")
     assert put.startswith(b"HTTP/1.1 202 "), put
-    chunked = exchange(impatient, head + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{", b"}\r\n",
-                       b"0\r\n\r\n")
+    chunked = exchange(
+        impatient, head + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{", b"}\r\n", b"0\r\n\r\n"
+    )
     assert chunked.startswith(b"HTTP/1.1 202 "), chunked
     # Too large: refused from the head alone, as the app would.
     large = exchange(impatient, head + b"Content-Length: 100000\r\n\r\n")
@@ -265,26 +279,32 @@ def test_requests_in_pieces_pipelined_or_with_bodies_are_served_whole(impatient:
         assert b"HTTP/1.1 202 " in sock.recv(65536)
 
 
-@pytest.mark.parametrize(("request_bytes", "state"), [
-    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),
-    (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),  # empty lines before: ignored
-    (b"\r\n\r\n", INCOMPLETE),
-    (b"GET / HTTP/1.1\r\nHost: a\r\n", INCOMPLETE),
-    (b"GET / HTTP/1.1\nHost: a\n\n", COMPLETE),  # bare LF: gunicorn's parser decides
-    (b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc", INCOMPLETE),
-    (b"PUT / HTTP/1.1\r\ncontent-length: 4\r\n\r\nabcd", COMPLETE),
-    (b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdGET / HTTP/1.1\r\n", COMPLETE),
-    (b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n", COMPLETE),  # malformed: gunicorn's 400
-    (b"PUT / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", BODY_TOO_LARGE),
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", INCOMPLETE),
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n", INCOMPLETE),
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", COMPLETE),
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: b\r\n\r\n", COMPLETE),
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n", COMPLETE),  # gunicorn's 400
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n", BODY_TOO_LARGE),
-    (b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", COMPLETE),  # gunicorn's 501
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * 70000, HEAD_TOO_LARGE),
-])
+@pytest.mark.parametrize(
+    ("request_bytes", "state"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),
+        (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", COMPLETE),  # empty lines before: ignored
+        (b"\r\n\r\n", INCOMPLETE),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n", INCOMPLETE),
+        (b"GET / HTTP/1.1\nHost: a\n\n", COMPLETE),  # bare LF: gunicorn's parser decides
+        (b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc", INCOMPLETE),
+        (b"PUT / HTTP/1.1\r\ncontent-length: 4\r\n\r\nabcd", COMPLETE),
+        (b"PUT / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdGET / HTTP/1.1\r\n", COMPLETE),
+        (b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n", COMPLETE),  # malformed: gunicorn's 400
+        (b"PUT / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", BODY_TOO_LARGE),
+        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", INCOMPLETE),
+        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n", INCOMPLETE),
+        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", COMPLETE),
+        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: b\r\n\r\n", COMPLETE),
+        (
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n",
+            COMPLETE,
+        ),  # gunicorn's 400
+        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n", BODY_TOO_LARGE),
+        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", COMPLETE),  # gunicorn's 501
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 70000, HEAD_TOO_LARGE),
+    ],
+)
 def test_the_scanner_knows_when_a_request_is_whole(request_bytes: bytes, state: str) -> None:
     whole = RequestScanner().scan(request_bytes)
     scanner = RequestScanner()  # the same, a byte at a time

@@ -74,25 +74,44 @@ def test_kill_9_of_its_parent_takes_the_api_down(
     tmp_path: Path, spawned: list[subprocess.Popen[Any]], command: list[str]
 ) -> None:
     port = free_port()
-    parent = subprocess.Popen([*command, str(write_ini(tmp_path, port))], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [*command, str(write_ini(tmp_path, port))],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     spawned.append(parent)
-    wait_for(lambda: listening(port) and record(tmp_path).get("parent") == parent.pid,
-             "the API listening, its pidfile written", timeout=30.0, interval=0.1)
+    wait_for(
+        lambda: listening(port) and record(tmp_path).get("parent") == parent.pid,
+        "the API listening, its pidfile written",
+        timeout=30.0,
+        interval=0.1,
+    )
     api = record(tmp_path)["api"]
     assert MODULE.encode() in Path(f"/proc/{api}/cmdline").read_bytes()
     assert (tmp_path / "state" / PIDFILE).stat().st_mode & 0o077 == 0  # owner-only
     workers = wait_for(
         lambda: (lambda found: found if len(found) == 2 else None)(server._children(api)),
-        "both workers forked", timeout=30.0, interval=0.1)
+        "both workers forked",
+        timeout=30.0,
+        interval=0.1,
+    )
 
     parent.kill()  # SIGKILL: nothing of it runs any more
     parent.wait()
     try:
-        wait_for(lambda: not listening(port), "the port closed after the parent's SIGKILL",
-                 timeout=30.0, interval=0.1)
-        wait_for(lambda: not any(alive(p) for p in [api, *workers]), "the API's processes gone",
-                 timeout=30.0, interval=0.1)
+        wait_for(
+            lambda: not listening(port),
+            "the port closed after the parent's SIGKILL",
+            timeout=30.0,
+            interval=0.1,
+        )
+        wait_for(
+            lambda: not any(alive(p) for p in [api, *workers]),
+            "the API's processes gone",
+            timeout=30.0,
+            interval=0.1,
+        )
         assert not (tmp_path / "state" / PIDFILE).exists()  # removed by the master at exit
     finally:  # what the bug left behind, if it is back
         for pid in [api, *workers]:
@@ -109,12 +128,24 @@ def test_a_stale_api_whose_parent_is_gone_is_replaced_at_start(
     # master cannot act on its parent-death signal (nor notice anything), and keeps the port
     # with the dead parent's configuration, as an orphan did before.
     starter = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from astara_actors.api.server import run_api; "
-         "run_api(sys.argv[1]); time.sleep(600)", str(ini)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from astara_actors.api.server import run_api; "
+            "run_api(sys.argv[1]); time.sleep(600)",
+            str(ini),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     spawned.append(starter)
-    wait_for(lambda: listening(port) and record(tmp_path).get("parent") == starter.pid,
-             "the first API listening", timeout=30.0, interval=0.1)
+    wait_for(
+        lambda: listening(port) and record(tmp_path).get("parent") == starter.pid,
+        "the first API listening",
+        timeout=30.0,
+        interval=0.1,
+    )
     stale = record(tmp_path)["api"]
     os.kill(stale, signal.SIGSTOP)
     starter.kill()
@@ -131,8 +162,12 @@ def test_a_stale_api_whose_parent_is_gone_is_replaced_at_start(
         raise
     try:
         wait_for(lambda: not alive(stale), "the stale API stopped", timeout=30.0, interval=0.1)
-        wait_for(lambda: record(tmp_path).get("api") == api.proc.pid, "the new API's pidfile",
-                 timeout=30.0, interval=0.1)
+        wait_for(
+            lambda: record(tmp_path).get("api") == api.proc.pid,
+            "the new API's pidfile",
+            timeout=30.0,
+            interval=0.1,
+        )
         assert record(tmp_path)["parent"] == os.getpid()
         answer = requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30.0)
         assert answer.status_code == 200
@@ -145,8 +180,12 @@ def test_a_live_api_of_a_live_parent_is_left_alone(tmp_path: Path) -> None:
     ini = write_ini(tmp_path, port)
     first = LiveApi(ini)
     try:
-        wait_for(lambda: record(tmp_path).get("api") == first.proc.pid, "the pidfile written",
-                 timeout=30.0, interval=0.1)
+        wait_for(
+            lambda: record(tmp_path).get("api") == first.proc.pid,
+            "the pidfile written",
+            timeout=30.0,
+            interval=0.1,
+        )
         with pytest.raises(ApiStartError, match="already in use"):
             run_api(ini)
         assert record(tmp_path)["api"] == first.proc.pid  # still the first one's

@@ -30,7 +30,10 @@ def mock() -> Iterator[tuple[HttpAppliance, requests_mock.Adapter]]:
 
 def test_ipv6_addresses_are_bracketed_in_urls() -> None:
     appliance = HttpAppliance(5000)
-    assert appliance.url("fdca:3ba5:a17a:acda::5", "/v1/base/") == "http://[fdca:3ba5:a17a:acda::5]:5000/v1/base/"
+    assert (
+        appliance.url("fdca:3ba5:a17a:acda::5", "/v1/base/")
+        == "http://[fdca:3ba5:a17a:acda::5]:5000/v1/base/"
+    )
     assert appliance.url("192.0.2.10", "/v1/base/") == "http://192.0.2.10:5000/v1/base/"
 
 
@@ -63,7 +66,9 @@ def agent() -> Iterator[tuple[HttpAppliance, type[_Agent]]]:
     server.server_close()
 
 
-def test_alive_means_the_firewall_rules_answered_200(agent: tuple[HttpAppliance, type[_Agent]]) -> None:
+def test_alive_means_the_firewall_rules_answered_200(
+    agent: tuple[HttpAppliance, type[_Agent]],
+) -> None:
     appliance, handler = agent
     assert appliance.is_alive("127.0.0.1", timeout=1)
     assert handler.seen == ["/v1/firewall/rules"]
@@ -87,12 +92,28 @@ def test_a_hung_appliance_is_not_alive_after_the_timeout() -> None:
         assert time.monotonic() - started < 2.0
 
 
-def test_interfaces_are_parsed_from_the_appliance_answer(mock: tuple[HttpAppliance, requests_mock.Adapter]) -> None:
+def test_interfaces_are_parsed_from_the_appliance_answer(
+    mock: tuple[HttpAppliance, requests_mock.Adapter],
+) -> None:
     appliance, adapter = mock
-    adapter.register_uri("GET", f"{BASE}/v1/system/interfaces", json={"interfaces": [
-        {"ifname": "ge0", "lladdr": "FA:16:3E:00:00:01", "addresses": ["192.168.0.5/24"],
-         "mtu": 1500, "state": "up", "description": "", "groups": [], "media": ""},
-    ]})
+    adapter.register_uri(
+        "GET",
+        f"{BASE}/v1/system/interfaces",
+        json={
+            "interfaces": [
+                {
+                    "ifname": "ge0",
+                    "lladdr": "FA:16:3E:00:00:01",
+                    "addresses": ["192.168.0.5/24"],
+                    "mtu": 1500,
+                    "state": "up",
+                    "description": "",
+                    "groups": [],
+                    "media": "",
+                },
+            ]
+        },
+    )
     assert appliance.get_interfaces("192.0.2.10", timeout=1) == [
         Interface("ge0", "fa:16:3e:00:00:01", ("192.168.0.5/24",))
     ]
@@ -121,10 +142,16 @@ def test_a_refused_config_raises_rejected_with_status_and_body(
     mock: tuple[HttpAppliance, requests_mock.Adapter],
 ) -> None:
     appliance, adapter = mock
-    adapter.register_uri("PUT", f"{BASE}/v1/system/config", status_code=422, text="hostname is required")
+    adapter.register_uri(
+        "PUT", f"{BASE}/v1/system/config", status_code=422, text="hostname is required"
+    )
     with pytest.raises(ApplianceRejected) as e:
         appliance.put_config("192.0.2.10", {}, timeout=1)
-    assert (e.value.status, e.value.body, e.value.address) == (422, "hostname is required", "192.0.2.10")
+    assert (e.value.status, e.value.body, e.value.address) == (
+        422,
+        "hostname is required",
+        "192.0.2.10",
+    )
 
 
 def test_requests_errors_are_translated_without_their_context(
@@ -167,7 +194,9 @@ def test_async_probes_answer_once_per_address_and_retry_the_silent(
 ) -> None:
     appliance, handler = agent
     try:
-        assert _probe_async(appliance, ["127.0.0.1", "127.0.0.1"], attempts=3) == {"127.0.0.1": True}
+        assert _probe_async(appliance, ["127.0.0.1", "127.0.0.1"], attempts=3) == {
+            "127.0.0.1": True
+        }
         assert handler.seen == ["/v1/firewall/rules"]  # asked once: the same address twice
         handler.status = 500
         handler.seen.clear()

@@ -27,11 +27,21 @@ TA, TB = "a1" * 16, "b2" * 16
 
 def summary(router_id: str, tenant: str, instance_state: str = "configured", **extra: Any) -> dict:
     return {
-        "router_id": router_id, "tenant_id": tenant, "name": f"name-{router_id[0]}",
-        "state": "CalcAction", "instance_state": instance_state, "boot_attempts": 1,
-        "debug": False, "restarts": 0,
-        "last_transition": {"source": "ConfigureInstance", "target": "CalcAction",
-                            "action": "poll", "note": "", "age_s": 65.0},
+        "router_id": router_id,
+        "tenant_id": tenant,
+        "name": f"name-{router_id[0]}",
+        "state": "CalcAction",
+        "instance_state": instance_state,
+        "boot_attempts": 1,
+        "debug": False,
+        "restarts": 0,
+        "last_transition": {
+            "source": "ConfigureInstance",
+            "target": "CalcAction",
+            "action": "poll",
+            "note": "",
+            "age_s": 65.0,
+        },
         **extra,
     }
 
@@ -57,7 +67,7 @@ def view() -> View:
 def keys(term: blessed.Terminal, typed: str) -> Iterator[Any]:
     """The keystrokes blessed decodes from ``typed`` (escape sequences included)."""
     term.ungetch(typed)
-    while (key := term.inkey(timeout=0.5 if typed.endswith("\x1b") else 0)):
+    while key := term.inkey(timeout=0.5 if typed.endswith("\x1b") else 0):
         yield key
 
 
@@ -85,7 +95,12 @@ def test_the_list_shows_every_router_with_its_columns(view: View, term: blessed.
     assert lines[2].split()[:3] == ["ROUTER", "TENANT", "NAME"]
     rows = lines[3:6]
     assert [r.split()[0] for r in rows] == [A, C, B]
-    assert rows[1].split()[1:5] == [TA[:11] + "…", "name-3", "CalcAction", "error"]  # cut to its column
+    assert rows[1].split()[1:5] == [
+        TA[:11] + "…",
+        "name-3",
+        "CalcAction",
+        "error",
+    ]  # cut to its column
     # the transition's age counts on between refreshes: 65 s old when fetched, 5 s ago
     assert "ConfigureInstance→CalcAction poll" in rows[0] and " 1m10s " in rows[0]
     assert rows[1].rstrip().endswith("1     yes")
@@ -161,10 +176,15 @@ def test_the_filter_prompt_shows_what_is_typed(view: View, term: blessed.Termina
     assert screen(typing, term, width=160, height=20)[-1].endswith(": ten█")
 
 
-@pytest.mark.parametrize("key, kind", [
-    ("d", CommandKind.ROUTER_DEBUG), ("m", CommandKind.ROUTER_MANAGE),
-    ("r", CommandKind.ROUTER_REBUILD), ("u", CommandKind.ROUTER_UPDATE),
-])
+@pytest.mark.parametrize(
+    "key, kind",
+    [
+        ("d", CommandKind.ROUTER_DEBUG),
+        ("m", CommandKind.ROUTER_MANAGE),
+        ("r", CommandKind.ROUTER_REBUILD),
+        ("u", CommandKind.ROUTER_UPDATE),
+    ],
+)
 def test_command_keys_ask_for_a_reason_then_send(
     view: View, term: blessed.Terminal, key: str, kind: CommandKind
 ) -> None:
@@ -188,13 +208,26 @@ def test_enter_shows_the_routers_dump_and_escape_goes_back(
     shown, effects = press(view, term, "\r")
     assert shown.mode == Mode.DETAIL and effects == [A]
     assert screen(shown, term, width=120, height=30)[3] == "loading…"
-    dump = {"router_id": A, "tenant_id": TA, "state": "CalcAction", "debug": True,
-            "debug_reasons": {"router": "probe"},
-            "transitions": [{"action": "create", "source": "CalcAction",
-                             "target": "CreateInstance", "instance": "down", "age_s": 3}],
-            "instance": {"vms": [{"name": "vm0", "management_address": "127.100.0.2"}]}}
-    loaded = with_snapshot(shown, Snapshot(ROUTERS, ("peer",), 6.0, detail_id=A, detail=dump,
-                                           detail_host="peer"))
+    dump = {
+        "router_id": A,
+        "tenant_id": TA,
+        "state": "CalcAction",
+        "debug": True,
+        "debug_reasons": {"router": "probe"},
+        "transitions": [
+            {
+                "action": "create",
+                "source": "CalcAction",
+                "target": "CreateInstance",
+                "instance": "down",
+                "age_s": 3,
+            }
+        ],
+        "instance": {"vms": [{"name": "vm0", "management_address": "127.100.0.2"}]},
+    }
+    loaded = with_snapshot(
+        shown, Snapshot(ROUTERS, ("peer",), 6.0, detail_id=A, detail=dump, detail_host="peer")
+    )
     lines = screen(loaded, term, width=120, height=30)
     assert lines[2].startswith(f"router {A}  (Esc/q back")
     assert f"router         {A}  (on peer)" in lines
@@ -214,8 +247,9 @@ def test_q_quits(view: View) -> None:
 
 def test_the_dump_render_is_plain(view: View) -> None:
     plain = blessed.Terminal(kind="dumb", stream=io.StringIO(), force_styling=False)
-    done = render(View(ROUTERS, ("peer",), 5.0, 5.0, interactive=False), plain, width=160,
-                  height=10)
+    done = render(
+        View(ROUTERS, ("peer",), 5.0, 5.0, interactive=False), plain, width=160, height=10
+    )
     assert "\x1b" not in done and done.split("\n")[3].startswith(A)
     assert "↑↓" not in done
 
@@ -230,13 +264,20 @@ class Tmux:
         self.socket = str(tmp / "tmux.sock")
         self.rc = tmp / "rc"
         # The command signals "done" when it ends, so the test waits on that, not on time.
-        wrapped = (f"{command} 2> {tmp / 'stderr'}; echo $? > {self.rc}; "
-                   f"tmux -S {self.socket} wait-for -S done")
+        wrapped = (
+            f"{command} 2> {tmp / 'stderr'}; echo $? > {self.rc}; "
+            f"tmux -S {self.socket} wait-for -S done"
+        )
         self.tmux("new-session", "-d", "-x", "120", "-y", "40", "-c", str(tmp), wrapped)
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.socket, *args], check=True, text=True,
-                              capture_output=True, timeout=WAIT).stdout
+        return subprocess.run(
+            ["tmux", "-S", self.socket, *args],
+            check=True,
+            text=True,
+            capture_output=True,
+            timeout=WAIT,
+        ).stdout
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p")
@@ -266,8 +307,9 @@ class Tmux:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_browse_in_a_real_terminal(tmp_path: Path) -> None:
     peer = CtlPeer(tmp_path, routers=3)
-    command = (f"{sys.executable} -m astara_actors.ctl.cli --config-file {peer.config} "
-               "--timeout 5 browse")
+    command = (
+        f"{sys.executable} -m astara_actors.ctl.cli --config-file {peer.config} --timeout 5 browse"
+    )
     tmux = Tmux(tmp_path, command)
     try:
         # Given the browser showing every router
@@ -282,8 +324,12 @@ def test_browse_in_a_real_terminal(tmp_path: Path) -> None:
         tmux.send("Enter")
         # Then the orchestrator puts that router in debug mode, and the list shows it
         peer.wait_acted("tmux-probe")
-        tmux.wait_for(lambda s: any(line.startswith(cursor) and line.rstrip().endswith("yes")
-                                    for line in s.splitlines()), "the router marked debug")
+        tmux.wait_for(
+            lambda s: any(
+                line.startswith(cursor) and line.rstrip().endswith("yes") for line in s.splitlines()
+            ),
+            "the router marked debug",
+        )
         assert f"sent router-debug for {cursor} (reason: tmux-probe)" in tmux.screen()
         # Enter shows its dump, Escape comes back
         tmux.send("Enter")
@@ -292,9 +338,15 @@ def test_browse_in_a_real_terminal(tmp_path: Path) -> None:
         tmux.wait_for(lambda s: "ROUTER " in s, "the list again")
         # It survives a resize, redrawn to the new size
         tmux.tmux("resize-window", "-x", "70", "-y", "12")
-        tmux.wait_for(lambda s: "ROUTER" in s and "3 routers" in s and "…" in s
-                      and not any(line.startswith(r) for r in peer.routers
-                                  for line in s.splitlines()), "a redraw at 70×12")
+        tmux.wait_for(
+            lambda s: (
+                "ROUTER" in s
+                and "3 routers" in s
+                and "…" in s
+                and not any(line.startswith(r) for r in peer.routers for line in s.splitlines())
+            ),
+            "a redraw at 70×12",
+        )
         # And q quits, cleanly
         tmux.send("q")
         assert tmux.wait_exit() == (0, "")
@@ -306,10 +358,19 @@ def test_browse_in_a_real_terminal(tmp_path: Path) -> None:
 def test_the_router_table_shows_when_each_router_was_last_polled() -> None:
     from astara_actors.ctl import render as text
 
-    summary = {"router_id": "r1", "tenant_id": "t1", "state": "CalcAction",
-               "instance_state": "configured", "last_poll_age_s": 4.2,
-               "last_transition": {"source": "ConfigureInstance", "target": "CalcAction",
-                                   "action": "update", "age_s": 3600.0}}
+    summary = {
+        "router_id": "r1",
+        "tenant_id": "t1",
+        "state": "CalcAction",
+        "instance_state": "configured",
+        "last_poll_age_s": 4.2,
+        "last_transition": {
+            "source": "ConfigureInstance",
+            "target": "CalcAction",
+            "action": "update",
+            "age_s": 3600.0,
+        },
+    }
     titles = [c.title for c in text.COLUMNS]
     cells = dict(zip(titles, text.router_cells(summary, elapsed=1.0), strict=True))
     assert (cells["AGO"], cells["POLLED"]) == ("1h00m", "5s")  # quiet polls move POLLED only

@@ -36,7 +36,9 @@ from astara_actors.testing.scenario import (
 class ProbeTenant(pykka.ThreadingActor):
     """Stands in for a TenantActor: records every event the root hands it."""
 
-    def __init__(self, tenant_id: str, log: list[tuple[str, Event]], changed: threading.Condition, **_: Any) -> None:
+    def __init__(
+        self, tenant_id: str, log: list[tuple[str, Event]], changed: threading.Condition, **_: Any
+    ) -> None:
         super().__init__()
         self.tenant_id = tenant_id
         self.log = log
@@ -146,9 +148,12 @@ def test_malformed_message_is_rejected_and_the_next_one_reaches_the_tree(rabbit:
             producer = conn.Producer()
             for body in (b"{not json", good.encode()):
                 producer.publish(
-                    body, exchange=notifications_exchange(bus),
-                    routing_key="notifications.info", content_type="application/json",
-                    content_encoding="utf-8", declare=[notifications_exchange(bus)],
+                    body,
+                    exchange=notifications_exchange(bus),
+                    routing_key="notifications.info",
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    declare=[notifications_exchange(bus)],
                 )
         probed.settle(3)
         assert [(t, e.router_id, e.action) for t, e in probed.received] == [
@@ -178,7 +183,12 @@ def test_command_and_query_round_trip_across_processes(bus: BusSettings) -> None
             answers = client.ask({"query": "routers"}, timeout=WAIT)
             assert [a["answer"]["routers"][0]["router_id"] for a in answers] == [router]
             client.send_command(
-                {"command": "router-debug", "router_id": router, "tenant_id": "*", "reason": "probe"}
+                {
+                    "command": "router-debug",
+                    "router_id": router,
+                    "tenant_id": "*",
+                    "reason": "probe",
+                }
             )
             assert peer.acted()[0] == "probe"
             (answer,) = client.ask({"query": "router", "router_id": router}, timeout=WAIT)
@@ -203,25 +213,42 @@ def test_debug_flags_survive_a_restart_and_every_command_is_audited(tmp_path: Pa
     def run_once(commands: list[dict[str, Any]]) -> dict[str, Any]:
         store = Store(url)
         store.upgrade()
-        runtime = Runtime(cloud.settings(), network=cloud.network, compute=cloud.compute,
-                          appliance=cloud.appliance, poll=False).start()
+        runtime = Runtime(
+            cloud.settings(),
+            network=cloud.network,
+            compute=cloud.compute,
+            appliance=cloud.appliance,
+            poll=False,
+        ).start()
         try:
             restore_debug(store, runtime.tell)
-            inbox = BusBridge(runtime, BusSettings(transport_url="memory://", host="x"),
-                          network=cloud.network, store=store)
+            inbox = BusBridge(
+                runtime,
+                BusSettings(transport_url="memory://", host="x"),
+                network=cloud.network,
+                store=store,
+            )
             for payload in commands:
-                inbox.handle(envelope("astara.command", payload, publisher_id="astara.ctl.ops1").encode())
+                inbox.handle(
+                    envelope("astara.command", payload, publisher_id="astara.ctl.ops1").encode()
+                )
             runtime.deliver(Event(router, "t1", Action.POLL))
             return runtime.dump(router)
         finally:
             runtime.stop()
             store.close()
 
-    first = run_once([
-        {"command": "router-debug", "router_id": router, "reason": "look"},
-        {"command": "router-debug", "router_id": router, "reason": "look closer"},
-        {"command": "tenant-debug", "tenant_id": "22222222222222222222222222222222", "reason": "t"},
-    ])
+    first = run_once(
+        [
+            {"command": "router-debug", "router_id": router, "reason": "look"},
+            {"command": "router-debug", "router_id": router, "reason": "look closer"},
+            {
+                "command": "tenant-debug",
+                "tenant_id": "22222222222222222222222222222222",
+                "reason": "t",
+            },
+        ]
+    )
     assert first["debug_reasons"] == {"router": "look closer"}
     restarted = run_once([])  # a new process: only the store remembers
     assert restarted["debug"] and restarted["debug_reasons"] == {"router": "look closer"}
@@ -237,11 +264,18 @@ def test_a_network_or_subnet_notification_drops_the_shared_network_cache() -> No
     from astara_actors.adapters.memory import MemoryCloud
 
     cloud = MemoryCloud()
-    runtime = Runtime(cloud.settings(), network=cloud.network, compute=cloud.compute,
-                      appliance=cloud.appliance, poll=False).start()
+    runtime = Runtime(
+        cloud.settings(),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
     dropped: list[str] = []
     runtime.networks.invalidate = lambda: dropped.append("x")  # type: ignore[method-assign]
-    inbox = BusBridge(runtime, BusSettings(transport_url="memory://", host="x"), network=cloud.network)
+    inbox = BusBridge(
+        runtime, BusSettings(transport_url="memory://", host="x"), network=cloud.network
+    )
     try:
         inbox.start(wait=WAIT)
         bodies = {s["event_type"]: s["body_raw"] for _n, s in fixture_messages()}
@@ -261,8 +295,11 @@ def _publish(bus: BusSettings, bodies: list[tuple[bytes, str]]) -> None:
         producer = conn.Producer()
         for body, encoding in bodies:
             producer.publish(
-                body, exchange=notifications_exchange(bus), routing_key="notifications.info",
-                content_type="application/json", content_encoding=encoding,
+                body,
+                exchange=notifications_exchange(bus),
+                routing_key="notifications.info",
+                content_type="application/json",
+                content_encoding=encoding,
                 declare=[notifications_exchange(bus)],
             )
 
@@ -276,12 +313,20 @@ def test_notifications_with_hostile_ids_are_malformed_and_start_no_tenant(
         samples = dict(fixture_messages())
         message = json.loads(json.loads(samples[10]["body_raw"])["oslo.message"])
         hostile = []
-        for router_id, tenant_id in [("../../etc/passwd", TENANT), ("1' OR '1'='1", TENANT),
-                                     (ROUTER, "x" * 100_000), (ROUTER, "bogus-tenant\n")]:
-            message["payload"]["router"].update(id=router_id, project_id=tenant_id,
-                                                tenant_id=tenant_id)
-            hostile.append(notification_envelope("router.create.end", message["payload"],
-                                                publisher_id="network.evil"))
+        for router_id, tenant_id in [
+            ("../../etc/passwd", TENANT),
+            ("1' OR '1'='1", TENANT),
+            (ROUTER, "x" * 100_000),
+            (ROUTER, "bogus-tenant\n"),
+        ]:
+            message["payload"]["router"].update(
+                id=router_id, project_id=tenant_id, tenant_id=tenant_id
+            )
+            hostile.append(
+                notification_envelope(
+                    "router.create.end", message["payload"], publisher_id="network.evil"
+                )
+            )
         good = samples[10]["body_raw"]
         _publish(bus, [(body.encode(), "utf-8") for body in [*hostile, good]])
         probed.settle(5)

@@ -99,8 +99,13 @@ def test_handler_gets_the_raw_body_even_when_it_is_not_json(running, caplog) -> 
     warnings = [r for r in caplog.records if "malformed" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert str(handler.tags[0]) in warnings[0].getMessage()
-    assert consumer.stats == {"received": 2, "handled": 1, "malformed": 1, "failed": 0,
-                              "reconnects": 0}
+    assert consumer.stats == {
+        "received": 2,
+        "handled": 1,
+        "malformed": 1,
+        "failed": 0,
+        "reconnects": 0,
+    }
 
 
 @pytest.mark.usefixtures("memory_bus")
@@ -119,7 +124,6 @@ def test_a_failing_handler_is_logged_with_traceback_and_the_consumer_goes_on(
     assert consumer.alive
 
 
-
 def malformed_count() -> float:
     return metrics.MALFORMED_MESSAGES._value.get()
 
@@ -134,9 +138,12 @@ def test_a_body_kombu_cannot_decompress_is_malformed_and_the_next_is_handled(run
     # When a message claims a compression kombu does not know, then a good one arrives
     with connect(settings) as conn:
         kombu.Producer(conn).publish(
-            b"\x00garbage", exchange=notifications_exchange(settings),
-            routing_key=settings.notifications_routing_key, content_type="application/json",
-            content_encoding="binary", headers={"compression": "application/x-nonesuch"},
+            b"\x00garbage",
+            exchange=notifications_exchange(settings),
+            routing_key=settings.notifications_routing_key,
+            content_type="application/json",
+            content_encoding="binary",
+            headers={"compression": "application/x-nonesuch"},
         )
     send(settings, notification("after"))
     # Then it is counted as malformed, the consumer lives on, and the handler never saw it
@@ -329,7 +336,6 @@ def test_stop_gives_prefetched_but_unhandled_messages_back_to_the_queue(
     again.wait_for(lambda h: sorted(h.ids()) == [f"m-{i}" for i in range(1, 5)], "the four")
 
 
-
 # -- our queue on RabbitMQ: bounded, dead-lettered, expiring, upgraded ----------------------
 
 
@@ -346,16 +352,24 @@ def test_a_body_its_content_encoding_cannot_give_back_is_malformed_not_redeliver
     # label), then a good notification
     with connect(settings) as conn:
         kombu.Producer(conn).publish(
-            b"a" * 100, exchange=notifications_exchange(settings),
-            routing_key=settings.notifications_routing_key, content_type="application/json",
-            content_encoding="idna", declare=[notifications_exchange(settings)],
+            b"a" * 100,
+            exchange=notifications_exchange(settings),
+            routing_key=settings.notifications_routing_key,
+            content_type="application/json",
+            content_encoding="idna",
+            declare=[notifications_exchange(settings)],
         )
     send(settings, notification("after"))
     # Then it is refused once as malformed (dead-lettered), and the next one is handled
     assert consumer.wait_for(lambda s: s["malformed"] == 1 and s["handled"] == 1, WAIT)
     assert handler.ids() == ["after"]
-    assert consumer.stats == {"received": 2, "handled": 1, "malformed": 1, "failed": 0,
-                              "reconnects": 0}
+    assert consumer.stats == {
+        "received": 2,
+        "handled": 1,
+        "malformed": 1,
+        "failed": 0,
+        "reconnects": 0,
+    }
     assert malformed_count() == before + 1
 
 
@@ -401,8 +415,12 @@ def test_an_older_versions_queue_nobody_consumes_is_replaced(
     # Given the queue as an older version declared it (not durable, no arguments), with a
     # message in it and its consumer gone
     settings = rabbit.settings()
-    old = kombu.Queue(settings.queue_name, notifications_exchange(settings),
-                      routing_key=settings.notifications_routing_key, durable=False)
+    old = kombu.Queue(
+        settings.queue_name,
+        notifications_exchange(settings),
+        routing_key=settings.notifications_routing_key,
+        durable=False,
+    )
     with connect(settings) as conn:
         old.bind(conn.default_channel).declare()
         send(settings, notification("stale"), conn=conn)
@@ -414,11 +432,17 @@ def test_an_older_versions_queue_nobody_consumes_is_replaced(
     handler.wait_for(lambda h: h.ids() == ["fresh"], "the first message in the new queue")
     with kombu.Connection(rabbit.url) as conn:
         # the same arguments are accepted: the queue is ours now
-        conn.channel().queue_declare(settings.queue_name, durable=True, auto_delete=False,
-                                     arguments=queue_arguments(settings))
+        conn.channel().queue_declare(
+            settings.queue_name,
+            durable=True,
+            auto_delete=False,
+            arguments=queue_arguments(settings),
+        )
     assert consumer.stats["reconnects"] == 0
-    assert any("existed with other arguments" in r.getMessage() and "1 message" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "existed with other arguments" in r.getMessage() and "1 message" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_an_older_versions_queue_still_in_use_is_a_clear_error_and_nothing_is_deleted(
@@ -426,12 +450,18 @@ def test_an_older_versions_queue_still_in_use_is_a_clear_error_and_nothing_is_de
 ) -> None:
     # Given an older orchestrator still consuming the same queue name with the old arguments
     settings = rabbit.settings()
-    old = kombu.Queue(settings.queue_name, notifications_exchange(settings),
-                      routing_key=settings.notifications_routing_key, durable=False)
+    old = kombu.Queue(
+        settings.queue_name,
+        notifications_exchange(settings),
+        routing_key=settings.notifications_routing_key,
+        durable=False,
+    )
     watcher = LogWatcher("consumer(s) use it")
     logging.getLogger("astara_actors.bus").addHandler(watcher)
-    with connect(settings) as conn, kombu.Consumer(conn.default_channel, [old],
-                                                   on_message=lambda m: None):
+    with (
+        connect(settings) as conn,
+        kombu.Consumer(conn.default_channel, [old], on_message=lambda m: None),
+    ):
         # When this version starts
         consumer = NotificationConsumer(settings, Recorder()).start()
         try:

@@ -56,8 +56,7 @@ def test_our_queue_and_its_messages_survive_a_broker_restart(private_rabbit: Pri
         ok = conn.channel().queue_declare(settings.queue_name, passive=True)
         assert ok.message_count == 3
         with pytest.raises(conn.channel_errors):
-            conn.channel().exchange_declare(settings.notifications_exchange, "topic",
-                                            passive=True)
+            conn.channel().exchange_declare(settings.notifications_exchange, "topic", passive=True)
     handler = Recorder()
     consumer = NotificationConsumer(settings, handler).start()
     try:
@@ -113,8 +112,9 @@ class Load:
         elif roll < 0.14 and len(routers) > 6:
             router = rng.choice(routers)
             for subnet in self.extra.pop(router, []):
-                neutron.remove_router_interface(router, {"subnet_id": subnet},
-                                                cloud.topology[router]["tenant"])
+                neutron.remove_router_interface(
+                    router, {"subnet_id": subnet}, cloud.topology[router]["tenant"]
+                )
             cloud.delete_router(router)
             self.deleted.append(router)
         elif roll < 0.6 or not any(self.extra.values()):
@@ -122,17 +122,23 @@ class Load:
             tenant = cloud.topology[router]["tenant"]
             self._subnets += 1
             net = neutron.create("network", {"name": f"extra-{self._subnets}"}, tenant)
-            subnet = neutron.create("subnet", {
-                "network_id": net["id"], "ip_version": 4,
-                "cidr": f"172.{16 + self._subnets // 256}.{self._subnets % 256}.0/24",
-            }, tenant)
+            subnet = neutron.create(
+                "subnet",
+                {
+                    "network_id": net["id"],
+                    "ip_version": 4,
+                    "cidr": f"172.{16 + self._subnets // 256}.{self._subnets % 256}.0/24",
+                },
+                tenant,
+            )
             neutron.add_router_interface(router, {"subnet_id": subnet["id"]}, tenant)
             self.extra.setdefault(router, []).append(subnet["id"])
         else:
             router = rng.choice([r for r, subnets in self.extra.items() if subnets])
             subnet = self.extra[router].pop(rng.randrange(len(self.extra[router])))
-            neutron.remove_router_interface(router, {"subnet_id": subnet},
-                                            cloud.topology[router]["tenant"])
+            neutron.remove_router_interface(
+                router, {"subnet_id": subnet}, cloud.topology[router]["tenant"]
+            )
 
 
 def wrong_routers(cloud: SimCloud, deleted: list[str]) -> list[str]:
@@ -142,8 +148,11 @@ def wrong_routers(cloud: SimCloud, deleted: list[str]) -> list[str]:
     ports = neutron.list("port", cloud.admin)
     wrong = []
     for router_id in list(cloud.topology):
-        wanted = {p["network_id"] for p in ports if p["device_id"] == router_id
-                  and p["device_owner"] == "network:router_interface"}
+        wanted = {
+            p["network_id"]
+            for p in ports
+            if p["device_id"] == router_id and p["device_owner"] == "network:router_interface"
+        }
         servers = cloud.servers_for(router_id)
         config: dict[str, Any] | None = None
         if len(servers) == 1:
@@ -151,8 +160,11 @@ def wrong_routers(cloud: SimCloud, deleted: list[str]) -> list[str]:
                 config = cloud.appliances.config(servers[0])
             except KeyError:
                 config = None
-        have = None if config is None else {
-            n["network_id"] for n in config["networks"] if n["network_type"] == "internal"}
+        have = (
+            None
+            if config is None
+            else {n["network_id"] for n in config["networks"] if n["network_type"] == "internal"}
+        )
         if have != wanted:
             wrong.append(router_id)
     wrong.extend(r for r in deleted if cloud.servers_for(r))
@@ -169,25 +181,47 @@ def test_every_router_converges_within_30_s_of_a_broker_restart_under_load(
     # sweep every 10 minutes, polls every 30 s)
     bus = BusSettings(transport_url=private_rabbit.url, host="restart")
     notifier = KombuNotifier(bus)
-    cloud = SimCloud(SimSettings(
-        port=0, tenants=2, routers_per_tenant=4, boot_delay=0.05, delete_delay=0.05,
-        management_cidr=f"127.{random.randint(101, 199)}.0.0/16",
-    ), notify=notifier)
+    cloud = SimCloud(
+        SimSettings(
+            port=0,
+            tenants=2,
+            routers_per_tenant=4,
+            boot_delay=0.05,
+            delete_delay=0.05,
+            management_cidr=f"127.{random.randint(101, 199)}.0.0/16",
+        ),
+        notify=notifier,
+    )
     server = SimServer(cloud).start()
     cloud.bootstrap()
-    network, compute = open_cloud(CloudSettings(
-        auth_url=f"{server.url}/identity/v3", username="admin",
-        password=cloud.settings.admin_password, project_name="admin",
-        retries=1, retry_delay=0.05, api_timeout=10,
-    ))
+    network, compute = open_cloud(
+        CloudSettings(
+            auth_url=f"{server.url}/identity/v3",
+            username="admin",
+            password=cloud.settings.admin_password,
+            project_name="admin",
+            retries=1,
+            retry_delay=0.05,
+            api_timeout=10,
+        )
+    )
     appliance = HttpAppliance(port=cloud.settings.appliance_port)
     settings = Settings(
-        host="restart", management_network_id=cloud.management_network_id,
+        host="restart",
+        management_network_id=cloud.management_network_id,
         management_subnet_id=cloud.management_subnet_id,
-        router_image_id="astara-appliance", router_flavor_id="astara-router",
-        boot_check_interval=0.05, retry_delay=0.05, retry_max_delay=0.5,
-        health_check_period=30.0, config_check_polls=0, config_check_interval=600.0,
-        alive_timeout=1.0, config_timeout=5.0, boot_timeout=10.0, dead_vm_timeout=10.0,
+        router_image_id="astara-appliance",
+        router_flavor_id="astara-router",
+        boot_check_interval=0.05,
+        retry_delay=0.05,
+        retry_max_delay=0.5,
+        health_check_period=30.0,
+        config_check_polls=0,
+        config_check_interval=600.0,
+        alive_timeout=1.0,
+        config_timeout=5.0,
+        boot_timeout=10.0,
+        dead_vm_timeout=10.0,
         ask_timeout=5.0,
     )
     runtime = Runtime(settings, network=network, compute=compute, appliance=appliance).start()
@@ -206,8 +240,12 @@ def test_every_router_converges_within_30_s_of_a_broker_restart_under_load(
         for router_id, made in cloud.topology.items():  # as the start-up population would
             runtime.deliver(Event(router_id, made["tenant"].project_id, Action.POLL))
         # Every wait of this test is 60 s: a broker stops and starts, under load.
-        wait_for(lambda: not wrong_routers(cloud, []), "the first eight routers configured",
-                 timeout=60.0, interval=0.1)
+        wait_for(
+            lambda: not wrong_routers(cloud, []),
+            "the first eight routers configured",
+            timeout=60.0,
+            interval=0.1,
+        )
         assert inbox.consumer is not None
         consumer = inbox.consumer
         # When the broker restarts while the cloud keeps changing
@@ -218,8 +256,12 @@ def test_every_router_converges_within_30_s_of_a_broker_restart_under_load(
         private_rabbit.stop()
         down = time.monotonic()
         ops = load.ops
-        wait_for(lambda: load.ops >= ops + 50, "load while the broker is down", timeout=60.0,
-                 interval=0.1)
+        wait_for(
+            lambda: load.ops >= ops + 50,
+            "load while the broker is down",
+            timeout=60.0,
+            interval=0.1,
+        )
         private_rabbit.start()
         up = time.monotonic()
         assert consumer.wait_for(lambda s: s["reconnects"] >= 1, 30.0)
@@ -234,18 +276,24 @@ def test_every_router_converges_within_30_s_of_a_broker_restart_under_load(
         # measured, from the reconnection, below.
         assert notifier.flush(60.0), f"{notifier.pending} notifications still unpublished"
         # Then every router is right within 30 s of the reconnection
-        wait_for(lambda: not wrong_routers(cloud, load.deleted), "every router converged",
-                 timeout=reconnected + CONVERGE - time.monotonic(), interval=0.1)
+        wait_for(
+            lambda: not wrong_routers(cloud, load.deleted),
+            "every router converged",
+            timeout=reconnected + CONVERGE - time.monotonic(),
+            interval=0.1,
+        )
         converged = time.monotonic() - reconnected
         published, got = notifier.published, len(received)
-        report = (f"broker restart under load: {load.ops} changes, {published} notifications "
-                  f"published ({notifier.dropped} dropped by the outbox), {got} received "
-                  f"({received_before} before the restart), {published - got} lost; "
-                  f"broker stopping {down - stopping:.1f} s, down {up - down:.1f} s, consumer "
-                  f"back {reconnected - up:.1f} s after it; every router converged "
-                  f"{converged:.1f} s after the reconnection (the load stopped "
-                  f"{quiet - reconnected:.1f} s after it); {len(cloud.topology)} routers, "
-                  f"{len(load.deleted)} deleted")
+        report = (
+            f"broker restart under load: {load.ops} changes, {published} notifications "
+            f"published ({notifier.dropped} dropped by the outbox), {got} received "
+            f"({received_before} before the restart), {published - got} lost; "
+            f"broker stopping {down - stopping:.1f} s, down {up - down:.1f} s, consumer "
+            f"back {reconnected - up:.1f} s after it; every router converged "
+            f"{converged:.1f} s after the reconnection (the load stopped "
+            f"{quiet - reconnected:.1f} s after it); {len(cloud.topology)} routers, "
+            f"{len(load.deleted)} deleted"
+        )
         print(report)
         with kombu.Connection(private_rabbit.url) as conn:  # nothing left behind in our queue
             queue = notifications_queue(bus)
@@ -278,8 +326,13 @@ def test_a_resync_heals_at_once_what_lost_notifications_left_stale(
     # And the bus reconnects
     h.runtime.resync("test")
     # Then the changed router is re-pushed, the deleted one's VM removed, the new one booted
-    h.wait_for(lambda: len(cloud.config_pushes[changed][-1]["networks"]) == networks + 1
-               and h.configured(changed), what="the changed router re-pushed")
+    h.wait_for(
+        lambda: (
+            len(cloud.config_pushes[changed][-1]["networks"]) == networks + 1
+            and h.configured(changed)
+        ),
+        what="the changed router re-pushed",
+    )
     h.wait_for(lambda: not cloud.servers_of(gone), what="the deleted router's VM removed")
     h.wait_for(lambda: h.configured(new), what="the new router configured")
     assert h.pushes(same) == pushes  # nothing changed for it: no push

@@ -128,8 +128,13 @@ def test_a_malformed_request_is_rejected_and_the_server_goes_on(serving, client)
     server = serving(MEMORY, echo("h1"))
     with connect(MEMORY) as conn:
         publish(conn, "this is no request", exchange=control_exchange(MEMORY), routing_key="")
-        publish(conn, json.dumps({"query": [1]}), exchange=control_exchange(MEMORY),
-                routing_key="", reply_to="nowhere")
+        publish(
+            conn,
+            json.dumps({"query": [1]}),
+            exchange=control_exchange(MEMORY),
+            routing_key="",
+            reply_to="nowhere",
+        )
 
     assert server.wait_for(lambda s: s["malformed"] == 2, WAIT)
     assert client.ask({"query": "workers"}, timeout=WAIT, expect=1)[0]["ok"] is True
@@ -269,8 +274,9 @@ def test_fifty_queries_queued_behind_bad_ones_are_all_answered(rabbit: Rabbit) -
     reasons = ("body", "query", "reply_to", "correlation_id")
     before = {r: malformed(r) for r in reasons}
     server = QueryServer(settings, answer).start()
-    replies = kombu.Queue(f"test.replies.{rabbit.uid}", durable=False, auto_delete=True,
-                          exclusive=True)
+    replies = kombu.Queue(
+        f"test.replies.{rabbit.uid}", durable=False, auto_delete=True, exclusive=True
+    )
     try:
         assert server.wait_ready(WAIT)
         with connect(settings) as conn:
@@ -280,12 +286,16 @@ def test_fifty_queries_queued_behind_bad_ones_are_all_answered(rabbit: Rabbit) -
 
             def request(body: Any, **props: Any) -> None:
                 text = body if isinstance(body, (str, bytes)) else json.dumps(body)
-                kombu.Producer(channel).publish(text, exchange=to, routing_key="",
-                                                content_type="application/json", **props)
+                kombu.Producer(channel).publish(
+                    text, exchange=to, routing_key="", content_type="application/json", **props
+                )
 
             def query(n: int, q: str = "workers", **overrides: Any) -> None:
-                body = {"query": {"query": q, "n": n}, "reply_to": replies.name,
-                        "correlation_id": f"c-{n}"}
+                body = {
+                    "query": {"query": q, "n": n},
+                    "reply_to": replies.name,
+                    "correlation_id": f"c-{n}",
+                }
                 body.update(overrides)
                 request(body)
 
@@ -299,8 +309,9 @@ def test_fifty_queries_queued_behind_bad_ones_are_all_answered(rabbit: Rabbit) -
                 lambda: query(-5, correlation_id={"not": "a string"}),
                 lambda: request(b"\xff\xfe not even text"),
                 lambda: request("[1, 2, 3]"),
-                lambda: request({"query": "not an object", "reply_to": replies.name,
-                                 "correlation_id": "c-x"}),
+                lambda: request(
+                    {"query": "not an object", "reply_to": replies.name, "correlation_id": "c-x"}
+                ),
                 lambda: query(-6, "no-such-query"),  # answered with an error, counted
             ]
             for n in range(50):
@@ -328,4 +339,8 @@ def test_fifty_queries_queued_behind_bad_ones_are_all_answered(rabbit: Rabbit) -
     assert server.stats["malformed"] == 8
     assert server.stats["reconnects"] == 0
     assert {r: malformed(r) - before[r] for r in reasons} == {
-        "body": 2, "query": 2, "reply_to": 2, "correlation_id": 2}
+        "body": 2,
+        "query": 2,
+        "reply_to": 2,
+        "correlation_id": 2,
+    }

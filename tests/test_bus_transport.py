@@ -53,16 +53,27 @@ def test_our_queue_survives_restarts_expires_without_consumer_and_is_bounded() -
     }
     dead = dead_letter_queue(settings)
     assert dead is not None
-    assert (dead.name, dead.exchange.name, dead.exchange.type) == ("astara.dead", "astara.dead",
-                                                                    "fanout")
-    assert dead.durable and dead.queue_arguments == {"x-max-length": 10_000,
-                                                     "x-overflow": "drop-head"}
+    assert (dead.name, dead.exchange.name, dead.exchange.type) == (
+        "astara.dead",
+        "astara.dead",
+        "fanout",
+    )
+    assert dead.durable and dead.queue_arguments == {
+        "x-max-length": 10_000,
+        "x-overflow": "drop-head",
+    }
 
 
 def test_a_classic_unbounded_queue_without_dead_letters_can_be_chosen() -> None:
-    settings = BusSettings(transport_url="memory://", host="h", queue_type="classic",
-                           queue_durable=False, queue_expiry=0, queue_max_length=0,
-                           dead_letter_exchange="")
+    settings = BusSettings(
+        transport_url="memory://",
+        host="h",
+        queue_type="classic",
+        queue_durable=False,
+        queue_expiry=0,
+        queue_max_length=0,
+        dead_letter_exchange="",
+    )
 
     queue = notifications_queue(settings)
 
@@ -71,12 +82,17 @@ def test_a_classic_unbounded_queue_without_dead_letters_can_be_chosen() -> None:
     assert dead_letter_queue(settings) is None
 
 
-@pytest.mark.parametrize(("key", "value", "problem"), [
-    ("queue_type", "stream", "'stream' is not one of quorum, classic"),
-    ("queue_expiry", -1.0, "must not be negative"),
-    ("queue_max_length", -5, "must not be negative"),
-])
-def test_bad_queue_settings_are_refused_naming_the_key(key: str, value: object, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("queue_type", "stream", "'stream' is not one of quorum, classic"),
+        ("queue_expiry", -1.0, "must not be negative"),
+        ("queue_max_length", -5, "must not be negative"),
+    ],
+)
+def test_bad_queue_settings_are_refused_naming_the_key(
+    key: str, value: object, problem: str
+) -> None:
     with pytest.raises(SettingsError) as caught:
         BusSettings(transport_url="memory://", **{key: value})
 
@@ -96,7 +112,10 @@ def test_rabbit_and_amqp_urls_go_to_py_amqp(scheme: str) -> None:
 
     assert conn.transport_cls == "pyamqp"
     assert (conn.hostname, conn.port, conn.userid, conn.virtual_host) == (
-        "mq.example", 5673, "u", "astara",
+        "mq.example",
+        5673,
+        "u",
+        "astara",
     )
     assert conn.heartbeat == 10.0
     assert conn.transport_options["confirm_publish"] is True
@@ -146,8 +165,12 @@ def test_envelope_is_oslo_messaging_v2_with_the_message_json_encoded_twice() -> 
     when = datetime.datetime(2026, 11, 25, 3, 20, 9, 790889, tzinfo=datetime.UTC)
 
     body = notification_envelope(
-        "astara.command", {"command": "poll"}, publisher_id="astara.ctl.h",
-        context={"project_id": "p1"}, new_id=lambda: next(ids), now=lambda: when,
+        "astara.command",
+        {"command": "poll"},
+        publisher_id="astara.ctl.h",
+        context={"project_id": "p1"},
+        new_id=lambda: next(ids),
+        now=lambda: when,
     )
 
     outer = json.loads(body)
@@ -189,8 +212,12 @@ def test_filesystem_publisher_declares_the_topic_exchange_so_nothing_vanishes(
     notifications_queue(settings).bind(consumer_conn.default_channel).declare()
     # When a fresh connection, which never heard of the exchange, publishes with the helper
     with connect(settings) as publisher_conn:
-        publish(publisher_conn, '{"n": 1}', exchange=notifications_exchange(settings),
-                routing_key="notifications.info")
+        publish(
+            publisher_conn,
+            '{"n": 1}',
+            exchange=notifications_exchange(settings),
+            routing_key="notifications.info",
+        )
     # Then the topic message reaches the queue
     message = consumer_conn.SimpleQueue(notifications_queue(settings)).get(timeout=2)
     assert json.loads(message.body) == {"n": 1}

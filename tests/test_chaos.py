@@ -32,8 +32,13 @@ def sim(tmp_path: Path) -> Iterator[str]:
         f"[sim]\nport = {port}\ntenants = 2\nrouters_per_tenant = {ROUTERS // 2}\n"
         f"boot_delay = 0.5\ndelete_delay = 0.3\ntransport_url = filesystem://{tmp_path}/bus\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()
     assert "serving on" in first, first
@@ -45,8 +50,13 @@ def sim(tmp_path: Path) -> Iterator[str]:
 
 
 def start(ini: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def add_ha_router(url: str) -> str:
@@ -55,8 +65,9 @@ def add_ha_router(url: str) -> str:
     public = next(n for n in conn.network.networks() if n.is_router_external)
     net = conn.network.create_network(name="ha-net")
     subnet = conn.network.create_subnet(network_id=net.id, ip_version=4, cidr="192.168.250.0/24")
-    router = conn.network.create_router(name="ha-router", is_ha=True,
-                                        external_gateway_info={"network_id": public.id})
+    router = conn.network.create_router(
+        name="ha-router", is_ha=True, external_gateway_info={"network_id": public.id}
+    )
     conn.network.add_interface_to_router(router, subnet_id=subnet.id)
     return str(router.id)
 
@@ -76,8 +87,15 @@ def converged(url: str) -> tuple[bool, str]:
     if leaked:
         return False, f"leaked ports: {leaked}"
     for vm in (vm for vms in state["servers"].values() for vm in vms):
-        address = next((a["addr"] for net in vm.addresses.values() for a in net
-                        if a["addr"].startswith("127.100.")), None)
+        address = next(
+            (
+                a["addr"]
+                for net in vm.addresses.values()
+                for a in net
+                if a["addr"].startswith("127.100.")
+            ),
+            None,
+        )
         if address is None:
             return False, f"{vm.name} has no management address yet"
         try:
@@ -121,8 +139,15 @@ def test_killed_at_random_moments_the_orchestrator_converges_after_restart(
         assert ok, why
         state = cloud_state(sim)
         assert len(state["servers"][ha_router]) == 2, "the HA router runs its pair"
-        print(json.dumps({"converged_after_restart_s": round(took, 1),
-                          "routers": len(state["routers"]), "ha_routers": len(state["ha"])}))
+        print(
+            json.dumps(
+                {
+                    "converged_after_restart_s": round(took, 1),
+                    "routers": len(state["routers"]),
+                    "ha_routers": len(state["ha"]),
+                }
+            )
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -26,7 +26,6 @@ KEPT = 2  # per tenant: the tenants keep routers, so they are never retired (whi
 LATE = (Action.UPDATE, Action.UPDATE, Action.POLL)  # interface, floating IP, a queued poll
 
 
-
 def mapped(root: Any) -> set[str]:
     """The routers the root maps to a tenant (read from this thread while it runs)."""
     while True:
@@ -39,15 +38,27 @@ def mapped(root: Any) -> set[str]:
 def test_late_events_for_deleted_routers_leave_no_entry_in_the_root() -> None:
     cloud = MemoryCloud()
     settings = fast_settings(cloud, heap_freeze_interval=0, update_coalesce=0.05)
-    runtime = Runtime(settings, network=cloud.network, compute=cloud.compute,
-                      appliance=cloud.appliance, poll=False).start()
+    runtime = Runtime(
+        settings,
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
     try:
         routers = [(cloud.add_router(t), t) for t in TENANTS for _ in range(PER_TENANT)]
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
-        wait_for(lambda: len(runtime.status_board.summaries()) == len(routers) and all(
-            s.get("instance_state") == "configured" for s in runtime.status_board.summaries()),
-            "routers configured")
+        wait_for(
+            lambda: (
+                len(runtime.status_board.summaries()) == len(routers)
+                and all(
+                    s.get("instance_state") == "configured"
+                    for s in runtime.status_board.summaries()
+                )
+            ),
+            "routers configured",
+        )
         root = runtime.root._actor_weakref()  # noqa: SLF001 - what the root still maps
         assert mapped(root) == {r for r, _ in routers}
 
@@ -65,8 +76,10 @@ def test_late_events_for_deleted_routers_leave_no_entry_in_the_root() -> None:
                 runtime.deliver(Event(router_id, tenant_id, action, reason="port.delete.end"))
         runtime.dump()  # a round trip through the root and every tenant: the stragglers are in
 
-        wait_for(lambda: not gone & mapped(root),
-                   "the root forgetting the deleted routers again after their late events")
+        wait_for(
+            lambda: not gone & mapped(root),
+            "the root forgetting the deleted routers again after their late events",
+        )
         assert all(runtime.dump(r) is None for r, _ in doomed), "a straggler revived a router"
         kept = {r for r, _ in routers} - gone
         assert mapped(root) == kept

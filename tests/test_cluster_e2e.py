@@ -40,8 +40,13 @@ def sim(tmp_path: Path, bus: BusSettings) -> Iterator[str]:
         f"delete_delay = 0.3\ntransport_url = {bus.transport_url}\n"
         f"notifications_exchange = {bus.notifications_exchange}\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     assert "serving on" in proc.stdout.readline()
     try:
@@ -51,8 +56,9 @@ def sim(tmp_path: Path, bus: BusSettings) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def member_ini(base: Path, tmp_path: Path, member: str, group: str, redis: str,
-               bus: BusSettings) -> Path:
+def member_ini(
+    base: Path, tmp_path: Path, member: str, group: str, redis: str, bus: BusSettings
+) -> Path:
     text = base.read_text().replace("host = chaos", f"host = {member}")
     text = text.replace(f"state_dir = {tmp_path}\n", f"state_dir = {tmp_path / member}\n")
     text = text.replace(
@@ -93,16 +99,20 @@ def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
         ini = member_ini(base, tmp_path, member, group, redis, bus)
         procs[member] = subprocess.Popen(
             [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
         )
     tenants: set[str] = set()
     try:
+
         def one_owner_each() -> bool:
             held = owners(bus)
             return len(held) >= 2 and all(len(m) == 1 for m in held.values())
 
-        wait_for(one_owner_each, "every tenant driven by exactly one member", timeout=60.0,
-                 interval=0)  # each check is a round trip to the members
+        wait_for(
+            one_owner_each, "every tenant driven by exactly one member", timeout=60.0, interval=0
+        )  # each check is a round trip to the members
         before = owners(bus)
         tenants = set(before)
         victim = next((m for m in MEMBERS if any(m in ms for ms in before.values())), MEMBERS[0])
@@ -128,16 +138,32 @@ def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
             assert counters["boots"] == 1, counters
             assert counters["pushes"] <= 4, counters
         ctl = subprocess.run(
-            [sys.executable, "-m", "astara_actors.ctl.cli", "--config-file",
-             str(tmp_path / f"{next(m for m in MEMBERS if m != victim)}.ini"), "workers", "debug"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "astara_actors.ctl.cli",
+                "--config-file",
+                str(tmp_path / f"{next(m for m in MEMBERS if m != victim)}.ini"),
+                "workers",
+                "debug",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
         assert ctl.returncode == 0, ctl.stderr
         survivors = sorted(m for m in MEMBERS if m != victim)
         for member in survivors:  # each answers for itself, with the same view of the members
             assert f"cluster: member {member} of [{', '.join(survivors)}]" in ctl.stdout
-        print(json.dumps({"adopted_after_kill_s": round(took, 1),
-                          "detected_within_s": round(time.monotonic() - killed_at, 1)}))
+        print(
+            json.dumps(
+                {
+                    "adopted_after_kill_s": round(took, 1),
+                    "detected_within_s": round(time.monotonic() - killed_at, 1),
+                }
+            )
+        )
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -58,14 +58,20 @@ def networks() -> dict[str, NetworkInfo]:
         {"id": MGT_NET, "name": "mgt", "mtu": None},
         [
             {
-                "id": MGT_SUBNET, "network_id": MGT_NET, "ip_version": 4,
-                "cidr": "127.100.0.0/16", "gateway_ip": None, "enable_dhcp": False,
+                "id": MGT_SUBNET,
+                "network_id": MGT_NET,
+                "ip_version": 4,
+                "cidr": "127.100.0.0/16",
+                "gateway_ip": None,
+                "enable_dhcp": False,
             }
         ],
     )
     return {
         MGT_NET: mgt,
-        INTERNAL_NET: NetworkInfo.from_neutron(body("network.json")["network"], [body("subnet.json")["subnet"]]),
+        INTERNAL_NET: NetworkInfo.from_neutron(
+            body("network.json")["network"], [body("subnet.json")["subnet"]]
+        ),
         PUBLIC_NET: NetworkInfo.from_neutron(
             body("network-public.json")["network"], [body("subnet-public.json")["subnet"]]
         ),
@@ -86,10 +92,18 @@ def settings() -> Settings:
 def network_ports() -> dict[str, list[Port]]:
     ports = body("ports-by-router-admin-view.json")["ports"] + [body("port-vm.json")["port"]]
     vrrp = {
-        "id": "vrrp-1", "name": f"ASTARA:VRRP:{ROUTER_ID}", "network_id": INTERNAL_NET,
-        "mac_address": "fa:16:3e:00:00:bb", "fixed_ips": [],
+        "id": "vrrp-1",
+        "name": f"ASTARA:VRRP:{ROUTER_ID}",
+        "network_id": INTERNAL_NET,
+        "mac_address": "fa:16:3e:00:00:bb",
+        "fixed_ips": [],
     }
-    no_ip = {"id": "no-ip", "name": "", "network_id": INTERNAL_NET, "mac_address": "fa:16:3e:00:00:cc"}
+    no_ip = {
+        "id": "no-ip",
+        "name": "",
+        "network_id": INTERNAL_NET,
+        "mac_address": "fa:16:3e:00:00:cc",
+    }
     parsed = [Port.from_neutron(p) for p in [*ports, vrrp, no_ip]]
     return {INTERNAL_NET: [p for p in parsed if p.network_id == INTERNAL_NET]}
 
@@ -108,8 +122,17 @@ def config(router, management_port, networks, network_ports, settings) -> dict[s
 
 def test_top_level_keys_are_exactly_those_of_the_original(config):
     assert set(config) == {
-        "asn", "neighbor_asn", "default_v4_gateway", "networks", "labels", "floating_ips",
-        "tenant_id", "hostname", "orchestrator", "ha_resource", "vpn",
+        "asn",
+        "neighbor_asn",
+        "default_v4_gateway",
+        "networks",
+        "labels",
+        "floating_ips",
+        "tenant_id",
+        "hostname",
+        "orchestrator",
+        "ha_resource",
+        "vpn",
     }
 
 
@@ -120,7 +143,11 @@ def test_scalar_fields_come_from_settings_and_router(config):
     assert config["labels"] == {"ext": ["192.168.57.0/24"]}
     assert config["tenant_id"] == TENANT
     assert config["hostname"] == f"ak-{TENANT}"
-    assert config["orchestrator"] == {"address": "127.100.0.1", "metadata_port": 9697, "host": "orch-1"}
+    assert config["orchestrator"] == {
+        "address": "127.100.0.1",
+        "metadata_port": 9697,
+        "host": "orch-1",
+    }
     assert config["ha_resource"] is False
     assert config["vpn"] == {}
 
@@ -144,8 +171,12 @@ def test_management_entry_has_the_management_address_and_no_mtu(config):
         "network_type": "management",
         "subnets": [
             {
-                "id": MGT_SUBNET, "cidr": "127.100.0.0/16", "dhcp_enabled": False,
-                "dns_nameservers": [], "host_routes": [], "gateway_ip": "",
+                "id": MGT_SUBNET,
+                "cidr": "127.100.0.0/16",
+                "dhcp_enabled": False,
+                "dns_nameservers": [],
+                "host_routes": [],
+                "gateway_ip": "",
             }
         ],
         "allocations": [],
@@ -162,8 +193,11 @@ def test_external_entry_carries_the_gateway_address_and_public_subnet(config):
         "network_type": "external",
         "subnets": [
             {
-                "id": "d39ec11f-69b5-44de-8e6b-28a2191dcc9e", "cidr": "172.24.0.0/20",
-                "dhcp_enabled": False, "dns_nameservers": [], "host_routes": [],
+                "id": "d39ec11f-69b5-44de-8e6b-28a2191dcc9e",
+                "cidr": "172.24.0.0/20",
+                "dhcp_enabled": False,
+                "dns_nameservers": [],
+                "host_routes": [],
                 "gateway_ip": "172.24.0.1",
             }
         ],
@@ -177,8 +211,11 @@ def test_internal_entry_has_router_address_subnet_and_vm_allocation(config):
     assert internal["mtu"] == 1450
     assert internal["subnets"] == [
         {
-            "id": "0cf33cf9-ef1a-4e10-804c-0cbb45ec86ef", "cidr": "10.1.1.0/24",
-            "dhcp_enabled": True, "dns_nameservers": ["192.0.2.53"], "host_routes": [],
+            "id": "0cf33cf9-ef1a-4e10-804c-0cbb45ec86ef",
+            "cidr": "10.1.1.0/24",
+            "dhcp_enabled": True,
+            "dns_nameservers": ["192.0.2.53"],
+            "host_routes": [],
             "gateway_ip": "10.1.1.1",
         }
     ]
@@ -201,19 +238,28 @@ def test_internal_entry_has_router_address_subnet_and_vm_allocation(config):
 
 def test_ha_config_is_added_only_when_given(router, management_port, networks, settings):
     kwargs = dict(
-        management_port=management_port, networks=networks, network_ports={},
-        iface_map={MGT_NET: "ge0", PUBLIC_NET: "ge1", INTERNAL_NET: "ge2"}, settings=settings,
+        management_port=management_port,
+        networks=networks,
+        network_ports={},
+        iface_map={MGT_NET: "ge0", PUBLIC_NET: "ge1", INTERNAL_NET: "ge2"},
+        settings=settings,
     )
     ha = {"peers": ["127.100.0.3"], "priority": 100}
     assert build_router_config(router, ha_config=ha, **kwargs)["ha_config"] == ha
     assert "ha_config" not in build_router_config(router, **kwargs)
 
 
-def test_payload_is_json_serialisable_and_deterministic(config, router, management_port, networks, network_ports, settings):
+def test_payload_is_json_serialisable_and_deterministic(
+    config, router, management_port, networks, network_ports, settings
+):
     shuffled = {INTERNAL_NET: list(reversed(network_ports[INTERNAL_NET]))}
     again = build_router_config(
-        router, management_port=management_port, networks=networks, network_ports=shuffled,
-        iface_map={MGT_NET: "ge0", PUBLIC_NET: "ge1", INTERNAL_NET: "ge2"}, settings=settings,
+        router,
+        management_port=management_port,
+        networks=networks,
+        network_ports=shuffled,
+        iface_map={MGT_NET: "ge0", PUBLIC_NET: "ge1", INTERNAL_NET: "ge2"},
+        settings=settings,
     )
     assert json.loads(json.dumps(config)) == config == again
 
@@ -222,12 +268,23 @@ def test_router_without_gateway_has_no_external_entry_and_no_default_gateway(
     router, management_port, networks, settings
 ):
     no_gw = Router(
-        id=router.id, tenant_id=router.tenant_id, name="", admin_state_up=True, status="",
-        ha=False, external_port=None, internal_ports=router.internal_ports, floating_ips=(),
+        id=router.id,
+        tenant_id=router.tenant_id,
+        name="",
+        admin_state_up=True,
+        status="",
+        ha=False,
+        external_port=None,
+        internal_ports=router.internal_ports,
+        floating_ips=(),
     )
     config = build_router_config(
-        no_gw, management_port=management_port, networks=networks, network_ports={},
-        iface_map={MGT_NET: "ge0", INTERNAL_NET: "ge1"}, settings=settings,
+        no_gw,
+        management_port=management_port,
+        networks=networks,
+        network_ports={},
+        iface_map={MGT_NET: "ge0", INTERNAL_NET: "ge1"},
+        settings=settings,
     )
     assert [n["network_type"] for n in config["networks"]] == ["management", "internal"]
     assert config["default_v4_gateway"] == ""
@@ -249,17 +306,25 @@ def test_slaac_subnets_are_not_dhcp_enabled(router, management_port, settings):
         {"id": INTERNAL_NET, "mtu": 1450},
         [
             {
-                "id": "v6", "network_id": INTERNAL_NET, "ip_version": 6, "cidr": "2001:db8::/64",
-                "gateway_ip": "2001:db8::1", "enable_dhcp": True, "ipv6_ra_mode": "slaac",
+                "id": "v6",
+                "network_id": INTERNAL_NET,
+                "ip_version": 6,
+                "cidr": "2001:db8::/64",
+                "gateway_ip": "2001:db8::1",
+                "enable_dhcp": True,
+                "ipv6_ra_mode": "slaac",
             }
         ],
     )
     mgt = NetworkInfo.from_neutron({"id": MGT_NET}, [])
     pub = NetworkInfo.from_neutron({"id": PUBLIC_NET}, [])
     config = build_router_config(
-        router, management_port=management_port,
-        networks={MGT_NET: mgt, PUBLIC_NET: pub, INTERNAL_NET: v6}, network_ports={},
-        iface_map={MGT_NET: "ge0", PUBLIC_NET: "ge1", INTERNAL_NET: "ge2"}, settings=settings,
+        router,
+        management_port=management_port,
+        networks={MGT_NET: mgt, PUBLIC_NET: pub, INTERNAL_NET: v6},
+        network_ports={},
+        iface_map={MGT_NET: "ge0", PUBLIC_NET: "ge1", INTERNAL_NET: "ge2"},
+        settings=settings,
     )
     assert config["networks"][2]["subnets"][0]["dhcp_enabled"] is False
 
@@ -270,13 +335,28 @@ def test_allocation_hostname_uses_the_lowest_address():
     net = NetworkInfo.from_neutron(
         {"id": "n", "mtu": None},
         [
-            {"id": "s4", "network_id": "n", "ip_version": 4, "cidr": "10.0.0.0/24", "enable_dhcp": True},
-            {"id": "s6", "network_id": "n", "ip_version": 6, "cidr": "2001:db8::/64", "enable_dhcp": False},
+            {
+                "id": "s4",
+                "network_id": "n",
+                "ip_version": 4,
+                "cidr": "10.0.0.0/24",
+                "enable_dhcp": True,
+            },
+            {
+                "id": "s6",
+                "network_id": "n",
+                "ip_version": 6,
+                "cidr": "2001:db8::/64",
+                "enable_dhcp": False,
+            },
         ],
     )
     vm = Port.from_neutron(
         {
-            "id": "p", "network_id": "n", "mac_address": "m", "device_id": "d",
+            "id": "p",
+            "network_id": "n",
+            "mac_address": "m",
+            "device_id": "d",
             "fixed_ips": [
                 {"subnet_id": "s6", "ip_address": "2001:db8::9"},
                 {"subnet_id": "s4", "ip_address": "10.0.0.10"},
@@ -284,18 +364,26 @@ def test_allocation_hostname_uses_the_lowest_address():
             ],
         }
     )
-    entry = network_config(vm, network=net, ifname="ge1", network_type="internal", network_ports=[vm])
+    entry = network_config(
+        vm, network=net, ifname="ge1", network_type="internal", network_ports=[vm]
+    )
     assert entry["allocations"][0]["hostname"] == "10-0-0-9.local"
     assert entry["allocations"][0]["ip_addresses"] == {
-        "2001:db8::9": False, "10.0.0.10": True, "10.0.0.9": True,
+        "2001:db8::9": False,
+        "10.0.0.10": True,
+        "10.0.0.9": True,
     }
 
 
 def test_user_data_configures_the_management_interface_and_the_astara_user(management_port):
-    settings = Settings(ssh_public_key="ssh-ed25519 AAAA key\n", boot_command="astara-configure-management")
+    settings = Settings(
+        ssh_public_key="ssh-ed25519 AAAA key\n", boot_command="astara-configure-management"
+    )
     text = build_user_data(management_port, "127.100.0.0/16", settings)
     assert text.startswith("#cloud-config\n")
-    assert "  - /usr/local/bin/astara-configure-management fa:16:3e:00:00:aa 127.100.0.2/16\n" in text
+    assert (
+        "  - /usr/local/bin/astara-configure-management fa:16:3e:00:00:aa 127.100.0.2/16\n" in text
+    )
     assert "  - name: astara\n" in text
     assert "      - ssh-ed25519 AAAA key\n" in text
     assert "output: {all: '| tee -a /var/log/cloud-init-output.log'}" in text

@@ -43,26 +43,41 @@ ORIGINAL = [
     ({"command": "tenant-debug", "tenant_id": T, "reason": "x"}, DebugTenant),
     ({"command": "tenant-manage", "tenant_id": T, "reason": ""}, ManageTenant),
     ({"command": "resource-debug", "resource_id": R, "tenant_id": "*", "reason": "x"}, DebugRouter),
-    ({"command": "resource-manage", "resource_id": R, "tenant_id": "*", "reason": ""}, ManageRouter),
+    (
+        {"command": "resource-manage", "resource_id": R, "tenant_id": "*", "reason": ""},
+        ManageRouter,
+    ),
     ({"command": "resource-update", "resource_id": R, "tenant_id": "*", "reason": ""}, Deliver),
     (
-        {"command": "resource-rebuild", "resource_id": R, "tenant_id": "*", "reason": "",
-         "resource_image_uuid": "img-1"},
+        {
+            "command": "resource-rebuild",
+            "resource_id": R,
+            "tenant_id": "*",
+            "reason": "",
+            "resource_image_uuid": "img-1",
+        },
         Deliver,
     ),
     ({"command": "router-debug", "router_id": R, "tenant_id": T, "reason": "x"}, DebugRouter),
     ({"command": "router-manage", "router_id": R, "tenant_id": T, "reason": ""}, ManageRouter),
     ({"command": "router-update", "router_id": "*", "tenant_id": "*", "reason": ""}, Deliver),
     (
-        {"command": "router-rebuild", "router_id": "error", "tenant_id": "*", "reason": "",
-         "router_image_uuid": "img-2"},
+        {
+            "command": "router-rebuild",
+            "router_id": "error",
+            "tenant_id": "*",
+            "reason": "",
+            "router_image_uuid": "img-2",
+        },
         Deliver,
     ),
 ]
 
 
 @pytest.mark.parametrize(("payload", "message_type"), ORIGINAL)
-def test_original_astara_ctl_payloads_still_work(payload: dict[str, Any], message_type: type) -> None:
+def test_original_astara_ctl_payloads_still_work(
+    payload: dict[str, Any], message_type: type
+) -> None:
     command = Command.from_payload(payload)
     assert isinstance(to_tree_message(command), message_type)
     assert Command.from_payload(command.to_payload()) == command
@@ -130,40 +145,73 @@ def test_queries_round_trip_and_validate() -> None:
 FORGED = "ok\nERROR astara_actors.core.rebuild_guard: CIRCUIT BREAKER OPEN: forged"
 
 
-@pytest.mark.parametrize("payload", [
-    {"command": "router-debug", "router_id": R, "reason": FORGED},
-    {"command": "tenant-debug", "tenant_id": T, "reason": "\x1b[2Jcleared"},
-    {"command": "global-debug", "enabled": 1, "reason": "x" * 3_000_000},
-    {"command": "resource-rebuild", "resource_id": R, "reason": "x" * 256},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"command": "router-debug", "router_id": R, "reason": FORGED},
+        {"command": "tenant-debug", "tenant_id": T, "reason": "\x1b[2Jcleared"},
+        {"command": "global-debug", "enabled": 1, "reason": "x" * 3_000_000},
+        {"command": "resource-rebuild", "resource_id": R, "reason": "x" * 256},
+    ],
+)
 def test_a_reason_with_a_control_character_or_too_long_is_refused(payload: dict[str, Any]) -> None:
-    with pytest.raises(InvalidCommand,
-                       match=r"reason (contains a control character|is \d+ characters long)") as info:
+    with pytest.raises(
+        InvalidCommand, match=r"reason (contains a control character|is \d+ characters long)"
+    ) as info:
         Command.from_payload(payload)
     assert len(str(info.value)) < 120 and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("payload", "complaint"), [
-    ({"command": "tenant-debug", "tenant_id": "../../etc/passwd"}, "is not a UUID or a Keystone project id"),
-    ({"command": "tenant-manage", "tenant_id": "x" * 100_000}, "is not a UUID or a Keystone project id"),
-    ({"command": "router-debug", "router_id": R, "tenant_id": "1' OR '1'='1"}, "is not a UUID or a Keystone project id"),
-    ({"command": "router-update", "router_id": R, "tenant_id": "error"}, "is not a UUID or a Keystone project id"),
-    ({"command": "router-rebuild", "router_id": f"{R}\n"}, "is not a UUID"),
-    ({"command": "router-rebuild", "router_id": R, "router_image_uuid": "../x"},
-     "router_image_uuid '../x' is not an image id"),
-])
+@pytest.mark.parametrize(
+    ("payload", "complaint"),
+    [
+        (
+            {"command": "tenant-debug", "tenant_id": "../../etc/passwd"},
+            "is not a UUID or a Keystone project id",
+        ),
+        (
+            {"command": "tenant-manage", "tenant_id": "x" * 100_000},
+            "is not a UUID or a Keystone project id",
+        ),
+        (
+            {"command": "router-debug", "router_id": R, "tenant_id": "1' OR '1'='1"},
+            "is not a UUID or a Keystone project id",
+        ),
+        (
+            {"command": "router-update", "router_id": R, "tenant_id": "error"},
+            "is not a UUID or a Keystone project id",
+        ),
+        ({"command": "router-rebuild", "router_id": f"{R}\n"}, "is not a UUID"),
+        (
+            {"command": "router-rebuild", "router_id": R, "router_image_uuid": "../x"},
+            "router_image_uuid '../x' is not an image id",
+        ),
+    ],
+)
 def test_ids_of_the_wrong_shape_are_refused(payload: dict[str, Any], complaint: str) -> None:
     with pytest.raises(InvalidCommand, match=complaint):
         Command.from_payload(payload)
 
 
 def test_ids_are_carried_in_their_canonical_form() -> None:
-    command = Command.from_payload({"command": "router-debug", "router_id": R.replace("-", ""),
-                                    "tenant_id": T.upper(), "reason": "  spaces trimmed  "})
+    command = Command.from_payload(
+        {
+            "command": "router-debug",
+            "router_id": R.replace("-", ""),
+            "tenant_id": T.upper(),
+            "reason": "  spaces trimmed  ",
+        }
+    )
     assert (command.router_id, command.tenant_id, command.reason) == (R, T, "spaces trimmed")
     # The original sent a wildcard router's wildcard as its tenant too.
-    wild = Command.from_payload({"command": "router-rebuild", "router_id": "error",
-                                 "tenant_id": "error", "router_image_uuid": "astara-appliance"})
+    wild = Command.from_payload(
+        {
+            "command": "router-rebuild",
+            "router_id": "error",
+            "tenant_id": "error",
+            "router_image_uuid": "astara-appliance",
+        }
+    )
     assert (wild.router_id, wild.tenant_id, wild.image_id) == ("error", "error", "astara-appliance")
     assert Query.from_payload({"query": "router", "router_id": R.upper()}).router_id == R
 

@@ -40,7 +40,11 @@ def ctl(config: Path | None, *args: str, stdin: str = "") -> subprocess.Complete
     head = ["--config-file", str(config)] if config else []
     done = subprocess.run(
         [sys.executable, "-m", "astara_actors.ctl.cli", *head, *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=WAIT + 15, input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=WAIT + 15,
+        input=stdin,
     )
     assert "Traceback" not in done.stderr, done.stderr
     return done
@@ -63,18 +67,22 @@ def test_help_is_the_usage_string() -> None:
     assert "astara-ctl [options] router rebuild <router-id>" in done.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ("router", "frobnicate", UNKNOWN),
-    ("router", "update", UNKNOWN, "--image=abc"),  # only rebuild takes an image
-    ("poll", "--reason=x"),
-    ("--timeout",),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("router", "frobnicate", UNKNOWN),
+        ("router", "update", UNKNOWN, "--image=abc"),  # only rebuild takes an image
+        ("poll", "--reason=x"),
+        ("--timeout",),
+    ],
+)
 def test_arguments_matching_no_usage_show_the_usage_and_exit_2(args: tuple[str, ...]) -> None:
     done = ctl(None, *args)
     assert done.returncode == 2
     assert done.stderr.startswith("Usage:\n  astara-ctl [options] browse")
-    assert done.stderr.endswith("astara-ctl: the arguments match no usage above "
-                                "(see astara-ctl --help)\n")
+    assert done.stderr.endswith(
+        "astara-ctl: the arguments match no usage above (see astara-ctl --help)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,17 +92,26 @@ def test_arguments_matching_no_usage_show_the_usage_and_exit_2(args: tuple[str, 
         (("router", "debug", "*"), "cannot be the wildcard '*'"),
         (("router", "manage", "error"), "cannot be the wildcard 'error'"),
         (("resource", "debug", "1234"), "resource_id '1234' is not a UUID"),
-        (("tenant", "debug", "tenant-0"),
-         "tenant_id 'tenant-0' is not a UUID or a Keystone project id"),
+        (
+            ("tenant", "debug", "tenant-0"),
+            "tenant_id 'tenant-0' is not a UUID or a Keystone project id",
+        ),
         (("tenant", "debug", "../../etc/passwd"), "tenant_id '../../etc/passwd' is not a UUID or"),
         (("router", "show", "nope"), "router_id 'nope' is not a UUID"),
         (("ssh", "nope"), "router_id 'nope' is not a UUID"),
         # A reason is one line of at most 255 characters (issue 13, item 8).
-        (("router", "debug", UNKNOWN, "--reason=ok\nERROR astara: CIRCUIT BREAKER OPEN: forged"),
-         "router-debug: reason contains a control character (\\n at position 2)"),
-        (("tenant", "debug", UNKNOWN, "--reason=\x1b[2J"), "control character (\\x1b at position 0)"),
-        (("global", "debug", "enable", "--reason=" + "x" * 3000),
-         "global-debug: reason is 3000 characters long; at most 255 are allowed"),
+        (
+            ("router", "debug", UNKNOWN, "--reason=ok\nERROR astara: CIRCUIT BREAKER OPEN: forged"),
+            "router-debug: reason contains a control character (\\n at position 2)",
+        ),
+        (
+            ("tenant", "debug", UNKNOWN, "--reason=\x1b[2J"),
+            "control character (\\x1b at position 0)",
+        ),
+        (
+            ("global", "debug", "enable", "--reason=" + "x" * 3000),
+            "global-debug: reason is 3000 characters long; at most 255 are allowed",
+        ),
         (("resource", "rebuild", UNKNOWN, "--image=../x"), "'../x' is not an image id"),
     ],
 )
@@ -110,8 +127,9 @@ def test_a_malformed_argument_is_one_line_and_exit_2_before_anything_is_sent(
 def test_a_bad_timeout_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = ctl(ctl_config(tmp_path), "--timeout=soon", "poll")
     assert done.returncode == 2
-    assert done.stderr == ("astara-ctl: --timeout must be a number of seconds between 0 and "
-                           "3600, not 'soon'\n")
+    assert done.stderr == (
+        "astara-ctl: --timeout must be a number of seconds between 0 and 3600, not 'soon'\n"
+    )
 
 
 def test_a_missing_config_file_says_which_and_exits_2(tmp_path: Path) -> None:
@@ -126,8 +144,12 @@ def test_a_missing_config_file_says_which_and_exits_2(tmp_path: Path) -> None:
 
 def test_no_orchestrator_answering_within_the_timeout_exits_2(tmp_path: Path) -> None:
     config = ctl_config(tmp_path)
-    for args in (("poll",), ("router", "show", UNKNOWN), ("workers", "debug"),
-                 ("browse", "--dump")):
+    for args in (
+        ("poll",),
+        ("router", "show", UNKNOWN),
+        ("workers", "debug"),
+        ("browse", "--dump"),
+    ):
         done = ctl(config, "--timeout=0.3", *args)
         assert done.returncode == 2, args
         assert "no orchestrator answered within 0.3 s" in done.stderr
@@ -177,8 +199,11 @@ def test_router_rebuild_with_json_returns_the_payload_sent(peer: CtlPeer) -> Non
     # The peer's in-memory tenants ("tenant-1") are no Keystone project ids: rather than a
     # tenant the orchestrators would refuse, "*" goes out and the router's owner finds it.
     assert sent["sent"] == {
-        "command": "router-rebuild", "router_id": router, "tenant_id": "*",
-        "reason": "r", "router_image_uuid": "img-2",
+        "command": "router-rebuild",
+        "router_id": router,
+        "tenant_id": "*",
+        "reason": "r",
+        "router_image_uuid": "img-2",
     }
 
 
@@ -186,15 +211,22 @@ def test_the_wildcards_go_out_for_update_and_rebuild(peer: CtlPeer) -> None:
     done = ctl(peer.config, "--json", "resource", "update", "error")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == {
-        "command": "resource-update", "resource_id": "error", "tenant_id": "error", "reason": "",
+        "command": "resource-update",
+        "resource_id": "error",
+        "tenant_id": "error",
+        "reason": "",
     }
     done = ctl(peer.config, "router", "rebuild", "*")
     assert done.returncode == 0 and "sent router-rebuild for * to peer-ctl" in done.stdout
 
 
 def test_an_unknown_router_is_a_clear_message_and_exit_1(peer: CtlPeer) -> None:
-    for args in (("router", "rebuild", UNKNOWN), ("router", "show", UNKNOWN),
-                 ("resource", "debug", UNKNOWN), ("ssh", UNKNOWN, "uname")):
+    for args in (
+        ("router", "rebuild", UNKNOWN),
+        ("router", "show", UNKNOWN),
+        ("resource", "debug", UNKNOWN),
+        ("ssh", UNKNOWN, "uname"),
+    ):
         done = ctl(peer.config, *args)
         assert done.returncode == 1, args
         assert done.stderr.strip() == (
@@ -207,7 +239,9 @@ def test_resource_commands_carry_resource_keys(peer: CtlPeer) -> None:
     done = ctl(peer.config, "--json", "resource", "debug", router.upper(), "--reason=res")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == {
-        "command": "resource-debug", "resource_id": router, "tenant_id": "*",
+        "command": "resource-debug",
+        "resource_id": router,
+        "tenant_id": "*",
         "reason": "res",
     }
     peer.wait_acted("res")
@@ -219,11 +253,15 @@ def test_resource_commands_carry_resource_keys(peer: CtlPeer) -> None:
     [
         (("poll",), "sent poll to peer-ctl"),
         (("config", "reload"), "sent config-reload to peer-ctl"),
-        (("global", "debug", "enable", "--reason=upgrade"),
-         "sent global-debug enable (reason: upgrade) to peer-ctl"),
+        (
+            ("global", "debug", "enable", "--reason=upgrade"),
+            "sent global-debug enable (reason: upgrade) to peer-ctl",
+        ),
         (("global", "debug", "disable"), "sent global-debug disable to peer-ctl"),
-        (("tenant", "debug", UNKNOWN, "--reason=t"),
-         f"sent tenant-debug for {UNKNOWN} (reason: t) to peer-ctl"),
+        (
+            ("tenant", "debug", UNKNOWN, "--reason=t"),
+            f"sent tenant-debug for {UNKNOWN} (reason: t) to peer-ctl",
+        ),
         (("tenant", "manage", UNKNOWN), f"sent tenant-manage for {UNKNOWN} to peer-ctl"),
     ],
 )
@@ -241,8 +279,17 @@ def test_router_show_prints_the_actor_dump(peer: CtlPeer) -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"router         {router}  (on peer-ctl)" in out
-    for label in ("state ", "instance ", "inbox ", "boot attempts ", "backoff", "debug ",
-                  "restarts ", "VMs (1)", "transitions (last"):
+    for label in (
+        "state ",
+        "instance ",
+        "inbox ",
+        "boot attempts ",
+        "backoff",
+        "debug ",
+        "restarts ",
+        "VMs (1)",
+        "transitions (last",
+    ):
         assert label in out, label
     assert "127.100." in out and "CreateInstance → CheckBoot" in out
     dump = json.loads(ctl(peer.config, "--json", "router", "show", router).stdout)
@@ -384,11 +431,19 @@ def vm(peer: CtlPeer, tmp_path: Path) -> Iterator[tuple[SshServer, Path, str, st
     server.close()
 
 
-def ssh(peer: CtlPeer, server: SshServer, key_file: Path, *args: str,
-        stdin: str = "") -> subprocess.CompletedProcess[str]:
+def ssh(
+    peer: CtlPeer, server: SshServer, key_file: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     known = key_file.parent / "known_hosts"
-    return ctl(peer.config, "ssh", f"--port={server.port}", f"--key={key_file}",
-               f"--known-hosts={known}", *args, stdin=stdin)
+    return ctl(
+        peer.config,
+        "ssh",
+        f"--port={server.port}",
+        f"--key={key_file}",
+        f"--known-hosts={known}",
+        *args,
+        stdin=stdin,
+    )
 
 
 def test_ssh_refuses_an_unknown_host_key_and_shows_its_fingerprint(
@@ -489,12 +544,17 @@ def test_ssh_reaches_a_simulated_appliance_of_the_demo(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = ctl_config(tmp_path, "host = demo\nboot_check_interval = 0.1\n"
-                          "[api]\nenabled = false\n[sim]\nport = 0\ntenants = 1\n"
-                          f"routers_per_tenant = 1\nboot_delay = 0.1\nssh_port = {port}\n")
+    config = ctl_config(
+        tmp_path,
+        "host = demo\nboot_check_interval = 0.1\n"
+        "[api]\nenabled = false\n[sim]\nport = 0\ntenants = 1\n"
+        f"routers_per_tenant = 1\nboot_delay = 0.1\nssh_port = {port}\n",
+    )
     daemon = subprocess.Popen(
         [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(config)],
-        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     assert daemon.stderr is not None
     try:
@@ -502,12 +562,16 @@ def test_ssh_reaches_a_simulated_appliance_of_the_demo(tmp_path: Path) -> None:
             if "astara-orchestrator demo started" in line:
                 break
         threading.Thread(target=daemon.stderr.read, daemon=True).start()  # keep the pipe drained
+
         def configured() -> list[str]:
             listed = ctl(config, "--json", "browse", "--dump")
             if listed.returncode != 0:
                 return []
-            return [r["router_id"] for r in json.loads(listed.stdout)["routers"]
-                    if r["instance_state"] == "configured"]
+            return [
+                r["router_id"]
+                for r in json.loads(listed.stdout)["routers"]
+                if r["instance_state"] == "configured"
+            ]
 
         # each try is a round trip: no pause between them
         routers = wait_for(configured, "the demo router configured", interval=0)
@@ -528,10 +592,23 @@ def test_ssh_in_a_terminal_passes_a_pty_through(
     main, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "astara_actors.ctl.cli", "--config-file", str(peer.config),
-         "ssh", f"--port={server.port}", f"--key={key_file}", "--accept-new-host-key",
-         f"--known-hosts={tmp_path / 'known_hosts'}", router],
-        stdin=terminal, stdout=terminal, stderr=subprocess.PIPE, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "astara_actors.ctl.cli",
+            "--config-file",
+            str(peer.config),
+            "ssh",
+            f"--port={server.port}",
+            f"--key={key_file}",
+            "--accept-new-host-key",
+            f"--known-hosts={tmp_path / 'known_hosts'}",
+            router,
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
         env={**os.environ, "TERM": "xterm-256color"},
     )
     os.close(terminal)
@@ -558,14 +635,21 @@ def read_until(fd: int, expected: bytes) -> bytes:
 
 
 def test_ssh_to_an_ha_router_says_which_vm() -> None:
-    dump = {"router_id": "r1", "instance": {"vms": [
-        {"name": "ak-r1_0", "management_address": "fdca::1"},
-        {"name": "ak-r1_1", "management_address": "fdca::2"},
-    ]}}
+    dump = {
+        "router_id": "r1",
+        "instance": {
+            "vms": [
+                {"name": "ak-r1_0", "management_address": "fdca::1"},
+                {"name": "ak-r1_1", "management_address": "fdca::2"},
+            ]
+        },
+    }
     name, address, note = choose_vm(dump, 1)
     assert (name, address) == ("ak-r1_1", "fdca::2")
-    assert note == ("router r1 is HA with 2 VMs: [0] ak-r1_0 fdca::1, [1] ak-r1_1 fdca::2; "
-                    "connecting to ak-r1_1 (fdca::2) (see --vm)")
+    assert note == (
+        "router r1 is HA with 2 VMs: [0] ak-r1_0 fdca::1, [1] ak-r1_1 fdca::2; "
+        "connecting to ak-r1_1 (fdca::2) (see --vm)"
+    )
 
 
 def test_ssh_to_a_router_without_a_vm_says_so() -> None:
@@ -580,7 +664,11 @@ def test_output_piped_into_a_reader_that_leaves_early_is_not_a_traceback(peer: C
     done = subprocess.run(
         f"{sys.executable} -m astara_actors.ctl.cli --config-file {peer.config} workers debug"
         " | true",
-        shell=True, capture_output=True, text=True, timeout=WAIT + 15, cwd=ROOT,
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=WAIT + 15,
+        cwd=ROOT,
     )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 

@@ -29,8 +29,13 @@ ETC = ROOT / "etc"
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "astara_actors.daemon", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "astara_actors.daemon", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def documented(section: str) -> dict[str, str]:
@@ -98,8 +103,12 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
         "boot_check_interval = 0.1\n[api]\nenabled = false\n"
         "[sim]\nport = 0\ntenants = 2\nrouters_per_tenant = 2\nboot_delay = 0.1\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stderr is not None
     log: list[str] = []
     try:
@@ -109,6 +118,7 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
                 break
         bus = load_config(ini).bus
         with ControlClient(dataclasses.replace(bus, host="client")) as client:
+
             def four_configured() -> list[dict[str, Any]]:
                 try:
                     answers = client.ask({"query": "routers"}, timeout=10, expect=1)
@@ -119,8 +129,9 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
                 return found if len(found) == 4 else []
 
             # each ask is a round trip to the daemon: no pause between them
-            configured = wait_for(four_configured, "the four routers configured", timeout=30.0,
-                                  interval=0)
+            configured = wait_for(
+                four_configured, "the four routers configured", timeout=30.0, interval=0
+            )
             assert len(configured) == 4
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -176,5 +187,6 @@ def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable()
     service._populate(network, None)  # noqa: SLF001 - the start-up step itself
     assert network.calls == 3 and len(waits) == 2 and waits[1] > waits[0] * 0.5
     assert [(e.router_id, e.tenant_id, e.action) for e in service.runtime.events] == [
-        ("r1", "t1", Action.POLL), ("r2", "t2", Action.POLL)
+        ("r1", "t1", Action.POLL),
+        ("r2", "t2", Action.POLL),
     ]

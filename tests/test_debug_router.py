@@ -33,8 +33,12 @@ def demo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         "boot_check_interval = 0.1\n[api]\nenabled = false\n"
         f"[sim]\nport = {port}\ntenants = 1\nrouters_per_tenant = 1\nboot_delay = 0.1\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stderr is not None
     for line in proc.stderr:
         if "astara-orchestrator dbg started" in line:
@@ -42,14 +46,16 @@ def demo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     bus = dataclasses.replace(load_config(ini).bus, host="test-client")
     try:
         with ControlClient(bus) as client:
+
             def configured() -> str:
                 try:
                     answers = client.ask({"query": "routers"}, timeout=10, expect=1)
                 except NoAnswer:  # a loaded machine: ask again until the deadline
                     return ""
                 routers = answers[0]["answer"]["routers"]
-                return next((r["router_id"] for r in routers
-                             if r["instance_state"] == "configured"), "")
+                return next(
+                    (r["router_id"] for r in routers if r["instance_state"] == "configured"), ""
+                )
 
             # each ask is a round trip: no pause between them
             router = wait_for(configured, "a configured router", timeout=30.0, interval=0)
@@ -60,15 +66,31 @@ def demo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         proc.communicate(timeout=30)
 
 
-def step(ini: Path, router: str, *extra: str, stdin: str = "c\n") -> subprocess.CompletedProcess[str]:
+def step(
+    ini: Path, router: str, *extra: str, stdin: str = "c\n"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "astara_actors.ctl.debug_router", "--router-id", router,
-         "--config-file", str(ini), *extra],
-        input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "astara_actors.ctl.debug_router",
+            "--router-id",
+            router,
+            "--config-file",
+            str(ini),
+            *extra,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 
-def test_stepping_a_router_not_in_debug_mode_is_refused_with_the_way_out(demo: tuple[Path, str]) -> None:
+def test_stepping_a_router_not_in_debug_mode_is_refused_with_the_way_out(
+    demo: tuple[Path, str],
+) -> None:
     ini, router = demo
     result = step(ini, router)
     assert result.returncode == 1
@@ -77,15 +99,20 @@ def test_stepping_a_router_not_in_debug_mode_is_refused_with_the_way_out(demo: t
 
 
 def test_a_router_in_debug_mode_is_stepped_under_pdb_printing_each_transition(
-    demo: tuple[Path, str]
+    demo: tuple[Path, str],
 ) -> None:
     ini, router = demo
     bus = dataclasses.replace(load_config(ini).bus, host="test-client-2")
     with ControlClient(bus) as client:
         client.send_command({"command": "router-debug", "router_id": router, "reason": "step it"})
-        wait_for(lambda: client.ask({"query": "router", "router_id": router}, timeout=10,
-                                    expect=1)[0]["answer"]["router"]["debug"],
-                 "the router in debug mode", timeout=30.0, interval=0)
+        wait_for(
+            lambda: client.ask({"query": "router", "router_id": router}, timeout=10, expect=1)[0][
+                "answer"
+            ]["router"]["debug"],
+            "the router in debug mode",
+            timeout=30.0,
+            interval=0,
+        )
     result = step(ini, router, stdin="p sm.state.name\nc\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -96,7 +123,12 @@ def test_a_router_in_debug_mode_is_stepped_under_pdb_printing_each_transition(
 
 
 def test_a_bad_router_id_is_one_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "astara_actors.ctl.debug_router", "--router-id", "nope"],
-                            capture_output=True, text=True, timeout=30, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "astara_actors.ctl.debug_router", "--router-id", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "astara-debug-router: --router-id 'nope' is not a UUID"

@@ -53,33 +53,55 @@ class World:
 
     def __init__(self, rabbit: Rabbit, settings: dict[str, Any] | None = None, **sim: Any) -> None:
         self.bus = rabbit.settings()
-        values: dict[str, Any] = {"port": 0, "tenants": 1, "routers_per_tenant": 0,
-                                  "boot_delay": 0.05, "delete_delay": 0.05,
-                                  # its own loopback range: another simulator may be running
-                                  "management_cidr": f"127.{random.randint(101, 199)}.0.0/16"}
+        values: dict[str, Any] = {
+            "port": 0,
+            "tenants": 1,
+            "routers_per_tenant": 0,
+            "boot_delay": 0.05,
+            "delete_delay": 0.05,
+            # its own loopback range: another simulator may be running
+            "management_cidr": f"127.{random.randint(101, 199)}.0.0/16",
+        }
         values.update(sim)
         self.cloud = SimCloud(SimSettings(**values), notify=KombuNotifier(self.bus))
         self.server = SimServer(self.cloud).start()
         self.cloud.bootstrap()
         self.tenant = self.cloud.tenants[0]
         self.changed = threading.Condition()
-        network, compute = open_cloud(CloudSettings(
-            auth_url=f"{self.server.url}/identity/v3", username="admin",
-            password=self.cloud.settings.admin_password, project_name="admin",
-            retries=1, retry_delay=0.05, api_timeout=10,
-        ))
+        network, compute = open_cloud(
+            CloudSettings(
+                auth_url=f"{self.server.url}/identity/v3",
+                username="admin",
+                password=self.cloud.settings.admin_password,
+                project_name="admin",
+                retries=1,
+                retry_delay=0.05,
+                api_timeout=10,
+            )
+        )
         self.appliance = HttpAppliance(port=self.cloud.settings.appliance_port)
         self.settings = Settings(
-            host="e2e", management_network_id=self.cloud.management_network_id,
+            host="e2e",
+            management_network_id=self.cloud.management_network_id,
             management_subnet_id=self.cloud.management_subnet_id,
-            router_image_id="astara-appliance", router_flavor_id="astara-router",
-            boot_check_interval=0.05, retry_delay=0.05, retry_max_delay=0.2,
-            error_state_cooldown=60.0, health_check_period=0.3, config_check_polls=1,
-            alive_timeout=0.5, config_timeout=5.0, boot_timeout=2.0, dead_vm_timeout=1.0,
-            ask_timeout=5.0, **(settings or {}),
+            router_image_id="astara-appliance",
+            router_flavor_id="astara-router",
+            boot_check_interval=0.05,
+            retry_delay=0.05,
+            retry_max_delay=0.2,
+            error_state_cooldown=60.0,
+            health_check_period=0.3,
+            config_check_polls=1,
+            alive_timeout=0.5,
+            config_timeout=5.0,
+            boot_timeout=2.0,
+            dead_vm_timeout=1.0,
+            ask_timeout=5.0,
+            **(settings or {}),
         )
         self.runtime = Runtime(
-            self.settings, network=Observed(network, self.changed),
+            self.settings,
+            network=Observed(network, self.changed),
             compute=Observed(compute, self.changed),
             appliance=Observed(self.appliance, self.changed),
         ).start()
@@ -116,15 +138,22 @@ class World:
     def plug_subnet(self, router_id: str, cidr: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """A new tenant network and subnet, added to the router as an interface."""
         net = self.cloud.neutron.create("network", {"name": "extra"}, self.tenant)
-        subnet = self.cloud.neutron.create("subnet", {
-            "network_id": net["id"], "ip_version": 4, "cidr": cidr,
-        }, self.tenant)
+        subnet = self.cloud.neutron.create(
+            "subnet",
+            {
+                "network_id": net["id"],
+                "ip_version": 4,
+                "cidr": cidr,
+            },
+            self.tenant,
+        )
         self.cloud.neutron.add_router_interface(router_id, {"subnet_id": subnet["id"]}, self.tenant)
         return net, subnet
 
     def astara_ports(self, router_id: str) -> list[dict[str, Any]]:
         return [
-            p for p in self.cloud.neutron.list("port", self.cloud.admin)
+            p
+            for p in self.cloud.neutron.list("port", self.cloud.admin)
             if p["name"] in (f"ASTARA:MGT:{router_id}", f"ASTARA:VRRP:{router_id}")
         ]
 
@@ -143,7 +172,9 @@ def world(rabbit: Rabbit) -> Iterator[Callable[..., World]]:
         w.stop()
 
 
-def test_router_created_in_neutron_is_booted_configured_and_polled(world: Callable[..., World]) -> None:
+def test_router_created_in_neutron_is_booted_configured_and_polled(
+    world: Callable[..., World],
+) -> None:
     w = world()
     router = w.cloud.add_router(w.tenant, "e2e-r0")
     w.wait_for(lambda: w.config(router) is not None, "the appliance configured")
@@ -164,12 +195,16 @@ def test_router_created_in_neutron_is_booted_configured_and_polled(world: Callab
     assert config["tenant_id"] == w.tenant.project_id
     server = w.servers(router)[0]
     before = w.cloud.appliances.requests(server)
-    w.wait_for(lambda: w.cloud.appliances.requests(server) > before + 2, "polls reaching the appliance")
+    w.wait_for(
+        lambda: w.cloud.appliances.requests(server) > before + 2, "polls reaching the appliance"
+    )
     dump = w.runtime.dump(router)
     assert dump["instance_state"] == "configured"
 
 
-def test_interface_added_in_neutron_reaches_the_appliance_config(world: Callable[..., World]) -> None:
+def test_interface_added_in_neutron_reaches_the_appliance_config(
+    world: Callable[..., World],
+) -> None:
     w = world()
     router = w.cloud.add_router(w.tenant, "e2e-r1")
     w.wait_for(lambda: w.config(router) is not None, "configured")
@@ -218,20 +253,31 @@ def test_an_interface_removed_in_neutron_is_unplugged_and_its_port_deleted(
     net, subnet = w.plug_subnet(router, "192.168.78.0/24")
     w.wait_for(lambda: net["id"] in w.networks(router), "the new network configured")
     w.cloud.neutron.remove_router_interface(router, {"subnet_id": subnet["id"]}, w.tenant)
-    w.wait_for(lambda: bool(w.networks(router)) and net["id"] not in w.networks(router),
-               "the network gone from the config")
+    w.wait_for(
+        lambda: bool(w.networks(router)) and net["id"] not in w.networks(router),
+        "the network gone from the config",
+    )
     assert len(w.servers(router)) == 1, "unplugged, not rebuilt"
     assert net["id"] not in {p["network_id"] for p in w.astara_ports(router)}
     assert nova_calls(w, "DELETE", "/servers/[^/]+/os-interface/[^/]+") == ["202"]
 
 
-def test_a_rebuild_with_an_image_boots_a_new_vm_from_it_and_plugs_it(world: Callable[..., World]) -> None:
+def test_a_rebuild_with_an_image_boots_a_new_vm_from_it_and_plugs_it(
+    world: Callable[..., World],
+) -> None:
     w = world(extra_image_ids="astara-appliance-v2")
     router = w.cloud.add_router(w.tenant, "e2e-rebuild")
     w.wait_for(lambda: w.config(router) is not None, "configured")
     (first,) = w.servers(router)
-    w.runtime.deliver(Event(router, w.tenant.project_id, Action.REBUILD, reason="new image",
-                            image_id="astara-appliance-v2"))
+    w.runtime.deliver(
+        Event(
+            router,
+            w.tenant.project_id,
+            Action.REBUILD,
+            reason="new image",
+            image_id="astara-appliance-v2",
+        )
+    )
     w.wait_for(
         lambda: w.servers(router) not in ([], [first]) and w.config(router) is not None,
         "the rebuilt VM configured",
@@ -256,7 +302,9 @@ def test_dead_appliance_is_detected_and_rebuilt(world: Callable[..., World]) -> 
     assert first not in w.servers(router)
 
 
-def test_boot_that_keeps_failing_ends_in_error_after_5_attempts(world: Callable[..., World]) -> None:
+def test_boot_that_keeps_failing_ends_in_error_after_5_attempts(
+    world: Callable[..., World],
+) -> None:
     w = world(boot_failure_rate=1.0)
     router = w.cloud.add_router(w.tenant, "e2e-r3")
 
@@ -270,7 +318,9 @@ def test_boot_that_keeps_failing_ends_in_error_after_5_attempts(world: Callable[
     assert "5 boot attempts failed" in dump["error"]["reason"]
 
 
-def test_router_deleted_in_neutron_leaves_no_server_and_no_port(world: Callable[..., World]) -> None:
+def test_router_deleted_in_neutron_leaves_no_server_and_no_port(
+    world: Callable[..., World],
+) -> None:
     w = world()
     router = w.cloud.add_router(w.tenant, "e2e-r4")
     w.wait_for(lambda: w.config(router) is not None, "configured")
@@ -288,9 +338,9 @@ def test_router_status_is_shown_in_neutron_as_a_tag(world: Callable[..., World])
         lambda: "astara-status:ACTIVE" in w.cloud.neutron.tags("router", router),
         "the ACTIVE status tag",
     )
-    assert [t for t in w.cloud.neutron.tags("router", router) if t.startswith("astara-status:")] == [
-        "astara-status:ACTIVE"
-    ]
+    assert [
+        t for t in w.cloud.neutron.tags("router", router) if t.startswith("astara-status:")
+    ] == ["astara-status:ACTIVE"]
 
 
 def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
@@ -302,28 +352,49 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
     )
     real = SimServer(neutron_side).start()
     neutron_side.bootstrap()
-    compute_side = SimCloud(SimSettings(
-        port=0, boot_delay=0.05, delete_delay=0.05,
-        neutron_auth_url=f"{real.url}/identity/v3", neutron_username="admin",
-        neutron_password=neutron_side.settings.admin_password, neutron_project="admin",
-    ))
+    compute_side = SimCloud(
+        SimSettings(
+            port=0,
+            boot_delay=0.05,
+            delete_delay=0.05,
+            neutron_auth_url=f"{real.url}/identity/v3",
+            neutron_username="admin",
+            neutron_password=neutron_side.settings.admin_password,
+            neutron_project="admin",
+        )
+    )
     nova = SimServer(compute_side).start()
     changed = threading.Condition()
-    network, compute = open_cloud(CloudSettings(
-        auth_url=f"{real.url}/identity/v3", username="admin",
-        password=neutron_side.settings.admin_password, project_name="admin",
-        compute_endpoint=f"{nova.url}/compute/v2.1", retries=1, retry_delay=0.05,
-    ))
+    network, compute = open_cloud(
+        CloudSettings(
+            auth_url=f"{real.url}/identity/v3",
+            username="admin",
+            password=neutron_side.settings.admin_password,
+            project_name="admin",
+            compute_endpoint=f"{nova.url}/compute/v2.1",
+            retries=1,
+            retry_delay=0.05,
+        )
+    )
     appliance = HttpAppliance(port=compute_side.settings.appliance_port)
     settings = Settings(
-        host="e2e-real", management_network_id=neutron_side.management_network_id,
+        host="e2e-real",
+        management_network_id=neutron_side.management_network_id,
         management_subnet_id=neutron_side.management_subnet_id,
         router_image_id=compute_side.settings.image_id,
-        router_flavor_id=compute_side.settings.flavor_id, boot_check_interval=0.05, retry_delay=0.05,
-        health_check_period=3600, alive_timeout=0.5, config_timeout=5.0,
+        router_flavor_id=compute_side.settings.flavor_id,
+        boot_check_interval=0.05,
+        retry_delay=0.05,
+        health_check_period=3600,
+        alive_timeout=0.5,
+        config_timeout=5.0,
     )
-    runtime = Runtime(settings, network=network, compute=Observed(compute, changed),
-                      appliance=Observed(appliance, changed)).start()
+    runtime = Runtime(
+        settings,
+        network=network,
+        compute=Observed(compute, changed),
+        appliance=Observed(appliance, changed),
+    ).start()
     inbox = BusBridge(runtime, bus, network=network).start(wait=30.0)
     try:
         router = neutron_side.add_router(neutron_side.tenants[0], "beside-real")
@@ -335,12 +406,20 @@ def test_a_real_neutron_with_simulated_compute(rabbit: Rabbit) -> None:
             except KeyError:  # its agent starts once the server is ACTIVE
                 return False
 
-        wait_for(configured, "configured on the simulated compute", timeout=30.0,
-                 condition=changed, interval=0.5)
+        wait_for(
+            configured,
+            "configured on the simulated compute",
+            timeout=30.0,
+            condition=changed,
+            interval=0.5,
+        )
         assert not neutron_side.servers_for(router), "no VM on the 'real' cloud's own Nova"
         (server,) = compute_side.servers_for(router)
-        bound = [p for p in neutron_side.neutron.list("port", neutron_side.admin)
-                 if p["device_id"] == server]
+        bound = [
+            p
+            for p in neutron_side.neutron.list("port", neutron_side.admin)
+            if p["device_id"] == server
+        ]
         assert {p["name"] for p in bound} == {f"ASTARA:MGT:{router}", f"ASTARA:VRRP:{router}"}
         assert all(p["device_owner"] == "compute:nova" for p in bound)
     finally:
@@ -373,7 +452,9 @@ def test_a_lost_ha_member_is_replaced_while_the_other_keeps_serving(
     w.wait_for(lambda: len(ha_members(w, router)) == 2, "both members configured")
     configs = ha_members(w, router)
     assert sorted(c["ha_config"]["priority"] for c in configs.values()) == [50, 100]
-    addresses = {c["networks"][0]["interface"]["addresses"][0].split("/")[0] for c in configs.values()}
+    addresses = {
+        c["networks"][0]["interface"]["addresses"][0].split("/")[0] for c in configs.values()
+    }
     for config in configs.values():
         (peer,) = config["ha_config"]["peers"]
         assert peer in addresses and peer != config["networks"][0]["interface"]["addresses"][0]
@@ -415,7 +496,9 @@ def test_thirty_percent_of_appliances_silent_at_once_open_the_breaker_and_nothin
     answer = w.inbox.answer({"query": "routers"})
     assert "CIRCUIT BREAKER OPEN" in storm_alert("e2e", answer["storm"])
     tree = w.inbox.answer({"query": "workers"})["workers"]
-    assert any("circuit breaker OPEN: 6 of 20 routers" in line for line in workers_tree("e2e", tree))
+    assert any(
+        "circuit breaker OPEN: 6 of 20 routers" in line for line in workers_tree("e2e", tree)
+    )
     # ... and it stays so: healthy routers keep being polled, silent ones keep their VM
     healthy = servers[routers[-1]][0]
     polled = w.cloud.appliances.requests(healthy)
@@ -425,7 +508,6 @@ def test_thirty_percent_of_appliances_silent_at_once_open_the_breaker_and_nothin
     for server in silent:  # the network comes back
         w.cloud.appliances.hang(server, hung=False)
     w.wait_for(lambda: storm()["breaker"] == "closed", "the breaker closed")
-
 
     def states() -> set[str]:
         return {r["instance_state"] for t in w.runtime.dump()["tenants"] for r in t["routers"]}

@@ -140,7 +140,9 @@ def test_the_bus_folders_and_messages_are_owner_only_whatever_the_umask(tmp_path
         os.umask(old)
     root = tmp_path / "bus"
     assert {p.name: p.stat().st_mode & 0o777 for p in root.iterdir()} == {
-        "data": 0o700, "control": 0o700}
+        "data": 0o700,
+        "control": 0o700,
+    }
     made = [root / "data" / name for name in files(tmp_path)]
     assert made, "the message was not written"
     assert {p.stat().st_mode & 0o777 for p in made} == {0o600}

@@ -110,7 +110,9 @@ def test_a_cycle_frozen_with_the_heap_is_reclaimed_by_a_thaw_once_objects_were_r
         gc.unfreeze()
 
 
-def test_a_thaw_hands_the_allocators_free_pages_back_and_a_plain_freeze_does_not(monkeypatch) -> None:
+def test_a_thaw_hands_the_allocators_free_pages_back_and_a_plain_freeze_does_not(
+    monkeypatch,
+) -> None:
     from astara_actors.jobs import heap_freezer as heap
 
     assert heap._trim is not None, "glibc's malloc_trim is found on Linux"

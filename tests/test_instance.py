@@ -26,16 +26,31 @@ def cloud(clock: FakeClock) -> MemoryCloud:
     return MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, delete_delay=DELETE_DELAY)
 
 
-def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, appliance: object = None,
-            **settings: object) -> InstanceManager:
+def manager(
+    cloud: MemoryCloud,
+    clock: FakeClock,
+    router_id: str,
+    appliance: object = None,
+    **settings: object,
+) -> InstanceManager:
     return InstanceManager(
-        router_id, TENANT, network=cloud.network, compute=cloud.compute,
-        appliance=appliance or cloud.appliance, settings=cloud.settings(**settings), clock=clock,
+        router_id,
+        TENANT,
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=appliance or cloud.appliance,
+        settings=cloud.settings(**settings),
+        clock=clock,
     )
 
 
-def configured(cloud: MemoryCloud, clock: FakeClock, router_id: str, appliance: object = None,
-               **settings: object) -> InstanceManager:
+def configured(
+    cloud: MemoryCloud,
+    clock: FakeClock,
+    router_id: str,
+    appliance: object = None,
+    **settings: object,
+) -> InstanceManager:
     """Given a router whose VM(s) booted and took their config."""
     im = manager(cloud, clock, router_id, appliance, **settings)
     assert im.boot() is S.BOOTING
@@ -70,10 +85,15 @@ def test_vm_boots_comes_up_and_takes_its_config_with_the_right_interface_names(c
     assert server["config_drive"] is True
     mgt = cloud.ports[server["port_ids"][0]]
     assert mgt["name"] == f"ASTARA:MGT:{rid}"
-    assert f"astara-configure-management {mgt['mac_address']} {server['address']}/16" in server["user_data"]
+    assert (
+        f"astara-configure-management {mgt['mac_address']} {server['address']}/16"
+        in server["user_data"]
+    )
     (payload,) = cloud.config_pushes[rid]
     router = cloud.network.get_router(rid)
-    assert [(n["network_type"], n["interface"]["ifname"], n["network_id"]) for n in payload["networks"]] == [
+    assert [
+        (n["network_type"], n["interface"]["ifname"], n["network_id"]) for n in payload["networks"]
+    ] == [
         ("management", "ge0", cloud.management_network_id),
         ("external", "ge1", cloud.external_network_id),
         ("internal", "ge2", router.internal_ports[0].network_id),
@@ -407,8 +427,11 @@ def test_ports_left_by_a_boot_interrupted_before_nova_are_removed_at_the_next_bo
     rid = cloud.add_router(TENANT)
     settings = manager(cloud, clock, rid)._settings  # noqa: SLF001 - same settings as the manager
     # A crash between creating the ports and the server: ports named ours, plugged into nothing.
-    stray = cloud.network.create_port(name=f"ASTARA:MGT:{rid}", network_id=settings.management_network_id,
-                                      subnet_id=settings.management_subnet_id)
+    stray = cloud.network.create_port(
+        name=f"ASTARA:MGT:{rid}",
+        network_id=settings.management_network_id,
+        subnet_id=settings.management_subnet_id,
+    )
     im = manager(cloud, clock, rid)
     im.boot()
     mgt_ports = cloud.network.list_ports(name=f"ASTARA:MGT:{rid}")
@@ -416,7 +439,9 @@ def test_ports_left_by_a_boot_interrupted_before_nova_are_removed_at_the_next_bo
     assert len(mgt_ports) == 1 and mgt_ports[0].device_id
 
 
-def test_an_adopted_vm_that_never_answered_is_judged_from_its_creation_not_the_restart(cloud, clock):
+def test_an_adopted_vm_that_never_answered_is_judged_from_its_creation_not_the_restart(
+    cloud, clock
+):
     rid = cloud.add_router(TENANT)
     first = manager(cloud, clock, rid, boot_timeout=600.0)
     first.boot()
@@ -453,9 +478,16 @@ def test_the_shared_networks_are_read_once_for_all_routers_until_invalidated(clo
     settings = cloud.settings()
     routers = [cloud.add_router(TENANT) for _ in range(3)]
     managers = [
-        InstanceManager(rid, TENANT, network=cloud.network, compute=cloud.compute,
-                        appliance=cloud.appliance, settings=settings, clock=clock,
-                        shared_networks=shared)
+        InstanceManager(
+            rid,
+            TENANT,
+            network=cloud.network,
+            compute=cloud.compute,
+            appliance=cloud.appliance,
+            settings=settings,
+            clock=clock,
+            shared_networks=shared,
+        )
         for rid in routers
     ]
     for im in managers:
@@ -570,8 +602,9 @@ def test_a_dead_async_answer_is_final_and_sends_the_check_down_the_full_path(clo
 def listing(cloud, clock, rid):
     from astara_actors.core.seeds import read_inventory
 
-    return read_inventory(cloud.network, cloud.compute, cloud.settings().management_network_id,
-                          clock=clock).seeds()[rid]
+    return read_inventory(
+        cloud.network, cloud.compute, cloud.settings().management_network_id, clock=clock
+    ).seeds()[rid]
 
 
 def test_a_drift_sweep_compares_without_calls_and_sees_a_missed_change(cloud, clock):
@@ -623,11 +656,16 @@ def test_a_new_actors_sync_serves_the_refresh_of_its_first_traversal(cloud, cloc
 
 # -- plugging: the management port at boot, the VRRP ports hot-plugged once Nova shows ACTIVE ----
 def vrrp_networks(cloud: MemoryCloud, server_id: str) -> set[str]:
-    return {p["network_id"] for p in cloud.ports.values()
-            if p["device_id"] == server_id and p["name"].startswith("ASTARA:VRRP:")}
+    return {
+        p["network_id"]
+        for p in cloud.ports.values()
+        if p["device_id"] == server_id and p["name"].startswith("ASTARA:VRRP:")
+    }
 
 
-def test_a_vm_boots_with_its_management_port_alone_and_gets_its_vrrp_ports_once_active(cloud, clock):
+def test_a_vm_boots_with_its_management_port_alone_and_gets_its_vrrp_ports_once_active(
+    cloud, clock
+):
     rid = cloud.add_router(TENANT)
     router = cloud.network.get_router(rid)
     im = manager(cloud, clock, rid)
@@ -638,8 +676,10 @@ def test_a_vm_boots_with_its_management_port_alone_and_gets_its_vrrp_ports_once_
     assert cloud.calls["attach_interface"] == 0
     clock.advance(BOOT_DELAY)
     assert im.update_state() is S.UP
-    assert vrrp_networks(cloud, server["id"]) == {cloud.external_network_id,
-                                                  router.internal_ports[0].network_id}
+    assert vrrp_networks(cloud, server["id"]) == {
+        cloud.external_network_id,
+        router.internal_ports[0].network_id,
+    }
     assert all(not cloud.ports[p]["fixed_ips"] for p in server["port_ids"][1:])  # no address spent
     assert im.configure() is S.CONFIGURED
     assert cloud.calls["attach_interface"] == 2
@@ -669,7 +709,9 @@ def test_a_vrrp_port_left_unplugged_by_a_crash_is_attached_rather_than_a_new_one
     im = manager(cloud, clock, rid)
     im.boot()
     # A crash between creating a VRRP port and attaching it: the port is ours, plugged nowhere.
-    left = cloud.network.create_port(name=f"ASTARA:VRRP:{rid}", network_id=cloud.external_network_id)
+    left = cloud.network.create_port(
+        name=f"ASTARA:VRRP:{rid}", network_id=cloud.external_network_id
+    )
     clock.advance(BOOT_DELAY)
     restarted = manager(cloud, clock, rid)
     assert restarted.update_state() is S.UP
@@ -682,15 +724,26 @@ def test_a_vrrp_port_left_unplugged_by_a_crash_is_attached_rather_than_a_new_one
 def test_a_vm_booted_by_an_earlier_version_with_its_vrrp_ports_is_adopted_as_it_is(cloud, clock):
     rid = cloud.add_router(TENANT)
     settings = cloud.settings()
-    mgt = cloud.network.create_port(name=f"ASTARA:MGT:{rid}", network_id=settings.management_network_id,
-                                    subnet_id=settings.management_subnet_id)
+    mgt = cloud.network.create_port(
+        name=f"ASTARA:MGT:{rid}",
+        network_id=settings.management_network_id,
+        subnet_id=settings.management_subnet_id,
+    )
     vrrp = []
-    for net in (cloud.external_network_id, cloud.network.get_router(rid).internal_ports[0].network_id):
+    for net in (
+        cloud.external_network_id,
+        cloud.network.get_router(rid).internal_ports[0].network_id,
+    ):
         port = cloud.network.create_port(name=f"ASTARA:VRRP:{rid}", network_id=net)
         cloud.ports[port.id]["ip_allocation"] = "deferred"  # how a Nova of its day took them
         vrrp.append(port.id)
-    cloud.compute.create_server(name=f"ak-router-{rid}_0", image_id="img", flavor_id="f",
-                                port_ids=[mgt.id, *vrrp], user_data="")
+    cloud.compute.create_server(
+        name=f"ak-router-{rid}_0",
+        image_id="img",
+        flavor_id="f",
+        port_ids=[mgt.id, *vrrp],
+        user_data="",
+    )
     clock.advance(BOOT_DELAY)
     im = manager(cloud, clock, rid)
     assert im.update_state() is S.UP

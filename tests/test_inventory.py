@@ -9,14 +9,27 @@ from astara_actors.core.seeds import read_inventory
 from astara_actors.testing import FakeClock
 
 TENANT = "tenant-1"
-READS = ("get_router", "get_network", "list_ports", "list_floating_ips", "list_servers",
-         "get_server")
+READS = (
+    "get_router",
+    "get_network",
+    "list_ports",
+    "list_floating_ips",
+    "list_servers",
+    "get_server",
+)
 
 
 def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, seed=None) -> InstanceManager:
-    return InstanceManager(router_id, TENANT, network=cloud.network, compute=cloud.compute,
-                           appliance=cloud.appliance, settings=cloud.settings(), clock=clock,
-                           seed=seed)
+    return InstanceManager(
+        router_id,
+        TENANT,
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        settings=cloud.settings(),
+        clock=clock,
+        seed=seed,
+    )
 
 
 def reads(cloud: MemoryCloud) -> dict[str, int]:
@@ -36,8 +49,9 @@ def test_a_seeded_restart_reads_nothing_per_router_and_pushes_the_same_config() 
     before_restart = {r: cloud.config_pushes[r][-1] for r in routers}
 
     # the process restarts: one bulk read, then each router's first refresh and push
-    inventory = read_inventory(cloud.network, cloud.compute, cloud.management_network_id,
-                               clock=clock)
+    inventory = read_inventory(
+        cloud.network, cloud.compute, cloud.management_network_id, clock=clock
+    )
     assert sorted(inventory.routers()) == sorted((r, TENANT) for r in routers)
     before = reads(cloud)
     for r in routers:
@@ -47,7 +61,8 @@ def test_a_seeded_restart_reads_nothing_per_router_and_pushes_the_same_config() 
         assert cloud.config_pushes[r][-1] == before_restart[r]
     shared_network_reads = reads(cloud)["get_network"] - before["get_network"]
     assert {k: v - before[k] for k, v in reads(cloud).items()} == dict.fromkeys(READS, 0), (
-        f"per-router reads after a bulk read ({shared_network_reads} network reads)")
+        f"per-router reads after a bulk read ({shared_network_reads} network reads)"
+    )
     assert cloud.calls["create_server"] == 3
     assert inventory.take(routers[0]) is None, "a seed is given once"
 
@@ -56,8 +71,9 @@ def test_a_seed_serves_one_refresh_only_and_goes_stale() -> None:
     clock = FakeClock()
     cloud = MemoryCloud(clock=clock, boot_delay=1.0)
     router = cloud.add_router(TENANT)
-    inventory = read_inventory(cloud.network, cloud.compute, cloud.management_network_id,
-                               clock=clock)
+    inventory = read_inventory(
+        cloud.network, cloud.compute, cloud.management_network_id, clock=clock
+    )
     im = manager(cloud, clock, router, seed=inventory.take(router))
     before = cloud.calls["get_router"]
     im.update_state()

@@ -28,7 +28,6 @@ PER_TENANT = 8
 KEPT = 2  # per tenant: the tenants stay, and what stays must stay
 
 
-
 def router_parts(runtime: Runtime) -> dict[str, dict[str, weakref.ref[Any]]]:
     """Weak references to each live router's actor and what it owns."""
     parts: dict[str, dict[str, weakref.ref[Any]]] = {}
@@ -55,8 +54,13 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
     gc.collect()  # what earlier tests left
     cloud = MemoryCloud()
     settings = fast_settings(cloud, heap_freeze_interval=0, update_coalesce=0.05)
-    runtime = Runtime(settings, network=cloud.network, compute=cloud.compute,
-                      appliance=cloud.appliance, poll=False).start()
+    runtime = Runtime(
+        settings,
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
     try:
         routers = [(cloud.add_router(t), t) for t in TENANTS for _ in range(PER_TENANT)]
         for router_id, tenant_id in routers:
@@ -66,14 +70,17 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
             summaries = runtime.status_board.summaries()
             return len(summaries) == len(routers) and all(
                 s.get("instance_state") == "configured" and s.get("state") == "CalcAction"
-                for s in summaries)
+                for s in summaries
+            )
 
         wait_for(configured, "routers configured")
         for router_id, tenant_id in routers:  # a burst: coalescing timers, a second push
             for _ in range(3):
                 runtime.deliver(Event(router_id, tenant_id, Action.UPDATE))
-        wait_for(lambda: all(len(cloud.config_pushes.get(r, ())) >= 2 for r, _ in routers),
-                   "updates pushed")
+        wait_for(
+            lambda: all(len(cloud.config_pushes.get(r, ())) >= 2 for r, _ in routers),
+            "updates pushed",
+        )
         wait_for(configured, "routers configured again")
         parts = router_parts(runtime)
         assert set(parts) == {r for r, _ in routers}
@@ -89,13 +96,16 @@ def test_deleted_routers_leave_nothing_behind_even_after_a_freeze() -> None:
         assert not any(cloud.servers_of(r) for r, _ in doomed)
 
         gc.collect()  # the frozen objects are out of its reach: only reference counting helps
-        left = sorted({what for r, _ in doomed for what, ref in parts[r].items()
-                       if ref() is not None})
+        left = sorted(
+            {what for r, _ in doomed for what, ref in parts[r].items() if ref() is not None}
+        )
         assert not left, f"a deleted router left its {', '.join(left)} behind"
         assert gone_gauge() == 0
         root = runtime.root._actor_weakref()  # noqa: SLF001 - what the root still maps
-        wait_for(lambda: not {r for r, _ in doomed} & set(root.router_tenant),
-                   "the root forgetting the deleted routers' tenants")
+        wait_for(
+            lambda: not {r for r, _ in doomed} & set(root.router_tenant),
+            "the root forgetting the deleted routers' tenants",
+        )
         kept = [r for r, _ in routers if (r, _) not in doomed]
         assert all(parts[r]["instance manager"]() is not None for r in kept)
     finally:

@@ -65,7 +65,9 @@ def test_a_huge_argument_is_cut_with_the_count_of_what_was_left_out(log: Capture
     log.logger.info("reason %s", "x" * 3_000_000)
     (line,) = log.lines
     message = line.split(": ", 1)[1]
-    assert message == "reason " + "x" * (MAX_LINE - 7) + f"… ({3_000_007 - MAX_LINE} more characters)"
+    assert (
+        message == "reason " + "x" * (MAX_LINE - 7) + f"… ({3_000_007 - MAX_LINE} more characters)"
+    )
 
 
 def test_an_exception_keeps_its_traceback_but_its_text_is_one_safe_line(log: Captured) -> None:
@@ -128,21 +130,36 @@ def test_any_message_becomes_one_bounded_line(message: str, args: list[object]) 
 
 # --- the one legitimately long line: `workers debug`
 def test_the_workers_debug_dump_is_logged_as_lines_that_fit_the_bound() -> None:
-    router = {"router_id": "", "state": "CalcAction", "instance_state": "configured",
-              "last_transition": {"note": "n" * 200}, "tenant_id": ""}
+    router = {
+        "router_id": "",
+        "state": "CalcAction",
+        "instance_state": "configured",
+        "last_transition": {"note": "n" * 200},
+        "tenant_id": "",
+    }
     tenants = [
-        {"tenant_id": f"{t:032x}", "debug": False, "restarts": 0,
-         "routers": [dict(router, router_id=f"{t:08x}-0000-4000-8000-{r:012x}") for r in range(800)]}
+        {
+            "tenant_id": f"{t:032x}",
+            "debug": False,
+            "restarts": 0,
+            "routers": [
+                dict(router, router_id=f"{t:08x}-0000-4000-8000-{r:012x}") for r in range(800)
+            ],
+        }
         for t in range(3)
     ]
     tree = {"host": "h", "tenant_count": 3, "router_count": 2400, "tenants": tenants}
     lines = dump_lines(tree)
     assert max(len(line) for line in lines) <= MAX_LINE
-    assert json.loads(lines[0].split(": ", 1)[1]) == {"host": "h", "tenant_count": 3,
-                                                       "router_count": 2400}
+    assert json.loads(lines[0].split(": ", 1)[1]) == {
+        "host": "h",
+        "tenant_count": 3,
+        "router_count": 2400,
+    }
     listed = [
         r["router_id"]
-        for line in lines if " routers [" in line
+        for line in lines
+        if " routers [" in line
         for r in json.loads(line.split(" routers ", 1)[1])
     ]
     assert listed == [r["router_id"] for t in tenants for r in t["routers"]]

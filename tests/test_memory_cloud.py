@@ -32,13 +32,19 @@ def cloud(clock: FakeClock) -> MemoryCloud:
 
 def boot(cloud: MemoryCloud, router_id: str, n: int = 0):
     mgt = cloud.network.create_port(
-        name=f"ASTARA:MGT:{router_id}", network_id=cloud.management_network_id,
+        name=f"ASTARA:MGT:{router_id}",
+        network_id=cloud.management_network_id,
         subnet_id=cloud.management_subnet_id,
     )
-    vrrp = cloud.network.create_port(name=f"ASTARA:VRRP:{router_id}", network_id=cloud.external_network_id)
+    vrrp = cloud.network.create_port(
+        name=f"ASTARA:VRRP:{router_id}", network_id=cloud.external_network_id
+    )
     server = cloud.compute.create_server(
-        name=f"ak-router-{router_id}_{n}", image_id="img", flavor_id="f",
-        port_ids=[mgt.id], user_data="#cloud-config",
+        name=f"ak-router-{router_id}_{n}",
+        image_id="img",
+        flavor_id="f",
+        port_ids=[mgt.id],
+        user_data="#cloud-config",
     )
     return server, mgt, vrrp  # the VRRP port is attached once the server is ACTIVE, as on Nova
 
@@ -52,12 +58,18 @@ def test_router_looks_like_the_fixture_topology(cloud):
     (internal,) = router.internal_ports
     assert internal.fixed_ips[0].ip_address.endswith(".1")
     (fip,) = router.floating_ips
-    vm_ports = [p for p in cloud.network.list_ports(network_id=internal.network_id) if p.device_owner == "compute:nova"]
+    vm_ports = [
+        p
+        for p in cloud.network.list_ports(network_id=internal.network_id)
+        if p.device_owner == "compute:nova"
+    ]
     assert fip.fixed_ip_address == vm_ports[0].fixed_ips[0].ip_address
     net = cloud.network.get_network(internal.network_id)
     assert net.mtu == 1450
     assert net.subnets[0].dns_nameservers == ("192.0.2.53",)
-    assert cloud.network.get_network(cloud.external_network_id).subnets[0].gateway_ip == "172.24.0.1"
+    assert (
+        cloud.network.get_network(cloud.external_network_id).subnets[0].gateway_ip == "172.24.0.1"
+    )
     assert cloud.network.list_routers() == [(rid, TENANT)]
     assert cloud.network.list_floating_ips(rid) == [fip]
 
@@ -82,7 +94,9 @@ def test_deleted_router_is_gone_with_its_ports_and_floating_ips(cloud):
 
 def test_ports_are_filtered_by_every_filter_given_and_deleting_twice_is_fine(cloud):
     mgt = cloud.network.create_port(
-        name="ASTARA:MGT:r", network_id=cloud.management_network_id, subnet_id=cloud.management_subnet_id
+        name="ASTARA:MGT:r",
+        network_id=cloud.management_network_id,
+        subnet_id=cloud.management_subnet_id,
     )
     vrrp = cloud.network.create_port(name="ASTARA:VRRP:r", network_id=cloud.external_network_id)
     assert mgt.fixed_ips[0].ip_address == "127.100.0.2"
@@ -121,7 +135,8 @@ def test_appliance_answers_only_once_its_server_is_active(cloud, clock):
     assert cloud.appliance.is_alive(address, 1.0) is True
     cloud.compute.attach_interface(server.id, vrrp.id)
     assert [(i.ifname, i.lladdr) for i in cloud.appliance.get_interfaces(address, 1.0)] == [
-        ("ge0", mgt.mac_address), ("ge1", vrrp.mac_address),
+        ("ge0", mgt.mac_address),
+        ("ge1", vrrp.mac_address),
     ]
 
 
@@ -147,7 +162,10 @@ def test_hot_plugged_interfaces_get_the_next_name_and_unplugged_ports_are_unboun
     cloud.compute.attach_interface(server.id, extra.id)
     cloud.compute.detach_interface(server.id, vrrp.id)
     ifaces = cloud.appliance.get_interfaces(mgt.fixed_ips[0].ip_address, 1.0)
-    assert [(i.ifname, i.lladdr) for i in ifaces] == [("ge0", mgt.mac_address), ("ge2", extra.mac_address)]
+    assert [(i.ifname, i.lladdr) for i in ifaces] == [
+        ("ge0", mgt.mac_address),
+        ("ge2", extra.mac_address),
+    ]
     assert cloud.ports[vrrp.id]["device_id"] == ""
     with pytest.raises(ComputeError):
         cloud.compute.detach_interface(server.id, vrrp.id)
@@ -155,21 +173,35 @@ def test_hot_plugged_interfaces_get_the_next_name_and_unplugged_ports_are_unboun
 
 def test_a_boot_port_without_an_address_is_refused_as_nova_does(cloud):
     mgt = cloud.network.create_port(
-        name="ASTARA:MGT:r", network_id=cloud.management_network_id,
+        name="ASTARA:MGT:r",
+        network_id=cloud.management_network_id,
         subnet_id=cloud.management_subnet_id,
     )
     vrrp = cloud.network.create_port(name="ASTARA:VRRP:r", network_id=cloud.external_network_id)
-    with pytest.raises(ComputeError, match=f"Port {vrrp.id} requires a FixedIP in order to be used"):
-        cloud.compute.create_server(name="ak-router-r_0", image_id="img", flavor_id="f",
-                                    port_ids=[mgt.id, vrrp.id], user_data="")
+    with pytest.raises(
+        ComputeError, match=f"Port {vrrp.id} requires a FixedIP in order to be used"
+    ):
+        cloud.compute.create_server(
+            name="ak-router-r_0",
+            image_id="img",
+            flavor_id="f",
+            port_ids=[mgt.id, vrrp.id],
+            user_data="",
+        )
     assert cloud.servers == {} and cloud.ports[mgt.id]["device_id"] == ""
     cloud.ports[vrrp.id]["ip_allocation"] = "deferred"  # routed networks: Nova takes it
-    server = cloud.compute.create_server(name="ak-router-r_0", image_id="img", flavor_id="f",
-                                         port_ids=[mgt.id, vrrp.id], user_data="")
+    server = cloud.compute.create_server(
+        name="ak-router-r_0",
+        image_id="img",
+        flavor_id="f",
+        port_ids=[mgt.id, vrrp.id],
+        user_data="",
+    )
     assert cloud.ports[vrrp.id]["device_id"] == server.id
     with pytest.raises(ComputeError, match=f"Port {mgt.id} is still in use"):
-        cloud.compute.create_server(name="ak-router-r_1", image_id="img", flavor_id="f",
-                                    port_ids=[mgt.id], user_data="")
+        cloud.compute.create_server(
+            name="ak-router-r_1", image_id="img", flavor_id="f", port_ids=[mgt.id], user_data=""
+        )
 
 
 def test_interfaces_attach_only_to_an_active_server_and_need_no_address(cloud, clock):
@@ -229,9 +261,13 @@ def test_concurrent_port_creation_gives_unique_ids_and_addresses(cloud):
 
     def work() -> None:
         for _ in range(50):
-            made.append(cloud.network.create_port(
-                name="p", network_id=cloud.management_network_id, subnet_id=cloud.management_subnet_id
-            ))
+            made.append(
+                cloud.network.create_port(
+                    name="p",
+                    network_id=cloud.management_network_id,
+                    subnet_id=cloud.management_subnet_id,
+                )
+            )
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:

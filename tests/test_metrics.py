@@ -66,6 +66,7 @@ def configured_routers() -> float:
 
 # --- the hooks on the actor tree and the instance ---------------------------------------------
 
+
 def test_a_created_router_counts_its_boot_its_push_and_the_event_to_config_latency(
     cloud: MemoryCloud, make_harness: Callable[..., Harness]
 ) -> None:
@@ -73,9 +74,13 @@ def test_a_created_router_counts_its_boot_its_push_and_the_event_to_config_laten
     h = make_harness()
     gc.collect()  # instances of earlier tests are not counted any more
     configured = configured_routers()
-    delta = Delta("astara_boots_total", "astara_config_pushes_total",
-                  "astara_config_push_failures_total", "astara_event_to_config_seconds_count",
-                  "astara_event_to_config_seconds_sum")
+    delta = Delta(
+        "astara_boots_total",
+        "astara_config_pushes_total",
+        "astara_config_push_failures_total",
+        "astara_event_to_config_seconds_count",
+        "astara_event_to_config_seconds_sum",
+    )
 
     create(h, router)
     h.runtime.dump(router)  # the traversal that configured it has returned
@@ -105,9 +110,13 @@ def test_refused_boots_and_failed_pushes_are_counted(
 ) -> None:
     router = cloud.add_router(T1)
     h = make_harness()
-    delta = Delta("astara_boots_total", "astara_boot_failures_total",
-                  "astara_config_pushes_total", "astara_config_push_failures_total",
-                  "astara_event_to_config_seconds_count")
+    delta = Delta(
+        "astara_boots_total",
+        "astara_boot_failures_total",
+        "astara_config_pushes_total",
+        "astara_config_push_failures_total",
+        "astara_event_to_config_seconds_count",
+    )
     cloud.fail_boots(1)
     cloud.fail_pushes(1)
 
@@ -115,8 +124,10 @@ def test_refused_boots_and_failed_pushes_are_counted(
     h.runtime.dump(router)
 
     assert delta() == {
-        "astara_boots_total": 1, "astara_boot_failures_total": 1,
-        "astara_config_pushes_total": 1, "astara_config_push_failures_total": 1,
+        "astara_boots_total": 1,
+        "astara_boot_failures_total": 1,
+        "astara_config_pushes_total": 1,
+        "astara_config_push_failures_total": 1,
         "astara_event_to_config_seconds_count": 1,  # the earliest event, observed once
     }
 
@@ -127,8 +138,10 @@ def test_a_restarted_router_actor_is_counted(
     router = cloud.add_router(T1)
     h = make_harness()
     create(h, router)
-    delta = Delta(("astara_actor_restarts_total", {"kind": "router"}),
-                  ("astara_actor_restarts_total", {"kind": "tenant"}))
+    delta = Delta(
+        ("astara_actor_restarts_total", {"kind": "router"}),
+        ("astara_actor_restarts_total", {"kind": "tenant"}),
+    )
 
     cloud.inject("is_alive", RuntimeError("injected bug"))
     h.runtime.deliver(Event(router, T1, Action.POLL))
@@ -157,6 +170,7 @@ def test_routers_by_state_counts_each_router_once_by_its_newest_instance(
 
 
 # --- the health poller ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def _stop_actors() -> Iterator[None]:
@@ -193,9 +207,15 @@ def test_a_poll_sweep_is_timed_from_one_rotation_to_the_next() -> None:
 
 # --- the bus: malformed messages, the metrics query --------------------------------------------
 
+
 def probe_runtime(cloud: MemoryCloud) -> Runtime:
-    return Runtime(cloud.settings(), network=cloud.network, compute=cloud.compute,
-                   appliance=cloud.appliance, poll=False).start()
+    return Runtime(
+        cloud.settings(),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
 
 
 @pytest.fixture
@@ -205,8 +225,9 @@ def inboxes(memory_bus: None) -> Iterator[Callable[[str], BusBridge]]:
     def start(host: str) -> BusBridge:
         cloud = MemoryCloud()
         runtime = probe_runtime(cloud)
-        inbox = BusBridge(runtime, BusSettings(transport_url="memory://", host=host),
-                      network=cloud.network).start(wait=WAIT)
+        inbox = BusBridge(
+            runtime, BusSettings(transport_url="memory://", host=host), network=cloud.network
+        ).start(wait=WAIT)
         started.append((inbox, runtime))
         return inbox
 
@@ -218,46 +239,64 @@ def inboxes(memory_bus: None) -> Iterator[Callable[[str], BusBridge]]:
 
 def test_malformed_messages_are_counted_when_rejected(inboxes: Callable[[str], BusBridge]) -> None:
     inbox = inboxes("orch-a")
-    delta = Delta("astara_malformed_messages_total",
-                  ("astara_inbox_messages_total", {"kind": "commands"}))
+    delta = Delta(
+        "astara_malformed_messages_total", ("astara_inbox_messages_total", {"kind": "commands"})
+    )
     settings = inbox.settings
     bad_command = notification_envelope("astara.command", {"command": "nope"}, publisher_id="x")
     poll = notification_envelope("astara.command", {"command": "poll"}, publisher_id="x")
     with kombu.Connection(settings.transport_url) as conn:
         producer = conn.Producer()
         for body in (b"{not json", bad_command.encode(), poll.encode()):
-            producer.publish(body, exchange=notifications_exchange(settings),
-                             routing_key=settings.notifications_routing_key,
-                             declare=[notifications_exchange(settings)])
+            producer.publish(
+                body,
+                exchange=notifications_exchange(settings),
+                routing_key=settings.notifications_routing_key,
+                declare=[notifications_exchange(settings)],
+            )
     assert inbox.consumer is not None
-    assert inbox.consumer.wait_for(
-        lambda s: s["malformed"] == 2 and s["handled"] == 1, WAIT), inbox.consumer.stats
-    assert delta() == {"astara_malformed_messages_total": 2,
-                       "astara_inbox_messages_total{'kind': 'commands'}": 1}
+    assert inbox.consumer.wait_for(lambda s: s["malformed"] == 2 and s["handled"] == 1, WAIT), (
+        inbox.consumer.stats
+    )
+    assert delta() == {
+        "astara_malformed_messages_total": 2,
+        "astara_inbox_messages_total{'kind': 'commands'}": 1,
+    }
 
 
 def test_an_inbox_answers_the_metrics_query_with_the_text_format(
-    inboxes: Callable[[str], BusBridge]
+    inboxes: Callable[[str], BusBridge],
 ) -> None:
     inbox = inboxes("orch-a")
     answer = inbox.answer({"query": "metrics"})
     families = {f.name: f for f in text_string_to_metric_families(answer["metrics"])}
-    assert {"astara_boots", "astara_routers", "astara_inbox_depth", "astara_event_to_config_seconds",
-            "astara_circuit_breaker_open", "astara_rebuilds", "process_cpu_seconds"} <= set(families)
+    assert {
+        "astara_boots",
+        "astara_routers",
+        "astara_inbox_depth",
+        "astara_event_to_config_seconds",
+        "astara_circuit_breaker_open",
+        "astara_rebuilds",
+        "process_cpu_seconds",
+    } <= set(families)
     assert {s.labels["actor"] for s in families["astara_inbox_depth"].samples} == {
-        "root", "resolver"}
+        "root",
+        "resolver",
+    }
     assert families["astara_event_to_config_seconds"].type == "histogram"
 
 
 # --- the API's GET /metrics -------------------------------------------------------------------
 
-def test_the_api_merges_every_orchestrator_with_its_label(inboxes: Callable[[str], BusBridge]) -> None:
+
+def test_the_api_merges_every_orchestrator_with_its_label(
+    inboxes: Callable[[str], BusBridge],
+) -> None:
     # Two orchestrators on the bus, each answering for itself; the API asks both
     inboxes("orch-a")
     inboxes("orch-b")
     bus = BusSettings(transport_url="memory://", host="api")
-    app = create_app(lambda: ControlClient(bus, role="api"), ApiSettings(timeout=WAIT),
-                     grace=1.0)
+    app = create_app(lambda: ControlClient(bus, role="api"), ApiSettings(timeout=WAIT), grace=1.0)
     client = falcon.testing.TestClient(app)
 
     result = client.simulate_get("/metrics")
@@ -269,8 +308,11 @@ def test_the_api_merges_every_orchestrator_with_its_label(inboxes: Callable[[str
     families = {f.name: f for f in text_string_to_metric_families(text)}  # valid exposition
     boots = families["astara_boots"].samples
     assert sorted(s.labels["orchestrator"] for s in boots) == ["orch-a", "orch-b"]
-    buckets = [s for s in families["astara_event_to_config_seconds"].samples
-               if s.name.endswith("_bucket") and s.labels["orchestrator"] == "orch-b"]
+    buckets = [
+        s
+        for s in families["astara_event_to_config_seconds"].samples
+        if s.name.endswith("_bucket") and s.labels["orchestrator"] == "orch-b"
+    ]
     assert buckets and buckets[-1].labels["le"] == "+Inf"
     up = {s.labels["orchestrator"]: s.value for s in families["astara_orchestrator_up"].samples}
     assert up == {"orch-a": 1.0, "orch-b": 1.0}
@@ -282,13 +324,19 @@ class TwoOrchestrators:
     def __init__(self, answers: dict[str, dict[str, Any]]) -> None:
         self.answers = answers
 
-    def ask(self, query: Mapping[str, Any], timeout: float, expect: int | None = None,
-            grace: float = 0.05) -> list[dict[str, Any]]:
+    def ask(
+        self,
+        query: Mapping[str, Any],
+        timeout: float,
+        expect: int | None = None,
+        grace: float = 0.05,
+    ) -> list[dict[str, Any]]:
         assert query == {"query": "metrics"}
         if not self.answers:
             raise NoAnswer(query, timeout)
-        return [{"host": host, "correlation_id": "c", **reply}
-                for host, reply in self.answers.items()]
+        return [
+            {"host": host, "correlation_id": "c", **reply} for host, reply in self.answers.items()
+        ]
 
 
 def api(answers: dict[str, dict[str, Any]]) -> falcon.testing.TestClient:
@@ -308,18 +356,23 @@ B = A.replace("2.0", "7.0").replace("5.0", "3.0")
 
 
 def test_samples_of_each_orchestrator_are_labelled_and_errors_show_as_down() -> None:
-    client = api({
-        "orch-b": {"ok": True, "answer": {"metrics": B}},
-        "orch-a": {"ok": True, "answer": {"metrics": A}},
-        "orch-c": {"ok": False, "error": "InvalidCommand: unknown query 'metrics'"},  # old one
-        "orch-d": {"ok": True, "answer": {"metrics": "not { the format"}},
-    })
+    client = api(
+        {
+            "orch-b": {"ok": True, "answer": {"metrics": B}},
+            "orch-a": {"ok": True, "answer": {"metrics": A}},
+            "orch-c": {"ok": False, "error": "InvalidCommand: unknown query 'metrics'"},  # old one
+            "orch-d": {"ok": True, "answer": {"metrics": "not { the format"}},
+        }
+    )
 
     result = client.simulate_get("/metrics")
 
     assert result.status_code == 200
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(result.text) for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(result.text)
+        for s in f.samples
+    }
     assert samples == {
         ("astara_boots_total", (("orchestrator", "orch-a"),)): 2.0,
         ("astara_boots_total", (("orchestrator", "orch-b"),)): 7.0,
@@ -334,9 +387,14 @@ def test_samples_of_each_orchestrator_are_labelled_and_errors_show_as_down() -> 
     }
 
 
-@pytest.mark.parametrize("answers", [
-    {}, {"orch-a": {"ok": False, "error": "AstaraError: busy"}},
-], ids=["nobody", "only-errors"])
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {},
+        {"orch-a": {"ok": False, "error": "AstaraError: busy"}},
+    ],
+    ids=["nobody", "only-errors"],
+)
 def test_no_orchestrator_answering_metrics_is_503(answers: dict[str, Any]) -> None:
     result = api(answers).simulate_get("/metrics")
     assert result.status_code == 503 and result.json["error"]
@@ -344,14 +402,19 @@ def test_no_orchestrator_answering_metrics_is_503(answers: dict[str, Any]) -> No
 
 def test_metrics_refuses_query_parameters() -> None:
     result = api({"orch-a": {"ok": True, "answer": {"metrics": A}}}).simulate_get(
-        "/metrics", params={"name[]": "astara_boots_total"})
+        "/metrics", params={"name[]": "astara_boots_total"}
+    )
     assert result.status_code == 400
 
 
 def test_the_storm_protection_metrics_have_the_agreed_names() -> None:
     # The circuit breaker sets these; they exist (at 0) before it ever does.
-    for name in ("astara_circuit_breaker_open", "astara_liveness_failing_share",
-                 "astara_rebuilds_held_total", "astara_rebuilds_in_progress"):
+    for name in (
+        "astara_circuit_breaker_open",
+        "astara_liveness_failing_share",
+        "astara_rebuilds_held_total",
+        "astara_rebuilds_in_progress",
+    ):
         assert REGISTRY.get_sample_value(name) is not None, name
     assert metrics.REBUILDS._labelnames == ("reason",)
     assert metrics.REBUILDS._name == "astara_rebuilds"  # exposed as astara_rebuilds_total

@@ -42,20 +42,33 @@ port_dicts = st.builds(
     lambda required, opt: {**required, **opt},
     st.fixed_dictionaries({"id": ids, "network_id": ids}),
     optional(
-        name=text, mac_address=macs, device_id=ids, device_owner=owners,
-        fixed_ips=fixed_ips, project_id=ids, tenant_id=ids,
+        name=text,
+        mac_address=macs,
+        device_id=ids,
+        device_owner=owners,
+        fixed_ips=fixed_ips,
+        project_id=ids,
+        tenant_id=ids,
     ),
 )
 subnet_dicts = st.builds(
     lambda required, opt: {**required, **opt},
     st.fixed_dictionaries(
-        {"id": ids, "network_id": ids, "ip_version": st.sampled_from([4, 6, "4"]),
-         "cidr": st.sampled_from(["10.0.0.0/24", "2001:db8::/64"])}
+        {
+            "id": ids,
+            "network_id": ids,
+            "ip_version": st.sampled_from([4, 6, "4"]),
+            "cidr": st.sampled_from(["10.0.0.0/24", "2001:db8::/64"]),
+        }
     ),
     optional(
-        name=text, gateway_ip=ipv4, enable_dhcp=st.booleans(),
+        name=text,
+        gateway_ip=ipv4,
+        enable_dhcp=st.booleans(),
         dns_nameservers=st.lists(ipv4, max_size=3),
-        host_routes=st.lists(st.fixed_dictionaries({"destination": text, "nexthop": ipv4}), max_size=2),
+        host_routes=st.lists(
+            st.fixed_dictionaries({"destination": text, "nexthop": ipv4}), max_size=2
+        ),
         ipv6_ra_mode=st.sampled_from(["slaac", "dhcpv6-stateful"]),
     ),
 )
@@ -120,8 +133,12 @@ def test_any_subnet_dict_parses_with_defaults_for_missing_keys(d):
     assert list(subnet.host_routes) == list(d.get("host_routes") or ())
 
 
-@given(st.fixed_dictionaries({"id": ids}, optional={"name": text, "mtu": st.none() | st.integers(68, 9000)}),
-       st.lists(subnet_dicts, max_size=3))
+@given(
+    st.fixed_dictionaries(
+        {"id": ids}, optional={"name": text, "mtu": st.none() | st.integers(68, 9000)}
+    ),
+    st.lists(subnet_dicts, max_size=3),
+)
 def test_network_keeps_its_subnets_in_order(d, subnets):
     net = NetworkInfo.from_neutron(d, subnets)
     assert [s.id for s in net.subnets] == [s["id"] for s in subnets]
@@ -138,7 +155,12 @@ def test_any_floating_ip_dict_parses(d):
 @given(
     st.fixed_dictionaries(
         {"id": ids},
-        optional={"project_id": ids, "name": text, "ha": st.booleans(), "admin_state_up": st.booleans()},
+        optional={
+            "project_id": ids,
+            "name": text,
+            "ha": st.booleans(),
+            "admin_state_up": st.booleans(),
+        },
     ),
     st.lists(port_dicts, max_size=5),
     st.lists(fip_dicts, max_size=3),
@@ -152,8 +174,15 @@ def test_router_sorts_ports_by_owner_and_drops_unassociated_fips(d, ports, fips)
     assert router.ha is bool(d.get("ha", False))
 
 
-@given(st.fixed_dictionaries({"ifname": text}, optional={"lladdr": st.none() | macs.map(str.upper),
-                                                          "addresses": st.lists(text, max_size=2)}))
+@given(
+    st.fixed_dictionaries(
+        {"ifname": text},
+        optional={
+            "lladdr": st.none() | macs.map(str.upper),
+            "addresses": st.lists(text, max_size=2),
+        },
+    )
+)
 def test_appliance_interfaces_have_lower_case_macs(d):
     iface = Interface.from_appliance(d)
     assert iface.lladdr == (d.get("lladdr") or "").lower()

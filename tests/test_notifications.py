@@ -33,46 +33,81 @@ C, U, D = Action.CREATE, Action.UPDATE, Action.DELETE
 # File number → (kind, action, router_id named directly) or None when ignored. Read from the
 # fixtures and their README (steps 1–40), not from the code's output.
 EXPECTED: dict[int, tuple[str, Action, str | None] | None] = {
-    1: None, 2: ("network", U, None),  # admin: external network
-    3: None, 4: ("subnet", U, None),  # admin: external subnet
-    5: None, 6: ("network", U, None),
-    7: None, 8: ("subnet", U, None),
-    9: None, 10: ("router", C, ROUTER),
+    1: None,
+    2: ("network", U, None),  # admin: external network
+    3: None,
+    4: ("subnet", U, None),  # admin: external subnet
+    5: None,
+    6: ("network", U, None),
+    7: None,
+    8: ("subnet", U, None),
+    9: None,
+    10: ("router", C, ROUTER),
     11: ("router", U, ROUTER),  # router.interface.create
-    12: None, 13: ("router", U, ROUTER),  # set gateway
-    14: None, 15: ("port", U, None),  # VM port
-    16: None, 17: ("floatingip", U, None),
-    18: None, 19: ("floatingip", U, None),  # associate
-    20: None, 21: ("router", U, ROUTER),  # rename
-    22: None, 23: ("subnet", U, None),
-    24: None, 25: ("port", U, None),
-    26: None, 27: ("network", U, None),
-    28: None, 29: ("network", U, None),
-    30: None, 31: ("subnet", U, None),
-    32: None, 33: ("port", U, None),  # future interface port, not yet owned
+    12: None,
+    13: ("router", U, ROUTER),  # set gateway
+    14: None,
+    15: ("port", U, None),  # VM port
+    16: None,
+    17: ("floatingip", U, None),
+    18: None,
+    19: ("floatingip", U, None),  # associate
+    20: None,
+    21: ("router", U, ROUTER),  # rename
+    22: None,
+    23: ("subnet", U, None),
+    24: None,
+    25: ("port", U, None),
+    26: None,
+    27: ("network", U, None),
+    28: None,
+    29: ("network", U, None),
+    30: None,
+    31: ("subnet", U, None),
+    32: None,
+    33: ("port", U, None),  # future interface port, not yet owned
     34: ("router", U, ROUTER),  # router.interface.create with that port
-    35: None, 36: ("router", U, ROUTER),
-    37: None, 38: ("router", U, ROUTER),
-    39: None, 40: ("router", U, ROUTER),
-    41: None, 42: ("router", U, ROUTER),
-    43: None, 44: ("port", U, None),
-    45: None, 46: ("floatingip", U, None),  # created associated
-    47: None, 48: ("floatingip", U, None),
+    35: None,
+    36: ("router", U, ROUTER),
+    37: None,
+    38: ("router", U, ROUTER),
+    39: None,
+    40: ("router", U, ROUTER),
+    41: None,
+    42: ("router", U, ROUTER),
+    43: None,
+    44: ("port", U, None),
+    45: None,
+    46: ("floatingip", U, None),  # created associated
+    47: None,
+    48: ("floatingip", U, None),
     49: None,  # delete refused (403): only the .start
-    50: None, 51: ("port", U, None),  # deleted by admin
+    50: None,
+    51: ("port", U, None),  # deleted by admin
     52: ("router", U, ROUTER),  # router.interface.delete
-    53: None, 54: ("subnet", U, None),
-    55: None, 56: ("network", U, None),
-    57: None, 58: ("router", C, GW_ROUTER),
-    59: None, 60: ("router", D, GW_ROUTER),
-    61: None, 62: ("floatingip", U, None),  # disassociate
-    63: None, 64: ("floatingip", U, None),
+    53: None,
+    54: ("subnet", U, None),
+    55: None,
+    56: ("network", U, None),
+    57: None,
+    58: ("router", C, GW_ROUTER),
+    59: None,
+    60: ("router", D, GW_ROUTER),
+    61: None,
+    62: ("floatingip", U, None),  # disassociate
+    63: None,
+    64: ("floatingip", U, None),
     65: ("router", U, ROUTER),  # router.interface.delete
-    66: None, 67: ("router", U, ROUTER),  # clear gateway
-    68: None, 69: ("router", D, ROUTER),
-    70: None, 71: ("port", U, None),  # deleted by admin
-    72: None, 73: ("subnet", U, None),
-    74: None, 75: ("network", U, None),
+    66: None,
+    67: ("router", U, ROUTER),  # clear gateway
+    68: None,
+    69: ("router", D, ROUTER),
+    70: None,
+    71: ("port", U, None),  # deleted by admin
+    72: None,
+    73: ("subnet", U, None),
+    74: None,
+    75: ("network", U, None),
 }
 # Decoded tenant: the admin project for what the admin did to its own resources (and for the
 # admin's id-only *.delete.start); the payload's project wins over the admin's context.
@@ -146,6 +181,7 @@ def test_v1_context_dict_gives_the_tenant() -> None:
 
 def test_context_keys_are_tried_in_order_and_empty_values_skipped() -> None:
     base = {"event_type": "x.y", "payload": {"port": {"project_id": ""}}}
+
     def tenant(**extra: Any) -> str:
         return decode({**base, **extra}).tenant_id
 
@@ -172,8 +208,14 @@ def test_commands_are_left_to_the_control_protocol() -> None:
 
 
 @pytest.mark.parametrize(
-    "event_type", ["routerstatus.update", "router.change.end", "security_group.create.end",
-                   "port.create.start", "astara.bandwidth.used"],
+    "event_type",
+    [
+        "routerstatus.update",
+        "router.change.end",
+        "security_group.create.end",
+        "port.create.start",
+        "astara.bandwidth.used",
+    ],
 )
 def test_other_event_types_are_ignored(event_type: str) -> None:
     assert classify(decode({"event_type": event_type, "payload": {"router": {"id": "r"}}})) is None
@@ -198,11 +240,17 @@ def test_legacy_router_interface_key_is_accepted() -> None:
 def test_change_carries_what_resolution_needs() -> None:
     port = classify(decode(BODIES[15]))
     assert port == Change(
-        kind="port", action=U, tenant_id=TENANT, event_type="port.create.end",
-        operation="create", resource_id="65f53299-12b7-43fe-8709-1f40ad864971",
-        resource_tenant_id=TENANT, network_id="d17ea133-67f8-4e4f-98c1-2f0542150474",
+        kind="port",
+        action=U,
+        tenant_id=TENANT,
+        event_type="port.create.end",
+        operation="create",
+        resource_id="65f53299-12b7-43fe-8709-1f40ad864971",
+        resource_tenant_id=TENANT,
+        network_id="d17ea133-67f8-4e4f-98c1-2f0542150474",
         subnet_ids=("0cf33cf9-ef1a-4e10-804c-0cbb45ec86ef",),
-        device_id="7893964a-e49b-4d77-8e04-f4fdb269fd15", device_owner="compute:nova",
+        device_id="7893964a-e49b-4d77-8e04-f4fdb269fd15",
+        device_owner="compute:nova",
         port_name="realos-t1-r1-vm",
     )
     fip = classify(decode(BODIES[19]))
@@ -211,7 +259,8 @@ def test_change_carries_what_resolution_needs() -> None:
     subnet = classify(decode(BODIES[73]))
     assert subnet is not None and subnet.operation == "delete"
     assert (subnet.network_id, subnet.subnet_ids) == (
-        "d17ea133-67f8-4e4f-98c1-2f0542150474", ("0cf33cf9-ef1a-4e10-804c-0cbb45ec86ef",)
+        "d17ea133-67f8-4e4f-98c1-2f0542150474",
+        ("0cf33cf9-ef1a-4e10-804c-0cbb45ec86ef",),
     )
     interface = classify(decode(BODIES[34]))
     assert interface is not None
@@ -223,8 +272,9 @@ FIP = "1d7d02bd-c8da-44d8-84ca-cfbb1fa54de6"
 
 def test_id_only_delete_payload_still_classifies() -> None:
     # Older Neutron sent only "<resource>_id" in *.delete.end.
-    change = classify(decode({"event_type": "floatingip.delete.end",
-                              "payload": {"floatingip_id": FIP}}))
+    change = classify(
+        decode({"event_type": "floatingip.delete.end", "payload": {"floatingip_id": FIP}})
+    )
     assert change is not None and (change.resource_id, change.floating_router_id) == (FIP, None)
     router = classify(decode({"event_type": "router.delete.end", "payload": {"router_id": ROUTER}}))
     assert router is not None and (router.action, router.router_id) == (D, ROUTER)
@@ -240,8 +290,10 @@ def test_id_only_delete_payload_still_classifies() -> None:
         ("[" * 100_000, "not JSON|nested too deeply"),
         ({"oslo.version": "2.0", "oslo.message": {"event_type": "x"}}, "JSON string"),
         ({"oslo.version": "1.0", "oslo.message": "{}"}, "oslo.version"),
-        ({"oslo.version": "2.0", "oslo.message": envelope({"event_type": "x", "payload": {}})},
-         "another envelope"),
+        (
+            {"oslo.version": "2.0", "oslo.message": envelope({"event_type": "x", "payload": {}})},
+            "another envelope",
+        ),
         ({"payload": {}}, "event_type"),
         ({"event_type": 3, "payload": {}}, "event_type"),
         ({"event_type": 10**5000, "payload": {}}, "event_type"),
@@ -287,14 +339,31 @@ def _only_malformed(thunk: Any) -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 KEYS = st.sampled_from(
-    ["event_type", "payload", "oslo.message", "oslo.version", "router", "id", "router_id",
-     "router_interface", "port", "name", "network_id", "device_owner", "floatingip",
-     "subnet_ids", "project_id", "_context_project_id", "context"]
+    [
+        "event_type",
+        "payload",
+        "oslo.message",
+        "oslo.version",
+        "router",
+        "id",
+        "router_id",
+        "router_interface",
+        "port",
+        "name",
+        "network_id",
+        "device_owner",
+        "floatingip",
+        "subnet_ids",
+        "project_id",
+        "_context_project_id",
+        "context",
+    ]
 )
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -313,9 +382,19 @@ def test_decode_of_arbitrary_json_raises_only_malformed(value: Any, shape: str) 
 
 
 @FAST
-@given(st.dictionaries(KEYS, JSON, max_size=5), st.sampled_from(sorted(
-    {e for e in (json.loads(json.loads(b)["oslo.message"])["event_type"] for b in BODIES.values())}
-)))
+@given(
+    st.dictionaries(KEYS, JSON, max_size=5),
+    st.sampled_from(
+        sorted(
+            {
+                e
+                for e in (
+                    json.loads(json.loads(b)["oslo.message"])["event_type"] for b in BODIES.values()
+                )
+            }
+        )
+    ),
+)
 def test_classify_of_random_payloads_raises_only_malformed(payload: Any, event_type: str) -> None:
     _only_malformed(lambda: classify(decode({"event_type": event_type, "payload": payload})))
 
@@ -332,10 +411,14 @@ def _mutate(data: st.DataObject, node: Any) -> Any:
         return copy
     if isinstance(node, list) and node and data.draw(st.booleans()):
         i = data.draw(st.integers(0, len(node) - 1))
-        return [*node[:i], _mutate(data, node[i]), *node[i + 1:]]
+        return [*node[:i], _mutate(data, node[i]), *node[i + 1 :]]
     return data.draw(
-        JSON | st.just([node]) | st.just({"id": node}) | st.just(json.dumps(node))
-        | st.just(str(node)) | st.just(10**5000)
+        JSON
+        | st.just([node])
+        | st.just({"id": node})
+        | st.just(json.dumps(node))
+        | st.just(str(node))
+        | st.just(10**5000)
     )
 
 
@@ -368,10 +451,9 @@ def test_truncated_or_corrupted_real_bodies_raise_only_malformed(
     raw = BODIES[number].encode()
     cut = data.draw(st.integers(0, len(raw)))
     flip = data.draw(st.integers(0, max(0, len(raw) - 1)))
-    corrupted = raw[:flip] + bytes([data.draw(st.integers(0, 255))]) + raw[flip + 1:]
+    corrupted = raw[:flip] + bytes([data.draw(st.integers(0, 255))]) + raw[flip + 1 :]
     _only_malformed(lambda: classify(decode(raw[:cut])))
     _only_malformed(lambda: classify(decode(corrupted)))
-
 
 
 # ---------------------------------------------- hostile ids (issue 13, item 3): never used
@@ -384,23 +466,39 @@ def _set(message: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return message
 
 
-HOSTILE_IDS = ["../../etc/passwd", "1' OR '1'='1", f"{ROUTER}\n", "\x1b[31mred", "x" * 100_000,
-               f"{ROUTER}/../ports", "tenant-1"]
+HOSTILE_IDS = [
+    "../../etc/passwd",
+    "1' OR '1'='1",
+    f"{ROUTER}\n",
+    "\x1b[31mred",
+    "x" * 100_000,
+    f"{ROUTER}/../ports",
+    "tenant-1",
+]
 # (fixture, where in its oslo.message an id sits): every id a Change would carry.
 ID_PLACES = [
-    (10, "payload.router.id"), (69, "payload.router_id"),
-    (11, "payload.router_interface.id"), (11, "payload.router_interface.network_id"),
-    (11, "payload.router_interface.port_id"), (52, "payload.router_interface.subnet_ids"),
-    (15, "payload.port.id"), (15, "payload.port.network_id"),
-    (19, "payload.floatingip.id"), (19, "payload.floatingip.router_id"),
-    (23, "payload.subnet.network_id"), (27, "payload.network.id"),
-    (10, "payload.router.project_id"), (10, "_context_project_id"), (15, "payload.port.project_id"),
+    (10, "payload.router.id"),
+    (69, "payload.router_id"),
+    (11, "payload.router_interface.id"),
+    (11, "payload.router_interface.network_id"),
+    (11, "payload.router_interface.port_id"),
+    (52, "payload.router_interface.subnet_ids"),
+    (15, "payload.port.id"),
+    (15, "payload.port.network_id"),
+    (19, "payload.floatingip.id"),
+    (19, "payload.floatingip.router_id"),
+    (23, "payload.subnet.network_id"),
+    (27, "payload.network.id"),
+    (10, "payload.router.project_id"),
+    (10, "_context_project_id"),
+    (15, "payload.port.project_id"),
 ]
 
 
 @pytest.mark.parametrize("number, path", ID_PLACES)
-@pytest.mark.parametrize("bad", HOSTILE_IDS, ids=["path", "sql", "newline", "escape", "huge",
-                                                   "suffix", "not-keystone"])
+@pytest.mark.parametrize(
+    "bad", HOSTILE_IDS, ids=["path", "sql", "newline", "escape", "huge", "suffix", "not-keystone"]
+)
 def test_a_notification_with_a_hostile_id_is_malformed(number: int, path: str, bad: str) -> None:
     message = inner(number)
     if path == "_context_project_id":  # the context counts only when the payload names none
@@ -416,8 +514,9 @@ def test_a_notification_with_a_hostile_id_is_malformed(number: int, path: str, b
 
 def test_a_router_port_naming_a_hostile_router_is_malformed() -> None:
     message = inner(25)
-    message["payload"]["port"].update(device_owner="network:router_interface",
-                                      device_id="../../etc/passwd")
+    message["payload"]["port"].update(
+        device_owner="network:router_interface", device_id="../../etc/passwd"
+    )
     with pytest.raises(MalformedMessage, match="device_id '../../etc/passwd' is not a UUID"):
         classify(decode(envelope(message)))
     # A VM's device_id is Nova's business: any text, never routed on.
@@ -428,8 +527,9 @@ def test_a_router_port_naming_a_hostile_router_is_malformed() -> None:
 
 def test_ids_in_upper_case_are_accepted_in_neutrons_own_form() -> None:
     message = inner(19)
-    message["payload"]["floatingip"].update(id=FIP.upper(), router_id=ROUTER.upper(),
-                                            project_id=TENANT.upper())
+    message["payload"]["floatingip"].update(
+        id=FIP.upper(), router_id=ROUTER.upper(), project_id=TENANT.upper()
+    )
     change = classify(decode(envelope(message)))
     assert change is not None
     assert (change.resource_id, change.floating_router_id) == (FIP, ROUTER)
@@ -444,8 +544,10 @@ def test_metadata_from_outside_is_escaped_and_bounded() -> None:
 
 
 @FAST
-@given(st.text(max_size=40) | st.uuids().map(str), st.sampled_from(["router.delete.end",
-                                                                    "port.delete.end"]))
+@given(
+    st.text(max_size=40) | st.uuids().map(str),
+    st.sampled_from(["router.delete.end", "port.delete.end"]),
+)
 def test_any_id_is_carried_as_a_canonical_uuid_or_the_message_is_malformed(
     value: str, event_type: str
 ) -> None:
@@ -460,8 +562,11 @@ def test_any_id_is_carried_as_a_canonical_uuid_or_the_message_is_malformed(
 @FAST
 @given(st.text(max_size=40) | st.uuids().map(lambda u: u.hex))
 def test_any_tenant_is_carried_as_a_keystone_id_or_the_message_is_malformed(value: str) -> None:
-    message = {"event_type": "router.delete.end", "payload": {"router_id": ROUTER},
-               "_context_project_id": value}
+    message = {
+        "event_type": "router.delete.end",
+        "payload": {"router_id": ROUTER},
+        "_context_project_id": value,
+    }
     try:
         change = classify(decode(message))
     except MalformedMessage:

@@ -33,7 +33,10 @@ ROUTER_ID = "7efa1155-0901-4e5e-aa82-7445b0091d00"
 NETWORK_ID = "d17ea133-67f8-4e4f-98c1-2f0542150474"
 NOVA_VERSION = {
     "version": {
-        "id": "v2.1", "status": "CURRENT", "version": "2.79", "min_version": "2.1",
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": "2.79",
+        "min_version": "2.1",
         "links": [{"rel": "self", "href": f"{NOVA}/"}],
     }
 }
@@ -47,8 +50,14 @@ def body(name: str) -> dict[str, Any]:
 
 
 def server(sid: str = "s1", status: str = "ACTIVE", name: str = "ak-router-r1_0") -> dict[str, Any]:
-    return {"id": sid, "name": name, "status": status, "image": {"id": "img-1", "links": []},
-            "flavor": {"original_name": "m1.small"}, "addresses": {}}
+    return {
+        "id": sid,
+        "name": name,
+        "status": status,
+        "image": {"id": "img-1", "links": []},
+        "flavor": {"original_name": "m1.small"},
+        "addresses": {},
+    }
 
 
 @pytest.fixture
@@ -58,8 +67,12 @@ def http() -> Any:
     token["token"]["expires_at"] = "2999-01-01T00:00:00.000000Z"  # the capture has expired
     with requests_mock.Mocker() as m:
         m.get(f"{KEYSTONE}/", json=body("keystone-versions.json"), status_code=300)
-        m.post(f"{KEYSTONE}/v3/auth/tokens", json=token, status_code=201,
-               headers={"X-Subject-Token": "token-1"})
+        m.post(
+            f"{KEYSTONE}/v3/auth/tokens",
+            json=token,
+            status_code=201,
+            headers={"X-Subject-Token": "token-1"},
+        )
         m.get(NOVA, json=NOVA_VERSION)
         yield m
 
@@ -128,8 +141,11 @@ def test_a_router_missing_its_optional_attributes_keeps_the_parser_defaults(
 
 
 def test_get_router_raises_router_gone_on_404(http: Any, network: Any) -> None:
-    http.get(f"{NEUTRON}/routers/r1", status_code=404,
-             json={"NeutronError": {"type": "RouterNotFound", "message": "no", "detail": ""}})
+    http.get(
+        f"{NEUTRON}/routers/r1",
+        status_code=404,
+        json={"NeutronError": {"type": "RouterNotFound", "message": "no", "detail": ""}},
+    )
     with pytest.raises(RouterGone) as info:
         network.get_router("r1")
     assert info.value.router_id == "r1"
@@ -169,22 +185,29 @@ def test_a_snapshot_builds_every_router_as_get_router_would_in_five_list_calls(
     http.get(f"{NEUTRON}/subnets", json={"subnets": [subnet]})
     routers, networks, all_ports = network.snapshot()
     (router_json,) = body("routers.json")["routers"]
-    assert routers == [Router.from_neutron(
-        router_json, [p for p in ports if p["device_id"] == ROUTER_ID],
-        body("floatingips.json")["floatingips"],
-    )]
-    assert networks == {NETWORK_ID: NetworkInfo.from_neutron(body("network.json")["network"],
-                                                             [subnet])}
+    assert routers == [
+        Router.from_neutron(
+            router_json,
+            [p for p in ports if p["device_id"] == ROUTER_ID],
+            body("floatingips.json")["floatingips"],
+        )
+    ]
+    assert networks == {
+        NETWORK_ID: NetworkInfo.from_neutron(body("network.json")["network"], [subnet])
+    }
     assert all_ports == [Port.from_neutron(p) for p in ports]
     assert [m for m, _ in calls(http, NEUTRON)] == ["GET"] * 5
 
 
 def test_a_paged_list_is_followed_to_its_last_page(http: Any, network: Any) -> None:
     ports = body("ports-by-router-admin-view.json")["ports"]
-    http.get(f"{NEUTRON}/ports?network_id=n1", json={
-        "ports": ports[:1],
-        "ports_links": [{"rel": "next", "href": f"{NEUTRON}/ports?network_id=n1&marker=m1"}],
-    })
+    http.get(
+        f"{NEUTRON}/ports?network_id=n1",
+        json={
+            "ports": ports[:1],
+            "ports_links": [{"rel": "next", "href": f"{NEUTRON}/ports?network_id=n1&marker=m1"}],
+        },
+    )
     http.get(f"{NEUTRON}/ports?network_id=n1&marker=m1", json={"ports": ports[1:]})
     assert network.list_ports(network_id="n1") == [Port.from_neutron(p) for p in ports]
 
@@ -198,13 +221,21 @@ def test_create_port_has_no_security_and_an_address_only_from_the_given_subnet(
 ) -> None:
     raw = body("ports-by-router-admin-view.json")["ports"][0]
     http.post(f"{NEUTRON}/ports", json={"port": raw}, status_code=201)
-    port = network.create_port(name="ASTARA:MGT:r1", network_id="n1", tenant_id="t1",
-                               subnet_id=subnet_id)
+    port = network.create_port(
+        name="ASTARA:MGT:r1", network_id="n1", tenant_id="t1", subnet_id=subnet_id
+    )
     assert port == Port.from_neutron(raw)
-    assert http.last_request.json() == {"port": {
-        "name": "ASTARA:MGT:r1", "network_id": "n1", "project_id": "t1", "admin_state_up": True,
-        "port_security_enabled": False, "security_groups": [], "fixed_ips": fixed_ips,
-    }}
+    assert http.last_request.json() == {
+        "port": {
+            "name": "ASTARA:MGT:r1",
+            "network_id": "n1",
+            "project_id": "t1",
+            "admin_state_up": True,
+            "port_security_enabled": False,
+            "security_groups": [],
+            "fixed_ips": fixed_ips,
+        }
+    }
 
 
 def test_delete_port_ignores_a_port_that_is_already_gone(http: Any, network: Any) -> None:
@@ -279,9 +310,10 @@ def test_status_goes_through_the_astara_extension_when_neutron_has_it(http: Any)
     network = OpenStackNetwork(connect(SETTINGS))
     network.set_router_status("r1", "ACTIVE")
     network.set_router_status("r1", "DOWN")
-    assert calls(http, NEUTRON) == [("GET", f"{NEUTRON}/extensions")] + [
-        ("PUT", f"{NEUTRON}/dhrouterstatus/r1")
-    ] * 2
+    assert (
+        calls(http, NEUTRON)
+        == [("GET", f"{NEUTRON}/extensions")] + [("PUT", f"{NEUTRON}/dhrouterstatus/r1")] * 2
+    )
     assert http.last_request.json() == {"routerstatus": {"status": "DOWN"}}
 
 
@@ -323,8 +355,9 @@ def test_stock_neutron_gets_exactly_one_status_tag(http: Any) -> None:
     ]
 
 
-@pytest.mark.parametrize(("mode", "sent"), [("none", []), ("auto", ["extensions"]),
-                                            ("extension", ["extensions"])])
+@pytest.mark.parametrize(
+    ("mode", "sent"), [("none", []), ("auto", ["extensions"]), ("extension", ["extensions"])]
+)
 def test_status_is_not_pushed_when_no_method_is_available(
     http: Any, mode: str, sent: list[str]
 ) -> None:
@@ -340,13 +373,23 @@ def test_create_server_sends_ports_config_drive_and_base64_user_data(
     http: Any, compute: Any
 ) -> None:
     http.post(f"{NOVA}/servers", json={"server": {"id": "s1", "links": []}}, status_code=202)
-    created = compute.create_server(name="ak-router-r1_0", image_id="img-1", flavor_id="f1",
-                                    port_ids=["p-mgt", "p-ext"], user_data="#cloud-config\n")
-    assert http.last_request.json() == {"server": {
-        "name": "ak-router-r1_0", "imageRef": "img-1", "flavorRef": "f1", "config_drive": True,
-        "networks": [{"port": "p-mgt"}, {"port": "p-ext"}],
-        "user_data": base64.b64encode(b"#cloud-config\n").decode(),
-    }}
+    created = compute.create_server(
+        name="ak-router-r1_0",
+        image_id="img-1",
+        flavor_id="f1",
+        port_ids=["p-mgt", "p-ext"],
+        user_data="#cloud-config\n",
+    )
+    assert http.last_request.json() == {
+        "server": {
+            "name": "ak-router-r1_0",
+            "imageRef": "img-1",
+            "flavorRef": "f1",
+            "config_drive": True,
+            "networks": [{"port": "p-mgt"}, {"port": "p-ext"}],
+            "user_data": base64.b64encode(b"#cloud-config\n").decode(),
+        }
+    }
     assert (created.id, created.status, created.image_id) == ("s1", "BUILD", "img-1")
     assert created.port_ids == ("p-mgt", "p-ext")
 
@@ -357,7 +400,11 @@ def test_get_server_maps_nova_and_is_none_once_gone(http: Any, compute: Any) -> 
     http.get(f"{NOVA}/servers/s3", json={"server": server("s3", "DELETED")})
     found = compute.get_server("s1")
     assert (found.id, found.name, found.status, found.image_id) == (
-        "s1", "ak-router-r1_0", "ACTIVE", "img-1")
+        "s1",
+        "ak-router-r1_0",
+        "ACTIVE",
+        "img-1",
+    )
     assert compute.get_server("s2") is None
     assert compute.get_server("s3") is None
 
@@ -365,8 +412,10 @@ def test_get_server_maps_nova_and_is_none_once_gone(http: Any, compute: Any) -> 
 def test_list_servers_asks_nova_for_the_name_prefix_regex_in_every_project(
     http: Any, compute: Any
 ) -> None:
-    http.get(f"{NOVA}/servers/detail", json={"servers": [
-        server("s1"), server("s2", "DELETED"), server("s3", name="other")]})
+    http.get(
+        f"{NOVA}/servers/detail",
+        json={"servers": [server("s1"), server("s2", "DELETED"), server("s3", name="other")]},
+    )
     assert [s.id for s in compute.list_servers("ak-router-r1_")] == ["s1"]
     assert http.last_request.qs == {"name": [r"^ak\-router\-r1_"], "all_tenants": ["true"]}
 
@@ -436,21 +485,37 @@ def cloud_section(tmp_path: Path, lines: dict[str, str], warn: Any = None) -> Cl
 
 
 def test_cloud_settings_parse_the_ini_section(tmp_path: Path) -> None:
-    parsed = cloud_section(tmp_path, {
-        "auth_url": "http://k:5000/v3", "username": "u", "password": "p", "project_name": "x",
-        "api_timeout": "5", "retries": "0", "verify": "false", "status_mode": "tag",
-    })
+    parsed = cloud_section(
+        tmp_path,
+        {
+            "auth_url": "http://k:5000/v3",
+            "username": "u",
+            "password": "p",
+            "project_name": "x",
+            "api_timeout": "5",
+            "retries": "0",
+            "verify": "false",
+            "status_mode": "tag",
+        },
+    )
     assert (parsed.api_timeout, parsed.retries, parsed.verify, parsed.status_mode) == (
-        5.0, 0, False, "tag")
+        5.0,
+        0,
+        False,
+        "tag",
+    )
     assert parsed.user_domain_name == "Default"
 
 
-@pytest.mark.parametrize("section", [
-    {"cloud": "c", "status_mode": "sometimes"},
-    {"cloud": "c", "retries": "many"},
-    {"cloud": "c", "api_timeout": "0"},
-    {"auth_url": "http://k:5000", "username": "u"},
-])
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"cloud": "c", "status_mode": "sometimes"},
+        {"cloud": "c", "retries": "many"},
+        {"cloud": "c", "api_timeout": "0"},
+        {"auth_url": "http://k:5000", "username": "u"},
+    ],
+)
 def test_cloud_settings_reject_bad_values(tmp_path: Path, section: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match=r"^\[cloud\] "):
         cloud_section(tmp_path, section)
@@ -465,9 +530,11 @@ def test_cloud_settings_warn_about_unknown_keys(tmp_path: Path) -> None:
 def test_a_servers_age_comes_from_novas_created_time(http: Any, compute: Any) -> None:
     import datetime
 
-    created = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=900))
-    http.get(f"{NOVA}/servers/s1", json={"server": {
-        **server(), "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    created = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=900)
+    http.get(
+        f"{NOVA}/servers/s1",
+        json={"server": {**server(), "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+    )
     http.get(f"{NOVA}/servers/s4", json={"server": server("s4")})
     age = compute.get_server("s1").age
     assert age is not None and 890 < age < 1000
@@ -478,11 +545,20 @@ def test_list_servers_follows_novas_pages_and_reads_volume_booted_servers(
     http: Any, compute: Any
 ) -> None:
     volume_booted = {**server("s2"), "image": "", "created": "2026-11-25T03:20:09Z"}
-    http.get(f"{NOVA}/servers/detail", [
-        {"json": {"servers": [server("s1")], "servers_links": [
-            {"rel": "next", "href": f"{NOVA}/servers/detail?marker=s1&limit=1"}]}},
-        {"json": {"servers": [volume_booted]}},
-    ])
+    http.get(
+        f"{NOVA}/servers/detail",
+        [
+            {
+                "json": {
+                    "servers": [server("s1")],
+                    "servers_links": [
+                        {"rel": "next", "href": f"{NOVA}/servers/detail?marker=s1&limit=1"}
+                    ],
+                }
+            },
+            {"json": {"servers": [volume_booted]}},
+        ],
+    )
     found = compute.list_servers("ak-router-r1_")
     assert [(s.id, s.image_id) for s in found] == [("s1", "img-1"), ("s2", "")]
     assert found[1].age is not None and found[1].age > 0

@@ -38,7 +38,9 @@ class Recorder(PooledActor):
         self.overlaps = 0
 
     def urgent(self, message: Any) -> bool:
-        return super().urgent(message) or (isinstance(message, tuple) and message[0] in self.urgent_kinds)
+        return super().urgent(message) or (
+            isinstance(message, tuple) and message[0] in self.urgent_kinds
+        )
 
     def on_start(self) -> None:
         self.started_in = threading.current_thread().name
@@ -150,9 +152,11 @@ def test_thousands_of_actors_share_a_few_threads_and_one_actor_never_runs_twice_
         refs = [Recorder.start(pool) for _ in range(2000)]
         senders = []
         for s in range(4):  # four threads tell every actor at once
+
             def send(s=s):
                 for ref in refs:
                     ref.tell(("from", s))
+
             senders.append(threading.Thread(target=send))
         for t in senders:
             t.start()
@@ -215,7 +219,9 @@ def test_urgent_actors_run_first_without_starving_routine_ones():
     try:
         blocker = Recorder.start(pool)
         routine = [Recorder.start(pool, order) for _ in range(3)]
-        urgent = [Recorder.start(pool, order, urgent_kinds=("live",)) for _ in range(2 * URGENT_STREAK)]
+        urgent = [
+            Recorder.start(pool, order, urgent_kinds=("live",)) for _ in range(2 * URGENT_STREAK)
+        ]
         for ref in [blocker, *routine, *urgent]:
             ref.ask(("echo", None))  # started, idle
         blocker.tell(("block", release))

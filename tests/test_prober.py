@@ -36,6 +36,7 @@ class Results:
                 self.calls.append((key, alive, time.monotonic(), threading.current_thread().name))
                 if len(self.calls) >= self.expected:
                     self.done.set()
+
         return record
 
     def wait(self) -> list[tuple[object, bool, float, str]]:
@@ -250,9 +251,7 @@ def test_connection_refused_is_dead_at_once(prober: Prober) -> None:
     assert took < 1.0
 
 
-def test_a_server_that_never_answers_is_dead_after_the_timeout(
-    prober: Prober, raw_server
-) -> None:
+def test_a_server_that_never_answers_is_dead_after_the_timeout(prober: Prober, raw_server) -> None:
     server = raw_server(None)
     alive, took = probe_one(prober, "127.0.0.1", server.port, timeout=0.3)
     assert alive is False
@@ -269,13 +268,16 @@ def test_a_status_line_in_pieces_is_read_whole(prober: Prober) -> None:
         assert results.alive() == [True]
 
 
-@pytest.mark.parametrize("reply", [
-    b"hello\r\n",
-    b"HTTP/1.1 2000 OK\r\n",
-    b"HTTP/2.0 200 OK\r\n",
-    b"HTTP/1.1 200 OK",  # closed before the line ended
-    b"",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"hello\r\n",
+        b"HTTP/1.1 2000 OK\r\n",
+        b"HTTP/2.0 200 OK\r\n",
+        b"HTTP/1.1 200 OK",  # closed before the line ended
+        b"",
+    ],
+)
 def test_garbage_or_a_cut_answer_is_dead(prober: Prober, raw_server, reply: bytes) -> None:
     assert probe_one(prober, "127.0.0.1", raw_server(reply).port)[0] is False
 
@@ -302,6 +304,7 @@ def test_two_thousand_probes_keep_to_max_in_flight(raw_server) -> None:
             with lock:
                 seen_in_flight.append(prober.stats()["in_flight"])
             record(alive)
+
         return callback
 
     try:

@@ -98,15 +98,23 @@ def cloud(clock: FakeClock) -> MemoryCloud:
     return MemoryCloud(clock=clock, boot_delay=BOOT_DELAY, delete_delay=5.0)
 
 
-def fleet(cloud: MemoryCloud, clock: FakeClock, guard: RebuildGuard, n: int) -> dict[str, InstanceManager]:
+def fleet(
+    cloud: MemoryCloud, clock: FakeClock, guard: RebuildGuard, n: int
+) -> dict[str, InstanceManager]:
     """``n`` configured routers watched by ``guard``."""
     settings = cloud.settings(dead_vm_timeout=30.0, boot_timeout=600.0)
     managers = {}
     for _ in range(n):
         rid = cloud.add_router(TENANT)
         managers[rid] = InstanceManager(
-            rid, TENANT, network=cloud.network, compute=cloud.compute, appliance=cloud.appliance,
-            settings=settings, clock=clock, guard=guard,
+            rid,
+            TENANT,
+            network=cloud.network,
+            compute=cloud.compute,
+            appliance=cloud.appliance,
+            settings=settings,
+            clock=clock,
+            guard=guard,
         )
     for im in managers.values():
         assert im.boot() is S.BOOTING
@@ -131,8 +139,9 @@ def test_silent_appliances_above_the_threshold_are_not_replaced_and_recover_in_p
         clock.advance(30.0)
     assert guard.is_open
     assert cloud.calls["delete_server"] == 0, "rebuilt while the breaker was open"
-    assert sum("replacement held: circuit breaker open" in r.getMessage()
-               for r in caplog.records) == 3, "the hold is logged once per VM"
+    assert (
+        sum("replacement held: circuit breaker open" in r.getMessage() for r in caplog.records) == 3
+    ), "the hold is logged once per VM"
 
     for rid in silent:  # the management network is back
         cloud.set_appliance(rid, dead=False)
@@ -162,8 +171,16 @@ def test_boots_over_the_cap_wait_for_a_slot(cloud: MemoryCloud, clock: FakeClock
     guard = RebuildGuard(concurrency=2, clock=clock)
     settings = cloud.settings()
     managers = [
-        InstanceManager(rid, TENANT, network=cloud.network, compute=cloud.compute,
-                        appliance=cloud.appliance, settings=settings, clock=clock, guard=guard)
+        InstanceManager(
+            rid,
+            TENANT,
+            network=cloud.network,
+            compute=cloud.compute,
+            appliance=cloud.appliance,
+            settings=settings,
+            clock=clock,
+            guard=guard,
+        )
         for rid in (cloud.add_router(TENANT) for _ in range(3))
     ]
     assert [im.boot() for im in managers] == [S.BOOTING, S.BOOTING, S.DOWN]
@@ -268,8 +285,11 @@ def test_the_breaker_log_lines_show_the_numbers_its_metrics_show(
     assert not guard.is_open
     held = held_counter() - before
     assert held == 6
-    closed = re.search(r"circuit breaker closed .*?: (\d+) of (\d+) routers \((\d+)%\).*?"
-                       r"\((\d+) held while it was open\)", caplog.text)
+    closed = re.search(
+        r"circuit breaker closed .*?: (\d+) of (\d+) routers \((\d+)%\).*?"
+        r"\((\d+) held while it was open\)",
+        caplog.text,
+    )
     assert closed, caplog.text
     failing, probed, percent, held_logged = map(int, closed.groups())
     assert (failing, probed) == (2, 20)

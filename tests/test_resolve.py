@@ -90,7 +90,8 @@ def test_floating_ip_moved_to_another_router_updates_both(resolver: Resolver) ->
     resolver.resolve(change(19))
     moved = change(19)
     assert resolver.resolve(replace(moved, floating_router_id=GW_ROUTER)) == [
-        update(GW_ROUTER, "floatingip.update.end"), update(ROUTER, "floatingip.update.end"),
+        update(GW_ROUTER, "floatingip.update.end"),
+        update(ROUTER, "floatingip.update.end"),
     ]
 
 
@@ -132,8 +133,13 @@ def test_interface_port_change_names_its_router_without_listing(
 def test_gateway_port_without_project_takes_the_routers_tenant(
     resolver: Resolver, cloud: MemoryCloud
 ) -> None:
-    gateway = replace(change(25), device_owner=GATEWAY_OWNER, device_id=ROUTER,
-                      resource_tenant_id="", tenant_id="admin-project")
+    gateway = replace(
+        change(25),
+        device_owner=GATEWAY_OWNER,
+        device_id=ROUTER,
+        resource_tenant_id="",
+        tenant_id="admin-project",
+    )
     assert resolver.resolve(gateway) == [update(ROUTER, "port.update.end")]
     gone = replace(gateway, device_id=GW_ROUTER)
     assert resolver.resolve(gone) == []
@@ -146,14 +152,17 @@ def test_interface_port_without_project_takes_the_changes_tenant(
     assert resolver.resolve(change(44)) == [update(ROUTER, "port.create.end")]
 
 
-def test_routers_are_deduplicated_in_a_stable_order(
-    resolver: Resolver, cloud: MemoryCloud
-) -> None:
+def test_routers_are_deduplicated_in_a_stable_order(resolver: Resolver, cloud: MemoryCloud) -> None:
     second = cloud.add_router("0ce0" * 8, gateway=False, internal_networks=0)
     cloud.add_interface(second, NET)
     # A second interface of the first router on the same network (an HA replica).
-    cloud.make_port(NET, subnet_id=SUBNET, tenant_id=TENANT, device_id=ROUTER,
-                    device_owner="network:ha_router_replicated_interface")
+    cloud.make_port(
+        NET,
+        subnet_id=SUBNET,
+        tenant_id=TENANT,
+        device_id=ROUTER,
+        device_owner="network:ha_router_replicated_interface",
+    )
     events = resolver.resolve(change(15))
     ports = cloud.network.list_ports(network_id=NET)
     owners = [p.device_id for p in ports if p.device_id in (ROUTER, second)]
@@ -191,8 +200,9 @@ def test_a_network_id_of_the_wrong_shape_is_never_queried(
 def test_a_router_port_naming_a_hostile_router_is_never_looked_up(
     resolver: Resolver, cloud: MemoryCloud
 ) -> None:
-    gateway = replace(change(25), device_owner=GATEWAY_OWNER, device_id="../../etc/passwd",
-                      resource_tenant_id="")
+    gateway = replace(
+        change(25), device_owner=GATEWAY_OWNER, device_id="../../etc/passwd", resource_tenant_id=""
+    )
     assert resolver.resolve(gateway) == [] and resolver.invalid_ids == 1
     assert cloud.calls["get_router"] == 0
 
@@ -200,10 +210,12 @@ def test_a_router_port_naming_a_hostile_router_is_never_looked_up(
 def test_ids_read_back_from_neutron_are_checked_before_an_event_carries_them(
     resolver: Resolver, cloud: MemoryCloud
 ) -> None:
-    cloud.make_port(NET, subnet_id=SUBNET, tenant_id=TENANT, device_id="../../etc/passwd",
-                    device_owner=OWNER)
-    cloud.make_port(NET, subnet_id=SUBNET, tenant_id="x\n" * 1000, device_owner=OWNER,
-                    device_id=GW_ROUTER)
+    cloud.make_port(
+        NET, subnet_id=SUBNET, tenant_id=TENANT, device_id="../../etc/passwd", device_owner=OWNER
+    )
+    cloud.make_port(
+        NET, subnet_id=SUBNET, tenant_id="x\n" * 1000, device_owner=OWNER, device_id=GW_ROUTER
+    )
     assert resolver.resolve(change(15)) == [update(ROUTER, "port.create.end")]
     assert resolver.invalid_ids == 2
 

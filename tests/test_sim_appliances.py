@@ -67,7 +67,10 @@ def test_interfaces_follow_the_ports_in_order_with_stable_names(
     agents.set_interfaces("vm", [MGT, INT])
     unplugged = client.get_interfaces(address, timeout=2)
 
-    assert before == [Interface("ge0", MGT.mac, MGT.addresses), Interface("ge1", EXT.mac, EXT.addresses)]
+    assert before == [
+        Interface("ge0", MGT.mac, MGT.addresses),
+        Interface("ge1", EXT.mac, EXT.addresses),
+    ]
     assert [i.ifname for i in plugged] == ["ge0", "ge1", "ge2"]
     assert [(i.ifname, i.lladdr) for i in unplugged] == [("ge0", MGT.mac), ("ge2", INT.mac)]
 
@@ -81,11 +84,14 @@ def test_a_valid_config_is_stored_and_shown(
     assert shown == {"configuration": CONFIG}
 
 
-@pytest.mark.parametrize("config", [
-    {"hostname": "h"},
-    {"tenant_id": "t"},
-    {"tenant_id": "t", "hostname": "h", "asn": 64512, "networks": {"not": "a list"}},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"hostname": "h"},
+        {"tenant_id": "t"},
+        {"tenant_id": "t", "hostname": "h", "asn": 64512, "networks": {"not": "a list"}},
+    ],
+)
 def test_an_invalid_config_is_rejected_with_422(
     agents: ApplianceServer, client: HttpAppliance, address: str, config: dict[str, object]
 ) -> None:
@@ -97,18 +103,38 @@ def test_an_invalid_config_is_rejected_with_422(
 
 def test_a_config_that_is_not_json_is_refused(address: str, port: int) -> None:
     url = f"http://{address}:{port}/v1/system/config"
-    assert requests.put(url, data="{}", headers={"Content-Type": "text/plain"}, timeout=2).status_code == 415
-    assert requests.put(url, data="[1]", headers={"Content-Type": "application/json"}, timeout=2).status_code == 422
-    assert requests.put(url, data="{", headers={"Content-Type": "application/json"}, timeout=2).status_code == 422
+    assert (
+        requests.put(url, data="{}", headers={"Content-Type": "text/plain"}, timeout=2).status_code
+        == 415
+    )
+    assert (
+        requests.put(
+            url, data="[1]", headers={"Content-Type": "application/json"}, timeout=2
+        ).status_code
+        == 422
+    )
+    assert (
+        requests.put(
+            url, data="{", headers={"Content-Type": "application/json"}, timeout=2
+        ).status_code
+        == 422
+    )
 
 
 def test_the_other_routes_answer_as_the_appliance_does(address: str, port: int) -> None:
     base = f"http://{address}:{port}"
-    assert requests.get(f"{base}/v1/system/interface/ge1", timeout=2).json()["interface"]["lladdr"] == EXT.mac
+    assert (
+        requests.get(f"{base}/v1/system/interface/ge1", timeout=2).json()["interface"]["lladdr"]
+        == EXT.mac
+    )
     assert requests.get(f"{base}/v1/system/interface/ge9", timeout=2).status_code == 404
     assert requests.get(f"{base}/v1/base/", timeout=2).status_code == 200
     assert requests.get(f"{base}/v1/nothing", timeout=2).status_code == 404
-    assert requests.get(f"{base}/v1/firewall/rules", timeout=2).headers["Content-Type"].startswith("text/plain")
+    assert (
+        requests.get(f"{base}/v1/firewall/rules", timeout=2)
+        .headers["Content-Type"]
+        .startswith("text/plain")
+    )
 
 
 def test_a_dead_agent_refuses_connections(
@@ -125,7 +151,9 @@ def test_a_dead_agent_refuses_connections(
     assert client.is_alive(address, timeout=2)
 
 
-def test_a_hung_agent_times_out(agents: ApplianceServer, client: HttpAppliance, address: str) -> None:
+def test_a_hung_agent_times_out(
+    agents: ApplianceServer, client: HttpAppliance, address: str
+) -> None:
     agents.hang("vm")
 
     assert not client.is_alive(address, timeout=0.1)
@@ -188,8 +216,9 @@ def test_five_hundred_agents_answer_on_their_own_addresses(
 ) -> None:
     addresses = {f"vm-{i}": f"127.101.{i // 250}.{i % 250 + 1}" for i in range(500)}
     for sid, addr in addresses.items():
-        agents.add(sid, addr, [Nic(f"fa:16:3e:01:{i // 256:02x}:{i % 256:02x}")
-                               for i in [int(sid[3:])]])
+        agents.add(
+            sid, addr, [Nic(f"fa:16:3e:01:{i // 256:02x}:{i % 256:02x}") for i in [int(sid[3:])]]
+        )
 
     alive = sum(client.is_alive(addr, timeout=2) for addr in addresses.values())
     for sid, addr in list(addresses.items())[::50]:

@@ -36,7 +36,11 @@ class RealCloud:
 
     def __init__(self) -> None:
         self.settings = SimSettings(
-            port=0, tenants=1, routers_per_tenant=0, boot_delay=0.05, delete_delay=0.05,
+            port=0,
+            tenants=1,
+            routers_per_tenant=0,
+            boot_delay=0.05,
+            delete_delay=0.05,
             detach_delay=0.05,
             # its own loopback range and agent port: another simulator may be running
             management_cidr=f"127.{random.randint(101, 199)}.0.0/16",
@@ -51,25 +55,39 @@ class RealCloud:
 
     def port(self, network_id: str, subnet_id: str, name: str) -> dict[str, Any]:
         assert self.cloud.neutron is not None
-        return self.cloud.neutron.create("port", {
-            "network_id": network_id, "name": name, "fixed_ips": [{"subnet_id": subnet_id}],
-        }, self.cloud.admin)
+        return self.cloud.neutron.create(
+            "port",
+            {
+                "network_id": network_id,
+                "name": name,
+                "fixed_ips": [{"subnet_id": subnet_id}],
+            },
+            self.cloud.admin,
+        )
 
     def boot(self, name: str = "", *, status: str = "ACTIVE") -> tuple[str, dict[str, Any]]:
         """A VM booted with only its management port (the server id, the port)."""
         router_id = f"r{random.randrange(10**9)}"
         name = name or f"ak-router-{router_id}_0"
-        mgt = self.port(self.cloud.management_network_id, self.cloud.management_subnet_id,
-                        f"ASTARA:MGT:{router_id}")
-        server = self.cloud.nova.create(self.cloud.admin, name=name, image_id=self.cloud.settings.image_id,
-                                        flavor_id=self.cloud.settings.flavor_id,
-                                        port_ids=[mgt["id"]])
+        mgt = self.port(
+            self.cloud.management_network_id,
+            self.cloud.management_subnet_id,
+            f"ASTARA:MGT:{router_id}",
+        )
+        server = self.cloud.nova.create(
+            self.cloud.admin,
+            name=name,
+            image_id=self.cloud.settings.image_id,
+            flavor_id=self.cloud.settings.flavor_id,
+            port_ids=[mgt["id"]],
+        )
         wait_for(lambda: self.cloud.nova.get(server["id"])["status"] == status, f"{name} {status}")
         return server["id"], mgt
 
     def vrrp_port(self) -> dict[str, Any]:
-        return self.port(self.cloud.external_network_id, self.cloud.external_subnet_id,
-                         "ASTARA:VRRP:r")
+        return self.port(
+            self.cloud.external_network_id, self.cloud.external_subnet_id, "ASTARA:VRRP:r"
+        )
 
 
 def address(port: dict[str, Any]) -> str:
@@ -93,9 +111,13 @@ def macs(addr: str, agent_port: int) -> list[str] | None:
 
 def real_nova_settings(real: RealCloud, **more: Any) -> SimSettings:
     return SimSettings(
-        real_nova=True, neutron_auth_url=f"{real.server.url}/identity/v3",
-        neutron_username="admin", neutron_password=real.settings.admin_password,
-        neutron_project="admin", appliance_port=real.settings.appliance_port + 10000, **more,
+        real_nova=True,
+        neutron_auth_url=f"{real.server.url}/identity/v3",
+        neutron_username="admin",
+        neutron_password=real.settings.admin_password,
+        neutron_project="admin",
+        appliance_port=real.settings.appliance_port + 10000,
+        **more,
     )
 
 
@@ -152,13 +174,17 @@ def test_hot_plugged_ports_appear_and_unplugged_ones_go(real: RealCloud, ours: W
     found = interfaces(address(mgt), ours.port)
     assert found is not None
     assert [i["lladdr"] for i in found] == [
-        mgt["mac_address"], vrrp1["mac_address"], vrrp2["mac_address"]
+        mgt["mac_address"],
+        vrrp1["mac_address"],
+        vrrp2["mac_address"],
     ]
     assert found[1]["ifname"] == "ge1"
     assert found[1]["addresses"] == [f"{address(vrrp1)}/13"]  # the external subnet's prefix
     real.cloud.nova.detach(server_id, vrrp1["id"], real.cloud.admin)
-    wait_for(lambda: vrrp1["id"] not in [i["port_id"] for i in real.cloud.nova.interfaces(server_id)],
-             "the detach done")
+    wait_for(
+        lambda: vrrp1["id"] not in [i["port_id"] for i in real.cloud.nova.interfaces(server_id)],
+        "the detach done",
+    )
     ours.round()
     assert macs(address(mgt), ours.port) == [mgt["mac_address"], vrrp2["mac_address"]]
 
@@ -187,11 +213,18 @@ def test_only_running_ak_router_servers_get_an_agent(real: RealCloud, ours: Watc
     assert ours.watcher.running() == {}
 
 
-@pytest.mark.parametrize(("status", "task_state", "runs"), [
-    ("ACTIVE", None, True), ("MIGRATING", "migrating", True), ("ACTIVE", "deleting", False),
-    ("BUILD", "spawning", False), ("ERROR", None, False), ("SHUTOFF", None, False),
-    ("REBOOT", "rebooting", False),
-])
+@pytest.mark.parametrize(
+    ("status", "task_state", "runs"),
+    [
+        ("ACTIVE", None, True),
+        ("MIGRATING", "migrating", True),
+        ("ACTIVE", "deleting", False),
+        ("BUILD", "spawning", False),
+        ("ERROR", None, False),
+        ("SHUTOFF", None, False),
+        ("REBOOT", "rebooting", False),
+    ],
+)
 def test_an_agent_runs_only_while_the_guest_does(
     status: str, task_state: str | None, runs: bool
 ) -> None:
@@ -262,14 +295,23 @@ def test_the_mode_requires_the_real_cloud_and_a_positive_interval() -> None:
         SimSettings(real_nova=True)
     with pytest.raises(SettingsError, match=r"\[sim\] watch_interval: must be a positive"):
         SimSettings(watch_interval=0.0)
-    assert SimSettings(real_nova=True, neutron_auth_url="http://k:5000/v3", neutron_username="a",
-                       neutron_password="p", neutron_project="admin").real_nova
+    assert SimSettings(
+        real_nova=True,
+        neutron_auth_url="http://k:5000/v3",
+        neutron_username="a",
+        neutron_password="p",
+        neutron_project="admin",
+    ).real_nova
 
 
 def run_cli(config: Path, **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, **kwargs,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        **kwargs,
     )
 
 
@@ -295,8 +337,10 @@ def test_the_cli_serves_the_agents_until_sigterm(real: RealCloud, tmp_path: Path
     )
     proc = run_cli(config)
     try:
-        wait_for(lambda: proc.poll() is not None or macs(address(mgt), s.appliance_port)
-                 is not None, "the agent served by astara-sim")
+        wait_for(
+            lambda: proc.poll() is not None or macs(address(mgt), s.appliance_port) is not None,
+            "the agent served by astara-sim",
+        )
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -310,4 +354,3 @@ def test_the_cli_serves_the_agents_until_sigterm(real: RealCloud, tmp_path: Path
     assert "started the appliance agent of ak-router-" in err
     assert "astara-sim: stopping" in err
     assert macs(address(mgt), s.appliance_port) is None
-

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.services  # astara-sim in a process of its own, as a us
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "astara_actors.sim.cli", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 

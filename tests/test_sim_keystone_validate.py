@@ -29,8 +29,9 @@ def world() -> tuple[falcon.testing.TestClient, KeystoneModel, FakeClock]:
 
 
 def get(client: falcon.testing.TestClient, auth: str, subject: str, **params: Any) -> Any:
-    return client.simulate_get(URL, params=params or None,
-                               headers={"X-Auth-Token": auth, "X-Subject-Token": subject})
+    return client.simulate_get(
+        URL, params=params or None, headers={"X-Auth-Token": auth, "X-Subject-Token": subject}
+    )
 
 
 def test_a_valid_token_is_200_with_its_user_project_and_roles(world: Any) -> None:
@@ -83,7 +84,9 @@ def test_only_an_admin_a_service_or_the_tokens_owner_may_validate_it(world: Any)
     bob = keystone.authenticate("bob", PASSWORD, "bob-project").id
     service = keystone.authenticate("nova", PASSWORD, "service").id
     refused = get(client, bob, alice)
-    assert refused.status_code == 403 and "identity:validate_token" in refused.json["error"]["message"]
+    assert (
+        refused.status_code == 403 and "identity:validate_token" in refused.json["error"]["message"]
+    )
     assert get(client, bob, "f" * 64).status_code == 403  # as Keystone: no target, no subject
     assert get(client, alice, alice).status_code == 200
     assert get(client, service, alice).status_code == 200

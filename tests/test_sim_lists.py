@@ -15,12 +15,20 @@ from astara_actors.sim.settings import SimSettings
 @pytest.fixture(scope="module")
 def cloud() -> SimCloud:
     # Never started and servers never leave BUILD: only the Neutron and Nova models are used.
-    cloud = SimCloud(SimSettings(port=0, tenants=2, routers_per_tenant=3, boot_delay=3600.0, seed=5))
+    cloud = SimCloud(
+        SimSettings(port=0, tenants=2, routers_per_tenant=3, boot_delay=3600.0, seed=5)
+    )
     cloud.bootstrap()
     return cloud
 
 
-def slow(cloud: SimCloud, kind: str, caller: Any, filters: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+def slow(
+    cloud: SimCloud,
+    kind: str,
+    caller: Any,
+    filters: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
     """The same list with every shortcut off: each record's view matched against the filters."""
     model = cloud.neutron
     assert model is not None
@@ -42,7 +50,9 @@ class _Everything(dict):  # type: ignore[type-arg]
         return self._ids
 
 
-def test_filtered_lists_equal_the_full_scan(cloud: SimCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_filtered_lists_equal_the_full_scan(
+    cloud: SimCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = cloud.neutron
     assert model is not None
     router = next(iter(cloud.topology))

@@ -44,9 +44,14 @@ def cloud(recorder: RecordingNotifier) -> Iterator[SimCloud]:
 
 def connect(cloud: SimCloud, user: str, project: str | None = None, auth_url: str = "") -> Any:
     return openstack.connect(
-        auth_url=auth_url or cloud.auth_url, username=user, password=PASSWORD,
-        project_name=project or user, user_domain_name="Default", project_domain_name="Default",
-        load_yaml_config=False, load_envvars=False,
+        auth_url=auth_url or cloud.auth_url,
+        username=user,
+        password=PASSWORD,
+        project_name=project or user,
+        user_domain_name="Default",
+        project_domain_name="Default",
+        load_yaml_config=False,
+        load_envvars=False,
     )
 
 
@@ -64,11 +69,19 @@ def member(cloud: SimCloud) -> Any:
 def public(admin: Any) -> tuple[Any, Any]:
     """The external network and its subnet, as an admin creates them."""
     net = admin.network.create_network(
-        name="public", is_router_external=True, provider_network_type="flat",
-        provider_physical_network="public")
+        name="public",
+        is_router_external=True,
+        provider_network_type="flat",
+        provider_physical_network="public",
+    )
     subnet = admin.network.create_subnet(
-        name="public-subnet", network_id=net.id, ip_version=4, cidr="172.24.0.0/20",
-        gateway_ip="172.24.0.1", is_dhcp_enabled=False)
+        name="public-subnet",
+        network_id=net.id,
+        ip_version=4,
+        cidr="172.24.0.0/20",
+        gateway_ip="172.24.0.1",
+        is_dhcp_enabled=False,
+    )
     return net, subnet
 
 
@@ -76,15 +89,17 @@ def tenant_router(member: Any, public: tuple[Any, Any], cidr: str = "10.1.1.0/24
     net = member.network.create_network(name="net")
     subnet = member.network.create_subnet(network_id=net.id, ip_version=4, cidr=cidr)
     router = member.network.create_router(
-        name="r1", external_gateway_info={"network_id": public[0].id})
+        name="r1", external_gateway_info={"network_id": public[0].id}
+    )
     member.network.add_interface_to_router(router, subnet=subnet.id)
     return router, net, subnet
 
 
 def test_a_member_builds_a_routed_tenant_network_with_the_sdk(member: Any, public: Any) -> None:
     router, net, subnet = tenant_router(member, public)
-    vm = member.network.create_port(network_id=net.id, device_owner="compute:nova",
-                                    device_id="vm-1", name="vm")
+    vm = member.network.create_port(
+        network_id=net.id, device_owner="compute:nova", device_id="vm-1", name="vm"
+    )
     fip = member.network.create_ip(floating_network_id=public[0].id)
     fip = member.network.update_ip(fip, port_id=vm.id)
 
@@ -106,7 +121,8 @@ def test_a_member_sees_its_router_ports_but_not_the_gateway_port(
 ) -> None:
     router, _, _ = tenant_router(member, public)
     assert [p.device_owner for p in member.network.ports(device_id=router.id)] == [
-        "network:router_interface"]
+        "network:router_interface"
+    ]
     owners = {p.device_owner: p for p in admin.network.ports(device_id=router.id)}
     assert set(owners) == {"network:router_interface", "network:router_gateway"}
     assert owners["network:router_gateway"].project_id == ""
@@ -144,14 +160,19 @@ def test_filters_fields_and_repeated_values(cloud: SimCloud, member: Any, public
     b = member.network.create_port(network_id=net.id, name="b")
     headers = {"X-Auth-Token": token(cloud, "realos-t1")}
     base = f"{cloud.url}/network/v2.0"
-    got = requests.get(f"{base}/ports?name=a&name=b&fields=id&fields=name", headers=headers,
-                       timeout=10).json()["ports"]
+    got = requests.get(
+        f"{base}/ports?name=a&name=b&fields=id&fields=name", headers=headers, timeout=10
+    ).json()["ports"]
     assert got == [{"id": a.id, "name": "a"}, {"id": b.id, "name": "b"}]
-    by_ip = requests.get(f"{base}/ports?fixed_ips=ip_address%3D{b.fixed_ips[0]['ip_address']}",
-                         headers=headers, timeout=10).json()["ports"]
+    by_ip = requests.get(
+        f"{base}/ports?fixed_ips=ip_address%3D{b.fixed_ips[0]['ip_address']}",
+        headers=headers,
+        timeout=10,
+    ).json()["ports"]
     assert [p["id"] for p in by_ip] == [b.id]
-    external = requests.get(f"{base}/networks?router%3Aexternal=TRUE", headers=headers,
-                            timeout=10).json()["networks"]
+    external = requests.get(
+        f"{base}/networks?router%3Aexternal=TRUE", headers=headers, timeout=10
+    ).json()["networks"]
     assert [n["name"] for n in external] == ["public"]
     assert [s.id for s in member.network.subnets(network_id=net.id)] == [subnet.id]
     bad = requests.get(f"{base}/ports?colour=red", headers=headers, timeout=10)
@@ -163,8 +184,13 @@ def test_errors_carry_neutrons_status_and_body(cloud: SimCloud, member: Any, pub
     headers = {"X-Auth-Token": token(cloud, "realos-t1")}
     missing = requests.get(f"{cloud.url}/network/v2.0/routers/nope", headers=headers, timeout=10)
     assert missing.status_code == 404
-    assert missing.json() == {"NeutronError": {
-        "type": "RouterNotFound", "message": "Router nope could not be found.", "detail": ""}}
+    assert missing.json() == {
+        "NeutronError": {
+            "type": "RouterNotFound",
+            "message": "Router nope could not be found.",
+            "detail": "",
+        }
+    }
     with pytest.raises(openstack.exceptions.ConflictException):
         member.network.delete_subnet(subnet.id)  # the router interface uses it
     with pytest.raises(openstack.exceptions.ConflictException):
@@ -174,24 +200,42 @@ def test_errors_carry_neutrons_status_and_body(cloud: SimCloud, member: Any, pub
     member.network.remove_interface_from_router(router, subnet=subnet.id)
     member.network.delete_router(router.id)
     member.network.delete_network(net.id)
-    assert list(member.network.routers()) == [] and list(member.network.subnets(
-        network_id=net.id)) == []
+    assert (
+        list(member.network.routers()) == []
+        and list(member.network.subnets(network_id=net.id)) == []
+    )
 
 
 def test_a_bad_password_is_refused_with_keystones_401(cloud: SimCloud) -> None:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "domain": {"name": "Default"}, "password": "wrong"}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": "admin", "domain": {"name": "Default"}, "password": "wrong"}
+                },
+            },
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+        }
+    }
     answer = requests.post(f"{cloud.auth_url}/v3/auth/tokens", json=body, timeout=10)
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == 401
     no_token = requests.get(f"{cloud.url}/network/v2.0/routers", timeout=10)
     assert no_token.status_code == 401
     with pytest.raises(keystoneauth1.exceptions.Unauthorized):
-        list(openstack.connect(
-            auth_url=cloud.auth_url, username="admin", password="wrong", project_name="admin",
-            user_domain_name="Default", project_domain_name="Default", load_yaml_config=False,
-            load_envvars=False).network.routers())
+        list(
+            openstack.connect(
+                auth_url=cloud.auth_url,
+                username="admin",
+                password="wrong",
+                project_name="admin",
+                user_domain_name="Default",
+                project_domain_name="Default",
+                load_yaml_config=False,
+                load_envvars=False,
+            ).network.routers()
+        )
 
 
 def test_the_sdk_also_accepts_a_v3_auth_url(cloud: SimCloud, public: Any) -> None:
@@ -201,8 +245,11 @@ def test_the_sdk_also_accepts_a_v3_auth_url(cloud: SimCloud, public: Any) -> Non
 
 def test_a_token_validates_until_it_expires(cloud: SimCloud) -> None:
     held = token(cloud, "realos-t1")
-    answer = requests.get(f"{cloud.auth_url}/v3/auth/tokens",
-                          headers={"X-Auth-Token": held, "X-Subject-Token": held}, timeout=10)
+    answer = requests.get(
+        f"{cloud.auth_url}/v3/auth/tokens",
+        headers={"X-Auth-Token": held, "X-Subject-Token": held},
+        timeout=10,
+    )
     assert answer.status_code == 200
     assert answer.json()["token"]["project"]["name"] == "realos-t1"
     cloud.keystone.token_ttl = 0
@@ -216,11 +263,32 @@ def test_the_openstack_cli_lists_routers(cloud: SimCloud, member: Any, public: A
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     cli = Path(sys.executable).with_name("openstack")
     done = subprocess.run(
-        [str(cli), "--os-auth-url", cloud.auth_url, "--os-username", "realos-t1",
-         "--os-password", PASSWORD, "--os-project-name", "realos-t1",
-         "--os-user-domain-name", "Default", "--os-project-domain-name", "Default",
-         "--os-identity-api-version", "3", "router", "list", "-f", "json"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        [
+            str(cli),
+            "--os-auth-url",
+            cloud.auth_url,
+            "--os-username",
+            "realos-t1",
+            "--os-password",
+            PASSWORD,
+            "--os-project-name",
+            "realos-t1",
+            "--os-user-domain-name",
+            "Default",
+            "--os-project-domain-name",
+            "Default",
+            "--os-identity-api-version",
+            "3",
+            "router",
+            "list",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert [r["Name"] for r in json.loads(done.stdout)] == ["r1"]
@@ -235,8 +303,7 @@ def test_nova_binding_a_port_activates_it_and_notifies(
     neutron: NeutronModel = cloud.neutron
     neutron.bind(port.id, "server-1", "compute:nova", "sim-host")
     seen = admin.network.get_port(port.id)
-    assert (seen.status, seen.device_id, seen.binding_host_id) == ("ACTIVE", "server-1",
-                                                                   "sim-host")
+    assert (seen.status, seen.device_id, seen.binding_host_id) == ("ACTIVE", "server-1", "sim-host")
     assert member.network.get_port(port.id).binding_host_id is None
     assert recorder.event_types == ["port.update.start", "port.update.end"]
     assert recorder.notifications[0].caller == neutron.service_caller
@@ -250,10 +317,20 @@ def test_nova_binding_a_port_activates_it_and_notifies(
 def test_a_loopback_management_subnet_without_dhcp_hands_out_unique_addresses() -> None:
     neutron = NeutronModel()
     net = neutron.create("network", {"name": "mgt", "project_id": "service"})
-    neutron.create("subnet", {"network_id": net["id"], "cidr": "127.100.0.0/16",
-                              "ip_version": 4, "enable_dhcp": False, "project_id": "service"})
-    ports = [neutron.create("port", {"network_id": net["id"], "project_id": "service"})
-             for _ in range(300)]
+    neutron.create(
+        "subnet",
+        {
+            "network_id": net["id"],
+            "cidr": "127.100.0.0/16",
+            "ip_version": 4,
+            "enable_dhcp": False,
+            "project_id": "service",
+        },
+    )
+    ports = [
+        neutron.create("port", {"network_id": net["id"], "project_id": "service"})
+        for _ in range(300)
+    ]
     addresses = [p["fixed_ips"][0]["ip_address"] for p in ports]
     assert len(set(addresses)) == 300 and "127.100.0.1" not in addresses
     assert addresses[0] == "127.100.0.2" and addresses[-1] == "127.100.1.45"
@@ -263,12 +340,18 @@ def test_a_loopback_management_subnet_without_dhcp_hands_out_unique_addresses() 
 # -- the REAL captures of fixtures/neutron-api, taken after step 14 of the scenario --------------
 
 API_CAPTURES = [
-    ("router.json", "realos-t1"), ("router-admin-view.json", "admin"),
-    ("routers.json", "realos-t1"), ("ports-by-router.json", "realos-t1"),
-    ("ports-by-router-admin-view.json", "admin"), ("network.json", "realos-t1"),
-    ("network-public.json", "admin"), ("subnet.json", "realos-t1"),
-    ("subnet-public.json", "realos-t1"), ("port-vm.json", "realos-t1"),
-    ("floatingip.json", "realos-t1"), ("floatingips.json", "realos-t1"),
+    ("router.json", "realos-t1"),
+    ("router-admin-view.json", "admin"),
+    ("routers.json", "realos-t1"),
+    ("ports-by-router.json", "realos-t1"),
+    ("ports-by-router-admin-view.json", "admin"),
+    ("network.json", "realos-t1"),
+    ("network-public.json", "admin"),
+    ("subnet.json", "realos-t1"),
+    ("subnet-public.json", "realos-t1"),
+    ("port-vm.json", "realos-t1"),
+    ("floatingip.json", "realos-t1"),
+    ("floatingips.json", "realos-t1"),
 ]
 
 
@@ -284,17 +367,20 @@ def test_answers_match_the_captured_neutron_answers(
         path = captured["request"]["url"].removeprefix("http://127.0.0.1:9696")
         for theirs, ours in ids.items():
             path = path.replace(theirs, ours)
-        answer = requests.get(f"{cloud.url}/network{path}", timeout=10,
-                              headers={"X-Auth-Token": tokens[user]})
+        answer = requests.get(
+            f"{cloud.url}/network{path}", timeout=10, headers={"X-Auth-Token": tokens[user]}
+        )
         assert answer.status_code == captured["status"], name
         assert Normaliser()(answer.json()) == Normaliser()(captured["body"]), name
 
 
 def test_version_documents_and_extensions_match_the_captures(cloud: SimCloud) -> None:
     headers = {"X-Auth-Token": token(cloud, "realos-t1")}
-    for name, base in (("version.json", "http://127.0.0.1:9696"),
-                       ("v2.0-root.json", "http://127.0.0.1:9696"),
-                       ("extensions.json", "http://127.0.0.1:9696")):
+    for name, base in (
+        ("version.json", "http://127.0.0.1:9696"),
+        ("v2.0-root.json", "http://127.0.0.1:9696"),
+        ("extensions.json", "http://127.0.0.1:9696"),
+    ):
         captured = capture(f"neutron-api/{name}")
         path = captured["request"]["url"].removeprefix(base)
         answer = requests.get(f"{cloud.url}/network{path}", headers=headers, timeout=10)
@@ -303,15 +389,24 @@ def test_version_documents_and_extensions_match_the_captures(cloud: SimCloud) ->
     versions = capture("neutron-api/keystone-versions.json")["body"]
     answer = requests.get(cloud.auth_url, timeout=10)
     assert answer.status_code == 300
-    assert answer.json() == json.loads(json.dumps(versions).replace(
-        "http://127.0.0.1:5000", cloud.auth_url))
+    assert answer.json() == json.loads(
+        json.dumps(versions).replace("http://127.0.0.1:5000", cloud.auth_url)
+    )
 
 
 def test_the_token_has_the_captured_shape(cloud: SimCloud) -> None:
     captured = capture("neutron-api/keystone-token-catalog.json")
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "domain": {"name": "Default"}, "password": PASSWORD}}},
-        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": "admin", "domain": {"name": "Default"}, "password": PASSWORD}
+                },
+            },
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+        }
+    }
     answer = requests.post(f"{cloud.auth_url}/v3/auth/tokens", json=body, timeout=10)
     assert answer.status_code == captured["status"]
     assert answer.headers["X-Subject-Token"]
@@ -329,8 +424,10 @@ def test_the_token_has_the_captured_shape(cloud: SimCloud) -> None:
 def test_concurrent_port_creation_never_hands_out_an_address_twice() -> None:
     neutron = NeutronModel()
     net = neutron.create("network", {"name": "n", "project_id": "p"})
-    neutron.create("subnet", {"network_id": net["id"], "cidr": "10.9.0.0/22", "ip_version": 4,
-                              "project_id": "p"})
+    neutron.create(
+        "subnet",
+        {"network_id": net["id"], "cidr": "10.9.0.0/22", "ip_version": 4, "project_id": "p"},
+    )
     made: list[str] = []
     lock = threading.Lock()
 

@@ -43,7 +43,7 @@ from astara_actors.testing.sim import (
 
 
 def context_of(message: dict[str, Any]) -> dict[str, Any]:
-    return {k[len("_context_"):]: v for k, v in message.items() if k.startswith("_context_")}
+    return {k[len("_context_") :]: v for k, v in message.items() if k.startswith("_context_")}
 
 
 @pytest.fixture
@@ -82,9 +82,14 @@ def test_replaying_the_captured_scenario_emits_the_captured_notifications(
     assert len(recorder.notifications) == 75
 
 
-def test_a_refused_delete_emits_its_start_only(cloud: SimCloud, recorder: RecordingNotifier) -> None:
-    answer = requests.delete(f"{cloud.url}/network/v2.0/ports/no-such-port",
-                             headers={"X-Auth-Token": token(cloud, "realos-t1")}, timeout=10)
+def test_a_refused_delete_emits_its_start_only(
+    cloud: SimCloud, recorder: RecordingNotifier
+) -> None:
+    answer = requests.delete(
+        f"{cloud.url}/network/v2.0/ports/no-such-port",
+        headers={"X-Auth-Token": token(cloud, "realos-t1")},
+        timeout=10,
+    )
     assert answer.status_code == 404
     assert answer.json()["NeutronError"]["type"] == "PortNotFound"
     assert recorder.event_types == ["port.delete.start"]
@@ -93,16 +98,21 @@ def test_a_refused_delete_emits_its_start_only(cloud: SimCloud, recorder: Record
 def test_a_request_shares_one_request_id_between_start_and_end(
     cloud: SimCloud, recorder: RecordingNotifier
 ) -> None:
-    answer = requests.post(f"{cloud.url}/network/v2.0/networks", json={"network": {"name": "n"}},
-                           headers={"X-Auth-Token": token(cloud, "realos-t1")}, timeout=10)
+    answer = requests.post(
+        f"{cloud.url}/network/v2.0/networks",
+        json={"network": {"name": "n"}},
+        headers={"X-Auth-Token": token(cloud, "realos-t1")},
+        timeout=10,
+    )
     start, end = recorder.notifications
     assert start.request_id == end.request_id == answer.headers["x-openstack-request-id"]
 
 
 def test_the_kombu_notifier_publishes_neutrons_wire_format(tmp_path: Path) -> None:
     captured = capture("neutron-notifications/010-router.create.end.json")
-    settings = BusSettings(transport_url="memory://", host="vm",
-                           queue_name=f"sim-test-{tmp_path.name}")
+    settings = BusSettings(
+        transport_url="memory://", host="vm", queue_name=f"sim-test-{tmp_path.name}"
+    )
     keystone = KeystoneModel()
     member = keystone.add_user("realos-t1", "pw", "realos-t1")
     caller = keystone.authenticate(member.name, "pw", "realos-t1").caller
@@ -124,7 +134,10 @@ def test_the_kombu_notifier_publishes_neutrons_wire_format(tmp_path: Path) -> No
     message = json.loads(envelope["oslo.message"])
     assert set(message) == set(captured["message"])
     assert (message["publisher_id"], message["event_type"], message["priority"]) == (
-        "network.vm", "router.create.end", "INFO")
+        "network.vm",
+        "router.create.end",
+        "INFO",
+    )
     assert Normaliser()(message["payload"]) == Normaliser()(captured["message"]["payload"])
     assert Normaliser()(context_of(message)) == Normaliser()(context_of(captured["message"]))
     assert json.loads(json.loads(start.body)["oslo.message"])["payload"] == {
@@ -166,8 +179,9 @@ def test_the_outbox_keeps_order_and_drops_the_oldest_when_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a notifier on the in-memory bus whose first publish hangs (a broker going away)
-    settings = BusSettings(transport_url="memory://", host="vm",
-                           queue_name=f"sim-test-{uuid.uuid4().hex[:8]}")
+    settings = BusSettings(
+        transport_url="memory://", host="vm", queue_name=f"sim-test-{uuid.uuid4().hex[:8]}"
+    )
     hanging, release = threading.Event(), threading.Event()
     real_publish = transport.publish
 
@@ -204,8 +218,9 @@ def test_the_outbox_keeps_order_and_drops_the_oldest_when_full(
 
 
 def test_publishing_resumes_by_itself_once_the_bus_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = BusSettings(transport_url="memory://", host="vm",
-                           queue_name=f"sim-test-{uuid.uuid4().hex[:8]}")
+    settings = BusSettings(
+        transport_url="memory://", host="vm", queue_name=f"sim-test-{uuid.uuid4().hex[:8]}"
+    )
     down = threading.Event()
     down.set()
     attempts = threading.Semaphore(0)
@@ -230,8 +245,10 @@ def test_publishing_resumes_by_itself_once_the_bus_is_back(monkeypatch: pytest.M
             assert notifier.published == 0
             down.clear()
             assert notifier.flush(10)
-            events = [json.loads(json.loads(queue.get(no_ack=True).body)["oslo.message"])
-                      ["event_type"] for _ in range(3)]
+            events = [
+                json.loads(json.loads(queue.get(no_ack=True).body)["oslo.message"])["event_type"]
+                for _ in range(3)
+            ]
         finally:
             notifier.close()
     assert events == ["e.0", "e.1", "e.2"]

@@ -39,9 +39,14 @@ class Ports:
         self.ports: dict[str, dict[str, Any]] = {}
         for i in range(1, 5):
             self.ports[f"port-{i}"] = {
-                "id": f"port-{i}", "network_id": f"net-{i}", "mac_address": f"fa:16:3e:00:00:0{i}",
+                "id": f"port-{i}",
+                "network_id": f"net-{i}",
+                "mac_address": f"fa:16:3e:00:00:0{i}",
                 "fixed_ips": [{"subnet_id": f"sub-{i}", "ip_address": f"192.168.{i}.5"}],
-                "device_id": "", "device_owner": "", "binding:host_id": "", "status": "DOWN",
+                "device_id": "",
+                "device_owner": "",
+                "binding:host_id": "",
+                "status": "DOWN",
             }
 
     def port(self, port_id: str) -> dict[str, Any] | None:
@@ -49,13 +54,18 @@ class Ports:
         return dict(port) if port else None
 
     def bind(self, port_id: str, device_id: str, device_owner: str, host: str) -> None:
-        self.ports[port_id].update(device_id=device_id, device_owner=device_owner,
-                                   status="ACTIVE", **{"binding:host_id": host})
+        self.ports[port_id].update(
+            device_id=device_id,
+            device_owner=device_owner,
+            status="ACTIVE",
+            **{"binding:host_id": host},
+        )
 
     def unbind(self, port_id: str) -> None:
         if port_id in self.ports:
-            self.ports[port_id].update(device_id="", device_owner="", status="DOWN",
-                                       **{"binding:host_id": ""})
+            self.ports[port_id].update(
+                device_id="", device_owner="", status="DOWN", **{"binding:host_id": ""}
+            )
 
     def subnet_cidr(self, subnet_id: str) -> str:
         return "192.168.0.0/16"
@@ -84,7 +94,12 @@ def sim() -> Iterator[Sim]:
     ids = (f"srv-{i}" for i in itertools.count(1))
     events: list[tuple[str, str]] = []
     nova = NovaModel(
-        ports, clock=clock, boot_delay=10, delete_delay=5, detach_delay=3, new_id=lambda: next(ids),
+        ports,
+        clock=clock,
+        boot_delay=10,
+        delete_delay=5,
+        detach_delay=3,
+        new_id=lambda: next(ids),
         on_active=lambda s: events.append(("active", s["id"])),
         on_gone=lambda s: events.append(("gone", s["id"])),
         on_ports_changed=lambda s: events.append(("ports", ",".join(s["port_ids"]))),
@@ -106,23 +121,37 @@ def sim() -> Iterator[Sim]:
 def conn(sim: Sim) -> Iterator[openstack.connection.Connection]:
     warnings.simplefilter("ignore")  # openstacksdk's own deprecation warnings
     c = openstack.connect(
-        auth_url=f"{sim.base}/identity", username="admin", password="admin",
-        project_name="admin", user_domain_name="Default", project_domain_name="Default",
-        region_name="RegionOne", load_yaml_config=False, load_envvars=False,
+        auth_url=f"{sim.base}/identity",
+        username="admin",
+        password="admin",
+        project_name="admin",
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name="RegionOne",
+        load_yaml_config=False,
+        load_envvars=False,
     )
     yield c
     c.close()
 
 
-def boot(conn: Any, name: str = "ak-router-1_0", ports: tuple[str, ...] = ("port-1", "port-2")) -> Any:
+def boot(
+    conn: Any, name: str = "ak-router-1_0", ports: tuple[str, ...] = ("port-1", "port-2")
+) -> Any:
     user_data = base64.b64encode(b"#cloud-config\n").decode()
     return conn.compute.create_server(
-        name=name, image_id="img-1", flavor_id="m1.small",
-        networks=[{"port": p} for p in ports], config_drive=True, user_data=user_data,
+        name=name,
+        image_id="img-1",
+        flavor_id="m1.small",
+        networks=[{"port": p} for p in ports],
+        config_drive=True,
+        user_data=user_data,
     )
 
 
-def test_server_boots_with_its_ports_and_turns_active_after_the_boot_delay(sim: Sim, conn: Any) -> None:
+def test_server_boots_with_its_ports_and_turns_active_after_the_boot_delay(
+    sim: Sim, conn: Any
+) -> None:
     server = boot(conn)
     assert conn.compute.get_server(server.id).status == "BUILD"
     assert sim.ports.ports["port-1"]["device_id"] == server.id
@@ -232,7 +261,9 @@ def test_discovery_documents_advertise_the_microversion_range(sim: Sim) -> None:
     root = requests.get(f"{sim.base}/compute", timeout=5).json()
     v21 = requests.get(f"{sim.base}/compute/v2.1/", timeout=5).json()
     assert [(v["id"], v["status"], v["version"]) for v in root["versions"]] == [
-        ("v2.0", "DEPRECATED", ""), ("v2.1", "CURRENT", "2.100")]
+        ("v2.0", "DEPRECATED", ""),
+        ("v2.1", "CURRENT", "2.100"),
+    ]
     assert v21["version"]["min_version"] == "2.1"
     assert v21["version"]["links"][0]["href"] == f"{sim.base}/compute/v2.1/"
     assert sim.get("/compute/v2.1/servers", "2.100").status_code == 200
@@ -243,8 +274,11 @@ def test_the_flavor_is_shaped_by_the_requested_microversion(sim: Sim, conn: Any)
     server = boot(conn)
     old = sim.get(f"/compute/v2.1/servers/{server.id}", "2.1")
     new = sim.get(f"/compute/v2.1/servers/{server.id}", "2.79")
-    legacy = requests.get(f"{sim.base}/compute/v2.1/servers/{server.id}", timeout=5,
-                          headers={"X-Auth-Token": sim.token, "X-OpenStack-Nova-API-Version": "2.60"})
+    legacy = requests.get(
+        f"{sim.base}/compute/v2.1/servers/{server.id}",
+        timeout=5,
+        headers={"X-Auth-Token": sim.token, "X-OpenStack-Nova-API-Version": "2.60"},
+    )
 
     assert old.json()["server"]["flavor"]["id"] == "m1.small"
     assert old.headers["OpenStack-API-Version"] == "compute 2.1"
@@ -264,14 +298,17 @@ def test_errors_use_novas_bodies(sim: Sim) -> None:
     missing = sim.get("/compute/v2.1/servers/nope")
     anonymous = requests.get(f"{sim.base}/compute/v2.1/servers/detail", timeout=5)
     assert missing.status_code == 404
-    assert missing.json() == {"itemNotFound": {"code": 404,
-                                               "message": "Instance nope could not be found."}}
+    assert missing.json() == {
+        "itemNotFound": {"code": 404, "message": "Instance nope could not be found."}
+    }
     assert anonymous.status_code == 401
 
 
 def test_a_bad_boot_request_is_rejected(sim: Sim) -> None:
     resp = requests.post(
-        f"{sim.base}/compute/v2.1/servers", headers={"X-Auth-Token": sim.token}, timeout=5,
+        f"{sim.base}/compute/v2.1/servers",
+        headers={"X-Auth-Token": sim.token},
+        timeout=5,
         json={"server": {"name": "x", "imageRef": "i", "flavorRef": "f", "user_data": "%%"}},
     )
     assert resp.status_code == 400
@@ -279,6 +316,7 @@ def test_a_bad_boot_request_is_rejected(sim: Sim) -> None:
 
 
 # --- what Nova 34 refuses, with its messages (the captures in fixtures/nova-api show them)
+
 
 def ipless(ports: Ports, port_id: str, **extra: Any) -> str:
     """A port without a fixed IP (how astara creates its VRRP ports)."""
@@ -306,17 +344,24 @@ def test_a_boot_is_checked_in_novas_order_with_novas_messages(
     ipless(ports, "noip")
 
     def boot(*port_ids: str, image: str = "img-1", flavor: str = "m1.small") -> Any:
-        return lambda: nova.create(ADMIN, name="x", image_id=image, flavor_id=flavor,
-                                   port_ids=port_ids)
+        return lambda: nova.create(
+            ADMIN, name="x", image_id=image, flavor_id=flavor, port_ids=port_ids
+        )
 
     assert refusal(boot("port-1", "port-1", image="nope", flavor="nope")) == (
-        400, "Port ID 'port-1' was specified twice: you cannot attach a port multiple times.")
+        400,
+        "Port ID 'port-1' was specified twice: you cannot attach a port multiple times.",
+    )
     assert refusal(boot("port-1", image="nope", flavor="nope")) == (
-        400, "Flavor nope could not be found.")
+        400,
+        "Flavor nope could not be found.",
+    )
     assert refusal(boot("nope", image="nope")) == (400, "Can not find requested image")
     assert refusal(boot("port-1", "gone")) == (400, "Port id gone could not be found.")
     assert refusal(boot("port-1", "noip")) == (
-        400, "Port noip requires a FixedIP in order to be used.")
+        400,
+        "Port noip requires a FixedIP in order to be used.",
+    )
     assert ports.ports["port-1"]["device_id"] == ""  # nothing bound by a refused boot
     nova.create(ADMIN, name="x", image_id="img-1", flavor_id="m1.small", port_ids=["port-1"])
     assert refusal(boot("port-1")) == (409, "Port port-1 is still in use.")
@@ -331,12 +376,19 @@ def test_a_port_with_a_deferred_or_no_ip_allocation_may_boot_without_an_address(
     none = ipless(ports, "none", ip_allocation="none")
     immediate = ipless(ports, "immediate", ip_allocation="immediate")
 
-    server = nova.create(ADMIN, name="x", image_id="img-1", flavor_id="m1.small",
-                         port_ids=[deferred, none])
+    server = nova.create(
+        ADMIN, name="x", image_id="img-1", flavor_id="m1.small", port_ids=[deferred, none]
+    )
 
     assert server["port_ids"] == ["deferred", "none"]
-    assert refusal(lambda: nova.create(ADMIN, name="y", image_id="img-1", flavor_id="m1.small",
-                                       port_ids=[immediate]))[0] == 400
+    assert (
+        refusal(
+            lambda: nova.create(
+                ADMIN, name="y", image_id="img-1", flavor_id="m1.small", port_ids=[immediate]
+            )
+        )[0]
+        == 400
+    )
 
 
 def test_attaching_is_refused_as_nova_refuses_it(sim: Sim) -> None:
@@ -349,12 +401,16 @@ def test_attaching_is_refused_as_nova_refuses_it(sim: Sim) -> None:
     sim.nova.delete(sid)
     deleting = refusal(lambda: sim.nova.attach(sid, "port-2"))
 
-    assert building == (409, f"Cannot 'attach_interface' instance {sid} while it is in "
-                             "vm_state building")
+    assert building == (
+        409,
+        f"Cannot 'attach_interface' instance {sid} while it is in vm_state building",
+    )
     assert missing == (404, "Port id gone could not be found.")
     assert in_use == (409, "Port port-1 is still in use.")
-    assert deleting == (409, f"Cannot 'attach_interface' instance {sid} while it is in "
-                             "task_state deleting")
+    assert deleting == (
+        409,
+        f"Cannot 'attach_interface' instance {sid} while it is in task_state deleting",
+    )
 
 
 def test_an_address_less_port_attaches_to_an_active_server(sim: Sim, conn: Any) -> None:
@@ -369,13 +425,17 @@ def test_an_address_less_port_attaches_to_an_active_server(sim: Sim, conn: Any) 
 
 
 def test_detaching_a_port_that_is_not_attached_is_accepted_and_changes_nothing(
-    sim: Sim, conn: Any,
+    sim: Sim,
+    conn: Any,
 ) -> None:
     """Nova's API casts the detach to the compute service and answers 202 whatever it finds."""
     server = boot(conn)
     sim.clock.advance(10)
-    resp = requests.delete(f"{sim.base}/compute/v2.1/servers/{server.id}/os-interface/port-3",
-                           headers={"X-Auth-Token": sim.token}, timeout=5)
+    resp = requests.delete(
+        f"{sim.base}/compute/v2.1/servers/{server.id}/os-interface/port-3",
+        headers={"X-Auth-Token": sim.token},
+        timeout=5,
+    )
     sim.clock.advance(3)
     assert resp.status_code == 202
     assert [i.port_id for i in conn.compute.server_interfaces(server.id)] == ["port-1", "port-2"]
@@ -391,14 +451,21 @@ def test_one_interface_is_shown_only_on_its_own_server(sim: Sim) -> None:
     assert mine.json()["interfaceAttachment"]["tag"] is None
     assert theirs.status_code == 404
     assert theirs.json()["itemNotFound"]["message"] == (
-        f"Instance {first['id']} does not have a port with id port-2")
+        f"Instance {first['id']} does not have a port with id port-2"
+    )
     assert second["port_ids"] == ["port-2"]
 
 
 def test_ports_to_attach_later_are_plugged_when_the_server_is_active(sim: Sim) -> None:
     ipless(sim.ports, "vrrp")
-    server = sim.nova.create(ADMIN, name="x", image_id="i", flavor_id="f", port_ids=["port-1"],
-                             then_attach=["vrrp", "port-2"])
+    server = sim.nova.create(
+        ADMIN,
+        name="x",
+        image_id="i",
+        flavor_id="f",
+        port_ids=["port-1"],
+        then_attach=["vrrp", "port-2"],
+    )
     building = (sim.ports.ports["vrrp"]["device_id"], sim.nova.get(server["id"])["port_ids"])
     sim.clock.advance(10)
     sim.nova.tick()
@@ -415,7 +482,10 @@ def test_server_documents_follow_the_state_nova_shows(sim: Sim, conn: Any) -> No
     active = sim.get(f"/compute/v2.1/servers/{server.id}", "2.100").json()["server"]
 
     assert (building["OS-EXT-STS:task_state"], building["addresses"], building["hostId"]) == (
-        "scheduling", {}, "")
+        "scheduling",
+        {},
+        "",
+    )
     assert building["OS-EXT-SRV-ATTR:host"] is None and building["host_status"] == ""
     assert active["OS-EXT-STS:task_state"] is None and active["host_status"] == "UP"
     assert active["config_drive"] == "True" and active["OS-EXT-STS:power_state"] == 1
@@ -425,11 +495,20 @@ def test_server_documents_follow_the_state_nova_shows(sim: Sim, conn: Any) -> No
 
 def test_a_member_sees_no_admin_attributes_but_the_hostname_from_2_90(sim: Sim) -> None:
     sim.keystone.add_user("alice", "pw", "alice-project")
-    alice = Sim(sim.nova, sim.ports, sim.clock, sim.base,
-                sim.keystone.authenticate("alice", "pw", "alice-project").id, sim.keystone)
-    created = requests.post(f"{sim.base}/compute/v2.1/servers", timeout=5,
-                            headers={"X-Auth-Token": alice.token}, json={"server": {
-                                "name": "My server", "imageRef": "i", "flavorRef": "f"}})
+    alice = Sim(
+        sim.nova,
+        sim.ports,
+        sim.clock,
+        sim.base,
+        sim.keystone.authenticate("alice", "pw", "alice-project").id,
+        sim.keystone,
+    )
+    created = requests.post(
+        f"{sim.base}/compute/v2.1/servers",
+        timeout=5,
+        headers={"X-Auth-Token": alice.token},
+        json={"server": {"name": "My server", "imageRef": "i", "flavorRef": "f"}},
+    )
     path = f"/compute/v2.1/servers/{created.json()['server']['id']}"
     new = alice.get(path, "2.100").json()["server"]
     old = alice.get(path, "2.89").json()["server"]
@@ -441,7 +520,8 @@ def test_a_member_sees_no_admin_attributes_but_the_hostname_from_2_90(sim: Sim) 
     assert "host_status" not in new
     assert everyone.status_code == 403
     assert everyone.json()["forbidden"]["message"] == (
-        "Policy doesn't allow os_compute_api:servers:detail:get_all_tenants to be performed.")
+        "Policy doesn't allow os_compute_api:servers:detail:get_all_tenants to be performed."
+    )
 
 
 def test_all_tenants_must_be_a_boolean_or_empty(sim: Sim) -> None:
@@ -450,17 +530,24 @@ def test_all_tenants_must_be_a_boolean_or_empty(sim: Sim) -> None:
 
     assert bad.status_code == 400
     assert bad.json()["badRequest"]["message"].startswith(
-        "Invalid input received: Unrecognized value 'maybe', acceptable values are: '0', '1'")
+        "Invalid input received: Unrecognized value 'maybe', acceptable values are: '0', '1'"
+    )
     assert empty.status_code == 200
 
 
 # --- astara-sim's cloud: the VMs a previous orchestrator run left
 
+
 @pytest.fixture
 def cloud() -> Iterator[SimCloud]:
-    settings = SimSettings(port=0, tenants=1, routers_per_tenant=1, boot_delay=0.0,
-                           appliance_port=free_port(),
-                           management_cidr=f"127.{random.randint(101, 199)}.0.0/16")
+    settings = SimSettings(
+        port=0,
+        tenants=1,
+        routers_per_tenant=1,
+        boot_delay=0.0,
+        appliance_port=free_port(),
+        management_cidr=f"127.{random.randint(101, 199)}.0.0/16",
+    )
     c = SimCloud(settings).start()
     c.bootstrap()
     yield c
@@ -482,12 +569,16 @@ def test_boot_vms_plugs_the_vrrp_ports_after_the_boot_as_the_orchestrator_does(
     mgt_ip = ports[0]["fixed_ips"][0]["ip_address"] if ports[0] else ""
     nics = HttpAppliance(port=cloud.settings.appliance_port).get_interfaces(mgt_ip, 5)
     assert names == [f"ASTARA:MGT:{router}", *[f"ASTARA:VRRP:{router}"] * 2]
-    assert all(p and p["device_id"] == server["id"] and p["device_owner"] == "compute:nova"
-               for p in ports)
+    assert all(
+        p and p["device_id"] == server["id"] and p["device_owner"] == "compute:nova" for p in ports
+    )
     assert [n.lladdr for n in nics] == [p["mac_address"] for p in ports if p]
     assert requests_seen == ["boot"]
     assert {net: len(ips) for net, ips in server["addresses"].items()} == {
-        "mgt": 1, "public": 0, "demo-0-r0-net": 0}  # by network name, as Nova labels them
+        "mgt": 1,
+        "public": 0,
+        "demo-0-r0-net": 0,
+    }  # by network name, as Nova labels them
 
 
 def test_the_cloud_knows_its_images_and_flavor_and_refuses_others() -> None:
@@ -496,10 +587,15 @@ def test_the_cloud_knows_its_images_and_flavor_and_refuses_others() -> None:
     boot = other.nova.create
     admin = other.admin
 
-    assert refusal(lambda: boot(admin, name="x", image_id="v4", flavor_id=settings.flavor_id))[1] \
+    assert (
+        refusal(lambda: boot(admin, name="x", image_id="v4", flavor_id=settings.flavor_id))[1]
         == "Can not find requested image"
+    )
     assert refusal(lambda: boot(admin, name="x", image_id="v2", flavor_id="m1.tiny"))[1] == (
-        "Flavor m1.tiny could not be found.")
+        "Flavor m1.tiny could not be found."
+    )
     for image in (settings.image_id, "v2", "v3"):
-        assert boot(admin, name=image, image_id=image, flavor_id=settings.flavor_id)["image_id"] \
+        assert (
+            boot(admin, name=image, image_id=image, flavor_id=settings.flavor_id)["image_id"]
             == image
+        )

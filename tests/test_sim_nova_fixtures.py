@@ -48,9 +48,15 @@ DEFAULT_SG = "a57b5efc-9465-4cb1-9330-a0dee3a6966c"
 # The captured networks: id -> (name, a CIDR holding its addresses, subnet id)
 NETWORKS = {
     "f96cfa25-c1e8-4a85-85ec-c93efec4ad89": (
-        "novafix-mgmt-5d002c", "127.101.0.0/16", "dceb2f15-98d4-4d39-956d-896ecedd4cd1"),
+        "novafix-mgmt-5d002c",
+        "127.101.0.0/16",
+        "dceb2f15-98d4-4d39-956d-896ecedd4cd1",
+    ),
     "3c8bca8b-2c00-4344-a927-7be9a131ae05": (
-        "novafix-tenant-5d002c", "10.77.0.0/24", "d669b81a-eca3-42fb-8137-b0cbad240a36"),
+        "novafix-tenant-5d002c",
+        "10.77.0.0/24",
+        "d669b81a-eca3-42fb-8137-b0cbad240a36",
+    ),
 }
 # The captured ports, as Neutron showed them: A (management) and C boot the server, B (no
 # address) is refused at boot then attached, D attached then detached. E only appears in refused
@@ -67,9 +73,20 @@ VOLATILE = {
     "OS-EXT-SRV-ATTR:instance_name": re.compile(r"instance-[0-9a-f]{8}"),
 }
 # What Neutron shows of a port, compared after the server let it go.
-UNBOUND_FIELDS = ("id", "name", "network_id", "mac_address", "fixed_ips", "security_groups",
-                  "device_id", "device_owner", "status", "binding:host_id", "binding:vif_type",
-                  "binding:vif_details")
+UNBOUND_FIELDS = (
+    "id",
+    "name",
+    "network_id",
+    "mac_address",
+    "fixed_ips",
+    "security_groups",
+    "device_id",
+    "device_owner",
+    "status",
+    "binding:host_id",
+    "binding:vif_type",
+    "binding:vif_details",
+)
 # ... and while the server has it (the rest differs: see test_the_bound_port_...)
 BOUND_FIELDS = ("id", "device_id", "device_owner", "binding:host_id", "binding:vif_type")
 
@@ -93,10 +110,13 @@ class World:
 
     def ours(self, value: Any) -> Any:
         """``value`` from the capture, with its ids, hostId and URLs as ours are."""
-        return _replace_strings(translate(value, self.ids), {
-            CAPTURED_BASE: f"{self.base}/compute",
-            _host_id(INDEX["project_id"]): _host_id(self.admin.project_id),
-        })
+        return _replace_strings(
+            translate(value, self.ids),
+            {
+                CAPTURED_BASE: f"{self.base}/compute",
+                _host_id(INDEX["project_id"]): _host_id(self.admin.project_id),
+            },
+        )
 
     def send(self, request: dict[str, Any]) -> requests.Response:
         """The captured request, with our token and ids, to our Nova (or Neutron)."""
@@ -104,8 +124,12 @@ class World:
         headers = {k: v for k, v in request["headers"].items() if k != "X-Auth-Token"}
         headers["X-Auth-Token"] = self.token
         return requests.request(
-            request["method"], f"{self.base}{service}{translate(request['path'], self.ids)}",
-            json=translate(request["body"], self.ids), headers=headers, timeout=10)
+            request["method"],
+            f"{self.base}{service}{translate(request['path'], self.ids)}",
+            json=translate(request["body"], self.ids),
+            headers=headers,
+            timeout=10,
+        )
 
 
 def _host_id(project_id: str) -> str:
@@ -152,16 +176,30 @@ def _build_network(neutron: NeutronModel, admin: Caller, ids: dict[str, str]) ->
     """The captured networks and ports, with their names, MACs and addresses."""
     for net_id, (name, cidr, subnet_id) in NETWORKS.items():
         net = neutron.create("network", {"name": name}, admin)
-        subnet = neutron.create("subnet", {
-            "network_id": net["id"], "ip_version": 4, "cidr": cidr, "enable_dhcp": False,
-            "gateway_ip": None}, admin)
+        subnet = neutron.create(
+            "subnet",
+            {
+                "network_id": net["id"],
+                "ip_version": 4,
+                "cidr": cidr,
+                "enable_dhcp": False,
+                "gateway_ip": None,
+            },
+            admin,
+        )
         ids.update({net_id: net["id"], subnet_id: subnet["id"]})
     for letter in PORT_DOCS:
         doc = port_doc(letter)
-        port = neutron.create("port", {
-            "name": doc["name"], "network_id": ids[doc["network_id"]],
-            "mac_address": doc["mac_address"], "fixed_ips": translate(doc["fixed_ips"], ids),
-        }, admin)
+        port = neutron.create(
+            "port",
+            {
+                "name": doc["name"],
+                "network_id": ids[doc["network_id"]],
+                "mac_address": doc["mac_address"],
+                "fixed_ips": translate(doc["fixed_ips"], ids),
+            },
+            admin,
+        )
         ids[doc["id"]] = port["id"]
         ids.setdefault(DEFAULT_SG, port["security_groups"][0])
     spare = next(iter(NETWORKS))
@@ -175,8 +213,14 @@ def world() -> Iterator[World]:
     clock = FakeClock()
     neutron = NeutronModel()
     nova = NovaModel(
-        neutron, clock=clock, boot_delay=BOOT_DELAY, delete_delay=DELETE_DELAY,
-        detach_delay=DETACH_DELAY, images=[IMAGE], flavors=[FLAVOR], host=HOST,
+        neutron,
+        clock=clock,
+        boot_delay=BOOT_DELAY,
+        delete_delay=DELETE_DELAY,
+        detach_delay=DETACH_DELAY,
+        images=[IMAGE],
+        flavors=[FLAVOR],
+        host=HOST,
         network_name=lambda net_id: str(neutron.get("network", net_id)["name"]),
         new_id=_scripted_ids(SERVER),
     )
@@ -188,8 +232,9 @@ def world() -> Iterator[World]:
     add_neutron_routes(app, neutron, "/network")
     add_nova_routes(app, nova, require_caller, prefix="/compute")
     base, stop = serve(app)
-    urls.update(identity=f"{base}/identity/v3", network=f"{base}/network",
-                compute=f"{base}/compute/v2.1")
+    urls.update(
+        identity=f"{base}/identity/v3", network=f"{base}/network", compute=f"{base}/compute/v2.1"
+    )
     try:
         yield World(base, admin.id, clock, neutron, nova, admin.caller, ids)
     finally:
@@ -197,6 +242,7 @@ def world() -> Iterator[World]:
 
 
 # -- the replay ------------------------------------------------------------------------------
+
 
 def expected_body(w: World, call: dict[str, Any]) -> Any:
     """The captured answer as ours must be (our ids, URLs; the version we advertise)."""
@@ -262,12 +308,15 @@ def test_the_refused_boots_carry_novas_exact_messages(world: World) -> None:
         answers[call["seq"]] = world.send(call["request"])
     b = world.ids["7b51b147-5087-44de-b2f1-541f90f5c520"]
     a = world.ids["3fcfdf8c-981e-4deb-914d-bc18498f6ae5"]
-    assert answers[3].json() == {"badRequest": {
-        "code": 400, "message": f"Port {b} requires a FixedIP in order to be used."}}
+    assert answers[3].json() == {
+        "badRequest": {"code": 400, "message": f"Port {b} requires a FixedIP in order to be used."}
+    }
     assert answers[21].json()["badRequest"]["message"] == (
-        "Flavor no-such-flavor-5d002c could not be found.")
-    assert answers[22].json() == {"conflictingRequest": {
-        "code": 409, "message": f"Port {a} is still in use."}}
+        "Flavor no-such-flavor-5d002c could not be found."
+    )
+    assert answers[22].json() == {
+        "conflictingRequest": {"code": 409, "message": f"Port {a} is still in use."}
+    }
     assert answers[23].json()["badRequest"]["message"] == "Can not find requested image"
 
 
@@ -301,18 +350,27 @@ def test_the_bound_port_differs_from_the_capture_only_where_the_fake_virt_driver
     captured = world.ours(CALLS[23]["response"]["body"]["port"])
     assert (captured["status"], port["status"]) == ("DOWN", "ACTIVE")
     assert set(captured["binding:vif_details"]) - set(port["binding:vif_details"]) == {
-        "ovs_create_tap", "bound_drivers"}
+        "ovs_create_tap",
+        "bound_drivers",
+    }
 
 
 # -- the real openstacksdk -------------------------------------------------------------------
+
 
 @pytest.fixture
 def conn(world: World) -> Iterator[Any]:
     warnings.simplefilter("ignore")  # openstacksdk's own deprecation warnings
     c = openstack.connect(
-        auth_url=f"{world.base}/identity", username="admin", password=PASSWORD,
-        project_name="admin", user_domain_name="Default", project_domain_name="Default",
-        region_name="RegionOne", load_yaml_config=False, load_envvars=False,
+        auth_url=f"{world.base}/identity",
+        username="admin",
+        password=PASSWORD,
+        project_name="admin",
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name="RegionOne",
+        load_yaml_config=False,
+        load_envvars=False,
     )
     yield c
     c.close()
@@ -322,12 +380,18 @@ def sdk_boot(conn: Any, w: World, *letters: str) -> Any:
     boot = CALLS[3]["request"]["body"]["server"]
     ports = [port_doc(letter)["id"] for letter in letters]
     return conn.compute.create_server(
-        name=boot["name"], image_id=IMAGE, flavor_id=FLAVOR.id, config_drive=True,
-        networks=[{"port": w.ids[p]} for p in ports], user_data=boot["user_data"])
+        name=boot["name"],
+        image_id=IMAGE,
+        flavor_id=FLAVOR.id,
+        config_drive=True,
+        networks=[{"port": w.ids[p]} for p in ports],
+        user_data=boot["user_data"],
+    )
 
 
 def test_the_sdk_boots_attaches_and_detaches_as_against_the_real_nova(
-    world: World, conn: Any,
+    world: World,
+    conn: Any,
 ) -> None:
     with pytest.raises(os_exc.BadRequestException) as refused:
         sdk_boot(conn, world, "A", "B")
@@ -345,8 +409,10 @@ def test_the_sdk_boots_attaches_and_detaches_as_against_the_real_nova(
     later = {i.port_id for i in conn.compute.server_interfaces(server.id)}
 
     assert f"Port {b} requires a FixedIP in order to be used." in str(refused.value)
-    assert (f"Cannot 'attach_interface' instance {server.id} while it is in vm_state building"
-            in str(building.value))
+    assert (
+        f"Cannot 'attach_interface' instance {server.id} while it is in vm_state building"
+        in str(building.value)
+    )
     assert active.status == "ACTIVE" and active.flavor.original_name == "m1.tiny"
     assert sorted(active.addresses) == ["novafix-mgmt-5d002c", "novafix-tenant-5d002c"]
     assert no_ip.fixed_ips == []

@@ -16,8 +16,9 @@ from astara_actors.testing import free_port
 
 @pytest.fixture
 def cloud() -> Iterator[SimCloud]:
-    c = SimCloud(SimSettings(port=0, tenants=1, routers_per_tenant=1, boot_delay=0.0,
-                             ssh_port=free_port())).start()
+    c = SimCloud(
+        SimSettings(port=0, tenants=1, routers_per_tenant=1, boot_delay=0.0, ssh_port=free_port())
+    ).start()
     c.bootstrap()
     yield c
     c.stop()
@@ -27,14 +28,21 @@ def boot(cloud: SimCloud, key: paramiko.PKey) -> tuple[str, str]:
     router = next(iter(cloud.topology))
     admin, neutron = cloud.admin, cloud.neutron
     assert neutron is not None
-    mgt = neutron.create("port", {"network_id": cloud.management_network_id,
-                                  "name": f"ASTARA:MGT:{router}"}, admin)
-    user_data = ("#cloud-config\nusers:\n  - name: astara\n    ssh-authorized-keys:\n"
-                 f"      - {key.get_name()} {key.get_base64()} operator\n")
-    server = cloud.nova.create(admin, name=f"ak-router-{router}_0", image_id=cloud.settings.image_id,
-                               flavor_id=cloud.settings.flavor_id,
-                               port_ids=[mgt["id"]],
-                               user_data=base64.b64encode(user_data.encode()).decode())
+    mgt = neutron.create(
+        "port", {"network_id": cloud.management_network_id, "name": f"ASTARA:MGT:{router}"}, admin
+    )
+    user_data = (
+        "#cloud-config\nusers:\n  - name: astara\n    ssh-authorized-keys:\n"
+        f"      - {key.get_name()} {key.get_base64()} operator\n"
+    )
+    server = cloud.nova.create(
+        admin,
+        name=f"ak-router-{router}_0",
+        image_id=cloud.settings.image_id,
+        flavor_id=cloud.settings.flavor_id,
+        port_ids=[mgt["id"]],
+        user_data=base64.b64encode(user_data.encode()).decode(),
+    )
     cloud.nova.tick()
     return server["id"], mgt["fixed_ips"][0]["ip_address"]
 
@@ -42,8 +50,15 @@ def boot(cloud: SimCloud, key: paramiko.PKey) -> tuple[str, str]:
 def connect(address: str, port: int, key: paramiko.PKey) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a throwaway test server
-    client.connect(address, port=port, username="astara", pkey=key, look_for_keys=False,
-                   allow_agent=False, timeout=10)
+    client.connect(
+        address,
+        port=port,
+        username="astara",
+        pkey=key,
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
     return client
 
 

@@ -42,7 +42,8 @@ def test_events_are_kept_in_order_and_filtered_by_time_kind_and_router() -> None
     assert trace.events(kinds=["probe"], router="r2") == [(2.0, "probe", "r2", "s2", "")]
     assert [e[0] for e in trace.events(since=1.0, until=2.0)] == [1.0]
     assert trace.summary(kinds=["push", "probe"]) == {
-        "probe": {"": 2}, "push": {"PUT /v1/system/config 200": 1},
+        "probe": {"": 2},
+        "push": {"PUT /v1/system/config 200": 1},
     }
 
 
@@ -66,11 +67,18 @@ def test_the_log_is_bounded_and_counts_what_it_dropped() -> None:
 def test_paths_are_templated_without_ids_and_values() -> None:
     rid = "0b0d3f0e-5c7e-4a56-9a43-1b9c1d7b6c2e"
     assert path_template(f"/network/v2.0/routers/{rid}") == "/network/v2.0/routers/{id}"
-    assert path_template("/network/v2.0/ports", f"network_id={rid}&device_owner=x") == \
-        "/network/v2.0/ports?device_owner,network_id"
-    assert path_template(f"/compute/v2.1/servers/{rid.replace('-', '')}") == "/compute/v2.1/servers/{id}"
-    assert detail_template(f"GET /network/v2.0/ports?device_id={rid} 200") == \
-        "GET /network/v2.0/ports?device_id 200"
+    assert (
+        path_template("/network/v2.0/ports", f"network_id={rid}&device_owner=x")
+        == "/network/v2.0/ports?device_owner,network_id"
+    )
+    assert (
+        path_template(f"/compute/v2.1/servers/{rid.replace('-', '')}")
+        == "/compute/v2.1/servers/{id}"
+    )
+    assert (
+        detail_template(f"GET /network/v2.0/ports?device_id={rid} 200")
+        == "GET /network/v2.0/ports?device_id 200"
+    )
     assert detail_template("") == "" and detail_template("PUT x") == "PUT x"
 
 
@@ -103,7 +111,9 @@ def test_probes_pushes_and_interface_reads_of_an_appliance_are_traced(
     assert events[2][4] == "PUT /v1/system/config 200"
 
 
-def test_a_dead_appliance_records_nothing(agents: tuple[ApplianceServer, Trace, HttpAppliance]) -> None:
+def test_a_dead_appliance_records_nothing(
+    agents: tuple[ApplianceServer, Trace, HttpAppliance],
+) -> None:
     server, trace, client = agents
     address = f"127.100.{next(_octet) % 250}.{random.randrange(2, 250)}"
     server.add("vm-2", address, router_id="r-2")
@@ -116,9 +126,18 @@ def test_a_dead_appliance_records_nothing(agents: tuple[ApplianceServer, Trace, 
 @pytest.fixture
 def sim() -> Iterator[tuple[SimServer, RecordingNotifier]]:
     recorder = RecordingNotifier()
-    cloud = SimCloud(SimSettings(port=0, tenants=1, routers_per_tenant=0, boot_delay=0.0,
-                                 delete_delay=0.0, appliance_port=free_port(),
-                                 management_cidr="127.100.0.0/16"), notify=recorder)
+    cloud = SimCloud(
+        SimSettings(
+            port=0,
+            tenants=1,
+            routers_per_tenant=0,
+            boot_delay=0.0,
+            delete_delay=0.0,
+            appliance_port=free_port(),
+            management_cidr="127.100.0.0/16",
+        ),
+        notify=recorder,
+    )
     server = SimServer(cloud).start()
     cloud.bootstrap()
     yield server, recorder
@@ -126,12 +145,22 @@ def sim() -> Iterator[tuple[SimServer, RecordingNotifier]]:
 
 
 def boot(cloud: SimCloud, router_id: str) -> str:
-    port = cloud.neutron.create("port", {  # type: ignore[union-attr]
-        "network_id": cloud.management_network_id, "name": f"ASTARA:MGT:{router_id}",
-        "fixed_ips": [{"subnet_id": cloud.management_subnet_id}],
-    }, cloud.admin)
-    server = cloud.nova.create(cloud.admin, name=f"ak-router-{router_id}_0", image_id=cloud.settings.image_id,
-                               flavor_id=cloud.settings.flavor_id, port_ids=[port["id"]])
+    port = cloud.neutron.create(
+        "port",
+        {  # type: ignore[union-attr]
+            "network_id": cloud.management_network_id,
+            "name": f"ASTARA:MGT:{router_id}",
+            "fixed_ips": [{"subnet_id": cloud.management_subnet_id}],
+        },
+        cloud.admin,
+    )
+    server = cloud.nova.create(
+        cloud.admin,
+        name=f"ak-router-{router_id}_0",
+        image_id=cloud.settings.image_id,
+        flavor_id=cloud.settings.flavor_id,
+        port_ids=[port["id"]],
+    )
     cloud.nova.tick()
     return str(server["id"])
 
@@ -149,8 +178,12 @@ def test_boots_deletes_and_notifications_are_traced_with_their_router(
     cloud.nova.tick()
     mine = [(e[1], e[4]) for e in cloud.trace.events(router=router)]
     assert ("notify", "router.create.end") in mine and ("notify", "router.update.end") in mine
-    assert [k for k, _ in mine if k in ("boot", "active", "delete", "gone")] == \
-        ["boot", "active", "delete", "gone"]
+    assert [k for k, _ in mine if k in ("boot", "active", "delete", "gone")] == [
+        "boot",
+        "active",
+        "delete",
+        "gone",
+    ]
     assert ("boot", f"ak-router-{router}_0") in mine
 
 
@@ -163,8 +196,9 @@ def test_the_trace_is_served_filtered_summarised_resized_and_cleared(
     since = time.time()
     rid = "0b0d3f0e-5c7e-4a56-9a43-1b9c1d7b6c2e"
     assert requests.get(f"{url}/network/v2.0/routers/{rid}?fields=id", timeout=5).status_code == 401
-    got: dict[str, Any] = requests.get(f"{url}/sim/trace", params={"since": since, "kinds": "api"},
-                                       timeout=5).json()
+    got: dict[str, Any] = requests.get(
+        f"{url}/sim/trace", params={"since": since, "kinds": "api"}, timeout=5
+    ).json()
     assert [e[4] for e in got["events"]] == [f"GET /network/v2.0/routers/{rid}?fields=id 401"]
     summary = requests.get(f"{url}/sim/trace", params={"summary": "1"}, timeout=5).json()
     assert summary["summary"] == {"api": {"GET /network/v2.0/routers/{id}?fields 401": 1}}
@@ -187,10 +221,14 @@ def test_vms_are_booted_as_a_previous_orchestrator_left_them(
     assert got == {"booted": routers[:1]}
     assert requests.post(f"{server.url}/sim/vms", timeout=5).json() == {"booted": routers[1:]}
     assert requests.post(f"{server.url}/sim/vms", timeout=5).json() == {"booted": []}  # once
-    assert requests.post(f"{server.url}/sim/vms", json={"routers": "r"}, timeout=5).status_code == 400
+    assert (
+        requests.post(f"{server.url}/sim/vms", json={"routers": "r"}, timeout=5).status_code == 400
+    )
     cloud.nova.tick()
     for router in routers:
         (server_id,) = cloud.servers_for(router)
-        names = sorted(p["name"] for p in cloud.neutron.list("port", cloud.admin, {"device_id": server_id}))
+        names = sorted(
+            p["name"] for p in cloud.neutron.list("port", cloud.admin, {"device_id": server_id})
+        )
         assert names == [f"ASTARA:MGT:{router}", f"ASTARA:VRRP:{router}", f"ASTARA:VRRP:{router}"]
         assert cloud.appliances.live_servers().count(server_id) == 1

@@ -29,6 +29,7 @@ def test_a_burst_of_connections_is_served_by_the_pool_and_the_pool_stops_with_th
     server = WSGIServerThread(app, "127.0.0.1", 0).start()
     workers = list(server.server._workers)  # this server's own (other tests run servers too)
     try:
+
         def get(i: int) -> str:
             return requests.get(f"{server.url}/r{i}", timeout=30).text
 

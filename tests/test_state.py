@@ -102,8 +102,12 @@ class FakeInstance:
 SETTINGS = Settings(host="test", boot_check_interval=5.0, retry_delay=1.0, retry_max_delay=60.0)
 
 
-def machine(instance: FakeInstance, clock: FakeClock | None = None, **overrides: object) -> Automaton:
-    settings = Settings(**{**{f: getattr(SETTINGS, f) for f in SETTINGS.__dataclass_fields__}, **overrides})
+def machine(
+    instance: FakeInstance, clock: FakeClock | None = None, **overrides: object
+) -> Automaton:
+    settings = Settings(
+        **{**{f: getattr(SETTINGS, f) for f in SETTINGS.__dataclass_fields__}, **overrides}
+    )
     return Automaton("r1", "t1", instance, settings, clock=clock or FakeClock(), rand=lambda: 1.0)
 
 
@@ -123,7 +127,9 @@ def machine(instance: FakeInstance, clock: FakeClock | None = None, **overrides:
         ([], A.POLL, []),
     ],
 )
-def test_inbox_collapses_as_the_original(inbox: list[Action], expected: Action, left: list[Action]) -> None:
+def test_inbox_collapses_as_the_original(
+    inbox: list[Action], expected: Action, left: list[Action]
+) -> None:
     queue = deque(inbox)
     assert collapse(A.POLL, queue) == expected
     assert list(queue) == left
@@ -205,7 +211,9 @@ TABLE = [
 
 
 @pytest.mark.parametrize(("source", "action", "inst", "target"), TABLE)
-def test_transition_table_row(source: str, action: Action, inst: InstanceState, target: str) -> None:
+def test_transition_table_row(
+    source: str, action: Action, inst: InstanceState, target: str
+) -> None:
     sm = machine(FakeInstance(inst))
     assert STATES[source].transition(action, sm).name == target
 
@@ -485,7 +493,16 @@ def test_dump_shows_state_inbox_and_the_last_transitions() -> None:
     assert dump["instance_state"] == "configured"
     assert dump["inbox"] == ["update"]
     assert len(dump["transitions"]) == 20
-    assert set(dump["transitions"][0]) == {"at", "age_s", "action", "source", "target", "instance", "note", "repeat"}
+    assert set(dump["transitions"][0]) == {
+        "at",
+        "age_s",
+        "action",
+        "source",
+        "target",
+        "instance",
+        "note",
+        "repeat",
+    }
 
 
 def test_an_exited_router_refuses_every_message() -> None:

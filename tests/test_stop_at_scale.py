@@ -26,10 +26,22 @@ ROUTERS = 2000
 PER_TENANT = 100
 THREADS = 4
 STOP_BOUND = 30.0  # seconds; it took minutes (or did not finish) before
-NOVA = ("create_server", "get_server", "list_servers", "delete_server", "attach_interface",
-        "detach_interface")
-VM_CHANGES = ("create_server", "delete_server", "attach_interface", "detach_interface",
-              "create_port", "delete_port")
+NOVA = (
+    "create_server",
+    "get_server",
+    "list_servers",
+    "delete_server",
+    "attach_interface",
+    "detach_interface",
+)
+VM_CHANGES = (
+    "create_server",
+    "delete_server",
+    "attach_interface",
+    "detach_interface",
+    "create_port",
+    "delete_port",
+)
 
 
 class HeldPushes:
@@ -53,24 +65,35 @@ class HeldPushes:
         self.inner.put_config(address, config, timeout)
 
 
-
 def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cloud = MemoryCloud()
     appliance = HeldPushes(cloud.appliance)
-    settings = fast_settings(cloud, actor_threads=THREADS, actor_threads_max=THREADS,
-                             heap_freeze_interval=0)
-    runtime = Runtime(settings, network=cloud.network, compute=cloud.compute,
-                      appliance=appliance, poll=False).start()
+    settings = fast_settings(
+        cloud, actor_threads=THREADS, actor_threads_max=THREADS, heap_freeze_interval=0
+    )
+    runtime = Runtime(
+        settings, network=cloud.network, compute=cloud.compute, appliance=appliance, poll=False
+    ).start()
     try:
-        routers = [(cloud.add_router(f"tenant-{i // PER_TENANT}"), f"tenant-{i // PER_TENANT}")
-                   for i in range(ROUTERS)]
+        routers = [
+            (cloud.add_router(f"tenant-{i // PER_TENANT}"), f"tenant-{i // PER_TENANT}")
+            for i in range(ROUTERS)
+        ]
         for router_id, tenant_id in routers:
             runtime.deliver(Event(router_id, tenant_id, Action.CREATE))
-        wait_for(lambda: len(runtime.status_board) == ROUTERS and all(
-            s.get("instance_state") == "configured" for s in runtime.status_board.summaries()),
-            f"{ROUTERS} routers configured", timeout=300)
+        wait_for(
+            lambda: (
+                len(runtime.status_board) == ROUTERS
+                and all(
+                    s.get("instance_state") == "configured"
+                    for s in runtime.status_board.summaries()
+                )
+            ),
+            f"{ROUTERS} routers configured",
+            timeout=300,
+        )
         servers = set(cloud.servers)
         assert len(servers) == ROUTERS
 
@@ -110,11 +133,14 @@ def test_stopping_thousands_of_routers_is_bounded_and_touches_no_vm(
         assert took < STOP_BOUND, f"stopping {ROUTERS} routers took {took:.1f} s"
 
         made = {k: v - calls.get(k, 0) for k, v in cloud.calls.items() if v != calls.get(k, 0)}
-        assert not {k: v for k, v in made.items() if k in NOVA}, f"Nova called while stopping: {made}"
+        assert not {k: v for k, v in made.items() if k in NOVA}, (
+            f"Nova called while stopping: {made}"
+        )
         assert not {k: v for k, v in made.items() if k in VM_CHANGES}, made
         assert set(cloud.servers) == servers, "a VM changed"
-        assert not [ref for ref in pykka.ActorRegistry.get_all()
-                    if issubclass(ref.actor_class, PooledActor)], "an actor outlived the stop"
+        assert not [
+            ref for ref in pykka.ActorRegistry.get_all() if issubclass(ref.actor_class, PooledActor)
+        ], "an actor outlived the stop"
         assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
     finally:
         appliance.open.set()

@@ -24,11 +24,13 @@ from astara_actors.testing.services import MYSQL_URL, PG_URL, unavailable
 TABLES = {"alembic_version", "router_debug", "tenant_debug", "global_debug", "audit"}
 
 
-@pytest.fixture(params=[
-    "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.services),
-    pytest.param("mariadb", marks=pytest.mark.services),
-])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.services),
+        pytest.param("mariadb", marks=pytest.mark.services),
+    ]
+)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database made for this test (and dropped after it)."""
     if request.param == "sqlite":
@@ -36,8 +38,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     server = PG_URL if request.param == "postgresql" else MYSQL_URL
     name = f"astara_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 2})
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 2})
     try:
         with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE {name}"))
@@ -218,8 +219,9 @@ def _config(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def test_astara_db_upgrades_a_file_database(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_astara_db_upgrades_a_file_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _config(tmp_path, f"[orchestrator]\nstate_dir = {tmp_path}\n")
     assert astara_db(["--config-file", config, "current"]) == 0
     assert capsys.readouterr().out.startswith("none")
@@ -243,14 +245,17 @@ def test_astara_db_stamps_a_revision(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("body, message", [
-    (None, "cannot read the config file"),
-    ("not ini", "not a valid ini file"),
-    ("[database]\nconnection = nosuchdb://x\n", "[database] connection: store: cannot open"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (None, "cannot read the config file"),
+        ("not ini", "not a valid ini file"),
+        ("[database]\nconnection = nosuchdb://x\n", "[database] connection: store: cannot open"),
+    ],
+)
 def test_astara_db_says_what_is_wrong_with_the_configuration(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str | None,
-        message: str) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str | None, message: str
+) -> None:
     config = str(tmp_path / "absent.ini") if body is None else _config(tmp_path, body)
     assert astara_db(["--config-file", config, "upgrade"]) == 2
     err = capsys.readouterr().err
@@ -331,7 +336,8 @@ def test_state_files_an_older_run_left_readable_are_narrowed(tmp_path: Path) -> 
     try:
         store.set_tenant_debug("t1", "")
         assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
-            p.name: 0o600 for p in tmp_path.iterdir()}
+            p.name: 0o600 for p in tmp_path.iterdir()
+        }
         assert mode(tmp_path) == 0o755, "an existing folder (the operator's) is left as it is"
     finally:
         store.close()
@@ -365,8 +371,9 @@ def test_a_world_writable_state_dir_is_refused_at_start_with_one_line(
     state.mkdir()
     state.chmod(0o777)
     ini = tmp_path / "o.ini"
-    ini.write_text(f"[orchestrator]\nembedded_sim = true\nstate_dir = {state}\n"
-                   "[api]\nenabled = false\n")
+    ini.write_text(
+        f"[orchestrator]\nembedded_sim = true\nstate_dir = {state}\n[api]\nenabled = false\n"
+    )
     assert main(["--config-file", str(ini)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("astara-orchestrator: [orchestrator] state_dir: ")

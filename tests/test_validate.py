@@ -30,19 +30,31 @@ ROUTER = "7efa1155-0901-4e5e-aa82-7445b0091d00"  # as Neutron 29 sends them
 PROJECT = "2f1f231e7cbe4028a87c725e401565c9"  # as Keystone 30 issues them
 CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 HOSTILE = [
-    "../../etc/passwd", "7efa1155-0901-4e5e-aa82-7445b0091d00/../x", "1' OR '1'='1",
-    "7efa1155-0901-4e5e-aa82-7445b0091d00\n", "7efa115509014e5eaa827445b0091d00\n", "\x1b[31m",
-    "", " ", "*", "error", "7efa1155--0901-4e5e-aa82-7445b0091d00",
-    "7efa1155-0901-4e5e-aa82-7445b0091d0", "7efa1155-0901-4e5e-aa82-7445b0091d000",
-    "7efa1155_0901_4e5e_aa82_7445b0091d00", "{7efa1155-0901-4e5e-aa82-7445b0091d00}",
-    "urn:uuid:7efa1155-0901-4e5e-aa82-7445b0091d00", "７efa1155-0901-4e5e-aa82-7445b0091d00",
+    "../../etc/passwd",
+    "7efa1155-0901-4e5e-aa82-7445b0091d00/../x",
+    "1' OR '1'='1",
+    "7efa1155-0901-4e5e-aa82-7445b0091d00\n",
+    "7efa115509014e5eaa827445b0091d00\n",
+    "\x1b[31m",
+    "",
+    " ",
+    "*",
+    "error",
+    "7efa1155--0901-4e5e-aa82-7445b0091d00",
+    "7efa1155-0901-4e5e-aa82-7445b0091d0",
+    "7efa1155-0901-4e5e-aa82-7445b0091d000",
+    "7efa1155_0901_4e5e_aa82_7445b0091d00",
+    "{7efa1155-0901-4e5e-aa82-7445b0091d00}",
+    "urn:uuid:7efa1155-0901-4e5e-aa82-7445b0091d00",
+    "７efa1155-0901-4e5e-aa82-7445b0091d00",
     "x" * 100_000,
 ]
 
 
 # --- Neutron ids
-@pytest.mark.parametrize("value", [ROUTER, ROUTER.upper(), ROUTER.replace("-", ""),
-                                   ROUTER.replace("-", "", 2)])
+@pytest.mark.parametrize(
+    "value", [ROUTER, ROUTER.upper(), ROUTER.replace("-", ""), ROUTER.replace("-", "", 2)]
+)
 def test_neutron_ids_are_accepted_in_either_form_and_given_back_canonical(value: str) -> None:
     assert neutron_id(value) == ROUTER
 
@@ -101,15 +113,21 @@ def test_a_reason_up_to_255_printable_characters_is_kept() -> None:
     assert reason("x" * MAX_REASON) == "x" * MAX_REASON
 
 
-@pytest.mark.parametrize(("value", "complaint"), [
-    ("ok\nERROR astara: CIRCUIT BREAKER OPEN: forged", r"control character \(\\n at position 2\)"),
-    ("\x1b[2J", r"\\x1b at position 0"),
-    ("tab\there", r"\\t at position 3"),
-    ("right\u202eto-left", r"\\u202e at position 5"),
-    ("x" * 256, "is 256 characters long; at most 255 are allowed"),
-    ("x" * 3_000_000, "is 3000000 characters long"),
-    (5, "must be a string"),
-])
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        (
+            "ok\nERROR astara: CIRCUIT BREAKER OPEN: forged",
+            r"control character \(\\n at position 2\)",
+        ),
+        ("\x1b[2J", r"\\x1b at position 0"),
+        ("tab\there", r"\\t at position 3"),
+        ("right\u202eto-left", r"\\u202e at position 5"),
+        ("x" * 256, "is 256 characters long; at most 255 are allowed"),
+        ("x" * 3_000_000, "is 3000000 characters long"),
+        (5, "must be a string"),
+    ],
+)
 def test_a_reason_too_long_or_with_a_control_character_is_refused(
     value: object, complaint: str
 ) -> None:
@@ -168,8 +186,9 @@ def test_escaping_leaves_no_control_character_and_keeps_printable_text(text: str
         assert escaped == text
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl",
-                                                             "Zp"))))
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")))
+)
 def test_printable_text_round_trips(text: str) -> None:
     assert escape(text) == text == one_line(text, len(text))
 

@@ -81,7 +81,9 @@ class BusBridge:
         assert self.runtime.root is not None, "start the runtime first"
         self.resolver = ResolverActor.start(Resolver(self.network), self.runtime.root)
         self.consumer = NotificationConsumer(
-            self.settings, self.handle, malformed=_MALFORMED,
+            self.settings,
+            self.handle,
+            malformed=_MALFORMED,
             # What was published while we were not bound is lost: heal it from the cloud now.
             on_reconnected=self.runtime.resync,
         ).start()
@@ -132,8 +134,11 @@ class BusBridge:
             except AstaraError as exc:  # applied anyway: only its survival across a restart is lost
                 LOG.error("command %s not persisted: %s", command.kind, exc)
         LOG.info(
-            "command %s%s%s", command.kind,
-            f" {command.router_id or command.tenant_id}" if command.router_id or command.tenant_id else "",
+            "command %s%s%s",
+            command.kind,
+            f" {command.router_id or command.tenant_id}"
+            if command.router_id or command.tenant_id
+            else "",
             f" ({command.reason})" if command.reason else "",
         )
         message = to_tree_message(command)
@@ -159,7 +164,10 @@ class BusBridge:
             return {"found": dump is not None, "router": dump}
         if query.kind == QueryKind.ROUTERS:
             # From the status board: no router is asked, so 10,000 routers list in milliseconds.
-            return {"routers": self.runtime.status_board.summaries(), "storm": self.runtime.rebuild_guard.dump()}
+            return {
+                "routers": self.runtime.status_board.summaries(),
+                "storm": self.runtime.rebuild_guard.dump(),
+            }
         tree = self.runtime.dump(summaries=True)
         tree["inbox"] = self.snapshot()
         if self.cluster is not None:
@@ -175,7 +183,9 @@ class BusBridge:
             snap["consumer_alive"] = self.consumer.alive
         if self.resolver is not None:
             try:
-                snap["resolver"] = self.resolver.ask(Dump(), timeout=self.runtime.settings.ask_timeout)
+                snap["resolver"] = self.resolver.ask(
+                    Dump(), timeout=self.runtime.settings.ask_timeout
+                )
             except (pykka.Timeout, pykka.ActorDeadError):
                 snap["resolver"] = {"unavailable": "busy"}
         return snap

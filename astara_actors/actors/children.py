@@ -121,7 +121,11 @@ class Children:
             delay = self._policy.cap if decision.give_up else decision.delay
             LOG.warning(
                 "%s %s crashed (%s); restart %d in %.2f s",
-                self._kind, msg.child_id, msg.error, decision.total, delay,
+                self._kind,
+                msg.child_id,
+                msg.error,
+                decision.total,
+                delay,
             )
             self._scheduler.schedule(delay, self._owner, Restart(msg.child_id, child.generation))
         return child
@@ -181,8 +185,9 @@ class Children:
         deadline = time.monotonic() + timeout
         late = sum(not stopped.wait(max(0.0, deadline - time.monotonic())) for stopped in waits)
         if late:
-            LOG.warning("%d of %d %ss did not stop within %.0f s", late, len(refs), self._kind,
-                        timeout)
+            LOG.warning(
+                "%d of %d %ss did not stop within %.0f s", late, len(refs), self._kind, timeout
+            )
 
     def ask_all(
         self, message: Any, timeout: float, only: tuple[Child, ...] | None = None
@@ -201,7 +206,9 @@ class Children:
         deadline = time.monotonic() + timeout  # one budget for all: busy children don't add up
         for child, future in asked:
             if future is None:
-                answers.append((child, {"unavailable": "restarting", "last_error": child.last_error}))
+                answers.append(
+                    (child, {"unavailable": "restarting", "last_error": child.last_error})
+                )
                 continue
             try:
                 answers.append((child, future.get(timeout=max(0.0, deadline - time.monotonic()))))

@@ -93,7 +93,11 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self.tenants = Children(
-            self.actor_ref, self.scheduler, self.policy, self._start_tenant, "tenant",
+            self.actor_ref,
+            self.scheduler,
+            self.policy,
+            self._start_tenant,
+            "tenant",
             error_on_give_up=False,
         )
 
@@ -120,8 +124,10 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                 for line in dump_lines(self.dump(summaries=True)):
                     LOG.info("%s", line)
             case RouterForgotten(tenant_id=tenant_id, router_id=router_id):
-                if (self.router_tenant.get(router_id) == tenant_id
-                        and router_id not in self.router_debug):
+                if (
+                    self.router_tenant.get(router_id) == tenant_id
+                    and router_id not in self.router_debug
+                ):
                     del self.router_tenant[router_id]
             case TenantIdle(tenant_id=tenant_id, generation=generation):
                 self._retire(tenant_id, generation)
@@ -133,8 +139,14 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                 self._claim_again(tenant_id)
             case HandedOver(tenant_ids=tenant_ids):
                 self._handed_over(tenant_ids)
-            case DebugRouter() | ManageRouter() | DebugTenant() | ManageTenant() \
-                    | DebugGlobal() | ManageGlobal():
+            case (
+                DebugRouter()
+                | ManageRouter()
+                | DebugTenant()
+                | ManageTenant()
+                | DebugGlobal()
+                | ManageGlobal()
+            ):
                 self._debug_flag(message)
             case _:
                 LOG.warning("orchestrator ignored unexpected message %r", message)
@@ -180,7 +192,9 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                     self.tenants.tell(tenant_id, message)
             case DebugGlobal(reason=reason):
                 self.global_debug = reason
-                LOG.warning("global debug mode: every router is ignored (%s)", reason or "no reason")
+                LOG.warning(
+                    "global debug mode: every router is ignored (%s)", reason or "no reason"
+                )
                 self.tenants.broadcast(lambda _key: message)
             case ManageGlobal(reason=reason):
                 self.global_debug = None
@@ -191,8 +205,9 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         """The tree; with ``summaries`` each router is its status board summary (no router asked)."""
         assert self.tenants is not None
         tenants = []
-        for child, answer in self.tenants.ask_all(Dump(summaries=summaries),
-                                                  self.settings.ask_timeout):
+        for child, answer in self.tenants.ask_all(
+            Dump(summaries=summaries), self.settings.ask_timeout
+        ):
             if child.key in self._retiring:
                 answer = {"unavailable": "retiring: no router for tenant_idle_grace"}
             if isinstance(answer, dict) and "unavailable" in answer:
@@ -227,8 +242,12 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
             )
             return
         if not self.owns(tenant_id):
-            LOG.debug("%s for router %s: tenant %s is another member's", event.action,
-                      event.router_id, tenant_id)
+            LOG.debug(
+                "%s for router %s: tenant %s is another member's",
+                event.action,
+                event.router_id,
+                tenant_id,
+            )
             return
         if event.router_id not in self.router_tenant and event.router_id in self.router_debug:
             # Put in debug before we knew its tenant (e.g. restored at start): tell it now.
@@ -250,8 +269,11 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                 self._leased.add(tenant_id)
                 self.tenants.tell(tenant_id, message)
                 return
-            LOG.info("tenant %s: its lease is still held (a previous owner is stopping); "
-                     "its events wait", tenant_id)
+            LOG.info(
+                "tenant %s: its lease is still held (a previous owner is stopping); "
+                "its events wait",
+                tenant_id,
+            )
             waiting = self._waiting[tenant_id] = deque(maxlen=_MAX_WAITING)
             self.scheduler.schedule(self.claim_retry, self.actor_ref, ClaimTenant(tenant_id))
         waiting.append(message)
@@ -263,8 +285,11 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
             return
         if not self.owns(tenant_id):
             del self._waiting[tenant_id]
-            LOG.info("tenant %s is another member's now: %d waiting events left to it",
-                     tenant_id, len(waiting))
+            LOG.info(
+                "tenant %s is another member's now: %d waiting events left to it",
+                tenant_id,
+                len(waiting),
+            )
             return
         if tenant_id in self._handing_over or not self.claim(tenant_id):
             self.scheduler.schedule(self.claim_retry, self.actor_ref, ClaimTenant(tenant_id))
@@ -297,8 +322,11 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                     try:
                         future.get(timeout=_STOP_TIMEOUT)
                     except Exception:  # noqa: BLE001 - timed out or died: it is gone either way
-                        LOG.error("tenant %s did not stop within %.0f s; giving its lease "
-                                  "back anyway", _tenant_id, _STOP_TIMEOUT)
+                        LOG.error(
+                            "tenant %s did not stop within %.0f s; giving its lease back anyway",
+                            _tenant_id,
+                            _STOP_TIMEOUT,
+                        )
             try:
                 me.tell(HandedOver(tuple(lost)))
             except pykka.ActorDeadError:
@@ -310,8 +338,12 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         """A tenant had no router for the grace: keep its messages from now on, ask it to go."""
         assert self.tenants is not None
         child = self.tenants.get(tenant_id)
-        if (child is None or child.generation != generation or child.ref is None
-                or tenant_id in self._retiring):
+        if (
+            child is None
+            or child.generation != generation
+            or child.ref is None
+            or tenant_id in self._retiring
+        ):
             return  # restarted, handed over or already retiring since it asked
         ref = self.tenants.hold(tenant_id)
         assert ref is not None
@@ -343,8 +375,11 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         if tenant_id in self._leased:
             self._leased.discard(tenant_id)
             self.release(tenant_id)
-        LOG.info("tenant %s: no router for %.0f s; its actor stopped (its next event starts "
-                 "it again)", tenant_id, self.settings.tenant_idle_grace)
+        LOG.info(
+            "tenant %s: no router for %.0f s; its actor stopped (its next event starts it again)",
+            tenant_id,
+            self.settings.tenant_idle_grace,
+        )
 
     def _handed_over(self, tenant_ids: tuple[str, ...]) -> None:
         assert self.tenants is not None
@@ -373,7 +408,9 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         except (pykka.Timeout, pykka.ActorDeadError):
             return {"router_id": router_id, "tenant_id": tenant_id, "unavailable": "busy"}
 
-    def _start_tenant(self, tenant_id: str, generation: int, failure: str | None) -> pykka.ActorRef[Any]:
+    def _start_tenant(
+        self, tenant_id: str, generation: int, failure: str | None
+    ) -> pykka.ActorRef[Any]:
         silenced = {}
         if self.global_debug is not None:
             silenced["global"] = self.global_debug
@@ -394,6 +431,7 @@ def dump_lines(tree: dict[str, Any], budget: int = _DUMP_LINE) -> list[str]:
     """The ``workers debug`` tree as log lines: the process, then each tenant, then its
     routers packed into lines of about ``budget`` characters (10,000 routers would not fit one
     bounded line, and one router per line would be 10,000 lines)."""
+
     def text(value: Any) -> str:
         return json.dumps(value, default=str, sort_keys=True)
 

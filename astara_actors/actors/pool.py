@@ -47,7 +47,9 @@ class ActorPool:
         cpu_bound: float = 0.85,
     ) -> None:
         if min_threads < 1 or max_threads < min_threads:
-            raise ValueError(f"need 1 <= min_threads <= max_threads, not {min_threads}, {max_threads}")
+            raise ValueError(
+                f"need 1 <= min_threads <= max_threads, not {min_threads}, {max_threads}"
+            )
         self.name = name
         self.min_threads = min_threads
         self.max_threads = max_threads
@@ -95,7 +97,8 @@ class ActorPool:
                 self._watch.notify()
             if self._supervisor is None:
                 self._supervisor = threading.Thread(
-                    target=self._supervise, name=f"{self.name}-supervisor", daemon=True)
+                    target=self._supervise, name=f"{self.name}-supervisor", daemon=True
+                )
                 self._supervisor.start()
 
     # --- stopping every actor at once
@@ -214,8 +217,12 @@ class ActorPool:
                         if not self._idle:  # nobody waits, so no wake-up is still on its way
                             self._signals = 0
                         actor = self._take()
-                        if (actor is None and not notified and not self._closed
-                                and self._threads > self.min_threads):
+                        if (
+                            actor is None
+                            and not notified
+                            and not self._closed
+                            and self._threads > self.min_threads
+                        ):
                             return  # idle too long beyond the kept minimum
                     self._running += 1
                 try:
@@ -238,8 +245,7 @@ class ActorPool:
         wall, cpu = time.monotonic(), time.process_time()
         with self._lock:
             while not self._closed:
-                oldest = min(
-                    (q[0][1] for q in (self._urgent, self._routine) if q), default=None)
+                oldest = min((q[0][1] for q in (self._urgent, self._routine) if q), default=None)
                 if oldest is None:
                     self._watching = True
                     self._watch.wait()

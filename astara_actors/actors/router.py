@@ -187,7 +187,9 @@ class RouterActor(PooledActor):
         dump = self.sm.dump()
         dump.update(
             debug=bool(self.silenced),
-            debug_reasons={scope: self.silenced[scope] for scope in SCOPES if scope in self.silenced},
+            debug_reasons={
+                scope: self.silenced[scope] for scope in SCOPES if scope in self.silenced
+            },
             restarts=self.restarts,
             mailbox=mailbox_depth(self),
             instance=self.instance.dump(),
@@ -203,8 +205,13 @@ class RouterActor(PooledActor):
             self._polled_at = self.sm.last_poll_at
             self.status_board.polled(self.router_id, self._polled_at)
         history = self.sm.history
-        key = (self.sm.state, history[-1] if history else None, self.instance.state,
-               tuple(self.silenced.items()), self.sm.failures)
+        key = (
+            self.sm.state,
+            history[-1] if history else None,
+            self.instance.state,
+            tuple(self.silenced.items()),
+            self.sm.failures,
+        )
         if key == self._published:
             return
         self._published = key
@@ -279,8 +286,13 @@ class RouterActor(PooledActor):
     def _resync(self, seed: Any) -> None:
         """A drift sweep's listing: re-push if the config it implies is not the pushed one.
         A router with work of its own reads the cloud anyway: the listing is for idle ones."""
-        if (seed is None or self.silenced or self._probing or self._run_pending
-                or self.sm.has_more_work()):
+        if (
+            seed is None
+            or self.silenced
+            or self._probing
+            or self._run_pending
+            or self.sm.has_more_work()
+        ):
             return
         if self.instance.drifted(seed):
             self.log.info("config drifted from Neutron (drift sweep): re-pushing")

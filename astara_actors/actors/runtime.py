@@ -80,9 +80,14 @@ class Runtime:
         self.claim, self.release = claim, release  # ... and its lease (None: always granted)
         self.scheduler = Scheduler(clock=clock)
         # resync(): one run at a time; a call during a run asks for one more after it
-        self._resync_state: dict[str, Any] = {"lock": threading.Lock(), "busy": False,
-                                              "again": False}
-        self.status_board = StatusBoard(clock=clock)  # every router's latest dump, for fast listings
+        self._resync_state: dict[str, Any] = {
+            "lock": threading.Lock(),
+            "busy": False,
+            "again": False,
+        }
+        self.status_board = StatusBoard(
+            clock=clock
+        )  # every router's latest dump, for fast listings
         self.networks = NetworkCache(network, clock=clock)  # management/external, read once
         self.inventory: Inventory | None = None  # a cold start's reads, one seed per router
         self.rebuild_guard = RebuildGuard(
@@ -156,8 +161,12 @@ class Runtime:
             halted = self.pool.halt()
             busy = self.pool.drain(min(STOP_DRAIN, max(0.0, deadline - time.monotonic())))
             if busy:
-                LOG.warning("stopping: %d actors still in a message (a slow call) after %.1f s; "
-                            "they stop when it returns", busy, time.monotonic() - started)
+                LOG.warning(
+                    "stopping: %d actors still in a message (a slow call) after %.1f s; "
+                    "they stop when it returns",
+                    busy,
+                    time.monotonic() - started,
+                )
         try:
             if self.root is not None:
                 self.root.stop(timeout=max(0.1, deadline - time.monotonic()))
@@ -169,8 +178,12 @@ class Runtime:
             poller_stopped.wait(max(0.1, deadline - time.monotonic()))
         if self.pool is not None:
             self.pool.close(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
-        LOG.info("orchestrator %s stopped (%d actors) in %.2f s", self.settings.host, halted,
-                 time.monotonic() - started)
+        LOG.info(
+            "orchestrator %s stopped (%d actors) in %.2f s",
+            self.settings.host,
+            halted,
+            time.monotonic() - started,
+        )
 
     def __enter__(self) -> Runtime:
         return self.start()
@@ -193,8 +206,9 @@ class Runtime:
 
         ``summaries``: each router as its status board summary (fast at any size; no history)."""
         assert self.root is not None, "Runtime.start() first"
-        return self.root.ask(Dump(router_id, summaries),
-                             timeout=timeout or self.settings.ask_timeout * 2)
+        return self.root.ask(
+            Dump(router_id, summaries), timeout=timeout or self.settings.ask_timeout * 2
+        )
 
     # --- factories handed down the tree
     def _policy(self) -> RestartPolicy:
@@ -265,9 +279,13 @@ class Runtime:
             metrics.RESYNCS.inc()
             known = {s["router_id"]: s.get("tenant_id", "") for s in self.status_board.summaries()}
             try:
-                listing = read_inventory(self.network, self.compute,
-                                         self.settings.management_network_id, clock=self.clock,
-                                         purpose=note)
+                listing = read_inventory(
+                    self.network,
+                    self.compute,
+                    self.settings.management_network_id,
+                    clock=self.clock,
+                    purpose=note,
+                )
             except CloudError as exc:
                 LOG.warning("%s: could not list the cloud (%s); polling every router", note, exc)
                 self.deliver(Event(WILDCARD_ALL, "", Action.POLL, reason=note))
@@ -279,11 +297,22 @@ class Runtime:
                 self.deliver(Event(router_id, tenant_id, Action.POLL, reason=note))
             gone = [(r, t) for r, t in known.items() if r not in seeds]
             for router_id, tenant_id in gone:
-                self.deliver(Event(router_id, tenant_id, Action.UPDATE,
-                                   reason=f"{note}: not in Neutron's listing"))
+                self.deliver(
+                    Event(
+                        router_id,
+                        tenant_id,
+                        Action.UPDATE,
+                        reason=f"{note}: not in Neutron's listing",
+                    )
+                )
             self.deliver(Event(WILDCARD_ALL, "", Action.POLL, reason=note))
-            LOG.info("%s: %d routers listed, %d new, %d not listed; every router polled",
-                     note, len(seeds), len(new), len(gone))
+            LOG.info(
+                "%s: %d routers listed, %d new, %d not listed; every router polled",
+                note,
+                len(seeds),
+                len(new),
+                len(gone),
+            )
 
         def run() -> None:
             while True:

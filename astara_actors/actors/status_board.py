@@ -21,8 +21,15 @@ __all__ = ["StatusBoard", "router_summary"]
 
 # What one line of the router list shows (a dump without its history).
 SUMMARY = (
-    "router_id", "tenant_id", "state", "instance_state", "action", "boot_attempts", "debug",
-    "restarts", "unavailable",
+    "router_id",
+    "tenant_id",
+    "state",
+    "instance_state",
+    "action",
+    "boot_attempts",
+    "debug",
+    "restarts",
+    "unavailable",
 )
 
 
@@ -68,8 +75,11 @@ class StatusBoard:
     def summaries(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
         """Every router's summary (or one tenant's), sorted by tenant and router id."""
         entries = list(self._entries.values())
-        out = [self._summary(dump, ref) for dump, ref in entries
-               if tenant_id is None or dump.get("tenant_id") == tenant_id]
+        out = [
+            self._summary(dump, ref)
+            for dump, ref in entries
+            if tenant_id is None or dump.get("tenant_id") == tenant_id
+        ]
         out.sort(key=lambda s: (s.get("tenant_id", ""), s.get("router_id", "")))
         return out
 

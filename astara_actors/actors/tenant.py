@@ -44,8 +44,15 @@ from astara_actors.protocol.messages import (
     Untrack,
 )
 
-__all__ = ["IdleCheck", "Retire", "Retired", "RouterFactory", "RouterForgotten", "TenantActor",
-           "TenantIdle"]
+__all__ = [
+    "IdleCheck",
+    "Retire",
+    "Retired",
+    "RouterFactory",
+    "RouterForgotten",
+    "TenantActor",
+    "TenantIdle",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -141,7 +148,11 @@ class TenantActor(Supervisor, PooledActor):
     # --- lifecycle
     def on_start(self) -> None:
         self.children = Children(
-            self.actor_ref, self.scheduler, self.policy, self._start_router, "router",
+            self.actor_ref,
+            self.scheduler,
+            self.policy,
+            self._start_router,
+            "router",
             on_restart=self._resync,
         )
         try:
@@ -219,7 +230,6 @@ class TenantActor(Supervisor, PooledActor):
                 LOG.warning("tenant %s ignored unexpected message %r", self.tenant_id, message)
         return None
 
-
     def _child_failed(self, failed: ChildFailed) -> None:
         assert self.children is not None
         self.children.failed(failed)
@@ -241,11 +251,17 @@ class TenantActor(Supervisor, PooledActor):
         if summaries and self.status_board is not None:
             for child in self.children:
                 summary = self.status_board.summary(child.key) or {
-                    "router_id": child.key, "tenant_id": self.tenant_id, "unavailable": "starting"}
+                    "router_id": child.key,
+                    "tenant_id": self.tenant_id,
+                    "unavailable": "starting",
+                }
                 summary["restarts"] = self.children.restarts(child.key)
                 routers.append(summary)
-        answers = [] if summaries and self.status_board is not None else self.children.ask_all(
-            Dump(), self.settings.ask_timeout)
+        answers = (
+            []
+            if summaries and self.status_board is not None
+            else self.children.ask_all(Dump(), self.settings.ask_timeout)
+        )
         for child, answer in answers:
             if isinstance(answer, dict) and "unavailable" in answer:
                 answer = {"router_id": child.key, "tenant_id": self.tenant_id, **answer}
@@ -267,7 +283,9 @@ class TenantActor(Supervisor, PooledActor):
         child = self.children.get(router_id)
         if child is None:
             return None
-        answer = next(a for c, a in self.children.ask_all(Dump(), self.settings.ask_timeout, (child,)))
+        answer = next(
+            a for c, a in self.children.ask_all(Dump(), self.settings.ask_timeout, (child,))
+        )
         if "unavailable" in answer:
             answer = {"router_id": router_id, "tenant_id": self.tenant_id, **answer}
         answer["restarts"] = self.children.restarts(router_id)
@@ -301,7 +319,9 @@ class TenantActor(Supervisor, PooledActor):
             return
         self.children.tell(event.router_id, Deliver(replace(event, tenant_id=self.tenant_id)))
 
-    def _start_router(self, router_id: str, generation: int, failure: str | None) -> pykka.ActorRef[Any]:
+    def _start_router(
+        self, router_id: str, generation: int, failure: str | None
+    ) -> pykka.ActorRef[Any]:
         silenced = dict(self.silenced)
         if router_id in self.router_debug:
             silenced["router"] = self.router_debug[router_id]

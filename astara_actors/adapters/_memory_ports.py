@@ -129,19 +129,33 @@ class MemoryCompute:
             sid = cloud.new_id()
             now = cloud.clock()
             server: dict[str, Any] = {
-                "id": sid, "name": name, "image_id": image_id, "flavor_id": flavor_id,
-                "port_ids": list(port_ids), "user_data": user_data,
-                "config_drive": config_drive, "created_at": now, "deleted_at": None,
-                "error": False, "dead": False, "hung": False, "config": None,
-                "ifnames": {}, "next_if": 0, "address": "",
+                "id": sid,
+                "name": name,
+                "image_id": image_id,
+                "flavor_id": flavor_id,
+                "port_ids": list(port_ids),
+                "user_data": user_data,
+                "config_drive": config_drive,
+                "created_at": now,
+                "deleted_at": None,
+                "error": False,
+                "dead": False,
+                "hung": False,
+                "config": None,
+                "ifnames": {},
+                "next_if": 0,
+                "address": "",
             }
             cloud.add_server(server)
             cloud.created_servers.append((name, image_id))
             for pid in port_ids:
                 self._plug(server, pid, now)
             mgt = next(
-                (cloud.ports[p] for p in port_ids
-                 if cloud.ports[p]["network_id"] == cloud.management_network_id),
+                (
+                    cloud.ports[p]
+                    for p in port_ids
+                    if cloud.ports[p]["network_id"] == cloud.management_network_id
+                ),
                 None,
             )
             if mgt is not None and mgt["fixed_ips"]:

@@ -65,6 +65,7 @@ class CloudState:
         self.config_pushes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
         self.status_pushes: defaultdict[str, list[str]] = defaultdict(list)
         self.created_servers: list[tuple[str, str]] = []
+
     def make_port(
         self,
         network_id: str,
@@ -93,12 +94,20 @@ class CloudState:
                 fixed_ips.append({"subnet_id": subnet_id, "ip_address": ip_address})
             n = next(self._macs)
             port: dict[str, Any] = {
-                "id": self.new_id(), "name": name, "network_id": network_id,
-                "tenant_id": tenant_id, "project_id": tenant_id,
+                "id": self.new_id(),
+                "name": name,
+                "network_id": network_id,
+                "tenant_id": tenant_id,
+                "project_id": tenant_id,
                 "mac_address": f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}",
-                "admin_state_up": True, "status": "DOWN", "device_id": "",
-                "device_owner": "", "fixed_ips": fixed_ips, "security_groups": [],
-                "allowed_address_pairs": [], "port_security_enabled": False,
+                "admin_state_up": True,
+                "status": "DOWN",
+                "device_id": "",
+                "device_owner": "",
+                "fixed_ips": fixed_ips,
+                "security_groups": [],
+                "allowed_address_pairs": [],
+                "port_security_enabled": False,
             }
             self.ports[port["id"]] = port
             self._by_network[network_id].add(port["id"])
@@ -176,8 +185,11 @@ class CloudState:
 
     def server_model(self, server: Mapping[str, Any]) -> Server:
         return Server(
-            id=server["id"], name=server["name"], status=self.server_status(server),
-            image_id=server["image_id"], port_ids=tuple(server["port_ids"]),
+            id=server["id"],
+            name=server["name"],
+            status=self.server_status(server),
+            image_id=server["image_id"],
+            port_ids=tuple(server["port_ids"]),
             age=max(0.0, self.clock() - server["created_at"]),
         )
 

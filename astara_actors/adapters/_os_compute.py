@@ -115,8 +115,12 @@ class OpenStackCompute:
         pattern = "^" + re.escape(name_prefix)
         found = self._calls.run(
             f"list servers named {name_prefix}*",
-            lambda: get_all(self._compute, "/servers/detail", "servers",
-                            {"name": pattern, "all_tenants": "true"}),
+            lambda: get_all(
+                self._compute,
+                "/servers/detail",
+                "servers",
+                {"name": pattern, "all_tenants": "true"},
+            ),
         )
         return [
             _server(s)

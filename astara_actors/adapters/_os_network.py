@@ -95,7 +95,9 @@ class OpenStackNetwork:
         five list calls: what a cold start reads instead of a dozen calls per router."""
         routers = self._calls.run("list routers", lambda: self._get("/routers", "routers"))
         ports = self._calls.run("list ports", lambda: self._get("/ports", "ports"))
-        fips = self._calls.run("list floating IPs", lambda: self._get("/floatingips", "floatingips"))
+        fips = self._calls.run(
+            "list floating IPs", lambda: self._get("/floatingips", "floatingips")
+        )
         nets = self._calls.run("list networks", lambda: self._get("/networks", "networks"))
         subnets = self._calls.run("list subnets", lambda: self._get("/subnets", "subnets"))
         ports_of: dict[str, list[Any]] = {}
@@ -108,8 +110,10 @@ class OpenStackNetwork:
         for s in subnets:
             subnets_of.setdefault(s.get("network_id") or "", []).append(s)
         return (
-            [Router.from_neutron(r, ports_of.get(r["id"], []), fips_of.get(r["id"], []))
-             for r in routers],
+            [
+                Router.from_neutron(r, ports_of.get(r["id"], []), fips_of.get(r["id"], []))
+                for r in routers
+            ],
             {n["id"]: NetworkInfo.from_neutron(n, subnets_of.get(n["id"], [])) for n in nets},
             [Port.from_neutron(p) for p in ports],
         )

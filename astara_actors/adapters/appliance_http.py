@@ -48,9 +48,12 @@ class HttpAppliance:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # never send management traffic through an env proxy
-            session.mount("http://", HTTPAdapter(
-                pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0
-            ))
+            session.mount(
+                "http://",
+                HTTPAdapter(
+                    pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0
+                ),
+            )
         self._session = session
         self._prober: Prober | None = None  # started by the first probe_async
         self._prober_lock = threading.Lock()
@@ -88,6 +91,7 @@ class HttpAppliance:
                 results[address] = alive  # every callback runs on the prober's one thread
                 if len(results) == len(wanted):
                     done(results)
+
             return answered
 
         for address in wanted:
@@ -139,8 +143,12 @@ class HttpAppliance:
     ) -> requests.Response:
         try:
             return self._session.request(
-                method, self.url(address, path), data=data, timeout=timeout,
-                headers=_JSON if data is not None else None, allow_redirects=False,
+                method,
+                self.url(address, path),
+                data=data,
+                timeout=timeout,
+                headers=_JSON if data is not None else None,
+                allow_redirects=False,
             )
         except requests.Timeout:
             raise ApplianceUnreachable(address, f"no answer within {timeout}s") from None

@@ -101,6 +101,7 @@ class Coordinator:
         if self._coord is None:
             raise RuntimeError("the coordinator is not started")
         return self._coord
+
     def start(self) -> None:
         from tooz import coordination
 
@@ -231,8 +232,9 @@ class Coordinator:
         try:
             lock.release()
         except Exception as exc:  # noqa: BLE001 - tooz/redis errors: the lease expires anyway
-            LOG.warning("cluster: could not release tenant %s (it expires by itself): %s",
-                        tenant_id, exc)
+            LOG.warning(
+                "cluster: could not release tenant %s (it expires by itself): %s", tenant_id, exc
+            )
 
     def _on_watch(self, event) -> None:  # tooz MemberJoinedGroup / MemberLeftGroup
         LOG.info("cluster: %s", event)

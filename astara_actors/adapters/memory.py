@@ -57,8 +57,12 @@ class MemoryCloud(CloudState):
         )
         self.external_network_id, self.external_subnet_id = self.add_network(
             # Wider than the fixtures' /20 so that 10,000 routers with a FIP each fit.
-            "public", cidr="172.24.0.0/13", gateway_ip="172.24.0.1", mtu=1500,
-            enable_dhcp=False, external=True,
+            "public",
+            cidr="172.24.0.0/13",
+            gateway_ip="172.24.0.1",
+            mtu=1500,
+            enable_dhcp=False,
+            external=True,
         )
         self.network = MemoryNetwork(self)
         self.compute = MemoryCompute(self)
@@ -101,15 +105,31 @@ class MemoryCloud(CloudState):
                 gateway_ip = str(net[1])
             network_id, subnet_id = self.new_id(), self.new_id()
             self.networks[network_id] = {
-                "id": network_id, "name": name, "tenant_id": tenant_id, "project_id": tenant_id,
-                "admin_state_up": True, "mtu": mtu, "status": "ACTIVE", "subnets": [subnet_id],
-                "shared": False, "router:external": external, "port_security_enabled": True,
+                "id": network_id,
+                "name": name,
+                "tenant_id": tenant_id,
+                "project_id": tenant_id,
+                "admin_state_up": True,
+                "mtu": mtu,
+                "status": "ACTIVE",
+                "subnets": [subnet_id],
+                "shared": False,
+                "router:external": external,
+                "port_security_enabled": True,
             }
             self.subnets[subnet_id] = {
-                "id": subnet_id, "name": f"{name}-subnet", "tenant_id": tenant_id,
-                "project_id": tenant_id, "network_id": network_id, "ip_version": net.version,
-                "enable_dhcp": enable_dhcp, "ipv6_ra_mode": None, "ipv6_address_mode": None,
-                "gateway_ip": gateway_ip, "cidr": cidr, "host_routes": [],
+                "id": subnet_id,
+                "name": f"{name}-subnet",
+                "tenant_id": tenant_id,
+                "project_id": tenant_id,
+                "network_id": network_id,
+                "ip_version": net.version,
+                "enable_dhcp": enable_dhcp,
+                "ipv6_ra_mode": None,
+                "ipv6_address_mode": None,
+                "gateway_ip": gateway_ip,
+                "cidr": cidr,
+                "host_routes": [],
                 "dns_nameservers": list(dns_nameservers),
             }
             self._next_host[subnet_id] = 2
@@ -128,14 +148,23 @@ class MemoryCloud(CloudState):
         with self.lock:
             router_id = self.new_id()
             self.routers[router_id] = {
-                "id": router_id, "name": name, "tenant_id": tenant_id, "project_id": tenant_id,
-                "admin_state_up": True, "status": "ACTIVE", "ha": ha, "distributed": False,
-                "external_gateway_info": None, "routes": [],
+                "id": router_id,
+                "name": name,
+                "tenant_id": tenant_id,
+                "project_id": tenant_id,
+                "admin_state_up": True,
+                "status": "ACTIVE",
+                "ha": ha,
+                "distributed": False,
+                "external_gateway_info": None,
+                "routes": [],
             }
             if gateway:
                 port = self.make_port(
-                    self.external_network_id, subnet_id=self.external_subnet_id,
-                    device_id=router_id, device_owner=GATEWAY_OWNER,
+                    self.external_network_id,
+                    subnet_id=self.external_subnet_id,
+                    device_id=router_id,
+                    device_owner=GATEWAY_OWNER,
                 )
                 self.routers[router_id]["external_gateway_info"] = {
                     "network_id": self.external_network_id,
@@ -147,8 +176,11 @@ class MemoryCloud(CloudState):
                 if i == 0 and gateway:
                     subnet_id = self.networks[network_id]["subnets"][0]
                     vm = self.make_port(
-                        network_id, subnet_id=subnet_id, tenant_id=tenant_id,
-                        name=f"{name or 'router'}-vm", device_id=self.new_id(),
+                        network_id,
+                        subnet_id=subnet_id,
+                        tenant_id=tenant_id,
+                        name=f"{name or 'router'}-vm",
+                        device_id=self.new_id(),
                         device_owner="compute:nova",
                     )
                     self._add_fip(router_id, tenant_id, vm)
@@ -164,8 +196,12 @@ class MemoryCloud(CloudState):
                 )
             subnet = self.subnets[self.networks[network_id]["subnets"][0]]
             self.make_port(
-                network_id, subnet_id=subnet["id"], ip_address=subnet["gateway_ip"],
-                tenant_id=tenant_id, device_id=router_id, device_owner=_INTERFACE_OWNER,
+                network_id,
+                subnet_id=subnet["id"],
+                ip_address=subnet["gateway_ip"],
+                tenant_id=tenant_id,
+                device_id=router_id,
+                device_owner=_INTERFACE_OWNER,
             )
             return network_id
 
@@ -191,10 +227,14 @@ class MemoryCloud(CloudState):
         self.drop_port(ext["id"])  # only the address is kept, as Neutron's FIP port is hidden
         fid = self.new_id()
         self.floatingips[fid] = {
-            "id": fid, "tenant_id": tenant_id, "project_id": tenant_id,
+            "id": fid,
+            "tenant_id": tenant_id,
+            "project_id": tenant_id,
             "floating_ip_address": ext["fixed_ips"][0]["ip_address"],
-            "floating_network_id": self.external_network_id, "router_id": router_id,
-            "port_id": vm_port["id"], "fixed_ip_address": vm_port["fixed_ips"][0]["ip_address"],
+            "floating_network_id": self.external_network_id,
+            "router_id": router_id,
+            "port_id": vm_port["id"],
+            "fixed_ip_address": vm_port["fixed_ips"][0]["ip_address"],
             "status": "ACTIVE",
         }
         self._fips_by_router[router_id].add(fid)

@@ -23,6 +23,7 @@ __all__ = ["CloudSettings", "OpenStackCompute", "OpenStackNetwork", "connect", "
 
 _POOL_SIZE = 64  # kept connections per API endpoint (Keystone, Neutron, Nova)
 
+
 def connect(cloud: CloudSettings) -> Connection:
     """A lazy openstacksdk connection (nothing is sent before the first call).
 
@@ -73,7 +74,9 @@ def _widen_pool(conn: Connection, size: int = _POOL_SIZE) -> None:
 
 
 def open_cloud(
-    cloud: CloudSettings, *, sleep: Callable[[float], None] = time.sleep,
+    cloud: CloudSettings,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
     pool_size: int = _POOL_SIZE,
 ) -> tuple[OpenStackNetwork, OpenStackCompute]:
     """Both adapters over one connection, with the retries and status mode of ``cloud``;
@@ -81,7 +84,12 @@ def open_cloud(
     conn = connect(cloud)
     _widen_pool(conn, pool_size)
     return (
-        OpenStackNetwork(conn, status_mode=cloud.status_mode, retries=cloud.retries,
-                         retry_delay=cloud.retry_delay, sleep=sleep),
+        OpenStackNetwork(
+            conn,
+            status_mode=cloud.status_mode,
+            retries=cloud.retries,
+            retry_delay=cloud.retry_delay,
+            sleep=sleep,
+        ),
         OpenStackCompute(conn, retries=cloud.retries, retry_delay=cloud.retry_delay, sleep=sleep),
     )

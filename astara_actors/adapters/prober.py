@@ -290,7 +290,8 @@ class Prober:
             if not host or not host.isprintable():
                 raise ValueError("empty or unprintable")
             family, _, _, _, sockaddr = socket.getaddrinfo(
-                host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+                host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )[0]
         except (OSError, ValueError, TypeError, AttributeError, UnicodeError, IndexError) as e:
             LOG.debug("prober %s: not a numeric address: %r (%s)", self.name, address, e)
             return None
@@ -318,7 +319,7 @@ class Prober:
         sock = probe.sock
         assert sock is not None
         try:
-            probe.sent += sock.send(probe.request[probe.sent:] if probe.sent else probe.request)
+            probe.sent += sock.send(probe.request[probe.sent :] if probe.sent else probe.request)
         except BlockingIOError:
             return  # not connected yet / buffer full: wait to be writable
         if probe.sent >= len(probe.request):

@@ -110,7 +110,7 @@ class Auth:
         if not identity.has_role(self._role):
             raise falcon.HTTPForbidden(
                 description=f"{identity.who()} does not hold the role {self._role} this API "
-                            "requires"
+                "requires"
             )
         req.context.who = identity.who()
 
@@ -143,12 +143,19 @@ def create_app(
     if strategy == "keystone":
         if keystone is None:
             raise ValueError("auth_strategy = keystone needs a TokenSource (keystone=...)")
-        validator = KeystoneValidator(keystone, cache_time=api.token_cache_time,
-                                      cache_size=api.token_cache_size)
+        validator = KeystoneValidator(
+            keystone, cache_time=api.token_cache_time, cache_size=api.token_cache_size
+        )
     if strategy != "none":
         public = PUBLIC_PATHS | ({"/metrics"} if api.metrics_open else set())
-        middleware.append(Auth(token=api.auth_token, keystone=validator,
-                               required_role=api.required_role, public=frozenset(public)))
+        middleware.append(
+            Auth(
+                token=api.auth_token,
+                keystone=validator,
+                required_role=api.required_role,
+                public=frozenset(public),
+            )
+        )
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # `/poll/` as in the seed, and `/poll`
     app.req_options.auto_parse_form_urlencoded = False  # resources read the body themselves
@@ -164,9 +171,12 @@ def create_app(
     app.add_route("/workers", WorkersResource(control))
     app.add_route("/healthz", HealthResource(control))
     app.add_route("/metrics", MetricsResource(control))
-    document = openapi_document(auth=bool(api.auth_token) and strategy != "none",
-                                keystone=strategy == "keystone", metrics_open=api.metrics_open,
-                                required_role=api.required_role)
+    document = openapi_document(
+        auth=bool(api.auth_token) and strategy != "none",
+        keystone=strategy == "keystone",
+        metrics_open=api.metrics_open,
+        required_role=api.required_role,
+    )
     app.add_route("/openapi.json", OpenApiResource(document))
     app.add_sink(InteractiveSink(), prefix=rf"^/({'|'.join(INTERACTIVE)})(/.*)?$")
     return app

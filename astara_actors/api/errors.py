@@ -15,8 +15,13 @@ from astara_actors.bus.transport import BusError
 from astara_actors.errors import AstaraError
 from astara_actors.protocol.control import InvalidCommand
 
-__all__ = ["ApiError", "KeystoneUnavailable", "OrchestratorFailed", "UnknownRouter",
-           "install_error_handlers"]
+__all__ = [
+    "ApiError",
+    "KeystoneUnavailable",
+    "OrchestratorFailed",
+    "UnknownRouter",
+    "install_error_handlers",
+]
 
 LOG = logging.getLogger(__name__)
 

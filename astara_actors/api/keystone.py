@@ -28,8 +28,14 @@ if TYPE_CHECKING:
     from astara_actors.config.loader import Config
 
 __all__ = [
-    "KeystoneIdentity", "KeystoneTokens", "KeystoneUnavailable", "KeystoneValidator",
-    "TokenSource", "keystone_account", "plausible_token", "tokens_url",
+    "KeystoneIdentity",
+    "KeystoneTokens",
+    "KeystoneUnavailable",
+    "KeystoneValidator",
+    "TokenSource",
+    "keystone_account",
+    "plausible_token",
+    "tokens_url",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -152,12 +158,20 @@ def keystone_account(config: Config) -> CloudSettings:
 
     sim = config.sim
     if sim is None or not sim.port:
-        raise SettingsError("api", "auth_strategy", "keystone needs a Keystone to ask: a [cloud] "
-                            "account, or the embedded simulator on a fixed [sim] port (not 0)")
+        raise SettingsError(
+            "api",
+            "auth_strategy",
+            "keystone needs a Keystone to ask: a [cloud] "
+            "account, or the embedded simulator on a fixed [sim] port (not 0)",
+        )
     host = sim.listen if ":" not in sim.listen else f"[{sim.listen}]"
     base = sim.public_url.rstrip("/") or f"http://{host}:{sim.port}"
-    return CloudSettings(auth_url=f"{base}/identity/v3", username=sim.admin_user,
-                         password=sim.admin_password, project_name=sim.admin_project)
+    return CloudSettings(
+        auth_url=f"{base}/identity/v3",
+        username=sim.admin_user,
+        password=sim.admin_password,
+        project_name=sim.admin_project,
+    )
 
 
 class KeystoneTokens:
@@ -194,11 +208,15 @@ class KeystoneTokens:
     def __call__(self, token: str) -> KeystoneIdentity | None:
         session, url = self._connect()
         try:
-            resp = session.get(url, headers={"X-Subject-Token": token}, params={"nocatalog": ""},
-                               raise_exc=False, timeout=self.timeout)
+            resp = session.get(
+                url,
+                headers={"X-Subject-Token": token},
+                params={"nocatalog": ""},
+                raise_exc=False,
+                timeout=self.timeout,
+            )
         except Exception as exc:  # noqa: BLE001 - keystoneauth's own errors, connection refused…
-            LOG.warning("cannot validate a token with Keystone at %s: %s", url,
-                        type(exc).__name__)
+            LOG.warning("cannot validate a token with Keystone at %s: %s", url, type(exc).__name__)
             raise KeystoneUnavailable("cannot reach Keystone to validate the token") from None
         status = resp.status_code
         if status == 404:
@@ -210,8 +228,12 @@ class KeystoneTokens:
                 LOG.error("Keystone at %s answered a token body we cannot read: %s", url, exc)
                 raise KeystoneUnavailable("Keystone's answer could not be read") from None
         if status in (401, 403):
-            LOG.error("Keystone at %s refused the API's own [cloud] account (HTTP %d): it must "
-                      "hold the admin or service role to validate tokens", url, status)
+            LOG.error(
+                "Keystone at %s refused the API's own [cloud] account (HTTP %d): it must "
+                "hold the admin or service role to validate tokens",
+                url,
+                status,
+            )
         else:
             LOG.warning("Keystone at %s answered HTTP %d to a token validation", url, status)
         raise KeystoneUnavailable(f"Keystone could not validate the token (HTTP {status})")
@@ -232,7 +254,10 @@ def identity_of(body: Mapping[str, Any]) -> KeystoneIdentity | None:
         if expires <= time.time():
             return None
     return KeystoneIdentity(
-        user_id=str(user.get("id", "")), user_name=str(user.get("name", "")),
-        project_id=str(project.get("id", "")), project_name=str(project.get("name", "")),
-        roles=roles, expires_at=expires,
+        user_id=str(user.get("id", "")),
+        user_name=str(user.get("name", "")),
+        project_id=str(project.get("id", "")),
+        project_name=str(project.get("name", "")),
+        roles=roles,
+        expires_at=expires,
     )

@@ -62,11 +62,14 @@ class ApiArbiter(Arbiter):
     def start(self) -> None:
         self.parent = int(os.environ.get(PARENT_ENV) or os.getppid())
         if not set_parent_death_signal(signal.SIGINT):
-            self.log.warning("no parent-death signal on this system: the API notices its "
-                             "parent is gone within a second or so instead")
+            self.log.warning(
+                "no parent-death signal on this system: the API notices its "
+                "parent is gone within a second or so instead"
+            )
         if os.getppid() != self.parent:  # it died before the prctl: no signal will come
-            self.log.error("the process that started the API (pid %d) is gone: not starting",
-                           self.parent)
+            self.log.error(
+                "the process that started the API (pid %d) is gone: not starting", self.parent
+            )
             sys.exit(1)
         super().start()
         self._write_pidfile()
@@ -75,8 +78,9 @@ class ApiArbiter(Arbiter):
         signals: list[int] = super().wait_for_signals(timeout)
         if not self._orphaned and os.getppid() != self.parent:
             self._orphaned = True
-            self.log.warning("the process that started the API (pid %d) is gone: stopping",
-                             self.parent)
+            self.log.warning(
+                "the process that started the API (pid %d) is gone: stopping", self.parent
+            )
             signals.append(signal.SIGINT)
         return signals
 
@@ -91,8 +95,12 @@ class ApiArbiter(Arbiter):
         path = os.environ.get(PIDFILE_ENV, "")
         if not path:
             return
-        record = {"api": os.getpid(), "parent": self.parent, "started": time.time(),
-                  "bind": [str(listener) for listener in self.LISTENERS]}
+        record = {
+            "api": os.getpid(),
+            "parent": self.parent,
+            "started": time.time(),
+            "bind": [str(listener) for listener in self.LISTENERS],
+        }
         target = Path(path)
         temporary = target.with_name(f".{target.name}.{os.getpid()}")
         try:
@@ -101,8 +109,12 @@ class ApiArbiter(Arbiter):
                 json.dump(record, out)
             os.replace(temporary, target)
         except OSError as exc:
-            self.log.warning("cannot write the API's pidfile %s: %s (a later start cannot "
-                             "replace this API if it is left behind)", path, exc)
+            self.log.warning(
+                "cannot write the API's pidfile %s: %s (a later start cannot "
+                "replace this API if it is left behind)",
+                path,
+                exc,
+            )
             return
         self._pidfile = target
         self._master = os.getpid()

@@ -11,9 +11,7 @@ from astara_actors.protocol.control import CommandKind
 
 __all__ = ["UUID_PATTERN", "openapi_document"]
 
-UUID_PATTERN = (
-    "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-)
+UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 _UUID = {"type": "string", "pattern": UUID_PATTERN}
 _WILDCARD_ID = {"anyOf": [_UUID, {"type": "string", "enum": ["*", "error"]}]}
 _JSON = "application/json"
@@ -32,40 +30,71 @@ def _object(
 _SCHEMAS: dict[str, Any] = {
     "Error": _object({"error": {"type": "string"}}, ("error",)),
     "Accepted": _object(
-        {"accepted": _object({"command": {"type": "string", "enum": [str(k) for k in CommandKind]}},
-                             ("command",), description="the astara.command payload published")},
+        {
+            "accepted": _object(
+                {"command": {"type": "string", "enum": [str(k) for k in CommandKind]}},
+                ("command",),
+                description="the astara.command payload published",
+            )
+        },
         ("accepted",),
     ),
-    "AnswerError": _object({"host": {"type": "string"}, "error": {"type": "string"}},
-                           ("host", "error")),
-    "RouterSummary": _object({
-        "router_id": {"type": "string"}, "tenant_id": {"type": "string"},
-        "host": {"type": "string", "description": "the orchestrator that manages the router"},
-        "name": {"type": "string"}, "state": {"type": "string"}, "instance_state": {},
-        "action": {}, "boot_attempts": {"type": "integer"}, "debug": {"type": "boolean"},
-        "restarts": {"type": "integer"}, "last_transition": {},
-    }, ("router_id", "tenant_id", "host")),
-    "Routers": _object({
-        "routers": {"type": "array", "items": _ref("schemas", "RouterSummary")},
-        "orchestrators": {"type": "array", "items": {"type": "string"}},
-        "errors": {"type": "array", "items": _ref("schemas", "AnswerError")},
-    }, ("routers", "orchestrators", "errors")),
-    "Router": _object({
-        "host": {"type": "string"},
-        "router": _object({"router_id": {"type": "string"}, "tenant_id": {"type": "string"}},
-                          ("router_id",), description="state, instance, inbox, transitions…"),
-    }, ("host", "router")),
-    "OrchestratorTree": _object({"host": {"type": "string"}, "workers": {"type": "object"}},
-                                ("host", "workers")),
-    "Workers": _object({
-        "orchestrators": {"type": "array", "items": _ref("schemas", "OrchestratorTree")},
-        "errors": {"type": "array", "items": _ref("schemas", "AnswerError")},
-    }, ("orchestrators", "errors")),
+    "AnswerError": _object(
+        {"host": {"type": "string"}, "error": {"type": "string"}}, ("host", "error")
+    ),
+    "RouterSummary": _object(
+        {
+            "router_id": {"type": "string"},
+            "tenant_id": {"type": "string"},
+            "host": {"type": "string", "description": "the orchestrator that manages the router"},
+            "name": {"type": "string"},
+            "state": {"type": "string"},
+            "instance_state": {},
+            "action": {},
+            "boot_attempts": {"type": "integer"},
+            "debug": {"type": "boolean"},
+            "restarts": {"type": "integer"},
+            "last_transition": {},
+        },
+        ("router_id", "tenant_id", "host"),
+    ),
+    "Routers": _object(
+        {
+            "routers": {"type": "array", "items": _ref("schemas", "RouterSummary")},
+            "orchestrators": {"type": "array", "items": {"type": "string"}},
+            "errors": {"type": "array", "items": _ref("schemas", "AnswerError")},
+        },
+        ("routers", "orchestrators", "errors"),
+    ),
+    "Router": _object(
+        {
+            "host": {"type": "string"},
+            "router": _object(
+                {"router_id": {"type": "string"}, "tenant_id": {"type": "string"}},
+                ("router_id",),
+                description="state, instance, inbox, transitions…",
+            ),
+        },
+        ("host", "router"),
+    ),
+    "OrchestratorTree": _object(
+        {"host": {"type": "string"}, "workers": {"type": "object"}}, ("host", "workers")
+    ),
+    "Workers": _object(
+        {
+            "orchestrators": {"type": "array", "items": _ref("schemas", "OrchestratorTree")},
+            "errors": {"type": "array", "items": _ref("schemas", "AnswerError")},
+        },
+        ("orchestrators", "errors"),
+    ),
     "WorkersDebug": {"allOf": [_ref("schemas", "Accepted"), _ref("schemas", "Workers")]},
-    "Health": _object({
-        "status": {"type": "string", "enum": ["ok"]},
-        "orchestrators": {"type": "array", "items": {"type": "string"}},
-    }, ("status", "orchestrators")),
+    "Health": _object(
+        {
+            "status": {"type": "string", "enum": ["ok"]},
+            "orchestrators": {"type": "array", "items": {"type": "string"}},
+        },
+        ("status", "orchestrators"),
+    ),
 }
 
 _ERRORS = {
@@ -76,19 +105,25 @@ _ERRORS = {
     "ContentTooLarge": ("413", "The body is over 64 KiB"),
     "UnsupportedMediaType": ("415", "The body is neither JSON nor a form"),
     "NotImplemented": ("501", "Interactive command: use astara-ctl in a terminal"),
-    "Unavailable": ("503", "No orchestrator answered within the timeout, the bus is unreachable, "
-                           "or Keystone could not validate the token"),
+    "Unavailable": (
+        "503",
+        "No orchestrator answered within the timeout, the bus is unreachable, "
+        "or Keystone could not validate the token",
+    ),
 }
 
 
 def _error_response(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {_JSON: {"schema": _ref("schemas", "Error")}}}
+    return {"description": description, "content": {_JSON: {"schema": _ref("schemas", "Error")}}}
 
 
 def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
-    return {status: {"description": description,
-                     "content": {_JSON: {"schema": _ref("schemas", schema)}}}}
+    return {
+        status: {
+            "description": description,
+            "content": {_JSON: {"schema": _ref("schemas", schema)}},
+        }
+    }
 
 
 def _errors(*names: str, auth: tuple[str, ...]) -> dict[str, Any]:
@@ -102,8 +137,13 @@ def _status_of(name: str) -> str:
 
 
 def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
 
 
 def _command(route: CommandRoute, auth: tuple[str, ...]) -> dict[str, Any]:
@@ -114,41 +154,70 @@ def _command(route: CommandRoute, auth: tuple[str, ...]) -> dict[str, Any]:
         extra = " (or `*` for every router, `error` for those in error)" if route.wildcards else ""
         params.append(_path_param(route.id_key, schema, f"The {what}'s UUID{extra}"))
     properties = {
-        "reason": {"type": "string", "maxLength": validate.MAX_REASON,
-                   "pattern": validate.reason_pattern(),
-                   "description": "Why (logged, shown in the router's dump): at most "
-                                  f"{validate.MAX_REASON} characters, no control characters"},
-        "image": {"type": "string", "maxLength": validate.MAX_IMAGE_REF,
-                  "pattern": validate.IMAGE_PATTERN,
-                  "description": "Rebuild from this Glance image id"},
+        "reason": {
+            "type": "string",
+            "maxLength": validate.MAX_REASON,
+            "pattern": validate.reason_pattern(),
+            "description": "Why (logged, shown in the router's dump): at most "
+            f"{validate.MAX_REASON} characters, no control characters",
+        },
+        "image": {
+            "type": "string",
+            "maxLength": validate.MAX_IMAGE_REF,
+            "pattern": validate.IMAGE_PATTERN,
+            "description": "Rebuild from this Glance image id",
+        },
     }
     fields = {name: properties[name] for name in route.fields}
-    params += [{"name": name, "in": "query", "required": False, "schema": schema,
-                "description": f"{schema['description']}; the body's field wins"}
-               for name, schema in fields.items()]
+    params += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": f"{schema['description']}; the body's field wins",
+        }
+        for name, schema in fields.items()
+    ]
     errors = ["BadRequest", "ContentTooLarge", "UnsupportedMediaType", "Unavailable"]
     if route.targets_router:
         errors.append("NotFound")
     operation: dict[str, Any] = {
-        "operationId": str(route.kind) + ("" if route.enabled is None else
-                                          "-enable" if route.enabled else "-disable"),
+        "operationId": str(route.kind)
+        + ("" if route.enabled is None else "-enable" if route.enabled else "-disable"),
         "summary": route.summary,
         "tags": ["commands"],
         "parameters": params,
-        "responses": {**_ok("Published to every orchestrator", "Accepted", "202"),
-                      **_errors(*errors, auth=auth)},
+        "responses": {
+            **_ok("Published to every orchestrator", "Accepted", "202"),
+            **_errors(*errors, auth=auth),
+        },
     }
     if fields:
-        operation["requestBody"] = {"required": False, "content": {_JSON: {"schema": _object(
-            fields, additionalProperties=False)}}}
+        operation["requestBody"] = {
+            "required": False,
+            "content": {_JSON: {"schema": _object(fields, additionalProperties=False)}},
+        }
     return {"put": operation}
 
 
-def _get(operation_id: str, summary: str, ok: dict[str, Any], errors: list[str],
-         auth: tuple[str, ...],
-         params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"get": {"operationId": operation_id, "summary": summary, "tags": ["state"],
-                    "parameters": params or [], "responses": {**ok, **_errors(*errors, auth=auth)}}}
+def _get(
+    operation_id: str,
+    summary: str,
+    ok: dict[str, Any],
+    errors: list[str],
+    auth: tuple[str, ...],
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["state"],
+            "parameters": params or [],
+            "responses": {**ok, **_errors(*errors, auth=auth)},
+        }
+    }
 
 
 def openapi_document(
@@ -163,74 +232,131 @@ def openapi_document(
     ``metrics_open`` makes ``/metrics`` public too."""
     schemes: dict[str, Any] = {}
     if auth:
-        schemes["bearer"] = {"type": "http", "scheme": "bearer",
-                             "description": "The static token of [api] auth_token"}
+        schemes["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The static token of [api] auth_token",
+        }
     if keystone:
         schemes["keystone"] = {
-            "type": "apiKey", "in": "header", "name": "X-Auth-Token",
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Auth-Token",
             "description": f"A Keystone token holding the role {required_role} (validated "
-                           "with Keystone: 401 when it is not valid, 403 without the role)",
+            "with Keystone: 401 when it is not valid, 403 without the role)",
         }
     secured: tuple[str, ...] = ("Unauthorized",) if schemes else ()
     if keystone:
         secured += ("Forbidden", "Unavailable")
     auth_errors: tuple[str, ...] = secured
-    paths: dict[str, Any] = {route.path: _command(route, auth_errors)
-                             for route in COMMAND_ROUTES}
-    paths["/workers/debug"] = {"put": {
-        "operationId": str(CommandKind.WORKERS_DEBUG), "tags": ["commands"],
-        "summary": "Log every orchestrator's supervision tree, and return it",
-        "responses": {**_ok("Published; the trees as the orchestrators answered", "WorkersDebug",
-                            "202"),
-                      **_errors("BadRequest", "ContentTooLarge", "UnsupportedMediaType",
-                                "Unavailable", auth=auth_errors)},
-    }}
-    paths["/routers"] = _get("list-routers", "Every router with its state",
-                             _ok("The routers of every orchestrator that answered", "Routers"),
-                             ["BadRequest", "Unavailable"], auth_errors)
+    paths: dict[str, Any] = {route.path: _command(route, auth_errors) for route in COMMAND_ROUTES}
+    paths["/workers/debug"] = {
+        "put": {
+            "operationId": str(CommandKind.WORKERS_DEBUG),
+            "tags": ["commands"],
+            "summary": "Log every orchestrator's supervision tree, and return it",
+            "responses": {
+                **_ok("Published; the trees as the orchestrators answered", "WorkersDebug", "202"),
+                **_errors(
+                    "BadRequest",
+                    "ContentTooLarge",
+                    "UnsupportedMediaType",
+                    "Unavailable",
+                    auth=auth_errors,
+                ),
+            },
+        }
+    }
+    paths["/routers"] = _get(
+        "list-routers",
+        "Every router with its state",
+        _ok("The routers of every orchestrator that answered", "Routers"),
+        ["BadRequest", "Unavailable"],
+        auth_errors,
+    )
     paths["/routers/{router_id}"] = _get(
-        "show-router", "One router's dump: state, instance, inbox, last transitions",
-        _ok("The router's dump", "Router"), ["BadRequest", "NotFound", "Unavailable"], auth_errors,
+        "show-router",
+        "One router's dump: state, instance, inbox, last transitions",
+        _ok("The router's dump", "Router"),
+        ["BadRequest", "NotFound", "Unavailable"],
+        auth_errors,
         [_path_param("router_id", _UUID, "The router's UUID")],
     )
-    paths["/workers"] = _get("show-workers", "Each orchestrator's supervision tree",
-                             _ok("The trees", "Workers"), ["BadRequest", "Unavailable"], auth_errors)
-    paths["/healthz"] = _get("health", "Whether an orchestrator answers over the bus",
-                             _ok("At least one orchestrator answered", "Health"),
-                             ["BadRequest", "Unavailable"], ())
+    paths["/workers"] = _get(
+        "show-workers",
+        "Each orchestrator's supervision tree",
+        _ok("The trees", "Workers"),
+        ["BadRequest", "Unavailable"],
+        auth_errors,
+    )
+    paths["/healthz"] = _get(
+        "health",
+        "Whether an orchestrator answers over the bus",
+        _ok("At least one orchestrator answered", "Health"),
+        ["BadRequest", "Unavailable"],
+        (),
+    )
     paths["/healthz"]["get"]["security"] = []
-    paths["/metrics"] = {"get": {
-        "operationId": "metrics", "tags": ["state"], "parameters": [],
-        "summary": "Every orchestrator's Prometheus metrics, each sample labelled orchestrator",
-        "responses": {"200": {"description": "The Prometheus text format, version 0.0.4",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}},
-                      **_errors("BadRequest", "Unavailable",
-                                auth=() if metrics_open else auth_errors)},
-    }}
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "tags": ["state"],
+            "parameters": [],
+            "summary": "Every orchestrator's Prometheus metrics, each sample labelled orchestrator",
+            "responses": {
+                "200": {
+                    "description": "The Prometheus text format, version 0.0.4",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors("BadRequest", "Unavailable", auth=() if metrics_open else auth_errors),
+            },
+        }
+    }
     if metrics_open:
         paths["/metrics"]["get"]["security"] = []
-    paths["/openapi.json"] = {"get": {
-        "operationId": "openapi", "summary": "This document", "tags": ["meta"], "security": [],
-        "responses": {"200": {"description": "OpenAPI 3.1",
-                              "content": {_JSON: {"schema": {"type": "object"}}}}},
-    }}
-    paths["/browse"] = {"put": {"operationId": "browse", "summary": "Interactive: not over HTTP",
-                                "tags": ["commands"],
-                                "responses": _errors("NotImplemented", auth=auth_errors)}}
-    paths["/ssh/{router_id}"] = {"put": {
-        "operationId": "ssh", "summary": "Interactive: not over HTTP", "tags": ["commands"],
-        "parameters": [_path_param("router_id", {"type": "string"}, "The router")],
-        "responses": _errors("NotImplemented", auth=auth_errors),
-    }}
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "tags": ["meta"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {_JSON: {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
+    paths["/browse"] = {
+        "put": {
+            "operationId": "browse",
+            "summary": "Interactive: not over HTTP",
+            "tags": ["commands"],
+            "responses": _errors("NotImplemented", auth=auth_errors),
+        }
+    }
+    paths["/ssh/{router_id}"] = {
+        "put": {
+            "operationId": "ssh",
+            "summary": "Interactive: not over HTTP",
+            "tags": ["commands"],
+            "parameters": [_path_param("router_id", {"type": "string"}, "The router")],
+            "responses": _errors("NotImplemented", auth=auth_errors),
+        }
+    }
     components: dict[str, Any] = {
         "schemas": copy.deepcopy(_SCHEMAS),
         "responses": {name: _error_response(text) for name, (_code, text) in _ERRORS.items()},
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "astara-actors HTTP RPC API", "version": "1",
-                 "description": "astara-ctl's non-interactive commands (PUT, published to every "
-                                "orchestrator over the bus) and their state (GET)."},
+        "info": {
+            "title": "astara-actors HTTP RPC API",
+            "version": "1",
+            "description": "astara-ctl's non-interactive commands (PUT, published to every "
+            "orchestrator over the bus) and their state (GET).",
+        },
         "paths": paths,
         "components": components,
     }

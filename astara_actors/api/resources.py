@@ -24,9 +24,18 @@ from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR
 from astara_actors.protocol.control import Command, CommandKind, InvalidCommand, Query, QueryKind
 
 __all__ = [
-    "CommandResource", "Control", "HealthResource", "InteractiveSink", "METRICS_CONTENT_TYPE",
-    "MetricsResource", "MissingIdResource", "RouterResource", "RoutersResource",
-    "WorkersDebugResource", "WorkersResource", "merge_metrics",
+    "CommandResource",
+    "Control",
+    "HealthResource",
+    "InteractiveSink",
+    "METRICS_CONTENT_TYPE",
+    "MetricsResource",
+    "MissingIdResource",
+    "RouterResource",
+    "RoutersResource",
+    "WorkersDebugResource",
+    "WorkersResource",
+    "merge_metrics",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -94,8 +103,9 @@ def check_params(req: falcon.Request, allowed: tuple[str, ...] = ()) -> None:
     unknown = sorted(set(req.params) - set(allowed))
     if unknown:
         takes = ", ".join(allowed) if allowed else "none"
-        raise InvalidCommand(f"unknown query parameter(s) {', '.join(map(repr, unknown))} "
-                             f"(this route takes {takes})")
+        raise InvalidCommand(
+            f"unknown query parameter(s) {', '.join(map(repr, unknown))} (this route takes {takes})"
+        )
 
 
 def request_fields(req: falcon.Request, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -107,8 +117,9 @@ def request_fields(req: falcon.Request, allowed: tuple[str, ...]) -> dict[str, s
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         takes = ", ".join(allowed) if allowed else "no fields"
-        raise InvalidCommand(f"unknown field(s) {', '.join(map(repr, unknown))}: this command "
-                             f"takes {takes}")
+        raise InvalidCommand(
+            f"unknown field(s) {', '.join(map(repr, unknown))}: this command takes {takes}"
+        )
     for name, value in body.items():
         if not isinstance(value, str):
             raise InvalidCommand(f"{name} must be a string, not {_json_type(value)}")
@@ -164,8 +175,15 @@ def _body(req: falcon.Request) -> dict[str, Any]:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -213,8 +231,9 @@ class MissingIdResource:
         self.id_key = id_key
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raise InvalidCommand(f"{req.path}: the {self.id_key} is missing "
-                             f"(PUT {req.path}/<{self.id_key}>)")
+        raise InvalidCommand(
+            f"{req.path}: the {self.id_key} is missing (PUT {req.path}/<{self.id_key}>)"
+        )
 
 
 class InteractiveSink:
@@ -240,11 +259,16 @@ class RoutersResource:
         good, bad = self.control.ask(Query(QueryKind.ROUTERS))
         routers = [
             {**router, "host": answer["host"]}
-            for answer in good for router in answer.get("routers") or () if isinstance(router, dict)
+            for answer in good
+            for router in answer.get("routers") or ()
+            if isinstance(router, dict)
         ]
         routers.sort(key=lambda r: (str(r.get("tenant_id", "")), str(r.get("router_id", ""))))
-        resp.media = {"routers": routers, "orchestrators": sorted(a["host"] for a in good),
-                      "errors": bad}
+        resp.media = {
+            "routers": routers,
+            "orchestrators": sorted(a["host"] for a in good),
+            "errors": bad,
+        }
 
 
 class RouterResource:

@@ -11,10 +11,14 @@ from astara_actors.protocol.control import CommandKind
 
 __all__ = ["COMMAND_ROUTES", "MISSING_ID_ROUTES", "CommandRoute", "INTERACTIVE"]
 
-_WILDCARD_KINDS = frozenset({
-    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
-    CommandKind.RESOURCE_UPDATE, CommandKind.RESOURCE_REBUILD,
-})
+_WILDCARD_KINDS = frozenset(
+    {
+        CommandKind.ROUTER_UPDATE,
+        CommandKind.ROUTER_REBUILD,
+        CommandKind.RESOURCE_UPDATE,
+        CommandKind.RESOURCE_REBUILD,
+    }
+)
 
 #: The interactive astara-ctl commands: they need a terminal, so the API answers 501.
 INTERACTIVE = ("browse", "ssh")
@@ -59,28 +63,46 @@ def _targeted() -> list[CommandRoute]:
     }
     for noun, key in (("router", "router_id"), ("resource", "resource_id")):
         for verb, summary in verbs.items():
-            routes.append(CommandRoute(
-                f"/{noun}/{verb}/{{{key}}}", CommandKind(f"{noun}-{verb}"),
-                summary.format(what=noun), id_key=key,
-                image_key=f"{noun}_image_uuid" if verb == "rebuild" else "",
-            ))
-    for verb, summary in (("debug", "Put every router of the tenant in debug mode"),
-                          ("manage", "Take the tenant out of debug mode")):
-        routes.append(CommandRoute(
-            f"/tenant/{verb}/{{tenant_id}}", CommandKind(f"tenant-{verb}"), summary,
-            id_key="tenant_id",
-        ))
+            routes.append(
+                CommandRoute(
+                    f"/{noun}/{verb}/{{{key}}}",
+                    CommandKind(f"{noun}-{verb}"),
+                    summary.format(what=noun),
+                    id_key=key,
+                    image_key=f"{noun}_image_uuid" if verb == "rebuild" else "",
+                )
+            )
+    for verb, summary in (
+        ("debug", "Put every router of the tenant in debug mode"),
+        ("manage", "Take the tenant out of debug mode"),
+    ):
+        routes.append(
+            CommandRoute(
+                f"/tenant/{verb}/{{tenant_id}}",
+                CommandKind(f"tenant-{verb}"),
+                summary,
+                id_key="tenant_id",
+            )
+        )
     return routes
 
 
 COMMAND_ROUTES: tuple[CommandRoute, ...] = (
     CommandRoute("/poll", CommandKind.POLL, "Poll every router now"),
-    CommandRoute("/config/reload", CommandKind.CONFIG_RELOAD,
-                 "Make every orchestrator re-read its configuration file"),
-    CommandRoute("/global/debug/enable", CommandKind.GLOBAL_DEBUG,
-                 "Global debug mode: the orchestrators stop acting on every router", enabled=True),
-    CommandRoute("/global/debug/disable", CommandKind.GLOBAL_DEBUG,
-                 "Leave global debug mode", enabled=False),
+    CommandRoute(
+        "/config/reload",
+        CommandKind.CONFIG_RELOAD,
+        "Make every orchestrator re-read its configuration file",
+    ),
+    CommandRoute(
+        "/global/debug/enable",
+        CommandKind.GLOBAL_DEBUG,
+        "Global debug mode: the orchestrators stop acting on every router",
+        enabled=True,
+    ),
+    CommandRoute(
+        "/global/debug/disable", CommandKind.GLOBAL_DEBUG, "Leave global debug mode", enabled=False
+    ),
     *_targeted(),
 )
 

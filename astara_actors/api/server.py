@@ -43,8 +43,19 @@ from astara_actors.errors import SettingsError
 from astara_actors.log import install as safe_logs
 
 __all__ = [
-    "APP", "MODULE", "PARENT_ENV", "PIDFILE", "PIDFILE_ENV", "WORKER", "ApiStartError", "bind_address", "check_api_settings",
-    "gunicorn_command", "main", "replace_stale_api", "run_api",
+    "APP",
+    "MODULE",
+    "PARENT_ENV",
+    "PIDFILE",
+    "PIDFILE_ENV",
+    "WORKER",
+    "ApiStartError",
+    "bind_address",
+    "check_api_settings",
+    "gunicorn_command",
+    "main",
+    "replace_stale_api",
+    "run_api",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -105,8 +116,9 @@ def check_listen(listen: str, port: int) -> str:
             if host == "::" and exc.errno == errno.EADDRNOTAVAIL:
                 LOG.warning("no IPv6 on this host: the API listens on 0.0.0.0 instead of [::]")
                 return check_listen("0.0.0.0", port)
-            raise ApiStartError(f"cannot listen on {bind_address(host, port)}: "
-                                f"{exc.strerror or exc}") from None
+            raise ApiStartError(
+                f"cannot listen on {bind_address(host, port)}: {exc.strerror or exc}"
+            ) from None
     return host
 
 
@@ -119,16 +131,25 @@ def _has_control_socket() -> bool:
 def gunicorn_command(api: ApiSettings, listen: str | None = None) -> list[str]:
     """The command line serving :data:`APP` for ``[api]`` (gunicorn, run by :mod:`.master`)."""
     argv = [
-        sys.executable, "-m", MODULE,
-        "--bind", bind_address(listen or api.listen, api.port),
-        "--workers", str(api.workers),
-        "--worker-class", WORKER,
-        "--threads", str(THREADS),
-        "--timeout", str(WORKER_TIMEOUT),
+        sys.executable,
+        "-m",
+        MODULE,
+        "--bind",
+        bind_address(listen or api.listen, api.port),
+        "--workers",
+        str(api.workers),
+        "--worker-class",
+        WORKER,
+        "--threads",
+        str(THREADS),
+        "--timeout",
+        str(WORKER_TIMEOUT),
         # A stop waits this long for requests in flight (a query waits at most [api] timeout),
         # not gunicorn's 30 s: the port is free for the next start soon after.
-        "--graceful-timeout", str(math.ceil(max(GRACEFUL_MIN, 2 * api.timeout))),
-        "--name", "astara-api",
+        "--graceful-timeout",
+        str(math.ceil(max(GRACEFUL_MIN, 2 * api.timeout))),
+        "--name",
+        "astara-api",
     ]
     if _has_control_socket():
         # gunicorn ≥ 25.1 opens one at a default path shared by every instance on the host.
@@ -154,8 +175,11 @@ def api_pidfile(config: Config) -> Path | None:
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        LOG.warning("no API pidfile in %s (%s): a stale API cannot be replaced at start",
-                    state_dir, exc.strerror or exc)
+        LOG.warning(
+            "no API pidfile in %s (%s): a stale API cannot be replaced at start",
+            state_dir,
+            exc.strerror or exc,
+        )
         return None
     return state_dir.resolve() / PIDFILE
 
@@ -174,8 +198,13 @@ def run_api(config_path: str | os.PathLike[str], **popen: Any) -> subprocess.Pop
     pidfile = api_pidfile(config)
     replaced = pidfile is not None and replace_stale_api(pidfile)
     listen = _bind_check(config.api, patience=5.0 if replaced else 0.0)
-    env = {**os.environ, **popen.pop("env", {}), CONFIG_ENV: str(path),
-           PARENT_ENV: str(os.getpid()), PIDFILE_ENV: str(pidfile or "")}
+    env = {
+        **os.environ,
+        **popen.pop("env", {}),
+        CONFIG_ENV: str(path),
+        PARENT_ENV: str(os.getpid()),
+        PIDFILE_ENV: str(pidfile or ""),
+    }
     argv = gunicorn_command(config.api, listen)
     LOG.info("starting the HTTP API on %s", bind_address(listen, config.api.port))
     return subprocess.Popen(argv, env=env, **popen)
@@ -216,8 +245,11 @@ def replace_stale_api(pidfile: Path, timeout: float | None = None) -> bool:
         return False
     if _alive(parent) and _ppid(pid) == parent:
         return False
-    LOG.warning("stopping the HTTP API left running (pid %d): the process that started it "
-                "(pid %d) is gone", pid, parent)
+    LOG.warning(
+        "stopping the HTTP API left running (pid %d): the process that started it (pid %d) is gone",
+        pid,
+        parent,
+    )
     _stop([pid, *_children(pid)], STALE_STOP_TIMEOUT if timeout is None else timeout)
     _unlink(pidfile)
     return True
@@ -265,8 +297,7 @@ def _children(pid: int) -> list[int]:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
-    return [int(child) for task in tasks
-            for child in _proc(pid, f"task/{task}/children").split()]
+    return [int(child) for task in tasks for child in _proc(pid, f"task/{task}/children").split()]
 
 
 def _stop(pids: list[int], timeout: float) -> None:
@@ -285,8 +316,9 @@ def _signal(pids: list[int], signum: int) -> None:
         except ProcessLookupError:
             pass
         except PermissionError:
-            raise ApiStartError(f"cannot stop the stale HTTP API (pid {pid}): it belongs to "
-                                "another user") from None
+            raise ApiStartError(
+                f"cannot stop the stale HTTP API (pid {pid}): it belongs to another user"
+            ) from None
 
 
 def _wait_gone(pids: list[int], timeout: float) -> list[int]:

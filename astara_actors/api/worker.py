@@ -101,7 +101,7 @@ class RequestScanner:
             self._body = end + 4
         if self._body - self._start > self.max_head:
             return HEAD_TOO_LARGE
-        self._frame(bytes(data[self._start:self._body]))
+        self._frame(bytes(data[self._start : self._body]))
         return COMPLETE
 
     def _frame(self, head: bytes) -> None:
@@ -170,8 +170,10 @@ def _client_timeout() -> float:
 
 def _answer(status: str, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class BufferingWorker(ThreadWorker):
@@ -231,8 +233,11 @@ class BufferingWorker(ThreadWorker):
             return
         self._unwatch(conn)
         if state == HEAD_TOO_LARGE:
-            self._refuse(conn, "431 Request Header Fields Too Large",
-                         f"the request head is over {MAX_HEAD} bytes")
+            self._refuse(
+                conn,
+                "431 Request Header Fields Too Large",
+                f"the request head is over {MAX_HEAD} bytes",
+            )
         elif state == BODY_TOO_LARGE:
             self._refuse(conn, "413 Content Too Large", f"the body is over {MAX_BODY} bytes")
         else:
@@ -267,8 +272,11 @@ class BufferingWorker(ThreadWorker):
             if not self.alive:  # stopping: no answer is coming, nothing to linger for
                 self._closed(conn)
             elif conn.buffer.strip():
-                self._refuse(conn, "408 Request Timeout",
-                             f"the request was not sent within {self.client_timeout:g} s")
+                self._refuse(
+                    conn,
+                    "408 Request Timeout",
+                    f"the request was not sent within {self.client_timeout:g} s",
+                )
             else:  # a connection that never sent anything: just close it
                 self._close(conn)
         for conn in list(self.closing):
@@ -339,8 +347,9 @@ class BufferingWorker(ThreadWorker):
             if not self.alive:
                 conn.timeout = min(conn.timeout, time.monotonic() + STOP_KEEPALIVE_LINGER)
             self.keepalived_conns.append(conn)
-            self.poller.register(conn.sock, selectors.EVENT_READ,
-                                 partial(self.on_client_socket_readable, conn))
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
+            )
         except Exception:  # noqa: BLE001 - as gthread: drop the connection, keep the worker
             self.nr_conns -= 1
             conn.close()
@@ -366,8 +375,11 @@ class BufferingWorker(ThreadWorker):
             drain = getattr(self, "_keepalive_after", None)  # gunicorn ≥ 27: bounded drain
             return drain(conn, keepalive) if drain is not None else keepalive
         except TimeoutError:
-            self.log.info("closing the connection of %s: it did not take its answer within "
-                          "%g s", _peer(conn), self.client_timeout)
+            self.log.info(
+                "closing the connection of %s: it did not take its answer within %g s",
+                _peer(conn),
+                self.client_timeout,
+            )
         except http.errors.NoMoreData as exc:
             self.log.debug("Ignored premature client disconnection. %s", exc)
         except StopIteration as exc:

@@ -104,7 +104,7 @@ def recover_claims(folder: str) -> int:
     for name in names:
         path = os.path.join(folder, name)
         if name.startswith(CLAIMED):
-            owner, _, original = name[len(CLAIMED):].partition(".")
+            owner, _, original = name[len(CLAIMED) :].partition(".")
             if not original or _owner_alive(owner):
                 continue
             try:
@@ -112,8 +112,11 @@ def recover_claims(folder: str) -> int:
             except OSError:
                 continue  # another reader recovered it first
             recovered += 1
-            log.warning("message %s was being handled by process %s, which died: "
-                        "delivering it again", original, owner.partition("-")[0])
+            log.warning(
+                "message %s was being handled by process %s, which died: delivering it again",
+                original,
+                owner.partition("-")[0],
+            )
         elif name.startswith(PARTIAL):
             try:
                 if os.stat(path).st_mtime < time.time() - PARTIAL_AGE:

@@ -133,8 +133,12 @@ class ConsumerThread(ConsumerMixin):
                 self._deaf = True
                 if self._ready.is_set():
                     delay = self.reconnect_delay
-                log.warning("%s: lost the bus connection (%s); reconnecting in %.1f s",
-                            self.name, exc, delay)
+                log.warning(
+                    "%s: lost the bus connection (%s); reconnecting in %.1f s",
+                    self.name,
+                    exc,
+                    delay,
+                )
             except Exception:
                 log.exception("%s: unexpected error in the consumer loop; restarting", self.name)
                 delay = max(delay, 1.0)
@@ -148,7 +152,9 @@ class ConsumerThread(ConsumerMixin):
     def establish_connection(self) -> Iterator[kombu.Connection]:
         with self.create_connection() as conn:
             conn.ensure_connection(
-                self.on_connection_error, None, callback=self._raise_if_stopping,
+                self.on_connection_error,
+                None,
+                callback=self._raise_if_stopping,
                 interval_start=self.connect_interval_start,
                 interval_step=self.connect_interval_step,
                 interval_max=self.connect_interval_max,
@@ -171,7 +177,10 @@ class ConsumerThread(ConsumerMixin):
         self._deaf = True
         log.warning(
             "%s: cannot reach the bus at %s (%s); retrying in %.1f s",
-            self.name, mask_url(self.settings.transport_url), exc, interval,
+            self.name,
+            mask_url(self.settings.transport_url),
+            exc,
+            interval,
         )
 
     def on_connection_revived(self) -> None:
@@ -192,5 +201,9 @@ class ConsumerThread(ConsumerMixin):
         try:
             action(**kwargs)
         except bus_errors(self.connection) as exc:
-            log.warning("%s: could not %s a message (%s); it will be redelivered",
-                        self.name, getattr(action, "__name__", "settle"), exc)
+            log.warning(
+                "%s: could not %s a message (%s); it will be redelivered",
+                self.name,
+                getattr(action, "__name__", "settle"),
+                exc,
+            )

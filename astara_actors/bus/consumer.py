@@ -97,8 +97,11 @@ def dead_letter_queue(settings: BusSettings) -> kombu.Queue | None:
     if settings.dead_letter_max_length > 0:
         arguments = {"x-max-length": settings.dead_letter_max_length, "x-overflow": "drop-head"}
     return kombu.Queue(
-        name, exchange=kombu.Exchange(name, type="fanout", durable=True), durable=True,
-        auto_delete=False, queue_arguments=arguments or None,
+        name,
+        exchange=kombu.Exchange(name, type="fanout", durable=True),
+        durable=True,
+        auto_delete=False,
+        queue_arguments=arguments or None,
     )
 
 
@@ -115,8 +118,11 @@ def declare_notifications(connection: kombu.Connection, settings: BusSettings) -
             if _code(exc) != PRECONDITION_FAILED:
                 raise
             # Another orchestrator declared it with other bounds: use it as it is.
-            log.warning("dead-letter queue %s exists with other arguments (%s); using it as is",
-                        dead.name, exc)
+            log.warning(
+                "dead-letter queue %s exists with other arguments (%s); using it as is",
+                dead.name,
+                exc,
+            )
     queue = notifications_queue(settings)
     exchange = notifications_exchange(settings)
     try:
@@ -150,7 +156,9 @@ def _replace_queue(connection: kombu.Connection, queue: kombu.Queue, refused: Ex
     log.warning(
         "queue %s existed with other arguments (%s); nobody consumed it: deleted it with its %d "
         "message(s) and declared it again (the start-up population and the resync cover them)",
-        queue.name, refused, messages,
+        queue.name,
+        refused,
+        messages,
     )
     _on_channel(connection, lambda ch: ch.queue_delete(queue=queue.name, if_unused=True))
     _on_channel(connection, lambda ch: queue.bind(ch).queue_declare())

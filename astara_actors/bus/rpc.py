@@ -49,7 +49,12 @@ from astara_actors.errors import AstaraError
 from astara_actors.protocol.control import COMMAND_EVENT_TYPE, InvalidCommand
 
 __all__ = [
-    "Answer", "ControlClient", "MalformedQuery", "QueryServer", "control_exchange", "parse_request",
+    "Answer",
+    "ControlClient",
+    "MalformedQuery",
+    "QueryServer",
+    "control_exchange",
+    "parse_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,8 +137,12 @@ class QueryServer(ConsumerThread):
             self._count("failed")
         try:
             kombu.Producer(message.channel).publish(
-                body, exchange="", routing_key=reply_to, correlation_id=correlation_id,
-                content_type="application/json", content_encoding="utf-8",
+                body,
+                exchange="",
+                routing_key=reply_to,
+                correlation_id=correlation_id,
+                content_type="application/json",
+                content_encoding="utf-8",
             )
         except bus_errors(self.connection):
             raise  # the connection or channel is gone: the loop reconnects; the query returns
@@ -192,13 +201,23 @@ def parse_request(message: kombu.Message) -> tuple[dict[str, Any], str, str]:
         raise MalformedQuery("query", "query must be an object")
     reply_to = props.get("reply_to") or request.get("reply_to")
     if not isinstance(reply_to, str) or not _QUEUE_NAME.fullmatch(reply_to):
-        raise MalformedQuery("reply_to", f"reply_to {_short(reply_to)} is not a queue name "
-                             "(printable ASCII without spaces, at most 255 characters)")
+        raise MalformedQuery(
+            "reply_to",
+            f"reply_to {_short(reply_to)} is not a queue name "
+            "(printable ASCII without spaces, at most 255 characters)",
+        )
     correlation_id = props.get("correlation_id") or request.get("correlation_id")
-    if (not isinstance(correlation_id, str) or not 0 < len(correlation_id) <= _MAX_CORRELATION_ID
-            or not correlation_id.isprintable() or not correlation_id.isascii()):
-        raise MalformedQuery("correlation_id", f"correlation_id {_short(correlation_id)} is not a "
-                             f"printable ASCII string of at most {_MAX_CORRELATION_ID} characters")
+    if (
+        not isinstance(correlation_id, str)
+        or not 0 < len(correlation_id) <= _MAX_CORRELATION_ID
+        or not correlation_id.isprintable()
+        or not correlation_id.isascii()
+    ):
+        raise MalformedQuery(
+            "correlation_id",
+            f"correlation_id {_short(correlation_id)} is not a "
+            f"printable ASCII string of at most {_MAX_CORRELATION_ID} characters",
+        )
     return query, reply_to, correlation_id
 
 
@@ -255,11 +274,15 @@ class ControlClient:
         if on_behalf_of:
             publisher += f" for {on_behalf_of}"
         body = notification_envelope(
-            COMMAND_EVENT_TYPE, dict(payload), publisher_id=publisher, new_id=self._new_id,
+            COMMAND_EVENT_TYPE,
+            dict(payload),
+            publisher_id=publisher,
+            new_id=self._new_id,
         )
         with self._lock:
             publish(
-                self._connection, body,
+                self._connection,
+                body,
                 exchange=notifications_exchange(self.settings),
                 routing_key=self.settings.notifications_routing_key,
                 delivery_mode=2,
@@ -278,7 +301,9 @@ class ControlClient:
         with self._lock:
             for attempt in (1, 2):
                 retryable: tuple[type[BaseException], ...] = (
-                    BusUnavailable, *bus_errors(self._connection))
+                    BusUnavailable,
+                    *bus_errors(self._connection),
+                )
                 try:
                     # Connecting counts against the timeout too (kombu would retry for longer).
                     self._connection.ensure_connection(
@@ -320,8 +345,12 @@ class ControlClient:
                 {"query": query, "reply_to": reply_queue.name, "correlation_id": correlation_id}
             )
             publish(
-                self._connection, body, exchange=control_exchange(self.settings),
-                routing_key="", reply_to=reply_queue.name, correlation_id=correlation_id,
+                self._connection,
+                body,
+                exchange=control_exchange(self.settings),
+                routing_key="",
+                reply_to=reply_queue.name,
+                correlation_id=correlation_id,
                 max_retries=0,
             )
             started = self._clock()

@@ -106,8 +106,9 @@ class BusSettings:
         if not self.queue_name:
             object.__setattr__(self, "queue_name", f"astara.notifications.{self.host}")
         if self.queue_type not in QUEUE_TYPES:
-            raise SettingsError("bus", "queue_type",
-                                f"{self.queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
+            raise SettingsError(
+                "bus", "queue_type", f"{self.queue_type!r} is not one of {', '.join(QUEUE_TYPES)}"
+            )
         for key in ("queue_expiry", "queue_max_length", "dead_letter_max_length"):
             if getattr(self, key) < 0:
                 raise SettingsError("bus", key, "must not be negative")
@@ -174,7 +175,7 @@ def connect(settings: BusSettings, *, heartbeat: float | None = None) -> kombu.C
         return kombu.Connection(
             hostname="localhost",
             transport="memory",
-            transport_options={"polling_interval": settings.polling_interval}
+            transport_options={"polling_interval": settings.polling_interval},
         )
     raise BusError(
         f"transport_url {mask_url(url)!r}: unknown scheme {scheme!r} "
@@ -208,7 +209,9 @@ def publish(
     """
 
     def retrying(exc: BaseException, interval: float) -> None:
-        log.warning("publishing to %r failed (%s); retrying in %.1f s", exchange.name, exc, interval)
+        log.warning(
+            "publishing to %r failed (%s); retrying in %.1f s", exchange.name, exc, interval
+        )
 
     try:
         producer = kombu.Producer(connection)

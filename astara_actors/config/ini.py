@@ -41,7 +41,9 @@ def read_ini(path: str | os.PathLike[str]) -> configparser.ConfigParser:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)
     except OSError as exc:
-        raise SettingsError("-", str(path), f"cannot read the config file: {exc.strerror}") from None
+        raise SettingsError(
+            "-", str(path), f"cannot read the config file: {exc.strerror}"
+        ) from None
     except configparser.Error as exc:
         raise SettingsError("-", str(path), f"not a valid ini file: {exc.message}") from None
     return parser

@@ -29,7 +29,16 @@ from astara_actors.config.ini import read_ini, section_to
 from astara_actors.config.settings import Settings
 from astara_actors.errors import SettingsError
 
-__all__ = ["AUTH_STRATEGIES", "ApiSettings", "Config", "CoordinationSettings", "DatabaseSettings", "ProcessSettings", "load_config", "CONFIG_ENV"]
+__all__ = [
+    "AUTH_STRATEGIES",
+    "ApiSettings",
+    "Config",
+    "CoordinationSettings",
+    "DatabaseSettings",
+    "ProcessSettings",
+    "load_config",
+    "CONFIG_ENV",
+]
 
 CONFIG_ENV = "ASTARA_CONFIG_FILE"  # how the API's gunicorn workers find the file
 
@@ -70,17 +79,25 @@ class ApiSettings:
         if self.workers < 1:
             raise SettingsError("api", "workers", "must be at least 1")
         if self.auth_strategy not in ("", *AUTH_STRATEGIES):
-            raise SettingsError("api", "auth_strategy",
-                                f"{self.auth_strategy!r} is not one of {', '.join(AUTH_STRATEGIES)}")
+            raise SettingsError(
+                "api",
+                "auth_strategy",
+                f"{self.auth_strategy!r} is not one of {', '.join(AUTH_STRATEGIES)}",
+            )
         token = self.auth_token
         if token and (len(token) > 1024 or not all(33 <= ord(c) < 127 for c in token)):
-            raise SettingsError("api", "auth_token", "must be printable ASCII without spaces "
-                                "(at most 1024 characters): it travels in an HTTP header")
+            raise SettingsError(
+                "api",
+                "auth_token",
+                "must be printable ASCII without spaces "
+                "(at most 1024 characters): it travels in an HTTP header",
+            )
         if self.auth_strategy == "token" and not token:
             raise SettingsError("api", "auth_token", "is required with auth_strategy = token")
         if self.auth_strategy == "none" and token:
-            raise SettingsError("api", "auth_token", "is set but auth_strategy = none: "
-                                "remove one of the two")
+            raise SettingsError(
+                "api", "auth_token", "is set but auth_strategy = none: remove one of the two"
+            )
         if not self.required_role.strip() or any(c.isspace() for c in self.required_role):
             raise SettingsError("api", "required_role", "must be one Keystone role name")
         for key in ("timeout", "client_timeout", "token_cache_time"):
@@ -106,7 +123,7 @@ class ApiSettings:
             return False  # a host name: whatever it resolves to, assume it is reachable
 
     def exposure(self) -> str:
-        """"" when serving as configured is safe; a warning when it is not but the operator
+        """ "" when serving as configured is safe; a warning when it is not but the operator
         said so (``allow_unauthenticated``); raises :class:`SettingsError` (naming the keys to
         set) for an unauthenticated API on a non-loopback address."""
         if self.strategy != "none" or self.loopback_only:
@@ -114,13 +131,16 @@ class ApiSettings:
         where = f"{self.listen}:{self.port}"
         if not self.allow_unauthenticated:
             raise SettingsError(
-                "api", "listen",
+                "api",
+                "listen",
                 f"{self.listen} is not a loopback address and the API has no authentication: "
                 "set [api] auth_strategy = keystone (or auth_token = <secret>), or listen = "
                 "127.0.0.1, or allow_unauthenticated = true to serve it open anyway",
             )
-        return (f"the HTTP API on {where} serves ANYONE who can reach it without "
-                "authentication ([api] allow_unauthenticated = true): they can change the fleet")
+        return (
+            f"the HTTP API on {where} serves ANYONE who can reach it without "
+            "authentication ([api] allow_unauthenticated = true): they can change the fleet"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +200,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     process = _shared(parser, "orchestrator", ProcessSettings)
     settings = _settings(parser, process)
     for section in parser.sections():
-        if section not in ("orchestrator", "cloud", "bus", "api", "sim", "database", "coordination"):
+        if section not in (
+            "orchestrator",
+            "cloud",
+            "bus",
+            "api",
+            "sim",
+            "database",
+            "coordination",
+        ):
             warnings.append(f"[{section}]: unknown section, ignored")
     bus_overrides: dict[str, Any] = {"host": settings.host}
     if not (parser.get("bus", "transport_url", fallback="") or "").strip():
@@ -189,7 +217,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     api = section_to(parser, "api", ApiSettings, warn=warnings.append)
     database = section_to(parser, "database", DatabaseSettings, warn=warnings.append)
     coordination = section_to(parser, "coordination", CoordinationSettings, warn=warnings.append)
-    database_url = database.connection or f"sqlite:///{Path(process.state_dir).resolve() / 'astara.db'}"
+    database_url = (
+        database.connection or f"sqlite:///{Path(process.state_dir).resolve() / 'astara.db'}"
+    )
     cloud = sim = None
     if process.embedded_sim:
         from astara_actors.sim.settings import SimSettings
@@ -197,15 +227,33 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         sim = section_to(parser, "sim", SimSettings, warn=warnings.append)
     else:
         if not parser.has_section("cloud"):
-            raise SettingsError("cloud", "-", "missing: say how to reach OpenStack (or set "
-                                "[orchestrator] embedded_sim = true for the demo)")
+            raise SettingsError(
+                "cloud",
+                "-",
+                "missing: say how to reach OpenStack (or set "
+                "[orchestrator] embedded_sim = true for the demo)",
+            )
         cloud = section_to(parser, "cloud", CloudSettings, warn=warnings.append)
-        for key in ("management_network_id", "management_subnet_id", "router_image_id",
-                    "router_flavor_id"):
+        for key in (
+            "management_network_id",
+            "management_subnet_id",
+            "router_image_id",
+            "router_flavor_id",
+        ):
             if not getattr(settings, key):
                 raise SettingsError("orchestrator", key, "is required")
-    return Config(str(path), settings, process, cloud, bus, api, database_url, coordination, sim,
-                  tuple(warnings))
+    return Config(
+        str(path),
+        settings,
+        process,
+        cloud,
+        bus,
+        api,
+        database_url,
+        coordination,
+        sim,
+        tuple(warnings),
+    )
 
 
 def _shared(parser: Any, section: str, cls: type, exclude: frozenset[str] = frozenset()) -> Any:
@@ -244,6 +292,9 @@ def _labels(path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(labels, dict) or not all(
         isinstance(v, list) and all(isinstance(c, str) for c in v) for v in labels.values()
     ):
-        raise SettingsError("orchestrator", "provider_rules_path",
-                            f"{path}: 'labels' must map names to lists of CIDRs")
+        raise SettingsError(
+            "orchestrator",
+            "provider_rules_path",
+            f"{path}: 'labels' must map names to lists of CIDRs",
+        )
     return tuple((name, tuple(cidrs)) for name, cidrs in sorted(labels.items()))

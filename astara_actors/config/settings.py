@@ -76,12 +76,17 @@ class Settings:
         if not 0 < self.breaker_threshold <= 1:
             raise ValueError(f"breaker_threshold must be in (0, 1], not {self.breaker_threshold}")
         if not 1 <= self.actor_threads <= self.actor_threads_max:
-            raise ValueError(f"need 1 <= actor_threads <= actor_threads_max, not "
-                             f"{self.actor_threads}, {self.actor_threads_max}")
+            raise ValueError(
+                f"need 1 <= actor_threads <= actor_threads_max, not "
+                f"{self.actor_threads}, {self.actor_threads_max}"
+            )
         if self.config_check_interval < 0:
-            raise ValueError(f"config_check_interval must be >= 0, not {self.config_check_interval}")
+            raise ValueError(
+                f"config_check_interval must be >= 0, not {self.config_check_interval}"
+            )
         if self.tenant_idle_grace < 0:
             raise ValueError(f"tenant_idle_grace must be >= 0, not {self.tenant_idle_grace}")
         if self.rebuild_concurrency < 1:
-            raise ValueError(f"rebuild_concurrency must be at least 1, not "
-                             f"{self.rebuild_concurrency}")
+            raise ValueError(
+                f"rebuild_concurrency must be at least 1, not {self.rebuild_concurrency}"
+            )

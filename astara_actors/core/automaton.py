@@ -208,7 +208,9 @@ class CreateInstance(State):
             sm.enter_error(f"{inst.attempts} boot attempts failed; dropping out of boot loop")
         else:
             inst.boot(sm.image_id)
-            sm.note = f"boot attempt {inst.attempts}" + (f" image {sm.image_id}" if sm.image_id else "")
+            sm.note = f"boot attempt {inst.attempts}" + (
+                f" image {sm.image_id}" if sm.image_id else ""
+            )
         return action
 
     def transition(self, action: Action, sm: Automaton) -> State:
@@ -398,8 +400,18 @@ EXIT = Exit()
 STATES: dict[str, State] = {
     s.name: s
     for s in (
-        CALC_ACTION, ALIVE, CREATE_INSTANCE, CHECK_BOOT, CONFIGURE_INSTANCE, REPLUG_INSTANCE,
-        STOP_INSTANCE, REBUILD_INSTANCE, ClearError(), PUSH_UPDATE, READ_STATS, EXIT,
+        CALC_ACTION,
+        ALIVE,
+        CREATE_INSTANCE,
+        CHECK_BOOT,
+        CONFIGURE_INSTANCE,
+        REPLUG_INSTANCE,
+        STOP_INSTANCE,
+        REBUILD_INSTANCE,
+        ClearError(),
+        PUSH_UPDATE,
+        READ_STATS,
+        EXIT,
     )
 }
 
@@ -525,9 +537,15 @@ class Automaton:
         asynchronously). False, recording nothing, when the machine has something else to do
         (work queued, a wait pending, a drift check due, the router not configured): then the
         actor feeds it the POLL as usual."""
-        if (self.deleted or self.inbox or self._woken or self._resume is not None
-                or self.state is not CALC_ACTION or self.instance.state != CONFIGURED
-                or self._drift_check_next()):
+        if (
+            self.deleted
+            or self.inbox
+            or self._woken
+            or self._resume is not None
+            or self.state is not CALC_ACTION
+            or self.instance.state != CONFIGURED
+            or self._drift_check_next()
+        ):
             return False
         self.polls += 1  # what Alive's drift_check_due() counts for a probe-only poll
         self.action = Action.POLL  # where the traversal would have left it
@@ -549,7 +567,9 @@ class Automaton:
         self.error_since = now
         self.error_reason = reason
         cooldown = self.settings.error_state_cooldown
-        delay = backoff(self.error_count, max(cooldown, 1.0), self.settings.error_retry_max, self.rand)
+        delay = backoff(
+            self.error_count, max(cooldown, 1.0), self.settings.error_retry_max, self.rand
+        )
         self.error_retry_at = now + max(cooldown, delay)
         self.log.error(
             "router in ERROR: %s; retrying by itself in %.0f s", reason, self.error_retry_at - now
@@ -567,18 +587,25 @@ class Automaton:
             "inbox": [str(a) for a in self.inbox],
             "boot_attempts": self.instance.attempts,
             "failures": self.failures,
-            "next_wake_in": None if self._next_wake is None else round(max(0.0, self._next_wake - now), 3),
+            "next_wake_in": None
+            if self._next_wake is None
+            else round(max(0.0, self._next_wake - now), 3),
             "image_id": self.image_id,
             "deleted": self.deleted,
-            "error": None if self.error_since is None else {
+            "error": None
+            if self.error_since is None
+            else {
                 "reason": self.error_reason,
                 "for_seconds": round(now - self.error_since, 3),
                 "count": self.error_count,
-                "retry_in": None if self.error_retry_at is None else round(max(0.0, self.error_retry_at - now), 3),
+                "retry_in": None
+                if self.error_retry_at is None
+                else round(max(0.0, self.error_retry_at - now), 3),
             },
             "last_poll_at": self.last_poll_at,
-            "last_poll_age_s": (None if self.last_poll_at is None
-                                else round(now - self.last_poll_at, 3)),
+            "last_poll_age_s": (
+                None if self.last_poll_at is None else round(now - self.last_poll_at, 3)
+            ),
             "transitions": [{**asdict(t), "age_s": round(now - t.at, 3)} for t in self.history],
         }
 
@@ -608,7 +635,9 @@ class Automaton:
 
     def failure_wait(self) -> float:
         self.failures += 1
-        return backoff(self.failures, self.settings.retry_delay, self.settings.retry_max_delay, self.rand)
+        return backoff(
+            self.failures, self.settings.retry_delay, self.settings.retry_max_delay, self.rand
+        )
 
     def succeeded(self) -> None:
         """The router reached CONFIGURED: every retry counter starts over."""
@@ -630,8 +659,12 @@ class Automaton:
     def _record(self, action: Action, source: State, target: State) -> None:
         if source is target and not self.note:
             return
-        if (action == Action.POLL and not self.note and self.instance.state == CONFIGURED
-                and (source, target) in _QUIET_POLL):
+        if (
+            action == Action.POLL
+            and not self.note
+            and self.instance.state == CONFIGURED
+            and (source, target) in _QUIET_POLL
+        ):
             # A healthy poll walks CalcAction -> Alive -> CalcAction: kept as a time, not as
             # two history entries per poll (which would push the real transitions out).
             self.last_poll_at = self.clock()
@@ -647,11 +680,17 @@ class Automaton:
             note=self.note,
         )
         last = self.history[-1] if self.history else None
-        if last is not None and (last.source, last.target, last.action, last.instance, last.note) == (
-            t.source, t.target, t.action, t.instance, t.note
-        ):
+        if last is not None and (
+            last.source,
+            last.target,
+            last.action,
+            last.instance,
+            last.note,
+        ) == (t.source, t.target, t.action, t.instance, t.note):
             # A wait (a VM booting, a delete pending) repeats one edge: count it, keep history.
             self.history[-1] = replace(last, at=t.at, repeat=last.repeat + 1)
         else:
             self.history.append(t)
-        self.log.debug("%s -> %s (%s, instance %s) %s", t.source, t.target, t.action, t.instance, t.note)
+        self.log.debug(
+            "%s -> %s (%s, instance %s) %s", t.source, t.target, t.action, t.instance, t.note
+        )

@@ -46,8 +46,9 @@ class ConfigAssembler:
         self._log = log
         self._shared_networks = shared_networks  # management/external networks, read once
 
-    def interfaces(self, vm: Vm, timeout: float = INTERFACES_TIMEOUT, cached: bool = False
-                   ) -> list[Interface]:
+    def interfaces(
+        self, vm: Vm, timeout: float = INTERFACES_TIMEOUT, cached: bool = False
+    ) -> list[Interface]:
         """The VM's interfaces from its appliance; ``cached``: as last read, if ever (they
         change only when we plug or unplug, and a push then reads them again)."""
         if cached and vm.interfaces is not None:
@@ -63,8 +64,13 @@ class ConfigAssembler:
         } == vm.macs
 
     def payloads(
-        self, router: Router, live: list[Vm], members: list[Vm], seed: Seed | None,
-        timeout: float = INTERFACES_TIMEOUT, cached: bool = False,
+        self,
+        router: Router,
+        live: list[Vm],
+        members: list[Vm],
+        seed: Seed | None,
+        timeout: float = INTERFACES_TIMEOUT,
+        cached: bool = False,
     ) -> dict[str, dict[str, Any]] | None:
         """Each reachable live VM's payload; None if one's interfaces need a replug.
 
@@ -88,7 +94,8 @@ class ConfigAssembler:
         known_ports = seed.network_ports if seed is not None else {}
         networks = {n: known.get(n) or self._get_network(n, n in shared) for n in [mgt_id, *wanted]}
         network_ports = {
-            p.network_id: known_ports[p.network_id] if p.network_id in known_ports
+            p.network_id: known_ports[p.network_id]
+            if p.network_id in known_ports
             else self._network.list_ports(network_id=p.network_id)
             for p in router.internal_ports
         }
@@ -104,21 +111,33 @@ class ConfigAssembler:
                 peers = [m.address for m in members if m is not vm and m.address]
                 ha = {"peers": peers, "priority": 100 if vm is members[0] else 50}
             payloads[vm.id] = build_router_config(
-                router, management_port=vm.management_port, networks=networks,
-                network_ports=network_ports, iface_map=iface_map, settings=self._settings,
+                router,
+                management_port=vm.management_port,
+                networks=networks,
+                network_ports=network_ports,
+                iface_map=iface_map,
+                settings=self._settings,
                 ha_config=ha,
             )
         return payloads
 
-    def differs(self, router: Router, live: list[Vm], members: list[Vm],
-                pushed: Mapping[str, bytes], seed: Seed | None, cached: bool) -> bool:
+    def differs(
+        self,
+        router: Router,
+        live: list[Vm],
+        members: list[Vm],
+        pushed: Mapping[str, bytes],
+        seed: Seed | None,
+        cached: bool,
+    ) -> bool:
         """The config ``router`` implies for the ``live`` VMs is not the one they accepted
         (``pushed``: digests by server id), or their interfaces need a replug; an unreadable
         input claims nothing. ``seed`` and ``cached`` as for :meth:`payloads`."""
         try:
             # On the poll path: a hung appliance must not hold the router for INTERFACES_TIMEOUT.
-            desired = self.payloads(router, live, members, seed, self._settings.alive_timeout,
-                                    cached=cached)
+            desired = self.payloads(
+                router, live, members, seed, self._settings.alive_timeout, cached=cached
+            )
         except CloudError as exc:
             self._log.info("config not compared: %s", exc)
             return False

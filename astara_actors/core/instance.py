@@ -72,10 +72,21 @@ class InstanceManager:
         self._cloud = VmCloud(
             router_id, network=network, compute=compute, settings=settings, log=self._log
         )
-        self._liveness = Liveness(router_id, appliance=appliance, settings=settings, clock=clock,
-                                  log=self._log, guard=guard)
-        self._assembler = ConfigAssembler(network=network, appliance=appliance, settings=settings,
-                                          log=self._log, shared_networks=shared_networks)
+        self._liveness = Liveness(
+            router_id,
+            appliance=appliance,
+            settings=settings,
+            clock=clock,
+            log=self._log,
+            guard=guard,
+        )
+        self._assembler = ConfigAssembler(
+            network=network,
+            appliance=appliance,
+            settings=settings,
+            log=self._log,
+            shared_networks=shared_networks,
+        )
         self._state = InstanceState.DOWN
         self._attempts = 0
         self._vms: dict[str, Vm] = {}
@@ -184,8 +195,10 @@ class InstanceManager:
     def _all_up(self) -> bool:
         """CONFIGURED with every VM it needs answering at an address: the poll's fast path."""
         vms = self._vms.values()
-        return self._state is InstanceState.CONFIGURED and len(vms) >= self._required and all(
-            vm.alive and vm.address for vm in vms
+        return (
+            self._state is InstanceState.CONFIGURED
+            and len(vms) >= self._required
+            and all(vm.alive and vm.address for vm in vms)
         )
 
     def boot(self, image_id: str | None = None) -> InstanceState:
@@ -197,8 +210,10 @@ class InstanceManager:
             return self._set(InstanceState.GONE)
         missing = self._required - len(self._vms)
         if missing > 0 and self._guard is not None and not self._guard.take_slot(self.router_id):
-            self._log.info("boot waits: %d boots already in progress (rebuild_concurrency)",
-                           self._guard.concurrency)
+            self._log.info(
+                "boot waits: %d boots already in progress (rebuild_concurrency)",
+                self._guard.concurrency,
+            )
             return self._set(InstanceState.DOWN)
         image = image_id or self._settings.router_image_id
         self._image_id = image
@@ -306,7 +321,9 @@ class InstanceManager:
         if not adopted or not ports_deleted or self._vms or self._cloud.still_deleting():
             return self._state
         self._push_failures, self._replug_started = 0, None
-        return self._set(InstanceState.GONE if isinstance(router, RouterGone) else InstanceState.DOWN)
+        return self._set(
+            InstanceState.GONE if isinstance(router, RouterGone) else InstanceState.DOWN
+        )
 
     def set_error(self, reason: str) -> InstanceState:
         self._error_reason = reason
@@ -384,8 +401,9 @@ class InstanceManager:
         """The config ``router`` implies for the ``live`` VMs is not the one they accepted (or
         their interfaces need a replug); a drift sweep's ``listing`` stands in for the reads."""
         seed = listing if listing is not None else self._take_seed()
-        return self._assembler.differs(router, live, self._members(), self._pushed, seed,
-                                       cached=listing is not None)
+        return self._assembler.differs(
+            router, live, self._members(), self._pushed, seed, cached=listing is not None
+        )
 
     def _take_seed(self) -> Seed | None:
         """The cold start's reads, which serve one push (or drift check) at most."""

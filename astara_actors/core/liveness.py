@@ -87,8 +87,12 @@ class Liveness:
         start = getattr(self._appliance, "probe_async", None)
         if start is None:
             return False
-        start([vm.address for vm in vms], self._settings.alive_timeout,
-              max(1, self._settings.max_retries), done)
+        start(
+            [vm.address for vm in vms],
+            self._settings.alive_timeout,
+            max(1, self._settings.max_retries),
+            done,
+        )
         return True
 
     def keep(self, results: Mapping[str, bool]) -> None:

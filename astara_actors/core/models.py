@@ -29,6 +29,7 @@ def _tenant(d: Mapping[str, Any]) -> str:
 
 STATUS_TAG_PREFIX = "astara-status:"  # the router tag that shows its status in Neutron
 
+
 @dataclass(frozen=True, slots=True)
 class FixedIp:
     subnet_id: str
@@ -179,8 +180,14 @@ class Router:
                 FloatingIp.from_neutron(f) for f in floating_ips if f.get("fixed_ip_address")
             ),
             routes=tuple(dict(r) for r in d.get("routes") or ()),
-            shown_status=next((t[len(STATUS_TAG_PREFIX):] for t in d.get("tags") or ()
-                               if isinstance(t, str) and t.startswith(STATUS_TAG_PREFIX)), None),
+            shown_status=next(
+                (
+                    t[len(STATUS_TAG_PREFIX) :]
+                    for t in d.get("tags") or ()
+                    if isinstance(t, str) and t.startswith(STATUS_TAG_PREFIX)
+                ),
+                None,
+            ),
         )
 
 

@@ -113,8 +113,9 @@ class RebuildGuard:
                 return True
             for holder, since in list(self._slots.items()):
                 if now - since >= self.slot_timeout:
-                    LOG.warning("boot slot of router %s reclaimed after %.0f s", holder,
-                                now - since)
+                    LOG.warning(
+                        "boot slot of router %s reclaimed after %.0f s", holder, now - since
+                    )
                     del self._slots[holder]
             if len(self._slots) >= self.concurrency:
                 self._waiting_total += 1
@@ -137,8 +138,11 @@ class RebuildGuard:
             failing, probed = self._sample()
             return {
                 "breaker": "open" if self._open_since is not None else "closed",
-                "open_for_s": (round(self._clock() - self._open_since, 1)
-                               if self._open_since is not None else None),
+                "open_for_s": (
+                    round(self._clock() - self._open_since, 1)
+                    if self._open_since is not None
+                    else None
+                ),
                 "failing": failing,
                 "probed_in_window": probed,
                 "monitored": len(self._monitored),
@@ -186,7 +190,11 @@ class RebuildGuard:
                     "%.0f s fail liveness (threshold %.0f%%; %d routers monitored): likely a "
                     "management-network or cloud problem, not dead VMs. Automatic rebuilds are "
                     "held until liveness returns; `astara-ctl router rebuild` still works.",
-                    failing, probed, 100 * share, self.horizon, 100 * self.threshold,
+                    failing,
+                    probed,
+                    100 * share,
+                    self.horizon,
+                    100 * self.threshold,
                     len(self._monitored),
                 )
                 metrics.BREAKER_OPEN.set(1)
@@ -196,7 +204,11 @@ class RebuildGuard:
                 "circuit breaker closed after %.0f s: %d of %d routers (%.0f%%) probed within "
                 "the last %.0f s fail liveness; automatic rebuilds resume (%d held while it "
                 "was open)",
-                self._clock() - self._open_since, failing, probed, 100 * share, self.horizon,
+                self._clock() - self._open_since,
+                failing,
+                probed,
+                100 * share,
+                self.horizon,
                 self._held_while_open,
             )
             self._open_since = None

@@ -103,10 +103,7 @@ class Resolver:
         # Re-association to another router changes both routers' NAT rules.
         return [(r, change.tenant_id) for r in (current, previous) if r]
 
-
-    def _events(
-        self, change: Change, targets: Iterable[tuple[str | None, str]]
-    ) -> list[Event]:
+    def _events(self, change: Change, targets: Iterable[tuple[str | None, str]]) -> list[Event]:
         seen: dict[str, Event] = {}
         for router_id, tenant_id in targets:
             if not router_id or router_id in seen:
@@ -124,6 +121,11 @@ class Resolver:
 
     def _invalid(self, change: Change, what: str, value: str) -> list[tuple[str | None, str]]:
         self.invalid_ids += 1
-        LOG.warning("%s %s: %s id %s is malformed; not resolved", change.event_type,
-                    change.resource_id, what, validate.shown(value))
+        LOG.warning(
+            "%s %s: %s id %s is malformed; not resolved",
+            change.event_type,
+            change.resource_id,
+            what,
+            validate.shown(value),
+        )
         return []

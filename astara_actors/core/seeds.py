@@ -42,7 +42,9 @@ class Inventory:
     """Seeds by router id, each given out once (thread-safe)."""
 
     def __init__(
-        self, seeds: Iterable[Seed] = (), max_age: float = 60.0,
+        self,
+        seeds: Iterable[Seed] = (),
+        max_age: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._seeds = {s.router.id: s for s in seeds if s.router is not None}
@@ -75,9 +77,13 @@ class Inventory:
             self._seeds.clear()
 
 
-def read_inventory(network: object, compute: object, management_network_id: str,
-                   clock: Callable[[], float] = time.monotonic,
-                   purpose: str = "cold start") -> Inventory:
+def read_inventory(
+    network: object,
+    compute: object,
+    management_network_id: str,
+    clock: Callable[[], float] = time.monotonic,
+    purpose: str = "cold start",
+) -> Inventory:
     """Everything the routers' first refresh and push need, in a few list calls.
 
     ``CloudError`` propagates (the caller falls back to per-router reads)."""
@@ -91,7 +97,7 @@ def read_inventory(network: object, compute: object, management_network_id: str,
         by_network[port.network_id].append(port)
     servers_of: dict[str, list[Server]] = defaultdict(list)
     for server in servers:
-        router_id = server.name[len(VM_PREFIX):].rsplit("_", 1)[0]
+        router_id = server.name[len(VM_PREFIX) :].rsplit("_", 1)[0]
         servers_of[router_id].append(server)
     read_at = clock()  # seeds age from the end of the read: a long listing is not stale at birth
     seeds = []
@@ -100,15 +106,26 @@ def read_inventory(network: object, compute: object, management_network_id: str,
         wanted = [management_network_id, *(p.network_id for p in router.internal_ports)]
         if router.external_port is not None:
             wanted.append(router.external_port.network_id)
-        seeds.append(Seed(
-            router=router,
-            taken_at=read_at,
-            servers=mine,
-            ports_by_device={s.id: list(by_device.get(s.id, ())) for s in mine},
-            networks={n: networks[n] for n in wanted if n in networks},
-            network_ports={p.network_id: list(by_network.get(p.network_id, ()))
-                           for p in router.internal_ports},
-        ))
-    LOG.info("%s: read %d routers, %d VMs, %d ports, %d networks in %.1f s", purpose,
-             len(routers), len(servers), len(ports), len(networks), read_at - started)
+        seeds.append(
+            Seed(
+                router=router,
+                taken_at=read_at,
+                servers=mine,
+                ports_by_device={s.id: list(by_device.get(s.id, ())) for s in mine},
+                networks={n: networks[n] for n in wanted if n in networks},
+                network_ports={
+                    p.network_id: list(by_network.get(p.network_id, ()))
+                    for p in router.internal_ports
+                },
+            )
+        )
+    LOG.info(
+        "%s: read %d routers, %d VMs, %d ports, %d networks in %.1f s",
+        purpose,
+        len(routers),
+        len(servers),
+        len(ports),
+        len(networks),
+        read_at - started,
+    )
     return Inventory(seeds, clock=clock)

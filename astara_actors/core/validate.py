@@ -53,9 +53,7 @@ MAX_REASON = 255
 MAX_IMAGE_REF = 255
 
 #: A UUID with or without its hyphens, any case (the HTTP API's OpenAPI document uses it).
-UUID_PATTERN = (
-    "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-)
+UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 IMAGE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _UUID = re.compile(UUID_PATTERN, re.ASCII)
 _IMAGE_REF = re.compile(IMAGE_PATTERN, re.ASCII)
@@ -96,8 +94,9 @@ def tenant_id(value: object, field: str = "tenant_id") -> str:
     """A Keystone project id, lower-cased, form kept; else InvalidValue."""
     text = _string(value, field)
     if not is_tenant_id(text):
-        raise InvalidValue(field, f"{shown(text)} is not a UUID or a Keystone project id "
-                                  f"(32 hex digits)")
+        raise InvalidValue(
+            field, f"{shown(text)} is not a UUID or a Keystone project id (32 hex digits)"
+        )
     return text.lower() if "-" not in text else _hyphenated(text)
 
 
@@ -114,8 +113,9 @@ def reason(value: object, field: str = "reason") -> str:
     if not text.isprintable():  # the fast path: printable text has none of _UNSAFE
         at = next((i for i, c in enumerate(text) if unicodedata.category(c) in _UNSAFE), None)
         if at is not None:
-            raise InvalidValue(field, f"contains a control character "
-                                      f"({_escape_char(text[at])} at position {at})")
+            raise InvalidValue(
+                field, f"contains a control character ({_escape_char(text[at])} at position {at})"
+            )
     return text
 
 
@@ -133,9 +133,14 @@ def reason_pattern() -> str:
                 ranges[-1] = (ranges[-1][0], code)
             else:
                 ranges.append((code, code))
+
     def char(code: int) -> str:
-        return f"\\x{code:02x}" if code < 0x100 else (
-            f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        return (
+            f"\\x{code:02x}"
+            if code < 0x100
+            else (f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        )
+
     spans = "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
     return f"^[^{spans}]*$"
 
@@ -146,8 +151,11 @@ def image_ref(value: object, field: str = "image") -> str:
     if len(text) > MAX_IMAGE_REF:
         raise InvalidValue(field, _too_long(len(text), MAX_IMAGE_REF))
     if not _IMAGE_REF.fullmatch(text):
-        raise InvalidValue(field, f"{shown(text)} is not an image id (letters, digits, '.', '_', "
-                                  f"'-', starting with a letter or digit)")
+        raise InvalidValue(
+            field,
+            f"{shown(text)} is not an image id (letters, digits, '.', '_', "
+            f"'-', starting with a letter or digit)",
+        )
     return text
 
 
@@ -181,7 +189,9 @@ def one_line(text: str, limit: int) -> str:
         size += len(piece)
         shown_chars += 1
     line = "".join(out)
-    return line if shown_chars == len(text) else f"{line}… ({len(text) - shown_chars} more characters)"
+    return (
+        line if shown_chars == len(text) else f"{line}… ({len(text) - shown_chars} more characters)"
+    )
 
 
 def bounded(text: str, limit: int) -> str:

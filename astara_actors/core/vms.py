@@ -82,7 +82,9 @@ class VmCloud:
         self._log = log
 
     def adopt(
-        self, now: float, servers: list[Server] | None = None,
+        self,
+        now: float,
+        servers: list[Server] | None = None,
         ports_by_device: dict[str, list[Port]] | None = None,
     ) -> list[Vm]:
         """The VMs Nova already runs for this router, with their ports (``servers`` and

@@ -29,11 +29,24 @@ from astara_actors.protocol.control import Command, CommandKind, InvalidCommand
 __all__ = ["Action", "Mode", "Refresher", "View", "dump", "handle_key", "render", "run", "visible"]
 
 REFRESH = 1.0  # seconds between two routers queries
-_VERBS = {"r": CommandKind.ROUTER_REBUILD, "u": CommandKind.ROUTER_UPDATE,
-          "d": CommandKind.ROUTER_DEBUG, "m": CommandKind.ROUTER_MANAGE}
+_VERBS = {
+    "r": CommandKind.ROUTER_REBUILD,
+    "u": CommandKind.ROUTER_UPDATE,
+    "d": CommandKind.ROUTER_DEBUG,
+    "m": CommandKind.ROUTER_MANAGE,
+}
 _HELP = "↑↓/jk move  / filter  Enter details  r rebuild  u update  d debug  m manage  q quit"
-_COLOURS = {"configured": "green", "booting": "yellow", "up": "yellow", "restart": "yellow",
-            "replug": "yellow", "degraded": "yellow", "down": "red", "error": "red", "gone": "red"}
+_COLOURS = {
+    "configured": "green",
+    "booting": "yellow",
+    "up": "yellow",
+    "restart": "yellow",
+    "replug": "yellow",
+    "degraded": "yellow",
+    "down": "red",
+    "error": "red",
+    "gone": "red",
+}
 
 
 class Mode(enum.Enum):
@@ -109,13 +122,18 @@ def handle_key(view: View, key: str) -> Action:
             return Action(dataclasses.replace(view, mode=Mode.FILTER, typing=view.filter))
         if name == "KEY_ENTER" and rows:
             target = str(rows[_index(rows, view.selected)]["router_id"])
-            return Action(dataclasses.replace(view, mode=Mode.DETAIL, selected=target,
-                                              detail=None, scroll=0), show=target)
+            return Action(
+                dataclasses.replace(view, mode=Mode.DETAIL, selected=target, detail=None, scroll=0),
+                show=target,
+            )
         if not rows:
             return Action(view)
     if char in _VERBS:
-        return Action(dataclasses.replace(view, mode=Mode.PROMPT, back=view.mode, verb=char,
-                                          typing="", message=""))
+        return Action(
+            dataclasses.replace(
+                view, mode=Mode.PROMPT, back=view.mode, verb=char, typing="", message=""
+            )
+        )
     return Action(view)
 
 
@@ -127,8 +145,9 @@ def _typing(view: View, char: str, name: str) -> Action:
     if name == "KEY_ESCAPE":
         if view.mode == Mode.FILTER:
             return Action(dataclasses.replace(view, mode=Mode.LIST, filter="", typing=""))
-        return Action(dataclasses.replace(view, mode=view.back, typing="", verb="",
-                                          message="cancelled"))
+        return Action(
+            dataclasses.replace(view, mode=view.back, typing="", verb="", message="cancelled")
+        )
     if name == "KEY_ENTER":
         if view.mode == Mode.FILTER:
             return Action(dataclasses.replace(view, mode=Mode.LIST, typing=""))
@@ -161,14 +180,19 @@ def _command(view: View) -> Action:
     if router is None:
         return Action(dataclasses.replace(done, message="that router is gone"))
     try:  # checked as the orchestrators will: a bad reason is said here, not dropped there
-        command = Command.from_payload({
-            "command": str(_VERBS[view.verb]), "router_id": str(router["router_id"]),
-            "tenant_id": tenant_hint(router), "reason": view.typing.strip(" "),
-        })
+        command = Command.from_payload(
+            {
+                "command": str(_VERBS[view.verb]),
+                "router_id": str(router["router_id"]),
+                "tenant_id": tenant_hint(router),
+                "reason": view.typing.strip(" "),
+            }
+        )
     except InvalidCommand as exc:
         return Action(dataclasses.replace(done, message=f"not sent: {exc}"))
     sent = f"sent {command.kind} for {command.router_id}" + (
-        f" (reason: {command.reason})" if command.reason else "")
+        f" (reason: {command.reason})" if command.reason else ""
+    )
     return Action(dataclasses.replace(done, message=sent), send=command)
 
 
@@ -223,7 +247,7 @@ def _table(view: View, term: blessed.Terminal, width: int, room: int) -> list[st
     selected = _index(rows, view.selected) if rows else -1
     top = max(0, selected - room + 1)
     elapsed = view.now - view.fetched_at if view.fetched_at is not None else 0.0
-    for i, router in enumerate(rows[top: top + room], start=top):
+    for i, router in enumerate(rows[top : top + room], start=top):
         cells = text.router_cells(router, elapsed)
         if i == selected and view.interactive:
             out.append(term.reverse(text.row(cells, widths).ljust(width)))
@@ -241,7 +265,7 @@ def _detail(view: View, term: blessed.Terminal, room: int) -> list[str]:
     if view.detail is None:
         return [title, "loading…"]
     body = text.router_dump(view.detail, view.detail_host)
-    return [title] + body[view.scroll: view.scroll + room - 1]
+    return [title] + body[view.scroll : view.scroll + room - 1]
 
 
 def _footer(view: View, term: blessed.Terminal) -> list[str]:
@@ -270,9 +294,14 @@ class Snapshot:
 
 def with_snapshot(view: View, snap: Snapshot) -> View:
     """``view`` showing what the refresher last fetched; the cursor stays on its router."""
-    view = dataclasses.replace(view, routers=snap.routers, hosts=snap.hosts,
-                               fetched_at=snap.fetched_at, problem=snap.problem,
-                               alerts=snap.alerts)
+    view = dataclasses.replace(
+        view,
+        routers=snap.routers,
+        hosts=snap.hosts,
+        fetched_at=snap.fetched_at,
+        problem=snap.problem,
+        alerts=snap.alerts,
+    )
     if snap.detail_id and snap.detail_id == view.selected and view.mode != Mode.LIST:
         view = dataclasses.replace(view, detail=snap.detail, detail_host=snap.detail_host)
     rows = visible(view)
@@ -347,8 +376,9 @@ def run(session: Session, term: blessed.Terminal | None = None) -> int:
     try:
         with term.fullscreen(), term.cbreak(), term.hidden_cursor():
             while True:
-                view = dataclasses.replace(with_snapshot(view, refresher.snapshot()),
-                                           now=time.monotonic())
+                view = dataclasses.replace(
+                    with_snapshot(view, refresher.snapshot()), now=time.monotonic()
+                )
                 screen = render(view, term)
                 if screen != drawn or resized.is_set():
                     if resized.is_set():
@@ -387,15 +417,26 @@ def dump(session: Session, as_json: bool = False) -> int:
     """``browse --dump``: one snapshot, the same render without styling; or JSON."""
     routers, hosts = session.routers()
     if as_json:
-        print(json.dumps({"orchestrators": hosts, "routers": routers, "alerts": session.alerts},
-                         indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {"orchestrators": hosts, "routers": routers, "alerts": session.alerts},
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return 0
     import io
 
     term = blessed.Terminal(kind="dumb", stream=io.StringIO(), force_styling=False)
     now = time.monotonic()
-    view = View(tuple(routers), tuple(hosts), fetched_at=now, now=now, interactive=False,
-                alerts=tuple(session.alerts))
+    view = View(
+        tuple(routers),
+        tuple(hosts),
+        fetched_at=now,
+        now=now,
+        interactive=False,
+        alerts=tuple(session.alerts),
+    )
     # On a terminal, fit it; into a pipe or a file, never cut an id.
     full = sum(c.max for c in text.COLUMNS) + len(text.COLUMNS) - 1
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else full

@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.usage, file=sys.stderr)
         if detail and not detail.startswith("Warning: found unmatched"):
             print(f"astara-ctl: {detail}", file=sys.stderr)
-        print("astara-ctl: the arguments match no usage above (see astara-ctl --help)",
-              file=sys.stderr)
+        print(
+            "astara-ctl: the arguments match no usage above (see astara-ctl --help)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     _quiet_logging(args["--verbose"])
     try:
@@ -125,7 +127,7 @@ def _ssh_command_last(argv: list[str]) -> list[str]:
             i += 2 if word in _VALUED else 1
             continue
         if seen_ssh:  # the router id
-            return argv[: i + 1] + ["--"] + argv[i + 1:] if i + 1 < len(argv) else argv
+            return argv[: i + 1] + ["--"] + argv[i + 1 :] if i + 1 < len(argv) else argv
         if word != "ssh":
             return argv
         seen_ssh = True
@@ -137,8 +139,9 @@ def _quiet_logging(verbose: bool) -> None:
     if verbose:
         from astara_actors.log import install
 
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
         install()  # what the orchestrators answer is shown escaped, each line bounded
     else:  # the one line from main is the message; keep library retries off the screen
         logging.getLogger().addHandler(logging.NullHandler())
@@ -219,7 +222,9 @@ class _Run:
         noun, key = ("router", "<router-id>") if a["router"] else ("resource", "<resource-id>")
         target = a[key].strip()
         payload: dict[str, Any] = {
-            "command": f"{noun}-{verb}", f"{noun}_id": target, "tenant_id": "*",
+            "command": f"{noun}-{verb}",
+            f"{noun}_id": target,
+            "tenant_id": "*",
             "reason": self.reason,
         }
         if a["--image"]:
@@ -227,8 +232,9 @@ class _Run:
         command = check_command(payload)  # before anything is sent: ids, wildcards
         if command.router_id in _WILDCARDS:
             # As the original: the wildcard stands for the tenant too.
-            return self.sent(dataclasses.replace(command, tenant_id=command.router_id),
-                             self.session.probe())
+            return self.sent(
+                dataclasses.replace(command, tenant_id=command.router_id), self.session.probe()
+            )
         dump, host = self.session.router(command.router_id)
         payload["router_id" if noun == "router" else "resource_id"] = command.router_id
         command = check_command({**payload, "tenant_id": tenant_hint(dump)})
@@ -244,14 +250,23 @@ class _Run:
 
     def tenant(self) -> int:
         verb = "debug" if self.args["debug"] else "manage"
-        command = check_command({"command": f"tenant-{verb}",
-                                 "tenant_id": self.args["<tenant-id>"], "reason": self.reason})
+        command = check_command(
+            {
+                "command": f"tenant-{verb}",
+                "tenant_id": self.args["<tenant-id>"],
+                "reason": self.reason,
+            }
+        )
         return self.broadcast(command)
 
     def global_debug(self) -> int:
-        command = check_command({"command": str(CommandKind.GLOBAL_DEBUG),
-                                 "enabled": 1 if self.args["enable"] else 0,
-                                 "reason": self.reason})
+        command = check_command(
+            {
+                "command": str(CommandKind.GLOBAL_DEBUG),
+                "enabled": 1 if self.args["enable"] else 0,
+                "reason": self.reason,
+            }
+        )
         return self.broadcast(command)
 
     def workers_debug(self) -> int:
@@ -286,8 +301,9 @@ def _timeout(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 3600:
-        raise CtlError(f"--timeout must be a number of seconds between 0 and 3600, not {text!r}",
-                       EXIT_USAGE)
+        raise CtlError(
+            f"--timeout must be a number of seconds between 0 and 3600, not {text!r}", EXIT_USAGE
+        )
     return value
 
 

@@ -72,12 +72,18 @@ def _cloud(config: Any) -> tuple[Any, Any]:
     except (requests.RequestException, ValueError) as exc:
         raise AstaraError(f"the demo's simulated cloud at {url} does not answer: {exc}") from None
     settings = dataclasses.replace(
-        config.settings, management_network_id=status["management_network_id"],
-        management_subnet_id=status["management_subnet_id"], router_image_id=sim.image_id,
+        config.settings,
+        management_network_id=status["management_network_id"],
+        management_subnet_id=status["management_subnet_id"],
+        router_image_id=sim.image_id,
         router_flavor_id=sim.flavor_id,
     )
-    return settings, CloudSettings(auth_url=f"{url}/identity/v3", username=sim.admin_user,
-                                   password=sim.admin_password, project_name=sim.admin_project)
+    return settings, CloudSettings(
+        auth_url=f"{url}/identity/v3",
+        username=sim.admin_user,
+        password=sim.admin_password,
+        project_name=sim.admin_project,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,17 +111,26 @@ def _step(args: dict[str, Any], router_id: str) -> int:
     try:
         action = Action(args["--action"])
     except ValueError:
-        print(f"astara-debug-router: --action {args['--action']!r}: use update, rebuild, poll "
-              "or delete", file=sys.stderr)
+        print(
+            f"astara-debug-router: --action {args['--action']!r}: use update, rebuild, poll "
+            "or delete",
+            file=sys.stderr,
+        )
         return 2
     config = load_config(args["--config-file"])
     debug = _in_debug(config, router_id)
     if not debug and not args["--force"]:
-        why = ("no orchestrator answered, so it may be managing this router" if debug is None
-               else "the running orchestrator manages it and would fight you")
-        print(f"astara-debug-router: router {router_id} is not in debug mode ({why}).\n"
-              f"  Run: astara-ctl router debug {router_id} --reason '...'\n"
-              "  or pass --force.", file=sys.stderr)
+        why = (
+            "no orchestrator answered, so it may be managing this router"
+            if debug is None
+            else "the running orchestrator manages it and would fight you"
+        )
+        print(
+            f"astara-debug-router: router {router_id} is not in debug mode ({why}).\n"
+            f"  Run: astara-ctl router debug {router_id} --reason '...'\n"
+            "  or pass --force.",
+            file=sys.stderr,
+        )
         return 1
     settings, cloud = _cloud(config)
     # One boot at most, as the original tool did; and no boot timeout while you step.
@@ -127,20 +142,31 @@ def _step(args: dict[str, Any], router_id: str) -> int:
     ROUTER_LOGGER.addHandler(handler)
     ROUTER_LOGGER.setLevel(logging.DEBUG)
     log = router_logger(router_id)
-    instance = InstanceManager(router_id, router.tenant_id, network=network, compute=compute,
-                               appliance=appliance, settings=settings, log=log)
+    instance = InstanceManager(
+        router_id,
+        router.tenant_id,
+        network=network,
+        compute=compute,
+        appliance=appliance,
+        settings=settings,
+        log=log,
+    )
     sm = Automaton(router_id, router.tenant_id, instance, settings, log=log)
     instance.update_state()
-    print(f"router {router_id} ({router.name or 'no name'}), tenant {router.tenant_id}: "
-          f"instance {instance.state}; stepping {action}")
+    print(
+        f"router {router_id} ({router.name or 'no name'}), tenant {router.tenant_id}: "
+        f"instance {instance.state}; stepping {action}"
+    )
     sm.send_message(action)
     if not args["--no-pdb"]:
         print("(Pdb) `s` steps into the traversal, `c` runs it")
         pdb.set_trace()  # noqa: T100 - the purpose of this tool
     outcome = sm.update()
-    print(f"done: state {sm.state.name}, instance {instance.state}"
-          + (f", wants a wake in {outcome.wake_after:.1f} s" if outcome.wake_after else "")
-          + (", router deleted" if outcome.deleted else ""))
+    print(
+        f"done: state {sm.state.name}, instance {instance.state}"
+        + (f", wants a wake in {outcome.wake_after:.1f} s" if outcome.wake_after else "")
+        + (", router deleted" if outcome.deleted else "")
+    )
     appliance.close()
     return 0
 

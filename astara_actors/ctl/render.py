@@ -115,8 +115,17 @@ def routers_table(routers: Iterable[Mapping[str, Any]], width: int = 160) -> lis
 
 
 # A fixed order (healthy, on the way, in trouble), so the header does not jump about.
-_STATE_ORDER = ("configured", "booting", "up", "restart", "replug", "degraded", "down", "error",
-                "gone")
+_STATE_ORDER = (
+    "configured",
+    "booting",
+    "up",
+    "restart",
+    "replug",
+    "degraded",
+    "down",
+    "error",
+    "gone",
+)
 
 
 def matching(routers: Iterable[Mapping[str, Any]], words: str) -> list[Mapping[str, Any]]:
@@ -150,8 +159,10 @@ def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) 
     """One router's dump (``router show``, the browser's detail view)."""
     instance = dump.get("instance") or {}
     reasons = dump.get("debug_reasons") or {}
-    debug = "yes (" + ", ".join(f"{k}: {v}" for k, v in reasons.items()) + ")" if reasons else (
-        "yes" if dump.get("debug") else "no"
+    debug = (
+        "yes (" + ", ".join(f"{k}: {v}" for k, v in reasons.items()) + ")"
+        if reasons
+        else ("yes" if dump.get("debug") else "no")
     )
     wake = dump.get("next_wake_in")
     error = dump.get("error") or {}
@@ -164,7 +175,8 @@ def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) 
         f"instance       {dump.get('instance_state', '')}"
         f"  image {instance.get('image_id') or dump.get('image_id') or '-'}"
         f"  neutron {instance.get('neutron_status') or '-'}",
-        f"inbox          {len(inbox)} queued" + (f": {', '.join(map(str, inbox))}" if inbox else "")
+        f"inbox          {len(inbox)} queued"
+        + (f": {', '.join(map(str, inbox))}" if inbox else "")
         + f"  (mailbox {dump.get('mailbox', 0)})",
         f"boot attempts  {dump.get('boot_attempts', 0)}  failures {dump.get('failures', 0)}"
         f"  backoff {'-' if wake is None else f'next wake in {float(wake):.1f}s'}",
@@ -177,8 +189,14 @@ def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) 
     vms = instance.get("vms") or []
     lines.append(f"VMs ({len(vms)})")
     for i, vm in enumerate(vms):
-        flags = " ".join(f for f in ("alive" if vm.get("alive") else "not alive",
-                                     "configured" if vm.get("configured") else "") if f)
+        flags = " ".join(
+            f
+            for f in (
+                "alive" if vm.get("alive") else "not alive",
+                "configured" if vm.get("configured") else "",
+            )
+            if f
+        )
         lines.append(
             f"  [{i}] {vm.get('name', '')}  {vm.get('management_address') or '-'}"
             f"  {vm.get('status', '')}  {flags}  age {age(vm.get('age'))}"
@@ -210,8 +228,10 @@ def workers_tree(host: str, tree: Mapping[str, Any]) -> list[str]:
     cluster = tree.get("cluster")
     if cluster:
         members = ", ".join(cluster.get("members") or []) or "none (fenced)"
-        lines.append(f"  cluster: member {cluster.get('member', host)} of [{members}]; "
-                     "the tenants below are the ones it owns")
+        lines.append(
+            f"  cluster: member {cluster.get('member', host)} of [{members}]; "
+            "the tenants below are the ones it owns"
+        )
     storm = tree.get("storm")
     if storm:
         lines.append(
@@ -227,13 +247,18 @@ def workers_tree(host: str, tree: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  tenant {tenant.get('tenant_id', '')}  mailbox {tenant.get('mailbox', 0)}"
             f"  restarts {tenant.get('restarts', 0)}"
-            + (f"  debug ({', '.join(f'{k}: {v}' for k, v in reasons.items())})"
-               if tenant.get("debug") else "")
+            + (
+                f"  debug ({', '.join(f'{k}: {v}' for k, v in reasons.items())})"
+                if tenant.get("debug")
+                else ""
+            )
         )
         for router in tenant.get("routers") or []:
             if "unavailable" in router:
-                lines.append(f"    router {router.get('router_id', '')}  "
-                             f"unavailable ({router['unavailable']})")
+                lines.append(
+                    f"    router {router.get('router_id', '')}  "
+                    f"unavailable ({router['unavailable']})"
+                )
                 continue
             lines.append(
                 f"    router {router.get('router_id', '')}  {router.get('state', '')}"

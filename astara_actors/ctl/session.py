@@ -17,8 +17,16 @@ from astara_actors.core import validate
 from astara_actors.errors import AstaraError
 from astara_actors.protocol.control import Command, InvalidCommand, Query, QueryKind
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CtlError", "Session", "check_command", "check_query",
-           "storm_alert", "tenant_hint"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "CtlError",
+    "Session",
+    "check_command",
+    "check_query",
+    "storm_alert",
+    "tenant_hint",
+]
 
 EXIT_FAILED = 1  # the orchestrators answered, but no: unknown router, a failed answer
 EXIT_USAGE = 2  # the operator's input, the configuration, or nobody to talk to
@@ -101,8 +109,11 @@ class Session:
             for summary in reply["answer"].get("routers", [])
         ]
         routers.sort(key=lambda r: (str(r.get("tenant_id", "")), str(r.get("router_id", ""))))
-        self.alerts = sorted(alert for reply in _good(replies)
-                             if (alert := storm_alert(reply["host"], reply["answer"].get("storm"))))
+        self.alerts = sorted(
+            alert
+            for reply in _good(replies)
+            if (alert := storm_alert(reply["host"], reply["answer"].get("storm")))
+        )
         return routers, sorted(r["host"] for r in replies)
 
     def router(self, router_id: str) -> tuple[dict[str, Any], str]:
@@ -113,8 +124,9 @@ class Session:
             if reply["answer"].get("found"):
                 return reply["answer"]["router"], reply["host"]
         hosts = ", ".join(sorted(r["host"] for r in replies))
-        raise CtlError(f"router {query.router_id} is not known to any orchestrator "
-                       f"(asked: {hosts})")
+        raise CtlError(
+            f"router {query.router_id} is not known to any orchestrator (asked: {hosts})"
+        )
 
     def workers(self) -> list[tuple[str, dict[str, Any]]]:
         """Each orchestrator's supervision tree with its inbox counters, by host.
@@ -123,8 +135,11 @@ class Session:
         gathering window, ask again and wait for as many answers as there are members.
         """
         replies = self.ask(Query(QueryKind.WORKERS))
-        members = {m for r in _good(replies)
-                   for m in (r["answer"]["workers"].get("cluster") or {}).get("members", [])}
+        members = {
+            m
+            for r in _good(replies)
+            for m in (r["answer"]["workers"].get("cluster") or {}).get("members", [])
+        }
         if members - {r["host"] for r in replies}:
             replies = self.ask(Query(QueryKind.WORKERS), expect=len(members))
         return sorted((r["host"], r["answer"]["workers"]) for r in _good(replies))
@@ -149,9 +164,11 @@ def storm_alert(host: str, storm: Any) -> str:
     if not isinstance(storm, Mapping) or storm.get("breaker") != "open":
         return ""
     share = storm.get("failing_share") or 0
-    return (f"{host}: CIRCUIT BREAKER OPEN for {storm.get('open_for_s', 0)} s: "
-            f"{storm.get('failing', '?')} of {storm.get('monitored', '?')} routers fail liveness "
-            f"({100 * share:.0f}%); automatic rebuilds held ({storm.get('rebuilds_held', 0)})")
+    return (
+        f"{host}: CIRCUIT BREAKER OPEN for {storm.get('open_for_s', 0)} s: "
+        f"{storm.get('failing', '?')} of {storm.get('monitored', '?')} routers fail liveness "
+        f"({100 * share:.0f}%); automatic rebuilds held ({storm.get('rebuilds_held', 0)})"
+    )
 
 
 def _login() -> str:

@@ -51,8 +51,11 @@ class SshOptions:
             return cls()
         ssh_dir = Path(config.process.state_dir) / "ssh"
         key = ssh_dir / "id_ecdsa"
-        return cls(port=getattr(config.sim, "ssh_port", 0) or 22,
-                   key=str(key) if key.exists() else None, known_hosts=ssh_dir / "known_hosts")
+        return cls(
+            port=getattr(config.sim, "ssh_port", 0) or 22,
+            key=str(key) if key.exists() else None,
+            known_hosts=ssh_dir / "known_hosts",
+        )
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any], defaults: SshOptions | None = None) -> SshOptions:
@@ -67,7 +70,10 @@ class SshOptions:
             raise CtlError("--vm must be 0 or more and --port between 1 and 65535", EXIT_USAGE)
         known = Path(args["--known-hosts"]) if args["--known-hosts"] else base.known_hosts
         return cls(
-            vm=vm, user=args["--user"], port=port, key=args["--key"] or base.key,
+            vm=vm,
+            user=args["--user"],
+            port=port,
+            key=args["--key"] or base.key,
             known_hosts=known.expanduser(),
             accept_new_host_key=bool(args["--accept-new-host-key"]),
         )
@@ -76,20 +82,25 @@ class SshOptions:
 def choose_vm(dump: Mapping[str, Any], index: int) -> tuple[str, str, str]:
     """``(vm name, management address, what to tell the operator)`` for VM ``index``."""
     router_id = dump.get("router_id", "")
-    vms = [vm for vm in (dump.get("instance") or {}).get("vms") or []
-           if vm.get("management_address")]
+    vms = [
+        vm for vm in (dump.get("instance") or {}).get("vms") or [] if vm.get("management_address")
+    ]
     if not vms:
-        raise CtlError(f"router {router_id} has no service VM with a management address "
-                       f"(instance state: {dump.get('instance_state', '?')})")
+        raise CtlError(
+            f"router {router_id} has no service VM with a management address "
+            f"(instance state: {dump.get('instance_state', '?')})"
+        )
     if index >= len(vms):
-        raise CtlError(f"router {router_id} has {len(vms)} VM(s); --vm must be below {len(vms)}",
-                       EXIT_USAGE)
+        raise CtlError(
+            f"router {router_id} has {len(vms)} VM(s); --vm must be below {len(vms)}", EXIT_USAGE
+        )
     vm = vms[index]
     name, address = str(vm.get("name", "")), str(vm["management_address"])
     note = f"connecting to {name} ({address})"
     if len(vms) > 1:
-        others = ", ".join(f"[{i}] {v.get('name', '')} {v['management_address']}"
-                           for i, v in enumerate(vms))
+        others = ", ".join(
+            f"[{i}] {v.get('name', '')} {v['management_address']}" for i, v in enumerate(vms)
+        )
         note = f"router {router_id} is HA with {len(vms)} VMs: {others}; {note} (see --vm)"
     return name, address, note
 
@@ -171,9 +182,15 @@ def _connect(
         client.set_missing_host_key_policy(_HostKeyPolicy(options, vm_name, stderr))
         pkey = _load_key(options.key) if options.key else None
         client.connect(
-            address, options.port, username=options.user, pkey=pkey,
-            allow_agent=pkey is None, look_for_keys=pkey is None, timeout=options.timeout,
-            banner_timeout=options.timeout, auth_timeout=options.timeout,
+            address,
+            options.port,
+            username=options.user,
+            pkey=pkey,
+            allow_agent=pkey is None,
+            look_for_keys=pkey is None,
+            timeout=options.timeout,
+            banner_timeout=options.timeout,
+            auth_timeout=options.timeout,
         )
     except SshError:
         client.close()
@@ -206,8 +223,9 @@ def _load_key(path: str) -> paramiko.PKey:
         raise SshError(f"{path} is not a private key paramiko can use: {exc}") from None
 
 
-def _pump(channel: paramiko.Channel, stdin: IO[bytes] | None, stdout: IO[bytes],
-          stderr: IO[bytes]) -> int:
+def _pump(
+    channel: paramiko.Channel, stdin: IO[bytes] | None, stdout: IO[bytes], stderr: IO[bytes]
+) -> int:
     """Copy the channel's output (and ``stdin`` to it) until it ends; the remote exit status."""
     sources: list[Any] = [channel] + ([stdin] if stdin is not None else [])
     while True:

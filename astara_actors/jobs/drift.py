@@ -61,8 +61,13 @@ class DriftSweeper(Periodic):
         """One sweep now; returns how many routers the listing held (0 if it failed)."""
         started = self._clock()
         try:
-            listing = read_inventory(self._network, self._compute, self._management_network_id,
-                                     clock=self._clock, purpose="drift sweep")
+            listing = read_inventory(
+                self._network,
+                self._compute,
+                self._management_network_id,
+                clock=self._clock,
+                purpose="drift sweep",
+            )
         except CloudError as exc:
             LOG.warning("drift sweep skipped: could not list the cloud: %s", exc)
             return 0

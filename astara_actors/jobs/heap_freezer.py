@@ -132,9 +132,13 @@ class HeapFreezer(Periodic):
             self.reclaimed += found
             # Found by a full collection right after the young one: cycles that were frozen,
             # i.e. something let go of left a cycle behind (worth a look if it keeps growing).
-            LOG.log(logging.INFO if found else logging.DEBUG,
-                    "heap thawed and frozen again: %d objects in cycles reclaimed, %d frozen, "
-                    "%.3f s", found, frozen, took)
+            LOG.log(
+                logging.INFO if found else logging.DEBUG,
+                "heap thawed and frozen again: %d objects in cycles reclaimed, %d frozen, %.3f s",
+                found,
+                frozen,
+                took,
+            )
         else:
             LOG.debug("heap frozen: %d objects, %.3f s", frozen, took)
         return took

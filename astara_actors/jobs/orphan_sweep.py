@@ -159,8 +159,9 @@ class _Removals:
             return False
         return self.now - first >= self.grace
 
-    def remove(self, ident: str, what: str, router_id: str,
-               delete: Callable[[str], object]) -> bool:
+    def remove(
+        self, ident: str, what: str, router_id: str, delete: Callable[[str], object]
+    ) -> bool:
         """Delete one orphan; a failure is counted, logged and retried by the next sweep."""
         try:
             delete(ident)

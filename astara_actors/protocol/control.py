@@ -63,15 +63,22 @@ class CommandKind(enum.StrEnum):
 
 
 _TARGETED = {
-    CommandKind.RESOURCE_DEBUG, CommandKind.RESOURCE_MANAGE, CommandKind.RESOURCE_UPDATE,
-    CommandKind.RESOURCE_REBUILD, CommandKind.ROUTER_DEBUG, CommandKind.ROUTER_MANAGE,
-    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
+    CommandKind.RESOURCE_DEBUG,
+    CommandKind.RESOURCE_MANAGE,
+    CommandKind.RESOURCE_UPDATE,
+    CommandKind.RESOURCE_REBUILD,
+    CommandKind.ROUTER_DEBUG,
+    CommandKind.ROUTER_MANAGE,
+    CommandKind.ROUTER_UPDATE,
+    CommandKind.ROUTER_REBUILD,
 }
 # The original accepted the wildcards only for router-update/rebuild (and resource-*
 # update/rebuild through the same path); debug/manage of "every router" was refused.
 _WILDCARD_OK = {
-    CommandKind.RESOURCE_UPDATE, CommandKind.RESOURCE_REBUILD,
-    CommandKind.ROUTER_UPDATE, CommandKind.ROUTER_REBUILD,
+    CommandKind.RESOURCE_UPDATE,
+    CommandKind.RESOURCE_REBUILD,
+    CommandKind.ROUTER_UPDATE,
+    CommandKind.ROUTER_REBUILD,
 }
 
 
@@ -127,9 +134,12 @@ class Command:
                 enabled = False
             else:
                 raise InvalidCommand(
-                    f"global-debug: enabled must be 1 or 0, not {validate.shown(value)}")
-        if kind not in _TARGETED and kind not in (CommandKind.TENANT_DEBUG,
-                                                  CommandKind.TENANT_MANAGE):
+                    f"global-debug: enabled must be 1 or 0, not {validate.shown(value)}"
+                )
+        if kind not in _TARGETED and kind not in (
+            CommandKind.TENANT_DEBUG,
+            CommandKind.TENANT_MANAGE,
+        ):
             tenant_id = ""  # read by no other command: never carried unchecked
         return cls(kind, router_id, tenant_id, reason, image_id, enabled)
 

@@ -33,8 +33,15 @@ __all__ = [
 ]
 
 # Payload sections whose owner is the notification's tenant, most specific first.
-_TENANT_SECTIONS = ("router", "port", "subnet", "floatingip", "network", "router_interface",
-                    "router.interface")
+_TENANT_SECTIONS = (
+    "router",
+    "port",
+    "subnet",
+    "floatingip",
+    "network",
+    "router_interface",
+    "router.interface",
+)
 _TENANT_KEYS = ("project_id", "tenant_id")
 _CONTEXT_KEYS = ("project_id", "tenant_id", "project", "tenant")
 # Ports we create ourselves (management, VRRP); reacting to them would loop on every boot.
@@ -188,8 +195,13 @@ def _router(action: Action) -> Callable[[Notification], Change]:
         if router_id is None:
             raise MalformedMessage(f"{n.event_type}: payload names no router id")
         return Change(
-            kind="router", action=action, tenant_id=_tenant(n), event_type=n.event_type,
-            operation=_operation(n.event_type), router_id=router_id, resource_id=router_id,
+            kind="router",
+            action=action,
+            tenant_id=_tenant(n),
+            event_type=n.event_type,
+            operation=_operation(n.event_type),
+            router_id=router_id,
+            resource_id=router_id,
             resource_tenant_id=_own_tenant(router or {}, f"{where}.router"),
         )
 
@@ -209,11 +221,16 @@ def _router_interface(n: Notification) -> Change:
     if not subnet_ids and (subnet_id := _uuid(section, "subnet_id", where)):
         subnet_ids = (subnet_id,)
     return Change(
-        kind="router", action=Action.UPDATE, tenant_id=_tenant(n), event_type=n.event_type,
+        kind="router",
+        action=Action.UPDATE,
+        tenant_id=_tenant(n),
+        event_type=n.event_type,
         operation="create" if n.event_type.endswith("create") else "delete",
-        router_id=router_id, resource_id=_uuid(section, "port_id", where),
+        router_id=router_id,
+        resource_id=_uuid(section, "port_id", where),
         resource_tenant_id=_own_tenant(section, where),
-        network_id=_uuid(section, "network_id", where), subnet_ids=subnet_ids,
+        network_id=_uuid(section, "network_id", where),
+        subnet_ids=subnet_ids,
     )
 
 
@@ -254,8 +271,13 @@ def _resource(kind: str) -> Callable[[Notification], Change | None]:
         elif kind == "subnet":
             fields["subnet_ids"] = (resource_id,)
         return Change(
-            kind=kind, action=Action.UPDATE, tenant_id=_tenant(n), event_type=n.event_type,
-            operation=_operation(n.event_type), resource_id=resource_id, **fields,
+            kind=kind,
+            action=Action.UPDATE,
+            tenant_id=_tenant(n),
+            event_type=n.event_type,
+            operation=_operation(n.event_type),
+            resource_id=resource_id,
+            **fields,
         )
 
     return parse

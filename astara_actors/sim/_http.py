@@ -66,8 +66,13 @@ def keystone_error(status: int, title: str, message: str) -> JSONBodyError:
 def _unauthorized() -> JSONBodyError:
     return JSONBodyError(
         401,
-        {"error": {"code": 401, "title": "Unauthorized",
-                   "message": "The request you have made requires authentication."}},
+        {
+            "error": {
+                "code": 401,
+                "title": "Unauthorized",
+                "message": "The request you have made requires authentication.",
+            }
+        },
         headers={"WWW-Authenticate": "Keystone uri=''"},
     )
 
@@ -114,4 +119,6 @@ def read_json(req: falcon.Request, malformed: JSONBodyError | None = None) -> An
     try:
         return json.loads(raw)
     except ValueError:
-        raise (malformed or neutron_error(400, "HTTPBadRequest", "Malformed request body")) from None
+        raise (
+            malformed or neutron_error(400, "HTTPBadRequest", "Malformed request body")
+        ) from None

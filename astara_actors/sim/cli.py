@@ -81,14 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         from astara_actors.bus.transport import BusSettings
         from astara_actors.sim.notifier import KombuNotifier
 
-        notify = KombuNotifier(BusSettings(
-            transport_url=settings.transport_url, notifications_exchange=settings.notifications_exchange,
-        ))
+        notify = KombuNotifier(
+            BusSettings(
+                transport_url=settings.transport_url,
+                notifications_exchange=settings.notifications_exchange,
+            )
+        )
     cloud = SimCloud(settings, notify=notify)
     try:
         server = SimServer(cloud)
     except OSError as exc:
-        print(f"astara-sim: cannot listen on {settings.listen}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"astara-sim: cannot listen on {settings.listen}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 1
     server.start()
     try:

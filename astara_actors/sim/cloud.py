@@ -127,18 +127,33 @@ class SimCloud:
             return  # beside a real Neutron: its topology is the real one
         mgt = self._model().create("network", {"name": "mgt"}, self.admin)
         self.management_network_id = mgt["id"]
-        self.management_subnet_id = self._model().create("subnet", {
-            "network_id": mgt["id"], "name": "mgt-subnet", "ip_version": 4,
-            "cidr": s.management_cidr, "enable_dhcp": False, "gateway_ip": None,
-        }, self.admin)["id"]
+        self.management_subnet_id = self._model().create(
+            "subnet",
+            {
+                "network_id": mgt["id"],
+                "name": "mgt-subnet",
+                "ip_version": 4,
+                "cidr": s.management_cidr,
+                "enable_dhcp": False,
+                "gateway_ip": None,
+            },
+            self.admin,
+        )["id"]
         public = self._model().create(
             "network", {"name": "public", "router:external": True}, self.admin
         )
         self.external_network_id = public["id"]
-        self.external_subnet_id = self._model().create("subnet", {
-            "network_id": public["id"], "name": "public-subnet", "ip_version": 4,
-            "cidr": s.external_cidr, "enable_dhcp": False,
-        }, self.admin)["id"]
+        self.external_subnet_id = self._model().create(
+            "subnet",
+            {
+                "network_id": public["id"],
+                "name": "public-subnet",
+                "ip_version": 4,
+                "cidr": s.external_cidr,
+                "enable_dhcp": False,
+            },
+            self.admin,
+        )["id"]
         for t in range(s.tenants):
             tenant = self.add_tenant(f"demo-{t}")
             self.tenants.append(tenant)
@@ -153,8 +168,14 @@ class SimCloud:
 
     @staticmethod
     def tenant_caller(project: Project, user_id: str, user_name: str) -> Caller:
-        return Caller(user_id=user_id, project_id=project.id, is_admin=False,
-                      roles=("member", "reader"), user_name=user_name, project_name=project.name)
+        return Caller(
+            user_id=user_id,
+            project_id=project.id,
+            is_admin=False,
+            roles=("member", "reader"),
+            user_name=user_name,
+            project_name=project.name,
+        )
 
     def add_router(self, tenant: Caller, name: str, *, ha: bool = False) -> str:
         """A router with a gateway, one network/subnet behind it, a VM port and a floating IP.
@@ -165,26 +186,48 @@ class SimCloud:
         self._routers_made += 1
         cidr = f"10.{index // 256 % 256}.{index % 256}.0/24"  # 65,536 distinct tenant subnets
         net = self._model().create("network", {"name": f"{name}-net"}, tenant)
-        subnet = self._model().create("subnet", {
-            "network_id": net["id"], "name": f"{name}-subnet", "ip_version": 4, "cidr": cidr,
-        }, tenant)
+        subnet = self._model().create(
+            "subnet",
+            {
+                "network_id": net["id"],
+                "name": f"{name}-subnet",
+                "ip_version": 4,
+                "cidr": cidr,
+            },
+            tenant,
+        )
         attrs: dict[str, Any] = {
-            "name": name, "external_gateway_info": {"network_id": self.external_network_id},
+            "name": name,
+            "external_gateway_info": {"network_id": self.external_network_id},
         }
         if ha:
             attrs.update(ha=True, tenant_id=tenant.project_id)
         router = self._model().create("router", attrs, self.admin if ha else tenant)
         self._model().add_router_interface(router["id"], {"subnet_id": subnet["id"]}, tenant)
-        vm_port = self._model().create("port", {
-            "network_id": net["id"], "name": f"{name}-vm", "device_owner": "compute:nova",
-            "device_id": f"vm-{router['id']}",
-        }, tenant)
-        fip = self._model().create("floatingip", {
-            "floating_network_id": self.external_network_id, "port_id": vm_port["id"],
-        }, tenant)
+        vm_port = self._model().create(
+            "port",
+            {
+                "network_id": net["id"],
+                "name": f"{name}-vm",
+                "device_owner": "compute:nova",
+                "device_id": f"vm-{router['id']}",
+            },
+            tenant,
+        )
+        fip = self._model().create(
+            "floatingip",
+            {
+                "floating_network_id": self.external_network_id,
+                "port_id": vm_port["id"],
+            },
+            tenant,
+        )
         self.topology[router["id"]] = {
-            "tenant": tenant, "network": net["id"], "subnet": subnet["id"],
-            "vm_port": vm_port["id"], "fip": fip["id"],
+            "tenant": tenant,
+            "network": net["id"],
+            "subnet": subnet["id"],
+            "vm_port": vm_port["id"],
+            "fip": fip["id"],
         }
         return str(router["id"])
 
@@ -200,24 +243,44 @@ class SimCloud:
         model = self._model()
         have = {_router_of(s["name"]) for s in self.nova.servers(None, all_tenants=True)}
         booted = []
-        for router_id in (self.topology if router_ids is None else router_ids):
+        for router_id in self.topology if router_ids is None else router_ids:
             made = self.topology.get(router_id)
             if made is None or router_id in have:
                 continue
             common = {"admin_state_up": True, "port_security_enabled": False, "security_groups": []}
-            mgt = model.create("port", {
-                **common, "network_id": self.management_network_id, "name": f"ASTARA:MGT:{router_id}",
-                "fixed_ips": [{"subnet_id": self.management_subnet_id}],
-            }, self.admin)
+            mgt = model.create(
+                "port",
+                {
+                    **common,
+                    "network_id": self.management_network_id,
+                    "name": f"ASTARA:MGT:{router_id}",
+                    "fixed_ips": [{"subnet_id": self.management_subnet_id}],
+                },
+                self.admin,
+            )
             ports = [mgt["id"]]
             for network_id in (self.external_network_id, made["network"]):
-                ports.append(model.create("port", {
-                    **common, "network_id": network_id, "name": f"ASTARA:VRRP:{router_id}",
-                    "fixed_ips": [],
-                }, self.admin)["id"])
-            self.nova.create(self.admin, name=f"ak-router-{router_id}_0",
-                             image_id=self.settings.image_id, flavor_id=self.settings.flavor_id,
-                             port_ids=ports[:1], then_attach=ports[1:], config_drive=True)
+                ports.append(
+                    model.create(
+                        "port",
+                        {
+                            **common,
+                            "network_id": network_id,
+                            "name": f"ASTARA:VRRP:{router_id}",
+                            "fixed_ips": [],
+                        },
+                        self.admin,
+                    )["id"]
+                )
+            self.nova.create(
+                self.admin,
+                name=f"ak-router-{router_id}_0",
+                image_id=self.settings.image_id,
+                flavor_id=self.settings.flavor_id,
+                port_ids=ports[:1],
+                then_attach=ports[1:],
+                config_drive=True,
+            )
             booted.append(router_id)
         return booted
 
@@ -301,8 +364,12 @@ class SimCloud:
             if self.ssh is not None:
                 from astara_actors.sim.appliances.ssh import authorized_keys
 
-                self.ssh.add(server["id"], address, authorized_keys(server.get("user_data")),
-                             functools.partial(self._shell, server["id"]))
+                self.ssh.add(
+                    server["id"],
+                    address,
+                    authorized_keys(server.get("user_data")),
+                    functools.partial(self._shell, server["id"]),
+                )
         except OSError as exc:
             LOG.warning("appliance of %s cannot listen on %s: %s", server["id"], address, exc)
 
@@ -329,9 +396,11 @@ class SimCloud:
         if command in ("hostname", "cat /etc/hostname"):
             return 0, f"{config.get('hostname', server_id)}\n"
         if words[:1] == ["ip"] and "addr" in words:
-            lines = [f"{n.get('interface', {}).get('ifname', '?')} UP "
-                     + " ".join(n.get("interface", {}).get("addresses", []))
-                     for n in config.get("networks", [])]
+            lines = [
+                f"{n.get('interface', {}).get('ifname', '?')} UP "
+                + " ".join(n.get("interface", {}).get("addresses", []))
+                for n in config.get("networks", [])
+            ]
             return 0, "\n".join(lines) + "\n"
         if words[:1] == ["echo"]:
             return 0, " ".join(words[1:]) + "\n"
@@ -352,7 +421,11 @@ class SimCloud:
         except NovaFault:
             pass
         prefix = f"ak-router-{ident}_"
-        return [s["id"] for s in self.nova.servers(None, all_tenants=True) if s["name"].startswith(prefix)]
+        return [
+            s["id"]
+            for s in self.nova.servers(None, all_tenants=True)
+            if s["name"].startswith(prefix)
+        ]
 
     def router_counters(self, router_id: str) -> dict[str, int]:
         """VMs booted for a router and config pushes its appliances accepted, ever."""
@@ -362,8 +435,10 @@ class SimCloud:
                 live += self.appliances.pushes(server_id)
             except KeyError:
                 pass
-        return {"boots": self.boots.get(router_id, 0),
-                "pushes": self.pushes.get(router_id, 0) + live}
+        return {
+            "boots": self.boots.get(router_id, 0),
+            "pushes": self.pushes.get(router_id, 0) + live,
+        }
 
     def kill_random_appliance(self) -> str | None:
         """Kill one live appliance at random (the demo's occasional failure); its server id."""
@@ -388,12 +463,16 @@ def _remote(settings: SimSettings) -> tuple[PortDirectory, Any, Callable[[str], 
     from astara_actors.config.cloud import CloudSettings
     from astara_actors.sim.remote import RemotePorts, RemoteTokens
 
-    conn = connect(CloudSettings(
-        auth_url=settings.neutron_auth_url, username=settings.neutron_username,
-        password=settings.neutron_password, project_name=settings.neutron_project,
-        user_domain_name=settings.neutron_user_domain,
-        project_domain_name=settings.neutron_project_domain,
-    ))
+    conn = connect(
+        CloudSettings(
+            auth_url=settings.neutron_auth_url,
+            username=settings.neutron_username,
+            password=settings.neutron_password,
+            project_name=settings.neutron_project,
+            user_domain_name=settings.neutron_user_domain,
+            project_domain_name=settings.neutron_project_domain,
+        )
+    )
     tokens = RemoteTokens(settings.neutron_auth_url, conn.session.get_token)
     return RemotePorts(conn), tokens, lambda network_id: _remote_network_name(conn, network_id)
 
@@ -431,4 +510,4 @@ def _router_of(server_name: str) -> str:
     """``ak-router-<router id>_<n>`` -> the router id ("" for other names)."""
     if not server_name.startswith("ak-router-"):
         return ""
-    return server_name[len("ak-router-"):].rsplit("_", 1)[0]
+    return server_name[len("ak-router-") :].rsplit("_", 1)[0]

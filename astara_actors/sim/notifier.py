@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 
     from astara_actors.bus.transport import BusSettings
 
-__all__ = ["KombuNotifier", "Notification", "RecordingNotifier", "neutron_context", "request_id_var"]
+__all__ = [
+    "KombuNotifier",
+    "Notification",
+    "RecordingNotifier",
+    "neutron_context",
+    "request_id_var",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,9 @@ class RecordingNotifier:
         self.notifications: list[Notification] = []
 
     def __call__(self, event_type: str, payload: Mapping[str, Any], caller: Caller | None) -> None:
-        item = Notification(event_type, json.loads(json.dumps(payload)), caller, request_id_var.get())
+        item = Notification(
+            event_type, json.loads(json.dumps(payload)), caller, request_id_var.get()
+        )
         with self._changed:
             self.notifications.append(item)
             self._changed.notify_all()
@@ -160,8 +168,11 @@ class KombuNotifier:
         from astara_actors.bus.transport import notification_envelope
 
         body = notification_envelope(
-            event_type, dict(payload), publisher_id=self.publisher_id,
-            context=neutron_context(caller, now=self._now), now=self._now,
+            event_type,
+            dict(payload),
+            publisher_id=self.publisher_id,
+            context=neutron_context(caller, now=self._now),
+            now=self._now,
         )
         with self._changed:
             if self._closed:
@@ -173,12 +184,15 @@ class KombuNotifier:
                 self._outbox.remove(dropped)
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("notification outbox full (%d): dropped the oldest, %s "
-                                "(%d dropped so far)", self._size, dropped[0], self.dropped)
+                    log.warning(
+                        "notification outbox full (%d): dropped the oldest, %s (%d dropped so far)",
+                        self._size,
+                        dropped[0],
+                        self.dropped,
+                    )
             self._outbox.append((event_type, body))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sim-notifier",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="sim-notifier", daemon=True)
                 self._thread.start()
             self._changed.notify_all()
 
@@ -213,8 +227,9 @@ class KombuNotifier:
         try:
             while True:
                 with self._changed:
-                    if not self._changed.wait_for(lambda: self._outbox or self._closed,
-                                                  self._idle_exit):
+                    if not self._changed.wait_for(
+                        lambda: self._outbox or self._closed, self._idle_exit
+                    ):
                         return  # idle: the next notification starts a new thread
                     if not self._outbox:
                         return  # closed
@@ -251,8 +266,9 @@ class KombuNotifier:
                     self.dropped += len(self._outbox)
                     self._outbox.clear()
                 elif self._outbox:  # appended while we were leaving
-                    self._thread = threading.Thread(target=self._run, name="sim-notifier",
-                                                    daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._run, name="sim-notifier", daemon=True
+                    )
                     self._thread.start()
                 self._changed.notify_all()
 
@@ -267,16 +283,24 @@ class KombuNotifier:
                 # No heartbeat: nothing drains this connection, and a dead one fails the publish.
                 self._connection = transport.connect(self._settings, heartbeat=0)
             transport.publish(
-                self._connection, body,
+                self._connection,
+                body,
                 exchange=notifications_exchange(self._settings),
                 routing_key=self._settings.notifications_routing_key,
-                max_retries=0, delivery_mode=2, priority=0, timeout=self._publish_timeout,
+                max_retries=0,
+                delivery_mode=2,
+                priority=0,
+                timeout=self._publish_timeout,
             )
             return True
         except transport.BusError as exc:
             if not failures:
-                log.warning("cannot publish notification %s (%s); keeping it and the ones "
-                            "after it until the bus is back", event_type, exc)
+                log.warning(
+                    "cannot publish notification %s (%s); keeping it and the ones "
+                    "after it until the bus is back",
+                    event_type,
+                    exc,
+                )
             self._release()
             return None
         except Exception:  # noqa: BLE001 - a bug must not stop the notifications behind it

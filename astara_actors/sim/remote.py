@@ -71,8 +71,9 @@ class RemoteTokens:
         clock: Callable[[], float] = time.monotonic,
         session: requests.Session | None = None,
     ) -> None:
-        self._url = auth_url.rstrip("/") + ("/auth/tokens" if auth_url.rstrip("/").endswith("/v3")
-                                            else "/v3/auth/tokens")
+        self._url = auth_url.rstrip("/") + (
+            "/auth/tokens" if auth_url.rstrip("/").endswith("/v3") else "/v3/auth/tokens"
+        )
         self._service_token = service_token
         self._ttl = ttl
         self._clock = clock
@@ -110,6 +111,10 @@ class RemoteTokens:
         project = body.get("project") or {}
         user = body.get("user") or {}
         return Caller(
-            user_id=user.get("id", ""), project_id=project.get("id", ""), is_admin="admin" in roles,
-            roles=roles, user_name=user.get("name", ""), project_name=project.get("name", ""),
+            user_id=user.get("id", ""),
+            project_id=project.get("id", ""),
+            is_admin="admin" in roles,
+            roles=roles,
+            user_name=user.get("name", ""),
+            project_name=project.get("name", ""),
         )

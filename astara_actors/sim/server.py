@@ -33,9 +33,16 @@ LOG = logging.getLogger(__name__)
 SERVICES = {"/identity": "identity", "/network": "network", "/compute": "compute"}
 # Faults an operator may change at run time through PUT /sim/faults.
 FAULTS = (
-    "error_rate_identity", "error_rate_network", "error_rate_compute", "latency_identity",
-    "latency_network", "latency_compute", "boot_failure_rate", "boot_delay",
-    "appliance_latency", "load_rate",
+    "error_rate_identity",
+    "error_rate_network",
+    "error_rate_compute",
+    "latency_identity",
+    "latency_network",
+    "latency_compute",
+    "boot_failure_rate",
+    "boot_delay",
+    "appliance_latency",
+    "load_rate",
 )
 
 
@@ -53,14 +60,19 @@ class Faults:
         unknown = sorted(set(changes) - set(FAULTS))
         if unknown:
             raise falcon.HTTPBadRequest(
-                title="Unknown fault", description=f"unknown: {', '.join(unknown)}; known: {', '.join(FAULTS)}"
+                title="Unknown fault",
+                description=f"unknown: {', '.join(unknown)}; known: {', '.join(FAULTS)}",
             )
         with self._lock:
             for key, value in changes.items():
                 if not isinstance(value, int | float) or value < 0:
-                    raise falcon.HTTPBadRequest(title="Bad fault", description=f"{key} must be a number >= 0")
+                    raise falcon.HTTPBadRequest(
+                        title="Bad fault", description=f"{key} must be a number >= 0"
+                    )
                 if (key.startswith("error_rate") or key == "boot_failure_rate") and value > 1:
-                    raise falcon.HTTPBadRequest(title="Bad fault", description=f"{key} must be <= 1")
+                    raise falcon.HTTPBadRequest(
+                        title="Bad fault", description=f"{key} must be <= 1"
+                    )
                 self.values[key] = float(value)
             self._cloud.nova.boot_failure_rate = self.values["boot_failure_rate"]
             self._cloud.nova.boot_delay = self.values["boot_delay"]
@@ -139,13 +151,19 @@ class _Admin:
         self.load.rate = values["load_rate"]
         resp.media = values
 
-    def on_post_appliance(self, req: falcon.Request, resp: falcon.Response, ident: str, what: str) -> None:
+    def on_post_appliance(
+        self, req: falcon.Request, resp: falcon.Response, ident: str, what: str
+    ) -> None:
         actions: dict[str, Callable[[str], Any]] = {
-            "kill": self.cloud.appliances.kill, "hang": self.cloud.appliances.hang,
-            "revive": self.cloud.appliances.revive, "forget": self.cloud.appliances.forget_config,
+            "kill": self.cloud.appliances.kill,
+            "hang": self.cloud.appliances.hang,
+            "revive": self.cloud.appliances.revive,
+            "forget": self.cloud.appliances.forget_config,
         }
         if what not in actions:
-            raise falcon.HTTPNotFound(description=f"no appliance action {what!r}; use {', '.join(actions)}")
+            raise falcon.HTTPNotFound(
+                description=f"no appliance action {what!r}; use {', '.join(actions)}"
+            )
         servers = self.cloud.servers_for(ident)
         if not servers:
             raise falcon.HTTPNotFound(description=f"no server or router {ident!r}")
@@ -161,7 +179,9 @@ class _Admin:
             until_param = req.get_param("until")
             until = float(until_param) if until_param else None
         except ValueError:
-            raise falcon.HTTPBadRequest(title="Bad parameter", description="since and until are unix times") from None
+            raise falcon.HTTPBadRequest(
+                title="Bad parameter", description="since and until are unix times"
+            ) from None
         kinds = [k for k in (req.get_param("kinds") or "").split(",") if k] or None
         out: dict[str, Any] = trace.stats()
         if req.get_param_as_bool("summary", default=False):
@@ -177,11 +197,17 @@ class _Admin:
         body = _body(req)
         unknown = sorted(set(body) - {"maxlen", "enabled"})
         maxlen, enabled = body.get("maxlen"), body.get("enabled")
-        if unknown or not (maxlen is None or (isinstance(maxlen, int) and not isinstance(maxlen, bool)
-                                              and maxlen >= 1)) \
-                or not (enabled is None or isinstance(enabled, bool)):
+        if (
+            unknown
+            or not (
+                maxlen is None
+                or (isinstance(maxlen, int) and not isinstance(maxlen, bool) and maxlen >= 1)
+            )
+            or not (enabled is None or isinstance(enabled, bool))
+        ):
             raise falcon.HTTPBadRequest(
-                title="Bad trace settings", description="expected {\"maxlen\": int >= 1, \"enabled\": bool}"
+                title="Bad trace settings",
+                description='expected {"maxlen": int >= 1, "enabled": bool}',
             )
         resp.media = self.cloud.trace.configure(maxlen=maxlen, enabled=enabled)
 
@@ -193,8 +219,12 @@ class _Admin:
         """Boot a VM, as astara would, for every router (or ``{"routers": [...]}``) without one."""
         body = _body(req) if req.content_length else {}
         routers = body.get("routers")
-        if routers is not None and not (isinstance(routers, list) and all(isinstance(r, str) for r in routers)):
-            raise falcon.HTTPBadRequest(title="Bad body", description="routers must be a list of ids")
+        if routers is not None and not (
+            isinstance(routers, list) and all(isinstance(r, str) for r in routers)
+        ):
+            raise falcon.HTTPBadRequest(
+                title="Bad body", description="routers must be a list of ids"
+            )
         resp.media = {"booted": self.cloud.boot_vms(routers)}
 
     def on_get_router(self, req: falcon.Request, resp: falcon.Response, ident: str) -> None:
@@ -215,7 +245,9 @@ def _body(req: falcon.Request) -> dict[str, Any]:
     try:
         body = json.load(req.bounded_stream)
     except ValueError:
-        raise falcon.HTTPBadRequest(title="Malformed JSON", description="the body must be JSON") from None
+        raise falcon.HTTPBadRequest(
+            title="Malformed JSON", description="the body must be JSON"
+        ) from None
     if not isinstance(body, dict):
         raise falcon.HTTPBadRequest(title="Bad body", description="the body must be a JSON object")
     return body
@@ -235,9 +267,13 @@ def build_app(
         }
 
     # A tuple, not a list: the type checker matches each component to falcon's middleware types.
-    app = falcon.App(middleware=(
-        _TraceMiddleware(cloud.trace), _FaultMiddleware(faults), AuthMiddleware(cloud.tokens),
-    ))
+    app = falcon.App(
+        middleware=(
+            _TraceMiddleware(cloud.trace),
+            _FaultMiddleware(faults),
+            AuthMiddleware(cloud.tokens),
+        )
+    )
     if cloud.neutron is not None:  # beside a real Neutron, Keystone and Neutron are real
         add_keystone_routes(app, cloud.keystone, "/identity", endpoints=endpoints)
         add_neutron_routes(app, cloud.neutron, "/network")

@@ -76,7 +76,9 @@ class SimSettings:
             except ValueError as exc:
                 raise SettingsError("sim", cidr_key, str(exc)) from None
         if not ipaddress.ip_network(self.management_cidr).is_loopback:
-            raise SettingsError("sim", "management_cidr", "must be on loopback (e.g. 127.100.0.0/16)")
+            raise SettingsError(
+                "sim", "management_cidr", "must be on loopback (e.g. 127.100.0.0/16)"
+            )
         for key in ("boot_failure_rate", *(f"error_rate_{s}" for s in _SERVICES)):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise SettingsError("sim", key, "must be between 0 and 1")
@@ -87,9 +89,13 @@ class SimSettings:
                 if not getattr(self, key):
                     raise SettingsError("sim", key, "is required with neutron_auth_url")
         if self.real_nova and not self.neutron_auth_url:
-            raise SettingsError("sim", "real_nova", "requires neutron_auth_url (and neutron_username,"
-                                " neutron_password, neutron_project): the real Keystone to find"
-                                " Nova and Neutron with")
+            raise SettingsError(
+                "sim",
+                "real_nova",
+                "requires neutron_auth_url (and neutron_username,"
+                " neutron_password, neutron_project): the real Keystone to find"
+                " Nova and Neutron with",
+            )
         if not self.watch_interval > 0:
             raise SettingsError("sim", "watch_interval", "must be a positive number of seconds")
         if not 0 < self.appliance_port < 65536:

@@ -91,9 +91,12 @@ class Trace:
             held = list(self._events)
         wanted = set(kinds) if kinds else None
         return [
-            e for e in held
-            if e[0] >= since and (until is None or e[0] < until)
-            and (wanted is None or e[1] in wanted) and (router is None or e[2] == router)
+            e
+            for e in held
+            if e[0] >= since
+            and (until is None or e[0] < until)
+            and (wanted is None or e[1] in wanted)
+            and (router is None or e[2] == router)
         ]
 
     def summary(
@@ -102,7 +105,9 @@ class Trace:
         """How many events of each kind, and of each detail within a kind: ids in paths become
         ``{id}`` and query strings their parameter names (see :func:`detail_template`)."""
         counts: dict[str, Counter[str]] = {}
-        for _t, kind, _router, _server, detail in self.events(since=since, until=until, kinds=kinds):
+        for _t, kind, _router, _server, detail in self.events(
+            since=since, until=until, kinds=kinds
+        ):
             counts.setdefault(kind, Counter())[detail_template(detail)] += 1
         return {kind: dict(c.most_common()) for kind, c in sorted(counts.items())}
 
@@ -110,7 +115,9 @@ class Trace:
         with self._lock:
             self._events.clear()
 
-    def configure(self, *, maxlen: int | None = None, enabled: bool | None = None) -> dict[str, Any]:
+    def configure(
+        self, *, maxlen: int | None = None, enabled: bool | None = None
+    ) -> dict[str, Any]:
         """Change the bound (keeping the newest events) and/or switch recording on or off."""
         with self._lock:
             if maxlen is not None:
@@ -126,7 +133,10 @@ class Trace:
         with self._lock:
             held = len(self._events)
             return {
-                "enabled": self.enabled, "maxlen": self._events.maxlen, "held": held,
-                "recorded": self.recorded, "dropped": self.dropped,
+                "enabled": self.enabled,
+                "maxlen": self._events.maxlen,
+                "held": held,
+                "recorded": self.recorded,
+                "dropped": self.dropped,
                 "now": self._clock(),
             }

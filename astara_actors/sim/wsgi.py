@@ -67,12 +67,16 @@ class WSGIServerThread:
 
     def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0) -> None:
         server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
-        self.server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        self.server = make_server(
+            host, port, app, server_class=server_class, handler_class=_QuietHandler
+        )
         self.host = host
         self.port = self.server.server_port
         self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"sim-http-{self.port}", daemon=True,
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sim-http-{self.port}",
+            daemon=True,
         )
 
     @property

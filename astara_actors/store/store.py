@@ -36,8 +36,11 @@ _MIGRATION_LOCK_KEY = 0x61737461726100  # PostgreSQL advisory lock id ("astara\0
 _MIGRATION_LOCK_NAME = "astara.migrations"  # MySQL/MariaDB GET_LOCK name
 _MIGRATION_LOCK_WAIT = 300  # seconds
 # Plain scheme → the driver we install (SQLAlchemy's defaults, psycopg2 and mysqlclient, we don't).
-_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql",
-            "mariadb": "mariadb+pymysql"}
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
 _Flag = TypeVar("_Flag", RouterDebug, TenantDebug)  # a router's or a tenant's debug flag
 
 
@@ -85,8 +88,11 @@ class Store:
         """Record ``revision`` as the schema's version without running any migration."""
         from alembic import command
 
-        with _translated(f"stamp the schema as {revision}"), self._engine.begin() as conn, \
-                _migrating(conn):
+        with (
+            _translated(f"stamp the schema as {revision}"),
+            self._engine.begin() as conn,
+            _migrating(conn),
+        ):
             command.stamp(_alembic_config(conn), revision)
 
     def revision(self) -> str | None:
@@ -146,13 +152,27 @@ class Store:
 
     # -- audit -------------------------------------------------------------------------------
 
-    def record(self, actor: str, command: str, target: str = "", reason: str = "",
-               payload: Mapping[str, Any] | None = None) -> None:
+    def record(
+        self,
+        actor: str,
+        command: str,
+        target: str = "",
+        reason: str = "",
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
         """Append an operator command to the audit trail."""
         text = None if payload is None else json.dumps(payload, sort_keys=True, default=str)
         with self._transaction("record a command") as session:
-            session.add(AuditEntry(at=self._clock(), actor=actor, command=command,
-                                   target=target, reason=reason, payload=text))
+            session.add(
+                AuditEntry(
+                    at=self._clock(),
+                    actor=actor,
+                    command=command,
+                    target=target,
+                    reason=reason,
+                    payload=text,
+                )
+            )
 
     def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` audited commands, oldest first."""
@@ -160,8 +180,15 @@ class Store:
         with self._transaction("read the audit trail") as session:
             rows = session.scalars(query).all()
         return [
-            {"id": r.id, "at": r.at, "actor": r.actor, "command": r.command, "target": r.target,
-             "reason": r.reason, "payload": None if r.payload is None else json.loads(r.payload)}
+            {
+                "id": r.id,
+                "at": r.at,
+                "actor": r.actor,
+                "command": r.command,
+                "target": r.target,
+                "reason": r.reason,
+                "payload": None if r.payload is None else json.loads(r.payload),
+            }
             for r in reversed(rows)
         ]
 
@@ -172,8 +199,7 @@ class Store:
         with _translated(operation), self._sessions.begin() as session:
             yield session
 
-    def _set_flag(self, model: type[_Flag], key: str, reason: str,
-                  operation: str) -> None:
+    def _set_flag(self, model: type[_Flag], key: str, reason: str, operation: str) -> None:
         # Read-then-write is portable across dialects; if another process inserts the same
         # id between the two, the insert fails and the second attempt updates instead.
         for attempt in (1, 2):
@@ -181,8 +207,7 @@ class Store:
                 with self._sessions.begin() as session:
                     row = session.get(model, key)
                     if row is None:
-                        session.add(model(**{_key(model): key}, reason=reason,
-                                          since=self._clock()))
+                        session.add(model(**{_key(model): key}, reason=reason, since=self._clock()))
                     else:
                         row.reason = reason
                 return
@@ -201,8 +226,9 @@ class Store:
 
     def _flags(self, model: type[_Flag], operation: str) -> dict[str, tuple[str, datetime]]:
         with self._transaction(operation) as session:
-            return {getattr(r, _key(model)): (r.reason, r.since)
-                    for r in session.scalars(select(model))}
+            return {
+                getattr(r, _key(model)): (r.reason, r.since) for r in session.scalars(select(model))
+            }
 
     @staticmethod
     def _global_row(session: Session) -> GlobalDebug:
@@ -227,8 +253,7 @@ def _engine(url: URL) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     if url.database in (None, "", ":memory:"):
         # One connection shared by every thread, or each would see its own empty database.
-        return create_engine(url, poolclass=StaticPool,
-                             connect_args={"check_same_thread": False})
+        return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     _private_files(url.database)
     engine = create_engine(url, connect_args={"timeout": 10})
 
@@ -275,11 +300,16 @@ def _migrating(conn: Connection) -> Iterator[None]:
         yield
     elif backend in ("mysql", "mariadb"):
         # Session-scoped (MySQL commits implicitly around DDL), so released explicitly.
-        got = conn.execute(text("SELECT GET_LOCK(:name, :wait)"),
-                           {"name": _MIGRATION_LOCK_NAME, "wait": _MIGRATION_LOCK_WAIT}).scalar()
+        got = conn.execute(
+            text("SELECT GET_LOCK(:name, :wait)"),
+            {"name": _MIGRATION_LOCK_NAME, "wait": _MIGRATION_LOCK_WAIT},
+        ).scalar()
         if got != 1:
-            raise StoreError("upgrade the schema", "another process has been migrating it for "
-                             f"over {_MIGRATION_LOCK_WAIT} s (lock {_MIGRATION_LOCK_NAME})")
+            raise StoreError(
+                "upgrade the schema",
+                "another process has been migrating it for "
+                f"over {_MIGRATION_LOCK_WAIT} s (lock {_MIGRATION_LOCK_NAME})",
+            )
         try:
             yield
         finally:

@@ -38,8 +38,13 @@ class FakeControl:
         self.sent.append(dict(payload))
         self.on_behalf_of.append(on_behalf_of)
 
-    def ask(self, query: Mapping[str, Any], timeout: float, expect: int | None = None,
-            grace: float = 0.05) -> list[dict[str, Any]]:
+    def ask(
+        self,
+        query: Mapping[str, Any],
+        timeout: float,
+        expect: int | None = None,
+        grace: float = 0.05,
+    ) -> list[dict[str, Any]]:
         self.asked.append(dict(query))
         match self.mode:
             case "silent":
@@ -70,17 +75,27 @@ astara_boots_total 3.0
 
 
 def dump(router_id: str) -> dict[str, Any]:
-    return {"router_id": router_id, "tenant_id": T, "state": "CalcAction", "debug": False,
-            "instance_state": "configured", "action": "poll", "boot_attempts": 0, "restarts": 0,
-            "instance": {"router_name": "r1"}, "transitions": []}
+    return {
+        "router_id": router_id,
+        "tenant_id": T,
+        "state": "CalcAction",
+        "debug": False,
+        "instance_state": "configured",
+        "action": "poll",
+        "boot_attempts": 0,
+        "restarts": 0,
+        "instance": {"router_name": "r1"},
+        "transitions": [],
+    }
 
 
 class LiveApi:
     """gunicorn started by ``run_api``; ready once its log says it is listening."""
 
     def __init__(self, config: Path) -> None:
-        self.proc = run_api(config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+        self.proc = run_api(
+            config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()

@@ -71,16 +71,25 @@ def message_id(body: bytes) -> str:
 def notification(n: str) -> str:
     """A Neutron-like notification whose oslo message_id is ``n``."""
     ids: Iterator[Any] = iter([n, uuid.uuid4()])
-    return notification_envelope("router.update.end", {"router": {"id": n}},
-                                 publisher_id="network.test", new_id=lambda: next(ids))
+    return notification_envelope(
+        "router.update.end",
+        {"router": {"id": n}},
+        publisher_id="network.test",
+        new_id=lambda: next(ids),
+    )
 
 
 def send(settings: BusSettings, *bodies: str, conn: kombu.Connection | None = None) -> None:
     """Publish ``bodies`` on the notifications exchange of ``settings`` (on ``conn`` if given)."""
     target = connect(settings) if conn is None else conn
     for body in bodies:
-        publish(target, body, exchange=notifications_exchange(settings),
-                routing_key=settings.notifications_routing_key, max_retries=10)
+        publish(
+            target,
+            body,
+            exchange=notifications_exchange(settings),
+            routing_key=settings.notifications_routing_key,
+            max_retries=10,
+        )
     if conn is None:
         target.release()
 
@@ -187,14 +196,26 @@ class PrivateRabbit:
     def _ctl(self, *args: str, timeout: float = 90) -> None:
         ctl = rabbit_bin("rabbitmqctl")
         assert ctl is not None
-        subprocess.run([ctl, "-n", self.node, *args], env=self.env, check=True,
-                       capture_output=True, text=True, timeout=timeout)
+        subprocess.run(
+            [ctl, "-n", self.node, *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def start(self) -> None:
         server = rabbit_bin("rabbitmq-server")
         assert server is not None
-        subprocess.run([server, "-detached"], env=self.env, check=True, capture_output=True,
-                       timeout=60, cwd=self.base)
+        subprocess.run(
+            [server, "-detached"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+            cwd=self.base,
+        )
         self._ctl("wait", str(self.pid_file), "--timeout", "60")  # until it serves AMQP
 
     def stop(self) -> None:
@@ -254,8 +275,9 @@ class Recorder:
         with self._changed:
             return [message_id(b) for b in self.bodies]
 
-    def wait_for(self, predicate: Callable[[Recorder], bool], what: str = "",
-                 timeout: float = WAIT) -> None:
+    def wait_for(
+        self, predicate: Callable[[Recorder], bool], what: str = "", timeout: float = WAIT
+    ) -> None:
         """Until ``predicate(self)`` holds, re-checked at every message recorded."""
 
         def holds() -> bool:
@@ -271,9 +293,17 @@ class Peer:
     def __init__(self, role: str, settings: BusSettings, *args: str) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "astara_actors.testing.bus_peer", role,
-             json.dumps(dataclasses.asdict(settings)), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "astara_actors.testing.bus_peer",
+                role,
+                json.dumps(dataclasses.asdict(settings)),
+                *args,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -291,7 +321,7 @@ class Peer:
             except queue.Empty:
                 raise AssertionError(f"peer printed no {prefix!r} within {WAIT} s") from None
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
             if line == "<eof>":
                 raise AssertionError(f"peer exited ({self.proc.wait()}) before {prefix!r}")
 

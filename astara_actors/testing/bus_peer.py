@@ -46,6 +46,7 @@ def main(role: str, settings_json: str, *args: str) -> int:
 
         worker = NotificationConsumer(settings, handle)
     elif role == "serve":
+
         def answer(query: dict[str, Any]) -> dict[str, Any]:
             return {"pid": os.getpid(), "query": query}
 

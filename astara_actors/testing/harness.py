@@ -21,8 +21,17 @@ class ObservedInstance:
     """Wraps an instance manager and notifies a condition after every call the machine makes."""
 
     CALLS = frozenset(
-        {"update_state", "sync", "check_alive", "boot", "configure", "replug", "stop", "set_error",
-         "clear_error"}
+        {
+            "update_state",
+            "sync",
+            "check_alive",
+            "boot",
+            "configure",
+            "replug",
+            "stop",
+            "set_error",
+            "clear_error",
+        }
     )
 
     def __init__(self, inner: InstanceManager, changed: threading.Condition) -> None:
@@ -56,8 +65,13 @@ class Harness:
     """An orchestrator on a :class:`MemoryCloud`, with waits on what it does."""
 
     def __init__(
-        self, cloud: MemoryCloud, settings: Settings, appliance: Any = None, owns: Any = None,
-        claim: Any = None, release: Any = None,
+        self,
+        cloud: MemoryCloud,
+        settings: Settings,
+        appliance: Any = None,
+        owns: Any = None,
+        claim: Any = None,
+        release: Any = None,
     ) -> None:
         self.cloud = cloud
         self.settings = settings

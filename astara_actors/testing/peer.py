@@ -62,12 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     router_log.addHandler(_ActedLog())
     cloud = MemoryCloud()
     routers = [
-        (cloud.add_router(f"tenant-{i % max(1, args.tenants)}"), f"tenant-{i % max(1, args.tenants)}")
+        (
+            cloud.add_router(f"tenant-{i % max(1, args.tenants)}"),
+            f"tenant-{i % max(1, args.tenants)}",
+        )
         for i in range(args.routers)
     ]
     runtime = Runtime(
         cloud.settings(host=args.host),
-        network=cloud.network, compute=cloud.compute, appliance=cloud.appliance, poll=False,
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
     ).start()
     bus = BusSettings(
         transport_url=args.transport_url,
@@ -102,19 +108,43 @@ class PeerProcess:
     ``(reason, unix time)`` a router entered debug mode with (how commands are timed).
     """
 
-    def __init__(self, bus: BusSettings, *, routers: int = 1, tenants: int = 1,
-                 host: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        bus: BusSettings,
+        *,
+        routers: int = 1,
+        tenants: int = 1,
+        host: str = "",
+        timeout: float = 30.0,
+    ) -> None:
         import queue
         import subprocess
 
         self.timeout = timeout
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "astara_actors.testing.peer",
-             "--transport-url", bus.transport_url, "--host", host or f"peer-{bus.host}",
-             "--exchange", bus.notifications_exchange, "--control-exchange", bus.control_exchange,
-             "--queue", "" if host else bus.queue_name,
-             "--routers", str(routers), "--tenants", str(tenants)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "astara_actors.testing.peer",
+                "--transport-url",
+                bus.transport_url,
+                "--host",
+                host or f"peer-{bus.host}",
+                "--exchange",
+                bus.notifications_exchange,
+                "--control-exchange",
+                bus.control_exchange,
+                "--queue",
+                "" if host else bus.queue_name,
+                "--routers",
+                str(routers),
+                "--tenants",
+                str(tenants),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
@@ -136,7 +166,7 @@ class PeerProcess:
             line = self.lines.get(timeout=self.timeout)
             if not line.startswith("acted "):
                 continue
-            got, at = line[len("acted "):].rsplit(" ", 1)  # a reason may hold spaces
+            got, at = line[len("acted ") :].rsplit(" ", 1)  # a reason may hold spaces
             if reason is None or got == reason:
                 return got, float(at)
 
@@ -160,8 +190,13 @@ class CtlPeer(PeerProcess):
     tenants), and the configuration ``astara-ctl`` needs to reach it (``.config``)."""
 
     def __init__(self, state_dir: Path, routers: int = 3) -> None:
-        super().__init__(BusSettings.embedded(state_dir, host="peer-ctl"), routers=routers,
-                         tenants=2, host="peer-ctl", timeout=WAIT)
+        super().__init__(
+            BusSettings.embedded(state_dir, host="peer-ctl"),
+            routers=routers,
+            tenants=2,
+            host="peer-ctl",
+            timeout=WAIT,
+        )
         self.config = ctl_config(state_dir)
 
     def wait_acted(self, reason: str) -> None:

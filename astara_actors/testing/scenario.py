@@ -55,32 +55,83 @@ def scenario_cloud() -> MemoryCloud:
         ids.queue.append(port_id)
         cloud.make_port(network_id, subnet_id=subnet_id, ip_address=ip, **kw)
 
-    add_network(PUBLIC_NET, PUBLIC_SUBNET, "public", "172.24.0.0/20", tenant_id="admin",
-                external=True, enable_dhcp=False)
+    add_network(
+        PUBLIC_NET,
+        PUBLIC_SUBNET,
+        "public",
+        "172.24.0.0/20",
+        tenant_id="admin",
+        external=True,
+        enable_dhcp=False,
+    )
     add_network(NET, SUBNET, "realos-t1-r1-net", "10.1.1.0/24", tenant_id=TENANT)
     add_network(X_NET, X_SUBNET, "realos-t1-r1-x-net", "10.1.101.0/24", tenant_id=TENANT)
     cloud.routers[ROUTER] = {
-        "id": ROUTER, "name": "realos-t1-r1", "tenant_id": TENANT, "project_id": TENANT,
-        "admin_state_up": True, "status": "ACTIVE", "external_gateway_info": {
-            "network_id": PUBLIC_NET, "enable_snat": True,
+        "id": ROUTER,
+        "name": "realos-t1-r1",
+        "tenant_id": TENANT,
+        "project_id": TENANT,
+        "admin_state_up": True,
+        "status": "ACTIVE",
+        "external_gateway_info": {
+            "network_id": PUBLIC_NET,
+            "enable_snat": True,
             "external_fixed_ips": [{"subnet_id": PUBLIC_SUBNET, "ip_address": "172.24.0.63"}],
-        }, "routes": [],
+        },
+        "routes": [],
     }
     # The gateway port belongs to no project, as in ports-by-router-admin-view.json.
-    add_port(GATEWAY, PUBLIC_NET, PUBLIC_SUBNET, "172.24.0.63", device_id=ROUTER,
-             device_owner=GATEWAY_OWNER)
-    add_port(INTERFACE, NET, SUBNET, "10.1.1.1", tenant_id=TENANT, device_id=ROUTER,
-             device_owner=OWNER)
-    add_port(X_INTERFACE, X_NET, X_SUBNET, "10.1.101.1", tenant_id=TENANT,
-             name="realos-t1-r1-x-rif", device_id=ROUTER, device_owner=OWNER)
-    add_port(VM_PORT, NET, SUBNET, "10.1.1.204", tenant_id=TENANT, name="realos-t1-r1-vm",
-             device_id="7893964a-e49b-4d77-8e04-f4fdb269fd15", device_owner="compute:nova")
-    add_port(X_VM_PORT, X_NET, X_SUBNET, "10.1.101.10", tenant_id=TENANT, name="realos-t1-r1-x-vm",
-             device_id="f20b1023-a515-4301-8f6a-d3b1597a19ed", device_owner="compute:nova")
+    add_port(
+        GATEWAY,
+        PUBLIC_NET,
+        PUBLIC_SUBNET,
+        "172.24.0.63",
+        device_id=ROUTER,
+        device_owner=GATEWAY_OWNER,
+    )
+    add_port(
+        INTERFACE, NET, SUBNET, "10.1.1.1", tenant_id=TENANT, device_id=ROUTER, device_owner=OWNER
+    )
+    add_port(
+        X_INTERFACE,
+        X_NET,
+        X_SUBNET,
+        "10.1.101.1",
+        tenant_id=TENANT,
+        name="realos-t1-r1-x-rif",
+        device_id=ROUTER,
+        device_owner=OWNER,
+    )
+    add_port(
+        VM_PORT,
+        NET,
+        SUBNET,
+        "10.1.1.204",
+        tenant_id=TENANT,
+        name="realos-t1-r1-vm",
+        device_id="7893964a-e49b-4d77-8e04-f4fdb269fd15",
+        device_owner="compute:nova",
+    )
+    add_port(
+        X_VM_PORT,
+        X_NET,
+        X_SUBNET,
+        "10.1.101.10",
+        tenant_id=TENANT,
+        name="realos-t1-r1-x-vm",
+        device_id="f20b1023-a515-4301-8f6a-d3b1597a19ed",
+        device_owner="compute:nova",
+    )
     cloud.floatingips[FIP] = {
-        "id": FIP, "tenant_id": TENANT, "project_id": TENANT, "floating_ip_address": "172.24.1.224",
-        "floating_network_id": PUBLIC_NET, "router_id": ROUTER, "port_id": VM_PORT,
-        "fixed_ip_address": "10.1.1.204", "status": "ACTIVE",
+        "id": FIP,
+        "tenant_id": TENANT,
+        "project_id": TENANT,
+        "floating_ip_address": "172.24.1.224",
+        "floating_network_id": PUBLIC_NET,
+        "router_id": ROUTER,
+        "port_id": VM_PORT,
+        "fixed_ip_address": "10.1.1.204",
+        "status": "ACTIVE",
     }
     return cloud
 
@@ -88,11 +139,43 @@ def scenario_cloud() -> MemoryCloud:
 # Every classified fixture, fed in capture order to one resolver over the seeded topology
 # (which is static, so e.g. 006 already finds the router that step 6 attaches).
 RESOLVED: dict[int, list[str]] = {
-    2: [], 4: [], 6: [ROUTER], 8: [ROUTER], 10: [ROUTER], 11: [ROUTER], 13: [ROUTER],
-    15: [ROUTER], 17: [], 19: [ROUTER], 21: [ROUTER], 23: [ROUTER], 25: [ROUTER],
-    27: [ROUTER], 29: [ROUTER], 31: [ROUTER], 33: [ROUTER], 34: [ROUTER], 36: [ROUTER],
-    38: [ROUTER], 40: [ROUTER], 42: [ROUTER], 44: [ROUTER], 46: [ROUTER], 48: [ROUTER],
-    51: [ROUTER], 52: [ROUTER], 54: [ROUTER], 56: [ROUTER], 58: [GW_ROUTER],
-    60: [GW_ROUTER], 62: [ROUTER], 64: [], 65: [ROUTER], 67: [ROUTER], 69: [ROUTER],
-    71: [ROUTER], 73: [ROUTER], 75: [ROUTER],
+    2: [],
+    4: [],
+    6: [ROUTER],
+    8: [ROUTER],
+    10: [ROUTER],
+    11: [ROUTER],
+    13: [ROUTER],
+    15: [ROUTER],
+    17: [],
+    19: [ROUTER],
+    21: [ROUTER],
+    23: [ROUTER],
+    25: [ROUTER],
+    27: [ROUTER],
+    29: [ROUTER],
+    31: [ROUTER],
+    33: [ROUTER],
+    34: [ROUTER],
+    36: [ROUTER],
+    38: [ROUTER],
+    40: [ROUTER],
+    42: [ROUTER],
+    44: [ROUTER],
+    46: [ROUTER],
+    48: [ROUTER],
+    51: [ROUTER],
+    52: [ROUTER],
+    54: [ROUTER],
+    56: [ROUTER],
+    58: [GW_ROUTER],
+    60: [GW_ROUTER],
+    62: [ROUTER],
+    64: [],
+    65: [ROUTER],
+    67: [ROUTER],
+    69: [ROUTER],
+    71: [ROUTER],
+    73: [ROUTER],
+    75: [ROUTER],
 }

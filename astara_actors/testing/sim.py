@@ -50,7 +50,6 @@ __all__ = [
 PASSWORD = "secret"
 
 
-
 def serve(app: Callable[..., Any], host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:
     """Serve ``app`` on ``host`` at an ephemeral port; returns ``(base_url, stop)``."""
     server = WSGIServerThread(app, host, 0).start()
@@ -78,9 +77,15 @@ def identity_and_network(notify: Notify | None = None) -> Iterator[SimCloud]:
     neutron = NeutronModel(notify)
     app = falcon.App(middleware=[AuthMiddleware(keystone)])
     box: dict[str, str] = {}
-    add_keystone_routes(app, keystone, endpoints=lambda: {
-        "identity": f"{box['url']}/identity/v3/", "network": f"{box['url']}/network",
-        "compute": f"{box['url']}/compute/v2.1"})
+    add_keystone_routes(
+        app,
+        keystone,
+        endpoints=lambda: {
+            "identity": f"{box['url']}/identity/v3/",
+            "network": f"{box['url']}/network",
+            "compute": f"{box['url']}/compute/v2.1",
+        },
+    )
     add_neutron_routes(app, neutron)
     box["url"], stop = serve(app)
     try:
@@ -91,9 +96,17 @@ def identity_and_network(notify: Notify | None = None) -> Iterator[SimCloud]:
 
 def token(cloud: SimCloud, user: str, project: str | None = None) -> str:
     """A token for ``user`` scoped to ``project`` (default: the project named like the user)."""
-    body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "domain": {"name": "Default"}, "password": PASSWORD}}},
-        "scope": {"project": {"name": project or user, "domain": {"name": "Default"}}}}}
+    body: dict[str, Any] = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": PASSWORD}
+                },
+            },
+            "scope": {"project": {"name": project or user, "domain": {"name": "Default"}}},
+        }
+    }
     answer = requests.post(f"{cloud.auth_url}/v3/auth/tokens", json=body, timeout=10)
     assert answer.status_code == 201, answer.text
     return answer.headers["X-Subject-Token"]
@@ -163,7 +176,6 @@ def translate(value: Any, ids: dict[str, str]) -> Any:
     return json.loads(UUID.sub(lambda m: ids.get(m.group(), m.group()), json.dumps(value)))
 
 
-
 @dataclass
 class Replayed:
     """One replayed step: the capture's record, our answer, what we and Neutron emitted."""
@@ -192,13 +204,16 @@ def replay(
         request = step["request"]
         seen = len(recorder.notifications)
         response = requests.request(
-            request["method"], f"{cloud.url}/network{translate(request['path'], ids)}",
+            request["method"],
+            f"{cloud.url}/network{translate(request['path'], ids)}",
             json=translate(request.get("body"), ids),
-            headers={"X-Auth-Token": tokens["admin" if as_admin else "realos-t1"]}, timeout=10,
+            headers={"X-Auth-Token": tokens["admin" if as_admin else "realos-t1"]},
+            timeout=10,
         )
         emitted = recorder.notifications[seen:]
-        expected = [capture(f"neutron-notifications/{e['file']}")["message"]
-                    for e in step["events"]]
+        expected = [
+            capture(f"neutron-notifications/{e['file']}")["message"] for e in step["events"]
+        ]
         for message, notification in zip(expected, emitted, strict=False):
             learn_ids(message["payload"], notification.payload, ids)
         yield Replayed(step, response, emitted, expected)

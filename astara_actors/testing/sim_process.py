@@ -19,8 +19,8 @@ def orchestrator_ini(tmp_path: Path, url: str) -> Path:
     ini.write_text(f"""[orchestrator]
 host = chaos
 state_dir = {tmp_path}
-management_network_id = {status['management_network_id']}
-management_subnet_id = {status['management_subnet_id']}
+management_network_id = {status["management_network_id"]}
+management_subnet_id = {status["management_subnet_id"]}
 router_image_id = astara-appliance
 router_flavor_id = astara-router
 health_check_period = 1.0
@@ -51,10 +51,16 @@ enabled = false
 def admin(url: str) -> Any:
     import openstack
 
-    return openstack.connect(auth_url=f"{url}/identity/v3", username="admin",
-                             password="admin-secret", project_name="admin",
-                             user_domain_name="Default", project_domain_name="Default",
-                             load_yaml_config=False, load_envvars=False)
+    return openstack.connect(
+        auth_url=f"{url}/identity/v3",
+        username="admin",
+        password="admin-secret",
+        project_name="admin",
+        user_domain_name="Default",
+        project_domain_name="Default",
+        load_yaml_config=False,
+        load_envvars=False,
+    )
 
 
 def cloud_state(url: str) -> dict[str, Any]:
@@ -66,6 +72,6 @@ def cloud_state(url: str) -> dict[str, Any]:
     servers: dict[str, list[Any]] = {}
     for s in conn.compute.servers(all_projects=True):
         if s.name.startswith("ak-router-") and s.status != "DELETED":
-            servers.setdefault(s.name[len("ak-router-"):].rsplit("_", 1)[0], []).append(s)
+            servers.setdefault(s.name[len("ak-router-") :].rsplit("_", 1)[0], []).append(s)
     ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
     return {"routers": routers, "ha": ha, "servers": servers, "ports": ports}

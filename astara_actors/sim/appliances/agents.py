@@ -190,7 +190,9 @@ class ApplianceServer:
 
     def live_servers(self) -> list[str]:
         """Servers whose appliance is neither dead nor hung."""
-        return self._call(lambda: [a.server_id for a in self._agents.values() if not (a.dead or a.hung)])
+        return self._call(
+            lambda: [a.server_id for a in self._agents.values() if not (a.dead or a.hung)]
+        )
 
     def stats(self) -> dict[str, int]:
         """Totals over all agents: agents, dead, hung, configured, connections, requests."""

@@ -66,9 +66,14 @@ class Agent:
     def interfaces(self) -> list[dict[str, Any]]:
         return [
             {
-                "ifname": self.ifnames[nic.mac], "lladdr": nic.mac,
-                "addresses": list(nic.addresses), "mtu": nic.mtu, "state": "up",
-                "description": "", "groups": [], "media": "",
+                "ifname": self.ifnames[nic.mac],
+                "lladdr": nic.mac,
+                "addresses": list(nic.addresses),
+                "mtu": nic.mtu,
+                "state": "up",
+                "description": "",
+                "groups": [],
+                "media": "",
             }
             for nic in self.nics
         ]
@@ -212,8 +217,8 @@ class AgentProtocol(asyncio.Protocol):
                 return
             if len(self._buf) < end + 4 + length:
                 return
-            body = bytes(self._buf[end + 4:end + 4 + length])
-            del self._buf[:end + 4 + length]
+            body = bytes(self._buf[end + 4 : end + 4 + length])
+            del self._buf[: end + 4 + length]
             self.agent.requests += 1
             if self.agent.hung:
                 self._busy = True  # accepted and read, never answered
@@ -223,8 +228,10 @@ class AgentProtocol(asyncio.Protocol):
             reply = handle(self.agent, method, target, headers, body)
             if self._trace is not None:
                 self._trace.record(
-                    _trace_kind(method, target, reply[0]), self.agent.router_id,
-                    self.agent.server_id, f"{method} {target.split('?', 1)[0]} {reply[0]}",
+                    _trace_kind(method, target, reply[0]),
+                    self.agent.router_id,
+                    self.agent.server_id,
+                    f"{method} {target.split('?', 1)[0]} {reply[0]}",
                 )
             if method == "HEAD":
                 reply = (reply[0], reply[1], b"")

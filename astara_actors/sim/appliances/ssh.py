@@ -59,7 +59,11 @@ class _Session(paramiko.ServerInterface):
         return paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return (
+            paramiko.OPEN_SUCCEEDED
+            if kind == "session"
+            else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        )
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         # Answer after the request is acknowledged (paramiko does that when this returns).
@@ -133,8 +137,13 @@ class SshServer:
                 self._close(server_id)
         self._thread.join(timeout=5)
 
-    def add(self, server_id: str, address: str, keys: list[paramiko.PKey],
-            run: Callable[[str], tuple[int, str]]) -> None:
+    def add(
+        self,
+        server_id: str,
+        address: str,
+        keys: list[paramiko.PKey],
+        run: Callable[[str], tuple[int, str]],
+    ) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -35,37 +35,61 @@ def _stable_id(*parts: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, "/".join(parts)).hex
 
 
-def token_body(token: Token, keystone: KeystoneModel, endpoints: Mapping[str, str]) -> dict[str, Any]:
+def token_body(
+    token: Token, keystone: KeystoneModel, endpoints: Mapping[str, str]
+) -> dict[str, Any]:
     """The ``{"token": ...}`` document Keystone 30 returns for a project-scoped password token."""
     catalog = []
     for service_type, url in endpoints.items():
-        catalog.append({
-            "endpoints": [
-                {"id": _stable_id(service_type, interface, url), "interface": interface,
-                 "region": "RegionOne", "region_id": "RegionOne", "url": url}
-                for interface in ("public", "internal", "admin")
-            ],
-            "id": _stable_id(service_type),
-            "name": _SERVICE_NAMES.get(service_type, service_type),
-            "type": service_type,
-        })
-    return {"token": {
-        "audit_ids": [token.audit_id],
-        "catalog": catalog,
-        "expires_at": _iso(token.expires_at),
-        "is_domain": False,
-        "issued_at": _iso(token.issued_at),
-        "methods": ["password"],
-        "project": {"domain": dict(_DOMAIN), "id": token.project.id, "name": token.project.name},
-        "roles": [{"id": keystone.role_id(r), "name": r} for r in token.roles],
-        "user": {"domain": dict(_DOMAIN), "id": token.user.id, "name": token.user.name,
-                 "password_expires_at": None},
-    }}
+        catalog.append(
+            {
+                "endpoints": [
+                    {
+                        "id": _stable_id(service_type, interface, url),
+                        "interface": interface,
+                        "region": "RegionOne",
+                        "region_id": "RegionOne",
+                        "url": url,
+                    }
+                    for interface in ("public", "internal", "admin")
+                ],
+                "id": _stable_id(service_type),
+                "name": _SERVICE_NAMES.get(service_type, service_type),
+                "type": service_type,
+            }
+        )
+    return {
+        "token": {
+            "audit_ids": [token.audit_id],
+            "catalog": catalog,
+            "expires_at": _iso(token.expires_at),
+            "is_domain": False,
+            "issued_at": _iso(token.issued_at),
+            "methods": ["password"],
+            "project": {
+                "domain": dict(_DOMAIN),
+                "id": token.project.id,
+                "name": token.project.name,
+            },
+            "roles": [{"id": keystone.role_id(r), "name": r} for r in token.roles],
+            "user": {
+                "domain": dict(_DOMAIN),
+                "id": token.user.id,
+                "name": token.user.name,
+                "password_expires_at": None,
+            },
+        }
+    }
 
 
 def _version(href: str) -> dict[str, Any]:
-    return {"id": "v3.14", "status": "stable", "updated": "2020-04-07T00:00:00Z",
-            "links": [{"rel": "self", "href": href}], "media-types": _MEDIA_TYPES}
+    return {
+        "id": "v3.14",
+        "status": "stable",
+        "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": href}],
+        "media-types": _MEDIA_TYPES,
+    }
 
 
 def _in_default_domain(entity: Mapping[str, Any]) -> bool:
@@ -74,8 +98,9 @@ def _in_default_domain(entity: Mapping[str, Any]) -> bool:
 
 
 class _Resource:
-    def __init__(self, keystone: KeystoneModel, prefix: str, endpoints: Endpoints,
-                 base_url_of: BaseUrlOf) -> None:
+    def __init__(
+        self, keystone: KeystoneModel, prefix: str, endpoints: Endpoints, base_url_of: BaseUrlOf
+    ) -> None:
         self.keystone = keystone
         self.prefix = prefix
         self.endpoints = endpoints
@@ -111,10 +136,16 @@ class _Tokens(_Resource):
         ``identity:validate_token``), 404 for an unknown or expired subject token."""
         caller = require_caller(req)
         token = self.keystone.validate(req.get_header("X-Subject-Token") or "")
-        if not (caller.is_admin or "service" in caller.roles
-                or (token is not None and token.user.id == caller.user_id)):
-            raise keystone_error(403, "Forbidden", "You are not authorized to perform the "
-                                 "requested action: identity:validate_token.")
+        if not (
+            caller.is_admin
+            or "service" in caller.roles
+            or (token is not None and token.user.id == caller.user_id)
+        ):
+            raise keystone_error(
+                403,
+                "Forbidden",
+                "You are not authorized to perform the requested action: identity:validate_token.",
+            )
         if token is None:
             raise keystone_error(404, "Not Found", "Could not find token.")
         resp.set_header("X-Subject-Token", token.id)
@@ -144,7 +175,8 @@ class _Tokens(_Resource):
                 if not _in_default_domain(user) or not _in_default_domain(scope):
                     raise AuthenticationFailed("unknown domain")
                 return self.keystone.authenticate(
-                    user.get("id") or user.get("name") or "", str(user.get("password", "")),
+                    user.get("id") or user.get("name") or "",
+                    str(user.get("password", "")),
                     scope.get("id") or scope.get("name") or "",
                 )
             if "token" in methods:  # re-scope an existing token
@@ -152,7 +184,8 @@ class _Tokens(_Resource):
                 if held is None:
                     raise AuthenticationFailed("invalid token")
                 return self.keystone.authenticate(
-                    held.user.id, held.user.password,
+                    held.user.id,
+                    held.user.password,
                     scope.get("id") or scope.get("name") or held.project.id,
                 )
         except AuthenticationFailed:

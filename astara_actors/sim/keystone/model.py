@@ -69,8 +69,12 @@ class Token:
     def caller(self) -> Caller:
         """The :class:`Caller` the services see for this token."""
         return Caller(
-            user_id=self.user.id, project_id=self.project.id, is_admin="admin" in self.roles,
-            roles=self.roles, user_name=self.user.name, project_name=self.project.name,
+            user_id=self.user.id,
+            project_id=self.project.id,
+            is_admin="admin" in self.roles,
+            roles=self.roles,
+            user_name=self.user.name,
+            project_name=self.project.name,
         )
 
 
@@ -110,7 +114,10 @@ class KeystoneModel:
             return project
 
     def add_user(
-        self, name: str, password: str, project: Project | str,
+        self,
+        name: str,
+        password: str,
+        project: Project | str,
         roles: Iterable[str] = MEMBER_ROLES,
     ) -> User:
         """A new user (or the existing one of that name) with ``roles`` on ``project``."""
@@ -163,14 +170,16 @@ class KeystoneModel:
             scope = self.find_project(project)
             roles = self._roles.get((found.id, scope.id), ()) if scope else ()
             if scope is None or not roles:
-                raise AuthenticationFailed(
-                    f"User {found.id} has no access to project {project}"
-                )
+                raise AuthenticationFailed(f"User {found.id} has no access to project {project}")
             now = self._clock()
             self._purge(now)
             token = Token(
-                id=secrets.token_hex(32), user=found, project=scope, roles=roles,
-                issued_at=now, expires_at=now + self.token_ttl,
+                id=secrets.token_hex(32),
+                user=found,
+                project=scope,
+                roles=roles,
+                issued_at=now,
+                expires_at=now + self.token_ttl,
                 audit_id=secrets.token_urlsafe(16)[:22],
             )
             self._tokens[token.id] = token

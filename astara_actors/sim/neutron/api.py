@@ -25,8 +25,9 @@ BaseUrlOf = Callable[[falcon.Request], str]
 
 
 class _Resource:
-    def __init__(self, neutron: NeutronModel, auth: Auth, prefix: str, base_url_of: BaseUrlOf,
-                 kind: str = "") -> None:
+    def __init__(
+        self, neutron: NeutronModel, auth: Auth, prefix: str, base_url_of: BaseUrlOf, kind: str = ""
+    ) -> None:
         self.neutron = neutron
         self.auth = auth
         self.prefix = prefix
@@ -51,19 +52,35 @@ class _Resource:
 
 class _Versions(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"versions": [{"id": "v2.0", "links": [
-            {"href": self.url(req, "/v2.0/"), "rel": "self"}], "status": "CURRENT"}]}
+        resp.media = {
+            "versions": [
+                {
+                    "id": "v2.0",
+                    "links": [{"href": self.url(req, "/v2.0/"), "rel": "self"}],
+                    "status": "CURRENT",
+                }
+            ]
+        }
 
 
 class _V20(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.auth(req)
-        resp.media = {"resources": [
-            {"collection": collection, "links": [
-                {"href": self.url(req, f"/v2.0/{collection}"), "rel": "self"}], "name": name}
-            for name, collection in (("network", "networks"), ("subnet", "subnets"),
-                                     ("subnetpool", "subnetpools"), ("port", "ports"))
-        ]}
+        resp.media = {
+            "resources": [
+                {
+                    "collection": collection,
+                    "links": [{"href": self.url(req, f"/v2.0/{collection}"), "rel": "self"}],
+                    "name": name,
+                }
+                for name, collection in (
+                    ("network", "networks"),
+                    ("subnet", "subnets"),
+                    ("subnetpool", "subnetpools"),
+                    ("port", "ports"),
+                )
+            ]
+        }
 
 
 class _Extensions(_Resource):
@@ -109,8 +126,9 @@ class _Item(_Resource):
     def on_put(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         caller = self.auth(req)
         attrs = self.body(req, self.kind)
-        resp.media = {self.kind: self.call(self.neutron.update, self.kind, resource_id, attrs,
-                                           caller)}
+        resp.media = {
+            self.kind: self.call(self.neutron.update, self.kind, resource_id, attrs, caller)
+        }
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         caller = self.auth(req)
@@ -124,8 +142,11 @@ class _InterfaceAction(_Resource):
         body = read_json(req)
         if not isinstance(body, dict):
             raise neutron_error(400, "HTTPBadRequest", "Resource body required")
-        action = (self.neutron.add_router_interface if self.kind == "add"
-                  else self.neutron.remove_router_interface)
+        action = (
+            self.neutron.add_router_interface
+            if self.kind == "add"
+            else self.neutron.remove_router_interface
+        )
         resp.media = self.call(action, resource_id, body, caller)
 
 
@@ -135,12 +156,16 @@ class _Tags(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         resp.media = {"tags": self.call(self.neutron.tags, self.kind, resource_id, self.auth(req))}
 
-    def on_put_one(self, req: falcon.Request, resp: falcon.Response, resource_id: str, tag: str) -> None:
+    def on_put_one(
+        self, req: falcon.Request, resp: falcon.Response, resource_id: str, tag: str
+    ) -> None:
         caller = self.auth(req)
         self.call(lambda: self.neutron.tag(self.kind, resource_id, tag, add=True, caller=caller))
         resp.status = falcon.HTTP_201
 
-    def on_delete_one(self, req: falcon.Request, resp: falcon.Response, resource_id: str, tag: str) -> None:
+    def on_delete_one(
+        self, req: falcon.Request, resp: falcon.Response, resource_id: str, tag: str
+    ) -> None:
         caller = self.auth(req)
         self.call(lambda: self.neutron.tag(self.kind, resource_id, tag, add=False, caller=caller))
         resp.status = falcon.HTTP_204
@@ -174,7 +199,11 @@ def add_neutron_routes(
         app.add_route(f"{prefix}/v2.0/{collection}/{{resource_id}}", _Item(*args, kind=kind))
         tags = _Tags(*args, kind=kind)
         app.add_route(f"{prefix}/v2.0/{collection}/{{resource_id}}/tags", tags)
-        app.add_route(f"{prefix}/v2.0/{collection}/{{resource_id}}/tags/{{tag}}", tags, suffix="one")
+        app.add_route(
+            f"{prefix}/v2.0/{collection}/{{resource_id}}/tags/{{tag}}", tags, suffix="one"
+        )
     for action in ("add", "remove"):
-        app.add_route(f"{prefix}/v2.0/routers/{{resource_id}}/{action}_router_interface",
-                      _InterfaceAction(*args, kind=action))
+        app.add_route(
+            f"{prefix}/v2.0/routers/{{resource_id}}/{action}_router_interface",
+            _InterfaceAction(*args, kind=action),
+        )

@@ -117,7 +117,10 @@ class NeutronState:
         """Add the standard attributes every Neutron resource has."""
         now = self._now()
         record.update(
-            created_at=now, updated_at=now, revision_number=revision, tags=[],
+            created_at=now,
+            updated_at=now,
+            revision_number=revision,
+            tags=[],
             standard_attr_id=next(self._attr_ids),
         )
         record.setdefault("description", "")
@@ -171,7 +174,9 @@ class NeutronState:
             raise bad_request(f"Unrecognized attribute(s) {names}", "HTTPBadRequest")
 
     @staticmethod
-    def _admin_only(caller: Caller, attrs: Mapping[str, Any], keys: Iterable[str], rule: str) -> None:
+    def _admin_only(
+        caller: Caller, attrs: Mapping[str, Any], keys: Iterable[str], rule: str
+    ) -> None:
         if caller.is_admin:
             return
         for key in keys:
@@ -184,6 +189,7 @@ class NeutronState:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         if not isinstance(value, bool):
-            raise bad_request(f"Invalid input for {key}. Reason: '{value}' is not a valid boolean "
-                              "value.")
+            raise bad_request(
+                f"Invalid input for {key}. Reason: '{value}' is not a valid boolean value."
+            )
         return value

@@ -23,30 +23,79 @@ from astara_actors.sim.neutron.views import PROVIDER
 
 __all__ = ["CoreResources", "ROUTER_PORT_OWNERS", "SERVICE_PORT_OWNERS"]
 
-ROUTER_PORT_OWNERS = frozenset({
-    "network:router_interface", "network:router_interface_distributed",
-    "network:ha_router_replicated_interface",
-})
+ROUTER_PORT_OWNERS = frozenset(
+    {
+        "network:router_interface",
+        "network:router_interface_distributed",
+        "network:ha_router_replicated_interface",
+    }
+)
 SERVICE_PORT_OWNERS = ROUTER_PORT_OWNERS | {"network:router_gateway", "network:floatingip"}
 _MTU = {"vxlan": 1450, "geneve": 1442, "gre": 1458}
 _SEGMENTED = {"vxlan", "geneve", "gre", "vlan"}
 _IPV6_MODES = {None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless"}
 
 NETWORK_POST = {
-    "name", "description", "admin_state_up", "shared", "router:external", "mtu", "is_default",
-    "port_security_enabled", "availability_zone_hints", "project_id", "tenant_id", *PROVIDER,
+    "name",
+    "description",
+    "admin_state_up",
+    "shared",
+    "router:external",
+    "mtu",
+    "is_default",
+    "port_security_enabled",
+    "availability_zone_hints",
+    "project_id",
+    "tenant_id",
+    *PROVIDER,
 }
-NETWORK_PUT = {"name", "description", "admin_state_up", "shared", "router:external", "mtu",
-               "is_default", "port_security_enabled"}
-SUBNET_PUT = {"name", "description", "gateway_ip", "allocation_pools", "dns_nameservers",
-              "host_routes", "enable_dhcp", "service_types"}
-SUBNET_POST = SUBNET_PUT | {"network_id", "cidr", "ip_version", "ipv6_ra_mode",
-                            "ipv6_address_mode", "subnetpool_id", "segment_id", "project_id",
-                            "tenant_id"}
-PORT_PUT = {"name", "description", "admin_state_up", "device_id", "device_owner", "fixed_ips",
-            "security_groups", "port_security_enabled", "allowed_address_pairs",
-            "extra_dhcp_opts", "binding:host_id", "binding:profile", "binding:vnic_type",
-            "mac_address"}
+NETWORK_PUT = {
+    "name",
+    "description",
+    "admin_state_up",
+    "shared",
+    "router:external",
+    "mtu",
+    "is_default",
+    "port_security_enabled",
+}
+SUBNET_PUT = {
+    "name",
+    "description",
+    "gateway_ip",
+    "allocation_pools",
+    "dns_nameservers",
+    "host_routes",
+    "enable_dhcp",
+    "service_types",
+}
+SUBNET_POST = SUBNET_PUT | {
+    "network_id",
+    "cidr",
+    "ip_version",
+    "ipv6_ra_mode",
+    "ipv6_address_mode",
+    "subnetpool_id",
+    "segment_id",
+    "project_id",
+    "tenant_id",
+}
+PORT_PUT = {
+    "name",
+    "description",
+    "admin_state_up",
+    "device_id",
+    "device_owner",
+    "fixed_ips",
+    "security_groups",
+    "port_security_enabled",
+    "allowed_address_pairs",
+    "extra_dhcp_opts",
+    "binding:host_id",
+    "binding:profile",
+    "binding:vnic_type",
+    "mac_address",
+}
 PORT_POST = PORT_PUT | {"network_id", "project_id", "tenant_id"}
 # Subnet attributes kept in child tables: changing only these leaves revision_number alone.
 _SUBNET_CHILDREN = {"dns_nameservers", "host_routes", "allocation_pools"}
@@ -68,30 +117,42 @@ class CoreResources(NeutronState):
 
     def _create_network(self, attrs: dict[str, Any], caller: Caller) -> dict[str, Any]:
         self._check_attrs(attrs, NETWORK_POST)
-        self._admin_only(caller, attrs, ("shared", "router:external", "is_default", *PROVIDER),
-                         "create_network")
+        self._admin_only(
+            caller, attrs, ("shared", "router:external", "is_default", *PROVIDER), "create_network"
+        )
         project = self._project_for(attrs, caller, "network")
         kind = attrs.get("provider:network_type") or "vxlan"
         physnet = attrs.get("provider:physical_network")
         segment = attrs.get("provider:segmentation_id")
         if kind in ("flat", "vlan") and not physnet:
-            raise bad_request(f"Invalid input for operation: physical_network required for "
-                              f"{kind} provider network.")
+            raise bad_request(
+                f"Invalid input for operation: physical_network required for "
+                f"{kind} provider network."
+            )
         if kind in _SEGMENTED and segment is None:
             segment = next(self._segments)
         record = {
-            "id": self._uuid(), "name": attrs.get("name", ""), "tenant_id": project,
+            "id": self._uuid(),
+            "name": attrs.get("name", ""),
+            "tenant_id": project,
             "admin_state_up": self._bool(attrs, "admin_state_up", True),
-            "mtu": int(attrs.get("mtu", _MTU.get(kind, 1500))), "status": "ACTIVE",
-            "subnets": [], "shared": self._bool(attrs, "shared", False),
+            "mtu": int(attrs.get("mtu", _MTU.get(kind, 1500))),
+            "status": "ACTIVE",
+            "subnets": [],
+            "shared": self._bool(attrs, "shared", False),
             "availability_zone_hints": list(attrs.get("availability_zone_hints", [])),
-            "availability_zones": [], "ipv4_address_scope": None, "ipv6_address_scope": None,
+            "availability_zones": [],
+            "ipv4_address_scope": None,
+            "ipv6_address_scope": None,
             "router:external": self._bool(attrs, "router:external", False),
             "description": attrs.get("description", ""),
             "port_security_enabled": self._bool(attrs, "port_security_enabled", True),
-            "is_default": self._bool(attrs, "is_default", False), "qinq": False,
-            "vlan_transparent": False, "project_id": project,
-            "provider:network_type": kind, "provider:physical_network": physnet,
+            "is_default": self._bool(attrs, "is_default", False),
+            "qinq": False,
+            "vlan_transparent": False,
+            "project_id": project,
+            "provider:network_type": kind,
+            "provider:physical_network": physnet,
             "provider:segmentation_id": segment if kind in _SEGMENTED else None,
         }
         # Neutron stores the network (revision 0) and then its segment (revision 1).
@@ -101,10 +162,16 @@ class CoreResources(NeutronState):
 
     def _update_network(self, net: dict[str, Any], attrs: dict[str, Any], caller: Caller) -> None:
         self._check_attrs(attrs, NETWORK_PUT)
-        self._admin_only(caller, attrs, ("shared", "router:external", "is_default"),
-                         "update_network")
-        for key in ("shared", "router:external", "is_default", "admin_state_up",
-                    "port_security_enabled"):
+        self._admin_only(
+            caller, attrs, ("shared", "router:external", "is_default"), "update_network"
+        )
+        for key in (
+            "shared",
+            "router:external",
+            "is_default",
+            "admin_state_up",
+            "port_security_enabled",
+        ):
             if key in attrs:
                 net[key] = self._bool(attrs, key, net[key])
         for key in ("name", "description"):
@@ -115,11 +182,16 @@ class CoreResources(NeutronState):
         self._touch(net)
 
     def _delete_network(self, net: dict[str, Any], caller: Caller) -> None:
-        if any(p["network_id"] == net["id"] and p["device_owner"] != "network:dhcp"
-               for p in self._table("port").values()):
-            raise NeutronFault(409, "NetworkInUse",
-                               f"Unable to complete operation on network {net['id']}. There are "
-                               "one or more ports still in use on the network.")
+        if any(
+            p["network_id"] == net["id"] and p["device_owner"] != "network:dhcp"
+            for p in self._table("port").values()
+        ):
+            raise NeutronFault(
+                409,
+                "NetworkInUse",
+                f"Unable to complete operation on network {net['id']}. There are "
+                "one or more ports still in use on the network.",
+            )
         for subnet_id in net["subnets"]:
             del self._table("subnet")[subnet_id]
             self._allocators.pop(subnet_id, None)
@@ -132,21 +204,27 @@ class CoreResources(NeutronState):
         self._check_attrs(attrs, SUBNET_POST)
         for key in ("network_id", "cidr"):
             if key not in attrs:
-                raise bad_request(f"Failed to parse request. Required attribute '{key}' not "
-                                  "specified", "HTTPBadRequest")
+                raise bad_request(
+                    f"Failed to parse request. Required attribute '{key}' not specified",
+                    "HTTPBadRequest",
+                )
         net = self._owned_network(str(attrs["network_id"]), caller)
         project = self._project_for(attrs, caller, "subnet")
-        cidr = parse_cidr(attrs["cidr"], attrs.get("ip_version", 4 if ":" not in
-                                                   str(attrs["cidr"]) else 6))
+        cidr = parse_cidr(
+            attrs["cidr"], attrs.get("ip_version", 4 if ":" not in str(attrs["cidr"]) else 6)
+        )
         for other in net["subnets"]:
             if self._allocators[other].net.overlaps(cidr):
-                raise bad_request(f"Invalid input for operation: Requested subnet with cidr: "
-                                  f"{cidr} for network: {net['id']} overlaps with another "
-                                  "subnet.")
+                raise bad_request(
+                    f"Invalid input for operation: Requested subnet with cidr: "
+                    f"{cidr} for network: {net['id']} overlaps with another "
+                    "subnet."
+                )
         gateway = attrs.get("gateway_ip", default_gateway(cidr))
         if gateway is not None and not SubnetAllocator("", cidr, []).contains(str(gateway)):
-            raise bad_request(f"Invalid input for operation: Gateway is not valid on subnet "
-                              f"{cidr}.")
+            raise bad_request(
+                f"Invalid input for operation: Gateway is not valid on subnet {cidr}."
+            )
         for mode in ("ipv6_ra_mode", "ipv6_address_mode"):
             if attrs.get(mode) not in _IPV6_MODES or (cidr.version == 4 and attrs.get(mode)):
                 raise bad_request(f"Invalid input for {mode}.")
@@ -154,17 +232,23 @@ class CoreResources(NeutronState):
         pools = attrs.get("allocation_pools") or default_pools(cidr, gateway)
         allocator = SubnetAllocator(subnet_id, cidr, pools)
         record = {
-            "id": subnet_id, "name": attrs.get("name", ""), "tenant_id": project,
-            "network_id": net["id"], "ip_version": cidr.version, "subnetpool_id": None,
+            "id": subnet_id,
+            "name": attrs.get("name", ""),
+            "tenant_id": project,
+            "network_id": net["id"],
+            "ip_version": cidr.version,
+            "subnetpool_id": None,
             "enable_dhcp": self._bool(attrs, "enable_dhcp", True),
             "ipv6_ra_mode": attrs.get("ipv6_ra_mode"),
             "ipv6_address_mode": attrs.get("ipv6_address_mode"),
-            "gateway_ip": None if gateway is None else str(gateway), "cidr": str(cidr),
+            "gateway_ip": None if gateway is None else str(gateway),
+            "cidr": str(cidr),
             "allocation_pools": [dict(p) for p in pools],
             "host_routes": list(attrs.get("host_routes", [])),
             "dns_nameservers": list(attrs.get("dns_nameservers", [])),
             "description": attrs.get("description", ""),
-            "service_types": list(attrs.get("service_types", [])), "project_id": project,
+            "service_types": list(attrs.get("service_types", [])),
+            "project_id": project,
             "segment_id": None,
         }
         self._standard(record, revision=0)
@@ -183,8 +267,9 @@ class CoreResources(NeutronState):
         if "gateway_ip" in attrs:
             gateway = attrs["gateway_ip"]
             if gateway is not None and not allocator.contains(str(gateway)):
-                raise bad_request(f"Invalid input for operation: Gateway is not valid on subnet "
-                                  f"{subnet['cidr']}.")
+                raise bad_request(
+                    f"Invalid input for operation: Gateway is not valid on subnet {subnet['cidr']}."
+                )
             subnet["gateway_ip"] = gateway
         if "enable_dhcp" in attrs:
             subnet["enable_dhcp"] = self._bool(attrs, "enable_dhcp", True)
@@ -202,9 +287,12 @@ class CoreResources(NeutronState):
             if port["device_owner"] != "network:dhcp" and any(
                 ip["subnet_id"] == subnet["id"] for ip in port["fixed_ips"]
             ):
-                raise NeutronFault(409, "SubnetInUse",
-                                   f"Unable to complete operation on subnet {subnet['id']}: One "
-                                   "or more ports have an IP allocation from this subnet.")
+                raise NeutronFault(
+                    409,
+                    "SubnetInUse",
+                    f"Unable to complete operation on subnet {subnet['id']}: One "
+                    "or more ports have an IP allocation from this subnet.",
+                )
         net = self._table("network")[subnet["network_id"]]
         net["subnets"].remove(subnet["id"])
         self._touch(net)
@@ -217,45 +305,69 @@ class CoreResources(NeutronState):
     def _create_port(self, attrs: dict[str, Any], caller: Caller) -> dict[str, Any]:
         self._check_attrs(attrs, PORT_POST)
         if "network_id" not in attrs:
-            raise bad_request("Failed to parse request. Required attribute 'network_id' not "
-                              "specified", "HTTPBadRequest")
+            raise bad_request(
+                "Failed to parse request. Required attribute 'network_id' not specified",
+                "HTTPBadRequest",
+            )
         self._admin_only(caller, attrs, ("binding:host_id", "binding:profile"), "create_port")
         net = self._owned_network(str(attrs["network_id"]), caller)
         project = self._project_for(attrs, caller, "port")
         return self._new_port(net, project, attrs)
 
-    def _new_port(self, net: Mapping[str, Any], project: str, attrs: Mapping[str, Any],
-                  *, port_security: bool | None = None) -> dict[str, Any]:
+    def _new_port(
+        self,
+        net: Mapping[str, Any],
+        project: str,
+        attrs: Mapping[str, Any],
+        *,
+        port_security: bool | None = None,
+    ) -> dict[str, Any]:
         """Store a port (no policy checks: the routers and floating IPs create theirs here)."""
         mac = str(attrs.get("mac_address") or self._mac()).lower()
         if "mac_address" in attrs:
             if mac in self._macs:
-                raise NeutronFault(409, "MacAddressInUse",
-                                   f"Unable to complete operation for network {net['id']}. The "
-                                   f"mac address {mac} is in use.")
+                raise NeutronFault(
+                    409,
+                    "MacAddressInUse",
+                    f"Unable to complete operation for network {net['id']}. The "
+                    f"mac address {mac} is in use.",
+                )
             self._macs.add(mac)
         try:
             fixed_ips = self._allocate(net, attrs.get("fixed_ips"), mac)
         except NeutronFault:
             self._macs.discard(mac)
             raise
-        secure = self._bool(attrs, "port_security_enabled", net["port_security_enabled"]) \
-            if port_security is None else port_security
-        groups = list(attrs.get("security_groups") or ([self._default_sg(project)] if secure
-                                                        else []))
+        secure = (
+            self._bool(attrs, "port_security_enabled", net["port_security_enabled"])
+            if port_security is None
+            else port_security
+        )
+        groups = list(
+            attrs.get("security_groups") or ([self._default_sg(project)] if secure else [])
+        )
         record = {
-            "id": self._uuid(), "name": attrs.get("name", ""), "network_id": net["id"],
-            "tenant_id": project, "mac_address": mac,
-            "admin_state_up": self._bool(attrs, "admin_state_up", True), "status": "DOWN",
-            "device_id": attrs.get("device_id", ""), "device_owner": attrs.get("device_owner", ""),
-            "fixed_ips": fixed_ips, "allowed_address_pairs": list(attrs.get(
-                "allowed_address_pairs", [])),
-            "extra_dhcp_opts": list(attrs.get("extra_dhcp_opts", [])), "security_groups": groups,
-            "description": attrs.get("description", ""), "binding:vnic_type": attrs.get(
-                "binding:vnic_type", "normal"), "binding:profile": dict(attrs.get(
-                    "binding:profile", {})),
-            "binding:host_id": "", "binding:vif_type": "unbound", "binding:vif_details": {},
-            "port_security_enabled": secure, "project_id": project,
+            "id": self._uuid(),
+            "name": attrs.get("name", ""),
+            "network_id": net["id"],
+            "tenant_id": project,
+            "mac_address": mac,
+            "admin_state_up": self._bool(attrs, "admin_state_up", True),
+            "status": "DOWN",
+            "device_id": attrs.get("device_id", ""),
+            "device_owner": attrs.get("device_owner", ""),
+            "fixed_ips": fixed_ips,
+            "allowed_address_pairs": list(attrs.get("allowed_address_pairs", [])),
+            "extra_dhcp_opts": list(attrs.get("extra_dhcp_opts", [])),
+            "security_groups": groups,
+            "description": attrs.get("description", ""),
+            "binding:vnic_type": attrs.get("binding:vnic_type", "normal"),
+            "binding:profile": dict(attrs.get("binding:profile", {})),
+            "binding:host_id": "",
+            "binding:vif_type": "unbound",
+            "binding:vif_details": {},
+            "port_security_enabled": secure,
+            "project_id": project,
         }
         self._standard(record, revision=1)
         self._bind_host(record, str(attrs.get("binding:host_id", "")))
@@ -266,11 +378,14 @@ class CoreResources(NeutronState):
 
     def _update_port(self, port: dict[str, Any], attrs: dict[str, Any], caller: Caller) -> None:
         self._check_attrs(attrs, PORT_PUT)
-        self._admin_only(caller, attrs, ("binding:host_id", "binding:profile", "mac_address"),
-                         "update_port")
-        flags: dict[str, bool] = {key: self._bool(attrs, key, port[key])
-                                  for key in ("admin_state_up", "port_security_enabled")
-                                  if key in attrs}
+        self._admin_only(
+            caller, attrs, ("binding:host_id", "binding:profile", "mac_address"), "update_port"
+        )
+        flags: dict[str, bool] = {
+            key: self._bool(attrs, key, port[key])
+            for key in ("admin_state_up", "port_security_enabled")
+            if key in attrs
+        }
         if "fixed_ips" in attrs:
             net = self._table("network")[port["network_id"]]
             old = port["fixed_ips"]
@@ -299,9 +414,12 @@ class CoreResources(NeutronState):
     def _delete_port(self, port: dict[str, Any], caller: Caller) -> None:
         owner = port["device_owner"]
         if owner in SERVICE_PORT_OWNERS:
-            raise NeutronFault(409, "ServicePortInUse",
-                               f"Port {port['id']} cannot be deleted directly via the port API: "
-                               f"has device owner {owner}.")
+            raise NeutronFault(
+                409,
+                "ServicePortInUse",
+                f"Port {port['id']} cannot be deleted directly via the port API: "
+                f"has device owner {owner}.",
+            )
         if owner.startswith("compute:") and not caller.is_admin:
             raise forbidden("rule:delete_port")  # as the capture's step 26 shows
         self._port_deleting(port)
@@ -347,8 +465,15 @@ class CoreResources(NeutronState):
         port["binding:host_id"] = host
         port["binding:vif_type"] = "ovs" if host else "unbound"
         port["binding:vif_details"] = (
-            {"connectivity": "l2", "port_filter": True, "ovs_hybrid_plug": False,
-             "datapath_type": "system", "bridge_name": "br-int"} if host else {}
+            {
+                "connectivity": "l2",
+                "port_filter": True,
+                "ovs_hybrid_plug": False,
+                "datapath_type": "system",
+                "bridge_name": "br-int",
+            }
+            if host
+            else {}
         )
         port["status"] = "ACTIVE" if host and port["device_owner"] else "DOWN"
 

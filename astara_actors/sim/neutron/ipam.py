@@ -37,8 +37,10 @@ def parse_cidr(cidr: Any, ip_version: Any) -> Network:
             f"Invalid input for cidr. Reason: '{cidr}' is not a valid IP subnet."
         ) from None
     if str(net) != str(cidr):
-        raise bad_request(f"Invalid input for cidr. Reason: '{cidr}' isn't a recommended CIDR "
-                          f"(did you mean '{net}'?).")
+        raise bad_request(
+            f"Invalid input for cidr. Reason: '{cidr}' isn't a recommended CIDR "
+            f"(did you mean '{net}'?)."
+        )
     if ip_version not in (4, 6):
         raise bad_request(f"Invalid input for ip_version. Reason: {ip_version} is not in [4, 6].")
     if net.version != ip_version:
@@ -69,10 +71,14 @@ def default_pools(net: Network, gateway: str | None) -> list[dict[str, str]]:
     ranges = [(start, end)]
     if gateway is not None:
         gw = int(ipaddress.ip_address(gateway))
-        ranges = [(a, b) for a, b in ((start, gw - 1), (gw + 1, end)) if a <= b] \
-            if start <= gw <= end else ranges
-    return [{"start": str(_addr(net.version, a)), "end": str(_addr(net.version, b))}
-            for a, b in ranges]
+        ranges = (
+            [(a, b) for a, b in ((start, gw - 1), (gw + 1, end)) if a <= b]
+            if start <= gw <= end
+            else ranges
+        )
+    return [
+        {"start": str(_addr(net.version, a)), "end": str(_addr(net.version, b))} for a, b in ranges
+    ]
 
 
 def eui64(net: Network, mac: str) -> str:
@@ -121,17 +127,18 @@ class SubnetAllocator:
         try:
             value = ipaddress.ip_address(address)
         except ValueError:
-            raise bad_request(f"Invalid input for ip_address: '{address}' is not a valid IP "
-                              "address.") from None
+            raise bad_request(
+                f"Invalid input for ip_address: '{address}' is not a valid IP address."
+            ) from None
         start, end = _host_range(self.net)
         if value not in self.net or not start <= int(value) <= end:
-            raise bad_request(
-                f"IP address {address} is not a valid IP for the specified subnet."
-            )
+            raise bad_request(f"IP address {address} is not a valid IP for the specified subnet.")
         if int(value) in self.used:
-            raise NeutronFault(409, "IpAddressAlreadyAllocated",
-                               f"IP address {address} already allocated in subnet "
-                               f"{self.subnet_id}")
+            raise NeutronFault(
+                409,
+                "IpAddressAlreadyAllocated",
+                f"IP address {address} already allocated in subnet {self.subnet_id}",
+            )
         self.used.add(int(value))
         return str(value)
 
@@ -160,8 +167,11 @@ class SubnetAllocator:
 
 
 def allocate_fixed_ips(
-    allocators: Mapping[str, SubnetAllocator], subnets: Mapping[str, Mapping[str, Any]],
-    net: Mapping[str, Any], requested: Any, mac: str,
+    allocators: Mapping[str, SubnetAllocator],
+    subnets: Mapping[str, Mapping[str, Any]],
+    net: Mapping[str, Any],
+    requested: Any,
+    mac: str,
 ) -> list[dict[str, str]]:
     """A port's fixed IPs: those ``requested``, else the first IPv4 subnet with room plus every
     IPv6 subnet (SLAAC ones by EUI-64). All or nothing: a failure releases what was taken."""
@@ -180,8 +190,11 @@ def allocate_fixed_ips(
 
 
 def _allocate_default(
-    allocators: Mapping[str, SubnetAllocator], subnets: Mapping[str, Mapping[str, Any]],
-    net: Mapping[str, Any], mac: str, done: list[dict[str, str]],
+    allocators: Mapping[str, SubnetAllocator],
+    subnets: Mapping[str, Mapping[str, Any]],
+    net: Mapping[str, Any],
+    mac: str,
+    done: list[dict[str, str]],
 ) -> None:
     v4 = [s for s in net["subnets"] if allocators[s].net.version == 4]
     for subnet_id in v4:
@@ -191,38 +204,47 @@ def _allocate_default(
             break
     else:
         if v4:
-            raise NeutronFault(409, "IpAddressGenerationFailure",
-                               f"No more IP addresses available on network {net['id']}.")
+            raise NeutronFault(
+                409,
+                "IpAddressGenerationFailure",
+                f"No more IP addresses available on network {net['id']}.",
+            )
     for subnet_id in net["subnets"]:
         if allocators[subnet_id].net.version == 6:
             done.append(_allocate_one(allocators, subnets, net, {"subnet_id": subnet_id}, mac))
 
 
 def _allocate_one(
-    allocators: Mapping[str, SubnetAllocator], subnets: Mapping[str, Mapping[str, Any]],
-    net: Mapping[str, Any], spec: Any, mac: str,
+    allocators: Mapping[str, SubnetAllocator],
+    subnets: Mapping[str, Mapping[str, Any]],
+    net: Mapping[str, Any],
+    spec: Any,
+    mac: str,
 ) -> dict[str, str]:
     if not isinstance(spec, Mapping):
         raise bad_request(f"Invalid input for fixed_ips: {spec!r}")
     subnet_id, address = spec.get("subnet_id"), spec.get("ip_address")
     if subnet_id is None and address is not None:
-        subnet_id = next((s for s in net["subnets"]
-                          if allocators[s].contains(str(address))), None)
+        subnet_id = next((s for s in net["subnets"] if allocators[s].contains(str(address))), None)
     if subnet_id is None or subnet_id not in net["subnets"]:
         if subnet_id is not None and subnet_id not in subnets:
             raise not_found("subnet", str(subnet_id))
-        raise bad_request(f"Invalid input for operation: Failed to create port on network "
-                          f"{net['id']}, because fixed_ips included invalid subnet "
-                          f"{subnet_id}.")
+        raise bad_request(
+            f"Invalid input for operation: Failed to create port on network "
+            f"{net['id']}, because fixed_ips included invalid subnet "
+            f"{subnet_id}."
+        )
     allocator = allocators[subnet_id]
     subnet = subnets[subnet_id]
-    if address is None and allocator.net.version == 6 \
-            and subnet["ipv6_address_mode"] in _SLAAC:
+    if address is None and allocator.net.version == 6 and subnet["ipv6_address_mode"] in _SLAAC:
         address = eui64(allocator.net, mac)
     if address is not None:
         return {"subnet_id": subnet_id, "ip_address": allocator.take(str(address))}
     found = allocator.allocate()
     if found is None:
-        raise NeutronFault(409, "IpAddressGenerationFailure",
-                           f"No more IP addresses available on network {net['id']}.")
+        raise NeutronFault(
+            409,
+            "IpAddressGenerationFailure",
+            f"No more IP addresses available on network {net['id']}.",
+        )
     return {"subnet_id": subnet_id, "ip_address": found}

@@ -45,33 +45,121 @@ def _creation_order(record: Mapping[str, Any]) -> int:
 __all__ = ["ATTRIBUTES", "COLLECTIONS", "KINDS", "NOVA_SERVICE", "NeutronFault", "NeutronModel"]
 
 # Who binds ports when the simulated Nova plugs them (Nova talks to Neutron as a service user).
-NOVA_SERVICE = Caller(user_id="nova", project_id="service", is_admin=True,
-                      roles=("admin", "service"), user_name="nova", project_name="service")
+NOVA_SERVICE = Caller(
+    user_id="nova",
+    project_id="service",
+    is_admin=True,
+    roles=("admin", "service"),
+    user_name="nova",
+    project_name="service",
+)
 
-_STANDARD = ("id", "project_id", "tenant_id", "description", "created_at", "updated_at",
-             "revision_number", "tags", "standard_attr_id")
+_STANDARD = (
+    "id",
+    "project_id",
+    "tenant_id",
+    "description",
+    "created_at",
+    "updated_at",
+    "revision_number",
+    "tags",
+    "standard_attr_id",
+)
 # Every attribute a list may be filtered on (Neutron 29 answers 400 for others).
 ATTRIBUTES: dict[str, frozenset[str]] = {
-    "network": frozenset(_STANDARD + (
-        "name", "admin_state_up", "mtu", "status", "subnets", "shared", "router:external",
-        "availability_zone_hints", "availability_zones", "ipv4_address_scope",
-        "ipv6_address_scope", "port_security_enabled", "is_default", "qinq", "vlan_transparent",
-        "provider:network_type", "provider:physical_network", "provider:segmentation_id")),
-    "subnet": frozenset(_STANDARD + (
-        "name", "network_id", "ip_version", "subnetpool_id", "enable_dhcp", "ipv6_ra_mode",
-        "ipv6_address_mode", "gateway_ip", "cidr", "allocation_pools", "host_routes",
-        "dns_nameservers", "service_types", "segment_id", "router:external", "shared")),
-    "port": frozenset(_STANDARD + (
-        "name", "network_id", "mac_address", "admin_state_up", "status", "device_id",
-        "device_owner", "fixed_ips", "allowed_address_pairs", "extra_dhcp_opts",
-        "security_groups", "port_security_enabled", "binding:host_id", "binding:profile",
-        "binding:vif_details", "binding:vif_type", "binding:vnic_type")),
-    "router": frozenset(_STANDARD + (
-        "name", "admin_state_up", "status", "external_gateway_info", "availability_zones",
-        "availability_zone_hints", "routes", "flavor_id", "distributed", "ha")),
-    "floatingip": frozenset(_STANDARD + (
-        "floating_ip_address", "floating_network_id", "router_id", "port_id",
-        "fixed_ip_address", "status", "port_details")),
+    "network": frozenset(
+        _STANDARD
+        + (
+            "name",
+            "admin_state_up",
+            "mtu",
+            "status",
+            "subnets",
+            "shared",
+            "router:external",
+            "availability_zone_hints",
+            "availability_zones",
+            "ipv4_address_scope",
+            "ipv6_address_scope",
+            "port_security_enabled",
+            "is_default",
+            "qinq",
+            "vlan_transparent",
+            "provider:network_type",
+            "provider:physical_network",
+            "provider:segmentation_id",
+        )
+    ),
+    "subnet": frozenset(
+        _STANDARD
+        + (
+            "name",
+            "network_id",
+            "ip_version",
+            "subnetpool_id",
+            "enable_dhcp",
+            "ipv6_ra_mode",
+            "ipv6_address_mode",
+            "gateway_ip",
+            "cidr",
+            "allocation_pools",
+            "host_routes",
+            "dns_nameservers",
+            "service_types",
+            "segment_id",
+            "router:external",
+            "shared",
+        )
+    ),
+    "port": frozenset(
+        _STANDARD
+        + (
+            "name",
+            "network_id",
+            "mac_address",
+            "admin_state_up",
+            "status",
+            "device_id",
+            "device_owner",
+            "fixed_ips",
+            "allowed_address_pairs",
+            "extra_dhcp_opts",
+            "security_groups",
+            "port_security_enabled",
+            "binding:host_id",
+            "binding:profile",
+            "binding:vif_details",
+            "binding:vif_type",
+            "binding:vnic_type",
+        )
+    ),
+    "router": frozenset(
+        _STANDARD
+        + (
+            "name",
+            "admin_state_up",
+            "status",
+            "external_gateway_info",
+            "availability_zones",
+            "availability_zone_hints",
+            "routes",
+            "flavor_id",
+            "distributed",
+            "ha",
+        )
+    ),
+    "floatingip": frozenset(
+        _STANDARD
+        + (
+            "floating_ip_address",
+            "floating_network_id",
+            "router_id",
+            "port_id",
+            "fixed_ip_address",
+            "status",
+            "port_details",
+        )
+    ),
 }
 
 Handler = Callable[..., Any]
@@ -84,15 +172,19 @@ class NeutronModel(L3Resources):
         super().__init__(*args, **kwargs)
         self.service_caller = service_caller
         self._ops: dict[str, dict[str, Handler]] = {
-            kind: {"create": getattr(self, f"_create_{kind}"),
-                   "update": getattr(self, f"_update_{kind}"),
-                   "delete": getattr(self, f"_delete_{kind}")}
+            kind: {
+                "create": getattr(self, f"_create_{kind}"),
+                "update": getattr(self, f"_update_{kind}"),
+                "delete": getattr(self, f"_delete_{kind}"),
+            }
             for kind in KINDS
         }
 
     # -- the REST verbs --------------------------------------------------------------------
 
-    def create(self, kind: str, attrs: Mapping[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+    def create(
+        self, kind: str, attrs: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
         """POST /v2.0/<kind>s: the new resource as the caller sees it."""
         who = caller or CLOUD
         with self._lock:
@@ -109,13 +201,17 @@ class NeutronModel(L3Resources):
             return self._view(kind, self._find(kind, resource_id, who), who, SHOW)
 
     def list(
-        self, kind: str, caller: Caller | None = None,
+        self,
+        kind: str,
+        caller: Caller | None = None,
         filters: Mapping[str, str | Sequence[str]] | None = None,
     ) -> list[dict[str, Any]]:
         """GET /v2.0/<kind>s?<filters>: repeated values are OR, ``fields`` selects keys."""
         who = caller or CLOUD
-        wanted = {key: [value] if isinstance(value, str) else list(value)
-                  for key, value in (filters or {}).items()}
+        wanted = {
+            key: [value] if isinstance(value, str) else list(value)
+            for key, value in (filters or {}).items()
+        }
         check_filters(wanted, ATTRIBUTES[kind])
         fields = wanted.get("fields", [])
         with self._lock:
@@ -135,7 +231,9 @@ class NeutronModel(L3Resources):
             for key, values in wanted.items():
                 if key not in _DERIVED:
                     allowed = set(values)
-                    records = [r for r in records if not isinstance(r.get(key), str) or r[key] in allowed]
+                    records = [
+                        r for r in records if not isinstance(r.get(key), str) or r[key] in allowed
+                    ]
             result = []
             for record in records:
                 if self._visible(kind, record, who):
@@ -144,13 +242,17 @@ class NeutronModel(L3Resources):
                         result.append(select_fields(view, fields))
             return result
 
-    def update(self, kind: str, resource_id: str, attrs: Mapping[str, Any],
-               caller: Caller | None = None) -> dict[str, Any]:
+    def update(
+        self, kind: str, resource_id: str, attrs: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
         """PUT /v2.0/<kind>s/<id>: the updated resource as the caller sees it."""
         who = caller or CLOUD
         with self._lock:
-            self._emit(f"{kind}.update.start",
-                       {kind: copy.deepcopy(dict(attrs)), "id": resource_id}, caller)
+            self._emit(
+                f"{kind}.update.start",
+                {kind: copy.deepcopy(dict(attrs)), "id": resource_id},
+                caller,
+            )
             record = self._find(kind, resource_id, who)
             self._require_owner(kind, record, who, "update")
             before = copy.deepcopy(record)
@@ -187,8 +289,9 @@ class NeutronModel(L3Resources):
         with self._lock:
             return list(self._find(kind, resource_id, caller or CLOUD).get("tags", []))
 
-    def tag(self, kind: str, resource_id: str, tag: str, *, add: bool,
-            caller: Caller | None = None) -> None:
+    def tag(
+        self, kind: str, resource_id: str, tag: str, *, add: bool, caller: Caller | None = None
+    ) -> None:
         """PUT (add) or DELETE one tag; like Neutron, no notification, revision bumped."""
         who = caller or CLOUD
         with self._lock:
@@ -199,33 +302,43 @@ class NeutronModel(L3Resources):
                 tags.append(tag)
             elif not add:
                 if tag not in tags:
-                    raise NeutronFault(404, "TagNotFound", f"Tag {tag} could not be found for {kind} {resource_id}.")
+                    raise NeutronFault(
+                        404,
+                        "TagNotFound",
+                        f"Tag {tag} could not be found for {kind} {resource_id}.",
+                    )
                 tags.remove(tag)
             else:
                 return
             record["revision_number"] = record.get("revision_number", 0) + 1
             record["updated_at"] = self._now()
 
-    def add_router_interface(self, router_id: str, body: Mapping[str, Any],
-                             caller: Caller | None = None) -> dict[str, Any]:
+    def add_router_interface(
+        self, router_id: str, body: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
         """PUT /v2.0/routers/<id>/add_router_interface with ``subnet_id`` or ``port_id``."""
         return self._interface_action(router_id, body, caller, add=True)
 
-    def remove_router_interface(self, router_id: str, body: Mapping[str, Any],
-                                caller: Caller | None = None) -> dict[str, Any]:
+    def remove_router_interface(
+        self, router_id: str, body: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
         """PUT /v2.0/routers/<id>/remove_router_interface with ``subnet_id`` or ``port_id``."""
         return self._interface_action(router_id, body, caller, add=False)
 
-    def _interface_action(self, router_id: str, body: Mapping[str, Any], caller: Caller | None,
-                          *, add: bool) -> dict[str, Any]:
+    def _interface_action(
+        self, router_id: str, body: Mapping[str, Any], caller: Caller | None, *, add: bool
+    ) -> dict[str, Any]:
         who = caller or CLOUD
         with self._lock:
             router = self._find("router", router_id, who)
             action = "add_router_interface" if add else "remove_router_interface"
             if not self._owns(who, router):
                 raise forbidden(f"rule:{action}")
-            info = (self._add_interface(router, body, who) if add
-                    else self._remove_interface(router, body))
+            info = (
+                self._add_interface(router, body, who)
+                if add
+                else self._remove_interface(router, body)
+            )
             event = "router.interface.create" if add else "router.interface.delete"
             self._emit(event, {"router_interface": dict(info)}, caller)
             return {**info, "tenant_id": info["project_id"]}
@@ -240,30 +353,45 @@ class NeutronModel(L3Resources):
 
     def bind(self, port_id: str, device_id: str, device_owner: str, host: str) -> None:
         """Nova plugged the port: a ``port.update`` from the Nova service user, status ACTIVE."""
-        self.update("port", port_id, {"device_id": device_id, "device_owner": device_owner,
-                                      "binding:host_id": host}, self.service_caller)
+        self.update(
+            "port",
+            port_id,
+            {"device_id": device_id, "device_owner": device_owner, "binding:host_id": host},
+            self.service_caller,
+        )
 
     def unbind(self, port_id: str) -> None:
         """Nova unplugged the port (no-op when it is gone): device cleared, status DOWN."""
         with self._lock:
             if port_id not in self._table("port"):
                 return
-            self.update("port", port_id, {"device_id": "", "device_owner": "",
-                                          "binding:host_id": ""}, self.service_caller)
+            self.update(
+                "port",
+                port_id,
+                {"device_id": "", "device_owner": "", "binding:host_id": ""},
+                self.service_caller,
+            )
 
     # -- views -----------------------------------------------------------------------------
 
-    def _require_owner(self, kind: str, record: Mapping[str, Any], caller: Caller,
-                       action: str) -> None:
+    def _require_owner(
+        self, kind: str, record: Mapping[str, Any], caller: Caller, action: str
+    ) -> None:
         if not self._owns(caller, record):
             raise forbidden(f"rule:{action}_{kind}")
 
-    def _view(self, kind: str, record: Mapping[str, Any], caller: Caller, mode: str) -> dict[str, Any]:
+    def _view(
+        self, kind: str, record: Mapping[str, Any], caller: Caller, mode: str
+    ) -> dict[str, Any]:
         if kind == "network":
             return network_view(record, caller, mode)
         if kind == "subnet":
-            return subnet_view(record, self._table("network")[record["network_id"]], mode,
-                               updated=record["id"] in self._updated_subnets)
+            return subnet_view(
+                record,
+                self._table("network")[record["network_id"]],
+                mode,
+                updated=record["id"] in self._updated_subnets,
+            )
         if kind == "port":
             return port_view(record, caller, mode)
         if kind == "router":

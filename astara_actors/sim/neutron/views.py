@@ -37,8 +37,18 @@ SHOW, CREATE, DELETE = "show", "create", "delete"
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 BINDING_ADMIN = ("binding:host_id", "binding:profile", "binding:vif_details", "binding:vif_type")
 ROUTER_ADMIN = ("distributed", "ha")
-_PAGING = {"fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse",
-           "tags", "tags-any", "not-tags", "not-tags-any"}
+_PAGING = {
+    "fields",
+    "limit",
+    "marker",
+    "sort_key",
+    "sort_dir",
+    "page_reverse",
+    "tags",
+    "tags-any",
+    "not-tags",
+    "not-tags-any",
+}
 PAGING_KEYS = frozenset(_PAGING)  # list parameters that are not attribute filters
 
 
@@ -92,12 +102,22 @@ def router_view(record: Mapping[str, Any], caller: Caller) -> dict[str, Any]:
 
 def fip_view(record: Mapping[str, Any], port: Mapping[str, Any] | None) -> dict[str, Any]:
     view = _copy(record, ("standard_attr_id",))
-    view["port_details"] = None if port is None else {
-        key: port[key] for key in (
-            "name", "network_id", "mac_address", "admin_state_up", "status", "device_id",
-            "device_owner",
-        )
-    }
+    view["port_details"] = (
+        None
+        if port is None
+        else {
+            key: port[key]
+            for key in (
+                "name",
+                "network_id",
+                "mac_address",
+                "admin_state_up",
+                "status",
+                "device_id",
+                "device_owner",
+            )
+        }
+    )
     return view
 
 

@@ -31,12 +31,21 @@ MIN_MICROVERSION: Version = (2, 1)
 MAX_MICROVERSION: Version = (2, 100)
 
 _FAULT_NAMES = {
-    400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
-    405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
-    429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable",
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    429: "overLimit",
+    501: "notImplemented",
+    503: "serviceUnavailable",
 }
-_PROGRESS_STATUSES = frozenset({"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE",
-                                "MIGRATING"})
+_PROGRESS_STATUSES = frozenset(
+    {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
+)
 _TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
 _FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
 # nova.utils.generate_password: no characters that look alike
@@ -90,8 +99,9 @@ def _nova(fn: Callable[..., None]) -> Callable[..., None]:
     """Negotiate the microversion, authenticate, and turn ``NovaFault`` into Nova's body."""
 
     @functools.wraps(fn)
-    def responder(self: _Resource, req: falcon.Request, resp: falcon.Response,
-                  **params: str) -> None:
+    def responder(
+        self: _Resource, req: falcon.Request, resp: falcon.Response, **params: str
+    ) -> None:
         params.pop("project_id", None)
         try:
             mv = _negotiate(req)
@@ -133,9 +143,12 @@ def _all_tenants(params: Mapping[str, str]) -> bool:
         return True
     if value.strip().lower() in _FALSE:
         return False
-    raise NovaFault(400, f"Invalid input received: Unrecognized value '{value}', acceptable "
-                         "values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', "
-                         "'true', 'y', 'yes'")
+    raise NovaFault(
+        400,
+        f"Invalid input received: Unrecognized value '{value}', acceptable "
+        "values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', "
+        "'true', 'y', 'yes'",
+    )
 
 
 def _requested_ports(spec: Mapping[str, Any]) -> list[str]:
@@ -184,8 +197,10 @@ class _ServerDocs:
         self.base, self.mv, self.caller = base, mv, caller
 
     def links(self, sid: str) -> list[dict[str, str]]:
-        return [{"rel": "self", "href": f"{self.base}/v2.1/servers/{sid}"},
-                {"rel": "bookmark", "href": f"{self.base}/servers/{sid}"}]
+        return [
+            {"rel": "self", "href": f"{self.base}/v2.1/servers/{sid}"},
+            {"rel": "bookmark", "href": f"{self.base}/servers/{sid}"},
+        ]
 
     def show(self, s: dict[str, Any], *, listing: bool = False) -> dict[str, Any]:
         """One server as ``GET /servers/{id}`` (``listing``: as ``/servers/detail``) shows it."""
@@ -194,21 +209,27 @@ class _ServerDocs:
             doc["fault"] = s["fault"]
         if s["status"] in _PROGRESS_STATUSES:
             doc["progress"] = 0
-        doc.update({
-            "OS-EXT-AZ:availability_zone": "nova" if s["host"] else "",
-            "config_drive": "True" if s["config_drive"] else "", "key_name": None,
-            "OS-SRV-USG:launched_at": _usage_stamp(s["launched_at"]),
-            "OS-SRV-USG:terminated_at": None,
-        })
+        doc.update(
+            {
+                "OS-EXT-AZ:availability_zone": "nova" if s["host"] else "",
+                "config_drive": "True" if s["config_drive"] else "",
+                "key_name": None,
+                "OS-SRV-USG:launched_at": _usage_stamp(s["launched_at"]),
+                "OS-SRV-USG:terminated_at": None,
+            }
+        )
         if not listing and s["security_groups"]:
             doc["security_groups"] = [{"name": n} for n in s["security_groups"]]
         if self.caller.is_admin:
             doc.update(self.extended_attributes(s))
-        doc.update({
-            "OS-EXT-STS:task_state": s["task_state"], "OS-EXT-STS:vm_state": s["vm_state"],
-            "OS-EXT-STS:power_state": s["power_state"],
-            "os-extended-volumes:volumes_attached": [],
-        })
+        doc.update(
+            {
+                "OS-EXT-STS:task_state": s["task_state"],
+                "OS-EXT-STS:vm_state": s["vm_state"],
+                "OS-EXT-STS:power_state": s["power_state"],
+                "os-extended-volumes:volumes_attached": [],
+            }
+        )
         doc.update(self.microversion_fields(s, listing))
         if listing:  # the detail view adds these last, for all servers at once
             if self.mv >= (2, 16) and self.caller.is_admin:
@@ -220,26 +241,45 @@ class _ServerDocs:
     def core(self, s: dict[str, Any]) -> dict[str, Any]:
         host, project = s["host"], s["project_id"]
         return {
-            "accessIPv4": "", "accessIPv6": "", "addresses": s["addresses"],
-            "created": s["created"], "flavor": self.flavor(s["flavor"]),
+            "accessIPv4": "",
+            "accessIPv6": "",
+            "addresses": s["addresses"],
+            "created": s["created"],
+            "flavor": self.flavor(s["flavor"]),
             "hostId": hashlib.sha224((project + host).encode()).hexdigest() if host else "",
-            "id": s["id"], "image": self.image(s["image_id"]), "links": self.links(s["id"]),
-            "metadata": s["metadata"], "name": s["name"], "status": s["status"],
-            "tenant_id": project, "user_id": s["user_id"], "updated": s["updated"],
+            "id": s["id"],
+            "image": self.image(s["image_id"]),
+            "links": self.links(s["id"]),
+            "metadata": s["metadata"],
+            "name": s["name"],
+            "status": s["status"],
+            "tenant_id": project,
+            "user_id": s["user_id"],
+            "updated": s["updated"],
             "OS-DCF:diskConfig": "MANUAL",
         }
 
     def flavor(self, flavor: dict[str, Any]) -> dict[str, Any]:
         if self.mv >= (2, 47):
-            return {"vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
-                    "ephemeral": flavor["ephemeral"], "swap": flavor["swap"],
-                    "original_name": flavor["name"], "extra_specs": flavor["extra_specs"]}
-        return {"id": flavor["id"], "links": [
-            {"rel": "bookmark", "href": f"{self.base}/flavors/{flavor['id']}"}]}
+            return {
+                "vcpus": flavor["vcpus"],
+                "ram": flavor["ram"],
+                "disk": flavor["disk"],
+                "ephemeral": flavor["ephemeral"],
+                "swap": flavor["swap"],
+                "original_name": flavor["name"],
+                "extra_specs": flavor["extra_specs"],
+            }
+        return {
+            "id": flavor["id"],
+            "links": [{"rel": "bookmark", "href": f"{self.base}/flavors/{flavor['id']}"}],
+        }
 
     def image(self, image_id: str) -> dict[str, Any]:
-        doc: dict[str, Any] = {"id": image_id, "links": [
-            {"rel": "bookmark", "href": f"{self.base}/images/{image_id}"}]}
+        doc: dict[str, Any] = {
+            "id": image_id,
+            "links": [{"rel": "bookmark", "href": f"{self.base}/images/{image_id}"}],
+        }
         if self.mv >= (2, 98):
             doc["properties"] = {}
         return doc
@@ -252,13 +292,17 @@ class _ServerDocs:
             "OS-EXT-SRV-ATTR:hypervisor_hostname": s["host"],
         }
         if self.mv >= (2, 3):
-            doc.update({
-                "OS-EXT-SRV-ATTR:hostname": s["hostname"], "OS-EXT-SRV-ATTR:kernel_id": "",
-                "OS-EXT-SRV-ATTR:launch_index": 0, "OS-EXT-SRV-ATTR:ramdisk_id": "",
-                "OS-EXT-SRV-ATTR:reservation_id": s["reservation_id"],
-                "OS-EXT-SRV-ATTR:root_device_name": "/dev/sda" if s["launched_at"] else None,
-                "OS-EXT-SRV-ATTR:user_data": s["user_data"],
-            })
+            doc.update(
+                {
+                    "OS-EXT-SRV-ATTR:hostname": s["hostname"],
+                    "OS-EXT-SRV-ATTR:kernel_id": "",
+                    "OS-EXT-SRV-ATTR:launch_index": 0,
+                    "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                    "OS-EXT-SRV-ATTR:reservation_id": s["reservation_id"],
+                    "OS-EXT-SRV-ATTR:root_device_name": "/dev/sda" if s["launched_at"] else None,
+                    "OS-EXT-SRV-ATTR:user_data": s["user_data"],
+                }
+            )
         return doc
 
     def microversion_fields(self, s: dict[str, Any], listing: bool) -> dict[str, Any]:
@@ -304,25 +348,36 @@ class _Resource:
     def version_doc(self, req: falcon.Request, *, listed: bool = False) -> dict[str, Any]:
         """v2.1's document; ``listed``: as the root's list shows it (self link only)."""
         doc: dict[str, Any] = {
-            "id": "v2.1", "status": "CURRENT", "version": _vstr(MAX_MICROVERSION),
-            "min_version": _vstr(MIN_MICROVERSION), "updated": "2013-07-23T11:33:21Z",
+            "id": "v2.1",
+            "status": "CURRENT",
+            "version": _vstr(MAX_MICROVERSION),
+            "min_version": _vstr(MIN_MICROVERSION),
+            "updated": "2013-07-23T11:33:21Z",
             "links": [{"rel": "self", "href": f"{self.base(req)}/v2.1/"}],
         }
         if not listed:
             doc["links"].append(
-                {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"})
-            doc["media-types"] = [{
-                "base": "application/json",
-                "type": "application/vnd.openstack.compute+json;version=2.1",
-            }]
+                {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}
+            )
+            doc["media-types"] = [
+                {
+                    "base": "application/json",
+                    "type": "application/vnd.openstack.compute+json;version=2.1",
+                }
+            ]
         return doc
 
 
 class _Root(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        legacy = {"id": "v2.0", "status": "DEPRECATED", "version": "", "min_version": "",
-                  "updated": "2025-07-04T12:00:00Z",
-                  "links": [{"rel": "self", "href": f"{self.base(req)}/v2/"}]}
+        legacy = {
+            "id": "v2.0",
+            "status": "DEPRECATED",
+            "version": "",
+            "min_version": "",
+            "updated": "2025-07-04T12:00:00Z",
+            "links": [{"rel": "self", "href": f"{self.base(req)}/v2/"}],
+        }
         resp.media = {"versions": [legacy, self.version_doc(req, listed=True)]}
 
 
@@ -343,93 +398,144 @@ class _Servers(_Resource):
         self.detail = detail
 
     @_nova
-    def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller,
-               mv: Version) -> None:
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version
+    ) -> None:
         params = {key: _last(value) for key, value in req.params.items()}
         all_tenants = _all_tenants(params)
         if all_tenants and not caller.is_admin:
             view = "detail" if self.detail else "index"
-            raise NovaFault(403, f"Policy doesn't allow os_compute_api:servers:{view}:"
-                                 "get_all_tenants to be performed.")
+            raise NovaFault(
+                403,
+                f"Policy doesn't allow os_compute_api:servers:{view}:"
+                "get_all_tenants to be performed.",
+            )
         try:
             limit = min(int(params.get("limit", self.max_limit)), self.max_limit)
         except ValueError:
             raise NovaFault(400, "limit must be an integer") from None
         page = self.nova.servers(
-            caller, name=params.get("name"), all_tenants=all_tenants, status=params.get("status"),
+            caller,
+            name=params.get("name"),
+            all_tenants=all_tenants,
+            status=params.get("status"),
             project_id=params.get("project_id") or params.get("tenant_id"),
-            marker=params.get("marker"), limit=max(limit, 0),
+            marker=params.get("marker"),
+            limit=max(limit, 0),
         )
         docs = self.docs(req, mv, caller)
         if self.detail:
             body: dict[str, Any] = {"servers": [docs.show(s, listing=True) for s in page]}
         else:
-            body = {"servers": [{"id": s["id"], "name": s["name"], "links": docs.links(s["id"])}
-                                for s in page]}
+            body = {
+                "servers": [
+                    {"id": s["id"], "name": s["name"], "links": docs.links(s["id"])} for s in page
+                ]
+            }
         if page and len(page) == limit:
             query = {k: v for k, v in params.items() if k != "marker"}
             query.update(limit=str(limit), marker=page[-1]["id"])
             path = "/servers/detail" if self.detail else "/servers"
-            body["servers_links"] = [{"rel": "next", "href":
-                                      f"{self.base(req)}/v2.1{path}?{urlencode(query)}"}]
+            body["servers_links"] = [
+                {"rel": "next", "href": f"{self.base(req)}/v2.1{path}?{urlencode(query)}"}
+            ]
         resp.media = body
 
     @_nova
-    def on_post(self, req: falcon.Request, resp: falcon.Response, caller: Caller,
-                mv: Version) -> None:
+    def on_post(
+        self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version
+    ) -> None:
         spec = _body(req, "server")
         name = spec.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise NovaFault(400, "Invalid input for field/attribute name.")
         _check_user_data(spec.get("user_data"))
         if not spec.get("flavorRef"):
-            raise NovaFault(400, f"Invalid input for field/attribute server. Value: {spec}. "
-                                 "'flavorRef' is a required property")
+            raise NovaFault(
+                400,
+                f"Invalid input for field/attribute server. Value: {spec}. "
+                "'flavorRef' is a required property",
+            )
         if not spec.get("imageRef"):
             raise NovaFault(400, "Missing imageRef attribute")
         port_ids = _requested_ports(spec)
         drive = spec.get("config_drive", False)
         server = self.nova.create(
-            caller, name=name, image_id=_id_from_href(spec["imageRef"]),
-            flavor_id=_id_from_href(spec["flavorRef"]), port_ids=port_ids,
-            user_data=spec.get("user_data"), metadata=spec.get("metadata") or {},
+            caller,
+            name=name,
+            image_id=_id_from_href(spec["imageRef"]),
+            flavor_id=_id_from_href(spec["flavorRef"]),
+            port_ids=port_ids,
+            user_data=spec.get("user_data"),
+            metadata=spec.get("metadata") or {},
             config_drive=drive is True or str(drive).lower() == "true",
             description=spec.get("description") if mv >= (2, 19) else name,
         )
         links = self.docs(req, mv, caller).links(server["id"])
         resp.status = falcon.HTTP_202
         resp.location = links[0]["href"]
-        resp.media = {"server": {
-            "id": server["id"], "links": links, "OS-DCF:diskConfig": "MANUAL",
-            "security_groups": spec.get("security_groups") or [{"name": "default"}],
-            "adminPass": _password(),
-        }}
+        resp.media = {
+            "server": {
+                "id": server["id"],
+                "links": links,
+                "OS-DCF:diskConfig": "MANUAL",
+                "security_groups": spec.get("security_groups") or [{"name": "default"}],
+                "adminPass": _password(),
+            }
+        }
 
 
 class _Server(_Resource):
     @_nova
-    def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
-               server_id: str) -> None:
+    def on_get(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+    ) -> None:
         server = self.nova.get(server_id, caller)
         resp.media = {"server": self.docs(req, mv, caller).show(server)}
 
     @_nova
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
-                  server_id: str) -> None:
+    def on_delete(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+    ) -> None:
         self.nova.delete(server_id, caller)
         resp.status = falcon.HTTP_204
 
 
 class _Interfaces(_Resource):
     @_nova
-    def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
-               server_id: str) -> None:
-        resp.media = {"interfaceAttachments": [
-            _attachment_doc(a, mv) for a in self.nova.interfaces(server_id, caller)]}
+    def on_get(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+    ) -> None:
+        resp.media = {
+            "interfaceAttachments": [
+                _attachment_doc(a, mv) for a in self.nova.interfaces(server_id, caller)
+            ]
+        }
 
     @_nova
-    def on_post(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
-                server_id: str) -> None:
+    def on_post(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+    ) -> None:
         spec = _body(req, "interfaceAttachment")
         port_id = spec.get("port_id")
         if port_id and spec.get("net_id"):
@@ -442,14 +548,28 @@ class _Interfaces(_Resource):
 
 class _Interface(_Resource):
     @_nova
-    def on_get(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
-               server_id: str, port_id: str) -> None:
+    def on_get(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+        port_id: str,
+    ) -> None:
         attachment = self.nova.interface(server_id, port_id, caller)
         resp.media = {"interfaceAttachment": _attachment_doc(attachment, mv)}
 
     @_nova
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, caller: Caller, mv: Version,
-                  server_id: str, port_id: str) -> None:
+    def on_delete(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+        port_id: str,
+    ) -> None:
         self.nova.detach(server_id, port_id, caller)
         resp.status = falcon.HTTP_202
 

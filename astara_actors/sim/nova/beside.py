@@ -53,7 +53,7 @@ class Wanted:
 
     @property
     def router_id(self) -> str:
-        return self.name[len(SERVER_PREFIX):].rsplit("_", 1)[0]
+        return self.name[len(SERVER_PREFIX) :].rsplit("_", 1)[0]
 
 
 def connect_real(settings: SimSettings) -> Connection:
@@ -61,13 +61,17 @@ def connect_real(settings: SimSettings) -> Connection:
     from astara_actors.adapters.openstack import connect
     from astara_actors.config.cloud import CloudSettings
 
-    return connect(CloudSettings(
-        auth_url=settings.neutron_auth_url, username=settings.neutron_username,
-        password=settings.neutron_password, project_name=settings.neutron_project,
-        user_domain_name=settings.neutron_user_domain,
-        project_domain_name=settings.neutron_project_domain,
-        api_timeout=10.0,  # a hung API delays one round, not the agents
-    ))
+    return connect(
+        CloudSettings(
+            auth_url=settings.neutron_auth_url,
+            username=settings.neutron_username,
+            password=settings.neutron_password,
+            project_name=settings.neutron_project,
+            user_domain_name=settings.neutron_user_domain,
+            project_domain_name=settings.neutron_project_domain,
+            api_timeout=10.0,  # a hung API delays one round, not the agents
+        )
+    )
 
 
 class NovaWatcher:
@@ -138,8 +142,11 @@ class NovaWatcher:
     def _report(self, error: str) -> None:
         """Log an API error once, not every round while it lasts."""
         if error != self._failing:
-            LOG.warning("cannot read the real cloud (agents unchanged, retrying every %.1fs): %s",
-                        self._interval, error)
+            LOG.warning(
+                "cannot read the real cloud (agents unchanged, retrying every %.1fs): %s",
+                self._interval,
+                error,
+            )
         self._failing = error
 
     def _read(self) -> tuple[dict[str, Wanted], dict[str, str]]:
@@ -164,15 +171,21 @@ class NovaWatcher:
     def _list_servers(self) -> list[dict[str, Any]]:
         # Nova filters names by regex (fixture 009); the prefix is re-checked in case a cell
         # ignores the filter.
-        found = get_all(self._conn.compute, "/servers/detail", "servers",
-                        {"all_tenants": "1", "name": "^" + re.escape(SERVER_PREFIX)})
+        found = get_all(
+            self._conn.compute,
+            "/servers/detail",
+            "servers",
+            {"all_tenants": "1", "name": "^" + re.escape(SERVER_PREFIX)},
+        )
         return [s for s in found if (s.get("name") or "").startswith(SERVER_PREFIX)]
 
     def _ports_of(self, server_ids: Sequence[str]) -> list[Mapping[str, Any]]:
         """The Neutron ports bound to these servers, a few dozen servers per request."""
         ports: list[Mapping[str, Any]] = []
         for ids in _batches(server_ids):
-            query = urlencode([("device_id", i) for i in ids] + [("fields", f) for f in _PORT_FIELDS])
+            query = urlencode(
+                [("device_id", i) for i in ids] + [("fields", f) for f in _PORT_FIELDS]
+            )
             ports.extend(self._neutron_list("list the ports of the servers", "ports", query))
         return ports
 
@@ -202,8 +215,10 @@ class NovaWatcher:
             return None
         known = self._running.get(server["id"])
         order = {nic.mac: n for n, nic in enumerate(known.nics)} if known else {}
-        others = sorted((p for p in ports if p is not mgt),
-                        key=lambda p: order.get(p.get("mac_address", ""), len(order)))
+        others = sorted(
+            (p for p in ports if p is not mgt),
+            key=lambda p: order.get(p.get("mac_address", ""), len(order)),
+        )
         nics = tuple(self._nic(p) for p in (mgt, *others))
         return Wanted(server["name"], address, nics)
 
@@ -241,20 +256,36 @@ class NovaWatcher:
             self._appliances.add(server_id, want.address, want.nics, router_id=want.router_id)
         except (OSError, ValueError) as exc:  # e.g. the address is in use: next round again
             if self._start_errors.get(server_id) != str(exc):
-                LOG.warning("cannot start the appliance agent of %s on %s:%d (retrying): %s",
-                            want.name, want.address, self._appliances.port, exc)
+                LOG.warning(
+                    "cannot start the appliance agent of %s on %s:%d (retrying): %s",
+                    want.name,
+                    want.address,
+                    self._appliances.port,
+                    exc,
+                )
             self._start_errors[server_id] = str(exc)
             return
         self._running[server_id] = want
         self._start_errors.pop(server_id, None)
-        LOG.info("started the appliance agent of %s (server %s) on %s:%d, NICs %s",
-                 want.name, server_id, want.address, self._appliances.port, _macs(want.nics))
+        LOG.info(
+            "started the appliance agent of %s (server %s) on %s:%d, NICs %s",
+            want.name,
+            server_id,
+            want.address,
+            self._appliances.port,
+            _macs(want.nics),
+        )
 
     def _stop_agent(self, server_id: str, reason: str) -> None:
         gone = self._running.pop(server_id)
         self._appliances.remove(server_id)
-        LOG.info("stopped the appliance agent of %s (server %s) on %s: %s",
-                 gone.name, server_id, gone.address, reason)
+        LOG.info(
+            "stopped the appliance agent of %s (server %s) on %s: %s",
+            gone.name,
+            server_id,
+            gone.address,
+            reason,
+        )
 
     def _replug(self, server_id: str, want: Wanted) -> None:
         try:
@@ -263,15 +294,22 @@ class NovaWatcher:
             self._running.pop(server_id, None)
             return
         self._running[server_id] = want
-        LOG.info("re-plugged the appliance agent of %s (server %s): NICs %s",
-                 want.name, server_id, _macs(want.nics))
+        LOG.info(
+            "re-plugged the appliance agent of %s (server %s): NICs %s",
+            want.name,
+            server_id,
+            _macs(want.nics),
+        )
 
     def _note_unservable(self, server_id: str, reason: str) -> None:
         """Say once why a running server gets no agent (a management subnet off loopback)."""
         if reason.startswith("no port") and server_id not in self._no_agent:
             self._no_agent.add(server_id)
-            LOG.warning("server %s: %s, so no appliance agent (is the management subnet on "
-                        "127.0.0.0/8?)", server_id, reason)
+            LOG.warning(
+                "server %s: %s, so no appliance agent (is the management subnet on 127.0.0.0/8?)",
+                server_id,
+                reason,
+            )
 
 
 def _not_running(server: Mapping[str, Any]) -> str:
@@ -283,7 +321,9 @@ def _not_running(server: Mapping[str, Any]) -> str:
 
 
 def _fixed_ips(port: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [ip for ip in port.get("fixed_ips") or () if ip.get("ip_address") and ip.get("subnet_id")]
+    return [
+        ip for ip in port.get("fixed_ips") or () if ip.get("ip_address") and ip.get("subnet_id")
+    ]
 
 
 def _addresses_of(port: Mapping[str, Any]) -> list[str]:
@@ -298,7 +338,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def _batches(items: Sequence[str]) -> list[Sequence[str]]:
-    return [items[i:i + _BATCH] for i in range(0, len(items), _BATCH)]
+    return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
 
 
 def _macs(nics: Iterable[Nic]) -> str:

@@ -62,9 +62,16 @@ class Flavor:
     extra_specs: Mapping[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "vcpus": self.vcpus, "ram": self.ram,
-                "disk": self.disk, "ephemeral": self.ephemeral, "swap": self.swap,
-                "extra_specs": dict(self.extra_specs)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "vcpus": self.vcpus,
+            "ram": self.ram,
+            "disk": self.disk,
+            "ephemeral": self.ephemeral,
+            "swap": self.swap,
+            "extra_specs": dict(self.extra_specs),
+        }
 
 
 @dataclass(slots=True)
@@ -169,9 +176,11 @@ class NovaModel:
         # ("boot" | "delete", server id, server name) when a create / delete is accepted
         self.on_request = on_request
         self._images = None if images is None else frozenset(images)
-        self._flavors = None if flavors is None else {
-            f.id: f for f in (Flavor(f, f) if isinstance(f, str) else f for f in flavors)
-        }
+        self._flavors = (
+            None
+            if flavors is None
+            else {f.id: f for f in (Flavor(f, f) if isinstance(f, str) else f for f in flavors)}
+        )
         self._network_name = network_name
         self._labels: dict[str, str] = {}  # network id -> name, as Nova's info cache keeps it
         self._new_id = new_id
@@ -216,12 +225,24 @@ class NovaModel:
             flavor = self._check_boot(image_id, flavor_id, port_ids, later)
             now, sid = _stamp(self.wall()), self._new_id()
             server = _Server(
-                id=sid, name=name, project_id=caller.project_id,
-                user_id=caller.user_id, image_id=image_id, flavor=flavor,
-                config_drive=config_drive, user_data=user_data, metadata=dict(metadata or {}),
-                description=description, hostname=sanitize_hostname(name, f"Server-{sid}"),
-                reservation_id=_reservation_id(sid), port_ids=port_ids, then_attach=later,
-                seq=next(self._seq), created_at=self.clock(), created=now, updated=now,
+                id=sid,
+                name=name,
+                project_id=caller.project_id,
+                user_id=caller.user_id,
+                image_id=image_id,
+                flavor=flavor,
+                config_drive=config_drive,
+                user_data=user_data,
+                metadata=dict(metadata or {}),
+                description=description,
+                hostname=sanitize_hostname(name, f"Server-{sid}"),
+                reservation_id=_reservation_id(sid),
+                port_ids=port_ids,
+                then_attach=later,
+                seq=next(self._seq),
+                created_at=self.clock(),
+                created=now,
+                updated=now,
                 fails=self._next_boot_fails(),
             )
             self._servers[server.id] = server
@@ -270,7 +291,8 @@ class NovaModel:
         with self._op():
             self._advance_pending()
             found = [
-                s for s in reversed(self._servers.values())  # insertion order is age order
+                s
+                for s in reversed(self._servers.values())  # insertion order is age order
                 if (scope is None or s.project_id == scope)
                 and (pattern is None or pattern.search(s.name))
                 and (status is None or s.status == status.upper())
@@ -279,7 +301,7 @@ class NovaModel:
                 ids = [s.id for s in found]
                 if marker not in ids:
                     raise NovaFault(400, f"marker [{marker}] not found")
-                found = found[ids.index(marker) + 1:]
+                found = found[ids.index(marker) + 1 :]
             return [self._view(s) for s in found[:limit]]
 
     def delete(self, server_id: str, caller: Caller | None = None) -> None:
@@ -311,8 +333,9 @@ class NovaModel:
             found = [self._attachment(pid) for pid in sorted(server.port_ids)]
             return [a for a in found if a is not None and a.pop("device_id") == server.id]
 
-    def interface(self, server_id: str, port_id: str,
-                  caller: Caller | None = None) -> dict[str, Any]:
+    def interface(
+        self, server_id: str, port_id: str, caller: Caller | None = None
+    ) -> dict[str, Any]:
         """One port of the server (``GET .../os-interface/{port_id}``), or Nova's 404."""
         with self._op():
             server = self._visible(server_id, caller)
@@ -320,8 +343,7 @@ class NovaModel:
             if attachment is None:
                 raise NovaFault(404, f"Port id {port_id} could not be found.")
             if attachment.pop("device_id") != server.id:
-                raise NovaFault(
-                    404, f"Instance {server_id} does not have a port with id {port_id}")
+                raise NovaFault(404, f"Instance {server_id} does not have a port with id {port_id}")
             return attachment
 
     def attach(self, server_id: str, port_id: str, caller: Caller | None = None) -> dict[str, Any]:
@@ -356,14 +378,18 @@ class NovaModel:
                 self._advance(server)
 
     # ------------------------------------------------------------------ boot checks
-    def _check_boot(self, image_id: str, flavor_id: str, port_ids: list[str],
-                    later: list[str]) -> Flavor:
+    def _check_boot(
+        self, image_id: str, flavor_id: str, port_ids: list[str], later: list[str]
+    ) -> Flavor:
         """Nova's checks of a boot, in Nova's order; the flavor it names."""
         seen: set[str] = set()
         for pid in port_ids + later:
             if pid in seen:
-                raise NovaFault(400, f"Port ID '{pid}' was specified twice: you cannot attach "
-                                     "a port multiple times.")
+                raise NovaFault(
+                    400,
+                    f"Port ID '{pid}' was specified twice: you cannot attach "
+                    "a port multiple times.",
+                )
             seen.add(pid)
         flavor = self._flavor(flavor_id)
         if self._images is not None and image_id not in self._images:
@@ -389,8 +415,11 @@ class NovaModel:
             raise NovaFault(missing, f"Port id {port_id} could not be found.")
         if port.get("device_id"):
             raise NovaFault(409, f"Port {port_id} is still in use.")
-        if (needs_ip and not port.get("fixed_ips")
-                and port.get("ip_allocation") not in _IPLESS_ALLOCATIONS):
+        if (
+            needs_ip
+            and not port.get("fixed_ips")
+            and port.get("ip_allocation") not in _IPLESS_ALLOCATIONS
+        ):
             raise NovaFault(400, f"Port {port_id} requires a FixedIP in order to be used.")
 
     def _next_boot_fails(self) -> bool:
@@ -431,7 +460,8 @@ class NovaModel:
         else:
             return
         raise NovaFault(
-            409, f"Cannot '{action}' instance {server.id} while it is in {attr} {state}")
+            409, f"Cannot '{action}' instance {server.id} while it is in {attr} {state}"
+        )
 
     def _plug(self, server: _Server, port_id: str) -> None:
         self.ports.bind(port_id, server.id, NOVA_OWNER, self.host)
@@ -554,10 +584,14 @@ class NovaModel:
             entries = addresses.setdefault(self._label(str(port.get("network_id", ""))), [])
             for fixed in port.get("fixed_ips") or ():
                 ip = str(fixed.get("ip_address", ""))
-                entries.append({
-                    "version": 6 if ":" in ip else 4, "addr": ip, "OS-EXT-IPS:type": "fixed",
-                    "OS-EXT-IPS-MAC:mac_addr": port.get("mac_address"),
-                })
+                entries.append(
+                    {
+                        "version": 6 if ":" in ip else 4,
+                        "addr": ip,
+                        "OS-EXT-IPS:type": "fixed",
+                        "OS-EXT-IPS-MAC:mac_addr": port.get("mac_address"),
+                    }
+                )
             groups.extend("default" for _ in port.get("security_groups") or ())
         return addresses, groups
 
@@ -570,19 +604,30 @@ class NovaModel:
         else:
             task_state = "scheduling" if server.status == "BUILD" else None
         return {
-            "id": server.id, "name": server.name, "status": server.status,
-            "project_id": server.project_id, "user_id": server.user_id,
-            "image_id": server.image_id, "flavor_id": server.flavor.id,
+            "id": server.id,
+            "name": server.name,
+            "status": server.status,
+            "project_id": server.project_id,
+            "user_id": server.user_id,
+            "image_id": server.image_id,
+            "flavor_id": server.flavor.id,
             "flavor": server.flavor.as_dict(),
-            "config_drive": server.config_drive, "user_data": server.user_data,
-            "metadata": dict(server.metadata), "description": server.description,
+            "config_drive": server.config_drive,
+            "user_data": server.user_data,
+            "metadata": dict(server.metadata),
+            "description": server.description,
             "port_ids": list(server.port_ids),
-            "created": server.created, "updated": server.updated, "launched_at": server.launched,
+            "created": server.created,
+            "updated": server.updated,
+            "launched_at": server.launched,
             "vm_state": _VM_STATES.get(server.status, server.status.lower()),
-            "task_state": task_state, "power_state": 1 if active else 0,
+            "task_state": task_state,
+            "power_state": 1 if active else 0,
             "fault": dict(server.fault) if server.fault else None,
-            "addresses": addresses, "security_groups": groups,
+            "addresses": addresses,
+            "security_groups": groups,
             "host": self.host if active else None,
-            "hostname": server.hostname, "reservation_id": server.reservation_id,
+            "hostname": server.hostname,
+            "reservation_id": server.reservation_id,
             "instance_name": "" if server.status == "BUILD" else f"instance-{server.seq + 1:08x}",
         }

@@ -17,8 +17,11 @@ def _run(connection: Connection) -> None:
 
 
 if context.is_offline_mode():  # --sql: print the DDL
-    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True,
-                      target_metadata=Base.metadata)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        literal_binds=True,
+        target_metadata=Base.metadata,
+    )
     with context.begin_transaction():
         context.run_migrations()
 elif (shared := config.attributes.get("connection")) is not None:
