@@ -93,7 +93,8 @@ CONFIG_DRIFT = Counter(
 )
 GC_FROZEN = Gauge(
     "astara_gc_frozen_objects",
-    "Long-lived objects moved out of the garbage collector's reach (see astara_actors/jobs/heap_freezer.py)",
+    "Long-lived objects moved out of the garbage collector's reach "
+    "(see astara_actors/jobs/heap_freezer.py)",
 )
 ACTOR_POOL_THREADS = Gauge(
     "astara_actor_pool_threads", "Worker threads running the pooled (router and tenant) actors"

@@ -216,7 +216,8 @@ class Sim:
         )
         # SIGUSR1 writes every thread's stack to sim.log (a simulator that stops answering).
         boot = (
-            "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+            "import faulthandler, signal, sys; "
+            "faulthandler.register(signal.SIGUSR1, all_threads=True); "
             "from astara_actors.sim.cli import main; sys.exit(main(sys.argv[1:]))"
         )
         self.proc = subprocess.Popen(
@@ -320,7 +321,8 @@ class Sim:
         if got.get("dropped", 0) > self._dropped:
             self._dropped = got["dropped"]
             log(
-                f"warning: the simulator's trace dropped {got['dropped']} old events (maxlen {got['maxlen']})"
+                f"warning: the simulator's trace dropped {got['dropped']} old events "
+                f"(maxlen {got['maxlen']})"
             )
         return [tuple(e) for e in got["events"]]  # type: ignore[misc]
 
@@ -383,7 +385,8 @@ class Sim:
         ]
 
     def servers(self) -> list[dict[str, Any]]:
-        """Every server (admin, all projects), each with ``id``, ``name``, ``status``, ``addresses``."""
+        """Every server (admin, all projects), each with ``id``, ``name``, ``status``,
+        ``addresses``."""
         out: list[dict[str, Any]] = []
         marker = None
         while True:
@@ -469,7 +472,8 @@ class Orchestrator:
             + "".join(f"{k} = {v}\n" for k, v in self.cloud.items())
             + f"[bus]\ntransport_url = {self.bus.url}\n"
             f"notifications_exchange = {self.bus.notifications_exchange}\n"
-            f"control_exchange = {self.bus.control_exchange}\nqueue_name = {self.bus.queue(self.host)}\n"
+            f"control_exchange = {self.bus.control_exchange}\n"
+            f"queue_name = {self.bus.queue(self.host)}\n"
             f"[api]\nenabled = {'true' if self.api_port else 'false'}\nlisten = 127.0.0.1\n"
             f"port = {self.api_port or 44250}\nworkers = 1\ntimeout = 30\n"
         )
@@ -595,7 +599,8 @@ class Deployment:
         self.sim.start()
         self.router_ids = self.sim.router_ids()
         log(
-            f"astara-sim up with {len(self.router_ids)} routers in {time.monotonic() - started:.1f} s"
+            f"astara-sim up with {len(self.router_ids)} routers "
+            f"in {time.monotonic() - started:.1f} s"
         )
         self.client = self.bus.client()
         return self

@@ -84,7 +84,10 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
             "cold start: config pushes caused by the restart",
             len(pushes),
             "",
-            note=f"to {out['routers_pushed']} routers; {len(boots)} boots/deletes; previous stop took {stop_s:.1f} s",
+            note=(
+                f"to {out['routers_pushed']} routers; {len(boots)} boots/deletes; "
+                f"previous stop took {stop_s:.1f} s"
+            ),
         ),
     ]
     return figs, out

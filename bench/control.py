@@ -93,7 +93,8 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
                 "HTTP command → config pushed at N (p99)",
                 details["http_update"]["p99_s"],
                 "s",
-                note=f"PUT /router/update/<id> → appliance push; p50 {details['http_update']['p50_s']} s, "
+                note="PUT /router/update/<id> → appliance push; "
+                f"p50 {details['http_update']['p50_s']} s, "
                 f"{n} routers" + _missed(details["http_update"]),
             )
         )
@@ -116,8 +117,8 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
                 "bus command → config pushed at N (p99)",
                 details["bus_update"]["p99_s"],
                 "s",
-                note=f"router-update over RabbitMQ → appliance push; p50 {details['bus_update']['p50_s']} s"
-                + _missed(details["bus_update"]),
+                note="router-update over RabbitMQ → appliance push; "
+                f"p50 {details['bus_update']['p50_s']} s" + _missed(details["bus_update"]),
             )
         )
 

@@ -64,7 +64,8 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         killed[router] = t
     t0 = min(killed.values())
     log(
-        f"failure: killed {len(victims)} of {len(configured)} appliances; waiting (default settings)"
+        f"failure: killed {len(victims)} of {len(configured)} appliances; "
+        "waiting (default settings)"
     )
     decided = dep.watch(
         t0, ["delete", "boot"], accept=lambda e: e[2] in killed and e[0] >= killed[e[2]]

@@ -159,7 +159,8 @@ def figures(
                 ratio,
                 "×",
                 1.5,
-                note=f"plain script, best of {'/'.join(str(r['concurrency']) for r in bare['runs'])} threads: "
+                note="plain script, best of "
+                f"{'/'.join(str(r['concurrency']) for r in bare['runs'])} threads: "
                 f"{bare['bare_s']} s for {bare['routers']} probes with {bare['concurrency']} "
                 f"(sequential RTT {bare['rtt_ms']} ms)",
             )
@@ -170,7 +171,8 @@ def figures(
                 "poll spread: CV of probes per second",
                 sp["cv"],
                 "",
-                note=f"{sp['seconds']} s at period {period:.0f} s; expected {sp['expected_per_s']}/s, "
+                note=f"{sp['seconds']} s at period {period:.0f} s; "
+                f"expected {sp['expected_per_s']}/s, "
                 f"mean {sp['mean_per_s']}/s",
             ),
             Figure(

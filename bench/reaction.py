@@ -10,10 +10,10 @@ push. Three measurements:
   notification → config p50/p99;
 - burst: ``--burst`` updates to ONE router as fast as one client sends them → how many pushes
   the appliance got (and whether the last one came after the last notification);
-- distance to the limit: ``--distance-samples`` single updates, one at a time; for each, the Neutron and
-  Nova requests the orchestrator made for it (trace, matched by the ids they name) are replayed
-  by a plain script (``requests``) with one appliance ``PUT /v1/system/config`` of the same
-  size: ours ÷ that bare API work.
+- distance to the limit: ``--distance-samples`` single updates, one at a time; for each, the
+  Neutron and Nova requests the orchestrator made for it (trace, matched by the ids they name)
+  are replayed by a plain script (``requests``) with one appliance ``PUT /v1/system/config`` of
+  the same size: ours ÷ that bare API work.
 
     python -m bench.reaction [--routers 200] [--rate 50] [--events 500] [--burst 100]
 """
@@ -95,7 +95,8 @@ def rate_phase(
     )
     achieved = events / max(1e-9, end - start)
     log(
-        f"reaction: {events} updates sent in {end - start:.1f} s ({achieved:.1f}/s); waiting for the pushes"
+        f"reaction: {events} updates sent in {end - start:.1f} s ({achieved:.1f}/s); "
+        "waiting for the pushes"
     )
     # Every updated router must get a push after its last update's notification.
     last_sent: dict[str, float] = {}
@@ -310,7 +311,10 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         f"orchestrator {rate['orchestrator_cpu_percent']} %, simulator {rate['sim_cpu_percent']} %"
     )
     if rate["missed"] or rate["send_failures"] or rate["unpublished"]:
-        cond += f"; {rate['missed']} never pushed, {rate['send_failures']} failed, {rate['unpublished']} unpublished"
+        cond += (
+            f"; {rate['missed']} never pushed, {rate['send_failures']} failed, "
+            f"{rate['unpublished']} unpublished"
+        )
     figs = [
         Figure("notification → config applied (p50)", rate["p50_s"], "s", 0.2, note=cond),
         Figure(

@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.set or args.cloud:
         print(
-            f"orchestrator settings given: [orchestrator] {args.set or '-'}; [cloud] {args.cloud or '-'}"
+            f"orchestrator settings given: [orchestrator] {args.set or '-'}; "
+            f"[cloud] {args.cloud or '-'}"
         )
     print(
         f"{sum(f.met == 'yes' for f in summary)} targets met, "

@@ -11,8 +11,9 @@ for ``--slow-duration`` seconds:
   ``--slow-interval`` seconds; one the server closes is reopened at once (an attacker keeps
   its count up), and how often that happened is reported.
 
-Figures: throughput lost under load, 100 % − loaded requests/s ÷ unloaded (≤ 50 %), p99 latency of the normal clients under load
-(≤ 500 ms), and their requests that failed or timed out (``--request-timeout``) under load.
+Figures: throughput lost under load, 100 % − loaded requests/s ÷ unloaded (≤ 50 %), p99 latency
+of the normal clients under load (≤ 500 ms), and their requests that failed or timed out
+(``--request-timeout``) under load.
 
     python -m bench.slow_clients [--slow 200] [--slow-interval 3] [--slow-duration 20]
 

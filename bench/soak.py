@@ -3,13 +3,13 @@
 A fleet of N routers (VMs pre-booted, as bench.scale brings them up) under one orchestrator
 whose heap freezer runs at a short interval (``heap_freeze_interval``, 10 s here; 60 s by
 default), and so do its periodic listings of the cloud (the orphan and drift sweeps, every
-60 s here, so that they run several times, the first in the warm-up); then the simulator's load driver (``[sim] load_rate``: a quarter creates, a quarter
-deletes, half updates, through the simulated Neutron and its notifications) churns routers
-until ``--soak-deletes`` of them were deleted. Every ``--soak-sample-every`` seconds: the
-orchestrator's VmRSS, threads and CPU (``/proc``), the load driver's counts (``GET /sim``) and
-``astara_routers`` by state (the ``metrics`` query over the bus, as ``GET /metrics`` serves
-it). Then the load stops, the fleet settles (``--soak-settle``, longer than the actor pool's
-idle timeout), and:
+60 s here, so that they run several times, the first in the warm-up); then the simulator's load
+driver (``[sim] load_rate``: a quarter creates, a quarter deletes, half updates, through the
+simulated Neutron and its notifications) churns routers until ``--soak-deletes`` of them were
+deleted. Every ``--soak-sample-every`` seconds: the orchestrator's VmRSS, threads and CPU
+(``/proc``), the load driver's counts (``GET /sim``) and ``astara_routers`` by state (the
+``metrics`` query over the bus, as ``GET /metrics`` serves it). Then the load stops, the fleet
+settles (``--soak-settle``, longer than the actor pool's idle timeout), and:
 
 - RSS growth per deleted router: the least-squares slope of VmRSS over the deletes counted,
   once ``--soak-warmup-deletes`` routers were deleted and ``--soak-warmup`` seconds passed (the

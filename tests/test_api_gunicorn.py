@@ -261,7 +261,10 @@ def test_requests_in_pieces_pipelined_or_with_bodies_are_served_whole(impatient:
     pipelined = exchange(impatient, b"GET /openapi.json HTTP/1.1\r\nHost: api\r\n\r\n" + request)
     assert pipelined.count(b"HTTP/1.1 200 OK") == 2
     # A body in two pieces, and a chunked one: answered once whole (202: published).
-    head = b"PUT /poll HTTP/1.1\r\nHost: api\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    head = (
+        b"PUT /poll HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\n"
+    )
     put = exchange(impatient, head + b"Content-Length: 2\r\n\r\n{", b"}")
     assert put.startswith(b"HTTP/1.1 202 "), put
     chunked = exchange(

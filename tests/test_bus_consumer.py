@@ -1,4 +1,5 @@
-"""NotificationConsumer: ack after the handler, malformed and failing messages, outages, shutdown."""
+"""NotificationConsumer: ack after the handler, malformed and failing messages, outages,
+shutdown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Neutron parsers in models.py: real fixtures, and any valid dict with optional keys missing."""
+"""The Neutron parsers in models.py: real fixtures, and any valid dict with optional keys
+missing."""
 
 from __future__ import annotations
 

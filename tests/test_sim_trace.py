@@ -1,4 +1,5 @@
-"""The simulator's trace: what the cloud saw, with wall-clock times (the benchmarks' measurements)."""
+"""The simulator's trace: what the cloud saw, with wall-clock times (the benchmarks'
+measurements)."""
 
 from __future__ import annotations
 

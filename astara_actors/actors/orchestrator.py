@@ -202,7 +202,8 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
                 self.tenants.broadcast(lambda _key: message)
 
     def dump(self, summaries: bool = False) -> dict[str, Any]:
-        """The tree; with ``summaries`` each router is its status board summary (no router asked)."""
+        """The tree; with ``summaries`` each router is its status board summary (no router
+        asked)."""
         assert self.tenants is not None
         tenants = []
         for child, answer in self.tenants.ask_all(

@@ -450,7 +450,8 @@ class PooledActor(pykka.Actor):
         answered with ``ActorDeadError`` (a stop with None), as pykka's teardown does."""
         for envelope in self.actor_inbox.close():  # type: ignore[attr-defined]
             _refuse(envelope, f"{self.actor_ref} stopped before handling the message")
-        heap.released()  # the heap freezer may thaw to reclaim a cycle we left (see jobs/heap_freezer.py)
+        # The heap freezer may thaw to reclaim a cycle we left (see jobs/heap_freezer.py).
+        heap.released()
 
     def _handle_envelope(self, envelope: Any) -> None:
         """One message, with pykka's semantics for replies, failures and BaseException."""

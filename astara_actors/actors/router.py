@@ -198,7 +198,8 @@ class RouterActor(PooledActor):
 
     # --- internals
     def _publish(self) -> None:
-        """Put our dump on the status board if anything a dump shows has changed (not on quiet polls)."""
+        """Put our dump on the status board if anything a dump shows has changed (not on quiet
+        polls)."""
         if self.status_board is None:
             return
         if self.sm.last_poll_at is not None and self.sm.last_poll_at != self._polled_at:

@@ -1,4 +1,5 @@
-"""The status board: every live router's latest dump, published by the router, read without asking it.
+"""The status board: every live router's latest dump, published by the router, read without
+asking it.
 
 Listing 10,000 routers by asking each actor for its dump costs 10,000 round trips through
 10,000 mailboxes (seconds, and longer while routers are busy); the list, the browser and

@@ -1,4 +1,5 @@
-"""The three port adapters of the in-memory cloud, over its :class:`~astara_actors.adapters._memory_state.CloudState`."""
+"""The three port adapters of the in-memory cloud, over its
+:class:`~astara_actors.adapters._memory_state.CloudState`."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ The liveness probe, the one call made for every router every health period, skip
 (≈0.7 ms of CPU per call) for a plain ``http.client`` request on a fresh connection (≈0.14 ms):
 no keep-alive, so 10,000 appliances hold no 10,000 idle sockets open here. The poll of a healthy
 router uses :meth:`HttpAppliance.probe_async` instead: the same request on one selector thread
-(:mod:`astara_actors.adapters.prober`), so probes to hung appliances hold sockets, not actor workers.
+(:mod:`astara_actors.adapters.prober`), so probes to hung appliances hold sockets, not actor
+workers.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class HttpAppliance:
         pool_maxsize: int = 4,
         session: requests.Session | None = None,
     ) -> None:
-        """``pool_connections``: appliances whose connections are kept; ``pool_maxsize``: per one."""
+        """``pool_connections``: appliances whose connections are kept;
+        ``pool_maxsize``: per one."""
         self.port = port
         if session is None:
             session = requests.Session()

@@ -13,8 +13,8 @@ A query is published to the fanout exchange ``astara.control``; every orchestrat
 A request the server cannot answer (a body that is not a JSON object, a ``reply_to`` that is no
 queue name or longer than AMQP's 255 bytes, a ``correlation_id`` that is not a short string) is
 refused: acked without a reply, logged, counted (``malformed``, ``astara_malformed_queries_total``).
-A query the orchestrator does not know (:class:`~astara_actors.protocol.control.InvalidCommand`) gets an
-error reply and is counted the same way. Nothing a client sends can break the server's
+A query the orchestrator does not know (:class:`~astara_actors.protocol.control.InvalidCommand`)
+gets an error reply and is counted the same way. Nothing a client sends can break the server's
 connection, which would drop its exclusive queue and every query waiting in it.
 """
 

@@ -37,7 +37,8 @@ class Settings:
     config_check_polls: int = 0  # every Nth poll re-reads one router to compare configs (0: never)
     config_check_interval: float = 600.0  # a drift sweep lists the cloud this often (0: never)
 
-    # --- the rebuild guard: boot cap and liveness circuit breaker (astara_actors.core.rebuild_guard)
+    # --- the rebuild guard: boot cap and liveness circuit breaker
+    # (astara_actors.core.rebuild_guard)
     rebuild_concurrency: int = 20  # boots in progress at once, per process
     breaker_threshold: float = 0.2  # share of routers failing liveness at once that opens it
     breaker_min_failures: int = 5  # ... and at least this many (small clouds still self-heal)

@@ -1,7 +1,7 @@
 """Plain-text views of the orchestrators' answers: the router table, one router's dump, the tree.
 
-Pure functions of the query answers (see :mod:`astara_actors.actors.bus_bridge`); ``astara-ctl`` prints
-them and ``browse`` styles the same cells, so both show the same thing.
+Pure functions of the query answers (see :mod:`astara_actors.actors.bus_bridge`); ``astara-ctl``
+prints them and ``browse`` styles the same cells, so both show the same thing.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ ten minutes, ~120 requests a second to Neutron in the steady state.
 
 The sweep lists the cloud instead — the cold start's few list calls
 (:func:`astara_actors.core.seeds.read_inventory`) every ``config_check_interval`` — and tells
-the root :class:`~astara_actors.protocol.messages.Resync`; each idle, configured router renders its config
-from the listing and the interfaces its appliance last reported, compares digests, and re-pushes
-only on a difference. The listing runs on this sweeper's thread, never on an actor's.
+the root :class:`~astara_actors.protocol.messages.Resync`; each idle, configured router renders
+its config from the listing and the interfaces its appliance last reported, compares digests, and
+re-pushes only on a difference. The listing runs on this sweeper's thread, never on an actor's.
 """
 
 from __future__ import annotations

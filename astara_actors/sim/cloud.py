@@ -287,7 +287,10 @@ class SimCloud:
     def update_router(self, router_id: str) -> None:
         """An ordinary tenant change: rename the router (router.update.start/end)."""
         made = self.topology[router_id]
-        name = f"{self._model().get('router', router_id, self.admin)['name'].split('~')[0]}~{self.rng.randrange(10**6)}"
+        name = (
+            f"{self._model().get('router', router_id, self.admin)['name'].split('~')[0]}"
+            f"~{self.rng.randrange(10**6)}"
+        )
         self._model().update("router", router_id, {"name": name}, made["tenant"])
 
     def delete_router(self, router_id: str) -> None:

@@ -36,7 +36,8 @@ _ID = re.compile(
 
 
 def path_template(path: str, query: str = "") -> str:
-    """``/network/v2.0/routers/<uuid>`` → ``/network/v2.0/routers/{id}``; ``?b=1&a=2`` → ``?a,b``."""
+    """``/network/v2.0/routers/<uuid>`` → ``/network/v2.0/routers/{id}``;
+    ``?b=1&a=2`` → ``?a,b``."""
     out = _ID.sub("{id}", path)
     if query:
         names = sorted({part.split("=", 1)[0] for part in query.split("&") if part})
@@ -86,7 +87,8 @@ class Trace:
         kinds: Iterable[str] | None = None,
         router: str | None = None,
     ) -> list[Event]:
-        """The events held with ``since <= time < until``, of ``kinds``, for ``router``, oldest first."""
+        """The events held with ``since <= time < until``, of ``kinds``, for ``router``, oldest
+        first."""
         with self._lock:
             held = list(self._events)
         wanted = set(kinds) if kinds else None

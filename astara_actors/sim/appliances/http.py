@@ -2,7 +2,8 @@
 
 The routes answer as astara-appliance does (inventory §12). The protocol speaks just enough
 HTTP/1.1 for ``requests``: Content-Length bodies, keep-alive, pipelined requests in order.
-Everything here runs on the :class:`~astara_actors.sim.appliances.agents.ApplianceServer` loop thread.
+Everything here runs on the :class:`~astara_actors.sim.appliances.agents.ApplianceServer` loop
+thread.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "router-admin-state-down-before-update",
         "Enforce Router's Admin State Down Before Update Extension",
         "2019-07-02T15:56:00",
-        "Ensure that the admin state of a router is DOWN (admin_state_up=False) before updating the distributed attribute",
+        "Ensure that the admin state of a router is DOWN (admin_state_up=False) "
+        "before updating the distributed attribute",
     ),
     ("agent", "agent", "2013-02-03T10:00:00-00:00", "The agent management extension."),
     (
@@ -97,7 +98,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "extra_dhcp_opt",
         "Neutron Extra DHCP options",
         "2013-03-17T12:00:00-00:00",
-        "Extra options configuration for DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, server-ip-address, bootfile-name)",
+        "Extra options configuration for DHCP. For example PXE boot options to DHCP clients "
+        "can be specified (e.g. tftp-server, server-ip-address, bootfile-name)",
     ),
     (
         "extraroute",
@@ -121,7 +123,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "floating-ip-port-forwarding-detail",
         "Floating IP port forwarding detail",
         "2022-05-06T10:00:00-00:00",
-        "Allow list floating ip return more port forwarding data, include'id' and 'internal_port_id'",
+        "Allow list floating ip return more port forwarding data, "
+        "include'id' and 'internal_port_id'",
     ),
     (
         "fip-port-details",
@@ -157,13 +160,15 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "router",
         "Neutron L3 Router",
         "2012-07-20T10:00:00-00:00",
-        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and "
+        "access to external networks via a NAT gateway.",
     ),
     (
         "ext-gw-mode",
         "Neutron L3 Configurable external gateway mode",
         "2013-03-28T10:00:00-00:00",
-        "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
+        "Extension of the router abstraction for specifying whether SNAT should occur "
+        "on the external gateway",
     ),
     ("l3-ha", "HA Router extension", "2014-04-26T00:00:00-00:00", "Adds HA capability to routers."),
     (
@@ -291,7 +296,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "qinq",
         "QinQ networks",
         "2024-12-02T10:00:00-00:00",
-        "Expose network 'qinq' attribute in the API. This allows to configure network to allow vlan in vlan configuration using 0x88a8 ethertype (QinQ).",
+        "Expose network 'qinq' attribute in the API. This allows to configure network "
+        "to allow vlan in vlan configuration using 0x88a8 ethertype (QinQ).",
     ),
     (
         "quota-check-limit",
@@ -303,7 +309,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "quota-check-limit-default",
         "Quota engine limit check by default",
         "2024-08-21T16:00:00-00:00",
-        "By default, the Neutron quota engine checks the resource usage before applying a new quota limit",
+        "By default, the Neutron quota engine checks the resource usage "
+        "before applying a new quota limit",
     ),
     (
         "quotas",
@@ -375,7 +382,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "security-groups-default-statefulness",
         "Security Groups Default Statefulness",
         "2026-04-13T00:00:00-00:00",
-        "Allows configuring the default value of the 'stateful' attribute for new security groups, on a per-project or system-wide basis",
+        "Allows configuring the default value of the 'stateful' attribute for new "
+        "security groups, on a per-project or system-wide basis",
     ),
     (
         "security-groups-normalized-cidr",
@@ -399,7 +407,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "security-groups-rules-belongs-to-default-sg",
         "Security group rule belongs to the project's default security group",
         "2023-05-23T10:00:00-00:00",
-        "Flag to determine if the security group rule belongs to the project's default security group",
+        "Flag to determine if the security group rule belongs to the project's "
+        "default security group",
     ),
     (
         "security-groups-shared-filtering",
@@ -475,7 +484,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "standard-attr-tag",
-        "Tag support for resources with standard attribute: port, subnet, subnetpool, network, security_group, router, floatingip, policy, trunk, network_segment_range",
+        "Tag support for resources with standard attribute: port, subnet, subnetpool, "
+        "network, security_group, router, floatingip, policy, trunk, network_segment_range",
         "2017-01-01T00:00:00-00:00",
         "Enables to set tag on resources with standard attribute.",
     ),
@@ -483,7 +493,8 @@ EXTENSIONS: tuple[tuple[str, str, str, str], ...] = (
         "standard-attr-timestamp",
         "Resource timestamps",
         "2016-09-12T10:00:00-00:00",
-        "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.",
+        "Adds created_at and updated_at fields to all Neutron resources that have "
+        "Neutron standard attributes.",
     ),
     (
         "vlan-transparent",
