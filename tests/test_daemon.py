@@ -22,6 +22,7 @@ from astara_actors.config.loader import (
     load_config,
 )
 from astara_actors.config.settings import Settings
+from astara_actors.errors import SettingsError
 from astara_actors.testing import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,27 @@ def test_a_bad_value_stops_start_up_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "astara-orchestrator: [orchestrator] health_check_period: 'often' is not a number"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "log_level = LOUD",
+            "[orchestrator] log_level: must be one of DEBUG, INFO, WARNING, "
+            "ERROR, CRITICAL (any case), not 'LOUD'",
+        ),
+        ("breaker_threshold = 2", "[orchestrator] breaker_threshold: must be in (0, 1], not 2.0"),
+    ],
+)
+def test_a_value_checked_beyond_its_type_is_named_in_the_error(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "o.ini"
+    path.write_text(f"[orchestrator]\nembedded_sim = true\n{line}\n")
+    with pytest.raises(SettingsError) as raised:
+        load_config(path)
+    assert str(raised.value) == message
 
 
 def test_the_demo_configuration_loads() -> None:

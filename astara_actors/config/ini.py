@@ -71,6 +71,10 @@ def section_to(
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
+        # A check of one value says so by naming it first ("log_level must be ...").
+        key, _, problem = str(exc).partition(" ")
+        if key in fields and problem:
+            raise SettingsError(section, key, problem) from None
         raise SettingsError(section, "-", str(exc)) from None
 
 

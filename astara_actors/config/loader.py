@@ -160,6 +160,9 @@ class DatabaseSettings:
     connection: str = ""  # SQLAlchemy URL; "" = sqlite:///<state_dir>/astara.db
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessSettings:
     """``[orchestrator]`` keys that concern the process rather than the routers."""
@@ -170,6 +173,13 @@ class ProcessSettings:
     log_level: str = "INFO"
     orphan_sweep_period: float = 300.0  # seconds between sweeps for leaked VMs/ports (0 = off)
     orphan_grace: float = 300.0  # an orphan is removed once seen orphaned this long
+
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), "
+                f"not {self.log_level!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
