@@ -17,6 +17,7 @@ SIGUSR1 writes every thread's stack to the log.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import faulthandler
 import logging
 import signal
@@ -201,7 +202,19 @@ class Service:
             )
         )
         cloud = SimCloud(self.config.sim, notify=notify)
-        self.sim = SimServer(cloud).start()
+        try:
+            self.sim = SimServer(cloud).start()
+        except OSError as exc:
+            cloud.stop()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            sim = self.config.sim
+            host = f"[{sim.listen}]" if ":" in sim.listen else sim.listen
+            raise AstaraError(
+                f"the embedded simulator cannot listen on {host}:{sim.port} ([sim] port): the "
+                "address is already in use; is another astara-orchestrator (make demo) or "
+                "astara-sim running? Stop it, or set [sim] port"
+            ) from None
         cloud.bootstrap()
         LOG.info("embedded astara-sim on %s: %d routers", self.sim.url, len(cloud.topology))
         settings = dataclasses.replace(

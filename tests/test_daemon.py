@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,26 @@ def test_the_demo_configuration_loads() -> None:
     assert config.process.embedded_sim and config.sim is not None
     assert config.bus.transport_url.startswith("filesystem://")
     assert config.warnings == ()
+
+
+@pytest.mark.services  # the orchestrator in a process of its own
+def test_a_second_demo_names_the_port_it_cannot_have(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ini = tmp_path / "demo.ini"
+        ini.write_text(
+            f"[orchestrator]\nhost = t\nstate_dir = {tmp_path}\nembedded_sim = true\n"
+            f"[api]\nenabled = false\n[sim]\nlisten = 127.0.0.1\nport = {port}\n"
+        )
+        result = run("--config-file", str(ini))
+    assert result.returncode == 1
+    assert (
+        f"the embedded simulator cannot listen on 127.0.0.1:{port} ([sim] port): the address "
+        "is already in use; is another astara-orchestrator (make demo)" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.services  # the orchestrator in a process of its own

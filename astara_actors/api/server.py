@@ -111,7 +111,8 @@ def check_listen(listen: str, port: int) -> str:
             if exc.errno == errno.EADDRINUSE:
                 raise ApiStartError(
                     f"cannot listen on {bind_address(host, port)}: the address is already in use "
-                    "(another astara API? set [api] port or listen)"
+                    "(another astara API? a demo, make demo, may be running; stop it, or set "
+                    "[api] port or listen)"
                 ) from None
             if host == "::" and exc.errno == errno.EADDRNOTAVAIL:
                 LOG.warning("no IPv6 on this host: the API listens on 0.0.0.0 instead of [::]")
