@@ -282,7 +282,9 @@ def test_a_connection_error_becomes_network_error(
 
 def test_a_keystone_refusal_becomes_network_error(http: Any, network: Any) -> None:
     http.post(f"{KEYSTONE}/v3/auth/tokens", status_code=401, json={"error": {"code": 401}})
-    with pytest.raises(NetworkError, match="^list routers: "):
+    with pytest.raises(
+        NetworkError, match="^list routers: Keystone refused the orchestrator's credentials"
+    ):
         network.list_routers()
 
 

@@ -170,5 +170,10 @@ class SdkCalls:
 
 
 def _describe(exc: BaseException, status: int | None) -> str:
+    if status == 401:  # keystoneauth renews expired tokens itself: a 401 is a refused login
+        return (
+            "Keystone refused the orchestrator's credentials (check [cloud] auth_url, "
+            "username, password and project, or the clouds.yaml cloud): HTTP 401"
+        )
     text = str(exc) or type(exc).__name__
     return f"HTTP {status}: {text}" if status and str(status) not in text else text
