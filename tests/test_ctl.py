@@ -284,6 +284,7 @@ def test_router_show_prints_the_actor_dump(peer: CtlPeer) -> None:
         "instance ",
         "inbox ",
         "boot attempts ",
+        "steps retried ",
         "backoff",
         "debug ",
         "restarts ",

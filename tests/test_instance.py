@@ -763,3 +763,20 @@ def test_both_ha_members_get_their_vrrp_ports_hot_plugged(cloud, clock):
     assert len(vrrp_networks(cloud, first["id"])) == len(vrrp_networks(cloud, second["id"])) == 3
     assert im.configure() is S.CONFIGURED
     assert cloud.calls["attach_interface"] == 6
+
+
+def test_a_boot_with_nothing_missing_says_it_waits_not_that_it_boots_zero(cloud, clock, caplog):
+    rid = cloud.add_router(TENANT)
+    im = configured(cloud, clock, rid)
+    cloud.set_appliance(rid, dead=True)
+    assert im.update_state() is S.DOWN  # stopped answering: dead_vm_timeout before a new boot
+    caplog.set_level("INFO")
+    booted = len(cloud.created_servers)
+    assert im.boot() is S.BOOTING
+    assert len(cloud.created_servers) == booted, "nothing was missing: nothing booted"
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("booting 0 VM" in m for m in messages)
+    assert any(
+        f"[router {rid}] no VM to boot: waiting for ak-router-{rid}_0 to answer" in m
+        for m in messages
+    )

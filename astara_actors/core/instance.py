@@ -231,7 +231,16 @@ class InstanceManager:
                 metrics.BOOT_FAILURES.inc()
                 self._log.warning("boot from image %s failed: %s", image, exc)
                 return self._set(InstanceState.DOWN)
-        self._log.info("booting %d VM(s) from image %s, attempt %d", missing, image, self._attempts)
+        if missing > 0:
+            self._log.info(
+                "booting %d VM(s) from image %s, attempt %d", missing, image, self._attempts
+            )
+        else:  # e.g. a VM that stopped answering: it gets dead_vm_timeout before a new boot
+            self._log.info(
+                "no VM to boot: waiting for %s to answer (attempt %d)",
+                ", ".join(vm.name for vm in self._members()),
+                self._attempts,
+            )
         return self._set(InstanceState.BOOTING)
 
     def configure(self) -> InstanceState:

@@ -178,7 +178,9 @@ def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) 
         f"inbox          {len(inbox)} queued"
         + (f": {', '.join(map(str, inbox))}" if inbox else "")
         + f"  (mailbox {dump.get('mailbox', 0)})",
-        f"boot attempts  {dump.get('boot_attempts', 0)}  failures {dump.get('failures', 0)}"
+        # "failures" counts every step retried or waited on (a boot being checked, a delete
+        # being waited for): the backoff's count, not an error count.
+        f"boot attempts  {dump.get('boot_attempts', 0)}  steps retried {dump.get('failures', 0)}"
         f"  backoff {'-' if wake is None else f'next wake in {float(wake):.1f}s'}",
         f"debug          {debug}",
         f"restarts       {dump.get('restarts', 0)}",
