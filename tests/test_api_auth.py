@@ -40,25 +40,31 @@ TOKEN = "static-s3cret-token"
 
 def test_the_defaults_serve_loopback_only_and_need_no_authentication_there() -> None:
     api = ApiSettings()
-    assert api.listen == "127.0.0.1" and api.loopback_only
+    assert api.addresses == ("127.0.0.1", "::1") and api.loopback_only
     assert api.strategy == "none" and api.exposure() == ""
-    shipped = configparser.ConfigParser(interpolation=None)
-    shipped.read(ROOT / "etc" / "orchestrator.ini")
-    assert shipped["api"]["listen"] == "127.0.0.1"
+    for name in ("orchestrator.ini", "demo.ini"):
+        shipped = configparser.ConfigParser(interpolation=None)
+        shipped.read(ROOT / "etc" / name)
+        assert shipped["api"]["listen"] == "127.0.0.1, ::1", name
     assert not shipped["api"].getboolean("allow_unauthenticated")
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"])
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost", "127.0.0.1, [::1]"]
+)
 def test_loopback_addresses_need_no_authentication(listen: str) -> None:
     assert ApiSettings(listen=listen).exposure() == ""
 
 
-@pytest.mark.parametrize("listen", ["::", "0.0.0.0", "192.0.2.10", "api.example.org", "fe80::1"])
+@pytest.mark.parametrize(
+    "listen", ["::", "0.0.0.0", "192.0.2.10", "api.example.org", "fe80::1", "127.0.0.1, ::"]
+)
 def test_an_unauthenticated_api_beyond_loopback_is_refused_naming_the_keys(listen: str) -> None:
     with pytest.raises(SettingsError) as refused:
         ApiSettings(listen=listen).exposure()
     message = str(refused.value)
-    assert message.startswith(f"[api] listen: {listen} is not a loopback address")
+    beyond = listen.split(", ")[-1]  # the address named: the one that is not loopback
+    assert message.startswith(f"[api] listen: {beyond} is not a loopback address")
     for key in ("auth_strategy", "auth_token", "allow_unauthenticated", "listen = 127.0.0.1"):
         assert key in message
     assert "\n" not in message

@@ -135,6 +135,39 @@ def test_the_api_serves_ipv4_and_ipv6_on_one_dual_stack_port(tmp_path: Path) -> 
         api.stop()
 
 
+@pytest.mark.services  # gunicorn
+def test_the_default_listen_answers_on_loopback_in_both_families(tmp_path: Path) -> None:
+    try:
+        port = free_port("::1")
+    except OSError:
+        pytest.skip("no IPv6 on this host")
+    api = LiveApi(write_ini(tmp_path, port, listen=ApiSettings().listen))
+    try:
+        for host in ("127.0.0.1", "[::1]"):  # the seed's own form: curl -g6 "http://[::1]:44250/"
+            document = requests.get(f"http://{host}:{port}/openapi.json", timeout=WAIT)
+            assert document.status_code == 200 and document.json()["openapi"] == "3.1.0"
+    finally:
+        api.stop()
+
+
+def test_a_host_without_an_address_of_listen_serves_on_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from astara_actors.api import server
+
+    def check(listen: str, port: int) -> str:
+        if listen == "::1":
+            raise server.AddressUnavailable(f"cannot listen on [::1]:{port}: no IPv6")
+        return listen
+
+    monkeypatch.setattr(server, "check_listen", check)
+    assert server.check_listens(ApiSettings(port=44250)) == ("127.0.0.1",)
+    assert "cannot listen on [::1]:44250: no IPv6; the API listens on the other" in caplog.text
+    monkeypatch.setattr(server, "check_listen", lambda listen, port: check("::1", port))
+    with pytest.raises(server.AddressUnavailable):
+        server.check_listens(ApiSettings(port=44250))
+
+
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -150,6 +183,11 @@ def test_gunicorn_runs_buffering_workers_without_the_shared_control_socket() -> 
     argv = gunicorn_command(ApiSettings(listen="::", port=44250, workers=3))
     assert argv[1:3] == ["-m", "astara_actors.api.master"]  # gunicorn, tied to its parent
     assert argv[argv.index("--bind") + 1] == "[::]:44250"
+    both = gunicorn_command(ApiSettings(port=44250))
+    assert [both[i + 1] for i, arg in enumerate(both) if arg == "--bind"] == [
+        "127.0.0.1:44250",
+        "[::1]:44250",
+    ]
     assert argv[argv.index("--worker-class") + 1] == "astara_actors.api.worker.BufferingWorker"
     assert argv[argv.index("--workers") + 1] == "3"
     assert "--no-control-socket" in argv  # gunicorn ≥ 25.1 (requirements pin a version with it)

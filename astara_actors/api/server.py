@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,12 @@ __all__ = [
     "PIDFILE",
     "PIDFILE_ENV",
     "WORKER",
+    "AddressUnavailable",
     "ApiStartError",
     "bind_address",
     "check_api_settings",
+    "check_listen",
+    "check_listens",
     "gunicorn_command",
     "main",
     "replace_stale_api",
@@ -100,6 +104,10 @@ def check_listen(listen: str, port: int) -> str:
         if host == "::" and exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
             LOG.warning("no IPv6 on this host: the API listens on 0.0.0.0 instead of [::]")
             return check_listen("0.0.0.0", port)
+        if exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+            raise AddressUnavailable(
+                f"cannot listen on {bind_address(host, port)}: {exc}"
+            ) from None
         raise ApiStartError(f"cannot listen on {bind_address(host, port)}: {exc}") from None
     with probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
@@ -117,10 +125,35 @@ def check_listen(listen: str, port: int) -> str:
             if host == "::" and exc.errno == errno.EADDRNOTAVAIL:
                 LOG.warning("no IPv6 on this host: the API listens on 0.0.0.0 instead of [::]")
                 return check_listen("0.0.0.0", port)
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise AddressUnavailable(
+                    f"cannot listen on {bind_address(host, port)}: {exc.strerror or exc}"
+                ) from None
             raise ApiStartError(
                 f"cannot listen on {bind_address(host, port)}: {exc.strerror or exc}"
             ) from None
     return host
+
+
+class AddressUnavailable(ApiStartError):
+    """The host has no such address (e.g. ``::1`` without IPv6)."""
+
+
+def check_listens(api: ApiSettings) -> tuple[str, ...]:
+    """:func:`check_listen` for each ``[api] listen`` address; one the host does not have
+    (``::1`` without IPv6) is left out with a warning while another remains."""
+    found: list[str] = []
+    missing: list[AddressUnavailable] = []
+    for address in api.addresses:
+        try:
+            found.append(check_listen(address, api.port))
+        except AddressUnavailable as exc:
+            missing.append(exc)
+    if not found:
+        raise missing[0]
+    for unavailable in missing:
+        LOG.warning("%s; the API listens on the other [api] listen addresses", unavailable)
+    return tuple(dict.fromkeys(found))
 
 
 def _has_control_socket() -> bool:
@@ -129,14 +162,19 @@ def _has_control_socket() -> bool:
     return any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS)
 
 
-def gunicorn_command(api: ApiSettings, listen: str | None = None) -> list[str]:
-    """The command line serving :data:`APP` for ``[api]`` (gunicorn, run by :mod:`.master`)."""
+def gunicorn_command(api: ApiSettings, listen: Sequence[str] | None = None) -> list[str]:
+    """The command line serving :data:`APP` for ``[api]`` (gunicorn, run by :mod:`.master`)
+    on ``listen`` (default: the ``[api] listen`` addresses)."""
+    binds = [
+        arg
+        for host in (listen or api.addresses)
+        for arg in ("--bind", bind_address(host, api.port))
+    ]
     argv = [
         sys.executable,
         "-m",
         MODULE,
-        "--bind",
-        bind_address(listen or api.listen, api.port),
+        *binds,
         "--workers",
         str(api.workers),
         "--worker-class",
@@ -207,17 +245,19 @@ def run_api(config_path: str | os.PathLike[str], **popen: Any) -> subprocess.Pop
         PIDFILE_ENV: str(pidfile or ""),
     }
     argv = gunicorn_command(config.api, listen)
-    LOG.info("starting the HTTP API on %s", bind_address(listen, config.api.port))
+    LOG.info(
+        "starting the HTTP API on %s", ", ".join(bind_address(h, config.api.port) for h in listen)
+    )
     return subprocess.Popen(argv, env=env, **popen)
 
 
-def _bind_check(api: ApiSettings, patience: float) -> str:
-    """:func:`check_listen`, retried for ``patience`` seconds while the address is in use
+def _bind_check(api: ApiSettings, patience: float) -> tuple[str, ...]:
+    """:func:`check_listens`, retried for ``patience`` seconds while the address is in use
     (the workers of an API just stopped may still hold it for a moment)."""
     deadline = time.monotonic() + patience
     while True:
         try:
-            return check_listen(api.listen, api.port)
+            return check_listens(api)
         except ApiStartError:
             if time.monotonic() >= deadline:
                 raise

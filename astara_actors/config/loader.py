@@ -60,7 +60,9 @@ class ApiSettings:
     """
 
     enabled: bool = True  # start the API with the orchestrator
-    listen: str = "127.0.0.1"  # loopback; "::" = every address (IPv4 and IPv6), needs auth
+    # Comma-separated addresses; loopback in both families by default. "::" = every address
+    # (IPv4 and IPv6), which needs authentication.
+    listen: str = "127.0.0.1, ::1"
     port: int = 44250
     workers: int = 2  # gunicorn worker processes
     auth_strategy: str = ""  # none | token | keystone; "" = token if auth_token is set, else none
@@ -78,6 +80,8 @@ class ApiSettings:
             raise SettingsError("api", "port", "must be between 1 and 65535")
         if self.workers < 1:
             raise SettingsError("api", "workers", "must be at least 1")
+        if not self.addresses:
+            raise SettingsError("api", "listen", "needs at least one address")
         if self.auth_strategy not in ("", *AUTH_STRATEGIES):
             raise SettingsError(
                 "api",
@@ -112,15 +116,14 @@ class ApiSettings:
         return self.auth_strategy or ("token" if self.auth_token else "none")
 
     @property
+    def addresses(self) -> tuple[str, ...]:
+        """The addresses of ``listen``, without brackets: ``("127.0.0.1", "::1")``."""
+        return tuple(a.strip().strip("[]") for a in self.listen.split(",") if a.strip())
+
+    @property
     def loopback_only(self) -> bool:
-        """Whether ``listen`` is a loopback address (only this host can connect)."""
-        host = self.listen.strip().strip("[]")
-        if host.lower() == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-        except ValueError:
-            return False  # a host name: whatever it resolves to, assume it is reachable
+        """Whether every ``listen`` address is a loopback one (only this host can connect)."""
+        return all(_is_loopback(host) for host in self.addresses)
 
     def exposure(self) -> str:
         """ "" when serving as configured is safe; a warning when it is not but the operator
@@ -133,7 +136,8 @@ class ApiSettings:
             raise SettingsError(
                 "api",
                 "listen",
-                f"{self.listen} is not a loopback address and the API has no authentication: "
+                f"{', '.join(a for a in self.addresses if not _is_loopback(a))} is not a "
+                "loopback address and the API has no authentication: "
                 "set [api] auth_strategy = keystone (or auth_token = <secret>), or listen = "
                 "127.0.0.1, or allow_unauthenticated = true to serve it open anyway",
             )
@@ -141,6 +145,15 @@ class ApiSettings:
             f"the HTTP API on {where} serves ANYONE who can reach it without "
             "authentication ([api] allow_unauthenticated = true): they can change the fleet"
         )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, assume it is reachable
 
 
 @dataclass(frozen=True, slots=True)
