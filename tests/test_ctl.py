@@ -273,6 +273,28 @@ def test_broadcast_commands_say_what_was_sent(
     assert sent in done.stdout
 
 
+def test_a_tenant_command_says_when_no_router_of_the_tenant_is_driven(peer: CtlPeer) -> None:
+    done = ctl(peer.config, "tenant", "debug", UNKNOWN, "--reason=t")
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"astara-ctl: no orchestrator drives a router of tenant {UNKNOWN}: nothing changed now"
+        in done.stderr
+    )
+    assert f"astara-ctl tenant manage {UNKNOWN} clears it" in done.stderr
+
+
+def test_a_project_id_typed_with_or_without_hyphens_finds_its_tenant() -> None:
+    from astara_actors.ctl.cli import as_known_tenant
+
+    hexed = "2f1f231e7cbe4028a87c725e401565c9"
+    dashed = "2f1f231e-7cbe-4028-a87c-725e401565c9"
+    assert as_known_tenant(dashed, {hexed}) == hexed
+    assert as_known_tenant(hexed, {dashed}) == dashed
+    assert as_known_tenant(hexed, {hexed}) == hexed
+    assert as_known_tenant(dashed, set()) == dashed, "unknown in both forms: left as typed"
+    assert as_known_tenant("*", {hexed}) == "*"
+
+
 def test_router_show_prints_the_actor_dump(peer: CtlPeer) -> None:
     router = peer.routers[1]
     done = ctl(peer.config, "router", "show", router)

@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,26 @@ from astara_actors.protocol.control import Command, CommandKind
 __all__ = ["main"]
 
 _WILDCARDS = ("*", "error")
+
+
+def as_known_tenant(tenant_id: str, known: set[str]) -> str:
+    """``tenant_id`` in the form the orchestrators know it by: a project id typed with hyphens
+    (or without) matches the same id written the other way."""
+    if tenant_id in known or tenant_id in _WILDCARDS:
+        return tenant_id
+    try:
+        parsed = uuid.UUID(tenant_id)
+    except ValueError:
+        return tenant_id
+    for form in (parsed.hex, str(parsed)):
+        if form in known:
+            return form
+    return tenant_id
+
+
+def _note(text: str) -> None:
+    """A remark for the operator, on stderr: stdout stays the command's (or --json) output."""
+    print(f"astara-ctl: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +278,23 @@ class _Run:
                 "reason": self.reason,
             }
         )
-        return self.broadcast(command)
+        routers, hosts = self.session.routers()
+        known = {str(r.get("tenant_id", "")) for r in routers}
+        tenant = as_known_tenant(command.tenant_id, known)
+        if tenant != command.tenant_id:
+            _note(f"tenant {command.tenant_id} is {tenant} to Neutron: sent for {tenant}")
+            command = dataclasses.replace(command, tenant_id=tenant)
+        done = self.sent(command, hosts)
+        count = sum(1 for r in routers if r.get("tenant_id") == tenant)
+        if count:
+            _note(f"{count} router(s) of tenant {tenant} on {', '.join(hosts)}")
+        else:
+            _note(
+                f"no orchestrator drives a router of tenant {tenant}: nothing changed now; the "
+                f"flag is kept and applies to its routers when they appear"
+                + ("" if verb == "manage" else f" (astara-ctl tenant manage {tenant} clears it)")
+            )
+        return done
 
     def global_debug(self) -> int:
         command = check_command(
