@@ -122,6 +122,38 @@ def test_a_router_in_debug_mode_is_stepped_under_pdb_printing_each_transition(
     assert out.rstrip().endswith("done: state CalcAction, instance configured")
 
 
+def test_a_rebuild_is_followed_through_its_waits_to_a_configured_router(
+    demo: tuple[Path, str],
+) -> None:
+    ini, router = demo
+    bus = dataclasses.replace(load_config(ini).bus, host="test-client-3")
+    with ControlClient(bus) as client:
+        client.send_command({"command": "router-debug", "router_id": router, "reason": "rebuild"})
+        wait_for(
+            lambda: client.ask({"query": "router", "router_id": router}, timeout=10, expect=1)[0][
+                "answer"
+            ]["router"]["debug"],
+            "the router in debug mode",
+            timeout=30.0,
+            interval=0,
+        )
+    result = step(ini, router, "--action", "rebuild", "--no-pdb", "--wait", "45")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "RebuildInstance -> CreateInstance" in out  # the VM deleted, then a new one booted
+    assert "booting 1 VM(s)" in out
+    assert "  waiting " in out  # through the waits, not stopped at the first
+    assert out.rstrip().endswith("done: state CalcAction, instance configured"), out
+
+
+def test_a_router_neutron_does_not_have_is_said_so(demo: tuple[Path, str]) -> None:
+    ini, _ = demo
+    unknown = "00000000-0000-4000-8000-000000000000"
+    result = step(ini, unknown)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"astara-debug-router: Neutron has no router {unknown}"
+
+
 def test_a_bad_router_id_is_one_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "astara_actors.ctl.debug_router", "--router-id", "nope"],

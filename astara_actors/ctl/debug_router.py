@@ -2,6 +2,7 @@
 
 Usage:
   astara-debug-router --router-id=ID [--config-file=FILE] [--force] [--no-pdb] [--action=ACTION]
+                      [--wait=SECONDS]
   astara-debug-router (-h | --help)
 
 Options:
@@ -10,11 +11,15 @@ Options:
   --action=ACTION     The event to step: update, rebuild, poll or delete [default: update].
   --force             Step it even if the running orchestrators do not have it in debug mode.
   --no-pdb            Run the traversal without stopping in the debugger.
+  --wait=SECONDS      Follow the traversal through its waits (a VM being deleted, a boot) for
+                      at most this long; 0 stops at the first wait [default: 600].
   -h --help           Show this help.
 
 First put the router in debug mode so the running orchestrator leaves it alone:
   astara-ctl router debug <router-id> --reason "stepping it"
-then step one traversal (CalcAction → … → CalcAction or Exit): each transition is printed.
+then step one traversal (CalcAction → … → CalcAction or Exit), following it through its waits
+(a rebuild deletes the VM, waits for Nova, boots, waits for the appliance, pushes): each
+transition is printed. Ctrl-C stops following.
 The real cloud is used: a boot here boots a real VM.
 """
 
@@ -25,6 +30,7 @@ import logging
 import pdb
 import re
 import sys
+import time
 from typing import Any
 
 from docopt import docopt
@@ -106,6 +112,7 @@ def _step(args: dict[str, Any], router_id: str) -> int:
     from astara_actors.core.automaton import Automaton
     from astara_actors.core.events import Action
     from astara_actors.core.instance import InstanceManager
+    from astara_actors.errors import RouterGone
     from astara_actors.log import ROUTER_LOGGER, router_logger
 
     try:
@@ -117,7 +124,24 @@ def _step(args: dict[str, Any], router_id: str) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        patience = float(args["--wait"])
+    except ValueError:
+        patience = -1.0
+    if not patience >= 0:
+        print(
+            f"astara-debug-router: --wait {args['--wait']!r}: seconds, 0 or more",
+            file=sys.stderr,
+        )
+        return 2
     config = load_config(args["--config-file"])
+    settings, cloud = _cloud(config)
+    network, compute = open_cloud(cloud)
+    try:
+        router = network.get_router(router_id)
+    except RouterGone:
+        print(f"astara-debug-router: Neutron has no router {router_id}", file=sys.stderr)
+        return 1
     debug = _in_debug(config, router_id)
     if not debug and not args["--force"]:
         why = (
@@ -132,11 +156,8 @@ def _step(args: dict[str, Any], router_id: str) -> int:
             file=sys.stderr,
         )
         return 1
-    settings, cloud = _cloud(config)
     # One boot at most, as the original tool did; and no boot timeout while you step.
     settings = dataclasses.replace(settings, reboot_error_threshold=1, boot_timeout=60_000.0)
-    network, compute = open_cloud(cloud)
-    router = network.get_router(router_id)
     appliance = HttpAppliance(port=settings.appliance_port)
     handler = _PrintTransitions()
     ROUTER_LOGGER.addHandler(handler)
@@ -162,6 +183,22 @@ def _step(args: dict[str, Any], router_id: str) -> int:
         print("(Pdb) `s` steps into the traversal, `c` runs it")
         pdb.set_trace()  # noqa: T100 - the purpose of this tool
     outcome = sm.update()
+    deadline = time.monotonic() + patience
+    try:
+        while outcome.wake_after is not None and not outcome.deleted:
+            if time.monotonic() + outcome.wake_after > deadline:
+                print(f"stopped following after --wait {patience:g} s")
+                break
+            print(
+                f"  waiting {outcome.wake_after:.1f} s in {sm.state.name} "
+                f"(instance {instance.state})"
+            )
+            time.sleep(outcome.wake_after)
+            if not sm.wake(outcome.token):
+                break
+            outcome = sm.update()
+    except KeyboardInterrupt:
+        print("stopped following (Ctrl-C)")
     print(
         f"done: state {sm.state.name}, instance {instance.state}"
         + (f", wants a wake in {outcome.wake_after:.1f} s" if outcome.wake_after else "")
