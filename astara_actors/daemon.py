@@ -201,7 +201,13 @@ class Service:
                 notifications_routing_key=bus.notifications_routing_key,
             )
         )
-        cloud = SimCloud(self.config.sim, notify=notify)
+        # The appliances' host key and a known_hosts naming it live beside the demo's own key,
+        # where astara-ctl ssh looks with the embedded simulator (SshOptions.defaults).
+        sim_settings = self.config.sim
+        if not sim_settings.ssh_dir:
+            ssh_dir = str(Path(self.config.process.state_dir) / "ssh")
+            sim_settings = dataclasses.replace(sim_settings, ssh_dir=ssh_dir)
+        cloud = SimCloud(sim_settings, notify=notify)
         try:
             self.sim = SimServer(cloud).start()
         except OSError as exc:

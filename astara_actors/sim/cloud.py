@@ -87,7 +87,7 @@ class SimCloud:
         if settings.ssh_port:
             from astara_actors.sim.appliances.ssh import SshServer
 
-            self.ssh = SshServer(settings.ssh_port)
+            self.ssh = SshServer(settings.ssh_port, settings.ssh_dir)
         self.management_network_id = ""
         self.management_subnet_id = ""
         self.external_network_id = ""

@@ -31,6 +31,9 @@ class SimSettings:
     external_cidr: str = "172.24.0.0/13"  # the public network routers get their gateway on
     appliance_port: int = 5000
     ssh_port: int = 0  # each appliance also answers SSH on its management address (0 = off)
+    # The appliances' SSH host key and a known_hosts naming it for every listener are kept in
+    # this folder ("" = a new host key per run, known to no client). The demo: <state_dir>/ssh.
+    ssh_dir: str = ""
     # --- initial load
     tenants: int = 2  # tenants "demo-0" ... created at start
     routers_per_tenant: int = 2  # each with one network, subnet, VM port and floating IP

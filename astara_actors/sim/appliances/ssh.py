@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import selectors
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -114,12 +116,30 @@ class _Session(paramiko.ServerInterface):
         channel.close()
 
 
+def _host_key(path: Path) -> paramiko.ECDSAKey:
+    """The key kept at ``path``, made (owner-only) the first time."""
+    if path.exists():
+        return paramiko.ECDSAKey.from_private_key_file(str(path))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = paramiko.ECDSAKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        key.write_private_key(f)
+    return key
+
+
 class SshServer:
     """SSH listeners on the appliances' management addresses, served by one accept thread."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, ssh_dir: str | os.PathLike[str] = "") -> None:
         self.port = port
-        self.host_key = paramiko.ECDSAKey.generate()  # per run: clients see a new host key
+        # With ssh_dir, one host key kept there (stable across runs, as a real appliance
+        # image's) and a known_hosts file naming it for every listener: what an operator would
+        # have copied from the VMs' console logs. Without, a new key per run.
+        self._known_hosts = Path(ssh_dir) / "known_hosts" if ssh_dir else None
+        self.host_key = (
+            _host_key(Path(ssh_dir) / "sim_host_key") if ssh_dir else (paramiko.ECDSAKey.generate())
+        )
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()
         self._listeners: dict[str, socket.socket] = {}
@@ -154,6 +174,23 @@ class SshServer:
             self._close(server_id)
             self._listeners[server_id] = sock
             self._selector.register(sock, selectors.EVENT_READ, (keys, run))
+            self._make_known(address)
+
+    def _make_known(self, address: str) -> None:
+        """Name our host key for ``address`` in the known_hosts file (once)."""
+        if self._known_hosts is None:
+            return
+        host = address if self.port == 22 else f"[{address}]:{self.port}"
+        line = f"{host} {self.host_key.get_name()} {self.host_key.get_base64()}\n"
+        try:
+            known = self._known_hosts.read_text() if self._known_hosts.exists() else ""
+            if line in known:
+                return
+            fd = os.open(self._known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(line)
+        except OSError as exc:
+            LOG.warning("could not add %s to %s: %s", host, self._known_hosts, exc.strerror)
 
     def remove(self, server_id: str) -> None:
         with self._lock:
