@@ -18,14 +18,16 @@ LOG = logging.getLogger(__name__)
 class LoadDriver:
     """At ``rate`` operations per second: half updates, a quarter creates, a quarter deletes.
 
-    Creates and deletes balance, so the number of routers stays near the initial one. A failed
-    operation (a fault injected on purpose) is counted and the driver goes on.
+    Creates and deletes balance exactly: the fleet keeps the size it had at the first step (a
+    create when it is below, a delete when above), so a soak measures churn, not a fleet that
+    drifts. A failed operation (a fault injected on purpose) is counted and the driver goes on.
     """
 
     def __init__(self, cloud: SimCloud, rate: float = 0.0) -> None:
         self.cloud = cloud
         self.rate = rate
         self.counts: Counter[str] = Counter()
+        self.fleet: int | None = None  # the size kept: the number of routers at the first step
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-load", daemon=True)
 
@@ -44,7 +46,12 @@ class LoadDriver:
         """Do one operation now; returns its name."""
         cloud, rng = self.cloud, self.cloud.rng
         routers = sorted(cloud.topology)
+        if self.fleet is None:
+            self.fleet = len(routers)
         roll = rng.random()
+        if roll < 0.5:  # a create or a delete, whichever keeps the fleet's size
+            below, above = len(routers) < self.fleet, len(routers) > self.fleet
+            roll = 0.0 if below else 0.49 if above else roll
         if not routers or (roll < 0.25 and cloud.tenants):
             tenant = rng.choice(cloud.tenants) if cloud.tenants else cloud.add_tenant("load")
             cloud.add_router(tenant, f"load-{self.counts['create']}")
