@@ -41,6 +41,11 @@ def router_summary(dump: Mapping[str, Any]) -> dict[str, Any]:
     summary["name"] = instance.get("router_name", "") if isinstance(instance, Mapping) else ""
     transitions = dump.get("transitions") or []
     summary["last_transition"] = transitions[-1] if transitions else None
+    error = dump.get("error")
+    if isinstance(error, Mapping):
+        # Only while in ERROR, and only its reason: the router list says why (a router put in
+        # ERROR by crashing leaves no transition saying it); the dump's ages would be stale here.
+        summary["error"] = {"reason": error.get("reason", "")}
     return summary
 
 

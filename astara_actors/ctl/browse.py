@@ -1,7 +1,8 @@
 """``astara-ctl browse``: every router, live, in a full-screen terminal view (blessed).
 
 Pure parts: :func:`render` draws a :class:`View` for a terminal, :func:`handle_key` turns a key
-into an :class:`Action` (the next view and what to do: send a command, fetch a dump, quit).
+into an :class:`Action` (the next view and what to do: send a command, fetch a dump, quit);
+``?`` shows :func:`help_lines` (every key, column and state word).
 :func:`run` is the loop around them; a :class:`Refresher` thread asks the ``routers`` query
 about once a second (and the open router's dump), on its own bus connection.
 """
@@ -14,6 +15,7 @@ import json
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +28,18 @@ from astara_actors.ctl import render as text
 from astara_actors.ctl.session import EXIT_USAGE, CtlError, Session, tenant_hint
 from astara_actors.protocol.control import Command, CommandKind, InvalidCommand
 
-__all__ = ["Action", "Mode", "Refresher", "View", "dump", "handle_key", "render", "run", "visible"]
+__all__ = [
+    "Action",
+    "Mode",
+    "Refresher",
+    "View",
+    "dump",
+    "handle_key",
+    "help_lines",
+    "render",
+    "run",
+    "visible",
+]
 
 REFRESH = 1.0  # seconds between two routers queries
 _VERBS = {
@@ -35,18 +48,65 @@ _VERBS = {
     "d": CommandKind.ROUTER_DEBUG,
     "m": CommandKind.ROUTER_MANAGE,
 }
-_HELP = "↑↓/jk move  / filter  Enter details  r rebuild  u update  d debug  m manage  q quit"
-_COLOURS = {
-    "configured": "green",
-    "booting": "yellow",
-    "up": "yellow",
-    "restart": "yellow",
-    "replug": "yellow",
-    "degraded": "yellow",
-    "down": "red",
-    "error": "red",
-    "gone": "red",
+# The footer's key help, the longest that fits the screen.
+_FOOTERS = {
+    "list": (
+        "↑↓/jk move  / filter  Enter details  r rebuild  u update  d debug  m manage  ? help"
+        "  q quit",
+        "↑↓ move  / filter  Enter details  r u d m act  ? help  q quit",
+        "? help  q quit",
+    ),
+    "detail": (
+        "Esc/q back  ↑↓ scroll  r rebuild  u update  d debug  m manage  ? help",
+        "Esc back  ↑↓ scroll  r u d m act  ? help",
+        "Esc back  ? help",
+    ),
+    "help": ("↑↓/jk PgUp/PgDn scroll  any other key closes the help", "any key closes"),
 }
+# Every key, for the help screen (a test checks it names every key handle_key knows).
+_KEYS = (
+    ("↑↓ j k", "move one router; in the details or this help, scroll one line"),
+    ("PgUp PgDn", "ten routers (lines) up or down"),
+    ("Home g End G", "the first or the last router (line)"),
+    ("/", "filter the list (see Filter); Enter keeps it, Esc clears it"),
+    ("Enter", "the router's details: state, VMs, last transitions (its dump)"),
+    ("Esc q", "from the details, back to the list"),
+    ("r", "rebuild: delete its VM and boot a new one"),
+    ("u", "update: read it again from Neutron and push its config"),
+    ("d", "debug: the orchestrator leaves it alone until it is managed"),
+    ("m", "manage: out of debug mode"),
+    (
+        "",
+        "r u d m act on the router under the cursor, or the one shown; each asks for a reason"
+        " first: Enter sends the command, Esc cancels it",
+    ),
+    ("Backspace", "erase what is typed (a filter, a reason)"),
+    ("?", "this help; any key but a scroll key closes it"),
+    ("q", "quit (from the list)"),
+)
+_FILTER = (
+    ("tenant:X", "X is in its tenant id"),
+    (
+        "state:X",
+        "a word of its STATE (ok, error, waiting, backoff, deleting, debug...), its instance "
+        "state (configured, booting...) or its automaton state (calcaction...) starts with X",
+    ),
+    ("word", "is in its id, tenant, name, STATE (ERROR's reason too) or either state"),
+)
+_COLOURS = {
+    "ok": "green",
+    "ERROR": "bold_red",
+    "waiting (backoff)": "red",
+    "unavailable": "red",
+    "degraded": "yellow",
+    "starting": "yellow",
+    "booting": "yellow",
+    "configuring": "yellow",
+    "replugging": "yellow",
+    "rebuilding": "yellow",
+    "deleting VM": "yellow",
+}
+_DEBUG = "bold_magenta"
 
 
 class Mode(enum.Enum):
@@ -54,6 +114,7 @@ class Mode(enum.Enum):
     FILTER = "filter"  # typing the filter
     PROMPT = "prompt"  # typing the reason for a command
     DETAIL = "detail"  # one router's dump
+    HELP = "help"  # the keys, columns and state words
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +132,13 @@ class View:
     filter: str = ""
     typing: str = ""  # the prompt line's text
     verb: str = ""  # the command key awaiting its reason
-    back: Mode = Mode.LIST  # where the prompt returns to
+    back: Mode = Mode.LIST  # where the prompt or the help returns to
     detail: Mapping[str, Any] | None = None
     detail_host: str = ""
     scroll: int = 0  # first line of the detail view
+    help_scroll: int = 0  # first line of the help
     message: str = ""
+    screen: tuple[int, int] = (0, 0)  # the terminal's width and height, once known
     interactive: bool = True  # False: a plain snapshot (``--dump``), no key help
 
 
@@ -105,11 +168,19 @@ def handle_key(view: View, key: str) -> Action:
     char = "" if name else str(key)
     if view.mode in (Mode.FILTER, Mode.PROMPT):
         return _typing(view, char, name)
+    if view.message:  # said once: the next key brings the key help back
+        view = dataclasses.replace(view, message="")
+    if view.mode == Mode.HELP:
+        if (step := _SCROLL.get(name or char, 0) or _JUMP.get(name or char, 0)) and char != "?":
+            return Action(dataclasses.replace(view, help_scroll=_scroll(view, step)))
+        return Action(dataclasses.replace(view, mode=view.back))  # any other key closes it
+    if char == "?":
+        return Action(dataclasses.replace(view, mode=Mode.HELP, back=view.mode, help_scroll=0))
     if view.mode == Mode.DETAIL:
         if char == "q" or name == "KEY_ESCAPE":
             return Action(dataclasses.replace(view, mode=Mode.LIST, detail=None, scroll=0))
-        if step := _SCROLL.get(name or char, 0):
-            return Action(dataclasses.replace(view, scroll=max(0, view.scroll + step)))
+        if step := _SCROLL.get(name or char, 0) or _JUMP.get(name or char, 0):
+            return Action(dataclasses.replace(view, scroll=_scroll(view, step)))
     else:
         rows = visible(view)
         if char == "q":
@@ -135,6 +206,16 @@ def handle_key(view: View, key: str) -> Action:
             )
         )
     return Action(view)
+
+
+def _scroll(view: View, step: int) -> int:
+    """The detail view's or the help's first line after ``step`` lines: never past where its
+    last line is at the bottom, when the screen's size is known."""
+    top = max(0, (view.help_scroll if view.mode == Mode.HELP else view.scroll) + step)
+    if all(view.screen):
+        body, room = _page(view, *view.screen)
+        top = min(top, max(0, len(body) - room))
+    return top
 
 
 _SCROLL = {"KEY_DOWN": 1, "j": 1, "KEY_UP": -1, "k": -1, "KEY_PGDOWN": 10, "KEY_PGUP": -10}
@@ -202,45 +283,92 @@ def _command(view: View) -> Action:
 def render(view: View, term: blessed.Terminal, width: int = 0, height: int = 0) -> str:
     """The whole screen as lines joined by newlines, each at most ``width`` cells wide."""
     width, height = width or term.width, height or term.height
-    lines = _header(view, term)
-    footer = _footer(view, term) if view.interactive else []
-    room = max(1, height - len(lines) - len(footer))
-    if _in_detail(view):
-        lines += _detail(view, term, room)
+    if view.mode == Mode.HELP:
+        lines = [term.bold(_fit(width, "astara-ctl browse: help", "help"))]
     else:
-        lines += _table(view, term, width, room)
+        lines = _header(view, term, width)
+    footer = _footer(view, term, width) if view.interactive else []
+    if view.mode == Mode.HELP:
+        body, room = _page(view, width, height)
+        lines += _scrolled(body, view.help_scroll, room)
+    elif _in_detail(view):
+        lines += _detail(view, term, width, height)
+    else:
+        lines += _table(view, term, width, max(1, height - len(lines) - len(footer)))
     lines = lines[: max(0, height - len(footer))] + footer
     return "\n".join(term.truncate(line, width) for line in lines)
+
+
+def _fit(width: int, *variants: str) -> str:
+    """The first of ``variants`` (plain text) that fits ``width``; else the last, to be cut."""
+    for variant in variants:
+        if len(variant) <= width:
+            return variant
+    return variants[-1]
+
+
+def _page(view: View, width: int, height: int) -> tuple[list[str], int]:
+    """The help's or the detail view's lines for this screen, and how many of them it shows
+    (below the header, or the help's title, and the detail's title; above the footer)."""
+    footer = 1 if view.interactive else 0
+    if view.mode == Mode.HELP:
+        return help_lines(width), max(1, height - 1 - footer)
+    room = max(1, height - 2 - len(view.alerts) - 1 - footer)
+    if view.detail is None:
+        return [], room
+    dump = text.router_dump(view.detail, view.detail_host)
+    return [part for line in dump for part in _wrap(line, width)], room
+
+
+def _scrolled(body: Sequence[str], scroll: int, room: int) -> list[str]:
+    """``room`` lines of ``body`` from ``scroll``, never scrolled past its end."""
+    top = max(0, min(scroll, len(body) - room))
+    return list(body[top : top + room])
 
 
 def _in_detail(view: View) -> bool:
     return view.mode == Mode.DETAIL or (view.mode == Mode.PROMPT and view.back == Mode.DETAIL)
 
 
-def _header(view: View, term: blessed.Terminal) -> list[str]:
+def _header(view: View, term: blessed.Terminal, width: int) -> list[str]:
     rows = visible(view)
     shown = f" ({len(rows)} shown)" if view.filter else ""
-    hosts = ", ".join(view.hosts) or "-"
     if view.fetched_at is None:
         status = "waiting for the orchestrators…"
     else:
         status = f"updated {text.age(view.now - view.fetched_at)} ago"
-    title = term.bold(f"astara-ctl browse  {len(view.routers)} routers{shown} on {hosts}  {status}")
-    counts = "  ".join(
-        getattr(term, _COLOURS.get(state, "normal"))(f"{state} {n}")
-        for state, n in text.state_counts(view.routers)
+    counted = f"{len(view.routers)} routers{shown}"
+    hosts = ", ".join(view.hosts) or "-"
+    few = view.hosts[0] + f" +{len(view.hosts) - 1}" if len(view.hosts) > 1 else hosts
+    title = _fit(
+        width,
+        f"astara-ctl browse  {counted} on {hosts}  {status}",
+        f"astara-ctl browse  {counted} on {few}  {status}",
+        f"{counted} on {few}  {status}",
     )
+    counted_words = text.state_counts(view.routers)
     debug = sum(1 for r in view.routers if r.get("debug"))
-    second = f"{counts}  debug {debug}" if view.routers else "no routers"
+    plain = "  ".join(f"{word} {n}" for word, n in counted_words) + f"  debug {debug}"
+    short = len(plain) > width  # then "waiting (backoff)" says "waiting"
+
+    def count(word: str, n: int, colour: str | None) -> str:
+        said = word.split(" (")[0] if short else word
+        return _styled(term, colour, f"{said} {n}")
+
+    counts = [count(word, n, _COLOURS.get(word)) for word, n in counted_words]
+    counts.append(count("debug", debug, _DEBUG if debug else None))
+    second = "  ".join(counts) if view.routers else "no routers"
     if view.filter:
         second += f"  filter: {view.filter}"
     if view.problem:
         second = term.red(view.problem)
-    return [title, second, *(term.bold_red(alert) for alert in view.alerts)]
+    return [term.bold(title), second, *(term.bold_red(alert) for alert in view.alerts)]
 
 
 def _table(view: View, term: blessed.Terminal, width: int, room: int) -> list[str]:
     widths = text.layout(width)
+    shown = [i for i, w in enumerate(widths) if w]
+    state = next(i for i, c in enumerate(text.COLUMNS) if c.title == "STATE")
     rows = visible(view)
     out = [term.bold(text.row([c.title for c in text.COLUMNS], widths))]
     room -= 1
@@ -252,29 +380,118 @@ def _table(view: View, term: blessed.Terminal, width: int, room: int) -> list[st
         if i == selected and view.interactive:
             out.append(term.reverse(text.row(cells, widths).ljust(width)))
             continue
-        padded = [text.row([c], [w]).ljust(w) for c, w in zip(cells, widths, strict=True)]
-        padded[4] = getattr(term, _COLOURS.get(cells[4], "normal"))(padded[4])
-        if cells[8]:
-            padded[8] = term.bold_magenta(padded[8])
-        out.append(" ".join(padded))
+        padded = {j: text.cut(cells[j], widths[j]).ljust(widths[j]) for j in shown}
+        colour = _DEBUG if router.get("debug") else _COLOURS.get(text.status_word(router))
+        padded[state] = _styled(term, colour, padded[state])
+        out.append(" ".join(padded[j] for j in shown).rstrip())
     return out
 
 
-def _detail(view: View, term: blessed.Terminal, room: int) -> list[str]:
-    title = term.bold(f"router {view.selected}  (Esc/q back, ↑↓ scroll, r u d m act on it)")
+def _styled(term: blessed.Terminal, colour: str | None, text: str) -> str:
+    return str(getattr(term, colour)(text)) if colour else text
+
+
+def _detail(view: View, term: blessed.Terminal, width: int, height: int) -> list[str]:
+    title = _fit(
+        width,
+        f"router {view.selected}  (Esc/q back, ↑↓ scroll, r u d m act on it)",
+        f"router {view.selected}",
+    )
     if view.detail is None:
-        return [title, "loading…"]
-    body = text.router_dump(view.detail, view.detail_host)
-    return [title] + body[view.scroll : view.scroll + room - 1]
+        return [term.bold(title), "loading…"]
+    body, room = _page(view, width, height)
+    return [term.bold(title), *_scrolled(body, view.scroll, room)]
 
 
-def _footer(view: View, term: blessed.Terminal) -> list[str]:
+def _wrap(line: str, width: int) -> list[str]:
+    """A long line of the dump on several, each after the first indented under its value
+    (``label          value``) or its first word (``  [0] vm…``): nothing is cut off."""
+    if len(line) <= width:
+        return [line]
+    indent = len(line) - len(line.lstrip(" "))
+    if line[:15].rstrip(" ") and line[15:16] != " " and line[13:15] == "  ":
+        indent = 15  # the value column of "label          value"
+    else:
+        indent += 4
+    return textwrap.wrap(
+        line,
+        width,
+        subsequent_indent=" " * min(indent, width // 2),
+        break_on_hyphens=False,
+        drop_whitespace=True,
+    ) or [line]
+
+
+def _footer(view: View, term: blessed.Terminal, width: int) -> list[str]:
     if view.mode == Mode.FILTER:
-        return [f"filter (tenant:X state:X words; Enter keeps, Esc clears): {view.typing}█"]
+        return [
+            _typed(
+                width,
+                view.typing,
+                "filter (tenant:X state:X words; Enter keeps, Esc clears): ",
+                "filter: ",
+            )
+        ]
     if view.mode == Mode.PROMPT:
-        kind = _VERBS[view.verb]
-        return [f"{kind} {view.selected or ''}: reason (Enter sends, Esc cancels): {view.typing}█"]
-    return [term.reverse(view.message) if view.message else term.dim(_HELP)]
+        kind, target = _VERBS[view.verb], view.selected or ""
+        return [
+            _typed(
+                width,
+                view.typing,
+                f"{kind} {target}: reason (Enter sends, Esc cancels): ",
+                f"{kind} {target[:8]}: reason (Enter sends, Esc cancels): ",
+                f"{kind} {target[:8]}: reason: ",
+            )
+        ]
+    if view.message:
+        return [term.reverse(view.message)]
+    if view.mode == Mode.HELP:
+        return [term.dim(_fit(width, *_FOOTERS["help"]))]
+    return [term.dim(_fit(width, *_FOOTERS["detail" if _in_detail(view) else "list"]))]
+
+
+def _typed(width: int, typing: str, *prompts: str) -> str:
+    """A prompt and what is typed, with the cursor: the longest prompt that leaves room for
+    the whole text, else the shortest; the start of a long text gives way, never the cursor."""
+    for prompt in prompts:
+        if len(prompt) + len(typing) + 1 <= width:
+            break
+    room = max(1, width - len(prompt) - 1)
+    shown = typing if len(typing) <= room else "…" + typing[len(typing) - room + 1 :]
+    return f"{prompt}{shown}█"
+
+
+# --- the help screen
+
+
+def help_lines(width: int = 80) -> list[str]:
+    """The help screen's text, wrapped to ``width``: every key, column and state word."""
+    lines: list[str] = []
+
+    def table(title: str, rows: Sequence[tuple[str, str]], key_width: int) -> None:
+        lines.append(title)
+        for key, meaning in rows:
+            lead = f"  {key:<{key_width}}  "
+            lines.extend(
+                textwrap.wrap(
+                    meaning,
+                    max(20, width),
+                    initial_indent=lead,
+                    subsequent_indent=" " * len(lead),
+                    break_on_hyphens=False,
+                )
+            )
+        lines.append("")
+
+    table("Keys", _KEYS, 12)
+    table(
+        "Columns (the less important ones give way on a narrow screen)",
+        [(c.title, c.meaning) for c in text.COLUMNS],
+        15,
+    )
+    table("States (the STATE column; the header counts them)", text.STATUSES, 17)
+    table("Filter (/): words a router must all match; case does not matter", _FILTER, 8)
+    return lines[:-1]
 
 
 # --- the live loop
@@ -377,7 +594,9 @@ def run(session: Session, term: blessed.Terminal | None = None) -> int:
         with term.fullscreen(), term.cbreak(), term.hidden_cursor():
             while True:
                 view = dataclasses.replace(
-                    with_snapshot(view, refresher.snapshot()), now=time.monotonic()
+                    with_snapshot(view, refresher.snapshot()),
+                    now=time.monotonic(),
+                    screen=(term.width, term.height),
                 )
                 screen = render(view, term)
                 if screen != drawn or resized.is_set():
@@ -398,7 +617,8 @@ def run(session: Session, term: blessed.Terminal | None = None) -> int:
                         view = dataclasses.replace(view, message=str(exc))
                 if action.quit:
                     return 0
-                refresher.show(view.selected if _in_detail(view) else "")
+                showing = _in_detail(view) or (view.mode == Mode.HELP and view.back == Mode.DETAIL)
+                refresher.show(view.selected if showing else "")
     finally:
         signal.signal(signal.SIGWINCH, previous)
         refresher.stop()
@@ -438,7 +658,7 @@ def dump(session: Session, as_json: bool = False) -> int:
         alerts=tuple(session.alerts),
     )
     # On a terminal, fit it; into a pipe or a file, never cut an id.
-    full = sum(c.max for c in text.COLUMNS) + len(text.COLUMNS) - 1
+    full = sum(c.max or c.width for c in text.COLUMNS) + len(text.COLUMNS) - 1
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else full
     print(render(view, term, width=width, height=len(routers) + 3))
     return 0

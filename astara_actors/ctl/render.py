@@ -6,6 +6,7 @@ prints them and ``browse`` styles the same cells, so both show the same thing.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,8 +14,11 @@ from typing import Any
 
 __all__ = [
     "COLUMNS",
+    "STATUSES",
     "Column",
     "age",
+    "cut",
+    "error_reason",
     "layout",
     "matching",
     "router_cells",
@@ -22,6 +26,8 @@ __all__ = [
     "row",
     "routers_table",
     "state_counts",
+    "status",
+    "status_word",
     "workers_tree",
 ]
 
@@ -29,33 +35,71 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Column:
     title: str
-    min: int
-    max: int
-    grow: int = 0  # who gets spare width first (lower first); 0: fixed at ``min``
+    width: int  # on a screen wide enough for every column at this width (``_NARROWING``)
+    max: int = 0  # what it may grow to with spare width (0: ``width``)
+    grow: int = 0  # who gets spare width first (lower first); 0: never grows
+    meaning: str = ""  # for the browser's help
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("ROUTER", 8, 36, grow=1),
-    Column("TENANT", 8, 32, grow=3),
-    Column("NAME", 6, 24, grow=4),
-    Column("STATE", 17, 17),
-    Column("INSTANCE", 10, 10),
-    Column("LAST TRANSITION", 12, 48, grow=2),
-    Column("AGO", 6, 6),
-    Column("POLLED", 6, 6),  # since the last healthy poll (quiet polls make no transition)
-    Column("BOOTS", 5, 5),
-    Column("DEBUG", 5, 5),
+    Column("ROUTER", 36, meaning="the Neutron router's id (its start only, on a narrow screen)"),
+    Column("TENANT", 12, 32, grow=4, meaning="the project that owns it"),
+    Column("NAME", 12, 24, grow=3, meaning="its name in Neutron"),
+    Column("STATE", 24, 32, grow=2, meaning="what it is doing, in words (see States)"),
+    Column("INSTANCE", 10, meaning="its service VM(s)' state, as the orchestrator records it"),
+    Column(
+        "LAST TRANSITION",
+        30,
+        48,
+        grow=1,
+        meaning="the state machine's last step: from→to and its note or event",
+    ),
+    Column("AGO", 6, meaning="how long ago that step was"),
+    # since the last healthy poll (quiet polls make no transition)
+    Column("POLLED", 6, meaning="how long ago its VM last answered a poll"),
+    Column("BOOTS", 5, meaning="boot attempts since it was last configured"),
+)
+
+# What gives way, in this order, on a screen narrower than every column at its ``width``: each
+# step sets some columns' widths (0 hides one) and the first layout that fits is used; spare
+# width then goes to the columns that grow. The router's id, its tenant and what it is doing
+# go last; the raw instance state and the last transition (what STATE says in plain words, and
+# of no use cut short) go first. 149 columns show everything, 120 the whole id, 80 a start of it.
+_NARROWING: tuple[Mapping[str, int], ...] = (
+    {"INSTANCE": 0},
+    {"TENANT": 9, "NAME": 10},
+    {"LAST TRANSITION": 0},
+    {"ROUTER": 13},  # "1a2b3c4d-5e6…": still recognisable, and the detail view has it whole
+    {"POLLED": 0},
+    {"BOOTS": 0},
+    {"NAME": 0},
+    {"STATE": 17},
+    {"AGO": 0},
+    {"ROUTER": 9, "TENANT": 8},
 )
 
 
 def layout(width: int, columns: Sequence[Column] = COLUMNS) -> tuple[int, ...]:
-    """Column widths for a screen ``width`` wide (one space between columns)."""
-    widths = [c.min for c in columns]
-    spare = width - sum(widths) - (len(columns) - 1)
+    """Column widths for a screen ``width`` wide (one space between shown columns; 0: hidden)."""
+    index = {c.title: i for i, c in enumerate(columns)}
+    widths = [c.width for c in columns]
+
+    def needed() -> int:
+        shown = [w for w in widths if w]
+        return sum(shown) + len(shown) - 1
+
+    for step in _NARROWING:
+        if needed() <= width:
+            break
+        for title, w in step.items():
+            if title in index:
+                widths[index[title]] = w
+    spare = width - needed()
     for i in sorted((i for i, c in enumerate(columns) if c.grow), key=lambda i: columns[i].grow):
-        extra = max(0, min(spare, columns[i].max - widths[i]))
-        widths[i] += extra
-        spare -= extra
+        if widths[i]:
+            extra = max(0, min(spare, (columns[i].max or columns[i].width) - widths[i]))
+            widths[i] += extra
+            spare -= extra
     return tuple(widths)
 
 
@@ -88,22 +132,28 @@ def router_cells(summary: Mapping[str, Any], elapsed: float = 0.0) -> tuple[str,
         str(summary.get("router_id", "")),
         str(summary.get("tenant_id", "")),
         str(summary.get("name", "") or ""),
-        str(summary.get("state", "")),
+        status(summary),
         str(summary.get("instance_state", "")),
         transition,
         ago,
         age(None if polled is None else float(polled) + elapsed),
         str(summary.get("boot_attempts", 0)),
-        "yes" if summary.get("debug") else "",
     )
 
 
 def row(cells: Sequence[str], widths: Sequence[int]) -> str:
-    """Cells padded or cut (with ``…``) to ``widths``, one space apart, trailing blanks trimmed."""
+    """Cells padded or cut (with ``…``) to ``widths``, one space apart, trailing blanks trimmed;
+    a column of width 0 is left out."""
     out = []
     for text, width in zip(cells, widths, strict=True):
-        out.append(text.ljust(width) if len(text) <= width else text[: max(0, width - 1)] + "…")
+        if width:  # 0: a column hidden on a narrow screen
+            out.append(cut(text, width).ljust(width))
     return " ".join(out).rstrip()
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` if it fits ``width``, else cut with ``…``."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def routers_table(routers: Iterable[Mapping[str, Any]], width: int = 160) -> list[str]:
@@ -114,24 +164,105 @@ def routers_table(routers: Iterable[Mapping[str, Any]], width: int = 160) -> lis
     return lines
 
 
-# A fixed order (healthy, on the way, in trouble), so the header does not jump about.
-_STATE_ORDER = (
-    "configured",
-    "booting",
-    "up",
-    "restart",
-    "replug",
-    "degraded",
-    "down",
-    "error",
-    "gone",
+# --- what a router is doing, in words (the STATE column, the header's counts, ``state:X``)
+
+# Every word, in the header's order (healthy, in trouble, on the way: on a narrow screen the
+# trouble is not what gets cut), with what it means (the browser's help, the README).
+STATUSES: tuple[tuple[str, str], ...] = (
+    ("ok", "configured, and its VM answers the polls"),
+    (
+        "ERROR",
+        "gave up (boot attempts all failed, or its actor crashed too often), the reason "
+        "after it: retries by itself after a cooldown",
+    ),
+    (
+        "waiting (backoff)",
+        "a boot Nova refused or the boot cap held back, or a config push that failed: "
+        "tried again after a growing, jittered delay",
+    ),
+    ("unavailable", "its actor did not answer (restarting or busy)"),
+    ("degraded", "an HA pair short of a member, which is being booted"),
+    ("starting", "new (or restarted): it has not looked at the cloud yet"),
+    ("booting", "a VM is booting, or is given time to answer again"),
+    ("configuring", "its VM answers: the config is about to be pushed"),
+    ("replugging", "waiting for its VM's interfaces to match its networks"),
+    ("rebuilding", "deleting the old VM before booting the new (router rebuild)"),
+    ("deleting VM", "the router was deleted, or its VM is being replaced"),
+    ("deleted", "the router is gone, and so are its VM and ports"),
+    ("debug, <word>", "debug mode, left alone by the orchestrator; <word> as above"),
 )
+_ORDER = {word: i for i, (word, _) in enumerate(STATUSES)}
+
+
+def status_word(summary: Mapping[str, Any]) -> str:
+    """What a router is doing, as one word of :data:`STATUSES` (without debug or reason).
+
+    From its summary (or its dump): the instance state says where its VM stands; the
+    automaton's state says which step it is parked in (deleting a VM); a router at rest with
+    no VM, or whose config push failed, waits out a backoff before trying again.
+    """
+    if "unavailable" in summary:
+        return "unavailable"
+    instance = str(summary.get("instance_state") or "")
+    state = str(summary.get("state") or "")
+    if instance == "error":
+        return "ERROR"
+    if state == "Exit" or summary.get("deleted"):
+        return "deleted"
+    if state == "RebuildInstance":
+        return "rebuilding"
+    if state == "StopInstance" or instance in ("gone", "restart"):
+        return "deleting VM"
+    simple = {"booting": "booting", "replug": "replugging", "degraded": "degraded"}
+    if instance in simple:
+        return simple[instance]
+    last = _last_transition(summary)
+    failed = str(last.get("note") or "").startswith("failed:")
+    if instance == "up":  # at rest only after a failed push (PushUpdate waits, then retries)
+        return (
+            "waiting (backoff)" if failed or last.get("source") == "PushUpdate" else "configuring"
+        )
+    if instance == "down":  # at rest only when the boot did not happen (refused, capped)
+        return "waiting (backoff)" if last else "starting"
+    if instance == "configured":
+        return "ok"
+    return instance or "?"
+
+
+def status(summary: Mapping[str, Any], reason: bool = True) -> str:
+    """The STATE cell: :func:`status_word`, after ``debug, `` for a router in debug mode and
+    with ERROR's reason (``reason``) after it."""
+    word = status_word(summary)
+    if word == "ERROR" and reason and (why := error_reason(summary)):
+        word = f"ERROR: {why}"
+    return f"debug, {word}" if summary.get("debug") else word
+
+
+def error_reason(summary: Mapping[str, Any]) -> str:
+    """Why the router is in ERROR: the summary's ``error`` (or the dump's), else the note of
+    the transition into ERROR (an orchestrator that does not send ``error``)."""
+    error = summary.get("error")
+    if error:
+        return _error(error)
+    note = str(_last_transition(summary).get("note") or "")
+    return note.removeprefix("error: ") if note.startswith("error: ") else ""
+
+
+def _last_transition(summary: Mapping[str, Any]) -> Mapping[str, Any]:
+    last = summary.get("last_transition")  # a summary's; a dump has its history
+    if last is None and summary.get("transitions"):
+        last = list(summary["transitions"])[-1]
+    return last if isinstance(last, Mapping) else {}
 
 
 def matching(routers: Iterable[Mapping[str, Any]], words: str) -> list[Mapping[str, Any]]:
-    """The routers that match every word: ``tenant:X`` and ``state:X`` look at that field only
-    (``state`` is the actor's or the instance's), plain words at the id, tenant, name, states
-    and ``debug``; case does not matter."""
+    """The routers that match every word; case does not matter.
+
+    ``tenant:X``: X is in the tenant id. ``state:X``: a word of the STATE column (``ok``,
+    ``error``, ``waiting``, ``backoff``, ``deleting``, ``debug``...), the instance state
+    (``configured``, ``booting``...) or the automaton's state (``calcaction``...) starts with X.
+    A plain word: it is in the id, tenant, name, STATE (with ERROR's reason), the instance
+    state or the automaton's state."""
     terms = [word.partition(":") for word in words.lower().split()]
 
     def fields(r: Mapping[str, Any], *keys: str) -> str:
@@ -141,18 +272,19 @@ def matching(routers: Iterable[Mapping[str, Any]], words: str) -> list[Mapping[s
         if colon and key == "tenant":
             return value in fields(r, "tenant_id")
         if colon and key == "state":
-            return value in fields(r, "state", "instance_state")
-        everything = fields(r, "router_id", "tenant_id", "name", "state", "instance_state")
-        return key + colon + value in everything + (" debug" if r.get("debug") else "")
+            said = f"{status(r, reason=False)} {fields(r, 'instance_state', 'state')}"
+            return any(w.startswith(value) for w in re.split(r"[\s,()]+", said.lower()))
+        everything = fields(r, "router_id", "tenant_id", "name", "instance_state", "state")
+        return key + colon + value in f"{everything} {status(r).lower()}"
 
     return [r for r in routers if all(match(r, *term) for term in terms)]
 
 
 def state_counts(routers: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
-    """How many routers are in each instance state (the states that have any)."""
-    counts = Counter(str(r.get("instance_state") or "?") for r in routers)
-    rank = {state: i for i, state in enumerate(_STATE_ORDER)}
-    return sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+    """How many routers say each word of :func:`status_word` (the words that have any), in
+    the order of :data:`STATUSES`; debug mode is counted apart (the routers' ``debug``)."""
+    counts = Counter(status_word(r) for r in routers)
+    return sorted(counts.items(), key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0]))
 
 
 def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) -> list[str]:
@@ -171,7 +303,8 @@ def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) 
         f"router         {dump.get('router_id', '')}" + (f"  (on {host})" if host else ""),
         f"tenant         {dump.get('tenant_id', '')}",
         f"name           {instance.get('router_name') or '-'}",
-        f"state          {dump.get('state', '')} (action {dump.get('action') or '-'})",
+        f"state          {status(dump, reason=False)}"
+        f"  (automaton {dump.get('state', '')}, action {dump.get('action') or '-'})",
         f"instance       {dump.get('instance_state', '')}"
         f"  image {instance.get('image_id') or dump.get('image_id') or '-'}"
         f"  neutron {instance.get('neutron_status') or '-'}",
