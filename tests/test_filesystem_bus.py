@@ -146,3 +146,31 @@ def test_the_bus_folders_and_messages_are_owner_only_whatever_the_umask(tmp_path
     made = [root / "data" / name for name in files(tmp_path)]
     assert made, "the message was not written"
     assert {p.stat().st_mode & 0o777 for p in made} == {0o600}
+
+
+def _bind(url: str, queue: str, start: float) -> None:
+    with connect(BusSettings(transport_url=url, host=queue)) as conn:
+        exchange = kombu.Exchange("race", type="fanout", durable=False)
+        channel = conn.channel()
+        while time.monotonic() < start:  # every process binds at the same moment
+            pass
+        kombu.Queue(queue, exchange, channel=channel, durable=False).declare()
+
+
+@pytest.mark.services  # processes of its own
+def test_processes_binding_at_once_all_get_the_fanout(tmp_path: Path) -> None:
+    import multiprocessing
+
+    url = f"filesystem://{tmp_path}/bus"
+    start = time.monotonic() + 1.0
+    ctx = multiprocessing.get_context("fork")
+    names = [f"q{i}" for i in range(8)]
+    procs = [ctx.Process(target=_bind, args=(url, name, start)) for name in names]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=WAIT)
+        assert p.exitcode == 0
+    with connect(BusSettings(transport_url=url, host="reader")) as conn:
+        table = conn.default_channel.get_table("race")
+    assert sorted(q.queue for q in table) == names, "a binding was lost to a concurrent one"

@@ -8,6 +8,11 @@ Three defects of kombu 5.7 make it lose or duplicate messages between processes:
 * a message file is created, then written: a reader in another process can take it while it
   is still empty and fail to decode it. We write it under a name no reader matches and rename
   it into place, which is atomic;
+* a binding is added to the exchange's file by checking that the file exists, then opening it
+  (``wb`` when it did not, which truncates) and only then locking it: two processes that bind
+  at once both find no file and the second truncates the first's binding away, so a fanout
+  never reaches it (two orchestrators started together: one never answers a query). We open
+  (creating, never truncating), lock, then read, add and rewrite;
 * a message is deleted from the folder as soon as it is read: a consumer that dies before its
   ack loses it, and one that stops with unacked messages "restores" them by publishing them
   again to every queue bound with their routing key (other orchestrators get duplicates).
@@ -21,6 +26,7 @@ folder, so a consumer killed while handling a message has it delivered again.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -163,6 +169,25 @@ class FilesystemChannel(kombu.transport.filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"cannot add a message to {self.data_folder_out!r}") from exc
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        path = self._exchange_file(exchange)
+        self.control_folder.mkdir(exist_ok=True)
+        entry = [routing_key or "", pattern or "", queue or ""]
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+            with os.fdopen(fd, "r+b", buffering=0) as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+                raw = f.read()
+                table = [list(row) for row in loads(bytes_to_str(raw))] if raw.strip() else []
+                if entry in table:
+                    return
+                table.insert(0, entry)
+                f.seek(0)
+                f.truncate()
+                f.write(str_to_bytes(dumps(table)))
+        except OSError as exc:
+            raise ChannelError(f"cannot bind {queue!r} in {str(path)!r}") from exc
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         # (kombu's signature; a folder is read at once, there is nothing to wait on)
