@@ -88,6 +88,21 @@ def step(
     )
 
 
+def put_in_debug(ini: Path, router: str) -> None:
+    """``astara-ctl router debug``, as an operator would first, and wait until it took."""
+    bus = dataclasses.replace(load_config(ini).bus, host="test-operator")
+    with ControlClient(bus) as client:
+        client.send_command({"command": "router-debug", "router_id": router, "reason": "step"})
+        wait_for(
+            lambda: client.ask({"query": "router", "router_id": router}, timeout=10, expect=1)[0][
+                "answer"
+            ]["router"]["debug"],
+            "the router in debug mode",
+            timeout=30.0,
+            interval=0,
+        )
+
+
 def test_stepping_a_router_not_in_debug_mode_is_refused_with_the_way_out(
     demo: tuple[Path, str],
 ) -> None:
@@ -102,17 +117,7 @@ def test_a_router_in_debug_mode_is_stepped_under_pdb_printing_each_transition(
     demo: tuple[Path, str],
 ) -> None:
     ini, router = demo
-    bus = dataclasses.replace(load_config(ini).bus, host="test-client-2")
-    with ControlClient(bus) as client:
-        client.send_command({"command": "router-debug", "router_id": router, "reason": "step it"})
-        wait_for(
-            lambda: client.ask({"query": "router", "router_id": router}, timeout=10, expect=1)[0][
-                "answer"
-            ]["router"]["debug"],
-            "the router in debug mode",
-            timeout=30.0,
-            interval=0,
-        )
+    put_in_debug(ini, router)
     result = step(ini, router, stdin="p sm.state.name\nc\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -126,17 +131,7 @@ def test_a_rebuild_is_followed_through_its_waits_to_a_configured_router(
     demo: tuple[Path, str],
 ) -> None:
     ini, router = demo
-    bus = dataclasses.replace(load_config(ini).bus, host="test-client-3")
-    with ControlClient(bus) as client:
-        client.send_command({"command": "router-debug", "router_id": router, "reason": "rebuild"})
-        wait_for(
-            lambda: client.ask({"query": "router", "router_id": router}, timeout=10, expect=1)[0][
-                "answer"
-            ]["router"]["debug"],
-            "the router in debug mode",
-            timeout=30.0,
-            interval=0,
-        )
+    put_in_debug(ini, router)
     result = step(ini, router, "--action", "rebuild", "--no-pdb", "--wait", "45")
     assert result.returncode == 0, result.stderr
     out = result.stdout
