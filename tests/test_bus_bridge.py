@@ -97,9 +97,12 @@ def fixture_messages() -> list[tuple[int, dict[str, Any]]]:
 
 def expected_events() -> list[tuple[str, str, Action]]:
     actions = {10: Action.CREATE, 58: Action.CREATE, 60: Action.DELETE, 69: Action.DELETE}
+    # 002 and 004 (the external network) reach the router through its gateway, tenant left to
+    # the root; at that step of the capture the root has not met the router: dropped there.
     return [
         (TENANT, router, actions.get(number, Action.UPDATE))
         for number, routers in sorted(RESOLVED.items())
+        if number not in (2, 4)
         for router in routers
     ]
 

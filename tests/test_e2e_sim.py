@@ -4,6 +4,7 @@ WAIT: VMs boot and every step crosses HTTP and the broker."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
@@ -81,23 +82,25 @@ class World:
         )
         self.appliance = HttpAppliance(port=self.cloud.settings.appliance_port)
         self.settings = Settings(
-            host="e2e",
-            management_network_id=self.cloud.management_network_id,
-            management_subnet_id=self.cloud.management_subnet_id,
-            router_image_id="astara-appliance",
-            router_flavor_id="astara-router",
-            boot_check_interval=0.05,
-            retry_delay=0.05,
-            retry_max_delay=0.2,
-            error_state_cooldown=60.0,
-            health_check_period=0.3,
-            config_check_polls=1,
-            alive_timeout=0.5,
-            config_timeout=5.0,
-            boot_timeout=2.0,
-            dead_vm_timeout=1.0,
-            ask_timeout=5.0,
-            **(settings or {}),
+            **{
+                "host": "e2e",
+                "management_network_id": self.cloud.management_network_id,
+                "management_subnet_id": self.cloud.management_subnet_id,
+                "router_image_id": "astara-appliance",
+                "router_flavor_id": "astara-router",
+                "boot_check_interval": 0.05,
+                "retry_delay": 0.05,
+                "retry_max_delay": 0.2,
+                "error_state_cooldown": 60.0,
+                "health_check_period": 0.3,
+                "config_check_polls": 1,
+                "alive_timeout": 0.5,
+                "config_timeout": 5.0,
+                "boot_timeout": 2.0,
+                "dead_vm_timeout": 1.0,
+                "ask_timeout": 5.0,
+                **(settings or {}),  # a test's own values win
+            }
         )
         self.runtime = Runtime(
             self.settings,
@@ -470,6 +473,25 @@ def test_a_lost_ha_member_is_replaced_while_the_other_keeps_serving(
     )
     assert survivor in w.servers(router), "the healthy member was never rebuilt"
     assert w.cloud.appliances.requests(survivor) > survivor_requests  # it kept being polled
+
+
+def test_a_change_to_the_external_subnet_reaches_every_router_with_a_gateway_there(
+    world: Callable[..., World],
+) -> None:
+    # No drift check on polls or by sweeps: only the notification can bring the change.
+    w = world(settings={"config_check_polls": 0, "config_check_interval": 0})
+    routers = [w.cloud.add_router(w.tenant, f"gw-{i}") for i in range(3)]
+    w.wait_for(lambda: all(w.config(r) is not None for r in routers), "every router configured")
+    assert all("192.0.2.53" not in json.dumps(w.config(r)) for r in routers)
+    # An admin gives the public network's subnet another DNS server (subnet.update.end)
+    cloud = w.cloud
+    cloud._model().update(
+        "subnet", cloud.external_subnet_id, {"dns_nameservers": ["192.0.2.53"]}, cloud.admin
+    )
+    w.wait_for(
+        lambda: all("192.0.2.53" in json.dumps(w.config(r)) for r in routers),
+        "every router pushed again with the external subnet's new DNS server",
+    )
 
 
 def test_thirty_percent_of_appliances_silent_at_once_open_the_breaker_and_nothing_is_rebuilt(

@@ -110,9 +110,36 @@ def test_subnet_and_network_changes_reach_routers_on_that_network(resolver: Reso
     assert resolver.resolve(change(27)) == [update(ROUTER, "network.update.end")]
 
 
-def test_external_network_changes_concern_no_router_interface(resolver: Resolver) -> None:
-    assert resolver.resolve(change(2)) == []
-    assert resolver.resolve(change(4)) == []
+def test_external_network_changes_reach_the_routers_with_a_gateway_there(
+    resolver: Resolver, cloud: MemoryCloud
+) -> None:
+    # The gateway port belongs to no project and an admin made the change: the tenant is left
+    # to the root, which knows every router's; no Neutron read per router.
+    calls = cloud.calls.copy()
+    assert resolver.resolve(change(2)) == [update(ROUTER, "network.create.end", tenant_id="")]
+    assert resolver.resolve(change(4)) == [update(ROUTER, "subnet.create.end", tenant_id="")]
+    assert cloud.calls - calls == {"list_ports": 2}
+
+
+def test_a_port_on_the_external_network_reaches_no_other_router(
+    resolver: Resolver, cloud: MemoryCloud
+) -> None:
+    # Every router's gateway port is on the external network: a port change there must not
+    # push them all again (only subnet and network changes do).
+    gateway = cloud.network.get_router(ROUTER).external_port
+    assert gateway is not None
+    port = cloud.make_port(gateway.network_id, name="someone-else")
+    found = classify(
+        decode(
+            {
+                "event_type": "port.create.end",
+                "payload": {"port": {**port, "device_owner": "compute:nova"}},
+                "_context_project_id": TENANT,
+            }
+        )
+    )
+    assert found is not None
+    assert resolver.resolve(found) == []
 
 
 def test_port_on_a_network_without_router_concerns_no_router(
@@ -182,7 +209,9 @@ def test_the_whole_capture_resolves_to_the_right_routers(resolver: Resolver) -> 
         c = change(number)
         events = resolver.resolve(c)
         assert [e.router_id for e in events] == routers, number
-        assert all(e.tenant_id == TENANT and e.reason == c.event_type for e in events), number
+        # a gateway reached through the external network: the root finds its tenant
+        tenant = "" if number in (2, 4) else TENANT
+        assert all(e.tenant_id == tenant and e.reason == c.event_type for e in events), number
         assert all(e.action == c.action for e in events), number
 
 

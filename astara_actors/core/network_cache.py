@@ -2,7 +2,7 @@
 
 A config push needs the management and external networks with their subnets: two Neutron reads
 each, the same for every router. They are kept ``ttl`` seconds, and dropped at once when a
-network or subnet notification arrives (the inbox calls :meth:`NetworkCache.invalidate`), so a
+network or subnet notification arrives (the bus bridge calls :meth:`NetworkCache.invalidate`), so a
 change to them reaches the next push. Thread-safe (router actors share it).
 """
 

@@ -57,7 +57,11 @@ class Resolver:
             case "port":
                 targets = self._port(change)
             case "subnet" | "network":
-                targets = self._on_network(change.network_id, change.tenant_id, change)
+                # The external network's gateway, host routes or DNS are in every config with
+                # a gateway there: those routers are pushed again too.
+                targets = self._on_network(
+                    change.network_id, change.tenant_id, change, gateways=True
+                )
             case "floatingip":
                 targets = self._floating_ip(change)
             case _:
@@ -81,17 +85,25 @@ class Resolver:
             return None
 
     def _on_network(
-        self, network_id: str | None, tenant_id: str, change: Change
+        self, network_id: str | None, tenant_id: str, change: Change, gateways: bool = False
     ) -> list[tuple[str | None, str]]:
+        """The routers with an interface on the network (``gateways``: or their gateway)."""
         if not network_id:
             return []
         if not validate.is_uuid(network_id):  # never into Neutron's query string
             return self._invalid(change, "network", network_id)
-        return [
-            (port.device_id, port.tenant_id or tenant_id)
-            for port in self._network.list_ports(network_id=network_id)
-            if port.device_owner in INTERFACE_OWNERS and port.device_id
-        ]
+        targets: list[tuple[str | None, str]] = []
+        for port in self._network.list_ports(network_id=network_id):
+            if not port.device_id:
+                continue
+            if port.device_owner in INTERFACE_OWNERS:
+                targets.append((port.device_id, port.tenant_id or tenant_id))
+            elif gateways and port.device_owner == GATEWAY_OWNER:
+                # A gateway port belongs to no project, and the change's tenant is whoever
+                # edited the external network: "" lets the root find the router's owner
+                # (no Neutron read per router, thousands of them on one external network).
+                targets.append((port.device_id, ""))
+        return targets
 
     def _floating_ip(self, change: Change) -> list[tuple[str | None, str]]:
         fip_id, current = change.resource_id, change.floating_router_id

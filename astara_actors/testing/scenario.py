@@ -139,8 +139,8 @@ def scenario_cloud() -> MemoryCloud:
 # Every classified fixture, fed in capture order to one resolver over the seeded topology
 # (which is static, so e.g. 006 already finds the router that step 6 attaches).
 RESOLVED: dict[int, list[str]] = {
-    2: [],
-    4: [],
+    2: [ROUTER],  # the external network: the router has its gateway there
+    4: [ROUTER],
     6: [ROUTER],
     8: [ROUTER],
     10: [ROUTER],
