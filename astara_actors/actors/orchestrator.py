@@ -238,8 +238,14 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
             return
         tenant_id = event.tenant_id or self.router_tenant.get(event.router_id)
         if not tenant_id:
-            LOG.warning(
-                "%s for router %s dropped: its tenant is unknown", event.action, event.router_id
+            # A change to the external network reaches every router with its gateway there,
+            # tenants unknown: in a cluster most are other members' (not an anomaly).
+            network_wide = event.reason.startswith(("subnet.", "network."))
+            LOG.log(
+                logging.DEBUG if network_wide else logging.WARNING,
+                "%s for router %s dropped: its tenant is unknown",
+                event.action,
+                event.router_id,
             )
             return
         if not self.owns(tenant_id):
