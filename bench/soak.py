@@ -137,14 +137,8 @@ def set_load(dep: Deployment, rate: float) -> None:
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
     """Least-squares slope of ys over xs (None with fewer than 3 points or no spread)."""
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    coefficients = fit(ys, xs)
+    return None if coefficients is None else coefficients[0]
 
 
 def fit(ys: list[float], *columns: list[float]) -> list[float] | None:
