@@ -77,9 +77,10 @@ class Probed:
     def settle(self, handled: int) -> None:
         """Return once ``handled`` messages went all the way to the probes."""
         assert self.inbox.consumer is not None and self.inbox.resolver is not None
-        assert self.inbox.consumer.wait_for(
+        consumer = self.inbox.consumer
+        assert consumer.wait_for(
             lambda s: s.get("handled", 0) + s.get("malformed", 0) >= handled, WAIT
-        ), self.inbox.consumer.stats
+        ), f"consumer alive={consumer.alive} ready={consumer.wait_ready(0)} {dict(consumer.stats)}"
         self.inbox.resolver.ask(Dump(), timeout=WAIT)  # behind every change it was told
         self.runtime.dump()  # the root forwarded them, the probes recorded them
 
@@ -113,8 +114,13 @@ def test_every_captured_notification_reaches_the_right_tenant_over_rabbitmq(rabb
     try:
         samples = fixture_messages()
         assert len(samples) == 75
-        with kombu.Connection(bus.transport_url) as conn:
-            producer = conn.Producer()
+        returned: list[Any] = []
+        # Confirmed and mandatory: the broker acknowledges each publish and returns one it could
+        # route to no queue, so a loss shows here and not as a short count below.
+        with kombu.Connection(
+            bus.transport_url, transport_options={"confirm_publish": True}
+        ) as conn:
+            producer = conn.Producer(on_return=lambda exc, *rest: returned.append(exc))
             for _number, sample in samples:
                 props = sample["properties"]
                 # The body exactly as Neutron sent it, with its AMQP properties.
@@ -126,7 +132,9 @@ def test_every_captured_notification_reaches_the_right_tenant_over_rabbitmq(rabb
                     content_encoding=props["content_encoding"],
                     delivery_mode=props["delivery_mode"],
                     declare=[notifications_exchange(bus)],
+                    mandatory=True,
                 )
+        assert not returned, f"the broker routed {len(returned)} message(s) to no queue"
         probed.settle(75)
         got = [(tenant, e.router_id, e.action) for tenant, e in probed.received]
         assert got == expected_events()
