@@ -65,9 +65,12 @@ class MemoryNetwork:
         device_id: str | None = None,
         network_id: str | None = None,
         name: str | None = None,
+        oldest_first: bool = False,
     ) -> list[Port]:
         self._cloud.enter("list_ports")
-        found = self._cloud.ports_where(device_id=device_id, network_id=network_id, name=name)
+        found = self._cloud.ports_where(
+            device_id=device_id, network_id=network_id, name=name, oldest_first=oldest_first
+        )
         return [Port.from_neutron(p) for p in found]
 
     def list_floating_ips(self, router_id: str) -> list[FloatingIp]:
@@ -81,10 +84,17 @@ class MemoryNetwork:
         network_id: str,
         tenant_id: str = "",
         subnet_id: str | None = None,
+        device_id: str = "",
+        device_owner: str = "",
     ) -> Port:
         self._cloud.enter("create_port")
         port = self._cloud.make_port(
-            network_id, subnet_id=subnet_id, tenant_id=tenant_id, name=name
+            network_id,
+            subnet_id=subnet_id,
+            tenant_id=tenant_id,
+            name=name,
+            device_id=device_id,
+            device_owner=device_owner,
         )
         return Port.from_neutron(port)
 

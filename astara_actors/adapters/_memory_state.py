@@ -57,6 +57,8 @@ class CloudState:
         self.deleting: dict[str, float] = {}
         self._next_host: dict[str, int] = {}
         self._macs = itertools.count(1)
+        self._port_order = itertools.count(1)
+        self._created: dict[str, int] = {}  # port id -> creation sequence (oldest_first)
         self._cidrs = itertools.count(1)
         self._fail_boots = 0
         self._fail_pushes = 0
@@ -110,6 +112,7 @@ class CloudState:
                 "port_security_enabled": False,
             }
             self.ports[port["id"]] = port
+            self._created[port["id"]] = next(self._port_order)
             self._by_network[network_id].add(port["id"])
             self._by_name[name].add(port["id"])
             self.bind_port(port["id"], device_id, device_owner)
@@ -128,6 +131,7 @@ class CloudState:
             port = self.ports.pop(port_id, None)
             if port is None:
                 return
+            self._created.pop(port_id, None)
             for index, key in (
                 (self._by_device, port["device_id"]),
                 (self._by_network, port["network_id"]),
@@ -140,8 +144,16 @@ class CloudState:
             if server is not None and port_id in server["port_ids"]:
                 server["port_ids"].remove(port_id)
 
-    def ports_where(self, **filters: str | None) -> list[dict[str, Any]]:
-        """Ports matching every filter given (``device_id``, ``network_id``, ``name``)."""
+    def ports_where(
+        self,
+        *,
+        device_id: str | None = None,
+        network_id: str | None = None,
+        name: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Ports matching every filter given, by id (by creation with ``oldest_first``)."""
+        filters = {"device_id": device_id, "network_id": network_id, "name": name}
         with self.lock:
             sets = [
                 index.get(value, set())
@@ -153,7 +165,8 @@ class CloudState:
                 if value is not None
             ]
             ids = set.intersection(*sets) if sets else set(self.ports)
-            return [self.ports[i] for i in sorted(ids)]
+            order = sorted(ids, key=self._created.__getitem__) if oldest_first else sorted(ids)
+            return [self.ports[i] for i in order]
 
     def router_model(self, router_id: str) -> Router:
         with self.lock:

@@ -134,10 +134,16 @@ class OpenStackNetwork:
         device_id: str | None = None,
         network_id: str | None = None,
         name: str | None = None,
+        oldest_first: bool = False,
     ) -> list[Port]:
         given = {"device_id": device_id, "network_id": network_id, "name": name}
         query = {k: v for k, v in given.items() if v is not None}
         ports = self._calls.run("list ports", lambda: self._get("/ports", "ports", **query))
+        if oldest_first:
+            # Sorted here rather than with Neutron's sort_key: not every deployment allows
+            # sorting on created_at, and the lists that ask for it are a few ports long.
+            # created_at has whole seconds; the id breaks ties the same way for every reader.
+            ports = sorted(ports, key=lambda p: (p.get("created_at") or "", p["id"]))
         return [Port.from_neutron(p) for p in ports]
 
     def list_floating_ips(self, router_id: str) -> list[FloatingIp]:
@@ -154,6 +160,8 @@ class OpenStackNetwork:
         network_id: str,
         tenant_id: str = "",
         subnet_id: str | None = None,
+        device_id: str = "",
+        device_owner: str = "",
     ) -> Port:
         attrs: dict[str, Any] = {
             "name": name,
@@ -165,6 +173,10 @@ class OpenStackNetwork:
         }
         if tenant_id:
             attrs["project_id"] = tenant_id
+        if device_id:
+            attrs["device_id"] = device_id
+        if device_owner:
+            attrs["device_owner"] = device_owner
         port = self._calls.run(
             f"create port {name}",
             lambda: wire(self._net.create_port(**attrs)),

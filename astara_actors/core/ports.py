@@ -36,8 +36,13 @@ class Network(Protocol):
         device_id: str | None = None,
         network_id: str | None = None,
         name: str | None = None,
+        oldest_first: bool = False,
     ) -> list[Port]:
-        """Ports matching every filter given."""
+        """Ports matching every filter given.
+
+        ``oldest_first`` orders them by creation (Neutron's ``created_at``, then id), so that
+        processes that find the same duplicates agree on which one is the original.
+        """
         ...
 
     def list_floating_ips(self, router_id: str) -> list[FloatingIp]: ...
@@ -49,11 +54,15 @@ class Network(Protocol):
         network_id: str,
         tenant_id: str = "",
         subnet_id: str | None = None,
+        device_id: str = "",
+        device_owner: str = "",
     ) -> Port:
         """An admin-state-up port with port security off and no security groups.
 
         With ``subnet_id`` the port gets an address from that subnet (management ports);
         without, it gets no fixed IP (VRRP ports: the appliance owns the router's addresses).
+        ``device_id``/``device_owner``, when given, are set at creation (the orchestrator's
+        own ``ASTARA:RUG:SERVICE`` port: its host and ``network:astara``).
         """
         ...
 

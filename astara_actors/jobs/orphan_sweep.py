@@ -9,6 +9,7 @@ Design: docs/orphan-sweep.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from astara_actors.core.ports import Compute, Network
+from astara_actors.core.service_port import MemberPortSweeper
 from astara_actors.errors import CloudError
 
 __all__ = [
@@ -44,7 +46,9 @@ class SweepReport:
     ``servers_removed``/``ports_removed``: ids whose delete this sweep asked for;
     ``pending``: ids of orphans (servers and ports) left for a later sweep (within the grace,
     or ports held back behind their router's servers); ``failures``: deletes that failed
-    (retried next sweep); ``skipped``: a listing failed and nothing was done.
+    (retried next sweep); ``skipped``: a listing failed and nothing was done;
+    ``service_ports_removed``: ``ASTARA:RUG:SERVICE`` ports of cluster members that left for
+    good (only with a ``member_ports`` sweeper, see :class:`OrphanSweeper`).
     """
 
     servers_removed: tuple[str, ...] = ()
@@ -52,6 +56,7 @@ class SweepReport:
     pending: tuple[str, ...] = ()
     failures: int = 0
     skipped: bool = False
+    service_ports_removed: tuple[str, ...] = ()
 
 
 def router_of_server(name: str) -> str | None:
@@ -180,6 +185,11 @@ class _Removals:
 class OrphanSweeper:
     """Holds the first-seen times between sweeps; call :meth:`sweep` once per period.
 
+    With ``member_ports`` (a cluster), each sweep also removes the management ports of
+    members that left the group for good (see
+    :class:`~astara_actors.core.service_port.MemberPortSweeper`, which has its own grace);
+    without it (an orchestrator alone) no ``ASTARA:RUG:SERVICE`` port is ever touched.
+
     Not thread-safe: one owner (an actor, or the health loop) calls it.
     """
 
@@ -191,6 +201,7 @@ class OrphanSweeper:
         grace: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         log: Log = LOG,
+        member_ports: MemberPortSweeper | None = None,
     ) -> None:
         self.network = network
         self.compute = compute
@@ -198,13 +209,22 @@ class OrphanSweeper:
         self.clock = clock
         self.log = log
         self.seen: dict[str, float] = {}
+        self.member_ports = member_ports
 
     def sweep(self) -> SweepReport:
-        return sweep(
+        report = sweep(
             self.network,
             self.compute,
             grace=self.grace,
             clock=self.clock,
             seen=self.seen,
             log=self.log,
+        )
+        if self.member_ports is None:
+            return report
+        members = self.member_ports.sweep()
+        return dataclasses.replace(
+            report,
+            service_ports_removed=members.removed,
+            failures=report.failures + members.failures,
         )
