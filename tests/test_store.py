@@ -5,12 +5,14 @@ PostgreSQL and MariaDB must be reachable under CI=true; on a developer's machine
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -22,6 +24,7 @@ from astara_actors.store.cli import main as astara_db
 from astara_actors.testing.services import MYSQL_URL, PG_URL, unavailable
 
 TABLES = {"alembic_version", "router_debug", "tenant_debug", "global_debug", "audit"}
+HEAD = "0002"  # the newest migration
 
 
 @pytest.fixture(
@@ -76,7 +79,7 @@ def test_migrations_create_the_schema_from_empty(url: str) -> None:
         assert store.revision() is None
         store.upgrade()
         store.upgrade()  # a second start finds nothing to do
-        assert store.revision() == "0001"
+        assert store.revision() == HEAD
         assert TABLES <= set(inspect(store._engine).get_table_names())
         assert store.global_debug() == (False, "")
         assert store.routers_in_debug() == {} and store.tenants_in_debug() == {}
@@ -167,6 +170,166 @@ def test_the_audit_trail_records_each_command_in_order(url: str) -> None:
         store.close()
 
 
+R1 = "7efa1155-0901-4e5e-aa82-7445b0091d00"
+R2 = "0b3a5c0e-63a1-4d6e-9c57-4e6ad3a8d1c2"
+T1 = "2f1f231e7cbe4028a87c725e401565c9"
+T1_DASHED = "2f1f231e-7cbe-4028-a87c-725e401565c9"
+
+
+def ticking(start: datetime) -> Callable[[], datetime]:
+    """A clock a minute later at every call."""
+    ticks = iter(start + timedelta(minutes=m) for m in range(1000))
+    return lambda: next(ticks)
+
+
+def test_a_command_received_by_every_member_is_recorded_once(
+    open_store: Callable[[], Store],
+) -> None:
+    # Given two members of a cluster on one database: each receives every command
+    first, second = open_store(), open_store()
+    payload = {"router_id": R1, "tenant_id": "*", "reason": "stuck"}
+    # When both record it (the one that does not drive the router knows no tenant)
+    assert (
+        first.record(
+            "astara.ctl.ops1 for alice", "router-rebuild", R1, "stuck", payload, message_id="m-1"
+        )
+        is True
+    )
+    assert (
+        second.record(
+            "astara.ctl.ops1 for alice",
+            "router-rebuild",
+            R1,
+            "stuck",
+            payload,
+            message_id="m-1",
+            tenant_id=T1,
+        )
+        is False
+    )
+    first.record(
+        "astara.ctl.ops1 for alice", "router-rebuild", R1, "stuck", payload, message_id="m-1"
+    )  # a redelivery
+    # Then it is there once, with the tenant the router's owner knew
+    (entry,) = first.audit()
+    assert entry["message_id"] == "m-1" and entry["tenant_id"] == T1
+    # and commands without a message id (an old publisher) are each recorded
+    first.record("rug", "poll")
+    first.record("rug", "poll")
+    assert [e["command"] for e in second.audit()] == ["router-rebuild", "poll", "poll"]
+
+
+def test_the_trail_filters_by_router_tenant_and_time(url: str) -> None:
+    start = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    store = Store(url, clock=ticking(start))
+    try:
+        store.upgrade()
+        store.record("a", "router-debug", R1, "one", tenant_id=T1)  # 12:00
+        store.record("a", "router-rebuild", R2, "two")  # 12:01, sent with "*": no tenant
+        store.record("a", "tenant-debug", T1_DASHED, "three", tenant_id=T1_DASHED)  # 12:02
+        store.record("a", "poll")  # 12:03
+        store.record("a", "router-update", R1, "five", tenant_id=T1)  # 12:04
+
+        def reasons(**filters: Any) -> list[str]:
+            return [e["reason"] for e in store.audit(**filters)]
+
+        assert reasons() == ["one", "two", "three", "", "five"]
+        assert reasons(limit=2) == ["", "five"]  # the last two, oldest first
+        assert reasons(router_id=R1) == ["one", "five"]
+        # Either form of the project id; a router the tenant has now, though sent with "*"
+        assert reasons(tenant_id=T1) == ["one", "three", "five"]
+        assert reasons(tenant_id=T1_DASHED, tenant_routers=[R2]) == ["one", "two", "three", "five"]
+        assert reasons(since=start + timedelta(minutes=2)) == ["three", "", "five"]
+        assert reasons(router_id=R1, since=start + timedelta(minutes=1)) == ["five"]
+        assert reasons(router_id=R2, tenant_id=T1) == []
+        assert store.audit(limit=0) == []
+    finally:
+        store.close()
+
+
+def test_a_routers_commands_include_its_tenants_and_every_routers_marked(url: str) -> None:
+    store = Store(url, clock=ticking(datetime(2025, 1, 1, 12, tzinfo=UTC)))
+    try:
+        store.upgrade()
+        store.record("a", "router-rebuild", R1, "own", tenant_id=T1)
+        store.record("a", "router-rebuild", R2, "another router's")
+        store.record("a", "tenant-debug", T1_DASHED, "its tenant", tenant_id=T1_DASHED)
+        store.record("a", "tenant-debug", "0" * 32, "another tenant", tenant_id="0" * 32)
+        store.record("a", "router-update", "*", "every router")
+        store.record("a", "router-rebuild", "error", "routers in error")
+        store.record("a", "global-debug", "", "upgrade", {"enabled": 1})
+        store.record("a", "config-reload")  # reaches no router
+        store.record("a", "workers-debug")
+        store.record("a", "resource-manage", R1, "own again", tenant_id=T1)
+        seen = [(e["reason"], e["scope"]) for e in store.router_commands(R1, T1)]
+        assert seen == [
+            ("own", "router"),
+            ("its tenant", "tenant"),
+            ("every router", "all"),
+            ("routers in error", "all"),
+            ("upgrade", "all"),
+            ("own again", "router"),
+        ]
+        assert [e["reason"] for e in store.router_commands(R1, T1, limit=2)] == [
+            "upgrade",
+            "own again",
+        ]
+        # A router whose tenant is unknown: its own and every router's
+        assert [e["scope"] for e in store.router_commands(R2)] == ["router", "all", "all", "all"]
+    finally:
+        store.close()
+
+
+def test_the_second_migration_keeps_the_trail_and_finds_each_commands_tenant(url: str) -> None:
+    from alembic import command
+
+    from astara_actors.store.store import _alembic_config, _migrating
+
+    store = Store(url, clock=ticking(datetime(2025, 1, 1, 12, tzinfo=UTC)))
+    try:
+        store.upgrade("0001")
+        # Rows as version 0001 wrote them (no message id, no tenant column)
+        rows = [
+            ("astara.ctl.ops1", "router-debug", R1, "r", json.dumps({"tenant_id": T1})),
+            ("astara.ctl.ops1", "router-rebuild", R2, "", json.dumps({"tenant_id": "*"})),
+            ("astara.ctl.ops1", "tenant-debug", T1_DASHED, "t", json.dumps({})),
+            ("astara.ctl.ops1", "poll", "", "", None),
+        ]
+        with store._engine.begin() as conn:
+            for actor, kind, target, reason, payload in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO audit (at, actor, command, target, reason, payload) "
+                        "VALUES (:at, :actor, :kind, :target, :reason, :payload)"
+                    ),
+                    {
+                        "at": datetime(2025, 1, 1, 12),
+                        "actor": actor,
+                        "kind": kind,
+                        "target": target,
+                        "reason": reason,
+                        "payload": payload,
+                    },
+                )
+        store.upgrade()
+        assert store.revision() == HEAD
+        trail = store.audit()
+        assert [(e["command"], e["tenant_id"], e["message_id"]) for e in trail] == [
+            ("router-debug", T1, None),
+            ("router-rebuild", "", None),
+            ("tenant-debug", T1_DASHED, None),
+            ("poll", "", None),
+        ]
+        assert [e["reason"] for e in store.audit(tenant_id=T1)] == ["r", "t"]
+        # and back down, for an operator who must return to the previous version
+        with store._engine.begin() as conn, _migrating(conn):
+            command.downgrade(_alembic_config(conn), "0001")
+        assert store.revision() == "0001"
+        assert "tenant_id" not in {c["name"] for c in inspect(store._engine).get_columns("audit")}
+    finally:
+        store.close()
+
+
 def test_threads_share_one_store(open_store: Callable[[], Store]) -> None:
     store = open_store()
     errors: list[BaseException] = []
@@ -226,11 +389,13 @@ def test_astara_db_upgrades_a_file_database(
     assert astara_db(["--config-file", config, "current"]) == 0
     assert capsys.readouterr().out.startswith("none")
     assert astara_db(["--config-file", config, "upgrade"]) == 0
-    assert "at revision 0001 (head)" in capsys.readouterr().out
+    assert f"at revision {HEAD} (head)" in capsys.readouterr().out
     assert astara_db(["--config-file", config, "current"]) == 0
-    assert capsys.readouterr().out == "0001 (head)\n"
+    assert capsys.readouterr().out == f"{HEAD} (head)\n"
     assert astara_db(["--config-file", config, "history"]) == 0
-    assert capsys.readouterr().out.startswith("<base> -> 0001: initial")
+    history = capsys.readouterr().out.splitlines()
+    assert history[0].startswith("0001 -> 0002: audit: the command's message id")
+    assert history[-1].startswith("<base> -> 0001: initial")
     assert (tmp_path / "astara.db").is_file()
 
 
@@ -289,7 +454,7 @@ def test_concurrent_upgrades_of_a_shared_database_do_not_collide(url: str) -> No
         t.join(60)
     try:
         assert errors == []
-        assert {s.revision() for s in stores} == {"0001"}
+        assert {s.revision() for s in stores} == {HEAD}
     finally:
         for s in stores:
             s.close()

@@ -21,9 +21,15 @@ __all__ = ["record_command", "restore_debug"]
 
 LOG = logging.getLogger(__name__)
 
+_WILDCARDS = ("", "*", "error")
 
-def record_command(store: Store, command: Command, actor: str) -> None:
-    """Persist what ``command`` changes in the debug flags, and audit it."""
+
+def record_command(
+    store: Store, command: Command, actor: str, *, message_id: str = "", tenant_id: str = ""
+) -> None:
+    """Persist what ``command`` changes in the debug flags, and audit it (once per
+    ``message_id``, the bus message's id). ``tenant_id``: the tenant the command concerns when
+    it does not say (a router command sent with ``*``: its router's tenant, where known)."""
     k = command.kind
     if k in (CommandKind.RESOURCE_DEBUG, CommandKind.ROUTER_DEBUG):
         store.set_router_debug(command.router_id, command.reason)
@@ -39,7 +45,16 @@ def record_command(store: Store, command: Command, actor: str) -> None:
         else:
             store.clear_global_debug()
     target = command.router_id or command.tenant_id
-    store.record(actor, str(k), target, command.reason, command.to_payload())
+    tenant = command.tenant_id if command.tenant_id not in _WILDCARDS else ""
+    store.record(
+        actor,
+        str(k),
+        target,
+        command.reason,
+        command.to_payload(),
+        tenant_id=tenant or tenant_id,
+        message_id=message_id or None,
+    )
 
 
 def restore_debug(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Dialect, Integer, String, Text, TypeDecorator
+from sqlalchemy import Boolean, DateTime, Dialect, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,14 +72,30 @@ class GlobalDebug(Base):
 
 
 class AuditEntry(Base):
-    """One operator command: who sent it from where, what, on what, why, and its payload."""
+    """One operator command: who sent it from where, what, on what, why, and its payload.
+
+    ``message_id`` is the command's bus message id: every orchestrator receives every command,
+    so the members of a cluster sharing one database (and a redelivery) record it once.
+    ``tenant_id`` is the tenant it concerns, when known ("" otherwise).
+    """
 
     __tablename__ = "audit"
+    __table_args__ = (
+        Index("ix_audit_message_id", "message_id", unique=True),
+        Index("ix_audit_target", "target"),
+        Index("ix_audit_tenant_id", "tenant_id"),
+        Index("ix_audit_at", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    actor: Mapped[str] = mapped_column(String(255), nullable=False)  # "astara-ctl@host", …
+    # Who: the bus publisher, "astara.ctl.<host> for <login>", "astara.api.<host> for …".
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
     command: Mapped[str] = mapped_column(String(64), nullable=False)
     target: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
     payload: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON text
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tenant_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), nullable=False, default="", server_default=""
+    )

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, CursorResult, Engine, create_engine, delete, event, select, text
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Select,
+    and_,
+    create_engine,
+    delete,
+    event,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +37,7 @@ from sqlalchemy.pool import StaticPool
 
 from astara_actors.errors import AstaraError
 from astara_actors.fsmodes import secure_file
+from astara_actors.protocol.audit import tenant_forms
 from astara_actors.store.models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
 
 if TYPE_CHECKING:
@@ -42,6 +56,18 @@ _DRIVERS = {
     "mariadb": "mariadb+pymysql",
 }
 _Flag = TypeVar("_Flag", RouterDebug, TenantDebug)  # a router's or a tenant's debug flag
+# What a router's recent commands include beside its own: its tenant's debug/manage, and what
+# reached every router (or every router in error).
+_TENANT_COMMANDS = ("tenant-debug", "tenant-manage")
+_BROAD_COMMANDS = (
+    "poll",
+    "global-debug",
+    "router-update",
+    "router-rebuild",
+    "resource-update",
+    "resource-rebuild",
+)
+_BROAD_TARGETS = ("", "*", "error")
 
 
 class StoreError(AstaraError):
@@ -159,25 +185,103 @@ class Store:
         target: str = "",
         reason: str = "",
         payload: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Append an operator command to the audit trail."""
+        *,
+        tenant_id: str = "",
+        message_id: str | None = None,
+    ) -> bool:
+        """Append an operator command to the audit trail; False if the command with this
+        ``message_id`` is already there (recorded by another orchestrator sharing the database,
+        or a redelivery): then only a tenant it lacked is filled in."""
         text = None if payload is None else json.dumps(payload, sort_keys=True, default=str)
-        with self._transaction("record a command") as session:
-            session.add(
-                AuditEntry(
-                    at=self._clock(),
-                    actor=actor,
-                    command=command,
-                    target=target,
-                    reason=reason,
-                    payload=text,
+        entry = AuditEntry(
+            at=self._clock(),
+            actor=actor,
+            command=command,
+            target=target,
+            reason=reason,
+            payload=text,
+            message_id=message_id or None,
+            tenant_id=tenant_id,
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(entry)
+            return True
+        except IntegrityError as exc:
+            if not message_id:
+                raise _error("record a command", exc) from None
+        except SQLAlchemyError as exc:
+            raise _error("record a command", exc) from None
+        if tenant_id:  # the owner of the router knows its tenant; the first to record may not
+            with self._transaction("record a command") as session:
+                session.execute(
+                    update(AuditEntry)
+                    .where(AuditEntry.message_id == message_id, AuditEntry.tenant_id == "")
+                    .values(tenant_id=tenant_id)
+                )
+        return False
+
+    def audit(
+        self,
+        limit: int = 100,
+        *,
+        router_id: str | None = None,
+        tenant_id: str | None = None,
+        tenant_routers: Iterable[str] = (),
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The last ``limit`` audited commands, oldest first, of those that match every filter
+        given: ``router_id`` (the router's own commands), ``tenant_id`` (commands recorded for
+        the tenant, either form of its id, or aimed at one of ``tenant_routers``), ``since``
+        (recorded at or after)."""
+        query = select(AuditEntry)
+        if router_id is not None:
+            query = query.where(AuditEntry.target == router_id)
+        if tenant_id is not None:
+            routers = sorted(set(tenant_routers))
+            query = query.where(
+                or_(
+                    AuditEntry.tenant_id.in_(tenant_forms(tenant_id)),
+                    *([AuditEntry.target.in_(routers)] if routers else []),
                 )
             )
+        if since is not None:
+            query = query.where(AuditEntry.at >= since)
+        return self._entries(query, limit, "read the audit trail")
 
-    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The last ``limit`` audited commands, oldest first."""
-        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-        with self._transaction("read the audit trail") as session:
+    def router_commands(
+        self, router_id: str, tenant_id: str = "", limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """The last ``limit`` commands that concerned a router, oldest first, each with its
+        ``scope``: ``router`` (its own), ``tenant`` (debug/manage of its tenant) or ``all``
+        (a poll, global debug, or an update/rebuild of ``*`` or ``error``)."""
+        concerned = [
+            AuditEntry.target == router_id,
+            and_(AuditEntry.command.in_(_BROAD_COMMANDS), AuditEntry.target.in_(_BROAD_TARGETS)),
+        ]
+        if tenant_id:
+            concerned.append(
+                and_(
+                    AuditEntry.command.in_(_TENANT_COMMANDS),
+                    AuditEntry.target.in_(tenant_forms(tenant_id)),
+                )
+            )
+        entries = self._entries(
+            select(AuditEntry).where(or_(*concerned)), limit, "read the router's commands"
+        )
+        for entry in entries:
+            entry["scope"] = (
+                "router"
+                if entry["target"] == router_id
+                else "tenant"
+                if entry["command"] in _TENANT_COMMANDS
+                else "all"
+            )
+        return entries
+
+    def _entries(self, query: Select[Any], limit: int, operation: str) -> list[dict[str, Any]]:
+        query = query.order_by(AuditEntry.id.desc()).limit(max(0, limit))
+        with self._transaction(operation) as session:
             rows = session.scalars(query).all()
         return [
             {
@@ -186,8 +290,10 @@ class Store:
                 "actor": r.actor,
                 "command": r.command,
                 "target": r.target,
+                "tenant_id": r.tenant_id,
                 "reason": r.reason,
-                "payload": None if r.payload is None else json.loads(r.payload),
+                "payload": _payload(r.payload),
+                "message_id": r.message_id,
             }
             for r in reversed(rows)
         ]
@@ -238,6 +344,15 @@ class Store:
             row = GlobalDebug(id=1, enabled=False, reason="", since=None)
             session.add(row)
         return row
+
+
+def _payload(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:  # written by something else than record(): shown as it is
+        return text
 
 
 def _key(model: type[RouterDebug | TenantDebug]) -> str:
