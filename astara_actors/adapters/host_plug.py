@@ -281,7 +281,7 @@ class LinuxPlug:
         state = self._show(iface)
         if state is None:
             return
-        if self.options.peer:  # our veth: deleting one end deletes both
+        if self.options.peer and _kind(state) == "veth":  # ours: one end deleted, both go
             self._ip(iface, "link", "del", "dev", iface)
             self._log.info("management port %s unplugged: %s deleted", port.id, iface)
             return
