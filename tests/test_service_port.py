@@ -353,6 +353,21 @@ def test_observe_records_membership_between_sweeps(cloud: MemoryCloud, clock: Fa
     assert hosts_with_ports(cloud) == {"orch-a"}
 
 
+def test_a_member_that_joins_while_the_ports_are_listed_keeps_its_port(
+    cloud: MemoryCloud, clock: FakeClock
+) -> None:
+    ensure(cloud, "orch-a")
+    ensure(cloud, "orch-b")
+    members = Members("orch-a")
+    s = sweeper(cloud, clock, members)
+    s.sweep()
+    clock.advance(GRACE * 2)
+    answers = iter([{"orch-a"}, {"orch-a", "orch-b"}])  # orch-b is back as the sweep lists
+    s.members = lambda: next(answers)
+    assert s.sweep().removed == ()
+    assert hosts_with_ports(cloud) == {"orch-a", "orch-b"}
+
+
 def test_a_host_never_seen_gets_the_whole_grace_from_the_first_sweep(
     cloud: MemoryCloud, clock: FakeClock
 ) -> None:

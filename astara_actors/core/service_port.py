@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -308,8 +309,8 @@ class MemberPortSweeper:
     its port and its address. Nothing is swept while this member is not in the group itself
     (fenced, or still joining): its view of the others is not to be trusted then.
 
-    Not thread-safe: one owner calls :meth:`sweep` (the orphan-sweep thread) and
-    :meth:`observe` must be called from that same thread or under the owner's lock.
+    One owner calls :meth:`sweep` (the orphan-sweep thread); :meth:`observe` may be called
+    from any thread.
     """
 
     def __init__(
@@ -337,14 +338,17 @@ class MemberPortSweeper:
         # host -> when it was last seen in the group (or first seen out of it, if never in)
         self.last_seen: dict[str, float] = {}
         self._absent: set[str] = set()  # hosts with a port, seen out of the group (logged)
+        self._lock = threading.Lock()  # observe() may come from the coordinator's thread
 
     def observe(self, members: Collection[str]) -> None:
-        """Note who is in the group now (e.g. from the coordinator's ``on_change``)."""
+        """Note who is in the group now (e.g. from the coordinator's ``on_change``, on its
+        thread: cheap, no I/O)."""
         if members and self.host in members:
             now = self.clock()
-            for member in members:
-                self.last_seen[member] = now
-                self._absent.discard(member)
+            with self._lock:
+                for member in members:
+                    self.last_seen[member] = now
+                    self._absent.discard(member)
 
     def sweep(self) -> MemberSweepReport:
         """One sweep: one Neutron list call, and one delete per port due. Never raises
@@ -360,31 +364,14 @@ class MemberPortSweeper:
         except CloudError as exc:
             self.log.warning("management port sweep skipped: could not list ports: %s", exc)
             return MemberSweepReport(skipped=f"could not list ports: {exc}")
+        # A host that joined while the ports were listed keeps its port (it may just have
+        # adopted it): the group is read again, and only hosts absent both times are due.
+        members |= frozenset(self.members())
         now = self.clock()
+        due, pending = self._due(ports, members, now)
         removed: list[str] = []
-        pending: set[str] = set()
         failures = 0
-        hosts_with_ports = set()
-        for port in ports:
-            host = port.device_id
-            hosts_with_ports.add(host)
-            if host in members or not host:
-                continue
-            first = host not in self.last_seen  # never seen: its absence starts now
-            since = self.last_seen.setdefault(host, now)
-            if host not in self._absent:
-                self._absent.add(host)
-                self.log.info(
-                    "management port %s of %s, which is not in the group: removing it once "
-                    "%s has been away for %.0fs",
-                    port.id,
-                    host,
-                    host,
-                    self.grace,
-                )
-            if first or now - since < self.grace:
-                pending.add(host)
-                continue
+        for port, since in due:
             try:
                 self.network.delete_port(port.id)
             except CloudError as exc:
@@ -392,7 +379,7 @@ class MemberPortSweeper:
                 self.log.warning(
                     "could not remove management port %s of departed member %s (will retry): %s",
                     port.id,
-                    host,
+                    port.device_id,
                     exc,
                 )
                 continue
@@ -401,13 +388,9 @@ class MemberPortSweeper:
                 "removed management port %s (%s) of %s, out of the group for %.0fs",
                 port.id,
                 _ips(port),
-                host,
+                port.device_id,
                 now - since,
             )
-        # Forget hosts that have neither a port left nor a place in the group.
-        for host in [h for h in self.last_seen if h not in members and h not in hosts_with_ports]:
-            del self.last_seen[host]
-            self._absent.discard(host)
         own_missing = self.own_port_id is not None and not any(
             p.id == self.own_port_id for p in ports
         )
@@ -425,3 +408,38 @@ class MemberPortSweeper:
             failures=failures,
             own_port_missing=own_missing,
         )
+
+    def _due(
+        self, ports: list[Port], members: frozenset[str], now: float
+    ) -> tuple[list[tuple[Port, float]], set[str]]:
+        """The ports whose host has been away for the grace (with when it was last seen),
+        and the hosts away for less; updates the bookkeeping."""
+        due: list[tuple[Port, float]] = []
+        pending: set[str] = set()
+        with self._lock:
+            for port in ports:
+                host = port.device_id
+                if host in members or not host:
+                    continue
+                first = host not in self.last_seen  # never seen: its absence starts now
+                since = self.last_seen.setdefault(host, now)
+                if host not in self._absent:
+                    self._absent.add(host)
+                    self.log.info(
+                        "management port %s of %s, which is not in the group: removing it "
+                        "once %s has been away for %.0fs",
+                        port.id,
+                        host,
+                        host,
+                        self.grace,
+                    )
+                if first or now - since < self.grace:
+                    pending.add(host)
+                else:
+                    due.append((port, since))
+            # Forget hosts that have neither a port nor a place in the group.
+            with_ports = {p.device_id for p in ports}
+            for host in [h for h in self.last_seen if h not in members | with_ports]:
+                del self.last_seen[host]
+                self._absent.discard(host)
+        return due, pending
