@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the parts are imported when started: ``--help`` must not lo
     from astara_actors.config.cloud import CloudSettings
     from astara_actors.config.settings import Settings
     from astara_actors.core.ports import Compute, Network
+    from astara_actors.metadata import MetadataProxy
     from astara_actors.sim.server import SimServer
 
     RunApi = Callable[[str | os.PathLike[str]], subprocess.Popen[Any]]
@@ -65,6 +66,7 @@ class Service:
         self.api: subprocess.Popen[Any] | None = None  # the gunicorn process
         self.appliance: HttpAppliance | None = None
         self.coordinator: Coordinator | None = None
+        self.metadata: MetadataProxy | None = None
         self.stopping = threading.Event()
         self._populated = threading.Event()
 
@@ -138,6 +140,7 @@ class Service:
             threading.Thread(
                 target=self._sweep, args=(network, compute), name="orphan-sweep", daemon=True
             ).start()
+        self._start_metadata()
         LOG.info(
             "astara-orchestrator %s started (bus %s)",
             settings.host,
@@ -148,6 +151,8 @@ class Service:
     def stop(self) -> None:
         self.stopping.set()
         LOG.info("stopping")
+        if self.metadata is not None:
+            self.metadata.stop()
         if self.api is not None:
             self.api.terminate()
             try:
@@ -231,6 +236,16 @@ class Service:
             router_image_id=self.config.sim.image_id,
             router_flavor_id=self.config.sim.flavor_id,
         )
+        # The metadata proxy forwards to the simulated Nova's metadata API, with its secret.
+        # getattr: that API arrives in the simulator in a parallel change (TODO(lead): plain
+        # attributes once astara_actors/sim/nova/metadata.py is committed).
+        nova_metadata_url = getattr(self.sim, "nova_metadata_url", None)
+        if nova_metadata_url:
+            settings = dataclasses.replace(
+                settings,
+                nova_metadata_url=nova_metadata_url,
+                metadata_proxy_shared_secret=getattr(self.config.sim, "metadata_secret", ""),
+            )
         s = self.config.sim
         return settings, CloudSettings(
             auth_url=f"{self.sim.url}/identity/v3",
@@ -238,6 +253,33 @@ class Service:
             password=s.admin_password,
             project_name=s.admin_project,
         )
+
+    def _start_metadata(self) -> None:
+        """The metadata proxy on the orchestrator's management address (see
+        :mod:`astara_actors.metadata`). Not serving it is an ERROR in the log, not a failed
+        start: the routers are still driven; the guests get no metadata until it serves."""
+        from astara_actors.metadata import MetadataProxy, MetadataProxyError
+
+        assert self.runtime is not None
+        settings = self.runtime.settings
+        if not settings.metadata_proxy:
+            LOG.info("metadata proxy off ([orchestrator] metadata_proxy = false)")
+            return
+        if not settings.orchestrator_address:
+            LOG.warning(
+                "metadata proxy not started: [orchestrator] orchestrator_address is empty; "
+                "guests behind our routers get no metadata (no ssh keys, no user data)"
+            )
+            return
+        proxy = MetadataProxy(settings, self.runtime.metadata_index)
+        try:
+            self.metadata = proxy.start(stopping=self.stopping)
+        except MetadataProxyError as exc:
+            LOG.error(
+                "metadata proxy not started: %s; routers are still driven, but guests get no "
+                "metadata until it serves (restart once fixed)",
+                exc,
+            )
 
     def _start_api(self) -> None:
         """gunicorn in its own process (it must own its main thread), watched and restarted.

@@ -43,6 +43,9 @@ __all__ = [
     "INBOX_MESSAGES",
     "LIVENESS_FAILING_SHARE",
     "MALFORMED_MESSAGES",
+    "METADATA_NOVA_SECONDS",
+    "METADATA_REFUSED",
+    "METADATA_REQUESTS",
     "POLL_SWEEP",
     "POLL_TRACKED",
     "REBUILDS",
@@ -223,3 +226,39 @@ RESYNCS = Counter(
     "astara_resyncs_total",
     "Resyncs after the bus reconnected: the cloud listed and handed to every router at once",
 )
+
+# --- the metadata proxy (astara_actors/metadata/proxy.py)
+METADATA_REQUESTS = Counter(
+    "astara_metadata_requests_total",
+    "Guests' metadata requests the proxy answered, by outcome: ok (Nova's 200), not_found (no "
+    "X-Instance-ID, or Nova's 404), refused (the claim did not match what the routers know), "
+    "malformed (400), method (405), nova_refused (Nova's 403: the shared secret?), nova_error "
+    "(Nova's 500), nova_unexpected (another status from Nova), nova_unreachable (no answer)",
+    ["outcome"],
+)
+METADATA_REFUSED = Counter(
+    "astara_metadata_refused_total",
+    "Metadata requests refused by the consistency checks, by the first thing that did not "
+    "match: peer, network, address, instance, tenant",
+    ["reason"],
+)
+METADATA_NOVA_SECONDS = Histogram(
+    "astara_metadata_nova_seconds",
+    "Round trip of a metadata request to Nova's metadata API (waiting for a connection included)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+METADATA_OUTCOMES = (
+    "ok",
+    "not_found",
+    "refused",
+    "malformed",
+    "method",
+    "nova_refused",
+    "nova_error",
+    "nova_unexpected",
+    "nova_unreachable",
+)
+for _outcome in METADATA_OUTCOMES:
+    METADATA_REQUESTS.labels(outcome=_outcome)
+for _reason in ("peer", "network", "address", "instance", "tenant"):
+    METADATA_REFUSED.labels(reason=_reason)

@@ -119,6 +119,9 @@ class RouterActor(PooledActor):
     def on_stop(self) -> None:
         if self.status_board is not None:
             self.status_board.withdraw(self.router_id, self.actor_ref)
+        release = getattr(self.instance, "release", None)  # InstanceManager: the metadata index
+        if release is not None:
+            release()
 
     def on_failure(
         self,

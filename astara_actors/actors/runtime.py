@@ -22,6 +22,7 @@ from astara_actors.actors.tenant import TenantActor
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, Action, Event
 from astara_actors.core.instance import InstanceManager
+from astara_actors.core.metadata_index import MetadataIndex
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.ports import Appliance, Compute, Instance, Network
 from astara_actors.core.rebuild_guard import RebuildGuard
@@ -99,6 +100,8 @@ class Runtime:
             period=settings.health_check_period,
             clock=clock,
         )
+        # What the routers pushed, for the metadata proxy's checks (astara_actors.metadata).
+        self.metadata_index = MetadataIndex()
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
         self.pool: ActorPool | None = None  # runs every tenant and router actor
@@ -235,6 +238,7 @@ class Runtime:
             guard=self.rebuild_guard,
             shared_networks=self.networks,
             seed=self.inventory.take(router_id) if self.inventory is not None else None,
+            metadata_index=self.metadata_index if self.settings.metadata_proxy else None,
         )
 
     def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "nova_url_problem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,16 @@ class Settings:
     orchestrator_address: str = ""
     metadata_port: int = 9697
 
+    # --- the metadata proxy (astara_actors.metadata): listens on orchestrator_address,
+    # metadata_port; signs consistent requests and forwards them to Nova's metadata API
+    metadata_proxy: bool = True
+    nova_metadata_url: str = "http://127.0.0.1:8775"
+    # Nova's [neutron] metadata_proxy_shared_secret: the key of X-Instance-ID-Signature
+    metadata_proxy_shared_secret: str = field(default="", repr=False)
+    metadata_connections: int = 32  # kept-alive connections to Nova at most; more requests wait
+    metadata_timeout: float = 10.0  # seconds for Nova to answer one request (then 500)
+    metadata_client_timeout: float = 60.0  # an appliance's idle or slow connection is closed
+
     def __post_init__(self) -> None:
         if not 0 < self.breaker_threshold <= 1:
             raise ValueError(f"breaker_threshold must be in (0, 1], not {self.breaker_threshold}")
@@ -91,3 +102,40 @@ class Settings:
             raise ValueError(
                 f"rebuild_concurrency must be at least 1, not {self.rebuild_concurrency}"
             )
+        self._check_metadata()
+
+    def _check_metadata(self) -> None:
+        """The metadata proxy's keys; each problem a ValueError naming its key first."""
+        if not 0 < self.metadata_port < 65536:
+            raise ValueError(f"metadata_port must be between 1 and 65535, not {self.metadata_port}")
+        problem = nova_url_problem(self.nova_metadata_url)
+        if problem:
+            raise ValueError(f"nova_metadata_url {problem}")
+        if self.metadata_connections < 1:
+            raise ValueError(
+                f"metadata_connections must be at least 1, not {self.metadata_connections}"
+            )
+        for key in ("metadata_timeout", "metadata_client_timeout"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be positive, not {getattr(self, key)}")
+        if any(c in self.metadata_proxy_shared_secret for c in "\r\n\0"):
+            raise ValueError("metadata_proxy_shared_secret must be one line")
+
+
+def nova_url_problem(url: str) -> str:
+    """What is wrong with ``url`` as Nova's metadata API (``http://host[:port][/prefix]``),
+    "" if nothing."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc})"
+    if parts.scheme != "http":
+        return f"{url!r} must start with http:// (Nova's metadata API on a trusted network)"
+    if not parts.hostname:
+        return f"{url!r} has no host"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return f"{url!r} must be http://host[:port][/path], without user, query or fragment"
+    if port == 0:
+        return f"{url!r} has port 0"
+    return ""

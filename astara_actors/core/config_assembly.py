@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from astara_actors.config.settings import Settings
-from astara_actors.core.models import Interface, NetworkInfo, Router
+from astara_actors.core.models import Interface, NetworkInfo, Port, Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import build_router_config, config_digest
 from astara_actors.core.ports import Appliance, Network
@@ -71,12 +71,15 @@ class ConfigAssembler:
         seed: Seed | None,
         timeout: float = INTERFACES_TIMEOUT,
         cached: bool = False,
+        network_ports_out: dict[str, list[Port]] | None = None,
     ) -> dict[str, dict[str, Any]] | None:
         """Each reachable live VM's payload; None if one's interfaces need a replug.
 
         ``members``: every VM of the router, oldest first (HA priorities). ``seed``: reads
         that stand in for calls (networks, their ports); ``cached``: the VMs' interfaces as
-        last read too (a drift sweep's listing)."""
+        last read too (a drift sweep's listing). ``network_ports_out``: filled with the ports
+        of each internal network the payloads were built from (the push teaches them to the
+        metadata index)."""
         wanted = networks_of(router)
         ifaces: dict[str, list[Interface]] = {}
         for vm in live:
@@ -99,6 +102,8 @@ class ConfigAssembler:
             else self._network.list_ports(network_id=p.network_id)
             for p in router.internal_ports
         }
+        if network_ports_out is not None:
+            network_ports_out.update(network_ports)
         payloads = {}
         for vm in live:
             if vm.id not in ifaces or vm.management_port is None:

@@ -16,7 +16,8 @@ from astara_actors.config.settings import Settings
 from astara_actors.core.config_assembly import ConfigAssembler
 from astara_actors.core.events import NEUTRON_STATUS, InstanceState
 from astara_actors.core.liveness import Liveness
-from astara_actors.core.models import Router
+from astara_actors.core.metadata_index import MetadataIndex
+from astara_actors.core.models import Port, Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import config_digest
 from astara_actors.core.ports import Appliance, Clock, Compute, Network
@@ -55,6 +56,7 @@ class InstanceManager:
         guard: RebuildGuard | None = None,
         shared_networks: NetworkCache | None = None,
         seed: Seed | None = None,
+        metadata_index: MetadataIndex | None = None,
     ) -> None:
         self.router_id = router_id
         self.tenant_id = tenant_id
@@ -66,6 +68,10 @@ class InstanceManager:
         self._log = log or router_logger(router_id)
         self._guard = guard  # the rebuild guard shared by the process's routers (None: off)
         self._seed = seed  # what a cold start read for us: used by the first refresh and push
+        # What the metadata proxy checks guests' requests against: learned at each push,
+        # forgotten when the VMs or the router go (None: no proxy in this process).
+        self._index = metadata_index
+        self._index_token = metadata_index.token() if metadata_index is not None else 0
         # The router read by the last refresh, and when: the step right after it (a push, a
         # boot, a drift check) uses it once instead of reading it again.
         self._refreshed: tuple[Router, float] | None = None
@@ -255,8 +261,15 @@ class InstanceManager:
         live = [vm for vm in self._members() if vm.alive and vm.address]
         if not live:
             return self._set(InstanceState.DOWN)
+        network_ports: dict[str, list[Port]] = {}
         try:
-            payloads = self._assembler.payloads(router, live, self._members(), self._take_seed())
+            payloads = self._assembler.payloads(
+                router,
+                live,
+                self._members(),
+                self._take_seed(),
+                network_ports_out=network_ports if self._index is not None else None,
+            )
         except CloudError as exc:
             return self._push_failed(str(exc))
         if payloads is None:
@@ -277,6 +290,10 @@ class InstanceManager:
             pushed += 1
         if not pushed:
             return self._push_failed("no VM took the config")
+        if self._index is not None:
+            self._index.learn(
+                self.router_id, self._index_token, self._configured_addresses(), network_ports
+            )
         self._push_failures = 0
         if pushed == len(self._vms) >= self._required:
             return self._set(InstanceState.CONFIGURED)
@@ -346,6 +363,12 @@ class InstanceManager:
 
     def reset_boot_counter(self) -> None:
         self._attempts = 0
+
+    def release(self) -> None:
+        """The router's actor stopped (its tenant moved to another orchestrator, or this one
+        stops): the metadata proxy no longer vouches for its VMs. The VMs stay as they are."""
+        if self._index is not None:
+            self._index.forget(self.router_id, self._index_token)
 
     def dump(self) -> dict[str, object]:
         now = self._clock()
@@ -430,6 +453,8 @@ class InstanceManager:
             self._guard.free_slot(self.router_id)
             if state is InstanceState.GONE:
                 self._guard.forget(self.router_id)
+        if state is InstanceState.GONE and self._index is not None:
+            self._index.forget(self.router_id, self._index_token)
         status = NEUTRON_STATUS.get(state)
         if status is None or status == self._neutron_status:
             return state
@@ -561,3 +586,12 @@ class InstanceManager:
     def _forget(self, vm: Vm) -> None:
         self._vms.pop(vm.id, None)
         self._pushed.pop(vm.id, None)
+        if self._index is not None:
+            self._index.keep_addresses(
+                self.router_id, self._index_token, self._configured_addresses()
+            )
+
+    def _configured_addresses(self) -> list[str]:
+        """The management addresses of the VMs that took a config (the metadata proxy's
+        valid sources for this router)."""
+        return [vm.address for vm in self._members() if vm.id in self._pushed and vm.address]
