@@ -225,6 +225,11 @@ class Runtime:
             rand=self.rand,
         )
 
+    @property
+    def _serves_metadata(self) -> bool:
+        """Whether the daemon serves the metadata proxy (then the routers feed its index)."""
+        return self.settings.metadata_proxy and bool(self.settings.orchestrator_address)
+
     def _make_instance(self, router_id: str, tenant_id: str) -> Instance:
         return InstanceManager(
             router_id,
@@ -238,7 +243,7 @@ class Runtime:
             guard=self.rebuild_guard,
             shared_networks=self.networks,
             seed=self.inventory.take(router_id) if self.inventory is not None else None,
-            metadata_index=self.metadata_index if self.settings.metadata_proxy else None,
+            metadata_index=self.metadata_index if self._serves_metadata else None,
         )
 
     def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:

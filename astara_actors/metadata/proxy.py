@@ -162,6 +162,14 @@ class MetadataProxy:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
+    def stats(self) -> dict[str, int]:
+        """Requests answered, connections open from appliances, connections made to Nova."""
+        return {
+            "requests": self.requests,
+            "appliance_connections": len(self._tasks),
+            "nova_connections_opened": self._nova.opened,
+        }
+
     def start(self, stopping: threading.Event | None = None) -> MetadataProxy:
         """Listen, or raise :class:`MetadataProxyError` naming the address and port.
 
