@@ -154,6 +154,101 @@ def test_router_shows_the_dump(client: Any) -> None:
     assert result.json["host"] == "orch-1" and result.json["router"]["router_id"] == R
 
 
+def entry(at: str, message_id: str, reason: str) -> dict[str, Any]:
+    return {
+        "id": 1,
+        "at": at,
+        "actor": "astara.ctl.ops1 for alice",
+        "who": "alice@ops1 (astara-ctl)",
+        "command": "router-rebuild",
+        "target": R,
+        "tenant_id": T,
+        "reason": reason,
+        "payload": {"router_id": R},
+        "message_id": message_id,
+    }
+
+
+class AuditingFake(FakeControl):
+    """Two orchestrators answering the audit query, each with its trail."""
+
+    def __init__(self, trails: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__()
+        self.trails = trails
+
+    def ask(
+        self,
+        query: Any,
+        timeout: float,
+        expect: int | None = None,
+        grace: float = 0.05,
+    ) -> list[dict[str, Any]]:
+        if query["query"] != "audit":
+            return super().ask(query, timeout, expect, grace)
+        self.asked.append(dict(query))
+        return [
+            {"host": host, "correlation_id": "c", "ok": True, "answer": {"audit": trail}}
+            for host, trail in self.trails.items()
+        ]
+
+
+def test_audit_asks_with_the_filters_and_merges_the_answers_each_command_once() -> None:
+    first = entry("2025-01-31T12:00:00.000000Z", "m1", "one")
+    second = entry("2025-01-31T12:05:00.000000Z", "m2", "two")
+    third = entry("2025-01-31T12:01:00.000000Z", "m3", "three")
+    # orch-1 and orch-2 share a database (the same entries); orch-3 keeps its own
+    fake = AuditingFake({"orch-1": [first, second], "orch-2": [first, second], "orch-3": [third]})
+    client = falcon.testing.TestClient(create_app(lambda: fake, ApiSettings(timeout=0.5)))
+    result = client.simulate_get(
+        "/audit",
+        params={"router_id": R.upper(), "tenant_id": T, "limit": "2", "since": "2025-01-31"},
+    )
+    assert result.status_code == 200, result.text
+    assert fake.asked == [
+        {
+            "query": "audit",
+            "router_id": R,
+            "tenant_id": T,
+            "limit": 2,
+            "since": "2025-01-31T00:00:00.000000Z",
+        }
+    ]
+    assert [e["reason"] for e in result.json["audit"]] == ["three", "two"]  # the last 2
+    assert result.json["orchestrators"] == ["orch-1", "orch-2", "orch-3"]
+    everything = client.simulate_get("/audit").json["audit"]
+    assert [e["reason"] for e in everything] == ["one", "three", "two"]
+    assert fake.asked[-1] == {"query": "audit"}
+
+
+def test_an_orchestrator_that_keeps_no_trail_is_named_and_the_others_served() -> None:
+    fake = AuditingFake({"orch-1": [entry("2025-01-31T12:00:00.000000Z", "m1", "one")]})
+    original = fake.ask
+
+    def ask(query: Any, timeout: float, expect: int | None = None, grace: float = 0.05) -> Any:
+        replies = original(query, timeout, expect, grace)
+        if query["query"] == "audit":
+            replies.append({"host": "orch-2", "ok": False, "error": "no store"})
+        return replies
+
+    fake.ask = ask  # type: ignore[method-assign]
+    client = falcon.testing.TestClient(create_app(lambda: fake, ApiSettings(timeout=0.5)))
+    result = client.simulate_get("/audit")
+    assert result.status_code == 200
+    assert [e["reason"] for e in result.json["audit"]] == ["one"]
+    assert result.json["errors"] == [{"host": "orch-2", "error": "no store"}]
+
+
+def test_the_router_view_asks_for_as_many_recent_commands_as_told(
+    client: Any, fake: FakeControl
+) -> None:
+    assert client.simulate_get(f"/routers/{R}", params={"limit": "3"}).status_code == 200
+    assert client.simulate_get(f"/routers/{R}").status_code == 200
+    assert fake.asked == [
+        {"query": "router", "router_id": R, "limit": 3},
+        {"query": "router", "router_id": R},
+    ]
+
+
 def test_workers_and_healthz(client: Any) -> None:
     assert client.simulate_get("/workers").json["orchestrators"][0]["host"] == "orch-1"
     assert client.simulate_get("/healthz").json == {"status": "ok", "orchestrators": ["orch-1"]}
@@ -179,6 +274,15 @@ def test_workers_and_healthz(client: Any) -> None:
         ("PUT", "/tenant/debug", "tenant_id is missing"),
         ("PUT", f"/router/debug/{R}?reasn=typo", "unknown query parameter(s) 'reasn'"),
         ("GET", "/routers?all=1", "unknown query parameter(s) 'all'"),
+        ("GET", f"/routers/{R}?limit=many", "limit must be a whole number, not 'many'"),
+        ("GET", f"/routers/{R}?limit=1001", "limit must be a whole number from 0 to 1000"),
+        ("GET", "/audit?limit=-5", "limit must be a whole number, not '-5'"),
+        ("GET", "/audit?limit=0", "limit must be a whole number from 1 to 1000, not 0"),
+        ("GET", "/audit?router_id=*", "cannot be the wildcard"),
+        ("GET", "/audit?tenant_id=tenant-0", "tenant_id 'tenant-0' is not a UUID"),
+        ("GET", "/audit?since=tomorrow", "since: 'tomorrow' is not a time"),
+        ("GET", "/audit?since=%202h", "since is empty or has blanks around it"),
+        ("GET", "/audit?reason=x", "unknown query parameter(s) 'reason'"),
     ],
 )
 def test_malformed_ids_are_400_with_the_reason(
@@ -398,6 +502,7 @@ def test_the_document_describes_every_route(client: Any) -> None:
         "/browse",
         "/ssh/{router_id}",
         "/metrics",
+        "/audit",
     }
     assert set(document["paths"]) == expected
     assert document == openapi_document()

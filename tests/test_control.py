@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from astara_actors.core.events import Action
+from astara_actors.protocol import audit
 from astara_actors.protocol.control import (
     Command,
     CommandKind,
@@ -237,3 +239,138 @@ def test_any_router_id_is_a_canonical_uuid_or_the_command_is_refused(value: str)
     except InvalidCommand:
         return
     assert command.router_id == str(uuid.UUID(value.strip(" ")))
+
+
+# --- the audit trail's query and its words (issue 15, item 6)
+
+
+def test_the_audit_query_round_trips_with_its_filters() -> None:
+    since = datetime(2025, 1, 31, 12, tzinfo=UTC)
+    query = Query(QueryKind.AUDIT, R, T, limit=20, since=since)
+    payload = query.to_payload()
+    assert payload == {
+        "query": "audit",
+        "router_id": R,
+        "tenant_id": T,
+        "limit": 20,
+        "since": "2025-01-31T12:00:00.000000Z",
+    }
+    assert Query.from_payload(payload) == query
+    bare = Query.from_payload({"query": "audit"})
+    assert (bare.router_id, bare.tenant_id, bare.limit, bare.since) == ("", "", None, None)
+    assert bare.wanted == audit.DEFAULT_LIMIT
+    assert Query.from_payload({"query": "router", "router_id": R}).wanted == audit.ROUTER_COMMANDS
+    assert Query.from_payload({"query": "router", "router_id": R, "limit": 0}).wanted == 0
+    # A time with an offset is carried in UTC
+    east = Query.from_payload({"query": "audit", "since": "2025-01-31T14:00:00+02:00"})
+    assert east.since == since
+
+
+@pytest.mark.parametrize(
+    ("payload", "complaint"),
+    [
+        ({"query": "audit", "limit": 0}, "limit must be a whole number from 1 to 1000, not 0"),
+        ({"query": "audit", "limit": -3}, "from 1 to 1000, not -3"),
+        ({"query": "audit", "limit": 1001}, "not 1001"),
+        ({"query": "audit", "limit": "10"}, "not '10'"),
+        ({"query": "audit", "limit": True}, "not True"),
+        ({"query": "router", "router_id": R, "limit": -1}, "from 0 to 1000, not -1"),
+        ({"query": "audit", "router_id": "nope"}, "audit query: router_id 'nope' is not a UUID"),
+        ({"query": "audit", "router_id": "*"}, "cannot be the wildcard"),
+        ({"query": "audit", "tenant_id": "tenant-0"}, "tenant_id 'tenant-0' is not a UUID"),
+        ({"query": "audit", "since": "yesterday"}, "since: 'yesterday' is not a time"),
+        ({"query": "audit", "since": "2025-02-30"}, "'2025-02-30' is not a time"),
+        ({"query": "audit", "since": 5}, "since must be a string"),
+    ],
+)
+def test_a_malformed_audit_query_is_refused_with_the_reason(
+    payload: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(InvalidCommand) as info:
+        Query.from_payload(payload)
+    assert complaint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("actor", "words"),
+    [
+        ("astara.ctl.ops1.example.org for alice", "alice@ops1.example.org (astara-ctl)"),
+        ("astara.ctl.ops1", "astara-ctl on ops1"),
+        (
+            "astara.api.web1 for keystone user admin (project ops) via http client 10.0.0.5",
+            "keystone user admin (project ops) via http client 10.0.0.5 (API on web1)",
+        ),
+        ("astara.api.web1 for http client ::1", "http client ::1 (API on web1)"),
+        ("astara.api.web1", "API on web1"),
+        ("astara.ctl", "astara.ctl"),  # an original astara-ctl: as recorded
+        ("", "unknown"),
+    ],
+)
+def test_who_sent_a_command_reads_as_words(actor: str, words: str) -> None:
+    assert audit.who(actor) == words
+
+
+NOW = datetime(2025, 1, 31, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [
+        ("2025-01-30", datetime(2025, 1, 30, tzinfo=UTC)),
+        ("2025-01-30T08:15:00Z", datetime(2025, 1, 30, 8, 15, tzinfo=UTC)),
+        ("2025-01-30t08:15z", datetime(2025, 1, 30, 8, 15, tzinfo=UTC)),
+        ("2025-01-30 08:15", datetime(2025, 1, 30, 8, 15, tzinfo=UTC)),  # UTC unless it says
+        ("2025-01-30T10:15:00+02:00", datetime(2025, 1, 30, 8, 15, tzinfo=UTC)),
+        ("2025-01-30T23:59:60Z", datetime(2025, 1, 30, 23, 59, 59, tzinfo=UTC)),
+        ("90s", NOW - timedelta(seconds=90)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("2h", NOW - timedelta(hours=2)),
+        ("-2h", NOW - timedelta(hours=2)),
+        ("2h ago", NOW - timedelta(hours=2)),
+        ("7d", NOW - timedelta(days=7)),
+        ("1w", NOW - timedelta(weeks=1)),
+        ("0001-01-01T00:00:00+01:00", audit.EPOCH),  # in UTC before the year 1
+        ("9999-12-31T23:59:59-01:00", datetime.max.replace(tzinfo=UTC)),
+        ("3000w", audit.EPOCH),  # 1967: before anything was recorded
+        ("999999w", audit.EPOCH),  # before the year 1, too
+    ],
+)
+def test_since_takes_an_iso_time_or_an_age(text: str, at: datetime) -> None:
+    assert audit.parse_since(text, NOW) == at
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "yesterday", "2h30m", "20250130", "2025-13-01", "30 minutes", "٣h", "x" * 100],
+)
+def test_a_time_that_cannot_be_read_says_what_is_accepted(text: str) -> None:
+    with pytest.raises(audit.TimeError):
+        audit.parse_since(text, NOW)
+
+
+def test_the_orchestrators_answers_merge_into_one_trail_each_command_once() -> None:
+    def entry(at: str, message_id: str | None, reason: str, entry_id: int = 1) -> dict[str, Any]:
+        return {"id": entry_id, "at": at, "message_id": message_id, "reason": reason}
+
+    shared = [
+        entry("2025-01-31T12:00:00.000000Z", "m1", "a"),
+        entry("2025-01-31T12:02:00.000000Z", "m3", "c"),
+    ]
+    own = [
+        entry("2025-01-31T12:00:00.500000Z", "m1", "a"),
+        entry("2025-01-31T12:01:00.000000Z", "m2", "b"),
+    ]
+    merged = audit.merge([shared, own, shared], limit=10)
+    assert [e["reason"] for e in merged] == ["a", "b", "c"]
+    assert [e["reason"] for e in audit.merge([shared, own], limit=2)] == ["b", "c"]
+    assert audit.merge([shared], limit=0) == []
+
+
+@given(st.text(max_size=70))
+def test_any_since_text_is_a_utc_time_or_a_time_error(text: str) -> None:
+    try:
+        at = audit.parse_since(text, NOW)
+    except audit.TimeError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert at.tzinfo is not None and at.utcoffset() == timedelta(0)

@@ -25,6 +25,7 @@ from astara_actors.bus.transport import BusSettings
 from astara_actors.core.ports import Network
 from astara_actors.core.resolve import Resolver
 from astara_actors.errors import AstaraError
+from astara_actors.protocol.audit import tenant_forms, wire_entry
 from astara_actors.protocol.control import (
     Command,
     CommandKind,
@@ -114,7 +115,11 @@ class BusBridge:
         """
         notification = decode(body)
         if is_command(notification):
-            self._command(Command.from_payload(notification.payload), notification.publisher_id)
+            self._command(
+                Command.from_payload(notification.payload),
+                notification.publisher_id,
+                notification.message_id,
+            )
             return
         change = classify(notification)
         if change is None:
@@ -126,11 +131,17 @@ class BusBridge:
         self.resolver.tell(change)
         self._count("changes")
 
-    def _command(self, command: Command, actor: str = "") -> None:
+    def _command(self, command: Command, actor: str = "", message_id: str = "") -> None:
         self._count("commands")
         if self.store is not None:
             try:
-                record_command(self.store, command, actor or "unknown")
+                record_command(
+                    self.store,
+                    command,
+                    actor or "unknown",
+                    message_id=message_id,
+                    tenant_id=self._tenant_of(command),
+                )
             except AstaraError as exc:  # applied anyway: only its survival across a restart is lost
                 LOG.error("command %s not persisted: %s", command.kind, exc)
         LOG.info(
@@ -161,7 +172,11 @@ class BusBridge:
             return {"metrics": metrics.exposition()}
         if query.kind == QueryKind.ROUTER:
             dump = self.runtime.dump(query.router_id)
+            if dump is not None and self.store is not None:
+                self._recent_commands(dump, query.wanted)
             return {"found": dump is not None, "router": dump}
+        if query.kind == QueryKind.AUDIT:
+            return {"audit": self._audit(query)}
         if query.kind == QueryKind.ROUTERS:
             # From the status board: no router is asked, so 10,000 routers list in milliseconds.
             return {
@@ -173,6 +188,47 @@ class BusBridge:
         if self.cluster is not None:
             tree["cluster"] = self.cluster()
         return {"workers": tree}
+
+    def _audit(self, query: Query) -> list[dict[str, Any]]:
+        """The trail's last entries that match the query's filters (StoreError if unreadable)."""
+        if self.store is None:
+            raise AstaraError("this orchestrator keeps no audit trail (it runs without a store)")
+        routers: list[str] = []
+        if query.tenant_id:  # router commands sent with "*" name no tenant: its routers do
+            board = self.runtime.status_board
+            routers = [
+                str(s.get("router_id", ""))
+                for form in tenant_forms(query.tenant_id)
+                for s in board.summaries(form)
+            ]
+        entries = self.store.audit(
+            query.wanted,
+            router_id=query.router_id or None,
+            tenant_id=query.tenant_id or None,
+            tenant_routers=routers,
+            since=query.since,
+        )
+        return [wire_entry(e) for e in entries]
+
+    def _recent_commands(self, dump: dict[str, Any], limit: int) -> None:
+        """The router's last commands (its own, its tenant's, every router's) into its dump."""
+        assert self.store is not None
+        try:
+            entries = self.store.router_commands(
+                str(dump.get("router_id", "")), str(dump.get("tenant_id") or ""), limit
+            )
+        except AstaraError as exc:  # the dump is still worth showing
+            LOG.warning("router %s: recent commands unavailable: %s", dump.get("router_id"), exc)
+            dump["recent_commands_error"] = str(exc)
+            return
+        dump["recent_commands"] = [wire_entry(e) for e in entries]
+
+    def _tenant_of(self, command: Command) -> str:
+        """The tenant a router command sent with ``*`` concerns, if this member drives it."""
+        if command.tenant_id or not command.router_id or command.router_id in ("*", "error"):
+            return ""
+        summary = self.runtime.status_board.summary(command.router_id)
+        return str(summary.get("tenant_id") or "") if summary else ""
 
     def snapshot(self) -> dict[str, Any]:
         """Counters of the consumers and the resolver, for ``workers debug``."""

@@ -26,6 +26,7 @@ from astara_actors.api.keystone import (
 )
 from astara_actors.api.openapi import openapi_document
 from astara_actors.api.resources import (
+    AuditResource,
     CommandResource,
     Control,
     HealthResource,
@@ -169,6 +170,7 @@ def create_app(
     app.add_route("/routers", RoutersResource(control))
     app.add_route("/routers/{router_id}", RouterResource(control))
     app.add_route("/workers", WorkersResource(control))
+    app.add_route("/audit", AuditResource(control))
     app.add_route("/healthz", HealthResource(control))
     app.add_route("/metrics", MetricsResource(control))
     document = openapi_document(

@@ -7,6 +7,7 @@ from typing import Any
 
 from astara_actors.api.routes import COMMAND_ROUTES, CommandRoute
 from astara_actors.core import validate
+from astara_actors.protocol import audit
 from astara_actors.protocol.control import CommandKind
 
 __all__ = ["UUID_PATTERN", "openapi_document"]
@@ -15,6 +16,7 @@ UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-
 _UUID = {"type": "string", "pattern": UUID_PATTERN}
 _WILDCARD_ID = {"anyOf": [_UUID, {"type": "string", "enum": ["*", "error"]}]}
 _JSON = "application/json"
+_AGE_PATTERN = "^-?[0-9]{1,6} ?[smhdwSMHDW]( ago)?$"  # 30m, 2h, 7d, "-2h", "2h ago"
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -70,12 +72,53 @@ _SCHEMAS: dict[str, Any] = {
         {
             "host": {"type": "string"},
             "router": _object(
-                {"router_id": {"type": "string"}, "tenant_id": {"type": "string"}},
+                {
+                    "router_id": {"type": "string"},
+                    "tenant_id": {"type": "string"},
+                    "recent_commands": {
+                        "type": "array",
+                        "items": _ref("schemas", "AuditEntry"),
+                        "description": "its last commands, oldest first, with those for its "
+                        "tenant and every router (scope); absent without a store",
+                    },
+                },
                 ("router_id",),
-                description="state, instance, inbox, transitions…",
+                description="state, instance, inbox, transitions, recent commands…",
             ),
         },
         ("host", "router"),
+    ),
+    "AuditEntry": _object(
+        {
+            "id": {"type": ["integer", "null"]},
+            "at": {"type": "string", "description": "when it was recorded: UTC, ISO 8601"},
+            "actor": {"type": "string", "description": "who, as the bus publisher said"},
+            "who": {"type": "string", "description": "who, in words (login@host, API user)"},
+            "command": {"type": "string"},
+            "target": {"type": "string", "description": "the router or tenant, or '' for all"},
+            "tenant_id": {"type": "string"},
+            "reason": {"type": "string"},
+            "payload": {},
+            "message_id": {"type": ["string", "null"]},
+            "scope": {
+                "type": "string",
+                "enum": ["router", "tenant", "all"],
+                "description": "in a router's recent commands: what the command reached",
+            },
+        },
+        ("at", "actor", "who", "command", "target", "reason"),
+    ),
+    "Audit": _object(
+        {
+            "audit": {
+                "type": "array",
+                "items": _ref("schemas", "AuditEntry"),
+                "description": "oldest first, newest last",
+            },
+            "orchestrators": {"type": "array", "items": {"type": "string"}},
+            "errors": {"type": "array", "items": _ref("schemas", "AnswerError")},
+        },
+        ("audit", "orchestrators", "errors"),
     ),
     "OrchestratorTree": _object(
         {"host": {"type": "string"}, "workers": {"type": "object"}}, ("host", "workers")
@@ -141,6 +184,16 @@ def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str
         "name": name,
         "in": "path",
         "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _query_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
         "schema": schema,
         "description": description,
     }
@@ -276,11 +329,51 @@ def openapi_document(
     )
     paths["/routers/{router_id}"] = _get(
         "show-router",
-        "One router's dump: state, instance, inbox, last transitions",
+        "One router's dump: state, instance, inbox, last transitions, recent commands",
         _ok("The router's dump", "Router"),
         ["BadRequest", "NotFound", "Unavailable"],
         auth_errors,
-        [_path_param("router_id", _UUID, "The router's UUID")],
+        [
+            _path_param("router_id", _UUID, "The router's UUID"),
+            _query_param(
+                "limit",
+                {"type": "integer", "minimum": 0, "maximum": audit.MAX_LIMIT},
+                f"How many recent commands (default {audit.ROUTER_COMMANDS})",
+            ),
+        ],
+    )
+    paths["/audit"] = _get(
+        "audit",
+        "The audit trail of operator commands (who, what, why, when), oldest first",
+        _ok("The last commands that match, each once, newest last", "Audit"),
+        ["BadRequest", "Unavailable"],
+        auth_errors,
+        [
+            _query_param(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT},
+                f"How many, the last ones (default {audit.DEFAULT_LIMIT})",
+            ),
+            _query_param("router_id", _UUID, "Only the commands aimed at this router"),
+            _query_param(
+                "tenant_id",
+                _UUID,
+                "Only the commands for this project (its debug and manage, and those aimed "
+                "at its routers); 32 hex digits or a UUID",
+            ),
+            _query_param(
+                "since",
+                {
+                    "anyOf": [
+                        {"type": "string", "format": "date-time"},
+                        {"type": "string", "format": "date"},
+                        {"type": "string", "pattern": _AGE_PATTERN},
+                    ]
+                },
+                "Only the commands recorded since: an ISO 8601 date or time (UTC unless it "
+                "says) or an age (30m, 2h, 7d)",
+            ),
+        ],
     )
     paths["/workers"] = _get(
         "show-workers",

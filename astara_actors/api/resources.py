@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -21,9 +22,11 @@ from astara_actors.api.errors import OrchestratorFailed, UnknownRouter
 from astara_actors.api.routes import CommandRoute
 from astara_actors.core import validate
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR
+from astara_actors.protocol import audit
 from astara_actors.protocol.control import Command, CommandKind, InvalidCommand, Query, QueryKind
 
 __all__ = [
+    "AuditResource",
     "CommandResource",
     "Control",
     "HealthResource",
@@ -67,9 +70,10 @@ class Control:
             raise OrchestratorFailed([f"{b['host']}: {b['error']}" for b in bad])
         return good, bad
 
-    def find_router(self, router_id: str) -> dict[str, Any]:
-        """``{"host", "router"}`` from the orchestrator that manages the router."""
-        good, bad = self.ask(Query(QueryKind.ROUTER, router_id))
+    def find_router(self, router_id: str, commands: int | None = None) -> dict[str, Any]:
+        """``{"host", "router"}`` from the orchestrator that manages the router (the dump with
+        its last ``commands`` commands, or the orchestrator's default)."""
+        good, bad = self.ask(Query(QueryKind.ROUTER, router_id, limit=commands))
         for answer in good:
             if answer.get("found") and isinstance(answer.get("router"), dict):
                 return {"host": answer["host"], "router": answer["router"]}
@@ -272,15 +276,71 @@ class RoutersResource:
 
 
 class RouterResource:
-    """``GET /routers/{router_id}``: the router's dump from the orchestrator that manages it."""
+    """``GET /routers/{router_id}[?limit=N]``: the router's dump from the orchestrator that
+    manages it, with its last N commands (``recent_commands``, the orchestrator's default 10)."""
 
     def __init__(self, control: Control) -> None:
         self.control = control
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, router_id: str) -> None:
-        check_params(req)
-        query = Query.from_payload({"query": str(QueryKind.ROUTER), "router_id": router_id})
-        resp.media = self.control.find_router(query.router_id)
+        check_params(req, ("limit",))
+        payload: dict[str, Any] = {"query": str(QueryKind.ROUTER), "router_id": router_id}
+        if (limit := _int_param(req, "limit")) is not None:
+            payload["limit"] = limit
+        query = Query.from_payload(payload)
+        resp.media = self.control.find_router(query.router_id, query.limit)
+
+
+class AuditResource:
+    """``GET /audit``: the audit trail of operator commands, oldest first, newest last (the
+    last ``limit``), filtered by ``router_id``, ``tenant_id`` and ``since``."""
+
+    PARAMS = ("limit", "router_id", "tenant_id", "since")
+
+    def __init__(self, control: Control, clock: Callable[[], datetime] | None = None) -> None:
+        self.control = control
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        check_params(req, self.PARAMS)
+        payload: dict[str, Any] = {"query": str(QueryKind.AUDIT)}
+        if (limit := _int_param(req, "limit")) is not None:
+            payload["limit"] = limit
+        for name in ("router_id", "tenant_id"):
+            if (value := _text_param(req, name)) is not None:
+                payload[name] = value
+        if (since := _text_param(req, "since")) is not None:
+            try:
+                payload["since"] = audit.when(audit.parse_since(since, self.clock()))
+            except audit.TimeError as exc:
+                raise InvalidCommand(f"since: {exc}") from None
+        query = Query.from_payload(payload)
+        good, bad = self.control.ask(query)
+        lists: list[list[Any]] = [a["audit"] for a in good if isinstance(a.get("audit"), list)]
+        entries = audit.merge(lists, query.wanted)
+        resp.media = {
+            "audit": entries,
+            "orchestrators": sorted(a["host"] for a in good),
+            "errors": bad,
+        }
+
+
+def _text_param(req: falcon.Request, name: str) -> str | None:
+    """A query parameter as given (None when absent); empty or padded is a mistake."""
+    text = req.get_param(name)
+    if text is not None and (not text or text != text.strip()):
+        raise InvalidCommand(f"{name} is empty or has blanks around it: {validate.shown(text)}")
+    return text
+
+
+def _int_param(req: falcon.Request, name: str) -> int | None:
+    """A whole-number query parameter (None when absent); the protocol checks its range."""
+    text = _text_param(req, name)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) < 12):
+        raise InvalidCommand(f"{name} must be a whole number, not {validate.shown(text)}")
+    return int(text)
 
 
 class WorkersResource:

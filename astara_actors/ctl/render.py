@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "AUDIT_COLUMNS",
     "COLUMNS",
     "STATUSES",
     "Column",
     "age",
+    "audit_table",
+    "command_words",
     "cut",
     "error_reason",
     "layout",
     "matching",
+    "recent_commands",
     "router_cells",
     "router_dump",
     "row",
@@ -28,6 +32,7 @@ __all__ = [
     "state_counts",
     "status",
     "status_word",
+    "when_cell",
     "workers_tree",
 ]
 
@@ -344,7 +349,88 @@ def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) 
             f"{t.get('target', '')}  [{t.get('instance', '')}]"
             + (f"  {t['note']}" if t.get("note") else "")
         )
+    lines += recent_commands(dump)
     return lines
+
+
+# What a command that was not the router's own reached, in ``router show``.
+_SCOPES = {"tenant": "its tenant", "all": "every router"}
+
+
+def recent_commands(dump: Mapping[str, Any]) -> list[str]:
+    """The router's last commands, as its orchestrator's store recorded them (``router show``)."""
+    if dump.get("recent_commands_error"):
+        return [f"recent commands  unavailable: {dump['recent_commands_error']}"]
+    entries = dump.get("recent_commands")
+    if not isinstance(entries, list):
+        return ["recent commands  not recorded (its orchestrator keeps no store)"]
+    if not entries:
+        return ["recent commands  none recorded"]
+    lines = [
+        f"recent commands (last {len(entries)}, newest last; UTC; "
+        "for its tenant or every router as marked)"
+    ]
+    whats = [command_words(e) + _scope(e) for e in entries if isinstance(e, Mapping)]
+    width = max(len(w) for w in whats)
+    for entry, what in zip((e for e in entries if isinstance(e, Mapping)), whats, strict=True):
+        reason = entry.get("reason") or ""
+        lines.append(
+            f"  {when_cell(entry.get('at'))}  {what:<{width}}  by {entry.get('who') or '?'}  "
+            + (f"reason: {reason}" if reason else "no reason given")
+        )
+    return lines
+
+
+def _scope(entry: Mapping[str, Any]) -> str:
+    scope = _SCOPES.get(str(entry.get("scope", "")))
+    if scope is None:
+        return ""
+    target = entry.get("target")
+    if entry.get("scope") == "all" and target == "error":
+        scope = "every router in ERROR"
+    return f" [{scope}]"
+
+
+def command_words(entry: Mapping[str, Any]) -> str:
+    """What a command did, in a few words: ``router-rebuild (image img-2)``, ``global-debug
+    enable``."""
+    command = str(entry.get("command", ""))
+    payload = entry.get("payload")
+    payload = payload if isinstance(payload, Mapping) else {}
+    if command == "global-debug" and "enabled" in payload:
+        return f"{command} {'enable' if payload['enabled'] in (1, True, '1') else 'disable'}"
+    image = payload.get("router_image_uuid") or payload.get("resource_image_uuid")
+    return f"{command} (image {image})" if image else command
+
+
+def when_cell(at: Any) -> str:
+    """A recorded time for a table: UTC to the second, ``2025-01-31T12:00:00Z``."""
+    text = str(at or "")
+    return f"{text[:19]}Z" if len(text) >= 19 and text.endswith("Z") else text or "?"
+
+
+AUDIT_COLUMNS = ("WHEN (UTC)", "WHO", "COMMAND", "TARGET", "REASON")
+
+
+def audit_table(entries: Sequence[Mapping[str, Any]], filtered: bool = False) -> list[str]:
+    """The audit trail as ``astara-ctl audit`` prints it: a table, oldest first, newest last."""
+    if not entries:
+        return ["no command recorded" + (" matches" if filtered else "")]
+    rows = [
+        (
+            when_cell(e.get("at")),
+            str(e.get("who") or e.get("actor") or "?"),
+            command_words(e),
+            str(e.get("target") or "-"),
+            str(e.get("reason") or "-"),
+        )
+        for e in entries
+    ]
+    widths = [max(len(r[i]) for r in [AUDIT_COLUMNS, *rows]) for i in range(len(AUDIT_COLUMNS))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
+        for r in [AUDIT_COLUMNS, *rows]
+    ]
 
 
 def _error(error: Any) -> str:

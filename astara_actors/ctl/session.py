@@ -15,6 +15,7 @@ from astara_actors.bus.rpc import ControlClient
 from astara_actors.bus.transport import BusError, BusSettings, NoAnswer
 from astara_actors.core import validate
 from astara_actors.errors import AstaraError
+from astara_actors.protocol.audit import merge
 from astara_actors.protocol.control import Command, InvalidCommand, Query, QueryKind
 
 __all__ = [
@@ -116,9 +117,13 @@ class Session:
         )
         return routers, sorted(r["host"] for r in replies)
 
-    def router(self, router_id: str) -> tuple[dict[str, Any], str]:
-        """One router's dump and the host that owns it; :class:`CtlError` (exit 1) if none does."""
-        query = check_query({"query": str(QueryKind.ROUTER), "router_id": router_id})
+    def router(self, router_id: str, commands: int | None = None) -> tuple[dict[str, Any], str]:
+        """One router's dump (with its last ``commands`` commands, or the orchestrator's
+        default) and the host that owns it; :class:`CtlError` (exit 1) if none does."""
+        payload: dict[str, Any] = {"query": str(QueryKind.ROUTER), "router_id": router_id}
+        if commands is not None:
+            payload["limit"] = commands
+        query = check_query(payload)
         replies = self.ask(query)
         for reply in _good(replies):
             if reply["answer"].get("found"):
@@ -127,6 +132,19 @@ class Session:
         raise CtlError(
             f"router {query.router_id} is not known to any orchestrator (asked: {hosts})"
         )
+
+    def audit(self, query: Query) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+        """The audit trail's entries for ``query`` from every orchestrator that answered, each
+        command once, oldest first; the hosts that answered; ``"<host>: <error>"`` of those
+        that could not (:class:`CtlError` if none could)."""
+        replies = self.ask(query)
+        good = _good(replies)
+        entries = merge(
+            (r["answer"].get("audit") or [] for r in good if isinstance(r.get("answer"), dict)),
+            query.wanted,
+        )
+        failed = sorted(f"{r.get('host')}: {r.get('error')}" for r in replies if not r.get("ok"))
+        return entries, sorted(r["host"] for r in good), failed
 
     def workers(self) -> list[tuple[str, dict[str, Any]]]:
         """Each orchestrator's supervision tree with its inbox counters, by host.

@@ -16,6 +16,7 @@ from astara_actors.core import validate
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "EPOCH",
     "MAX_LIMIT",
     "ROUTER_COMMANDS",
     "TimeError",
@@ -31,6 +32,7 @@ __all__ = [
 DEFAULT_LIMIT = 50  # entries `astara-ctl audit` and `GET /audit` list unless told
 MAX_LIMIT = 1000  # at most, per answer: a query's reply stays small on the bus
 ROUTER_COMMANDS = 10  # the recent commands `router show` lists unless told
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before anything was recorded
 
 _PUBLISHER = re.compile(r"astara\.(?P<role>ctl|api)\.(?P<host>\S+?)(?: for (?P<who>.+))?")
 _AGE = re.compile(r"-?(?P<n>[0-9]{1,6}) ?(?P<unit>[smhdwSMHDW])(?: ago)?")
@@ -115,22 +117,27 @@ def parse_time(text: str) -> datetime:
     cleaned = _LEAP_SECOND.sub(r"\g<1>59", cleaned)  # 23:59:60 is a time too, to us 23:59:59
     try:
         at = datetime.fromisoformat(cleaned)
-        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    except (ValueError, OverflowError):  # no such day or hour; an offset past the year 1
+    except ValueError:  # no such day or hour
         raise TimeError(_time_help(text)) from None
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # an offset that moves it past the year 1 or 9999
+        return EPOCH if at.year < 2 else datetime.max.replace(tzinfo=UTC)
 
 
 def parse_since(text: str, now: datetime) -> datetime:
     """A time as an operator types it: ISO 8601 (``2025-01-31``, ``2025-01-31T12:00Z``; UTC
     unless it says), or an age before ``now`` (``90s``, ``30m``, ``2h``, ``7d``, ``1w``, also
-    ``-2h`` and ``2h ago``); raises :class:`TimeError`."""
+    ``-2h`` and ``2h ago``; one reaching before 1970 is 1970); raises :class:`TimeError`."""
     match = _AGE.fullmatch(text.strip()) if len(text) <= _MAX_TIME_TEXT else None
     if match is not None:
         seconds = int(match["n"]) * _UNITS[match["unit"].lower()]
         try:
-            return now.astimezone(UTC) - timedelta(seconds=seconds)
-        except OverflowError:
-            raise TimeError(f"{validate.shown(text)} reaches before the year 1") from None
+            return max(EPOCH, now.astimezone(UTC) - timedelta(seconds=seconds))
+        except OverflowError:  # before the year 1: before anything was recorded, too
+            return EPOCH
     return parse_time(text)
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from astara_actors.core import validate
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
 from astara_actors.errors import AstaraError
+from astara_actors.protocol import audit
 from astara_actors.protocol.messages import (
     DebugGlobal,
     DebugRouter,
@@ -191,34 +193,91 @@ def to_tree_message(command: Command) -> Any | None:
 
 class QueryKind(enum.StrEnum):
     ROUTERS = "routers"  # every router with its state
-    ROUTER = "router"  # one router's dump
+    ROUTER = "router"  # one router's dump, with its recent commands
     WORKERS = "workers"  # the supervision tree
     METRICS = "metrics"  # the process's Prometheus metrics, in the text format
+    AUDIT = "audit"  # the audit trail of operator commands
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """One query. ``router`` takes ``router_id`` and ``limit`` (its recent commands, 0 to
+    :data:`~.audit.MAX_LIMIT`, default :data:`~.audit.ROUTER_COMMANDS`); ``audit`` takes
+    ``limit`` (1 to ``MAX_LIMIT``, default :data:`~.audit.DEFAULT_LIMIT`) and the filters
+    ``router_id``, ``tenant_id`` and ``since`` (an ISO 8601 time, UTC unless it says)."""
+
     kind: QueryKind
     router_id: str = ""
+    tenant_id: str = ""
+    limit: int | None = None  # None: the kind's default
+    since: datetime | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Query:
         if not isinstance(payload, Mapping):
             raise InvalidCommand(f"query must be an object, not {type(payload).__name__}")
         kind = _kind(QueryKind, payload.get("query"), "query")
-        router_id = ""
+        router_id = tenant_id = ""
+        limit: int | None = None
+        since = None
         if kind == QueryKind.ROUTER:
             router_id = _text(payload, "router_id").lower()
             if not router_id:
                 raise InvalidCommand("router query: router_id is missing")
             router_id = _check_id(kind, "router_id", router_id, wildcard_ok=False)
-        return cls(kind, router_id)
+            limit = _limit(payload, kind, 0)
+        elif kind == QueryKind.AUDIT:
+            router_id = _text(payload, "router_id").lower()
+            if router_id:
+                router_id = _check_id("audit query", "router_id", router_id, wildcard_ok=False)
+            tenant_id = _text(payload, "tenant_id")
+            if tenant_id:
+                tenant_id = _checked(validate.tenant_id, tenant_id, "audit query: tenant_id")
+            limit = _limit(payload, kind, 1)
+            since_text = _text(payload, "since")
+            if since_text:
+                try:
+                    since = audit.parse_time(since_text)
+                except audit.TimeError as exc:
+                    raise InvalidCommand(f"audit query: since: {exc}") from None
+        return cls(kind, router_id, tenant_id, limit, since)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"query": str(self.kind)}
         if self.router_id:
             payload["router_id"] = self.router_id
+        if self.tenant_id:
+            payload["tenant_id"] = self.tenant_id
+        if self.limit is not None:
+            payload["limit"] = self.limit
+        if self.since is not None:
+            payload["since"] = audit.when(self.since)
         return payload
+
+    @property
+    def wanted(self) -> int:
+        """How many entries: ``limit``, or the kind's default."""
+        if self.limit is not None:
+            return self.limit
+        return audit.ROUTER_COMMANDS if self.kind == QueryKind.ROUTER else audit.DEFAULT_LIMIT
+
+
+def _limit(payload: Mapping[str, Any], kind: QueryKind, least: int) -> int | None:
+    value = payload.get("limit")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (least <= value <= audit.MAX_LIMIT)
+    ):
+        # An int (a bool too: True is no number either) as it is; anything else by its type.
+        given = repr(value) if isinstance(value, int) else validate.shown(value)
+        raise InvalidCommand(
+            f"{kind} query: limit must be a whole number from {least} to {audit.MAX_LIMIT}, "
+            f"not {given}"
+        )
+    return value
 
 
 def _text(payload: Mapping[str, Any], key: str) -> str:

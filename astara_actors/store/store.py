@@ -37,7 +37,7 @@ from sqlalchemy.pool import StaticPool
 
 from astara_actors.errors import AstaraError
 from astara_actors.fsmodes import secure_file
-from astara_actors.protocol.audit import tenant_forms
+from astara_actors.protocol.audit import EPOCH, tenant_forms
 from astara_actors.store.models import AuditEntry, GlobalDebug, RouterDebug, TenantDebug
 
 if TYPE_CHECKING:
@@ -245,8 +245,8 @@ class Store:
                     *([AuditEntry.target.in_(routers)] if routers else []),
                 )
             )
-        if since is not None:
-            query = query.where(AuditEntry.at >= since)
+        if since is not None:  # MySQL's DATETIME starts at the year 1000: nothing is older
+            query = query.where(AuditEntry.at >= max(since, EPOCH))
         return self._entries(query, limit, "read the audit trail")
 
     def router_commands(
