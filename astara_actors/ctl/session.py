@@ -8,6 +8,7 @@ the exit code, so ``main`` has one place that turns them into output.
 from __future__ import annotations
 
 import getpass
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,7 +80,9 @@ class Session:
     def client(self) -> ControlClient:
         if self._client is None:
             try:
-                self._client = ControlClient(self.bus)
+                # The audit trail names the operator's machine (login@host), not the
+                # [orchestrator] host of the configuration file astara-ctl happens to read.
+                self._client = ControlClient(self.bus, host=_machine())
             except BusError as exc:
                 raise CtlError(str(exc), EXIT_USAGE) from None
         return self._client
@@ -194,6 +197,14 @@ def _login() -> str:
     try:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no USER/LOGNAME and no passwd entry (some containers)
+        return ""
+
+
+def _machine() -> str:
+    """This machine's host name ("" leaves the bus settings' host)."""
+    try:
+        return socket.gethostname()
+    except OSError:
         return ""
 
 
