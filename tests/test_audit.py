@@ -336,3 +336,65 @@ def test_the_api_records_who_asked_and_serves_the_trail_and_the_routers_commands
     ):
         bad = api.simulate_get("/audit", params=params)
         assert bad.status_code == 400 and needle in bad.json["error"], (params, bad.text)
+
+
+# --- recorded once, with its tenant -------------------------------------------------------
+
+
+def test_members_sharing_a_database_record_a_command_once_with_its_routers_tenant(
+    tmp_path: Path,
+) -> None:
+    from astara_actors.bus.transport import notification_envelope
+
+    store = Store(f"sqlite:///{tmp_path / 'shared.db'}")
+    store.upgrade()
+    cloud = MemoryCloud()
+    router = cloud.add_router(T1)
+    # Two members on one database: one drives the router, the other does not know it
+    driving = Runtime(
+        cloud.settings(host="m1"),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
+    idle = Runtime(
+        MemoryCloud().settings(host="m2"),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
+    try:
+        driving.deliver(Event(router, T1, Action.CREATE))
+        wait_for(lambda: driving.status_board.summary(router), "the router on the board")
+        bridges = [
+            BusBridge(
+                r,
+                BusSettings(transport_url="memory://", host=h),
+                network=cloud.network,
+                store=store,
+            )
+            for r, h in ((idle, "m2"), (driving, "m1"))
+        ]
+        payload = {
+            "command": "router-update",
+            "router_id": router,
+            "tenant_id": "*",
+            "reason": "once",
+        }
+        body = notification_envelope(
+            "astara.command", payload, publisher_id="astara.ctl.ops1 for alice"
+        ).encode()
+        for bridge in bridges:  # each member receives it; the one that does not drive it first
+            bridge.handle(body)
+        bridges[0].handle(body)  # and a redelivery
+        (entry,) = store.audit()
+        assert (entry["reason"], entry["tenant_id"]) == ("once", T1)
+        assert bridges[1].answer({"query": "audit", "tenant_id": T1})["audit"][0]["who"] == (
+            "alice@ops1 (astara-ctl)"
+        )
+    finally:
+        driving.stop()
+        idle.stop()
+        store.close()

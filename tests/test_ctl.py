@@ -319,6 +319,19 @@ def test_router_show_prints_the_actor_dump(peer: CtlPeer) -> None:
     assert dump["host"] == "peer-ctl" and dump["router"]["router_id"] == router
 
 
+def test_an_orchestrator_without_a_store_says_it_keeps_no_audit_trail(peer: CtlPeer) -> None:
+    # The peer runs without a store: router show says so, and audit names who could not answer
+    shown = ctl(peer.config, "router", "show", peer.routers[0])
+    assert shown.returncode == 0, shown.stderr
+    assert "recent commands  not recorded (its orchestrator keeps no store)" in shown.stdout
+    done = ctl(peer.config, "audit")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "astara-ctl: the orchestrators could not answer: peer-ctl: this orchestrator keeps no "
+        "audit trail (it runs without a store)\n"
+    )
+
+
 def test_workers_debug_prints_and_returns_the_tree(peer: CtlPeer) -> None:
     done = ctl(peer.config, "workers", "debug")
     assert done.returncode == 0, done.stderr
