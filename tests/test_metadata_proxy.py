@@ -378,7 +378,10 @@ def test_the_neutron_network_header_is_accepted(proxy):
     assert get(proxy, X_Quantum_Network_ID=None, X_Neutron_Network_ID=NET)[0] == 200
 
 
-def test_refusals_are_logged_a_few_at_a_time(proxy, caplog):
+def test_refusals_are_logged_a_few_at_a_time(nova, index, caplog):
+    settings = Settings(nova_metadata_url=nova.url, metadata_proxy_shared_secret=SECRET)
+    proxy = MetadataProxy(settings, index, address="127.0.0.1", port=0, clock=lambda: 0.0)
+    proxy.start()
     with caplog.at_level(logging.WARNING, PROXY_LOG):
         conn = connect(proxy, "127.100.7.99")
         for _ in range(30):
@@ -387,6 +390,7 @@ def test_refusals_are_logged_a_few_at_a_time(proxy, caplog):
             answer.read()
             assert answer.status == 403
         conn.close()
+    proxy.stop()
     assert len(warnings(caplog)) == 10  # the burst; the rest are counted, not logged
 
 
@@ -698,3 +702,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_one_appliance_cannot_take_every_connection(proxy, monkeypatch):
+    from astara_actors.metadata import proxy as proxy_module
+
+    monkeypatch.setattr(proxy_module, "MAX_PER_PEER", 2)
+    held = [connect(proxy) for _ in range(2)]
+    for conn in held:  # two connections open and answered
+        conn.request("GET", "/openstack/latest/meta_data.json", headers=headers())
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 200
+    third = connect(proxy)
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        third.request("GET", "/openstack/latest/meta_data.json", headers=headers())
+        third.getresponse()
+    assert get(proxy, source="127.100.7.2", X_Forwarded_For=GUEST)[0] == 403  # others still in
+    for conn in held:
+        conn.close()
+    wait_for(lambda: proxy.stats()["appliance_connections"] == 0, "connections closed")
+    assert get(proxy)[0] == 200

@@ -51,6 +51,7 @@ LOG = logging.getLogger(__name__)
 # The original's bind retry: the management address may appear shortly after start.
 BIND_RETRIES = (1.0, 2.0, 3.0, 4.0, 5.0)
 MAX_CONNECTIONS = 4096  # appliance connections at once; more are closed at once
+MAX_PER_PEER = 256  # ... from one address (one appliance cannot take them all)
 _MAX_BODY = 64 * 1024  # a request body (none expected) is read and dropped up to this
 _STOP_TIMEOUT = 5.0
 
@@ -144,6 +145,7 @@ class MetadataProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_peer: dict[str, int] = {}  # open connections by peer address
         self.requests = 0  # answered so far (tests read it)
 
     # ------------------------------------------------------------------ lifecycle
@@ -288,15 +290,22 @@ class MetadataProxy:
     # ------------------------------------------------------------------ connections
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or len(self._tasks) >= MAX_CONNECTIONS:
+        peer = canonical_address(str(writer.get_extra_info("peername")[0]))
+        mine = self._per_peer.get(peer, 0)
+        if task is None or len(self._tasks) >= MAX_CONNECTIONS or mine >= MAX_PER_PEER:
+            self._refusal(
+                peer,
+                f"connection closed at once: {len(self._tasks)} open ({mine} from this "
+                f"address; at most {MAX_CONNECTIONS}, {MAX_PER_PEER} from one address)",
+            )
             writer.close()
             return
         self._tasks.add(task)
+        self._per_peer[peer] = mine + 1
         try:
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = canonical_address(str(writer.get_extra_info("peername")[0]))
             while await self._one(reader, writer, peer):
                 pass
         except (ConnectionError, asyncio.CancelledError):
@@ -305,6 +314,9 @@ class MetadataProxy:
             LOG.exception("metadata proxy: a connection failed")
         finally:
             self._tasks.discard(task)
+            left = self._per_peer.pop(peer, 1) - 1
+            if left:
+                self._per_peer[peer] = left
             writer.close()
 
     async def _one(
