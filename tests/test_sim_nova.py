@@ -563,7 +563,7 @@ def test_boot_vms_plugs_the_vrrp_ports_after_the_boot_as_the_orchestrator_does(
 
     assert cloud.boot_vms() == [router]
 
-    (server,) = cloud.nova.servers(None, all_tenants=True)
+    (server,) = cloud.nova.servers(None, all_tenants=True, name="^ak-router-")
     ports = [cloud.ports.port(pid) for pid in server["port_ids"]]
     names = [p["name"] for p in ports if p]
     mgt_ip = ports[0]["fixed_ips"][0]["ip_address"] if ports[0] else ""

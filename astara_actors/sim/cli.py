@@ -14,9 +14,11 @@ Options:
 
 It serves Keystone at <url>/identity/v3, Neutron at <url>/network, Nova at <url>/compute/v2.1
 and the simulator's own controls at <url>/sim (GET for status, PUT /sim/faults to change
-faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget, GET|PUT|DELETE
-/sim/trace for the timestamped probes, pushes, boots, notifications and API requests it saw),
-until Ctrl-C.
+faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget|lie|honest, GET|PUT|DELETE
+/sim/trace for the timestamped probes, pushes, boots, notifications and API requests it saw,
+GET /sim/guests for the tenants' instances and GET /sim/guests/<id>/metadata/<path> for what
+one of them gets from 169.254.169.254 through its router's appliance), until Ctrl-C. Nova's
+metadata API listens on [sim] nova_metadata_port.
 
 With [sim] real_nova = true (a devstack whose Nova runs the fake virt driver) it serves none of
 that: Keystone, Neutron and Nova are the real ones at [sim] neutron_auth_url, and it serves only
@@ -167,6 +169,8 @@ def _banner(server: Any, s: SimSettings) -> None:
         f"astara-sim: serving on {url} ({s.tenants} tenants, {routers} routers)\n"
         f"  admin:   {s.admin_user} / {s.admin_password} (project {s.admin_project})\n"
         f"  tenants: demo-N-user / {s.tenant_password} (project demo-N)\n"
+        f"  metadata: Nova's at {server.nova_metadata_url or '(not serving)'}"
+        f" (secret [sim] metadata_secret); guests: {url}/sim/guests\n"
         f"  try:     openstack --os-auth-url {url}/identity/v3 --os-username {s.admin_user}"
         f" --os-password {s.admin_password} --os-project-name {s.admin_project}"
         f" --os-user-domain-name Default --os-project-domain-name Default router list",

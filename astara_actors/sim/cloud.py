@@ -3,29 +3,57 @@
 Nova tells us when a server becomes ACTIVE, is gone, or has its ports changed; we start, stop
 or re-plug that server's appliance agent on its management address, with the MACs and
 addresses of its Neutron ports (management NIC first, as the real appliance sees them).
+
+Behind every router :meth:`SimCloud.add_router` makes, a tenant's instance (a "guest") runs:
+a real simulated Nova server of the tenant (image ``cirros``, a keypair, user data) on the
+tenant network's port. Guests have no appliance and are never taken for service VMs (those
+are the ``ak-router-<router id>_<n>`` servers). Nova's metadata API answers for every server
+(:mod:`.nova.metadata`, on ``[sim] listen``:``nova_metadata_port``), and
+:meth:`SimCloud.guest_metadata` drives one guest's fetch through its router's appliance.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import ipaddress
 import logging
 import random
+import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from astara_actors.sim.appliances.agents import ApplianceServer
 from astara_actors.sim.contracts import Caller, Notify, PortDirectory
 from astara_actors.sim.keystone.model import KeystoneModel, Project
+from astara_actors.sim.neutron.core import ROUTER_PORT_OWNERS
 from astara_actors.sim.neutron.model import NeutronFault, NeutronModel
+from astara_actors.sim.nova.metadata import NovaMetadataServer
 from astara_actors.sim.nova.model import Flavor, NovaFault, NovaModel
 from astara_actors.sim.settings import SimSettings
 from astara_actors.sim.trace import Trace
 
-__all__ = ["SimCloud"]
+__all__ = ["GUEST_FLAVOR", "GUEST_IMAGE", "GuestError", "SimCloud"]
 
 LOG = logging.getLogger(__name__)
+
+# The tenants' own instances: an image and flavor no boot through the API may name (the
+# orchestrator's service VMs cannot be booted from it by mistake).
+GUEST_IMAGE = "cirros"
+GUEST_FLAVOR = "m1.tiny"
+_SERVICE_VM = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
+
+
+class GuestError(Exception):
+    """A guest's metadata fetch cannot be driven; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class SimCloud:
@@ -83,6 +111,13 @@ class SimCloud:
             user_name=settings.admin_user,
             project_name=settings.admin_project,
         )
+        self.metadata = NovaMetadataServer(
+            self.nova,
+            host=settings.listen,
+            # A simulator on any free port (tests) takes any free metadata port as well.
+            port=settings.nova_metadata_port if settings.port else 0,
+            secret=settings.metadata_secret,
+        )
         self.ssh = None
         if settings.ssh_port:
             from astara_actors.sim.appliances.ssh import SshServer
@@ -104,9 +139,39 @@ class SimCloud:
         self.appliances.start()
         if self.ssh is not None:
             self.ssh.start()
+        self._start_metadata()
         return self
 
+    def _start_metadata(self) -> None:
+        try:
+            self.metadata.start()
+        except OSError as exc:
+            host = self.settings.listen
+            host = f"[{host}]" if ":" in host else host
+            LOG.warning(
+                "the simulated Nova metadata API cannot listen on %s:%d ([sim]"
+                " nova_metadata_port): %s; is another astara-sim or demo running? Set [sim]"
+                " nova_metadata_port (0: any free port). Guests' metadata fetches will fail.",
+                host,
+                self.metadata.port,
+                exc.strerror or exc,
+            )
+        else:
+            LOG.info("simulated Nova metadata API on %s", self.metadata.url)
+
+    @property
+    def nova_metadata_url(self) -> str | None:
+        """``http://<listen>:<port>`` of the simulated Nova metadata API (None: not serving)."""
+        return self.metadata.url if self.metadata.running else None
+
+    @property
+    def metadata_secret(self) -> str:
+        """The shared secret it checks ``X-Instance-ID-Signature`` with (``[sim]
+        metadata_secret``; an orchestrator's ``metadata_proxy_shared_secret``)."""
+        return self.settings.metadata_secret
+
     def stop(self) -> None:
+        self.metadata.stop()
         if self.ssh is not None:
             self.ssh.stop()
         self.appliances.stop()
@@ -178,7 +243,8 @@ class SimCloud:
         )
 
     def add_router(self, tenant: Caller, name: str, *, ha: bool = False) -> str:
-        """A router with a gateway, one network/subnet behind it, a VM port and a floating IP.
+        """A router with a gateway, one network/subnet behind it, and a tenant's instance
+        ``<name>-vm`` (a guest: see :meth:`guests`) on a port there, with a floating IP.
 
         ``ha`` routers are created by the admin for the tenant, as Neutron's policy requires.
         """
@@ -205,15 +271,9 @@ class SimCloud:
         router = self._model().create("router", attrs, self.admin if ha else tenant)
         self._model().add_router_interface(router["id"], {"subnet_id": subnet["id"]}, tenant)
         vm_port = self._model().create(
-            "port",
-            {
-                "network_id": net["id"],
-                "name": f"{name}-vm",
-                "device_owner": "compute:nova",
-                "device_id": f"vm-{router['id']}",
-            },
-            tenant,
+            "port", {"network_id": net["id"], "name": f"{name}-vm"}, tenant
         )
+        guest = self._boot_guest(tenant, f"{name}-vm", vm_port["id"])
         fip = self._model().create(
             "floatingip",
             {
@@ -228,8 +288,30 @@ class SimCloud:
             "subnet": subnet["id"],
             "vm_port": vm_port["id"],
             "fip": fip["id"],
+            "guest": guest,
+            "guest_name": f"{name}-vm",
+            "guest_address": vm_port["fixed_ips"][0]["ip_address"],
         }
         return str(router["id"])
+
+    def _boot_guest(self, tenant: Caller, name: str, port_id: str) -> str:
+        """The tenant's instance on ``port_id``, ACTIVE at once: Nova binds the port
+        (``device_id`` = the server, ``device_owner`` ``compute:nova``); its id."""
+        key_name, key_data = _keypair(tenant)
+        user_data = f"#!/bin/sh\necho 'hello from {name}' > /tmp/astara-sim-guest\n"
+        server = self.nova.create(
+            tenant,
+            name=name,
+            image_id=GUEST_IMAGE,
+            flavor_id=GUEST_FLAVOR,
+            port_ids=[port_id],
+            user_data=base64.b64encode(user_data.encode()).decode(),
+            metadata={"role": "guest"},
+            key_name=key_name,
+            key_data=key_data,
+            placed=True,
+        )
+        return str(server["id"])
 
     def boot_vms(self, router_ids: list[str] | None = None) -> list[str]:
         """A VM for each router (of ``router_ids``, default all) that has none, with the ports and
@@ -241,7 +323,10 @@ class SimCloud:
         refuses a boot with the address-less VRRP ports), the VRRP ports attached once the
         server is ACTIVE."""
         model = self._model()
-        have = {_router_of(s["name"]) for s in self.nova.servers(None, all_tenants=True)}
+        have = {
+            _router_of(s["name"])
+            for s in self.nova.servers(None, all_tenants=True, name="ak-router-")
+        }
         booted = []
         for router_id in self.topology if router_ids is None else router_ids:
             made = self.topology.get(router_id)
@@ -298,7 +383,11 @@ class SimCloud:
         made = self.topology.pop(router_id)
         tenant = made["tenant"]
         self._model().delete("floatingip", made["fip"], tenant)
-        self._model().delete("port", made["vm_port"], self.admin)  # a VM port: Nova's to delete
+        try:  # the tenant deletes its instance; its port goes at once (as Nova's would)
+            self.nova.delete(made["guest"], tenant)
+        except NovaFault:
+            pass  # already deleted (through the Nova API)
+        self._model().delete("port", made["vm_port"], self.admin)  # still bound: admin only
         self._model().remove_router_interface(router_id, {"subnet_id": made["subnet"]}, tenant)
         self._model().delete("router", router_id, tenant)
         # The orchestrator's VRRP port stays on the network until it has stopped the VM, and
@@ -412,22 +501,27 @@ class SimCloud:
         return 127, f"sh: 1: {words[0]}: not found\n"
 
     def _ports_changed(self, server: Mapping[str, Any]) -> None:
+        if self.appliances.state(server["id"]) is None:
+            return  # no appliance to re-plug (a guest, or a VM whose agent could not listen)
         found = self._nics(server)
         if found is not None:
             self.appliances.set_interfaces(server["id"], found[1])
 
     # --- faults
     def servers_for(self, ident: str) -> list[str]:
-        """Server ids for a server id, or for a router id (its ``ak-router-<id>_<n>`` VMs)."""
+        """Server ids for a service VM's id, or for a router id (its ``ak-router-<id>_<n>``
+        VMs); a tenant's instance (a guest) is none of them."""
         try:
-            return [self.nova.get(ident)["id"]]
+            server = self.nova.get(ident)
         except NovaFault:
             pass
+        else:
+            return [server["id"]] if _router_of(server["name"]) else []
         prefix = f"ak-router-{ident}_"
         return [
             s["id"]
-            for s in self.nova.servers(None, all_tenants=True)
-            if s["name"].startswith(prefix)
+            for s in self.nova.servers(None, all_tenants=True, name=prefix)
+            if s["name"].startswith(prefix) and _router_of(s["name"]) == ident
         ]
 
     def router_counters(self, router_id: str) -> dict[str, int]:
@@ -452,6 +546,130 @@ class SimCloud:
         LOG.info("killing the appliance of server %s", victim)
         self.appliances.kill(victim)
         return victim
+
+    def lie(self, ident: str, instance_id: str | None = None) -> tuple[list[str], str]:
+        """The appliances of a router (or one service VM) claim ``instance_id`` for every guest
+        from now on (default: a guest of another tenant); (their servers, the id claimed)."""
+        servers = self.servers_for(ident)
+        if instance_id is None:
+            router = ident if ident in self.topology else ""
+            if not router and servers:
+                router = _router_of(self.nova.get(servers[0])["name"])
+            instance_id = self._another_guest(router)
+        for server_id in servers:
+            self.appliances.lie(server_id, instance_id)
+        return servers, instance_id
+
+    def _another_guest(self, router_id: str) -> str:
+        """A guest of another tenant than ``router_id``'s; else of another router; else an
+        instance id nobody has."""
+        made = self.topology.get(router_id)
+        project = made["tenant"].project_id if made else None
+        fallback = ""
+        for other, entry in self.topology.items():
+            if other == router_id:
+                continue
+            if entry["tenant"].project_id != project:
+                return str(entry["guest"])
+            fallback = fallback or str(entry["guest"])
+        return fallback or str(uuid.uuid4())
+
+    # --- the tenants' instances (guests) and their metadata
+    def guests(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The instances :meth:`add_router` made, oldest first: id, name, tenant, address,
+        network and router (up to ``limit``)."""
+        out = []
+        for router_id, made in list(self.topology.items())[:limit]:
+            tenant: Caller = made["tenant"]
+            out.append(
+                {
+                    "id": made["guest"],
+                    "name": made["guest_name"],
+                    "tenant_id": tenant.project_id,
+                    "tenant": tenant.project_name,
+                    "address": made["guest_address"],
+                    "network_id": made["network"],
+                    "router_id": router_id,
+                }
+            )
+        return out
+
+    def guest_metadata(self, server_id: str, target: str) -> tuple[int, str, bytes]:
+        """What guest ``server_id`` gets for ``GET http://169.254.169.254<target>``: the request
+        goes from the guest's address on its network to a live appliance of the router on
+        that network, whose forwarder sends it on (see :mod:`.appliances.metadata`).
+
+        Raises :class:`GuestError` (404: no such guest; 503: no router, no live or no
+        configured appliance on its network) naming what is missing.
+        """
+        try:
+            server = self.nova.get(server_id)
+        except NovaFault:
+            raise GuestError(404, f"no server {server_id}") from None
+        if _router_of(server["name"]):
+            raise GuestError(
+                404,
+                f"server {server_id} is a service VM of router {_router_of(server['name'])},"
+                " not a tenant's instance",
+            )
+        tried: list[str] = []
+        for port_id in server["port_ids"]:
+            port = self.ports.port(port_id)
+            if port is None or not port.get("fixed_ips"):
+                continue
+            network_id = str(port["network_id"])
+            source = str(port["fixed_ips"][0]["ip_address"])
+            for router_id in self._routers_on(network_id):
+                agent = self._appliance_of(router_id, tried)
+                if agent is not None:
+                    return self.appliances.fetch_metadata(agent, network_id, source, target)
+            if not tried:
+                tried.append(f"no router has an interface on network {network_id}")
+        if not tried:
+            raise GuestError(503, f"server {server_id} has no address on any network")
+        raise GuestError(
+            503, f"no appliance forwards server {server_id}'s request: " + "; ".join(tried)
+        )
+
+    def _routers_on(self, network_id: str) -> list[str]:
+        if self.neutron is None:
+            return []
+        ports = self.neutron.list("port", self.admin, {"network_id": network_id})
+        return sorted(
+            {str(p["device_id"]) for p in ports if p["device_owner"] in ROUTER_PORT_OWNERS}
+        )
+
+    def _appliance_of(self, router_id: str, tried: list[str]) -> str | None:
+        """A live, configured appliance of the router (its server id), or None after saying
+        in ``tried`` why there is none."""
+        servers = self.servers_for(router_id)
+        states = {sid: self.appliances.state(sid) for sid in servers}
+        for sid, state in states.items():
+            if state and state["configured"] and not (state["dead"] or state["hung"]):
+                return sid
+        if not servers:
+            tried.append(f"router {router_id} has no service VM")
+        for sid, state in states.items():
+            if state is None:
+                tried.append(f"the service VM {sid} of router {router_id} is not ACTIVE")
+            elif state["dead"] or state["hung"]:
+                why = "dead" if state["dead"] else "hung"
+                tried.append(f"the appliance of router {router_id} (server {sid}) is {why}")
+            else:
+                tried.append(
+                    f"the appliance of router {router_id} (server {sid}) has no configuration yet"
+                )
+        return None
+
+
+def _keypair(tenant: Caller) -> tuple[str, str]:
+    """The tenant's keypair: its name and an OpenSSH ed25519 public key (derived from the
+    project id: the same tenant always has the same key; nobody holds its private half)."""
+    raw = hashlib.sha256(f"astara-sim guest key {tenant.project_id}".encode()).digest()
+    kind = b"ssh-ed25519"
+    blob = len(kind).to_bytes(4, "big") + kind + len(raw).to_bytes(4, "big") + raw
+    owner = tenant.project_name or tenant.project_id
+    return f"{owner}-key", f"ssh-ed25519 {base64.b64encode(blob).decode()} {owner}@astara-sim"
 
 
 def _image_ids(settings: SimSettings) -> list[str]:
@@ -510,7 +728,6 @@ def _router_named(payload: Mapping[str, Any]) -> str:
 
 
 def _router_of(server_name: str) -> str:
-    """``ak-router-<router id>_<n>`` -> the router id ("" for other names)."""
-    if not server_name.startswith("ak-router-"):
-        return ""
-    return server_name[len("ak-router-") :].rsplit("_", 1)[0]
+    """``ak-router-<router id>_<n>`` (a service VM) -> the router id ("" for other names)."""
+    found = _SERVICE_VM.match(server_name)
+    return found["router"] if found else ""

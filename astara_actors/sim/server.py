@@ -1,8 +1,9 @@
 """One HTTP server for Keystone, Neutron and Nova, plus the simulator's admin endpoint.
 
 Routes: ``/identity`` (Keystone v3), ``/network`` (Neutron v2.0), ``/compute`` (Nova v2.1),
-``/sim`` (faults and load at run time; see :class:`_Admin`). The appliance agents listen on
-their own addresses (:mod:`.appliances`).
+``/sim`` (faults and load at run time, the tenants' instances and their metadata fetches; see
+:class:`_Admin`). The appliance agents listen on their own addresses (:mod:`.appliances`), Nova's
+metadata API on a port of its own (:mod:`.nova.metadata`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import falcon
 
 from astara_actors.sim._http import AuthMiddleware, require_caller
-from astara_actors.sim.cloud import SimCloud
+from astara_actors.sim.cloud import GuestError, SimCloud
 from astara_actors.sim.keystone.api import add_keystone_routes
 from astara_actors.sim.load import LoadDriver
 from astara_actors.sim.neutron.api import add_neutron_routes
@@ -30,6 +32,7 @@ __all__ = ["SimServer", "build_app"]
 
 LOG = logging.getLogger(__name__)
 
+GUESTS_IN_STATUS = 100  # GET /sim lists this many guests at most (all: GET /sim/guests)
 SERVICES = {"/identity": "identity", "/network": "network", "/compute": "compute"}
 # Faults an operator may change at run time through PUT /sim/faults.
 FAULTS = (
@@ -136,13 +139,17 @@ class _Admin:
         return {
             "neutron": "simulated" if c.neutron else c.settings.neutron_auth_url,
             "routers": None if routers is None else len(routers),
-            "servers": len(c.nova),
+            "servers": c.nova.count(placed=False),  # the service VMs (guests are not counted)
             "appliances": c.appliances.stats(),
+            "nova_metadata": c.metadata.stats(),
             "faults": dict(self.faults.values),
             "load": self.load.stats(),
             "management_network_id": c.management_network_id,
             "management_subnet_id": c.management_subnet_id,
             "external_network_id": c.external_network_id,
+            "guests_total": c.nova.count(placed=True),
+            # pick one: GET /sim/guests/<id>/metadata/openstack/latest/meta_data.json
+            "guests": c.guests(limit=GUESTS_IN_STATUS),
         }
 
     def on_put_faults(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -159,10 +166,14 @@ class _Admin:
             "hang": self.cloud.appliances.hang,
             "revive": self.cloud.appliances.revive,
             "forget": self.cloud.appliances.forget_config,
+            "honest": lambda server_id: self.cloud.appliances.lie(server_id, None),
         }
+        if what == "lie":
+            self._lie(req, resp, ident)
+            return
         if what not in actions:
             raise falcon.HTTPNotFound(
-                description=f"no appliance action {what!r}; use {', '.join(actions)}"
+                description=f"no appliance action {what!r}; use {', '.join(actions)}, lie"
             )
         servers = self.cloud.servers_for(ident)
         if not servers:
@@ -170,6 +181,53 @@ class _Admin:
         for server_id in servers:
             actions[what](server_id)
         resp.media = {"servers": servers, "done": what}
+
+    def _lie(self, req: falcon.Request, resp: falcon.Response, ident: str) -> None:
+        """``lie``: the forwarder claims ``{"instance_id": ...}`` (default: another tenant's
+        guest) for every guest; ``honest`` undoes it."""
+        body = _body(req) if req.content_length else {}
+        unknown = sorted(set(body) - {"instance_id"})
+        claim = body.get("instance_id")
+        if unknown or not (
+            claim is None
+            or (isinstance(claim, str) and 0 < len(claim) <= 255 and claim.isprintable())
+        ):
+            raise falcon.HTTPBadRequest(
+                title="Bad body",
+                description='expected {"instance_id": "<the instance id to claim>"} or nothing',
+            )
+        if not self.cloud.servers_for(ident):
+            raise falcon.HTTPNotFound(description=f"no server or router {ident!r}")
+        servers, claimed = self.cloud.lie(ident, claim)
+        resp.media = {"servers": servers, "done": "lie", "instance_id": claimed}
+
+    def on_get_guests(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The tenants' instances (guests): id, name, tenant, address, network, router."""
+        resp.media = {"guests": self.cloud.guests()}
+
+    def on_get_guest_metadata(
+        self, req: falcon.Request, resp: falcon.Response, ident: str, path: str = ""
+    ) -> None:
+        """What the guest gets for ``GET http://169.254.169.254/<path>?<query>``, through its
+        router's appliance: status, content type and body as they came."""
+        target = "/" + quote(path, safe="/:@!$&'()*+,;=-._~")
+        if req.query_string:
+            target += f"?{req.query_string}"
+        if not target.isprintable() or " " in target:
+            raise falcon.HTTPBadRequest(title="Bad path", description="the path is not printable")
+        try:
+            status, ctype, body = self.cloud.guest_metadata(ident, target)
+        except GuestError as exc:
+            raise falcon.HTTPError(
+                falcon.code_to_http_status(exc.status),
+                title="Guest metadata fetch not possible",
+                description=exc.message,
+            ) from None
+        except KeyError as exc:  # its appliance went away meanwhile
+            raise falcon.HTTPServiceUnavailable(description=str(exc.args[0])) from None
+        resp.status = falcon.code_to_http_status(status)
+        resp.content_type = ctype or "application/octet-stream"
+        resp.data = body
 
     def on_get_trace(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The trace: ``?since=&until=&kinds=a,b&router=`` filter; ``summary=1`` counts only."""
@@ -286,6 +344,9 @@ def build_app(
     app.add_route("/sim/appliances/{ident}/{what}", admin, suffix="appliance")
     app.add_route("/sim/servers/{ident}", admin, suffix="server")
     app.add_route("/sim/routers/{ident}", admin, suffix="router")
+    app.add_route("/sim/guests", admin, suffix="guests")
+    app.add_route("/sim/guests/{ident}/metadata", admin, suffix="guest_metadata")
+    app.add_route("/sim/guests/{ident}/metadata/{path:path}", admin, suffix="guest_metadata")
     return app
 
 
@@ -309,6 +370,11 @@ class SimServer:
     @property
     def url(self) -> str:
         return self.http.url
+
+    @property
+    def nova_metadata_url(self) -> str | None:
+        """The simulated Nova metadata API (None: not serving; see ``SimCloud``)."""
+        return self.cloud.nova_metadata_url
 
     def start(self) -> SimServer:
         self.cloud.start()

@@ -45,6 +45,9 @@ class SimSettings:
     image_id: str = "astara-appliance"  # a boot naming another image is refused, as by Nova
     flavor_id: str = "astara-router"  # likewise the only flavor
     extra_image_ids: str = ""  # more images a boot may name, comma separated (rebuild --image)
+    # --- Nova's metadata API (on listen), where an orchestrator's metadata proxy forwards to
+    nova_metadata_port: int = 8775  # 0 = any free port (so is it whenever port is 0)
+    metadata_secret: str = "astara-sim-metadata-secret"  # Nova's metadata_proxy_shared_secret
     # --- faults of the APIs (per service) and of the appliances
     error_rate_identity: float = 0.0  # share of requests answered 503 (0..1)
     error_rate_network: float = 0.0
@@ -87,6 +90,19 @@ class SimSettings:
                 raise SettingsError("sim", key, "must be between 0 and 1")
         if not 0 <= self.port < 65536:
             raise SettingsError("sim", "port", "must be between 0 (any free port) and 65535")
+        if not 0 <= self.nova_metadata_port < 65536:
+            raise SettingsError(
+                "sim", "nova_metadata_port", "must be between 0 (any free port) and 65535"
+            )
+        if not self.metadata_secret:
+            raise SettingsError(
+                "sim",
+                "metadata_secret",
+                "must not be empty (it is the key of X-Instance-ID-Signature: without it any"
+                " request could read any instance's metadata)",
+            )
+        if not all(" " <= c <= "~" for c in self.metadata_secret):
+            raise SettingsError("sim", "metadata_secret", "must be printable ASCII characters")
         if self.neutron_auth_url:
             for key in ("neutron_username", "neutron_password", "neutron_project"):
                 if not getattr(self, key):

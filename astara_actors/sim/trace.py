@@ -7,6 +7,8 @@ Each event is ``(unix time, kind, router id, server id, detail)``; the kinds:
 - ``push``: an appliance accepted ``PUT /v1/system/config`` (``push-rejected`` otherwise);
 - ``interfaces``: an appliance answered ``GET /v1/system/interfaces``;
 - ``appliance``: any other request an appliance answered (detail: method and path);
+- ``metadata``: an appliance forwarded a guest's metadata request (detail: ``GET /path STATUS
+  from <guest address>``);
 - ``boot`` / ``delete``: Nova accepted a server create / delete request (detail: server name);
 - ``active`` / ``gone``: a server became ACTIVE (its agent listens) / disappeared;
 - ``notify``: a Neutron notification was published (detail: event type; router when it names one);

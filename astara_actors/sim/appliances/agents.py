@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from astara_actors.sim.appliances.http import Agent, AgentProtocol, Nic
+from astara_actors.sim.appliances.metadata import forward
 
 if TYPE_CHECKING:
     from astara_actors.sim.trace import Trace
@@ -175,6 +176,42 @@ class ApplianceServer:
         """The appliance loses its configuration (as after a reboot)."""
         self._call(lambda: setattr(self._agent(server_id), "config", None))
 
+    def lie(self, server_id: str, instance_id: str | None) -> None:
+        """The appliance's metadata forwarder claims ``instance_id`` for every guest (a
+        compromised appliance asking for another instance's metadata); None: the truth again."""
+        self._call(lambda: setattr(self._agent(server_id), "lie", instance_id))
+
+    # ------------------------------------------------------------------ the metadata forwarder
+    def fetch_metadata(
+        self,
+        server_id: str,
+        network_id: str,
+        source: str,
+        target: str,
+        *,
+        timeout: float = 10.0,
+    ) -> tuple[int, str, bytes]:
+        """What a guest at ``source`` on network ``network_id`` gets for ``GET target`` through
+        this appliance's metadata forwarder: (status, content type, body). See
+        :mod:`.metadata`; blocks the calling thread (not the loop) until it is answered."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("ApplianceServer is not started")
+
+        async def run() -> tuple[int, str, bytes]:
+            agent = self._agent(server_id)
+            reply = await forward(agent, network_id, source, target, timeout=timeout)
+            if self.trace is not None:
+                self.trace.record(
+                    "metadata",
+                    agent.router_id,
+                    agent.server_id,
+                    f"GET {target.split('?', 1)[0]} {reply[0]} from {source}",
+                )
+            return reply
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout + 5.0)
+
     # ------------------------------------------------------------------ inspection
     def config(self, server_id: str) -> dict[str, Any] | None:
         """The configuration the agent holds (what ``GET /v1/system/config`` shows)."""
@@ -187,6 +224,23 @@ class ApplianceServer:
     def pushes(self, server_id: str) -> int:
         """Config pushes the agent accepted."""
         return self._call(lambda: self._agent(server_id).pushes)
+
+    def state(self, server_id: str) -> dict[str, Any] | None:
+        """``{"address", "dead", "hung", "configured", "lie"}`` of the agent (None: no agent)."""
+
+        def read() -> dict[str, Any] | None:
+            agent = self._agents.get(server_id)
+            if agent is None:
+                return None
+            return {
+                "address": agent.address,
+                "dead": agent.dead,
+                "hung": agent.hung,
+                "configured": agent.config is not None,
+                "lie": agent.lie,
+            }
+
+        return self._call(read)
 
     def live_servers(self) -> list[str]:
         """Servers whose appliance is neither dead nor hung."""

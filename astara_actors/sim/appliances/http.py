@@ -52,6 +52,8 @@ class Agent:
     config: dict[str, Any] | None = None
     dead: bool = False
     hung: bool = False
+    # The metadata forwarder claims this instance id for every guest (None: the truth).
+    lie: str | None = None
     requests: int = 0
     pushes: int = 0  # accepted config pushes (how tests see a router driven twice)
     server: asyncio.Server | None = None

@@ -213,7 +213,7 @@ class _ServerDocs:
             {
                 "OS-EXT-AZ:availability_zone": "nova" if s["host"] else "",
                 "config_drive": "True" if s["config_drive"] else "",
-                "key_name": None,
+                "key_name": s.get("key_name"),
                 "OS-SRV-USG:launched_at": _usage_stamp(s["launched_at"]),
                 "OS-SRV-USG:terminated_at": None,
             }

@@ -101,6 +101,9 @@ class _Server:
     launched: str | None = None  # wall time it became ACTIVE
     detaching: dict[str, float] = field(default_factory=dict)  # port id -> clock() of the request
     announced: bool = field(default=False)  # on_active fired
+    key_name: str | None = None  # the keypair it was booted with, and that key's public half
+    key_data: str | None = None
+    placed: bool = False  # a tenant's instance the simulator placed (see NovaModel.create)
 
 
 _REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
@@ -213,16 +216,30 @@ class NovaModel:
         metadata: Mapping[str, str] | None = None,
         description: str | None = None,
         then_attach: Iterable[str] = (),
+        key_name: str | None = None,
+        key_data: str | None = None,
+        placed: bool = False,
     ) -> dict[str, Any]:
         """Accept a boot request (the server is BUILD, its ports bound) or refuse it as Nova does.
 
         ``then_attach`` is a simulator shortcut, not an API request: ports plugged the moment
         the server is ACTIVE, as an ``os-interface`` attach right then would (they may have no
-        fixed IP, as such an attach allows).
+        fixed IP, as such an attach allows). ``key_name``/``key_data``: the keypair (name and
+        public key) the server was booted with, as Nova embeds it in the instance.
+
+        ``placed`` is another shortcut, for the tenants' own instances: the server is ACTIVE at
+        once (no boot delay, never failed), its image and flavor need not be ones a boot may
+        name, and neither ``on_request`` nor ``on_active``/``on_gone`` fires for it (it is not
+        a service VM: it has no appliance).
         """
         port_ids, later = list(port_ids), list(then_attach)
         with self._op():
-            flavor = self._check_boot(image_id, flavor_id, port_ids, later)
+            if placed:
+                flavor = (self._flavors or {}).get(flavor_id) or Flavor(flavor_id, flavor_id)
+                for pid in port_ids:
+                    self._usable(pid, missing=400, needs_ip=True)
+            else:
+                flavor = self._check_boot(image_id, flavor_id, port_ids, later)
             now, sid = _stamp(self.wall()), self._new_id()
             server = _Server(
                 id=sid,
@@ -243,12 +260,19 @@ class NovaModel:
                 created_at=self.clock(),
                 created=now,
                 updated=now,
-                fails=self._next_boot_fails(),
+                fails=False if placed else self._next_boot_fails(),
+                key_name=key_name,
+                key_data=key_data,
+                placed=placed,
             )
+            if placed:
+                server.status, server.launched = "ACTIVE", now
             self._servers[server.id] = server
-            self._pending.add(server.id)
             for pid in port_ids:
                 self.ports.bind(pid, server.id, NOVA_OWNER, self.host)
+            if placed:
+                return self._view(server)
+            self._pending.add(server.id)
             if self.on_request is not None:  # before its on_active (a zero boot delay)
                 self.on_request("boot", server.id, name)
             self._advance(server)
@@ -312,7 +336,7 @@ class NovaModel:
                 server.deleting_at = self.clock()
                 server.updated = _stamp(self.wall())
                 self._pending.add(server.id)
-                if self.on_request is not None:
+                if self.on_request is not None and not server.placed:
                     self.on_request("delete", server.id, server.name)
                 self._advance(server)
 
@@ -324,6 +348,11 @@ class NovaModel:
     def __len__(self) -> int:
         with self._lock:
             return len(self._servers)
+
+    def count(self, *, placed: bool) -> int:
+        """How many servers are (or are not) ``placed`` tenant instances (see :meth:`create`)."""
+        with self._lock:
+            return sum(s.placed == placed for s in self._servers.values())
 
     # ------------------------------------------------------------------ interfaces
     def interfaces(self, server_id: str, caller: Caller | None = None) -> list[dict[str, Any]]:
@@ -614,6 +643,8 @@ class NovaModel:
             "flavor": server.flavor.as_dict(),
             "config_drive": server.config_drive,
             "user_data": server.user_data,
+            "key_name": server.key_name,
+            "key_data": server.key_data,
             "metadata": dict(server.metadata),
             "description": server.description,
             "port_ids": list(server.port_ids),
