@@ -236,15 +236,13 @@ class Service:
             router_image_id=self.config.sim.image_id,
             router_flavor_id=self.config.sim.flavor_id,
         )
-        # The metadata proxy forwards to the simulated Nova's metadata API, with its secret.
-        # getattr: that API arrives in the simulator in a parallel change (TODO(lead): plain
-        # attributes once astara_actors/sim/nova/metadata.py is committed).
-        nova_metadata_url = getattr(self.sim, "nova_metadata_url", None)
-        if nova_metadata_url:
+        # The metadata proxy forwards to the simulated Nova's metadata API, with its secret
+        # (None: it could not listen, as the simulator has logged).
+        if cloud.nova_metadata_url:
             settings = dataclasses.replace(
                 settings,
-                nova_metadata_url=nova_metadata_url,
-                metadata_proxy_shared_secret=getattr(self.config.sim, "metadata_secret", ""),
+                nova_metadata_url=cloud.nova_metadata_url,
+                metadata_proxy_shared_secret=cloud.metadata_secret,
             )
         s = self.config.sim
         return settings, CloudSettings(
