@@ -7,7 +7,7 @@ notifications and views are the caller's business (:class:`~.model.NeutronModel`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from astara_actors.sim.contracts import Caller
@@ -21,7 +21,16 @@ from astara_actors.sim.neutron.ipam import (
 )
 from astara_actors.sim.neutron.views import PROVIDER
 
-__all__ = ["CoreResources", "ROUTER_PORT_OWNERS", "SERVICE_PORT_OWNERS"]
+__all__ = [
+    "AUTO_DELETE_PORT_OWNERS",
+    "CoreResources",
+    "ROUTER_PORT_OWNERS",
+    "SERVICE_PORT_OWNERS",
+    "VifDeleted",
+]
+
+# vif_deleted(server_id, port_id): Nova's ``network-vif-deleted`` external event.
+VifDeleted = Callable[[str, str], None]
 
 ROUTER_PORT_OWNERS = frozenset(
     {
@@ -31,6 +40,14 @@ ROUTER_PORT_OWNERS = frozenset(
     }
 )
 SERVICE_PORT_OWNERS = ROUTER_PORT_OWNERS | {"network:router_gateway", "network:floatingip"}
+# Ports a network delete removes with it (Neutron's AUTO_DELETE_PORT_OWNERS); any other port on
+# the network (a VM's, a router interface, an appliance's VRRP port) makes it 409 NetworkInUse.
+AUTO_DELETE_PORT_OWNERS = frozenset(
+    {"network:dhcp", "network:distributed", "network:floatingip_agent_gateway"}
+)
+# A deleted port with such an owner was plugged into a Nova server: Neutron's Nova notifier
+# tells Nova (``network-vif-deleted``), which unplugs the interface.
+_COMPUTE_PREFIX = "compute:"
 _MTU = {"vxlan": 1450, "geneve": 1442, "gre": 1458}
 _SEGMENTED = {"vxlan", "geneve", "gre", "vlan"}
 _IPV6_MODES = {None, "slaac", "dhcpv6-stateful", "dhcpv6-stateless"}
@@ -112,6 +129,14 @@ class CoreResources(NeutronState):
         self._by_device: dict[str, set[str]] = {}
         self._by_network: dict[str, set[str]] = {}  # keeps lookups O(ports of one network)
         self._segments = itertools.count(1001)
+        self._vif_deleted: list[VifDeleted] = []
+
+    def on_vif_deleted(self, callback: VifDeleted) -> None:
+        """Call ``callback(server_id, port_id)`` whenever a port plugged into a Nova server is
+        deleted, as Neutron's Nova notifier sends ``network-vif-deleted`` to Nova's
+        ``os-server-external-events``. It is called with Neutron's lock held: it must not wait
+        for anything (the simulated Nova queues the event and applies it on its next step)."""
+        self._vif_deleted.append(callback)
 
     # -- networks --------------------------------------------------------------------------
 
@@ -182,16 +207,16 @@ class CoreResources(NeutronState):
         self._touch(net)
 
     def _delete_network(self, net: dict[str, Any], caller: Caller) -> None:
-        if any(
-            p["network_id"] == net["id"] and p["device_owner"] != "network:dhcp"
-            for p in self._table("port").values()
-        ):
+        ports = [self._table("port")[p] for p in sorted(self._by_network.get(net["id"], ()))]
+        if any(p["device_owner"] not in AUTO_DELETE_PORT_OWNERS for p in ports):
             raise NeutronFault(
                 409,
                 "NetworkInUse",
                 f"Unable to complete operation on network {net['id']}. There are "
                 "one or more ports still in use on the network.",
             )
+        for port in ports:  # the DHCP (and distributed) ports go with their network
+            self._drop_port(port)
         for subnet_id in net["subnets"]:
             del self._table("subnet")[subnet_id]
             self._allocators.pop(subnet_id, None)
@@ -423,7 +448,10 @@ class CoreResources(NeutronState):
         if owner.startswith("compute:") and not caller.is_admin:
             raise forbidden("rule:delete_port")  # as the capture's step 26 shows
         self._port_deleting(port)
+        server = port["device_id"] if owner.startswith(_COMPUTE_PREFIX) else ""
         self._drop_port(port)
+        for callback in self._vif_deleted if server else ():
+            callback(server, port["id"])
 
     def _port_deleting(self, port: Mapping[str, Any]) -> None:
         """Hook for the L3 resources (floating IPs follow their port)."""

@@ -4,7 +4,8 @@ It refuses what Nova 34 refuses, with its messages (the REAL captures in
 ``tests/fixtures/nova-api`` are the reference): a boot must name a known flavor and image and
 free ports that have a fixed IP; interfaces attach synchronously to an ACTIVE server and detach
 asynchronously (``detach_delay`` seconds later, as Nova's compute service does it after the API
-answered 202); the ports of a deleted server are kept, unbound.
+answered 202); the ports of a deleted server are kept, unbound. A port Neutron deletes while it
+is plugged (its ``network-vif-deleted`` event) is unplugged as asynchronously.
 
 Status is evaluated lazily from the clock when a server is read (no thread or timer per
 server); :meth:`NovaModel.tick` does the same for servers nobody reads, so the transition
@@ -25,11 +26,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from astara_actors.sim.contracts import Caller, PortDirectory
 
-__all__ = ["NOVA_OWNER", "Flavor", "NovaFault", "NovaModel", "ServerCallback"]
+__all__ = ["NOVA_OWNER", "Flavor", "NovaFault", "NovaModel", "ServerCallback", "VifEvents"]
 
 NOVA_OWNER = "compute:nova"
 ServerCallback = Callable[[dict[str, Any]], None]
@@ -37,6 +38,13 @@ _NO_VALID_HOST = "No valid host was found. "
 # Neutron's ip_allocation values with which a port may boot without an address.
 _IPLESS_ALLOCATIONS = frozenset({"deferred", "none"})
 _VM_STATES = {"BUILD": "building", "ACTIVE": "active", "ERROR": "error"}
+
+
+@runtime_checkable
+class VifEvents(Protocol):
+    """A port directory that reports deleted ports of servers (the simulated Neutron does)."""
+
+    def on_vif_deleted(self, callback: Callable[[str, str], None]) -> None: ...
 
 
 class NovaFault(Exception):
@@ -195,6 +203,10 @@ class NovaModel:
         self._pending: set[str] = set()  # BUILD, deleting or detaching: a transition is due
         self._seq = itertools.count()
         self._fail_next = 0
+        # (server id, port id, clock()) of network-vif-deleted events not yet applied
+        self._vifs_deleted: deque[tuple[str, str, float]] = deque()
+        if isinstance(ports, VifEvents):  # the simulated Neutron tells us, as Neutron tells Nova
+            ports.on_vif_deleted(self.port_deleted)
 
     # ------------------------------------------------------------------ faults
     def fail_next_boots(self, n: int) -> None:
@@ -406,6 +418,24 @@ class NovaModel:
                 self._pending.add(server.id)
                 self._advance(server)
 
+    def port_deleted(self, server_id: str, port_id: str) -> None:
+        """Neutron deleted a port plugged into ``server_id`` (``network-vif-deleted``, which
+        Neutron sends to ``os-server-external-events``): Nova's compute service unplugs the
+        interface, ``detach_delay`` seconds later as for a detach, then ``on_ports_changed``
+        fires. Never waits: it may be called with Neutron's lock held (the event is applied by
+        the next operation or :meth:`tick`). An unknown server or port is ignored, as Nova does.
+        """
+        self._vifs_deleted.append((server_id, port_id, self.clock()))
+
+    def _apply_vifs_deleted(self) -> None:
+        while self._vifs_deleted:
+            server_id, port_id, at = self._vifs_deleted.popleft()
+            server = self._servers.get(server_id)
+            if server is None or port_id not in server.port_ids:
+                continue
+            server.detaching.setdefault(port_id, at)
+            self._pending.add(server.id)
+
     # ------------------------------------------------------------------ boot checks
     def _check_boot(
         self, image_id: str, flavor_id: str, port_ids: list[str], later: list[str]
@@ -464,6 +494,7 @@ class NovaModel:
         """Hold the lock for one operation, then fire the callbacks it queued (even on error)."""
         try:
             with self._lock:
+                self._apply_vifs_deleted()
                 yield
         finally:
             self._drain()
