@@ -45,6 +45,10 @@ __all__ = ["RouterActor"]
 SCOPES = ("global", "tenant", "router")
 # The events whose latency to a configured router astara_event_to_config_seconds measures.
 CONFIG_EVENTS = frozenset({Action.CREATE, Action.UPDATE, Action.REBUILD})
+# Notifications (an event's reason is its Neutron event type) after which the router may have
+# left a network: its VRRP ports there go at once, not after the replug of the next traversal,
+# because the network's tenant may be deleting it (409 NetworkInUse while our port is on it).
+UNPLUG_EVENTS = frozenset({"router.interface.delete"})
 
 
 class RouterActor(PooledActor):
@@ -234,6 +238,8 @@ class RouterActor(PooledActor):
             return
         if event.reason:
             self.log.info("%s requested: %s", event.action, event.reason)
+        if event.reason in UNPLUG_EVENTS and event.action == Action.UPDATE:
+            self._unplug_stale()
         if event.action == Action.POLL and self._polled_since(event.issued_at):
             return  # a routine poll that waited in a queue behind a busy spell: one is enough
         if event.action == Action.POLL and self._poll_async():
@@ -246,6 +252,17 @@ class RouterActor(PooledActor):
             if event.action == Action.UPDATE and self._coalescing():
                 return
             self._run_soon()
+
+    def _unplug_stale(self) -> None:
+        """An interface was removed: the VRRP ports on networks the router left go now, before
+        the traversal that replugs and pushes (which may wait for a burst of UPDATEs to settle,
+        and reads the appliance first). Not while the machine deletes the VM (that removes every
+        port) or once the router is gone."""
+        if self.sm.deleted or self.sm.state.parks:
+            return
+        removed = self.instance.unplug_stale()
+        if removed:
+            self.log.info("removed %d VRRP port(s) of the network(s) the router left", removed)
 
     def _polled_since(self, issued_at: float | None) -> bool:
         """Seen healthy (a poll, or a traversal that left it configured) after the health

@@ -336,6 +336,21 @@ class InstanceManager:
             return self._set(InstanceState.RESTART)
         return self._set(InstanceState.REPLUG)
 
+    def unplug_stale(self) -> int:
+        """Delete at once the VRRP ports on networks the router left (see the ``Instance``
+        port); the replug and push that follow are the state machine's."""
+        if not self._vms:
+            return 0  # nothing adopted yet: the first traversal's refresh sees to it
+        try:
+            router = self._network.get_router(self.router_id)
+        except RouterGone:
+            return 0  # its DELETE removes every port
+        except CloudError as exc:
+            self._log.warning("could not read the router to unplug the networks it left: %s", exc)
+            return 0
+        wanted = networks_of(router)
+        return sum(self._cloud.unplug(vm, wanted) for vm in list(self._vms.values()))
+
     def stop(self) -> InstanceState:
         """Delete the VM(s) and ``ASTARA:*`` ports; DOWN/GONE once Nova has removed them."""
         adopted = self._adopt()

@@ -204,6 +204,15 @@ class Instance(Protocol):
         """
         ...
 
+    def unplug_stale(self) -> int:
+        """Delete at once the VRRP ports on networks the router no longer has (an interface
+        was removed), ahead of the replug and config push of the next traversal: a tenant may
+        be waiting to delete such a network (Neutron answers 409 NetworkInUse while our port is
+        on it). Reads the router; returns how many ports went. The port goes first, the VM's
+        interface is tidied after (a detach Nova refuses is fine: it unplugs deleted ports
+        itself); a port Neutron would not delete is logged and left to the replug."""
+        ...
+
     def stop(self) -> InstanceState:
         """Delete the VM(s) and their ``ASTARA:*`` ports without waiting.
 

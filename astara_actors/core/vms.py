@@ -155,12 +155,16 @@ class VmCloud:
         return vm.server.status == "ACTIVE" and {p.network_id for p in vm.ports} != set(wanted)
 
     def plug(self, vm: Vm, wanted: Sequence[str]) -> None:
-        """Attach a VRRP port for each missing network, detach (and delete) the extra ones.
+        """Unplug the VRRP ports of networks the router left (:meth:`unplug`), then attach a
+        VRRP port for each missing network.
 
-        A VRRP port of this router that is plugged into nothing (left by an attach
-        interrupted by a crash, or by a VM whose delete kept it) is attached again rather
-        than a new one created. Nova attaches only to an ACTIVE server.
+        The extra ports go first: their tenants may be waiting to delete those networks. A
+        VRRP port of this router that is plugged into nothing (left by an attach interrupted
+        by a crash, or by a VM whose delete kept it) is attached again rather than a new one
+        created. Nova attaches only to an ACTIVE server. A port Neutron would not delete stays
+        the VM's: the interfaces then do not match and the caller tries again later.
         """
+        self.unplug(vm, wanted)
         have = {p.network_id for p in vm.ports}
         missing = [n for n in wanted if n not in have]
         spare = self._unplugged_vrrp_ports() if missing else {}
@@ -173,11 +177,38 @@ class VmCloud:
                 raise
             vm.ports.append(port)
             self._log.info("plugged %s into network %s", vm.name, network_id)
-        for port in [p for p in vm.ports if p.network_id not in wanted]:
-            self._compute.detach_interface(vm.id, port.id)
+
+    def stale_ports(self, vm: Vm, wanted: Sequence[str]) -> list[Port]:
+        """The VM's VRRP ports on networks that are not ``wanted`` (the router left them)."""
+        return [p for p in vm.ports if p.network_id not in wanted]
+
+    def unplug(self, vm: Vm, wanted: Sequence[str]) -> int:
+        """Remove the VM's VRRP ports on networks that are not ``wanted``; how many went.
+
+        Each port is deleted in Neutron first: the network is free for its tenant at once (a
+        network with our port on it answers 409 NetworkInUse), and Nova unplugs the interface
+        itself when Neutron tells it the port is gone (``network-vif-deleted``). The detach that
+        follows only tidies the VM, in case Nova missed that event; whatever Nova answers (it
+        may have unplugged it already, or the server may be gone: 404) is logged, never an
+        error. A port Neutron would not delete (logged) stays in ``vm.ports``, not detached:
+        nothing is left half done, and the next replug (or the next call) tries again.
+        """
+        removed = 0
+        for port in self.stale_ports(vm, wanted):
+            if not self.delete_port(port.id):
+                continue
             vm.ports.remove(port)
-            self.delete_port(port.id)
-            self._log.info("unplugged %s from network %s", vm.name, port.network_id)
+            removed += 1
+            self._log.info(
+                "unplugged %s from network %s (port %s deleted)", vm.name, port.network_id, port.id
+            )
+            try:
+                self._compute.detach_interface(vm.id, port.id)
+            except CloudError as exc:
+                self._log.info(
+                    "detach of deleted port %s from %s not needed: %s", port.id, vm.name, exc
+                )
+        return removed
 
     def delete_server(self, vm: Vm) -> bool:
         """Ask Nova to delete the VM; False (logged) if it refused."""
