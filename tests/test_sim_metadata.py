@@ -276,6 +276,15 @@ def test_an_ipv6_guest_address_and_an_ipv6_listener() -> None:
         cloud.stop()
 
 
+def test_a_proxy_may_name_the_path_in_absolute_form(cloud: SimCloud) -> None:
+    guest = cloud.guests()[0]
+    headers = {k.lower(): v for k, v in signed(cloud, guest).items()}
+    status, ctype, body = cloud.metadata.service.answer(
+        "http://169.254.169.254/latest/meta-data/local-ipv4?x=1", headers
+    )
+    assert (status, ctype, body) == (200, "text/plain", guest["address"].encode())
+
+
 def test_kept_alive_and_pipelined_requests_are_answered_in_order(cloud: SimCloud) -> None:
     guest = cloud.guests()[0]
     headers = "".join(f"{k}: {v}\r\n" for k, v in signed(cloud, guest).items())

@@ -230,7 +230,11 @@ class LoopServer:
         self._loop = loop
         self._thread = threading.Thread(target=run, name=self.name, daemon=True)
         self._thread.start()
-        self._server = started.result()
+        try:
+            self._server = started.result()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -160,6 +160,8 @@ class MetadataService:
     def answer(self, target: str, headers: Mapping[str, str]) -> Reply:
         """The answer to ``GET target`` with ``headers`` (lower-case names)."""
         path = target.split("?", 1)[0].split("#", 1)[0]
+        if "://" in path:  # the absolute form a proxy may send: http://host:port/path
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
         path = posixpath.normpath("/" + "/".join(p for p in path.split("/") if p))
         if path == "/":
             return 200, TEXT, "\n".join((*EC2_VERSIONS, "latest")).encode()
@@ -253,7 +255,10 @@ class MetadataService:
             for ip in port.get("fixed_ips") or ():
                 address = ipaddress.ip_address(ip["ip_address"])
                 fixed.append(str(address))
-                cidr = ipaddress.ip_network(self.nova.ports.subnet_cidr(ip["subnet_id"]))
+                try:
+                    cidr = ipaddress.ip_network(self.nova.ports.subnet_cidr(ip["subnet_id"]))
+                except (KeyError, ValueError):  # its subnet is being deleted
+                    continue
                 networks.append(
                     {
                         "id": f"network{len(networks)}",
