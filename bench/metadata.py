@@ -6,10 +6,11 @@ Three processes on this machine:
   asyncio thread) on a loopback "management address" ``127.X.0.1``, with a
   :class:`~astara_actors.core.metadata_index.MetadataIndex` holding ``--clients`` routers, one
   appliance each, as their pushes would have left it;
-- **a Nova metadata API**: this bench's own fast fake (asyncio, keep-alive; it checks every
-  ``X-Instance-ID-Signature`` as Nova does and answers a ~1 KiB ``meta_data.json``). The
-  simulator's Nova metadata API is not used yet (say so in the output), so these figures are
-  the proxy's own cost and not Nova's;
+- **a Nova metadata API**, in a process of its own: by default the simulator's
+  (:mod:`astara_actors.sim.nova.metadata`, serving the guests of a simulated cloud of
+  ``--clients`` routers, one guest each; it checks every signature and tenant as Nova does and
+  caches an instance's metadata 15 s, as Nova); with ``--nova fake`` this bench's own fast fake
+  (it checks the signature and answers a ~1 KiB ``meta_data.json``): the proxy's own cost;
 - **the appliances**: ``--clients`` kept-alive connections, each bound to its appliance's
   management address ``127.X.a.b`` (all of 127/8 is local on Linux), each asking for its own
   guest's ``/openstack/latest/meta_data.json``.
@@ -21,7 +22,7 @@ a closed loop (each client sends its next request as soon as it has the answer) 
 ceiling. Also: the proxy thread's CPU per request, and the index's memory per router and time
 per check at 10,000 routers.
 
-    python -m bench.metadata [--clients 100] [--rate 1000] [--duration 15]
+    python -m bench.metadata [--clients 100] [--rate 1000] [--duration 15] [--nova sim|fake]
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ from ._report import Figure, percentile, report_figures
 
 SECRET = "bench-metadata-secret"
 PATH = "/openstack/latest/meta_data.json"
-NOVA_NOTE = "Nova: this bench's fast fake (the simulator's Nova metadata API not used yet)"
+NOVA_NOTES = {
+    "sim": "Nova: the simulator's metadata API, own process",
+    "fake": "Nova: this bench's fast fake (the proxy's own cost)",
+}
 
 
 @dataclass
@@ -127,6 +131,35 @@ def _meta_data(instance: str, tenant: str) -> bytes:
             "meta": {"role": "bench", "padding": "x" * 512},
         }
     ).encode()
+
+
+def _serve_sim_nova(guests: int, prefix: int, conn: Any) -> None:
+    """The simulator's Nova metadata API for a simulated cloud of ``guests`` routers (one
+    guest each); sends its URL, secret and guests, then serves until terminated."""
+    from astara_actors.sim.cloud import SimCloud
+    from astara_actors.sim.settings import SimSettings
+
+    per_tenant = min(guests, 100)
+    cloud = SimCloud(
+        SimSettings(
+            port=0,  # the metadata API on any free port as well
+            tenants=-(-guests // per_tenant),
+            routers_per_tenant=per_tenant,
+            boot_delay=0.0,
+            appliance_port=free_port(),
+            management_cidr=f"127.{prefix}.0.0/16",
+            seed=1,
+        )
+    ).start()
+    cloud.bootstrap()
+    conn.send(
+        {
+            "url": cloud.nova_metadata_url,
+            "secret": cloud.metadata_secret,
+            "guests": cloud.guests(guests),
+        }
+    )
+    threading.Event().wait()
 
 
 def _serve_nova(port: int, ready: Any) -> None:
@@ -338,24 +371,55 @@ def run(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     raise_fd_limit()
     prefix = random.randrange(101, 250)  # a management range of its own (tests use 127.100)
     ctx = multiprocessing.get_context("spawn")
-    nova_port = free_port()
-    ready = ctx.Event()
-    nova = ctx.Process(target=_serve_nova, args=(nova_port, ready), daemon=True)
-    nova.start()
-    if not ready.wait(30):
-        raise SystemExit("the fake Nova metadata API did not start")
     address = f"127.{prefix}.0.1"
     index = MetadataIndex()
     appliances = []
-    for i in range(args.clients):
-        router_id, _, ports, claim = _router(i, prefix)
-        index.learn(router_id, index.token(), [claim["source"]], ports)
-        appliances.append(claim)
+    if args.nova == "sim":
+        receive, send = ctx.Pipe(duplex=False)
+        sim_prefix = 250 if prefix != 250 else 249  # the simulated cloud's own VMs' range
+        nova = ctx.Process(
+            target=_serve_sim_nova, args=(args.clients, sim_prefix, send), daemon=True
+        )
+        nova.start()
+        if not receive.poll(120):
+            raise SystemExit("the simulator's Nova metadata API did not start")
+        sim = receive.recv()
+        if not sim["url"]:
+            raise SystemExit("the simulator's Nova metadata API could not listen")
+        nova_url, secret = sim["url"], sim["secret"]
+        for i, guest in enumerate(sim["guests"]):
+            claim = {
+                "source": f"127.{prefix}.{1 + i // 250}.{1 + i % 250}",
+                "instance": guest["id"],
+                "tenant": guest["tenant_id"],
+                "guest": guest["address"],
+                "network": guest["network_id"],
+            }
+            port = _guest_port(
+                guest["network_id"], guest["address"], guest["id"], guest["tenant_id"]
+            )
+            index.learn(
+                guest["router_id"], index.token(), [claim["source"]], {port.network_id: [port]}
+            )
+            appliances.append(claim)
+    else:
+        nova_port = free_port()
+        ready = ctx.Event()
+        nova = ctx.Process(target=_serve_nova, args=(nova_port, ready), daemon=True)
+        nova.start()
+        if not ready.wait(30):
+            raise SystemExit("the fake Nova metadata API did not start")
+        nova_url, secret = f"http://127.0.0.1:{nova_port}", SECRET
+        for i in range(args.clients):
+            router_id, _, ports, claim = _router(i, prefix)
+            index.learn(router_id, index.token(), [claim["source"]], ports)
+            appliances.append(claim)
+    nova_note = NOVA_NOTES[args.nova]
     settings = Settings(
         orchestrator_address=address,
         metadata_port=free_port(),
-        nova_metadata_url=f"http://127.0.0.1:{nova_port}",
-        metadata_proxy_shared_secret=SECRET,
+        nova_metadata_url=nova_url,
+        metadata_proxy_shared_secret=secret,
         metadata_connections=args.connections,
     )
     proxy = MetadataProxy(settings, index).start()
@@ -364,7 +428,7 @@ def run(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     threads_before = threading.active_count()
     log(
         f"metadata proxy on {proxy.where}: {args.clients} appliances, {args.rate:.0f} req/s for "
-        f"{args.duration:.0f} s, then a closed loop; {NOVA_NOTE}"
+        f"{args.duration:.0f} s, then a closed loop; {nova_note}"
     )
     parent, child = ctx.Pipe(duplex=False)
     clients = ctx.Process(
@@ -423,7 +487,7 @@ def run(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
             opened["p99_ms"],
             "ms",
             50.0,
-            note=f"max {opened['max_ms']} ms; {NOVA_NOTE}",
+            note=f"max {opened['max_ms']} ms; {nova_note}",
         ),
         AtLeast(
             "metadata requests/s, closed loop (the ceiling here)",
@@ -453,7 +517,7 @@ def run(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
             note=f"at {cost['routers']:,} routers",
         ),
     ]
-    details = {"open": opened, "closed": closed, "proxy": stats, "index": cost, "nova": NOVA_NOTE}
+    details = {"open": opened, "closed": closed, "proxy": stats, "index": cost, "nova": nova_note}
     return figs, details
 
 
@@ -466,6 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of the open loop")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument(
+        "--nova",
+        choices=("sim", "fake"),
+        default="sim",
+        help="the simulator's Nova metadata API, or this bench's fast fake",
+    )
+    parser.add_argument(
         "--connections", type=int, default=32, help="[orchestrator] metadata_connections"
     )
     args = parser.parse_args(argv)
@@ -473,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients 1..60000, --rate and --duration positive")
     figs, details = run(args)
     report_figures(
-        "metadata",
+        "metadata" if args.nova == "sim" else "metadata_fake",
         figs,
         {
             "clients": args.clients,
@@ -481,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "warmup": args.warmup,
             "metadata_connections": args.connections,
+            "nova": args.nova,
             "cpus": os.cpu_count(),
         },
         details,
