@@ -125,7 +125,10 @@ class _TraceMiddleware:
 
 
 class _Admin:
-    """``/sim``: status, faults, appliance and server faults, load, the trace (:mod:`.trace`)."""
+    """``/sim``: status, faults, appliance and server faults (``POST
+    /sim/appliances/<router-or-server>/kill|hang|revive|forget|lie|honest``), load, the trace
+    (:mod:`.trace`), the tenants' instances (``GET /sim/guests``) and one guest's metadata fetch
+    through its router's appliance (``GET /sim/guests/<server-id>/metadata/<path>``)."""
 
     def __init__(self, cloud: SimCloud, faults: Faults, load: LoadDriver) -> None:
         self.cloud, self.faults, self.load = cloud, faults, load
