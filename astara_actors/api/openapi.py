@@ -16,7 +16,7 @@ UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-
 _UUID = {"type": "string", "pattern": UUID_PATTERN}
 _WILDCARD_ID = {"anyOf": [_UUID, {"type": "string", "enum": ["*", "error"]}]}
 _JSON = "application/json"
-_AGE_PATTERN = "^-?[0-9]{1,6} ?[smhdwSMHDW]( ago)?$"  # 30m, 2h, 7d, "-2h", "2h ago"
+AGE_PATTERN = "^-?[0-9]{1,6} ?[smhdwSMHDW]( ago)?$"  # 30m, 2h, 7d, "-2h", "2h ago"
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -367,7 +367,7 @@ def openapi_document(
                     "anyOf": [
                         {"type": "string", "format": "date-time"},
                         {"type": "string", "format": "date"},
-                        {"type": "string", "pattern": _AGE_PATTERN},
+                        {"type": "string", "pattern": AGE_PATTERN},
                     ]
                 },
                 "Only the commands recorded since: an ISO 8601 date or time (UTC unless it "

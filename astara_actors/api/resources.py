@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from astara_actors.api._clients import ControlPort
 from astara_actors.api.errors import OrchestratorFailed, UnknownRouter
+from astara_actors.api.openapi import AGE_PATTERN
 from astara_actors.api.routes import CommandRoute
 from astara_actors.core import validate
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR
@@ -291,6 +293,13 @@ class RouterResource:
         resp.media = self.control.find_router(query.router_id, query.limit)
 
 
+# RFC 3339 (JSON Schema's date-time) or full-date, as the document's "since" says.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))?"
+)
+
+
 class AuditResource:
     """``GET /audit``: the audit trail of operator commands, oldest first, newest last (the
     last ``limit``), filtered by ``router_id``, ``tenant_id`` and ``since``."""
@@ -310,6 +319,13 @@ class AuditResource:
             if (value := _text_param(req, name)) is not None:
                 payload[name] = value
         if (since := _text_param(req, "since")) is not None:
+            # Over HTTP exactly the forms the document names (RFC 3339, a date, an age), so
+            # that what the document refuses the server refuses too; astara-ctl is kinder.
+            if not (_RFC3339.fullmatch(since) or re.fullmatch(AGE_PATTERN, since)):
+                raise InvalidCommand(
+                    f"since: {validate.shown(since)} is not a time: give an RFC 3339 time "
+                    "(2025-01-31T12:00:00Z), a date (2025-01-31) or an age (30m, 2h, 7d)"
+                )
             try:
                 payload["since"] = audit.when(audit.parse_since(since, self.clock()))
             except audit.TimeError as exc:

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "EPOCH",
     "MAX_LIMIT",
+    "MAX_TIME_TEXT",
     "ROUTER_COMMANDS",
     "TimeError",
     "merge",
@@ -37,7 +38,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before anything was recorded
 _PUBLISHER = re.compile(r"astara\.(?P<role>ctl|api)\.(?P<host>\S+?)(?: for (?P<who>.+))?")
 _AGE = re.compile(r"-?(?P<n>[0-9]{1,6}) ?(?P<unit>[smhdwSMHDW])(?: ago)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_MAX_TIME_TEXT = 64
+MAX_TIME_TEXT = 64
 _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].*)?")  # the extended form: 2025-01-31...
 _LEAP_SECOND = re.compile(r"([T ][0-9]{2}:[0-9]{2}:)60")
 
@@ -112,7 +113,7 @@ def merge(answers: Iterable[Iterable[Mapping[str, Any]]], limit: int) -> list[di
 def parse_time(text: str) -> datetime:
     """An ISO 8601 date or time, UTC unless it carries an offset; raises :class:`TimeError`."""
     cleaned = text.strip().upper()  # RFC 3339 allows "t" and "z"
-    if len(cleaned) > _MAX_TIME_TEXT or not _ISO.fullmatch(cleaned):
+    if len(text) > MAX_TIME_TEXT or not _ISO.fullmatch(cleaned):
         raise TimeError(_time_help(text))
     cleaned = _LEAP_SECOND.sub(r"\g<1>59", cleaned)  # 23:59:60 is a time too, to us 23:59:59
     try:
@@ -131,7 +132,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     """A time as an operator types it: ISO 8601 (``2025-01-31``, ``2025-01-31T12:00Z``; UTC
     unless it says), or an age before ``now`` (``90s``, ``30m``, ``2h``, ``7d``, ``1w``, also
     ``-2h`` and ``2h ago``; one reaching before 1970 is 1970); raises :class:`TimeError`."""
-    match = _AGE.fullmatch(text.strip()) if len(text) <= _MAX_TIME_TEXT else None
+    match = _AGE.fullmatch(text.strip()) if len(text) <= MAX_TIME_TEXT else None
     if match is not None:
         seconds = int(match["n"]) * _UNITS[match["unit"].lower()]
         try:
