@@ -122,7 +122,8 @@ def test_unplug_stale_deletes_the_port_of_a_network_the_router_left_at_once(boot
 
     assert im.unplug_stale() == 1
 
-    assert [name for name, _ in calls] == ["get_router", "delete_port", "detach_interface"]
+    # One read (the router's own ports), the delete, then the tidying detach.
+    assert [name for name, _ in calls] == ["list_ports", "delete_port", "detach_interface"]
     assert unplug_calls(calls) == [("delete_port", port["id"]), ("detach_interface", port["id"])]
     assert port["id"] not in booting.ports and port["id"] not in server["port_ids"]
     assert im.unplug_stale() == 0, "nothing left to unplug"
@@ -221,14 +222,30 @@ def test_unplug_stale_before_any_vm_is_known_reads_nothing(booting, clock):
     assert calls == []
 
 
-def test_unplug_stale_of_a_deleted_router_leaves_the_ports_to_its_delete(booting, clock):
+def test_unplug_stale_of_a_deleted_router_lets_every_vrrp_port_go(booting, clock):
+    """Its DELETE removes the VM and its management port; its networks are free at once."""
     router, _ = two_networks(booting)
     im = configured(booting, clock, router, [])
-    ports = {p["id"] for p in booting.ports.values() if p["name"].startswith("ASTARA:")}
+    mgt = [p["id"] for p in booting.ports.values() if p["name"] == f"ASTARA:MGT:{router}"]
     booting.delete_router(router)
 
-    assert im.unplug_stale() == 0
-    assert ports <= set(booting.ports)
+    assert im.unplug_stale() == 3  # the external network's and both tenant networks'
+    assert [p["id"] for p in booting.ports.values() if p["name"].startswith("ASTARA:")] == mgt
+
+
+def test_unplug_stale_when_neutron_does_not_answer_leaves_it_to_the_replug(booting, clock, caplog):
+    router, gone = two_networks(booting)
+    im = configured(booting, clock, router, [])
+    booting.remove_interface(router, gone)
+    booting.inject("list_ports", NetworkError("list ports: HTTP 503"))
+
+    with caplog.at_level(logging.WARNING):
+        assert im.unplug_stale() == 0
+    assert len(vrrp_ports(booting, router, gone)) == 1
+    assert "could not list the router's ports" in caplog.text
+    assert im.configure() is S.REPLUG
+    assert im.replug() is S.UP
+    assert vrrp_ports(booting, router, gone) == []
 
 
 def test_an_ha_router_loses_the_vrrp_ports_of_both_vms(booting, clock):
@@ -273,13 +290,13 @@ def test_another_update_leaves_the_ports_to_the_traversal(
     h.runtime.deliver(Event(router, TENANT, Action.CREATE))
     h.wait_for(lambda: h.configured(router), what="configured")
     cloud.remove_interface(router, gone)
-    reads = cloud.calls["get_router"]
+    reads = cloud.calls["list_ports"], cloud.calls["get_router"]
 
     h.runtime.deliver(Event(router, TENANT, Action.UPDATE, reason="router.update.end"))
     h.runtime.dump(router)  # handled by then
 
     assert len(vrrp_ports(cloud, router, gone)) == 1
-    assert cloud.calls["get_router"] == reads
+    assert (cloud.calls["list_ports"], cloud.calls["get_router"]) == reads
 
 
 def test_a_router_in_debug_mode_keeps_its_ports(

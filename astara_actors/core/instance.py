@@ -341,14 +341,9 @@ class InstanceManager:
         port); the replug and push that follow are the state machine's."""
         if not self._vms:
             return 0  # nothing adopted yet: the first traversal's refresh sees to it
-        try:
-            router = self._network.get_router(self.router_id)
-        except RouterGone:
-            return 0  # its DELETE removes every port
-        except CloudError as exc:
-            self._log.warning("could not read the router to unplug the networks it left: %s", exc)
-            return 0
-        wanted = networks_of(router)
+        wanted = self._cloud.router_networks()
+        if wanted is None:
+            return 0  # Neutron did not answer (logged): the traversal's replug sees to it
         return sum(self._cloud.unplug(vm, wanted) for vm in list(self._vms.values()))
 
     def stop(self) -> InstanceState:

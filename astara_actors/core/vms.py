@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from astara_actors.config.settings import Settings
-from astara_actors.core.models import Interface, NetworkInfo, Port, Router, Server
+from astara_actors.core.models import (
+    GATEWAY_OWNER,
+    INTERFACE_OWNERS,
+    Interface,
+    NetworkInfo,
+    Port,
+    Router,
+    Server,
+)
 from astara_actors.core.payload import build_user_data
 from astara_actors.core.ports import Compute, Network
 from astara_actors.errors import CloudError
@@ -19,6 +27,8 @@ from astara_actors.errors import CloudError
 __all__ = ["Vm", "VmCloud", "networks_of"]
 
 _SUFFIX = re.compile(r"_(\d+)$")
+# The owners of a router's own ports (as Router.from_neutron reads them): its networks.
+_ROUTER_OWNERS = frozenset((*INTERFACE_OWNERS, GATEWAY_OWNER))
 
 
 @dataclass(slots=True)
@@ -178,11 +188,23 @@ class VmCloud:
             vm.ports.append(port)
             self._log.info("plugged %s into network %s", vm.name, network_id)
 
-    def stale_ports(self, vm: Vm, wanted: Sequence[str]) -> list[Port]:
+    def router_networks(self) -> set[str] | None:
+        """The networks the router has now (its gateway's and interfaces'), from its own ports
+        in Neutron: one call, where a router read makes three (the router, its ports, its
+        floating IPs). None if Neutron did not answer (logged). A router deleted meanwhile has
+        none: its VRRP ports may all go (its DELETE removes the VM anyway)."""
+        try:
+            ports = self._network.list_ports(device_id=self.router_id)
+        except CloudError as exc:
+            self._log.warning("could not list the router's ports: %s", exc)
+            return None
+        return {p.network_id for p in ports if p.device_owner in _ROUTER_OWNERS}
+
+    def stale_ports(self, vm: Vm, wanted: Collection[str]) -> list[Port]:
         """The VM's VRRP ports on networks that are not ``wanted`` (the router left them)."""
         return [p for p in vm.ports if p.network_id not in wanted]
 
-    def unplug(self, vm: Vm, wanted: Sequence[str]) -> int:
+    def unplug(self, vm: Vm, wanted: Collection[str]) -> int:
         """Remove the VM's VRRP ports on networks that are not ``wanted``; how many went.
 
         Each port is deleted in Neutron first: the network is free for its tenant at once (a
