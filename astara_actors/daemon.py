@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the parts are imported when started: ``--help`` must not lo
     from astara_actors.config.cloud import CloudSettings
     from astara_actors.config.settings import Settings
     from astara_actors.core.ports import Compute, Network
+    from astara_actors.core.service_port import ServicePort
     from astara_actors.metadata import MetadataProxy
     from astara_actors.sim.server import SimServer
 
@@ -67,6 +68,7 @@ class Service:
         self.appliance: HttpAppliance | None = None
         self.coordinator: Coordinator | None = None
         self.metadata: MetadataProxy | None = None
+        self.service_port: ServicePort | None = None  # ours, unless the address is configured
         self.stopping = threading.Event()
         self._populated = threading.Event()
 
@@ -84,6 +86,7 @@ class Service:
         assert cloud is not None
         # One kept connection per actor worker that may call at once: no connection churn.
         network, compute = open_cloud(cloud, pool_size=max(64, settings.actor_threads_max))
+        settings = self._management_port(settings, network)
         self.appliance = HttpAppliance(port=settings.appliance_port)
         from astara_actors.store import Store
         from astara_actors.store.flags import restore_debug
@@ -252,6 +255,43 @@ class Service:
             project_name=s.admin_project,
         )
 
+    def _management_port(self, settings: Settings, network: Network) -> Settings:
+        """``settings`` with the address of this host's ``ASTARA:RUG:SERVICE`` port on the
+        management network (created or adopted, then plugged by the [service_port] driver): the
+        address every pushed config names and the metadata proxy listens on. An address set in
+        [orchestrator] orchestrator_address is used as it is, and no port is managed.
+
+        Before the coordinator joins: a member back after more than [service_port]
+        member_grace may see its port swept by another member meanwhile; it logs that, and a
+        restart makes a new one (docs/service-port.md)."""
+        from astara_actors.adapters.host_plug import make_plug
+        from astara_actors.core.service_port import ensure_service_port
+
+        if settings.orchestrator_address:
+            LOG.info(
+                "orchestrator address %s as configured ([orchestrator] orchestrator_address); "
+                "no ASTARA:RUG:SERVICE port managed",
+                settings.orchestrator_address,
+            )
+            return settings
+        options = self.config.service_port
+        port = ensure_service_port(
+            network,
+            host=settings.host,
+            management_network_id=settings.management_network_id,
+            management_subnet_id=settings.management_subnet_id,
+        )
+        make_plug(options).plug(port)
+        self.service_port = port
+        LOG.info(
+            "management port %s: %s (MAC %s), plugged by the %s driver ([service_port] driver)",
+            port.id,
+            port.cidr,
+            port.mac_address,
+            options.driver,
+        )
+        return dataclasses.replace(settings, orchestrator_address=port.address)
+
     def _start_metadata(self) -> None:
         """The metadata proxy on the orchestrator's management address (see
         :mod:`astara_actors.metadata`). Not serving it is an ERROR in the log, not a failed
@@ -332,7 +372,21 @@ class Service:
         from astara_actors.jobs.orphan_sweep import OrphanSweeper
 
         process = self.config.process
-        sweeper = OrphanSweeper(network, compute, grace=process.orphan_grace)
+        member_ports = None
+        if self.coordinator is not None and self.runtime is not None:  # alone: ours is kept
+            from astara_actors.core.service_port import MemberPortSweeper
+
+            member_ports = MemberPortSweeper(
+                network,
+                host=self.runtime.settings.host,
+                management_network_id=self.runtime.settings.management_network_id,
+                members=self.coordinator.members,
+                grace=self.config.service_port.member_grace,
+                own_port_id=self.service_port.id if self.service_port else None,
+            )
+        sweeper = OrphanSweeper(
+            network, compute, grace=process.orphan_grace, member_ports=member_ports
+        )
         while not self.stopping.wait(process.orphan_sweep_period):
             try:
                 report = sweeper.sweep()
@@ -344,6 +398,13 @@ class Service:
                     "orphan sweep removed %d VMs and %d ports of deleted routers",
                     len(report.servers_removed),
                     len(report.ports_removed),
+                )
+            if report.service_ports_removed:
+                LOG.warning(
+                    "orphan sweep removed the management ports of members gone for more than "
+                    "%.0f s ([service_port] member_grace): %s",
+                    self.config.service_port.member_grace,
+                    ", ".join(report.service_ports_removed),
                 )
 
     def _populate(self, network: Network, compute: Compute) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from astara_actors.adapters.host_plug import ServicePortOptions
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.loader import (
@@ -42,7 +43,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def documented(section: str) -> dict[str, str]:
     text = (ETC / "orchestrator.ini").read_text()
-    body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    body = re.split(rf"^\[{section}\]$", text, maxsplit=1, flags=re.M)[1].split("\n[", 1)[0]
     return dict(re.findall(r"^(\w+) = ?(.*)$", body, re.M))
 
 
@@ -56,6 +57,7 @@ def documented(section: str) -> dict[str, str]:
         ("api", ApiSettings, set()),
         ("database", DatabaseSettings, set()),
         ("coordination", CoordinationSettings, set()),
+        ("service_port", ServicePortOptions, set()),
     ],
 )
 def test_every_key_is_documented_in_etc_orchestrator_ini_with_its_default(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astara_actors.adapters.host_plug import ServicePortOptions
 from astara_actors.bus.transport import BusSettings, embedded_url
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.ini import read_ini, section_to
@@ -206,6 +207,7 @@ class Config:
     database_url: str = ""
     coordination: CoordinationSettings = CoordinationSettings()
     sim: Any = None  # SimSettings with the embedded simulator
+    service_port: ServicePortOptions = ServicePortOptions()
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -231,6 +233,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             "sim",
             "database",
             "coordination",
+            "service_port",
         ):
             warnings.append(f"[{section}]: unknown section, ignored")
     bus_overrides: dict[str, Any] = {"host": settings.host}
@@ -240,6 +243,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     api = section_to(parser, "api", ApiSettings, warn=warnings.append)
     database = section_to(parser, "database", DatabaseSettings, warn=warnings.append)
     coordination = section_to(parser, "coordination", CoordinationSettings, warn=warnings.append)
+    service_port = section_to(parser, "service_port", ServicePortOptions, warn=warnings.append)
     database_url = (
         database.connection or f"sqlite:///{Path(process.state_dir).resolve() / 'astara.db'}"
     )
@@ -275,6 +279,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         database_url,
         coordination,
         sim,
+        service_port,
         tuple(warnings),
     )
 
