@@ -774,6 +774,10 @@ def test_a_boot_with_nothing_missing_says_it_waits_not_that_it_boots_zero(cloud,
     booted = len(cloud.created_servers)
     assert im.boot() is S.BOOTING
     assert len(cloud.created_servers) == booted, "nothing was missing: nothing booted"
+    attempts = im.attempts
+    for _ in range(cloud.settings().reboot_error_threshold + 1):  # a long wait: no attempt
+        assert im.boot() is S.BOOTING
+    assert im.attempts == attempts
     messages = [r.getMessage() for r in caplog.records]
     assert not any("booting 0 VM" in m for m in messages)
     assert any(

@@ -223,10 +223,12 @@ class InstanceManager:
             return self._set(InstanceState.DOWN)
         image = image_id or self._settings.router_image_id
         self._image_id = image
-        if self._state is not InstanceState.DEGRADED:
+        missing = self._required - len(self._vms)
+        # Only a boot made is an attempt: waiting for a silent VM (dead_vm_timeout) is not,
+        # or a long wait would reach reboot_error_threshold with nothing booted.
+        if missing > 0 and self._state is not InstanceState.DEGRADED:
             self._attempts += 1
         self._push_failures, self._replug_started = 0, None
-        missing = self._required - len(self._vms)
         for _ in range(missing):
             try:
                 vm = self._cloud.boot(self._next_index, image, self._clock())
@@ -243,9 +245,8 @@ class InstanceManager:
             )
         else:  # e.g. a VM that stopped answering: it gets dead_vm_timeout before a new boot
             self._log.info(
-                "no VM to boot: waiting for %s to answer (attempt %d)",
+                "no VM to boot: waiting for %s to answer",
                 ", ".join(vm.name for vm in self._members()),
-                self._attempts,
             )
         return self._set(InstanceState.BOOTING)
 
