@@ -215,7 +215,12 @@ class Service:
         if not sim_settings.ssh_dir:
             ssh_dir = str(Path(self.config.process.state_dir) / "ssh")
             sim_settings = dataclasses.replace(sim_settings, ssh_dir=ssh_dir)
-        cloud = SimCloud(sim_settings, notify=notify)
+        # The simulated cloud is kept beside the store, whose debug flags and audit trail name
+        # its routers: a restart finds the same cloud (make demo-fresh removes both).
+        cloud_file = Path(self.config.process.state_dir) / "sim" / "cloud.json"
+        cloud = SimCloud(
+            sim_settings, notify=notify, cloud_file=cloud_file if sim_settings.keep_cloud else None
+        )
         try:
             self.sim = SimServer(cloud).start()
         except OSError as exc:
@@ -229,8 +234,15 @@ class Service:
                 "address is already in use; is another astara-orchestrator (make demo) or "
                 "astara-sim running? Stop it, or set [sim] port"
             ) from None
-        cloud.bootstrap()
-        LOG.info("embedded astara-sim on %s: %d routers", self.sim.url, len(cloud.topology))
+        if cloud.load_or_bootstrap():
+            how = f"the cloud kept in {cloud_file}"
+        elif cloud.keeper is not None:
+            how = f"a fresh cloud, kept in {cloud_file}"
+        else:
+            how = "a fresh cloud, not kept: [sim] keep_cloud = false"
+        LOG.info(
+            "embedded astara-sim on %s: %d routers (%s)", self.sim.url, len(cloud.topology), how
+        )
         settings = dataclasses.replace(
             self.config.settings,
             ssh_public_key=self.config.settings.ssh_public_key or _demo_key(self.config),

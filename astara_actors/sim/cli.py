@@ -1,7 +1,8 @@
 """astara-sim: a simulated OpenStack (Keystone, Neutron, Nova, one appliance per VM) over real HTTP.
 
 Usage:
-  astara-sim [--config-file=FILE] [--listen=ADDR] [--port=PORT] [--routers=N] [--verbose]
+  astara-sim [--config-file=FILE] [--listen=ADDR] [--port=PORT] [--routers=N]
+             [--state-file=FILE] [--verbose]
   astara-sim (-h | --help)
 
 Options:
@@ -9,6 +10,8 @@ Options:
   --listen=ADDR       Override [sim] listen (IPv4 or IPv6 address).
   --port=PORT         Override [sim] port (0: any free port).
   --routers=N         Override [sim] routers_per_tenant.
+  --state-file=FILE   Keep the cloud in FILE across restarts ([sim] keep_cloud): loaded at
+                      start when it is there, saved while running and at exit.
   --verbose           Log every request and appliance change (INFO).
   -h --help           Show this help.
 
@@ -18,7 +21,9 @@ faults, POST /sim/appliances/<router-or-server>/kill|hang|revive|forget|lie|hone
 /sim/trace for the timestamped probes, pushes, boots, notifications and API requests it saw,
 GET /sim/guests for the tenants' instances and GET /sim/guests/<id>/metadata/<path> for what
 one of them gets from 169.254.169.254 through its router's appliance), until Ctrl-C. Nova's
-metadata API listens on [sim] nova_metadata_port.
+metadata API listens on [sim] nova_metadata_port. With --state-file it is the same cloud after
+a restart (same ids, the appliances with their last configuration); to start afresh, remove the
+file.
 
 With [sim] real_nova = true (a devstack whose Nova runs the fake virt driver) it serves none of
 that: Keystone, Neutron and Nova are the real ones at [sim] neutron_auth_url, and it serves only
@@ -73,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"astara-sim: {exc}", file=sys.stderr)
         return 2
+    state_file = args["--state-file"]
+    if state_file and (settings.real_nova or settings.real_neutron or not settings.keep_cloud):
+        why = "[sim] keep_cloud is false" if not settings.keep_cloud else "the cloud is a real one"
+        print(f"astara-sim: --state-file: nothing is kept ({why})", file=sys.stderr)
+        return 2
     if settings.real_nova:
         return _serve_agents_only(settings)
     from astara_actors.sim.cloud import SimCloud
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 notifications_exchange=settings.notifications_exchange,
             )
         )
-    cloud = SimCloud(settings, notify=notify)
+    cloud = SimCloud(settings, notify=notify, cloud_file=state_file)
     try:
         server = SimServer(cloud)
     except OSError as exc:
@@ -100,13 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server.start()
     try:
-        cloud.bootstrap()
+        restored = cloud.load_or_bootstrap()
     except Exception as exc:  # a bad CIDR or too many routers for it: say it, stop cleanly
         server.stop()
         print(f"astara-sim: cannot create the initial topology: {exc}", file=sys.stderr)
         return 1
     stop = _stop_on_signal()
     _banner(server, settings)
+    if state_file:
+        how = "loaded from" if restored else "a fresh cloud, kept in"
+        print(f"  kept:    {how} {state_file} (remove it to start afresh)", flush=True)
     _wait(stop)
     server.stop()
     return 0
@@ -164,9 +177,9 @@ def _agents_banner(s: SimSettings) -> None:
 
 def _banner(server: Any, s: SimSettings) -> None:
     url = server.url
-    routers = s.tenants * s.routers_per_tenant
+    tenants, routers = len(server.cloud.tenants), len(server.cloud.topology)
     print(
-        f"astara-sim: serving on {url} ({s.tenants} tenants, {routers} routers)\n"
+        f"astara-sim: serving on {url} ({tenants} tenants, {routers} routers)\n"
         f"  admin:   {s.admin_user} / {s.admin_password} (project {s.admin_project})\n"
         f"  tenants: demo-N-user / {s.tenant_password} (project demo-N)\n"
         f"  metadata: Nova's at {server.nova_metadata_url or '(not serving)'}"

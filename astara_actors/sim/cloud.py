@@ -10,15 +10,23 @@ tenant network's port. Guests have no appliance and are never taken for service 
 are the ``ak-router-<router id>_<n>`` servers). Nova's metadata API answers for every server
 (:mod:`.nova.metadata`, on ``[sim] listen``:``nova_metadata_port``), and
 :meth:`SimCloud.guest_metadata` drives one guest's fetch through its router's appliance.
+
+With a ``cloud_file`` (and ``[sim] keep_cloud``), :meth:`SimCloud.load_or_bootstrap` loads the
+cloud kept there instead of making a fresh one, and keeps it there from then on (see
+:mod:`.persist`): every resource with its id, the tenants' instances and the service VMs, whose
+appliances come back with the configuration they were last pushed, so a restarted orchestrator
+adopts them.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import ipaddress
 import logging
+import os
 import random
 import re
 import time
@@ -33,6 +41,7 @@ from astara_actors.sim.neutron.core import ROUTER_PORT_OWNERS
 from astara_actors.sim.neutron.model import NeutronFault, NeutronModel
 from astara_actors.sim.nova.metadata import NovaMetadataServer
 from astara_actors.sim.nova.model import Flavor, NovaFault, NovaModel
+from astara_actors.sim.persist import CloudKeeper, Table, no_collector, records
 from astara_actors.sim.settings import SimSettings
 from astara_actors.sim.trace import Trace
 
@@ -66,6 +75,7 @@ class SimCloud:
         notify: Notify | None = None,
         clock: Any = time.monotonic,
         rng: random.Random | None = None,
+        cloud_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.settings = settings
         self.rng = rng or random.Random(settings.seed or None)
@@ -133,6 +143,12 @@ class SimCloud:
         self.boots: dict[str, int] = {}  # router id -> VMs that became ACTIVE for it
         self.pushes: dict[str, int] = {}  # router id -> config pushes its appliances accepted
         self.leftovers: list[tuple[str, str, Caller]] = []
+        self.keeper: CloudKeeper | None = None  # where the cloud is kept across restarts
+        if cloud_file and settings.keep_cloud:
+            if self.neutron is None:
+                LOG.info("beside a real cloud nothing is kept: %s is not used", cloud_file)
+            else:
+                self.keeper = CloudKeeper(cloud_file, settings)
 
     # --- lifecycle
     def start(self) -> SimCloud:
@@ -171,6 +187,8 @@ class SimCloud:
         return self.settings.metadata_secret
 
     def stop(self) -> None:
+        if self.keeper is not None:  # first: the appliances' configurations are kept too
+            self.keeper.stop()
         self.metadata.stop()
         if self.ssh is not None:
             self.ssh.stop()
@@ -184,6 +202,178 @@ class SimCloud:
         if self.neutron is None:
             raise RuntimeError("beside a real Neutron, routers are made there, not by astara-sim")
         return self.neutron
+
+    def load_or_bootstrap(self) -> bool:
+        """The cloud kept in the ``cloud_file`` if there is one this configuration can use,
+        else a fresh one (:meth:`bootstrap`); from then on it is kept there (saved a few
+        seconds after a change, and at :meth:`stop`). True if the kept cloud was loaded.
+        Call it after :meth:`start`: the appliances of the running service VMs come back."""
+        keeper = self.keeper
+        if keeper is None:
+            self.bootstrap()
+            return False
+        install = None
+        with no_collector():
+            doc = keeper.load()
+            if doc is not None:
+                try:
+                    install = self._prepare_restore(doc)
+                except Exception as exc:  # whatever is wrong inside, nothing was changed yet
+                    keeper.reject(f"its content is malformed ({type(exc).__name__}: {exc})")
+            if install is not None:
+                install()
+        if install is None:
+            self.bootstrap()
+        else:
+            LOG.info(
+                "simulated cloud loaded from %s (saved %s): %d tenants, %d routers, %d servers,"
+                " %d appliances",
+                keeper.path,
+                doc.get("saved_at") if doc else "?",
+                len(self.keystone.projects()) - 1,
+                len(self.topology),
+                len(self.nova),
+                self.appliances.stats()["agents"],
+            )
+        keeper.start(self.snapshot, self.changes, saved=install is not None)
+        return install is not None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a restart keeps (see :mod:`.persist`), copied: encoding it needs no lock."""
+        model = self._model()
+        with self.nova.lock:  # Nova binds ports in Neutron under its lock: both as one
+            nova = self.nova.snapshot()
+            neutron = model.snapshot()
+        neutron["tables"] = {kind: Table(rows) for kind, rows in neutron["tables"].items()}
+        nova["servers"] = Table(nova["servers"])
+        appliances = self.appliances.snapshot()
+        return {
+            "cloud": self._bookkeeping(),
+            "keystone": self.keystone.snapshot(),
+            "neutron": neutron,
+            "nova": nova,
+            "appliances": Table({"server_id": sid, **kept} for sid, kept in appliances.items()),
+        }
+
+    def changes(self) -> tuple[int, ...]:
+        """Differs whenever the cloud has changed (what :meth:`snapshot` holds)."""
+        return (
+            self.keystone.changes,
+            self._model().changes,
+            self.nova.changes,
+            self.appliances.changes(),
+            self._routers_made,
+            len(self.topology),
+            len(self.leftovers),
+            sum(self.boots.values()),
+            sum(self.pushes.values()),
+        )
+
+    def _bookkeeping(self) -> dict[str, Any]:
+        """What :meth:`add_router` and the load driver remember, and the cloud's networks."""
+        topology, leftovers = dict(self.topology), list(self.leftovers)
+        callers = {t.project_id: t for t in self.tenants}
+        rows = []
+        for router_id, made in topology.items():
+            tenant: Caller = made["tenant"]
+            callers.setdefault(tenant.project_id, tenant)
+            rows.append({"router": router_id, **made, "tenant": tenant.project_id})
+        for _, _, tenant in leftovers:
+            callers.setdefault(tenant.project_id, tenant)
+        return {
+            "management_network_id": self.management_network_id,
+            "management_subnet_id": self.management_subnet_id,
+            "external_network_id": self.external_network_id,
+            "external_subnet_id": self.external_subnet_id,
+            "routers_made": self._routers_made,
+            "callers": [dataclasses.asdict(c) for c in callers.values()],
+            "tenants": [t.project_id for t in self.tenants],
+            "topology": Table(rows),
+            "boots": dict(self.boots),
+            "pushes": dict(self.pushes),
+            "leftovers": [[subnet, network, t.project_id] for subnet, network, t in leftovers],
+        }
+
+    def _prepare_restore(self, doc: Mapping[str, Any]) -> Callable[[], None]:
+        """Read a kept cloud (raising if anything in it is malformed, changing nothing); the
+        function returned installs it and brings the running service VMs' appliances back."""
+        keystone = self.keystone.prepare_restore(
+            doc["keystone"], admin_password=self.settings.admin_password
+        )
+        neutron_doc = dict(doc["neutron"])
+        neutron_doc["tables"] = {k: records(v) for k, v in dict(neutron_doc["tables"]).items()}
+        neutron = self._model().prepare_restore(neutron_doc)
+        nova_doc = dict(doc["nova"])
+        nova_doc["servers"] = sorted(records(nova_doc["servers"]), key=lambda s: int(s["seq"]))
+        nova, running = self.nova.prepare_restore(nova_doc)
+        kept = {}
+        for entry in records(doc["appliances"]):
+            ifnames, config = dict(entry["ifnames"]), entry["config"]
+            if not all(isinstance(v, str) for v in (*ifnames, *ifnames.values())):
+                raise ValueError(f"appliance {entry['server_id']}: interface names not strings")
+            if not (config is None or isinstance(config, dict)):
+                raise ValueError(f"appliance {entry['server_id']}: a configuration not an object")
+            kept[str(entry["server_id"])] = {
+                "ifnames": ifnames,
+                "config": config,
+                "pushes": int(entry["pushes"]),
+            }
+        bookkeeping = self._prepare_bookkeeping(doc["cloud"])
+
+        def install() -> None:
+            keystone()
+            neutron()
+            nova()
+            bookkeeping()
+            self.admin = dataclasses.replace(
+                self.admin,
+                user_id=self.keystone.admin_user.id,
+                project_id=self.keystone.admin_project.id,
+            )
+            for server_id in running:
+                server = self.nova.get(server_id)
+                found = self._nics(server)
+                if found is not None:
+                    self._start_agent(server, found, kept.get(server_id))
+
+        return install
+
+    def _prepare_bookkeeping(self, cloud: Mapping[str, Any]) -> Callable[[], None]:
+        callers = {}
+        for values in cloud["callers"]:
+            caller = Caller(**{**values, "roles": tuple(values["roles"])})
+            callers[caller.project_id] = caller
+        tenants = [callers[project_id] for project_id in cloud["tenants"]]
+        topology = {}
+        for row in records(cloud["topology"]):
+            made = {k: v for k, v in row.items() if k != "router"}
+            made["tenant"] = callers[row["tenant"]]
+            topology[str(row["router"])] = made
+        leftovers = [(str(s), str(n), callers[p]) for s, n, p in cloud["leftovers"]]
+        ids = [
+            str(cloud[key])
+            for key in (
+                "management_network_id",
+                "management_subnet_id",
+                "external_network_id",
+                "external_subnet_id",
+            )
+        ]
+        routers_made = int(cloud["routers_made"])
+        boots = {str(k): int(v) for k, v in dict(cloud["boots"]).items()}
+        pushes = {str(k): int(v) for k, v in dict(cloud["pushes"]).items()}
+
+        def install() -> None:
+            (
+                self.management_network_id,
+                self.management_subnet_id,
+                self.external_network_id,
+                self.external_subnet_id,
+            ) = ids
+            self._routers_made, self.tenants, self.topology = routers_made, tenants, topology
+            self.leftovers, self.boots, self.pushes = leftovers, boots, pushes
+
+        return install
 
     def bootstrap(self) -> None:
         """The management and external networks, then the initial tenants and routers."""
@@ -446,13 +636,23 @@ class SimCloud:
         if found is None:
             LOG.info("server %s has no management port: no appliance agent", server["id"])
             return
-        address, nics = found
         router = _router_of(server["name"])
         if router:
             self.boots[router] = self.boots.get(router, 0) + 1
         self.trace.record("active", router, server["id"], server["name"])
+        self._start_agent(server, found)
+
+    def _start_agent(
+        self,
+        server: Mapping[str, Any],
+        found: tuple[str, list[Any]],
+        kept: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The appliance of an ACTIVE server (``kept``: what it kept across a restart)."""
+        address, nics = found
+        router = _router_of(server["name"])
         try:
-            self.appliances.add(server["id"], address, nics, router_id=router)
+            self.appliances.add(server["id"], address, nics, router_id=router, kept=kept)
             if self.ssh is not None:
                 from astara_actors.sim.appliances.ssh import authorized_keys
 

@@ -391,9 +391,9 @@ class SimServer:
         self._stop.set()
         self.load.stop()
         self.http.stop()
-        self.cloud.stop()
-        if self._ticker.is_alive():
+        if self._ticker.is_alive():  # nothing changes the cloud while it is kept a last time
             self._ticker.join(timeout=5)
+        self.cloud.stop()
 
     def _tick(self) -> None:
         # Servers nobody reads still go ACTIVE/gone (their agents start/stop); and, if asked,

@@ -37,6 +37,9 @@ class SimSettings:
     # --- initial load
     tenants: int = 2  # tenants "demo-0" ... created at start
     routers_per_tenant: int = 2  # each with one network, subnet, VM port and floating IP
+    # Keep the cloud across restarts: embedded in astara-orchestrator in <state_dir>/sim/cloud.json,
+    # astara-sim in its --state-file; a kept cloud is loaded instead of the initial load above.
+    keep_cloud: bool = True
     # --- Nova
     boot_delay: float = 2.0  # seconds a server stays in BUILD
     delete_delay: float = 1.0  # seconds a deleted server stays visible

@@ -15,7 +15,7 @@ import logging
 import resource
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from astara_actors.sim.appliances.http import Agent, AgentProtocol, Nic
@@ -58,6 +58,7 @@ class ApplianceServer:
         self.backlog = backlog
         self.fd_limit = (0, 0)
         self._agents: dict[str, Agent] = {}
+        self._forgotten = 0  # configurations lost on purpose (see changes())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -111,11 +112,23 @@ class ApplianceServer:
 
     # ------------------------------------------------------------------ agents
     def add(
-        self, server_id: str, address: str, nics: Iterable[Nic | str] = (), router_id: str = ""
+        self,
+        server_id: str,
+        address: str,
+        nics: Iterable[Nic | str] = (),
+        router_id: str = "",
+        *,
+        kept: Mapping[str, Any] | None = None,
     ) -> None:
         """Start the agent of ``server_id`` on ``address:port``; ``nics`` in port order;
-        ``router_id``: the router it serves (for the trace)."""
+        ``router_id``: the router it serves (for the trace). ``kept``: what the appliance kept
+        across a restart (one entry of :meth:`snapshot`): its NIC names, last configuration
+        and the pushes it had accepted."""
         agent = Agent(server_id, address, router_id)
+        if kept is not None:
+            agent.ifnames = dict(kept["ifnames"])
+            agent.config = kept["config"]
+            agent.pushes = int(kept["pushes"])
         agent.set_nics(_nics(nics))
 
         def register() -> None:
@@ -174,7 +187,12 @@ class ApplianceServer:
 
     def forget_config(self, server_id: str) -> None:
         """The appliance loses its configuration (as after a reboot)."""
-        self._call(lambda: setattr(self._agent(server_id), "config", None))
+
+        def forget() -> None:
+            self._agent(server_id).config = None
+            self._forgotten += 1
+
+        self._call(forget)
 
     def lie(self, server_id: str, instance_id: str | None) -> None:
         """The appliance's metadata forwarder claims ``instance_id`` for every guest (a
@@ -241,6 +259,22 @@ class ApplianceServer:
             }
 
         return self._call(read)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """What each appliance keeps across a restart, as a rebooted VM's appliance keeps its
+        disk: ``{server id: {"ifnames", "config", "pushes"}}`` (see ``add(kept=)``). Faults
+        (dead, hung, lying) are not kept: a restarted VM answers, and tells the truth."""
+        return self._call(
+            lambda: {
+                sid: {"ifnames": dict(a.ifnames), "config": a.config, "pushes": a.pushes}
+                for sid, a in self._agents.items()
+            }
+        )
+
+    def changes(self) -> int:
+        """A number that changes whenever an appliance's configuration does (pushes
+        accepted plus configurations forgotten)."""
+        return self._call(lambda: self._forgotten + sum(a.pushes for a in self._agents.values()))
 
     def live_servers(self) -> list[str]:
         """Servers whose appliance is neither dead nor hung."""

@@ -11,8 +11,9 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from astara_actors.errors import AstaraError
 from astara_actors.sim.contracts import Caller
@@ -98,6 +99,7 @@ class KeystoneModel:
         self._roles: dict[tuple[str, str], tuple[str, ...]] = {}
         self._role_ids: dict[str, str] = {}
         self._tokens: dict[str, Token] = {}
+        self.changes = 0  # bumped by every change of the directory (a kept cloud is saved then)
         self.admin_project = self.add_project("admin")
         self.admin_user = self.add_user("admin", admin_password, self.admin_project, ADMIN_ROLES)
 
@@ -111,6 +113,7 @@ class KeystoneModel:
                 return existing
             project = Project(id=project_id or self._new_id().hex, name=name)
             self._projects[project.id] = project
+            self.changes += 1
             return project
 
     def add_user(
@@ -129,6 +132,7 @@ class KeystoneModel:
             if user is None:
                 user = User(id=self._new_id().hex, name=name, password=password)
                 self._users[user.id] = user
+                self.changes += 1
             self.grant(user, project, roles)
             return user
 
@@ -137,6 +141,7 @@ class KeystoneModel:
         with self._lock:
             held = self._roles.get((user.id, project.id), ())
             self._roles[(user.id, project.id)] = held + tuple(r for r in roles if r not in held)
+            self.changes += 1
 
     def find_project(self, name_or_id: str) -> Project | None:
         with self._lock:
@@ -158,6 +163,48 @@ class KeystoneModel:
         """A stable id for a role name."""
         with self._lock:
             return self._role_ids.setdefault(name, self._new_id().hex)
+
+    # -- what a restart keeps (astara_actors.sim.persist) ----------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Projects, users with their passwords, role assignments and role ids, as plain
+        JSON values (tokens are not kept: clients authenticate again)."""
+        with self._lock:
+            return {
+                "projects": [[p.id, p.name] for p in self._projects.values()],
+                "users": [[u.id, u.name, u.password] for u in self._users.values()],
+                "roles": [[user, project, list(r)] for (user, project), r in self._roles.items()],
+                "role_ids": dict(self._role_ids),
+                "admin": [self.admin_project.id, self.admin_user.id],
+            }
+
+    def prepare_restore(
+        self, state: Mapping[str, Any], *, admin_password: str
+    ) -> Callable[[], None]:
+        """Read a :meth:`snapshot` (raising ``KeyError``/``TypeError``/``ValueError`` if it is
+        malformed, changing nothing); the function returned installs it. The admin's password
+        is ``admin_password`` (the configured one, which the orchestrator logs in with)."""
+        projects = {str(pid): Project(str(pid), str(name)) for pid, name in state["projects"]}
+        users = {str(uid): User(str(uid), str(name), str(pw)) for uid, name, pw in state["users"]}
+        roles: dict[tuple[str, str], tuple[str, ...]] = {}
+        for user_id, project_id, held in state["roles"]:
+            if user_id not in users or project_id not in projects:
+                raise ValueError(f"a role of unknown user {user_id} or project {project_id}")
+            roles[(user_id, project_id)] = tuple(str(r) for r in held)
+        role_ids = {str(name): str(rid) for name, rid in dict(state["role_ids"]).items()}
+        project_id, user_id = state["admin"]
+        admin_project, admin = projects[project_id], users[user_id]
+        users[admin.id] = admin = User(admin.id, admin.name, admin_password)
+
+        def install() -> None:
+            with self._lock:
+                self._projects, self._users, self._roles = projects, users, roles
+                self._role_ids = role_ids
+                self._tokens.clear()
+                self.admin_project, self.admin_user = admin_project, admin
+                self.changes += 1
+
+        return install
 
     # -- tokens ----------------------------------------------------------------------------
 

@@ -92,6 +92,8 @@ class NeutronState:
         self._records: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
         self._attr_ids = itertools.count(1)
         self._macs: set[str] = set()
+        # Bumped by every request that may change something (a kept cloud is saved then).
+        self.changes = 0
 
     # -- ids, time, notifications ----------------------------------------------------------
 
@@ -110,6 +112,7 @@ class NeutronState:
                 return mac
 
     def _emit(self, event_type: str, payload: Mapping[str, Any], caller: Caller | None) -> None:
+        self.changes += 1  # every change emits (a refused one its .start only: harmless)
         if self._notify is not None:
             self._notify(event_type, payload, caller)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from astara_actors.sim.contracts import Caller
 from astara_actors.sim.neutron.base import CLOUD, COLLECTIONS, KINDS, NeutronFault, forbidden
-from astara_actors.sim.neutron.l3 import L3Resources
+from astara_actors.sim.neutron.keep import KeptResources
 from astara_actors.sim.neutron.views import (
     CREATE,
     DELETE,
@@ -165,7 +165,7 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
 Handler = Callable[..., Any]
 
 
-class NeutronModel(L3Resources):
+class NeutronModel(KeptResources):
     """The simulated Neutron; thread-safe (one re-entrant lock around every operation)."""
 
     def __init__(self, *args: Any, service_caller: Caller = NOVA_SERVICE, **kwargs: Any) -> None:
@@ -312,6 +312,7 @@ class NeutronModel(L3Resources):
                 return
             record["revision_number"] = record.get("revision_number", 0) + 1
             record["updated_at"] = self._now()
+            self.changes += 1
 
     def add_router_interface(
         self, router_id: str, body: Mapping[str, Any], caller: Caller | None = None

@@ -205,6 +205,7 @@ class NovaModel:
         self._fail_next = 0
         # (server id, port id, clock()) of network-vif-deleted events not yet applied
         self._vifs_deleted: deque[tuple[str, str, float]] = deque()
+        self.changes = 0  # bumped by every change of a server (a kept cloud is saved then)
         if isinstance(ports, VifEvents):  # the simulated Neutron tells us, as Neutron tells Nova
             ports.on_vif_deleted(self.port_deleted)
 
@@ -280,6 +281,7 @@ class NovaModel:
             if placed:
                 server.status, server.launched = "ACTIVE", now
             self._servers[server.id] = server
+            self.changes += 1
             for pid in port_ids:
                 self.ports.bind(pid, server.id, NOVA_OWNER, self.host)
             if placed:
@@ -347,6 +349,7 @@ class NovaModel:
             if server.deleting_at is None:
                 server.deleting_at = self.clock()
                 server.updated = _stamp(self.wall())
+                self.changes += 1
                 self._pending.add(server.id)
                 if self.on_request is not None and not server.placed:
                     self.on_request("delete", server.id, server.name)
@@ -415,6 +418,7 @@ class NovaModel:
             self._require_active(server, "detach_interface")
             if port_id in server.port_ids and port_id not in server.detaching:
                 server.detaching[port_id] = self.clock()
+                self.changes += 1
                 self._pending.add(server.id)
                 self._advance(server)
 
@@ -435,6 +439,7 @@ class NovaModel:
                 continue
             server.detaching.setdefault(port_id, at)
             self._pending.add(server.id)
+            self.changes += 1
 
     # ------------------------------------------------------------------ boot checks
     def _check_boot(
@@ -527,6 +532,7 @@ class NovaModel:
         self.ports.bind(port_id, server.id, NOVA_OWNER, self.host)
         server.port_ids.append(port_id)
         server.updated = _stamp(self.wall())
+        self.changes += 1
 
     def _advance_pending(self) -> None:
         for sid in list(self._pending):
@@ -548,6 +554,7 @@ class NovaModel:
 
     def _finish_build(self, server: _Server) -> None:
         server.updated = _stamp(self.wall())
+        self.changes += 1
         if server.fails:
             server.status = "ERROR"
             server.fault = {"code": 500, "message": _NO_VALID_HOST, "created": server.updated}
@@ -579,6 +586,7 @@ class NovaModel:
             self.ports.unbind(pid)
         if due:
             server.updated = _stamp(self.wall())
+            self.changes += 1
             if server.deleting_at is None:
                 self._events.append((self.on_ports_changed, self._view(server)))
 
@@ -586,6 +594,7 @@ class NovaModel:
         """The server is gone; its ports are kept, unbound (they were not Nova's to delete)."""
         del self._servers[server.id]
         self._pending.discard(server.id)
+        self.changes += 1
         for pid in server.port_ids:
             self.ports.unbind(pid)
         if server.announced:
@@ -693,3 +702,86 @@ class NovaModel:
             "reservation_id": server.reservation_id,
             "instance_name": "" if server.status == "BUILD" else f"instance-{server.seq + 1:08x}",
         }
+
+    # ------------------------------------------------------------------ what a restart keeps
+    @property
+    def lock(self) -> threading.RLock:
+        """The model's lock: held, no server changes (nor, through it, any port binding)."""
+        return self._lock
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every server and the counters, as plain JSON values (see
+        :mod:`astara_actors.sim.persist`). A transition in flight is kept as such (BUILD,
+        deleting, detaching): a restore starts its delay again, as a rebooted host would."""
+        with self._lock:
+            self._apply_vifs_deleted()
+            seq = next(self._seq)
+            self._seq = itertools.count(seq)
+            servers = [_kept(s) for s in self._servers.values()]
+            return {"servers": servers, "next_seq": seq, "fail_next": self._fail_next}
+
+    def prepare_restore(self, state: Mapping[str, Any]) -> tuple[Callable[[], None], list[str]]:
+        """Read a :meth:`snapshot` (raising if it is malformed, changing nothing): the function
+        that installs it, and the servers then running (ACTIVE, announced, not being deleted),
+        whose appliances come back. No callback fires for them."""
+        now = self.clock()
+        servers: dict[str, _Server] = {}
+        for kept in state["servers"]:
+            server = _restored(kept, now)
+            servers[server.id] = server
+        seq, fail_next = int(state["next_seq"]), int(state["fail_next"])
+        pending = {
+            s.id
+            for s in servers.values()
+            if s.status == "BUILD" or s.deleting_at is not None or s.detaching
+        }
+        running = [
+            s.id
+            for s in servers.values()
+            if s.status == "ACTIVE" and s.announced and s.deleting_at is None
+        ]
+
+        def install() -> None:
+            with self._lock:
+                self._servers, self._pending = servers, pending
+                self._seq, self._fail_next = itertools.count(seq), fail_next
+                self._labels.clear()
+                self._vifs_deleted.clear()
+                self.changes += 1
+
+        return install, running
+
+
+_DERIVED_ON_RESTORE = frozenset({"created_at", "deleting_at", "detaching", "flavor"})
+_KEPT = tuple(f for f in _Server.__dataclass_fields__ if f not in _DERIVED_ON_RESTORE)
+
+
+def _kept(server: _Server) -> dict[str, Any]:
+    """A server as plain JSON values; clock times (which do not survive a restart) as flags."""
+    kept = {name: getattr(server, name) for name in _KEPT}
+    for name in ("port_ids", "then_attach", "metadata", "fault"):
+        value = kept[name]
+        kept[name] = value.copy() if value is not None else None
+    kept["flavor"] = server.flavor.as_dict()
+    kept["deleting"] = server.deleting_at is not None
+    kept["detaching"] = list(server.detaching)
+    return kept
+
+
+def _restored(kept: Mapping[str, Any], now: float) -> _Server:
+    """The server :func:`_kept` saved; a transition in flight starts again at ``now``."""
+    values = {name: kept[name] for name in _KEPT}
+    if not isinstance(values["id"], str) or values["status"] not in ("BUILD", "ACTIVE", "ERROR"):
+        raise ValueError(f"a server with id {values['id']!r} and status {values['status']!r}")
+    for name in ("port_ids", "then_attach"):
+        values[name] = [str(p) for p in values[name]]
+    values["metadata"] = {str(k): str(v) for k, v in dict(values["metadata"]).items()}
+    flavor = dict(kept["flavor"])
+    flavor["extra_specs"] = dict(flavor.get("extra_specs") or {})
+    return _Server(
+        **values,
+        flavor=Flavor(**flavor),
+        created_at=now,
+        deleting_at=now if kept["deleting"] else None,
+        detaching={str(port_id): now for port_id in kept["detaching"]},
+    )
