@@ -5,10 +5,14 @@
 Scenarios (names for --only/--skip): ``bus`` (bench.bus_latency), ``sim`` (bench.sim_scale),
 ``scale``, ``poll``, ``control``, ``cold`` (these four share one fleet of --routers routers:
 the fleet is brought up once, measured, then its orchestrator restarted for the cold start),
-``reaction`` (--reaction-routers), ``failure`` (--failure-routers) and ``slow`` (bench.slow_clients:
-the HTTP API under slow connections, --slow-routers); ``soak`` (bench.soak: router churn,
---soak-routers, about 8 minutes) runs only when named in --only. Each writes its JSON under
-bench/results/; the summary ("figure | measured | target | met?") goes to
+``reaction`` (--reaction-routers), ``failure`` (--failure-routers), ``slow`` (bench.slow_clients:
+the HTTP API under slow connections, --slow-routers), ``metadata`` (bench.metadata: requests/s
+and latency through the metadata proxy against the simulator's Nova metadata API, no
+orchestrator process, --metadata-*; ``--metadata-nova sim,fake`` adds the run against the
+bench's fast fake Nova, about 35 s each) and ``detach`` (bench.detach: router.interface.delete →
+our VRRP port gone, --detach-routers, --detach-samples, about 50 s); ``soak`` (bench.soak: router
+churn, --soak-routers, about 8 minutes) runs only when named in --only. Each writes its JSON
+under bench/results/; the summary ("figure | measured | target | met?") goes to
 bench/results/summary.json. The defaults fit a 2-core machine in about ten minutes; use
 ``--routers 10000 --only scale,poll,cold`` for the big run.
 """
@@ -19,13 +23,38 @@ import argparse
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from typing import Any
 
-from . import cold_start, control, failure, poll_sweep, reaction, scale, slow_clients, soak
+from . import (
+    cold_start,
+    control,
+    detach,
+    failure,
+    metadata,
+    poll_sweep,
+    reaction,
+    scale,
+    slow_clients,
+    soak,
+)
 from ._harness import Deployment, log
-from ._report import Figure, report_figures
+from ._report import Figure, load_figures, report_figures
 
-ALL = ("bus", "sim", "scale", "poll", "control", "cold", "reaction", "failure", "slow", "soak")
+ALL = (
+    "bus",
+    "sim",
+    "scale",
+    "poll",
+    "control",
+    "cold",
+    "reaction",
+    "failure",
+    "slow",
+    "metadata",
+    "detach",
+    "soak",
+)
 OPT_IN = ("soak",)  # long: run only when --only names it
 FLEET = ("scale", "poll", "control", "cold")
 
@@ -51,6 +80,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bus-commands", type=int, default=200, help="bench.bus_latency --commands/--queries"
     )
+    parser.add_argument(
+        "--metadata-clients", type=int, default=100, help="bench.metadata --clients"
+    )
+    parser.add_argument(
+        "--metadata-rate", type=float, default=1000.0, help="bench.metadata --rate (req/s)"
+    )
+    parser.add_argument(
+        "--metadata-duration", type=float, default=15.0, help="bench.metadata --duration (s)"
+    )
+    parser.add_argument(
+        "--metadata-nova",
+        default="sim",
+        help="bench.metadata --nova, comma-separated: sim (the simulator's Nova metadata API, "
+        "bench/results/metadata.json), fake (the proxy's own cost, metadata_fake.json)",
+    )
+    parser.add_argument("--detach-routers", type=int, default=10, help="bench.detach --routers")
+    parser.add_argument(
+        "--detach-samples", type=int, default=12, help="bench.detach --samples (removals)"
+    )
+    parser.add_argument(
+        "--detach-api-latency", type=float, default=0.0, help="bench.detach --api-latency (s)"
+    )
     args = parser.parse_args(argv)
     chosen = [
         s for s in (args.only.split(",") if args.only else [s for s in ALL if s not in OPT_IN]) if s
@@ -60,6 +111,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(ALL)}")
     args.scenarios = [s for s in ALL if s in chosen and s not in skipped]
+    novas = [n for n in args.metadata_nova.split(",") if n]
+    if not novas or set(novas) - {"sim", "fake"}:
+        parser.error("--metadata-nova: sim, fake or sim,fake")
+    args.metadata_novas = novas
+    if not 1 <= args.detach_routers <= 100:
+        parser.error("--detach-routers: 1..100 (one tenant of the simulator holds them)")
     return args
 
 
@@ -110,7 +167,7 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
             return
         window = tuple(details["steady"]["window"]) if details.get("steady") else None
         steps: list[tuple[str, Any, str]] = [
-            ("poll", lambda: poll_sweep.run(dep, args, window), "poll_sweep"),  # type: ignore[arg-type]
+            ("poll", lambda: poll_sweep.run(dep, args, window), "poll_sweep"),
             ("control", lambda: control.run(dep, args), "control"),
             ("cold", lambda: cold_start.run(dep, args), "cold_start"),
         ]
@@ -147,6 +204,73 @@ def run_own(
         summary += figs
     except Exception as exc:  # noqa: BLE001
         summary += failed(name, exc)
+
+
+def run_metadata(args: argparse.Namespace, summary: list[Figure]) -> None:
+    """bench.metadata as run on its own (its own processes, no orchestrator), once per Nova."""
+    for nova in args.metadata_novas:
+        name = "metadata" if nova == "sim" else "metadata_fake"
+        log(f"--- {name}")
+        try:
+            metadata.main(
+                [
+                    "--clients",
+                    str(args.metadata_clients),
+                    "--rate",
+                    str(args.metadata_rate),
+                    "--duration",
+                    str(args.metadata_duration),
+                    "--nova",
+                    nova,
+                ]
+            )
+            # load_figures makes plain Figures, whose ``met`` knows only "<=" and "<": the
+            # requests/s floors (">=") are AtLeast again.
+            figs = [
+                metadata.AtLeast(**asdict(f)) if f.op == ">=" else f for f in load_figures(name)
+            ]
+            if nova == "fake":  # the same figures against another Nova: say which
+                for fig in figs:
+                    fig.name = f"{fig.name} (fake Nova)"
+            summary += figs
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - it exits on a failed start
+            summary += failed(name, exc)
+
+
+def run_detach(args: argparse.Namespace, summary: list[Figure]) -> None:
+    """bench.detach on a deployment of its own; knobs not given here keep its defaults."""
+    log(f"--- detach at {args.detach_routers} routers")
+    own = argparse.ArgumentParser()
+    detach.add_args(own)
+    ns = argparse.Namespace(
+        **{
+            **vars(args),
+            **vars(own.parse_args([])),
+            "routers": args.detach_routers,
+            "samples": args.detach_samples,
+            "api_latency": args.detach_api_latency,
+        }
+    )
+    try:
+        with detach.deployment(ns) as dep:
+            up = scale.bring_up_checked(dep, ns, RuntimeError)
+            figs, details = detach.run(dep, ns)
+        report_figures(
+            "detach",
+            figs,
+            {
+                **scale.params(ns),
+                "samples": ns.samples,
+                "retry": ns.retry,
+                "pause": ns.pause,
+                "api_latency": ns.api_latency,
+                "appliance_latency": ns.appliance_latency,
+            },
+            {"bring_up": up, **details},
+        )
+        summary += figs
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - it exits on a missing tenant
+        summary += failed("detach", exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             summary += figs
         except Exception as exc:  # noqa: BLE001
             summary += failed("slow_clients", exc)
+    if "metadata" in args.scenarios:
+        run_metadata(args, summary)
+    if "detach" in args.scenarios:
+        run_detach(args, summary)
     if "soak" in args.scenarios:
         log(f"--- soak at {args.soak_routers} routers")
         ns = argparse.Namespace(**{**vars(args), "routers": args.soak_routers})
