@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-unit demo lint bench venv clean lock
+.PHONY: test test-unit demo demo-fresh lint bench venv clean lock
 
 # Create the virtualenv if missing; reinstall when the lock changes. requirements.lock holds the
 # exact versions (with hashes) of requirements.txt and test-requirements.txt, which keep the
@@ -26,6 +26,16 @@ venv: $(STAMP)
 # The orchestrator with the simulated cloud in-process and the embedded bus (no broker needed).
 # In another terminal: .venv/bin/astara-ctl --config-file etc/demo.ini browse
 demo: $(STAMP)
+	$(BIN)/astara-orchestrator --config-file etc/demo.ini
+
+# The demo from scratch. A restarted demo finds the cloud it left (kept in <state_dir>/sim) and the
+# store whose debug flags and audit trail name that cloud's routers; this removes the whole state_dir
+# of etc/demo.ini (.state) first, unless a demo is still answering on the simulator's port.
+DEMO_STATE := .state
+demo-fresh: $(STAMP)
+	@if $(BIN)/python -c 'import socket, sys; sys.exit(socket.socket().connect_ex(("127.0.0.1", 9900)))'; \
+	then echo "make demo-fresh: 127.0.0.1:9900 answers: is a demo running? Stop it first" >&2; exit 1; fi
+	rm -rf $(DEMO_STATE)
 	$(BIN)/astara-orchestrator --config-file etc/demo.ini
 
 # Every test. pytest's exit code 5 ("no tests collected") is a failure, not a pass.
