@@ -195,6 +195,8 @@ class CloudKeeper:
         if self.save():
             took, size = self.last_save or (0.0, 0)
             LOG.info("simulated cloud kept in %s (%d bytes, %.2f s)", self.path, size, took)
+        elif not self._failing:  # (a failed save has said so)
+            LOG.info("simulated cloud kept in %s (unchanged since its last save)", self.path)
 
     def save(self) -> bool:
         """Write the cloud now if it changed since the file was last written; True if it was."""
