@@ -208,9 +208,10 @@ class Instance(Protocol):
         """Delete at once the VRRP ports on networks the router no longer has (an interface
         was removed), ahead of the replug and config push of the next traversal: a tenant may
         be waiting to delete such a network (Neutron answers 409 NetworkInUse while our port is
-        on it). Reads the router's ports (one call); returns how many ports went. The port goes first, the VM's
-        interface is tidied after (a detach Nova refuses is fine: it unplugs deleted ports
-        itself); a port Neutron would not delete is logged and left to the replug."""
+        on it). Reads the router's ports (one call); returns how many ports went. The port
+        goes first, the VM's interface is tidied after (a detach Nova refuses is fine: it
+        unplugs deleted ports itself); a port Neutron would not delete is logged and left to
+        the replug."""
         ...
 
     def stop(self) -> InstanceState:
