@@ -35,6 +35,7 @@ from astara_actors.testing.bus import (
     reset_memory_bus,
 )
 from astara_actors.testing.services import RABBIT_URL, REDIS_URL, unavailable
+from astara_actors.testing.world import World
 
 # The fixtures that reach a real service: every test using one (directly or through another
 # fixture) is marked ``services``.
@@ -150,3 +151,17 @@ def redis_url() -> str:
     except Exception as exc:  # noqa: BLE001
         unavailable(f"Redis at {REDIS_URL} is unreachable: {exc}")
     return REDIS_URL
+
+
+@pytest.fixture
+def world(rabbit: Rabbit) -> Iterator[Callable[..., World]]:
+    made: list[World] = []
+
+    def make(settings: dict[str, Any] | None = None, **sim: Any) -> World:
+        w = World(rabbit, settings, **sim)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.stop()

@@ -9,7 +9,6 @@ meet a running ``make demo``'s.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,34 +19,11 @@ import requests
 from astara_actors.config.loader import load_config
 from astara_actors.core.service_port import SERVICE_PORT_NAME
 from astara_actors.daemon import Service
+from astara_actors.testing.sim_process import demo_ini
 from astara_actors.testing.waiting import wait_for
 
 WAIT = 60.0  # VMs boot, then are configured: every step crosses HTTP
 META = "openstack/latest/meta_data.json"
-
-
-def demo_ini(tmp_path: Path) -> Path:
-    ini = tmp_path / "demo.ini"
-    ini.write_text(f"""[orchestrator]
-host = demo-test
-state_dir = {tmp_path / "state"}
-embedded_sim = true
-boot_check_interval = 0.2
-health_check_period = 1.0
-config_check_polls = 1
-[bus]
-transport_url =
-[api]
-enabled = false
-[sim]
-port = 0
-tenants = 2
-routers_per_tenant = 1
-boot_delay = 0.1
-delete_delay = 0.1
-management_cidr = 127.{random.randint(101, 199)}.0.0/16
-""")
-    return ini
 
 
 @pytest.fixture

@@ -6,28 +6,12 @@ appliance's config."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from astara_actors.sim.neutron.model import NeutronFault
-from astara_actors.testing.bus import Rabbit
-from tests.test_e2e_sim import World
-
-
-@pytest.fixture
-def world(rabbit: Rabbit) -> Iterator[Callable[..., World]]:
-    made: list[World] = []
-
-    def make(settings: dict[str, Any] | None = None, **sim: Any) -> World:
-        w = World(rabbit, settings, **sim)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        w.stop()
+from astara_actors.testing.world import World
 
 
 def answered(w: World, method: str, path: str) -> list[str]:

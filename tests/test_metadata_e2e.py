@@ -19,8 +19,6 @@ import pytest
 
 from astara_actors.actors.runtime import Runtime
 from astara_actors.adapters.appliance_http import HttpAppliance
-from astara_actors.adapters.openstack import open_cloud
-from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import Action, Event
 from astara_actors.metadata import MetadataProxy
@@ -29,6 +27,7 @@ from astara_actors.sim.server import SimServer
 from astara_actors.sim.settings import SimSettings
 from astara_actors.testing.net import free_port
 from astara_actors.testing.waiting import wait_for
+from astara_actors.testing.world import sim_adapters
 
 META = "/openstack/latest/meta_data.json"
 PROXY_LOG = "astara_actors.metadata.proxy"
@@ -51,17 +50,7 @@ class MetadataPath:
         )
         self.server = SimServer(self.cloud).start()
         self.cloud.bootstrap()
-        network, compute = open_cloud(
-            CloudSettings(
-                auth_url=f"{self.server.url}/identity/v3",
-                username="admin",
-                password=self.cloud.settings.admin_password,
-                project_name="admin",
-                retries=1,
-                retry_delay=0.05,
-                api_timeout=10,
-            )
-        )
+        network, compute = sim_adapters(self.server.url, self.cloud.settings.admin_password)
         self.appliance = HttpAppliance(port=self.cloud.settings.appliance_port)
         nova_url = self.cloud.nova_metadata_url
         assert nova_url is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,15 +30,12 @@ from astara_actors.sim.cloud import SimCloud
 from astara_actors.sim.persist import FORMAT, VERSION
 from astara_actors.sim.server import SimServer
 from astara_actors.sim.settings import SimSettings
+from astara_actors.testing.sim_process import demo_ini, loopback_range
 from astara_actors.testing.waiting import wait_for
 
 PERSIST_LOG = "astara_actors.sim.persist"
 MICROVERSION = {"OpenStack-API-Version": "compute 2.79"}
 NEUTRON_KINDS = ("networks", "subnets", "ports", "routers", "floatingips")
-
-
-def management_cidr() -> str:
-    return f"127.{random.randint(101, 199)}.0.0/16"
 
 
 @pytest.fixture
@@ -51,7 +47,7 @@ def settings() -> SimSettings:
         boot_delay=0.0,
         delete_delay=0.0,
         detach_delay=0.0,
-        management_cidr=management_cidr(),
+        management_cidr=loopback_range(),
     )
 
 
@@ -411,9 +407,9 @@ def test_a_cloud_made_for_another_management_cidr_is_not_loaded(
     settings: SimSettings, kept: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     saved_cloud(settings, kept)
-    other = management_cidr()
+    other = loopback_range()
     while other == settings.management_cidr:
-        other = management_cidr()
+        other = loopback_range()
     with caplog.at_level(logging.WARNING, logger=PERSIST_LOG):
         with running(settings, kept, management_cidr=other) as server:
             assert not loaded(server)
@@ -429,30 +425,6 @@ def test_a_cloud_made_for_another_management_cidr_is_not_loaded(
 
 
 # --- the orchestrator with its embedded simulator, restarted
-
-
-def demo_ini(tmp_path: Path) -> Path:
-    ini = tmp_path / "demo.ini"
-    ini.write_text(f"""[orchestrator]
-host = persist-test
-state_dir = {tmp_path / "state"}
-embedded_sim = true
-boot_check_interval = 0.2
-health_check_period = 1.0
-config_check_polls = 1
-[bus]
-transport_url =
-[api]
-enabled = false
-[sim]
-port = 0
-tenants = 2
-routers_per_tenant = 1
-boot_delay = 0.1
-delete_delay = 0.1
-management_cidr = {management_cidr()}
-""")
-    return ini
 
 
 def service_vms(service: Service) -> dict[str, list[str]]:
@@ -477,7 +449,7 @@ def guests_served(service: Service) -> bool:
 
 
 def test_a_restarted_demo_adopts_the_same_vms_and_its_management_port(tmp_path: Path) -> None:
-    config = load_config(demo_ini(tmp_path))
+    config = load_config(demo_ini(tmp_path, "persist-test"))
     first = Service(config).start()
     try:
         wait_for(lambda: guests_served(first), "the first run's guests served", 60.0, interval=0.2)

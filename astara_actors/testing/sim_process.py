@@ -1,14 +1,16 @@
 """astara-sim in a process of its own, seen from outside: an orchestrator's configuration for
-it, and what the simulated cloud holds (through openstacksdk, as an operator would look)."""
+it, and what the simulated cloud holds (through openstacksdk, as an operator would look); and a
+demo-shaped configuration (the orchestrator with its embedded simulator)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import requests
 
-__all__ = ["admin", "cloud_state", "orchestrator_ini"]
+__all__ = ["admin", "cloud_state", "demo_ini", "loopback_range", "orchestrator_ini"]
 
 
 def orchestrator_ini(tmp_path: Path, url: str) -> Path:
@@ -75,3 +77,35 @@ def cloud_state(url: str) -> dict[str, Any]:
             servers.setdefault(s.name[len("ak-router-") :].rsplit("_", 1)[0], []).append(s)
     ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
     return {"routers": routers, "ha": ha, "servers": servers, "ports": ports}
+
+
+def loopback_range() -> str:
+    """A management range of a test's own (127.X.0.0/16, X in 101..199): its appliances' and
+    its orchestrator's addresses never meet another simulator's, nor a running demo's."""
+    return f"127.{random.randint(101, 199)}.0.0/16"
+
+
+def demo_ini(tmp_path: Path, host: str = "demo-test", management_cidr: str = "") -> Path:
+    """``etc/demo.ini``'s shape, small and quick: the orchestrator with its embedded simulator
+    (2 tenants, a router each), its state under ``tmp_path``, no HTTP API, any free sim port."""
+    ini = tmp_path / "demo.ini"
+    ini.write_text(f"""[orchestrator]
+host = {host}
+state_dir = {tmp_path / "state"}
+embedded_sim = true
+boot_check_interval = 0.2
+health_check_period = 1.0
+config_check_polls = 1
+[bus]
+transport_url =
+[api]
+enabled = false
+[sim]
+port = 0
+tenants = 2
+routers_per_tenant = 1
+boot_delay = 0.1
+delete_delay = 0.1
+management_cidr = {management_cidr or loopback_range()}
+""")
+    return ini
