@@ -18,7 +18,12 @@ import requests
 
 from astara_actors.core.service_port import SERVICE_PORT_NAME
 from astara_actors.testing import free_port
-from astara_actors.testing.sim_process import admin, cloud_state, orchestrator_ini
+from astara_actors.testing.sim_process import (
+    admin,
+    appliance_config,
+    cloud_state,
+    orchestrator_ini,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTERS = 6
@@ -92,23 +97,11 @@ def converged(url: str) -> tuple[bool, str]:
     if leaked:
         return False, f"leaked ports: {leaked}"
     for vm in (vm for vms in state["servers"].values() for vm in vms):
-        address = next(
-            (
-                a["addr"]
-                for net in vm.addresses.values()
-                for a in net
-                if a["addr"].startswith("127.100.")
-            ),
-            None,
-        )
-        if address is None:
-            return False, f"{vm.name} has no management address yet"
-        try:
-            config = requests.get(f"http://{address}:5000/v1/system/config", timeout=2).json()
-        except (requests.RequestException, ValueError):
-            return False, f"appliance of {vm.name} does not answer"
-        if not config.get("configuration"):
-            return False, f"appliance of {vm.name} is not configured"
+        config, why = appliance_config(vm)
+        if config is None:
+            return False, why
+        if config["orchestrator"]["address"] != ours[0].fixed_ips[0]["ip_address"]:
+            return False, f"{vm.name} was told {config['orchestrator']}, not our port's address"
     return True, "converged"
 
 

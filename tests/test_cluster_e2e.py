@@ -17,9 +17,10 @@ import pytest
 import requests
 
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
+from astara_actors.core.service_port import SERVICE_PORT_NAME
 from astara_actors.testing import free_port, wait_for
 from astara_actors.testing.bus import Rabbit
-from astara_actors.testing.sim_process import cloud_state, orchestrator_ini
+from astara_actors.testing.sim_process import appliance_config, cloud_state, orchestrator_ini
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = ("m1", "m2", "m3")
@@ -137,6 +138,30 @@ def test_three_members_share_tenants_and_adopt_a_killed_members_tenants(
             counters = requests.get(f"{sim}/sim/routers/{router}", timeout=10).json()
             assert counters["boots"] == 1, counters
             assert counters["pushes"] <= 4, counters
+        # Each member its own management port (the killed one's is kept: member_grace), and
+        # every appliance told the address of a member alive (the adopter pushed its own).
+        ports = {p.device_id: p for p in state["ports"] if p.name == SERVICE_PORT_NAME}
+        assert set(ports) == set(MEMBERS), sorted(ports)
+        addresses = {m: p.fixed_ips[0]["ip_address"] for m, p in ports.items()}
+        assert len(set(addresses.values())) == len(MEMBERS), addresses
+        alive = {addresses[m] for m in MEMBERS if m != victim}
+
+        def told_the_living() -> str | None:
+            for vms in cloud_state(sim)["servers"].values():
+                for vm in vms:
+                    config, why = appliance_config(vm)
+                    if config is None:
+                        return why
+                    if config["orchestrator"]["address"] not in alive:
+                        return f"{vm.name} forwards metadata to {config['orchestrator']}"
+            return None
+
+        wait_for(
+            lambda: told_the_living() is None,
+            lambda: f"every appliance told a living member's address: {told_the_living()}",
+            timeout=30.0,
+            interval=0.5,
+        )
         ctl = subprocess.run(
             [
                 sys.executable,

@@ -4,13 +4,21 @@ demo-shaped configuration (the orchestrator with its embedded simulator)."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from pathlib import Path
 from typing import Any
 
 import requests
 
-__all__ = ["admin", "cloud_state", "demo_ini", "loopback_range", "orchestrator_ini"]
+__all__ = [
+    "admin",
+    "appliance_config",
+    "cloud_state",
+    "demo_ini",
+    "loopback_range",
+    "orchestrator_ini",
+]
 
 
 def orchestrator_ini(tmp_path: Path, url: str) -> Path:
@@ -77,6 +85,30 @@ def cloud_state(url: str) -> dict[str, Any]:
             servers.setdefault(s.name[len("ak-router-") :].rsplit("_", 1)[0], []).append(s)
     ports = [p for p in conn.network.ports() if (p.name or "").startswith("ASTARA:")]
     return {"routers": routers, "ha": ha, "servers": servers, "ports": ports}
+
+
+def appliance_config(vm: Any, port: int = 5000) -> tuple[dict[str, Any] | None, str]:
+    """The configuration the appliance of ``vm`` (an openstacksdk server of
+    :func:`cloud_state`) holds, or None and why not (no management address yet, no answer,
+    not configured)."""
+    address = next(
+        (
+            a["addr"]
+            for net in (vm.addresses or {}).values()
+            for a in net
+            if ipaddress.ip_address(a["addr"]).is_loopback  # the simulator's management range
+        ),
+        None,
+    )
+    if address is None:
+        return None, f"{vm.name} has no management address yet"
+    try:
+        answer = requests.get(f"http://{address}:{port}/v1/system/config", timeout=2).json()
+    except (requests.RequestException, ValueError):
+        return None, f"appliance of {vm.name} does not answer"
+    if not answer.get("configuration"):
+        return None, f"appliance of {vm.name} is not configured"
+    return answer["configuration"], "configured"
 
 
 def loopback_range() -> str:
