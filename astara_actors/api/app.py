@@ -16,6 +16,7 @@ from typing import Any
 import falcon
 
 from astara_actors.api._clients import ControlPort, PerThreadClients
+from astara_actors.api.console import Console
 from astara_actors.api.errors import install_error_handlers
 from astara_actors.api.keystone import (
     KeystoneTokens,
@@ -157,6 +158,7 @@ def create_app(
                 public=frozenset(public),
             )
         )
+    middleware.insert(0, Console())  # the web console's files, ahead of auth: they hold no data
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True  # `/poll/` as in the seed, and `/poll`
     app.req_options.auto_parse_form_urlencoded = False  # resources read the body themselves
