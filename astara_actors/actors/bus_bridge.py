@@ -34,6 +34,7 @@ from astara_actors.protocol.control import (
     QueryKind,
     to_tree_message,
 )
+from astara_actors.protocol.listing import Listing
 from astara_actors.protocol.messages import Dump, LogDump
 from astara_actors.protocol.notifications import MalformedMessage, classify, decode, is_command
 from astara_actors.store.flags import record_command
@@ -41,7 +42,7 @@ from astara_actors.store.flags import record_command
 if TYPE_CHECKING:
     from astara_actors.store import Store
 
-__all__ = ["BusBridge", "router_summary"]
+__all__ = ["BusBridge", "breaker_figures", "router_summary"]
 
 LOG = logging.getLogger(__name__)
 
@@ -179,15 +180,58 @@ class BusBridge:
             return {"audit": self._audit(query)}
         if query.kind == QueryKind.ROUTERS:
             # From the status board: no router is asked, so 10,000 routers list in milliseconds.
-            return {
-                "routers": self.runtime.status_board.summaries(),
-                "storm": self.runtime.rebuild_guard.dump(),
-            }
+            listing = query.listing
+            if listing is None or not listing.paged:
+                return {
+                    "routers": self.runtime.status_board.summaries(),
+                    "storm": self.runtime.rebuild_guard.dump(),
+                }
+            return self.page(listing)
         tree = self.runtime.dump(summaries=True)
         tree["inbox"] = self.snapshot()
         if self.cluster is not None:
             tree["cluster"] = self.cluster()
         return {"workers": tree}
+
+    def page(self, listing: Listing) -> dict[str, Any]:
+        """A page of the router list (rows of the web console) with this member's figures."""
+        board = self.runtime.status_board
+        rows, total = board.rows(listing)
+        return {"routers": rows, "total": total, **self.figures()}
+
+    def figures(self) -> dict[str, Any]:
+        """What the console shows above the list, for this member: ``counts`` (routers by
+        instance state), ``member`` (routers and tenants it drives), ``breaker`` (the rebuild
+        guard) and ``storm`` (what is waiting: mailboxes, routers' pending actions)."""
+        board = self.runtime.status_board
+        return {
+            "counts": board.counts(),
+            "member": {"routers": len(board), "tenants": board.tenants()},
+            "breaker": breaker_figures(self.runtime.rebuild_guard.dump()),
+            "storm": self.storm(),
+        }
+
+    def storm(self) -> dict[str, Any]:
+        """Storm protection's figures: how much waits where (cheap: no actor is asked)."""
+        runtime = self.runtime
+        pending = waiting = 0
+        for summary_inbox in runtime.status_board.inboxes():
+            if summary_inbox:
+                waiting += 1
+                pending += summary_inbox
+        guard = runtime.rebuild_guard.dump()
+        consumer = self.consumer.stats if self.consumer is not None else {}
+        return {
+            "root_mailbox": _qsize(runtime.root),
+            "resolver_mailbox": _qsize(self.resolver),
+            "routers_with_pending_events": waiting,
+            "pending_events": pending,
+            "notifications_received": consumer.get("received", 0),
+            "notifications_malformed": consumer.get("malformed", 0),
+            "boots_in_progress": guard.get("boots_in_progress", 0),
+            "boot_cap": guard.get("boot_cap"),
+            "boots_waited_for_cap": guard.get("boots_waited_for_cap", 0),
+        }
 
     def _audit(self, query: Query) -> list[dict[str, Any]]:
         """The trail's last entries that match the query's filters (StoreError if unreadable)."""
@@ -250,3 +294,29 @@ class BusBridge:
         with self._lock:
             self.stats[key] += 1
         metrics.INBOX_MESSAGES.labels(kind=key).inc()
+
+
+def _qsize(ref: Any) -> int:
+    try:
+        return int(ref.actor_inbox.qsize()) if ref is not None else 0
+    except AttributeError:
+        return 0
+
+
+def breaker_figures(guard: dict[str, Any]) -> dict[str, Any]:
+    """The rebuild guard's dump as the console names it: the circuit breaker (``open``, for
+    how long, the failing share of the fleet against its threshold) and the boots it holds."""
+    return {
+        "open": guard.get("breaker") == "open",
+        "open_for_s": guard.get("open_for_s"),
+        "failing": guard.get("failing", 0),
+        "monitored": guard.get("monitored", 0),
+        "probed_in_window": guard.get("probed_in_window", 0),
+        "silent_share": guard.get("failing_share", 0.0),
+        "threshold": guard.get("threshold"),
+        "min_failures": guard.get("min_failures"),
+        "held_rebuilds": guard.get("rebuilds_held", 0),
+        "held_rebuilds_total": guard.get("rebuilds_held_total", 0),
+        "boots_in_progress": guard.get("boots_in_progress", 0),
+        "boot_cap": guard.get("boot_cap"),
+    }

@@ -7,7 +7,7 @@ from typing import Any
 
 from astara_actors.api.routes import COMMAND_ROUTES, CommandRoute
 from astara_actors.core import validate
-from astara_actors.protocol import audit
+from astara_actors.protocol import audit, listing
 from astara_actors.protocol.control import CommandKind
 
 __all__ = ["UUID_PATTERN", "openapi_document"]
@@ -44,29 +44,110 @@ _SCHEMAS: dict[str, Any] = {
     "AnswerError": _object(
         {"host": {"type": "string"}, "error": {"type": "string"}}, ("host", "error")
     ),
-    "RouterSummary": _object(
+    "RouterRow": _object(
         {
             "router_id": {"type": "string"},
             "tenant_id": {"type": "string"},
             "host": {"type": "string", "description": "the orchestrator that manages the router"},
             "name": {"type": "string"},
-            "state": {"type": "string"},
-            "instance_state": {},
-            "action": {},
+            "state": {"type": "string", "description": "the state machine's state"},
+            "instance_state": {"type": "string", "description": "its service VM(s)' state"},
+            "vms": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "address": {"type": ["string", "null"]},
+                        "status": {"type": "string"},
+                    },
+                    ("id", "name", "address", "status"),
+                ),
+            },
+            "debug": _object(
+                {
+                    "on": {"type": "boolean"},
+                    "reason": {
+                        "type": "string",
+                        "description": "which flag and why: 'router: <reason>', "
+                        "'tenant: …', 'global: …' (several joined with '; ')",
+                    },
+                    "scope": {"type": "string", "description": "router, tenant, global or ''"},
+                },
+                ("on", "reason"),
+            ),
+            "last_healthy_poll": {
+                "type": ["number", "null"],
+                "description": "seconds ago; null if never",
+            },
             "boot_attempts": {"type": "integer"},
-            "debug": {"type": "boolean"},
             "restarts": {"type": "integer"},
-            "last_transition": {},
+            "last_transition": {
+                "anyOf": [
+                    _object(
+                        {
+                            "from": {"type": "string"},
+                            "to": {"type": "string"},
+                            "note": {"type": "string"},
+                            "action": {"type": "string"},
+                            "age": {"type": ["number", "null"], "description": "seconds ago"},
+                        },
+                        ("from", "to", "note", "age"),
+                    ),
+                    {"type": "null"},
+                ]
+            },
+            "error": _object({"reason": {"type": "string"}}, ("reason",), description="in ERROR"),
         },
-        ("router_id", "tenant_id", "host"),
+        ("router_id", "tenant_id", "host", "state", "instance_state", "debug"),
     ),
     "Routers": _object(
         {
-            "routers": {"type": "array", "items": _ref("schemas", "RouterSummary")},
+            "routers": {"type": "array", "items": _ref("schemas", "RouterRow")},
+            "total": {"type": "integer", "description": "routers matching the filters"},
+            "offset": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "routers by instance state, over every router (unfiltered)",
+            },
             "orchestrators": {"type": "array", "items": {"type": "string"}},
             "errors": {"type": "array", "items": _ref("schemas", "AnswerError")},
+            "members": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "host": {"type": "string"},
+                        "routers": {"type": "integer"},
+                        "tenants": {"type": "integer"},
+                    },
+                    ("host",),
+                ),
+            },
+            "breaker": {
+                "type": "object",
+                "additionalProperties": {"type": "object"},
+                "description": "each member's circuit breaker (rebuild guard), by host",
+            },
+            "storm": {
+                "type": "object",
+                "additionalProperties": {"type": "object"},
+                "description": "each member's storm protection figures, by host",
+            },
         },
-        ("routers", "orchestrators", "errors"),
+        (
+            "routers",
+            "total",
+            "offset",
+            "limit",
+            "counts",
+            "orchestrators",
+            "errors",
+            "members",
+            "breaker",
+            "storm",
+        ),
     ),
     "Router": _object(
         {
@@ -273,6 +354,47 @@ def _get(
     }
 
 
+def _listing_params() -> list[dict[str, Any]]:
+    states = "|".join(listing.STATE_NAMES)
+    return [
+        _query_param(
+            "offset",
+            {"type": "integer", "minimum": 0, "maximum": listing.MAX_OFFSET},
+            "Rows to skip (default 0)",
+        ),
+        _query_param(
+            "limit",
+            {"type": "integer", "minimum": 0, "maximum": listing.MAX_LIMIT},
+            f"Rows to answer (default {listing.DEFAULT_LIMIT}; 0: only the totals and counts)",
+        ),
+        _query_param(
+            "sort",
+            {"type": "string", "enum": list(listing.SORT_KEYS)},
+            "The order (default tenant_id; ties by tenant, then router id; last_transition: "
+            "by when it happened)",
+        ),
+        _query_param("order", {"type": "string", "enum": list(listing.ORDERS)}, "asc or desc"),
+        _query_param(
+            "state",
+            {"type": "string", "pattern": f"^({states})(,({states}))*$"},
+            "Keep the routers in these states (comma-separated; an instance state such as "
+            "configured or error, or a state-machine state such as CalcAction)",
+        ),
+        _query_param("tenant_id", _UUID, "Keep one project's routers (with or without hyphens)"),
+        _query_param(
+            "q",
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": listing.MAX_TEXT,
+                "pattern": validate.reason_pattern(),
+            },
+            "Keep the routers whose name, id or tenant id holds this text (any case)",
+        ),
+        _query_param("debug", {"type": "boolean"}, "Keep the routers in debug mode (or not)"),
+    ]
+
+
 def openapi_document(
     *,
     auth: bool = False,
@@ -322,10 +444,12 @@ def openapi_document(
     }
     paths["/routers"] = _get(
         "list-routers",
-        "Every router with its state",
-        _ok("The routers of every orchestrator that answered", "Routers"),
+        "A page of the routers, filtered and sorted, with counts by state and each member's "
+        "figures",
+        _ok("The page, merged from every orchestrator that answered", "Routers"),
         ["BadRequest", "Unavailable"],
         auth_errors,
+        _listing_params(),
     )
     paths["/routers/{router_id}"] = _get(
         "show-router",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from astara_actors.core import validate
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR
 from astara_actors.protocol import audit
 from astara_actors.protocol.control import Command, CommandKind, InvalidCommand, Query, QueryKind
+from astara_actors.protocol.listing import DEFAULT_LIMIT, Listing, merge
 
 __all__ = [
     "AuditResource",
@@ -41,6 +43,7 @@ __all__ = [
     "WorkersDebugResource",
     "WorkersResource",
     "merge_metrics",
+    "merge_pages",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -255,26 +258,71 @@ class InteractiveSink:
 
 
 class RoutersResource:
-    """``GET /routers``: every router of every orchestrator that answered."""
+    """``GET /routers``: a page of the routers of every orchestrator that answered, filtered
+    and sorted server-side (see :mod:`astara_actors.protocol.listing`), with the figures the
+    console shows above it: counts by state, members, circuit breakers, storm protection."""
+
+    PARAMS = ("offset", "limit", "sort", "order", "state", "tenant_id", "q", "debug")
 
     def __init__(self, control: Control) -> None:
         self.control = control
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        check_params(req)
-        good, bad = self.control.ask(Query(QueryKind.ROUTERS))
-        routers = [
-            {**router, "host": answer["host"]}
-            for answer in good
-            for router in answer.get("routers") or ()
-            if isinstance(router, dict)
-        ]
-        routers.sort(key=lambda r: (str(r.get("tenant_id", "")), str(r.get("router_id", ""))))
-        resp.media = {
-            "routers": routers,
-            "orchestrators": sorted(a["host"] for a in good),
-            "errors": bad,
-        }
+        check_params(req, self.PARAMS)
+        payload: dict[str, Any] = {"query": str(QueryKind.ROUTERS), "limit": DEFAULT_LIMIT}
+        for name in ("offset", "limit"):
+            if (number := _int_param(req, name)) is not None:
+                payload[name] = number
+        for name in ("sort", "order", "tenant_id"):
+            if (text := _text_param(req, name)) is not None:
+                payload[name] = text
+        if (states := _text_param(req, "state")) is not None:
+            payload["state"] = states.split(",")
+        if (text := req.get_param("q")) is not None:
+            if not text:
+                raise InvalidCommand("q is empty: give some text to look for, or leave q out")
+            payload["q"] = text
+        if (debug := req.get_param("debug")) is not None:
+            if debug not in ("true", "false"):
+                raise InvalidCommand(f"debug must be true or false, not {validate.shown(debug)}")
+            payload["debug"] = debug == "true"
+        query = Query.from_payload(payload)
+        listing = query.listing
+        assert listing is not None
+        good, bad = self.control.ask(query)
+        resp.media = merge_pages(good, bad, listing)
+
+
+def merge_pages(
+    good: list[dict[str, Any]], bad: list[dict[str, str]], listing: Listing
+) -> dict[str, Any]:
+    """The members' pages (``{"host", "routers", "total", "counts", "member", "breaker",
+    "storm"}``) as one: the page of the merged order, totals and counts summed, figures by
+    member."""
+    pages = [
+        [{**row, "host": a["host"]} for row in a.get("routers") or () if isinstance(row, dict)]
+        for a in good
+    ]
+    counts: Counter[str] = Counter()
+    for answer in good:
+        for state, n in (answer.get("counts") or {}).items():
+            if isinstance(n, int):
+                counts[str(state)] += n
+    return {
+        "routers": merge(pages, listing),
+        "total": sum(int(a.get("total") or 0) for a in good),
+        "offset": listing.offset,
+        "limit": listing.limit,
+        "counts": dict(sorted(counts.items())),
+        "orchestrators": sorted(a["host"] for a in good),
+        "errors": bad,
+        "members": sorted(
+            ({"host": a["host"], **(a.get("member") or {})} for a in good),
+            key=lambda m: str(m["host"]),
+        ),
+        "breaker": {a["host"]: a.get("breaker") or {} for a in good},
+        "storm": {a["host"]: a.get("storm") or {} for a in good},
+    }
 
 
 class RouterResource:

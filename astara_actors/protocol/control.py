@@ -18,6 +18,7 @@ from astara_actors.core import validate
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event
 from astara_actors.errors import AstaraError
 from astara_actors.protocol import audit
+from astara_actors.protocol.listing import InvalidListing, Listing
 from astara_actors.protocol.messages import (
     DebugGlobal,
     DebugRouter,
@@ -204,13 +205,17 @@ class Query:
     """One query. ``router`` takes ``router_id`` and ``limit`` (its recent commands, 0 to
     :data:`~.audit.MAX_LIMIT`, default :data:`~.audit.ROUTER_COMMANDS`); ``audit`` takes
     ``limit`` (1 to ``MAX_LIMIT``, default :data:`~.audit.DEFAULT_LIMIT`) and the filters
-    ``router_id``, ``tenant_id`` and ``since`` (an ISO 8601 time, UTC unless it says)."""
+    ``router_id``, ``tenant_id`` and ``since`` (an ISO 8601 time, UTC unless it says);
+    ``routers`` takes a :class:`~.listing.Listing` (a page, its filters and order: ``offset``,
+    ``limit``, ``sort``, ``order``, ``state``, ``tenant_id``, ``q``, ``debug``; without
+    ``limit`` every router, as before)."""
 
     kind: QueryKind
     router_id: str = ""
     tenant_id: str = ""
     limit: int | None = None  # None: the kind's default
     since: datetime | None = None
+    listing: Listing | None = None  # routers only
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Query:
@@ -220,7 +225,13 @@ class Query:
         router_id = tenant_id = ""
         limit: int | None = None
         since = None
-        if kind == QueryKind.ROUTER:
+        listing = None
+        if kind == QueryKind.ROUTERS:
+            try:
+                listing = Listing.from_payload(payload)
+            except InvalidListing as exc:
+                raise InvalidCommand(str(exc)) from None
+        elif kind == QueryKind.ROUTER:
             router_id = _text(payload, "router_id").lower()
             if not router_id:
                 raise InvalidCommand("router query: router_id is missing")
@@ -240,10 +251,12 @@ class Query:
                     since = audit.parse_time(since_text)
                 except audit.TimeError as exc:
                     raise InvalidCommand(f"audit query: since: {exc}") from None
-        return cls(kind, router_id, tenant_id, limit, since)
+        return cls(kind, router_id, tenant_id, limit, since, listing)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"query": str(self.kind)}
+        if self.listing is not None:
+            payload.update(self.listing.to_payload())
         if self.router_id:
             payload["router_id"] = self.router_id
         if self.tenant_id:

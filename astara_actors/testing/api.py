@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from astara_actors.actors.bus_bridge import router_summary
+from astara_actors.actors.status_board import StatusBoard
 from astara_actors.api.server import run_api
 from astara_actors.bus.transport import BusUnavailable, NoAnswer
+from astara_actors.protocol.listing import Listing
 from astara_actors.testing.captures import ROOT
 from astara_actors.testing.waiting import WAIT
 
-__all__ = ["METRICS_TEXT", "R", "T", "FakeControl", "LiveApi", "dump"]
+__all__ = ["METRICS_TEXT", "R", "T", "FakeControl", "LiveApi", "dump", "page"]
 
 R = "7efa1155-0901-4e5e-aa82-7445b0091d00"
 T = "2f1f231e7cbe4028a87c725e401565c9"
@@ -25,8 +27,15 @@ T = "2f1f231e7cbe4028a87c725e401565c9"
 class FakeControl:
     """Stands in for ``ControlClient``: one orchestrator ("orch-1") managing ``routers``."""
 
-    def __init__(self, routers: Mapping[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        routers: Mapping[str, dict[str, Any]] | None = None,
+        *,
+        others: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
+    ) -> None:
         self.routers = dict(routers if routers is not None else {R: dump(R)})
+        # More orchestrators (host -> their routers' dumps), answering the routers query too.
+        self.others = {host: dict(routers) for host, routers in (others or {}).items()}
         self.mode = "answer"  # "answer" | "silent" | "bus-down" | "failing" | "crash" | "any"
         self.sent: list[dict[str, Any]] = []
         self.on_behalf_of: list[str] = []
@@ -60,6 +69,11 @@ class FakeControl:
             found = self.routers.get(rid) or (dump(rid) if self.mode == "any" else None)
             answer: dict[str, Any] = {"found": found is not None, "router": found}
         elif query["query"] == "routers":
+            if "limit" in query:  # a page, as the orchestrators answer it (from a status board)
+                return [
+                    {"host": host, "correlation_id": "c", "ok": True, "answer": page(r, query)}
+                    for host, r in {"orch-1": self.routers, **self.others}.items()
+                ]
             answer = {"routers": [router_summary(d) for d in self.routers.values()]}
         elif query["query"] == "metrics":
             answer = {"metrics": METRICS_TEXT}
@@ -72,6 +86,22 @@ METRICS_TEXT = """# HELP astara_boots_total Service VMs booted
 # TYPE astara_boots_total counter
 astara_boots_total 3.0
 """
+
+
+def page(routers: Mapping[str, dict[str, Any]], query: Mapping[str, Any]) -> dict[str, Any]:
+    """An orchestrator's answer to a paged routers query over these routers' dumps."""
+    board = StatusBoard(clock=lambda: 1000.0)
+    for router_id, router_dump in routers.items():
+        board.publish(router_id, router_dump, None)
+    rows, total = board.rows(Listing.from_payload(query))
+    return {
+        "routers": rows,
+        "total": total,
+        "counts": board.counts(),
+        "member": {"routers": len(board), "tenants": board.tenants()},
+        "breaker": {"open": False, "silent_share": 0.0},
+        "storm": {"root_mailbox": 0},
+    }
 
 
 def dump(router_id: str) -> dict[str, Any]:
