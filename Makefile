@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-unit demo demo-fresh lint bench venv clean lock
+.PHONY: test test-unit demo demo-fresh lint bench venv clean lock browser-deps
 
 # Create the virtualenv if missing; reinstall when the lock changes. requirements.lock holds the
 # exact versions (with hashes) of requirements.txt and test-requirements.txt, which keep the
@@ -48,6 +48,17 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	@$(BIN)/python -m pytest -m "not services and not heavy" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-unit: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# Debian's chromium, the browser the web console's tests (tests/test_console*.py) and
+# bench/console.py drive through Playwright (never a browser Playwright downloads): installed with
+# apt-get when missing (as root, as CI runs; .ci/run calls this before make test).
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@if [ -x "$(CHROMIUM)" ]; then echo "browser-deps: $(CHROMIUM) is there"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "make browser-deps: $(CHROMIUM) is missing: run sudo apt-get install chromium" >&2; \
+		exit 1; fi
 
 # Benchmarks (need RabbitMQ on 127.0.0.1:5672): bus_latency, sim_scale and the scenarios against
 # astara-sim (bench/README.md), each a table on stdout and JSON under bench/results/, then one

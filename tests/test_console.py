@@ -1,0 +1,275 @@
+"""The web console in a real headless Chromium (Debian's ``chromium``, driven by Playwright),
+against the real API (gunicorn, started by the orchestrator) in front of an orchestrator on its
+embedded astara-sim: the table lists the routers, a killed appliance's row turns to rebuilding
+and back without a reload, a rebuild clicked in the page boots a new VM and shows in the
+router's history with its reason, and without the token the page asks for one and the API
+refuses the action.
+
+``ASTARA_SCREENSHOTS=1`` also saves ``docs/console-fleet.png`` and ``docs/console-router.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+from astara_actors.config.loader import load_config
+from astara_actors.daemon import Service
+from astara_actors.testing import free_port
+from astara_actors.testing.browser import chromium, chromium_missing
+from astara_actors.testing.services import unavailable
+from astara_actors.testing.sim_process import demo_ini
+from astara_actors.testing.waiting import wait_for
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+pytestmark = pytest.mark.services  # the API's gunicorn and a browser are processes
+
+WAIT = 60.0  # a bound for VMs that boot and routers that settle on a loaded machine
+TOKEN = "console-test-token-0123456789"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+@dataclass
+class Console:
+    """The orchestrator with its simulator and its API, as the page sees them."""
+
+    base: str
+    sim: str
+    service: Service
+
+    def routers(self) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.base}/routers", headers=AUTH, timeout=WAIT)
+        answer.raise_for_status()
+        return list(answer.json()["routers"])
+
+    def boots(self, router_id: str) -> int:
+        return int(
+            requests.get(f"{self.sim}/sim/routers/{router_id}", timeout=WAIT).json()["boots"]
+        )
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    tmp = tmp_path_factory.mktemp("console")
+    port = free_port()
+    ini = demo_ini(tmp, host="console-test")
+    text = ini.read_text().replace(
+        "[api]\nenabled = false\n",
+        f"[api]\nlisten = 127.0.0.1\nport = {port}\nworkers = 2\nauth_token = {TOKEN}\n",
+    )
+    ini.write_text(text.replace("routers_per_tenant = 1", "routers_per_tenant = 2"))
+    service = Service(load_config(ini)).start()
+    try:
+        assert service.sim is not None
+        found = Console(f"http://127.0.0.1:{port}", service.sim.url, service)
+        wait_for(
+            lambda: _all_configured(found, 4),
+            lambda: f"4 configured routers: {_states(found)}",
+            timeout=WAIT,
+        )
+        yield found
+    finally:
+        service.stop()
+
+
+def _states(console: Console) -> list[str]:
+    try:
+        return [r.get("instance_state", "?") for r in console.routers()]
+    except requests.RequestException as exc:
+        return [f"API: {exc}"]
+
+
+def _all_configured(console: Console, count: int) -> bool:
+    states = _states(console)
+    return len(states) == count and all(s == "configured" for s in states)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    reason = chromium_missing()
+    if reason:
+        unavailable(reason)
+    with chromium() as started:
+        yield started
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)  # a fresh sessionStorage per test
+    opened = context.new_page()
+    opened.set_default_timeout(WAIT * 1000)
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield opened
+    context.close()
+    assert not errors, f"the page's scripts failed: {errors}"
+
+
+def sign_in(page: Page, console: Console) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{console.base}/")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#login-token", TOKEN)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login")).to_be_hidden()
+
+
+def test_the_table_lists_every_router(page: Page, console: Console) -> None:
+    from playwright.sync_api import expect
+
+    routers = console.routers()
+    sign_in(page, console)
+
+    rows = page.locator("#routers tbody tr[data-router]")
+    expect(rows).to_have_count(len(routers))
+    for router in routers:
+        row = page.locator(f'#routers tbody tr[data-router="{router["router_id"]}"]')
+        expect(row).to_contain_text(router["name"])
+        expect(row.locator("td[data-label=Instance]")).to_contain_text("configured")
+    expect(page.locator("#counts")).to_contain_text(f"All routers{len(routers)}")
+    expect(page.locator("#routers caption")).to_contain_text(f"of {len(routers)}")
+
+    # The keyboard reaches a row and Enter opens its router.
+    first = rows.first
+    first.focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#/router/[0-9a-f-]{36}$"))
+    expect(page.locator("#router-title")).to_contain_text(first.get_attribute("data-router") or "")
+
+    if os.environ.get("ASTARA_SCREENSHOTS") == "1":
+        page.goto(f"{console.base}/#/")
+        expect(rows).to_have_count(len(routers))
+        page.screenshot(path=str(DOCS / "console-fleet.png"))
+
+
+def test_a_killed_appliance_turns_its_row_to_rebuilding_and_back_without_a_reload(
+    page: Page, console: Console
+) -> None:
+    from playwright.sync_api import expect
+
+    router = console.routers()[0]["router_id"]
+    sign_in(page, console)
+    row = page.locator(f'#routers tbody tr[data-router="{router}"]')
+    expect(row).to_have_attribute("data-instance", "configured")
+    # Every instance state the row shows, recorded by the page; a reload would lose the mark.
+    page.evaluate(
+        """(router) => {
+            window.consoleNotReloaded = true;
+            window.seenStates = [];
+            new MutationObserver(() => {
+                for (const tr of document.querySelectorAll(`tr[data-router="${router}"]`)) {
+                    const s = tr.dataset.instance;
+                    if (window.seenStates[window.seenStates.length - 1] !== s) {
+                        window.seenStates.push(s);
+                    }
+                }
+            }).observe(document.querySelector('#routers tbody'),
+                       {subtree: true, childList: true, attributes: true});
+        }""",
+        router,
+    )
+    boots = console.boots(router)
+
+    # When its appliance dies in the simulator
+    killed = requests.post(f"{console.sim}/sim/appliances/{router}/kill", timeout=WAIT)
+    assert killed.status_code == 200, killed.text
+
+    # Then the row leaves "configured" (the orchestrator replaces the VM) and comes back to it
+    expect(row).not_to_have_attribute("data-instance", "configured")
+    wait_for(lambda: console.boots(router) > boots, "a new VM booted for the killed one", WAIT)
+    expect(row).to_have_attribute("data-instance", "configured")
+    seen = page.evaluate("window.seenStates")
+    assert seen[-1] == "configured" and set(seen) - {"configured"}, seen
+    assert page.evaluate("window.consoleNotReloaded") is True
+
+
+def test_a_rebuild_clicked_in_the_page_boots_a_vm_and_shows_in_the_history(
+    page: Page, console: Console
+) -> None:
+    from playwright.sync_api import expect
+
+    router = console.routers()[-1]["router_id"]
+    wait_for(lambda: _all_configured(console, 4), "every router configured again", WAIT)
+    boots = console.boots(router)
+    sign_in(page, console)
+    page.locator(f'#routers tbody tr[data-router="{router}"]').click()
+    expect(page.locator("#router-body")).to_contain_text("Last 20 transitions")
+
+    # When the operator asks for a rebuild with a reason
+    page.click('#router [data-action="router-rebuild"]')
+    dialog = page.locator("#action")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#action-image")).to_be_visible()
+    page.fill("#action-reason", "console test: replace the VM")
+    page.click("#action-send")
+
+    # Then the page says what was sent, the simulator boots a VM, and the router's history
+    # names the command and its reason
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#notice")).to_contain_text("router-rebuild")
+    expect(page.locator("#notice")).to_contain_text("console test: replace the VM")
+    wait_for(lambda: console.boots(router) > boots, "the rebuild booted a VM", WAIT)
+    commands = page.locator('#router-body table[data-table="commands"]')
+    expect(commands).to_contain_text("router-rebuild")
+    expect(commands).to_contain_text("console test: replace the VM")
+    expect(commands).to_contain_text("http client 127.0.0.1")
+    expect(page.locator('#router-body table[data-table="transitions"]')).to_contain_text(
+        "RebuildInstance"
+    )
+
+    if os.environ.get("ASTARA_SCREENSHOTS") == "1":
+        wait_for(lambda: _all_configured(console, 4), "the rebuilt router configured", WAIT)
+        expect(page.locator("#router-body dl")).to_contain_text("configured")
+        page.screenshot(path=str(DOCS / "console-router.png"))
+
+
+def test_without_the_token_the_page_asks_for_it_and_the_api_refuses_the_action(
+    page: Page, console: Console
+) -> None:
+    from playwright.sync_api import expect
+
+    router = console.routers()[0]["router_id"]
+    page.goto(f"{console.base}/")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#login-why")).to_contain_text("needs a token")
+    expect(page.locator("#routers tbody tr[data-router]")).to_have_count(0)
+
+    refused = requests.put(
+        f"{console.base}/router/rebuild/{router}", json={"reason": "no token"}, timeout=WAIT
+    )
+    assert refused.status_code == 401, refused.text
+
+    # A wrong token is refused too, and the login comes back saying so
+    page.fill("#login-token", "not-the-token")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-why")).to_contain_text("refused the token")
+    assert page.evaluate("sessionStorage.getItem('astara.token')") is None
+    # and the token is never in the address
+    assert TOKEN not in page.url and "not-the-token" not in page.url
+
+
+def test_the_static_files_need_no_token_and_hold_no_data(console: Console) -> None:
+    for path in ("/", "/static/app.js", "/static/app.css"):
+        answer = requests.get(f"{console.base}{path}", timeout=WAIT)
+        assert answer.status_code == 200, path
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        again = requests.get(
+            f"{console.base}{path}", headers={"If-None-Match": answer.headers["ETag"]}, timeout=WAIT
+        )
+        assert again.status_code == 304
+    assert requests.get(f"{console.base}/routers", timeout=WAIT).status_code == 401
+    assert requests.get(f"{console.base}/static/nope.js", timeout=WAIT).status_code == 401
