@@ -503,6 +503,7 @@ def test_the_document_describes_every_route(client: Any) -> None:
         "/ssh/{router_id}",
         "/metrics",
         "/audit",
+        "/events",
     }
     assert set(document["paths"]) == expected
     assert document == openapi_document()
@@ -519,7 +520,9 @@ schema = schemathesis.openapi.from_wsgi("/openapi.json", _always_answering_app()
 
 
 # /browse and /ssh answer 501 by design (tested above); every other operation must not 5xx.
-@schema.exclude(path_regex="^/(browse|ssh)").parametrize()
+# /events is a stream that never ends, served by gunicorn's BufferingWorker (the app alone
+# answers 501): schemathesis cannot call it; tests/test_events.py drives it through gunicorn.
+@schema.exclude(path_regex="^/(browse|ssh|events)").parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_the_document(case: Any) -> None:
     # The fake always answers: no 5xx at all (not even 503) is acceptable here.
@@ -533,7 +536,7 @@ auth_schema = schemathesis.openapi.from_wsgi(
 auth_schema.config.generation.update(with_security_parameters=False)
 
 
-@auth_schema.exclude(path_regex="^/(browse|ssh)").parametrize()
+@auth_schema.exclude(path_regex="^/(browse|ssh|events)").parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_with_a_token_every_operation_conforms_and_refuses_strangers(case: Any) -> None:
     # schemathesis' ignored_auth check also replays each call without the token: 401 expected.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from astara_actors import metrics
 from astara_actors.actors.resolver import ResolverActor
 from astara_actors.actors.runtime import Runtime
 from astara_actors.actors.status_board import router_summary
+from astara_actors.bus.changes import ChangePublisher
 from astara_actors.bus.consumer import NotificationConsumer
 from astara_actors.bus.rpc import QueryServer
 from astara_actors.bus.transport import BusSettings
@@ -42,9 +44,17 @@ from astara_actors.store.flags import record_command
 if TYPE_CHECKING:
     from astara_actors.store import Store
 
-__all__ = ["BusBridge", "breaker_figures", "router_summary"]
+__all__ = ["BusBridge", "ChangeFeed", "breaker_figures", "router_summary"]
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds between two looks at the status board for the change feed.
+FEED_INTERVAL = 0.2
+#: Seconds between two summaries (member, breaker, storm) when they change, and at most
+#: between two summaries anyway (a new API worker learns them that soon).
+SUMMARY_INTERVAL, SUMMARY_EVERY = 1.0, 5.0
+#: Rows in one change message at most (a poll of 10,000 routers is several messages).
+FEED_CHUNK = 500
 
 # What makes a message malformed (rejected, counted, one warning line; never a traceback). A
 # UnicodeError is a body py-amqp decoded with its content_encoding that will not encode back
@@ -76,6 +86,8 @@ class BusBridge:
         self.resolver: pykka.ActorRef[Any] | None = None
         self.consumer: NotificationConsumer | None = None
         self.queries: QueryServer | None = None
+        self.feed: ChangeFeed | None = None
+        self.feed_interval = FEED_INTERVAL  # 0: no change feed
 
     # --- lifecycle
     def start(self, wait: float | None = 30.0) -> BusBridge:
@@ -90,6 +102,8 @@ class BusBridge:
             on_reconnected=self.runtime.resync,
         ).start()
         self.queries = QueryServer(self.settings, self.answer).start()
+        if self.feed_interval > 0:
+            self.feed = ChangeFeed(self, self.feed_interval).start()
         metrics.track_inbox(self)  # astara_inbox_depth reads its mailboxes when scraped
         if wait is not None:
             for thread in (self.consumer, self.queries):
@@ -99,6 +113,8 @@ class BusBridge:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop consuming first (unhandled messages go back to the broker), then the resolver."""
+        if self.feed is not None:
+            self.feed.stop(timeout)
         for thread in (self.queries, self.consumer):
             if thread is not None:
                 thread.stop(timeout)
@@ -294,6 +310,85 @@ class BusBridge:
         with self._lock:
             self.stats[key] += 1
         metrics.INBOX_MESSAGES.labels(kind=key).inc()
+
+
+class ChangeFeed:
+    """Publishes what changed on the status board (see :mod:`astara_actors.bus.changes`):
+    every ``interval`` seconds the rows of the routers that changed, with the counts by
+    state; the member's summary (routers, tenants, breaker, storm) when it changed, at most
+    every :data:`SUMMARY_INTERVAL` seconds, and every :data:`SUMMARY_EVERY` seconds anyway.
+    Nothing is published while nothing changes but the periodic summary."""
+
+    def __init__(
+        self, bridge: BusBridge, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.bridge = bridge
+        self.interval = interval
+        self.clock = clock
+        self.host = bridge.settings.host
+        self.published = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._summary: dict[str, Any] | None = None
+        self._summary_at = self._checked_at = float("-inf")
+
+    def start(self) -> ChangeFeed:
+        self.bridge.runtime.status_board.track_changes()
+        self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.bridge.runtime.status_board.track_changes(False)
+
+    def _run(self) -> None:
+        publisher = ChangePublisher(self.bridge.settings)
+        failing = False
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.once(publisher.publish)
+                    if failing:
+                        LOG.info("change feed: publishing again")
+                    failing = False
+                except AstaraError as exc:  # the bus is down: the next batch tries again
+                    if not failing:
+                        LOG.warning("change feed: cannot publish (%s); changes are dropped", exc)
+                    failing = True
+                except Exception:  # noqa: BLE001 - the feed must outlive a bug in one batch
+                    LOG.exception("change feed: a batch failed")
+        finally:
+            publisher.close()
+
+    def once(self, send: Callable[[dict[str, Any]], None]) -> None:
+        """One look at the board: send what changed (and the summary when due)."""
+        board = self.bridge.runtime.status_board
+        rows, removed = board.take_changes()
+        if rows or removed:
+            counts = board.counts()
+            for at in range(0, max(len(rows), 1), FEED_CHUNK):
+                last = at + FEED_CHUNK >= len(rows)
+                send(
+                    {
+                        "host": self.host,
+                        "routers": rows[at : at + FEED_CHUNK],
+                        "removed": removed if last else [],
+                        "counts": counts,
+                    }
+                )
+                self.published += 1
+        now = self.clock()
+        if now - self._checked_at >= SUMMARY_INTERVAL:
+            self._checked_at = now
+            figures = self.bridge.figures()
+            summary = {k: figures[k] for k in ("member", "breaker", "storm")}
+            if summary != self._summary or now - self._summary_at >= SUMMARY_EVERY:
+                send({"host": self.host, "summary": summary})
+                self.published += 1
+                self._summary, self._summary_at = summary, now
 
 
 def _qsize(ref: Any) -> int:

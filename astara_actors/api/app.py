@@ -18,6 +18,7 @@ import falcon
 from astara_actors.api._clients import ControlPort, PerThreadClients
 from astara_actors.api.console import Console
 from astara_actors.api.errors import install_error_handlers
+from astara_actors.api.events import EVENTS_PATH, EventsResource
 from astara_actors.api.keystone import (
     KeystoneTokens,
     KeystoneValidator,
@@ -175,6 +176,7 @@ def create_app(
     app.add_route("/audit", AuditResource(control))
     app.add_route("/healthz", HealthResource(control))
     app.add_route("/metrics", MetricsResource(control))
+    app.add_route(EVENTS_PATH, EventsResource())
     document = openapi_document(
         auth=bool(api.auth_token) and strategy != "none",
         keystone=strategy == "keystone",

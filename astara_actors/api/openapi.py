@@ -531,6 +531,25 @@ def openapi_document(
     }
     if metrics_open:
         paths["/metrics"]["get"]["security"] = []
+    paths["/events"] = {
+        "get": {
+            "operationId": "events",
+            "tags": ["state"],
+            "parameters": [],
+            "summary": "The live feed of router changes, as server-sent events",
+            "description": "event: routers, data {routers: [rows that changed], removed: "
+            "[router ids], counts} (at most every 250 ms); event: summary, data {members, "
+            "breaker, storm} when they change; a ': keep-alive' comment every 15 s; retry: "
+            "2000. Send the Authorization header (fetch() streaming; EventSource cannot).",
+            "responses": {
+                "200": {
+                    "description": "The stream (open until the client leaves)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors("BadRequest", "NotImplemented", "Unavailable", auth=auth_errors),
+            },
+        }
+    }
     paths["/openapi.json"] = {
         "get": {
             "operationId": "openapi",

@@ -27,14 +27,20 @@ import os
 import selectors
 import socket
 import time
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from gunicorn import http
+from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from astara_actors.api.events import EVENTS_PATH, HUB_ENV, TICKET_ENV, Hub
+from astara_actors.api.events import head as events_head
 from astara_actors.api.resources import MAX_BODY
+from astara_actors.bus.changes import ChangeConsumer
+from astara_actors.bus.transport import BusSettings
 from astara_actors.config.loader import CONFIG_ENV, ApiSettings
 
 __all__ = ["MAX_HEAD", "BufferingWorker", "RequestScanner"]
@@ -49,6 +55,8 @@ STOP_KEEPALIVE_LINGER = getattr(gthread, "STOP_KEEPALIVE_LINGER", 2.0)
 LINGER = 2.0
 
 INCOMPLETE, COMPLETE, HEAD_TOO_LARGE, BODY_TOO_LARGE = "incomplete", "complete", "431", "413"
+#: What :meth:`BufferingWorker.handle` returns for a request that became an event stream.
+STREAM = object()
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -158,14 +166,15 @@ class RequestScanner:
             self._chunk_at = following
 
 
-def _client_timeout() -> float:
-    """``[api] client_timeout`` of the file gunicorn serves (the default without one)."""
+def _settings() -> tuple[ApiSettings, BusSettings | None]:
+    """``[api]`` and ``[bus]`` of the file gunicorn serves (defaults, no bus, without one)."""
     path = os.environ.get(CONFIG_ENV)
     if path:
         from astara_actors.config.loader import load_config
 
-        return load_config(path).api.client_timeout
-    return ApiSettings().client_timeout
+        config = load_config(path)
+        return config.api, config.bus
+    return ApiSettings(), None
 
 
 def _answer(status: str, message: str) -> bytes:
@@ -180,12 +189,38 @@ class BufferingWorker(ThreadWorker):
     """The ``gthread`` worker reading whole requests in its event loop (see the module)."""
 
     def init_process(self) -> None:
-        self.client_timeout = _client_timeout()
+        api, self.bus = _settings()
+        self.client_timeout = api.client_timeout
+        self.max_event_streams = api.max_event_streams
+        self.events: Hub | None = None
         # Connections whose request is being read, and those lingering before their close,
         # each in deadline order (insertion order: every deadline is now + the same delay).
         self.reading: dict[TConn, None] = {}
         self.closing: dict[TConn, None] = {}
         super().init_process()
+
+    def run(self) -> None:
+        # The loop's selector and method queue exist now (made by gthread's init_process).
+        self.events = Hub(
+            max_streams=self.max_event_streams,
+            client_timeout=self.client_timeout,
+            selector=self.poller,
+            defer=self.method_queue.defer,
+            close=self._stream_closed,
+            start_feed=self._start_feed if self.bus is not None else None,
+        )
+        try:
+            super().run()
+        finally:
+            self.events.stop_feed()
+
+    def _start_feed(self, hub: Hub) -> ChangeConsumer:
+        assert self.bus is not None
+        return ChangeConsumer(self.bus, hub.batcher.add, hub.tick).start()
+
+    def _stream_closed(self, conn: Any) -> None:
+        self.nr_conns -= 1
+        conn.close()
 
     # --- reading requests in the event loop
     def accept(self, listener: socket.socket) -> None:
@@ -262,8 +297,14 @@ class BufferingWorker(ThreadWorker):
         self._close(conn)
 
     def murder_pending(self) -> None:
-        """Called by the loop about every second: requests and lingering closes past due."""
+        """Called by the loop about every second: requests and lingering closes past due,
+        event streams' keep-alives and stalled clients (all of them when stopping)."""
         super().murder_pending()
+        if self.events is not None:
+            if self.alive:
+                self.events.check()
+            else:
+                self.events.close_all()
         now = time.monotonic()
         for conn in list(self.reading):
             if conn.deadline > now and self.alive:
@@ -329,9 +370,13 @@ class BufferingWorker(ThreadWorker):
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         try:
-            keep = bool(fs.result()) if not fs.cancelled() else False
+            result = fs.result() if not fs.cancelled() else False
         except Exception:  # noqa: BLE001 - handle() catches its own; be safe
-            keep = False
+            result = False
+        if result is STREAM and self.events is not None:
+            self.events.attach(conn)  # an event stream from now on, written from this loop
+            return
+        keep = bool(result)
         try:
             if not keep:
                 self._close(conn)
@@ -355,7 +400,7 @@ class BufferingWorker(ThreadWorker):
             conn.close()
 
     # --- in a thread: the request is whole
-    def handle(self, conn: Any) -> bool:
+    def handle(self, conn: Any) -> bool | object:
         req = None
         try:
             # Blocking, bounded: the answer must be taken within client_timeout (sendall's
@@ -371,6 +416,8 @@ class BufferingWorker(ThreadWorker):
                 return False
             if conn.continued:  # the loop said "100 Continue" already: not twice
                 req._expected_100_continue = False
+            if req.method == "GET" and req.path == EVENTS_PATH and self.events is not None:
+                return self._handle_events(req, conn)
             keepalive = self.handle_request(req, conn)
             drain = getattr(self, "_keepalive_after", None)  # gunicorn ≥ 27: bounded drain
             return drain(conn, keepalive) if drain is not None else keepalive
@@ -390,6 +437,35 @@ class BufferingWorker(ThreadWorker):
         except Exception as exc:  # noqa: BLE001 - gunicorn answers 400/500 and logs it
             self.handle_error(req, conn.sock, conn.client, exc)
         return False
+
+    def _handle_events(self, req: Any, conn: Any) -> bool | object:
+        """``GET /events`` through the app (authentication, the place in the hub); if the
+        resource took it, the stream's head is sent here and :data:`STREAM` returned (the
+        loop then serves it); otherwise the app's answer is sent as usual."""
+        started = datetime.now()
+        resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+        environ["wsgi.multithread"] = True
+        environ[HUB_ENV] = self.events
+        self.nr += 1
+        resp.force_close()
+        body = self.wsgi(environ, resp.start_response)
+        try:
+            if not environ.get(TICKET_ENV):
+                for item in body:
+                    resp.write(item)
+                resp.close()
+                return False
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+            self.log.access(resp, req, environ, datetime.now() - started)
+        assert self.events is not None
+        try:
+            conn.sock.sendall(events_head(resp.status, resp.headers))
+        except OSError:
+            self.events.release()
+            return False
+        return STREAM
 
 
 def _peer(conn: Any) -> str:

@@ -75,6 +75,8 @@ class ApiSettings:
     metrics_open: bool = False  # serve GET /metrics without authentication (Prometheus)
     timeout: float = 5.0  # seconds to wait for the orchestrators' answers to a query
     client_timeout: float = 10.0  # seconds a client has to send its request (408 after)
+    # GET /events (server-sent events) streams served at once by each worker process (503 after)
+    max_event_streams: int = 256
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -110,6 +112,8 @@ class ApiSettings:
                 raise SettingsError("api", key, "must be positive")
         if self.token_cache_size < 1:
             raise SettingsError("api", "token_cache_size", "must be at least 1")
+        if self.max_event_streams < 0:
+            raise SettingsError("api", "max_event_streams", "must not be negative")
 
     @property
     def strategy(self) -> str:
