@@ -258,3 +258,41 @@ def test_the_board_collects_changes_only_when_asked() -> None:
     assert [r["router_id"] for r in rows] == [a["router_id"]] and removed == [b["router_id"]]
     assert rows[0]["last_healthy_poll"] == 0.5
     assert board.take_changes() == ([], [])
+
+
+def test_one_router_shows_its_transitions_and_the_config_last_pushed(tmp_path: Any) -> None:
+    from astara_actors.actors.bus_bridge import BusBridge
+    from astara_actors.actors.runtime import Runtime
+    from astara_actors.adapters.memory import MemoryCloud
+    from astara_actors.bus import BusSettings
+    from astara_actors.core.events import Action, Event
+    from astara_actors.testing import wait_for
+
+    cloud = MemoryCloud()
+    runtime = Runtime(
+        cloud.settings(),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
+    try:
+        tenant = "e" * 32
+        router = cloud.add_router(tenant)
+        runtime.deliver(Event(router, tenant, Action.CREATE))
+        bridge = BusBridge(runtime, BusSettings.embedded(tmp_path), network=cloud.network)
+
+        def configured() -> dict[str, Any] | None:
+            answer = bridge.answer({"query": "router", "router_id": router})
+            dump = answer["router"]
+            ok = dump and dump["instance_state"] == "configured" and dump["pushed_config"]
+            return dump if ok else None
+
+        dump = wait_for(configured, "the router configured")
+        (vm,) = dump["instance"]["vms"]
+        assert set(dump["pushed_config"]) == {vm["id"]}
+        assert isinstance(dump["pushed_config"][vm["id"]], dict) and dump["pushed_config"][vm["id"]]
+        assert 0 < len(dump["transitions"]) <= 20
+        assert all({"source", "target", "note", "age_s"} <= set(t) for t in dump["transitions"])
+    finally:
+        runtime.stop()

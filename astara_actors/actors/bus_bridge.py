@@ -24,6 +24,7 @@ from astara_actors.bus.changes import ChangePublisher
 from astara_actors.bus.consumer import NotificationConsumer
 from astara_actors.bus.rpc import QueryServer
 from astara_actors.bus.transport import BusSettings
+from astara_actors.core.instance import pushed_config
 from astara_actors.core.ports import Network
 from astara_actors.core.resolve import Resolver
 from astara_actors.errors import AstaraError
@@ -189,6 +190,8 @@ class BusBridge:
             return {"metrics": metrics.exposition()}
         if query.kind == QueryKind.ROUTER:
             dump = self.runtime.dump(query.router_id)
+            if dump is not None:
+                dump["pushed_config"] = pushed_config(query.router_id) or {}
             if dump is not None and self.store is not None:
                 self._recent_commands(dump, query.wanted)
             return {"found": dump is not None, "router": dump}

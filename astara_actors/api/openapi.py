@@ -156,6 +156,15 @@ _SCHEMAS: dict[str, Any] = {
                 {
                     "router_id": {"type": "string"},
                     "tenant_id": {"type": "string"},
+                    "transitions": {
+                        "type": "array",
+                        "description": "its last 20 transitions, oldest first: source, target, "
+                        "action, note, instance, repeat, age_s",
+                    },
+                    "pushed_config": {
+                        "type": "object",
+                        "description": "the config each VM last accepted, by server id",
+                    },
                     "recent_commands": {
                         "type": "array",
                         "items": _ref("schemas", "AuditEntry"),

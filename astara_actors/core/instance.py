@@ -7,9 +7,13 @@ counted instead of looped, and status reaches Neutron only when it changes.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import weakref
+import zlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from astara_actors import metrics
 from astara_actors.config.settings import Settings
@@ -27,7 +31,18 @@ from astara_actors.core.vms import Vm, VmCloud, networks_of
 from astara_actors.errors import CloudError, RouterGone
 from astara_actors.log import router_logger
 
-__all__ = ["InstanceManager"]
+__all__ = ["InstanceManager", "pushed_config"]
+
+# Every live instance manager by router (a restarted router's newer one replaces the older):
+# how the one-router query reads the config last pushed without asking the busy actor.
+_LIVE: weakref.WeakValueDictionary[str, InstanceManager] = weakref.WeakValueDictionary()
+
+
+def pushed_config(router_id: str) -> dict[str, Any] | None:
+    """The config each of the router's VMs last accepted, by server id (None: not here)."""
+    instance = _LIVE.get(router_id)
+    return None if instance is None else instance.pushed_config()
+
 
 _REUSE_ROUTER = 1.0  # seconds: a push reuses the router its traversal's refresh just read
 # A boot's cap slot is freed here.
@@ -104,10 +119,13 @@ class InstanceManager:
         self._push_failures = 0
         self._replug_started: float | None = None
         self._pushed: dict[str, bytes] = {}  # server id -> digest of the config it accepted
+        # server id -> that config, JSON deflated (about 1 KiB; shown by the web console)
+        self._payloads: dict[str, bytes] = {}
         self._synced_at: float | None = None  # when sync() refreshed, for the next refresh
         self._neutron_status: str | None = None
         self._name = ""
         metrics.track_instance(self)  # astara_routers{state} reads .state when scraped
+        _LIVE[router_id] = self
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -288,6 +306,9 @@ class InstanceManager:
                 continue
             metrics.CONFIG_PUSHES.inc()
             self._pushed[vm.id] = config_digest(payload)
+            self._payloads[vm.id] = zlib.compress(
+                json.dumps(payload, separators=(",", ":"), default=str).encode(), 1
+            )
             pushed += 1
         if not pushed:
             return self._push_failed("no VM took the config")
@@ -414,6 +435,13 @@ class InstanceManager:
         """The digest of the last payload each VM accepted, by server id (payloads themselves
         are not kept: a few KiB per router, times 10,000)."""
         return dict(self._pushed)
+
+    def pushed_config(self) -> dict[str, Any]:
+        """The config each VM last accepted, by server id (kept deflated; read from any
+        thread: each entry is replaced whole)."""
+        return {
+            vm_id: json.loads(zlib.decompress(data)) for vm_id, data in list(self._payloads.items())
+        }
 
     def config_drifted(self) -> bool:
         """True when Neutron now implies another config than the live VMs last accepted.
@@ -597,6 +625,7 @@ class InstanceManager:
     def _forget(self, vm: Vm) -> None:
         self._vms.pop(vm.id, None)
         self._pushed.pop(vm.id, None)
+        self._payloads.pop(vm.id, None)
         if self._index is not None:
             self._index.keep_addresses(
                 self.router_id, self._index_token, self._configured_addresses()
