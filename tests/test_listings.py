@@ -294,5 +294,9 @@ def test_one_router_shows_its_transitions_and_the_config_last_pushed(tmp_path: A
         assert isinstance(dump["pushed_config"][vm["id"]], dict) and dump["pushed_config"][vm["id"]]
         assert 0 < len(dump["transitions"]) <= 20
         assert all({"source", "target", "note", "age_s"} <= set(t) for t in dump["transitions"])
+        summary = bridge.answer({"query": "workers", "summary": True})["workers"]
+        assert summary["router_count"] == 1 and summary["tenant_count"] == 1
+        assert "tenants" not in summary and summary["counts"] == {"configured": 1}
+        assert {"breaker", "storm", "member", "inbox"} <= set(summary)
     finally:
         runtime.stop()

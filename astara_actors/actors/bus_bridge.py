@@ -206,6 +206,18 @@ class BusBridge:
                     "storm": self.runtime.rebuild_guard.dump(),
                 }
             return self.page(listing)
+        if query.summary:  # no actor asked, no router listed: fast at any size
+            board = self.runtime.status_board
+            summary = {
+                "host": self.settings.host,
+                "router_count": len(board),
+                "tenant_count": board.tenants(),
+                **self.figures(),
+                "inbox": self.snapshot(),
+            }
+            if self.cluster is not None:
+                summary["cluster"] = self.cluster()
+            return {"workers": summary}
         tree = self.runtime.dump(summaries=True)
         tree["inbox"] = self.snapshot()
         if self.cluster is not None:

@@ -220,14 +220,16 @@ class CommandResource:
 
 
 class WorkersDebugResource:
-    """``PUT /workers/debug``: the orchestrators log their tree, and the API returns it."""
+    """``PUT /workers/debug``: the orchestrators log their tree; the API returns each one's
+    summary (routers, tenants, counts by state, breaker, storm, inbox counters), not the tree
+    of every router (``GET /workers`` has it)."""
 
     def __init__(self, control: Control) -> None:
         self.control = control
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         request_fields(req, ())
-        good, bad = self.control.ask(Query(QueryKind.WORKERS))
+        good, bad = self.control.ask(Query(QueryKind.WORKERS, summary=True))
         accepted = self.control.send({"command": str(CommandKind.WORKERS_DEBUG)}, _peer(req))
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": accepted, "orchestrators": _trees(good), "errors": bad}

@@ -216,6 +216,7 @@ class Query:
     limit: int | None = None  # None: the kind's default
     since: datetime | None = None
     listing: Listing | None = None  # routers only
+    summary: bool = False  # workers only: figures per orchestrator, no tree (fast at any size)
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Query:
@@ -251,12 +252,22 @@ class Query:
                     since = audit.parse_time(since_text)
                 except audit.TimeError as exc:
                     raise InvalidCommand(f"audit query: since: {exc}") from None
-        return cls(kind, router_id, tenant_id, limit, since, listing)
+        summary = False
+        if kind == QueryKind.WORKERS:
+            value = payload.get("summary", False)
+            if not isinstance(value, bool):
+                raise InvalidCommand(
+                    f"workers query: summary must be true or false, not {validate.shown(value)}"
+                )
+            summary = value
+        return cls(kind, router_id, tenant_id, limit, since, listing, summary)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"query": str(self.kind)}
         if self.listing is not None:
             payload.update(self.listing.to_payload())
+        if self.summary:
+            payload["summary"] = True
         if self.router_id:
             payload["router_id"] = self.router_id
         if self.tenant_id:
