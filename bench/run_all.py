@@ -3,8 +3,9 @@
     python -m bench.run_all [--routers 1000] [--only NAMES] [--skip NAMES] [scenario knobs]
 
 Scenarios (names for --only/--skip): ``bus`` (bench.bus_latency), ``sim`` (bench.sim_scale),
-``scale``, ``poll``, ``control``, ``cold`` (these four share one fleet of --routers routers:
-the fleet is brought up once, measured, then its orchestrator restarted for the cold start),
+``scale``, ``poll``, ``control``, ``listings``, ``cold`` (these share one fleet of --routers
+routers: the fleet is brought up once, measured, then its orchestrator restarted for the cold
+start; ``listings`` is bench.listings: every view's listing over the bus and HTTP, p50/p99),
 ``reaction`` (--reaction-routers), ``failure`` (--failure-routers), ``slow`` (bench.slow_clients:
 the HTTP API under slow connections, --slow-routers), ``metadata`` (bench.metadata: requests/s
 and latency through the metadata proxy against the simulator's Nova metadata API, no
@@ -31,6 +32,7 @@ from . import (
     control,
     detach,
     failure,
+    listings,
     metadata,
     poll_sweep,
     reaction,
@@ -47,6 +49,7 @@ ALL = (
     "scale",
     "poll",
     "control",
+    "listings",
     "cold",
     "reaction",
     "failure",
@@ -56,7 +59,8 @@ ALL = (
     "soak",
 )
 OPT_IN = ("soak",)  # long: run only when --only names it
-FLEET = ("scale", "poll", "control", "cold")
+FLEET = ("scale", "poll", "control", "listings", "cold")
+API_SCENARIOS = ("control", "listings")  # the fleet's orchestrator serves the HTTP API for them
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     scale.add_args(parser, routers=1000)
     poll_sweep.add_args(parser)
     control.add_args(parser)
+    listings.add_args(parser)
     cold_start.add_args(parser)
     reaction.add_args(parser)
     failure.add_args(parser)
@@ -139,14 +144,16 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
     settings = scale.orchestrator_settings(args)
     try:
         log("baseline: the orchestrator with no router")
-        base = scale.baseline(settings, api="control" in wanted, cloud=scale.cloud_settings(args))
+        base = scale.baseline(
+            settings, api=any(s in wanted for s in API_SCENARIOS), cloud=scale.cloud_settings(args)
+        )
     except Exception as exc:  # noqa: BLE001 - the run goes on with the next scenario
         summary += failed("baseline", exc)
         return
     with Deployment(
         args.routers,
         settings=settings,
-        api="control" in wanted,
+        api=any(s in wanted for s in API_SCENARIOS),
         boot_delay=args.boot_delay,
         cloud=scale.cloud_settings(args),
     ) as dep:
@@ -169,6 +176,7 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
         steps: list[tuple[str, Any, str]] = [
             ("poll", lambda: poll_sweep.run(dep, args, window), "poll_sweep"),
             ("control", lambda: control.run(dep, args), "control"),
+            ("listings", lambda: listings.run(dep, args), "listings"),
             ("cold", lambda: cold_start.run(dep, args), "cold_start"),
         ]
         for key, step, name in steps:
