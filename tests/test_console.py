@@ -273,3 +273,48 @@ def test_the_static_files_need_no_token_and_hold_no_data(console: Console) -> No
         assert again.status_code == 304
     assert requests.get(f"{console.base}/routers", timeout=WAIT).status_code == 401
     assert requests.get(f"{console.base}/static/nope.js", timeout=WAIT).status_code == 401
+
+
+def test_the_page_pages_in_the_browser_when_the_api_has_no_paging_nor_events(
+    page: Page, console: Console
+) -> None:
+    from playwright.sync_api import Route, expect
+
+    routers = console.routers()
+
+    def refuse_paging(route: Route) -> None:  # what the API answered before it paged
+        route.fulfill(
+            status=400,
+            content_type="application/json",
+            body='{"error": "unknown query parameter(s) \'offset\' (this route takes none)"}',
+        )
+
+    page.route(re.compile(r".*/routers\?.*"), refuse_paging)
+    page.route(re.compile(r".*/events$"), lambda route: route.fulfill(status=404, body="{}"))
+    sign_in(page, console)
+
+    expect(page.locator("#routers tbody tr[data-router]")).to_have_count(len(routers))
+    expect(page.locator("#live")).to_have_attribute("data-mode", "polling")
+    page.fill("#f-q", routers[0]["name"])
+    expect(page.locator("#routers tbody tr[data-router]")).to_have_count(1)
+    expect(page.locator("#routers caption")).to_contain_text("1–1 of 1")
+
+
+def test_on_a_phone_the_table_is_one_card_per_router_without_sideways_scrolling(
+    browser: Browser, console: Console
+) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        phone = context.new_page()
+        sign_in(phone, console)
+        expect(phone.locator("#routers tbody tr[data-router]").first).to_be_visible()
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        label = phone.evaluate(
+            "getComputedStyle(document.querySelector('#routers td[data-label]'), '::before')"
+            ".content"
+        )
+        assert label == '"Tenant"'
+    finally:
+        context.close()

@@ -209,7 +209,7 @@
   function listingParams() {
     const q = fleet.query;
     const params = new URLSearchParams({ offset: q.offset, limit: q.limit, sort: q.sort, order: q.order });
-    for (const state of q.states) params.append("state", state);
+    if (q.states.size) params.set("state", [...q.states].join(","));
     if (q.tenant_id) params.set("tenant_id", q.tenant_id);
     if (q.q) params.set("q", q.q);
     if (q.debug) params.set("debug", "true");
@@ -303,6 +303,11 @@
     const errors = data.errors || [];
     if (errors.length) problem(`Some orchestrators did not answer: ${errors.map((e) => `${e.host}: ${e.error || e.reason || ""}`).join("; ")}`);
     document.body.dataset.ready = "fleet";
+    // For bench/console.py: when the first page of rows was painted.
+    if (!fleet.painted) {
+      fleet.painted = true;
+      requestAnimationFrame(() => setTimeout(() => performance.mark("astara:fleet-painted"), 0));
+    }
   }
 
   function rowElement(row) {
@@ -314,6 +319,7 @@
   function fillRow(tr, row) {
     tr.dataset.state = row.state;
     tr.dataset.instance = row.instance_state;
+    tr.dataset.debug = row.debug.on ? "on" : "off";
     const vms = row.vms.length
       ? el("ul", { class: "vms" }, row.vms.map((vm) => el("li", { class: "mono" },
         vm.address || "no address", vm.status ? ` (${vm.status})` : "")))
