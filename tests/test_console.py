@@ -230,6 +230,10 @@ def test_a_rebuild_clicked_in_the_page_boots_a_vm_and_shows_in_the_history(
     expect(page.locator('#router-body table[data-table="transitions"]')).to_contain_text(
         "RebuildInstance"
     )
+    # and the configuration the VM last accepted, folded until asked for
+    config = page.locator("#router-body details.config").first
+    config.locator("summary").click()
+    expect(config.locator("pre")).to_contain_text('"orchestrator"')
 
     if os.environ.get("ASTARA_SCREENSHOTS") == "1":
         wait_for(lambda: _all_configured(console, 4), "the rebuilt router configured", WAIT)

@@ -615,6 +615,8 @@
     stopPolling();
     setLive("live", "live");
     live.backoff = 1000;
+    // The feed is lossy: what changed before it opened is read again (the page on screen).
+    refreshView();
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     let event = { type: "message", data: [] };
@@ -651,8 +653,8 @@
     const wait = Math.max(live.retry, live.backoff);
     live.backoff = Math.min(live.backoff * 2, 30000);
     setLive("down", `reconnecting in ${Math.round(wait / 1000)} s`);
-    // Changes may have been missed meanwhile: the page on screen is refreshed on reconnect.
-    live.timer = setTimeout(() => { refreshView(); connectEvents(); }, wait + Math.random() * 500);
+    // Changes missed meanwhile are read again once the stream is open (connectEvents).
+    live.timer = setTimeout(connectEvents, wait + Math.random() * 500);
   }
 
   function dispatch(type, text) {
