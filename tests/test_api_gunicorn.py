@@ -80,7 +80,7 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
     wait_for(
         lambda: (
             [
-                (r["router_id"], r["debug"])
+                (r["router_id"], r["debug"]["on"])
                 for r in requests.get(f"{base}/routers", timeout=WAIT).json()["routers"]
             ]
             == [(router, False)]
