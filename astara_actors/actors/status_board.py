@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from astara_actors.protocol.listing import Listing, row_key
+from astara_actors.protocol.status import status_word
 
 __all__ = ["StatusBoard", "console_row", "router_summary"]
 
@@ -86,6 +87,7 @@ def console_row(dump: Mapping[str, Any]) -> dict[str, Any]:
         "name": instance.get("router_name") or "",
         "state": dump.get("state", ""),
         "instance_state": dump.get("instance_state", ""),
+        "status": status_word(dump),  # what it is doing, in the terminal browser's word
         "vms": [
             {
                 "id": vm.get("id", ""),

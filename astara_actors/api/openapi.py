@@ -52,6 +52,11 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "state": {"type": "string", "description": "the state machine's state"},
             "instance_state": {"type": "string", "description": "its service VM(s)' state"},
+            "status": {
+                "type": "string",
+                "description": "what it is doing, in a word: ok, ERROR, waiting (backoff), "
+                "booting, configuring, rebuilding… (the terminal browser's STATE)",
+            },
             "vms": {
                 "type": "array",
                 "items": _object(

@@ -12,6 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from astara_actors.protocol.status import (  # re-exported: the browser's words
+    ORDER,
+    STATUSES,
+    error_reason,
+    status_word,
+)
+
 __all__ = [
     "AUDIT_COLUMNS",
     "COLUMNS",
@@ -169,71 +176,6 @@ def routers_table(routers: Iterable[Mapping[str, Any]], width: int = 160) -> lis
     return lines
 
 
-# --- what a router is doing, in words (the STATE column, the header's counts, ``state:X``)
-
-# Every word, in the header's order (healthy, in trouble, on the way: on a narrow screen the
-# trouble is not what gets cut), with what it means (the browser's help, the README).
-STATUSES: tuple[tuple[str, str], ...] = (
-    ("ok", "configured, and its VM answers the polls"),
-    (
-        "ERROR",
-        "gave up (boot attempts all failed, or its actor crashed too often), the reason "
-        "after it: retries by itself after a cooldown",
-    ),
-    (
-        "waiting (backoff)",
-        "a boot Nova refused or the boot cap held back, or a config push that failed: "
-        "tried again after a growing, jittered delay",
-    ),
-    ("unavailable", "its actor did not answer (restarting or busy)"),
-    ("degraded", "an HA pair short of a member, which is being booted"),
-    ("starting", "new (or restarted): it has not looked at the cloud yet"),
-    ("booting", "a VM is booting, or is given time to answer again"),
-    ("configuring", "its VM answers: the config is about to be pushed"),
-    ("replugging", "waiting for its VM's interfaces to match its networks"),
-    ("rebuilding", "deleting the old VM before booting the new (router rebuild)"),
-    ("deleting VM", "the router was deleted, or its VM is being replaced"),
-    ("deleted", "the router is gone, and so are its VM and ports"),
-    ("debug, <word>", "debug mode, left alone by the orchestrator; <word> as above"),
-)
-_ORDER = {word: i for i, (word, _) in enumerate(STATUSES)}
-
-
-def status_word(summary: Mapping[str, Any]) -> str:
-    """What a router is doing, as one word of :data:`STATUSES` (without debug or reason).
-
-    From its summary (or its dump): the instance state says where its VM stands; the
-    automaton's state says which step it is parked in (deleting a VM); a router at rest with
-    no VM, or whose config push failed, waits out a backoff before trying again.
-    """
-    if "unavailable" in summary:
-        return "unavailable"
-    instance = str(summary.get("instance_state") or "")
-    state = str(summary.get("state") or "")
-    if instance == "error":
-        return "ERROR"
-    if state == "Exit" or summary.get("deleted"):
-        return "deleted"
-    if state == "RebuildInstance":
-        return "rebuilding"
-    if state == "StopInstance" or instance in ("gone", "restart"):
-        return "deleting VM"
-    simple = {"booting": "booting", "replug": "replugging", "degraded": "degraded"}
-    if instance in simple:
-        return simple[instance]
-    last = _last_transition(summary)
-    failed = str(last.get("note") or "").startswith("failed:")
-    if instance == "up":  # at rest only after a failed push (PushUpdate waits, then retries)
-        return (
-            "waiting (backoff)" if failed or last.get("source") == "PushUpdate" else "configuring"
-        )
-    if instance == "down":  # at rest only when the boot did not happen (refused, capped)
-        return "waiting (backoff)" if last else "starting"
-    if instance == "configured":
-        return "ok"
-    return instance or "?"
-
-
 def status(summary: Mapping[str, Any], reason: bool = True) -> str:
     """The STATE cell: :func:`status_word`, after ``debug, `` for a router in debug mode and
     with ERROR's reason (``reason``) after it."""
@@ -241,23 +183,6 @@ def status(summary: Mapping[str, Any], reason: bool = True) -> str:
     if word == "ERROR" and reason and (why := error_reason(summary)):
         word = f"ERROR: {why}"
     return f"debug, {word}" if summary.get("debug") else word
-
-
-def error_reason(summary: Mapping[str, Any]) -> str:
-    """Why the router is in ERROR: the summary's ``error`` (or the dump's), else the note of
-    the transition into ERROR (an orchestrator that does not send ``error``)."""
-    error = summary.get("error")
-    if error:
-        return _error(error)
-    note = str(_last_transition(summary).get("note") or "")
-    return note.removeprefix("error: ") if note.startswith("error: ") else ""
-
-
-def _last_transition(summary: Mapping[str, Any]) -> Mapping[str, Any]:
-    last = summary.get("last_transition")  # a summary's; a dump has its history
-    if last is None and summary.get("transitions"):
-        last = list(summary["transitions"])[-1]
-    return last if isinstance(last, Mapping) else {}
 
 
 def matching(routers: Iterable[Mapping[str, Any]], words: str) -> list[Mapping[str, Any]]:
@@ -289,7 +214,7 @@ def state_counts(routers: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
     """How many routers say each word of :func:`status_word` (the words that have any), in
     the order of :data:`STATUSES`; debug mode is counted apart (the routers' ``debug``)."""
     counts = Counter(status_word(r) for r in routers)
-    return sorted(counts.items(), key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0]))
+    return sorted(counts.items(), key=lambda kv: (ORDER.get(kv[0], len(ORDER)), kv[0]))
 
 
 def router_dump(dump: Mapping[str, Any], host: str = "", transitions: int = 20) -> list[str]:

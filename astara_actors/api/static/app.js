@@ -42,6 +42,22 @@
     Error: ["✖", "bad"],
   };
 
+  // What the router is doing, in the terminal browser's words (a row's "status").
+  const STATUS = {
+    ok: ["✔", "ok"],
+    ERROR: ["✖", "bad"],
+    "waiting (backoff)": ["⏸", "warn"],
+    unavailable: ["?", "warn"],
+    degraded: ["◑", "warn"],
+    starting: ["○", "idle"],
+    booting: ["◔", "busy"],
+    configuring: ["◑", "busy"],
+    replugging: ["⇄", "warn"],
+    rebuilding: ["↻", "warn"],
+    "deleting VM": ["■", "warn"],
+    deleted: ["○", "idle"],
+  };
+
   const ANY_STATE = { ...MACHINE, ...STATES };
 
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -167,6 +183,7 @@
       name: raw.name || "",
       host: raw.host || "",
       state: raw.state || "",
+      status: raw.status || "",
       instance_state: raw.instance_state || "",
       vms: Array.isArray(raw.vms) ? raw.vms : [],
       debug,
@@ -329,7 +346,11 @@
       ["Tenant", el("span", { class: "id", title: row.tenant_id, text: row.tenant_id })],
       ["Name", el("a", { href: `#/router/${row.router_id}`, tabindex: -1, text: row.name || shortId(row.router_id) })],
       ["Router id", el("span", { class: "id", title: row.router_id, text: row.router_id })],
-      ["State", [badge(row.state, MACHINE), row.error ? el("div", { class: "muted", text: row.error.reason || "" }) : null]],
+      ["State", [
+        // The word says what it is doing; the automaton's step is the detail under it.
+        row.status ? badge(row.status, STATUS) : badge(row.state, MACHINE),
+        row.status ? el("div", { class: "muted", text: row.state }) : null,
+        row.error ? el("div", { class: "muted", text: row.error.reason || "" }) : null]],
       ["Instance", badge(row.instance_state, STATES)],
       ["VMs", vms],
       ["Debug", row.debug.on
