@@ -97,6 +97,52 @@ def test_without_expect_ask_returns_a_grace_period_after_the_first_answer(servin
     assert [r["host"] for r in replies] == ["h1"]
 
 
+def test_without_expect_ask_stops_once_every_member_a_reply_names_answered(
+    memory_bus: None, client
+) -> None:
+    # Given h1 saying there is one orchestrator, and h2 that answers only when released
+    release = threading.Event()
+
+    def slow(query: dict[str, Any]) -> dict[str, Any]:
+        release.wait(WAIT)
+        return {}
+
+    servers = [
+        QueryServer(MEMORY, echo("h1"), members=lambda: 1).start(),
+        QueryServer(BusSettings(transport_url="memory://", host="h2"), slow).start(),
+    ]
+    try:
+        assert all(s.wait_ready(WAIT) for s in servers)
+        # When asking with a gathering window longer than h2 takes to be released
+        replies = client.ask({"query": "workers"}, timeout=10 * WAIT, grace=10 * WAIT)
+    finally:
+        release.set()
+        for server in servers:
+            server.request_stop()
+        for server in servers:
+            assert server.stop(WAIT)
+    # Then it returned with h1's answer, which named every member: it did not wait for h2
+    assert [(r["host"], r.get("members")) for r in replies] == [("h1", 1)]
+
+
+def test_members_said_by_the_replies_are_all_waited_for(memory_bus: None, client) -> None:
+    servers = [
+        QueryServer(BusSettings(transport_url="memory://", host=h), echo(h), members=lambda: 2)
+        for h in ("h1", "h2")
+    ]
+    for server in servers:
+        server.start()
+    try:
+        assert all(s.wait_ready(WAIT) for s in servers)
+        replies = client.ask({"query": "workers"}, timeout=10 * WAIT, grace=10 * WAIT)
+    finally:
+        for server in servers:
+            server.request_stop()
+        for server in servers:
+            assert server.stop(WAIT)
+    assert sorted(r["host"] for r in replies) == ["h1", "h2"]
+
+
 def test_nobody_answering_raises_no_answer(memory_bus: None, client) -> None:
     with pytest.raises(NoAnswer, match="within 0.2 s"):
         client.ask({"query": "workers"}, timeout=0.2)

@@ -102,7 +102,7 @@ class BusBridge:
             # What was published while we were not bound is lost: heal it from the cloud now.
             on_reconnected=self.runtime.resync,
         ).start()
-        self.queries = QueryServer(self.settings, self.answer).start()
+        self.queries = QueryServer(self.settings, self.answer, members=self.members).start()
         if self.feed_interval > 0:
             self.feed = ChangeFeed(self, self.feed_interval).start()
         metrics.track_inbox(self)  # astara_inbox_depth reads its mailboxes when scraped
@@ -182,6 +182,14 @@ class BusBridge:
                 self.on_config_reload()
 
     # --- queries
+    def members(self) -> int | None:
+        """How many orchestrators answer a query, as this one sees it: 1 alone, its cluster
+        view's members in a cluster (None if that view names none)."""
+        if self.cluster is None:
+            return 1
+        members = self.cluster().get("members") or ()
+        return len(members) or None
+
     def answer(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Answer one query for what this orchestrator owns."""
         query = Query.from_payload(payload)

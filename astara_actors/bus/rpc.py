@@ -91,9 +91,13 @@ class QueryServer(ConsumerThread):
         queue_name: str = "",
         name: str = "bus-queries",
         clock: Callable[[], float] = time.monotonic,
+        members: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(settings, name=name)
         self._answer = answer
+        # How many orchestrators answer a query, as this one sees it (its cluster view; 1
+        # alone): sent with every reply so that a client stops gathering once all answered.
+        self._members = members
         self._clock = clock
         self._swept = clock()
         self.queue = kombu.Queue(
@@ -121,6 +125,14 @@ class QueryServer(ConsumerThread):
             self._refuse(message, exc.reason, str(exc))
             return
         reply: dict[str, Any] = {"host": self.settings.host, "correlation_id": correlation_id}
+        if self._members is not None:
+            try:
+                members = self._members()
+            except Exception as exc:  # noqa: BLE001 - a hint only: the client waits its grace
+                log.debug("members hint unavailable: %s", exc)
+                members = None
+            if members:
+                reply["members"] = members
         try:
             body = json.dumps({**reply, "ok": True, "answer": self._answer(query)})
         except InvalidCommand as exc:  # an unknown query or bad arguments: refused, with why
@@ -221,6 +233,16 @@ def parse_request(message: kombu.Message) -> tuple[dict[str, Any], str, str]:
     return query, reply_to, correlation_id
 
 
+def _members_said(replies: list[dict[str, Any]]) -> float:
+    """The most orchestrators any reply says there are (infinite if none says)."""
+    said = [
+        r["members"]
+        for r in replies
+        if isinstance(r.get("members"), int) and not isinstance(r.get("members"), bool)
+    ]
+    return max(said) if said else float("inf")
+
+
 def _short(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters (for logs: what a client sent is unbounded)."""
     text = repr(value)
@@ -297,7 +319,12 @@ class ControlClient:
     ) -> list[dict[str, Any]]:
         """Ask every orchestrator; gather replies until ``expect`` arrived, else until ``grace``
         after the first one, at most ``timeout``. Returns what arrived (raises :class:`NoAnswer`
-        if nothing did)."""
+        if nothing did).
+
+        Without ``expect``, replies that say how many orchestrators there are (``members``:
+        the cluster view of the one answering, 1 when it runs alone) end the gathering as soon
+        as that many answered (the largest count said wins); ``grace`` still bounds the wait.
+        """
         with self._lock:
             for attempt in (1, 2):
                 retryable: tuple[type[BaseException], ...] = (
@@ -358,6 +385,8 @@ class ControlClient:
             while expect is None or len(replies) < expect:
                 if replies and first is None:
                     first = self._clock()
+                if expect is None and replies and len(replies) >= _members_said(replies):
+                    break  # every member the answers name has answered
                 end = started + timeout
                 if expect is None and first is not None:
                     end = min(end, first + grace)
