@@ -300,3 +300,59 @@ def test_one_router_shows_its_transitions_and_the_config_last_pushed(tmp_path: A
         assert {"breaker", "storm", "member", "inbox"} <= set(summary)
     finally:
         runtime.stop()
+
+
+def test_workers_debug_logs_a_summary_and_the_routers_not_ok_from_the_status_board(
+    tmp_path: Any, caplog: Any
+) -> None:
+    from astara_actors.actors.bus_bridge import BusBridge
+    from astara_actors.actors.runtime import Runtime
+    from astara_actors.adapters.memory import MemoryCloud
+    from astara_actors.bus import BusSettings
+    from astara_actors.core.events import Action, Event
+    from astara_actors.protocol.control import Command
+    from astara_actors.testing import wait_for
+
+    cloud = MemoryCloud()
+    runtime = Runtime(
+        cloud.settings(),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        poll=False,
+    ).start()
+    try:
+        tenant = "e" * 32
+        fine, held = cloud.add_router(tenant), cloud.add_router(tenant)
+        for router in (fine, held):
+            runtime.deliver(Event(router, tenant, Action.CREATE))
+        bridge = BusBridge(runtime, BusSettings.embedded(tmp_path), network=cloud.network)
+        board = runtime.status_board
+
+        def both_configured() -> bool:
+            return all(
+                (board.summary(r) or {}).get("instance_state") == "configured" for r in (fine, held)
+            )
+
+        wait_for(both_configured, "both routers configured")
+        bridge._command(Command.from_payload({"command": "router-debug", "router_id": held}))
+        wait_for(lambda: (board.summary(held) or {}).get("debug"), "the router in debug")
+
+        caplog.set_level("INFO", logger="astara_actors.actors.bus_bridge")
+        bridge._command(Command.from_payload({"command": "workers-debug"}))
+
+        def logged() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.getMessage().startswith("workers debug:")
+            ]
+
+        lines = wait_for(lambda: len(logged()) >= 2 and logged(), "the workers debug log")
+        # The summary, then one line per router not plainly fine: the one in debug only.
+        assert '"router_count": 2' in lines[0] and '"in_debug": 1' in lines[0]
+        assert '"not_ok": 1' in lines[0] and '"configured": 2' in lines[0]
+        assert len(lines) == 2 and held in lines[1] and fine not in lines[1]
+        assert bridge.workers_lines(most=0)[-1].startswith("workers debug: 1 more routers")
+    finally:
+        runtime.stop()

@@ -7,6 +7,7 @@ other answers queries. Neither touches an actor's state: they ``tell`` and ``ask
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ from astara_actors.protocol.control import (
     to_tree_message,
 )
 from astara_actors.protocol.listing import Listing
-from astara_actors.protocol.messages import Dump, LogDump
+from astara_actors.protocol.messages import Dump
 from astara_actors.protocol.notifications import MalformedMessage, classify, decode, is_command
 from astara_actors.store.flags import record_command
 
@@ -54,6 +55,8 @@ FEED_INTERVAL = 0.2
 #: Seconds between two summaries (member, breaker, storm) when they change, and at most
 #: between two summaries anyway (a new API worker learns them that soon).
 SUMMARY_INTERVAL, SUMMARY_EVERY = 1.0, 5.0
+#: Routers not fine logged one per line by ``workers debug`` at most.
+WORKERS_LOG_ROUTERS = 1000
 #: Rows in one change message at most (a poll of 10,000 routers is several messages).
 FEED_CHUNK = 500
 
@@ -89,6 +92,9 @@ class BusBridge:
         self.queries: QueryServer | None = None
         self.feed: ChangeFeed | None = None
         self.feed_interval = FEED_INTERVAL  # 0: no change feed
+        # ``workers debug``: one log at a time; calls meanwhile make one more after it.
+        self._log_lock = threading.Lock()
+        self._logging = self._log_again = False
 
     # --- lifecycle
     def start(self, wait: float | None = 30.0) -> BusBridge:
@@ -174,12 +180,92 @@ class BusBridge:
         if message is not None:
             self.runtime.tell(message)
         elif command.kind == CommandKind.WORKERS_DEBUG:
-            self.runtime.tell(LogDump())
+            self.log_workers()
         elif command.kind == CommandKind.CONFIG_RELOAD:
             if self.on_config_reload is None:
                 LOG.warning("config-reload: this process was not started from a config file")
             else:
                 self.on_config_reload()
+
+    # --- workers debug
+    def log_workers(self) -> None:
+        """Log this member's state (:meth:`workers_lines`) on a thread of its own: the
+        command's consumer goes on at once, and calls while one is being written make one
+        more log after it (not one each: back-to-back calls do not queue up)."""
+        with self._log_lock:
+            if self._logging:
+                self._log_again = True
+                return
+            self._logging = True
+        threading.Thread(target=self._log_loop, name="workers-debug", daemon=True).start()
+
+    def _log_loop(self) -> None:
+        while True:
+            try:
+                for line in self.workers_lines():
+                    LOG.info("%s", line)
+            except Exception:  # noqa: BLE001 - a failed log must not stop the next ones
+                LOG.exception("workers debug: could not log")
+            with self._log_lock:
+                if not self._log_again:
+                    self._logging = False
+                    return
+                self._log_again = False
+
+    def workers_lines(self, most: int = WORKERS_LOG_ROUTERS) -> list[str]:
+        """``workers debug`` as log lines, from the status board (no actor asked): a summary
+        (routers, tenants, counts by instance state and by automaton state, routers in debug
+        by scope, breaker, storm, consumers), then one line per router that is not plainly
+        fine (not configured, in debug, restarted, with a message waiting), at most ``most``
+        of them (the summary says how many there are)."""
+        board = self.runtime.status_board
+        summaries = board.summaries()
+        states: Counter[str] = Counter()
+        instance_states: Counter[str] = Counter()
+        in_debug = 0
+        unwell = []
+        for summary in summaries:
+            states[str(summary.get("state", ""))] += 1
+            instance_states[str(summary.get("instance_state", ""))] += 1
+            in_debug += bool(summary.get("debug"))
+            if (
+                summary.get("instance_state") != "configured"
+                or summary.get("debug")
+                or summary.get("error")
+                or summary.get("unavailable")
+                or summary.get("restarts")
+                or summary.get("mailbox")
+                or summary.get("inbox")
+            ):
+                unwell.append(summary)
+        with self._lock:
+            messages = dict(self.stats)
+        head: dict[str, Any] = {
+            "host": self.settings.host,
+            "router_count": len(summaries),
+            "tenant_count": len({s.get("tenant_id") for s in summaries}),
+            "counts": dict(sorted(instance_states.items())),
+            "states": dict(sorted(states.items())),
+            "in_debug": in_debug,
+            "not_ok": len(unwell),
+            **{k: v for k, v in self.figures().items() if k in ("breaker", "storm")},
+            "messages": messages,
+            "consumer": self.consumer.stats if self.consumer is not None else {},
+        }
+        if self.cluster is not None:
+            head["cluster"] = self.cluster()
+
+        def text(value: Any) -> str:
+            return json.dumps(value, default=str, sort_keys=True)
+
+        lines = [f"workers debug: {text(head)}"]
+        lines += [f"workers debug: router {text(s)}" for s in unwell[:most]]
+        if len(unwell) > most:
+            lines.append(
+                f"workers debug: {len(unwell) - most} more routers not ok not logged "
+                "(astara-ctl browse, or GET /routers?state=..., lists them)"
+            )
+        return lines
 
     # --- queries
     def members(self) -> int | None:
