@@ -356,3 +356,35 @@ def test_workers_debug_logs_a_summary_and_the_routers_not_ok_from_the_status_boa
         assert bridge.workers_lines(most=0)[-1].startswith("workers debug: 1 more routers")
     finally:
         runtime.stop()
+
+
+def test_an_orchestrator_alone_sends_only_the_page_past_the_offset(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from astara_actors.actors.bus_bridge import BusBridge
+    from astara_actors.api.resources import merge_pages
+    from astara_actors.bus import BusSettings
+
+    board = StatusBoard(clock=lambda: 1000.0)
+    for router_dump_ in fleet(30, 1).values():
+        board.publish(router_dump_["router_id"], router_dump_, None)
+    runtime: Any = SimpleNamespace(status_board=board)
+    bridge = BusBridge(runtime, BusSettings.embedded(tmp_path), network=None)  # type: ignore[arg-type]
+    bridge.figures = lambda: {}  # type: ignore[method-assign]
+    listing = Listing(offset=10, limit=5, sort="name", order="desc", states=("configured",))
+    every, total = board.rows(
+        Listing(limit=1000, sort="name", order="desc", states=("configured",))
+    )
+
+    alone = bridge.page(listing)
+    assert alone["skipped"] == 10 and alone["total"] == total == 8
+    assert alone["routers"] == every[10:15] == []  # 8 match: the page past them is empty
+    listing = Listing(offset=3, limit=4, sort="name", order="desc", states=("configured",))
+    alone = bridge.page(listing)
+    assert alone["skipped"] == 3 and alone["routers"] == every[3:7]
+    merged = merge_pages([{"host": "h", **alone}], [], listing)
+    assert [r["router_id"] for r in merged["routers"]] == [r["router_id"] for r in every[3:7]]
+
+    bridge.cluster = lambda: {"member": "h", "members": ["h", "g"]}
+    in_a_cluster = bridge.page(listing)  # its page is merged with others': offset + limit rows
+    assert "skipped" not in in_a_cluster and in_a_cluster["routers"] == every[:7]

@@ -322,7 +322,14 @@ class BusBridge:
         """A page of the router list (rows of the web console) with this member's figures."""
         board = self.runtime.status_board
         rows, total = board.rows(listing)
-        return {"routers": rows, "total": total, **self.figures()}
+        answer: dict[str, Any] = {"routers": rows, "total": total, **self.figures()}
+        if listing.offset and self.members() == 1:
+            # Alone, nothing is merged with this page: the rows before the offset need not
+            # travel (a deep page of 10,000 routers would be half of them), only how many
+            # were left out (``skipped``, see :func:`~astara_actors.protocol.listing.merge`).
+            answer["routers"] = rows[listing.offset :]
+            answer["skipped"] = listing.offset
+        return answer
 
     def figures(self) -> dict[str, Any]:
         """What the console shows above the list, for this member: ``counts`` (routers by

@@ -311,7 +311,15 @@ def merge_pages(
             if isinstance(n, int):
                 counts[str(state)] += n
     return {
-        "routers": merge(pages, listing),
+        "routers": merge(
+            pages,
+            listing,
+            skipped=sum(
+                a["skipped"]
+                for a in good
+                if isinstance(a.get("skipped"), int) and not isinstance(a.get("skipped"), bool)
+            ),
+        ),
         "total": sum(int(a.get("total") or 0) for a in good),
         "offset": listing.offset,
         "limit": listing.limit,

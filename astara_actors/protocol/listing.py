@@ -186,8 +186,8 @@ class Listing:
         kept = [row for row in rows if self.keeps(row)]
         order = key or row_key(self.sort)
         wanted = self.wanted
-        if wanted >= len(kept):
-            best = sorted(kept, key=order, reverse=self.order == "desc")
+        if 2 * wanted >= len(kept):  # a heap of half the rows or more costs more than a sort
+            best = sorted(kept, key=order, reverse=self.order == "desc")[:wanted]
         elif self.order == "desc":
             best = heapq.nlargest(wanted, kept, key=order)
         else:
@@ -222,17 +222,24 @@ def row_key(sort: str) -> Callable[[Mapping[str, Any]], Any]:
 
 
 def merge(
-    pages: Sequence[Sequence[Mapping[str, Any]]], listing: Listing
+    pages: Sequence[Sequence[Mapping[str, Any]]], listing: Listing, skipped: int = 0
 ) -> list[Mapping[str, Any]]:
     """The members' pages (each in ``listing``'s order, each its best ``offset + limit``)
-    merged, and ``[offset:offset + limit]`` kept."""
+    merged, and ``[offset:offset + limit]`` kept.
+
+    ``skipped``: rows the members left out before their pages (a member alone answers only
+    ``[offset:offset + limit]`` and says it skipped ``offset``); that many fewer are dropped
+    here. Only exact with one member (the case it is meant for); should a member that
+    thinks itself alone answer along with others, the page is approximate."""
     key = row_key(listing.sort)
     merged = heapq.merge(*pages, key=key, reverse=listing.order == "desc")
+    offset = max(0, listing.offset - skipped)
+    wanted = offset + (listing.limit or 0)
     out = []
     for i, row in enumerate(merged):
-        if i >= listing.wanted:
+        if i >= wanted:
             break
-        if i >= listing.offset:
+        if i >= offset:
             out.append(row)
     return out
 
