@@ -25,6 +25,7 @@ from astara_actors.ctl.browse import (
     handle_key,
     help_lines,
     render,
+    visible,
     with_snapshot,
 )
 from astara_actors.protocol.control import Command, CommandKind
@@ -695,3 +696,122 @@ def test_the_router_table_shows_when_each_router_was_last_polled() -> None:
     never = dict(zip(titles, text.router_cells({**summary, "last_poll_age_s": None}), strict=True))
     assert never["POLLED"] == "-"
     assert "POLLED" in text.routers_table([summary])[0]
+
+
+# --- a page of a large fleet (the orchestrators filter, sort and cut; the browser shows it)
+
+
+def _ids(first: int, count: int) -> tuple[dict, ...]:
+    return tuple(summary(str(uuid.UUID(int=n)), TA) for n in range(first, first + count))
+
+
+def _paged(first: int, count: int, words: str = "", total: int = 1000) -> Snapshot:
+    return Snapshot(
+        _ids(first, count),
+        ("peer",),
+        fetched_at=5.0,
+        fetched_filter=words,
+        offset=first,
+        total=total,
+        routers_count=1200,
+        statuses=(("ok", 1190), ("ERROR", 10)),
+        in_debug=3,
+    )
+
+
+def test_a_page_counts_every_router_and_the_cursor_goes_past_it(term: blessed.Terminal) -> None:
+    from astara_actors.ctl.browse import cursor
+
+    view = with_snapshot(View(now=10.0), _paged(100, 300))
+    shown = screen(view, term, width=160, height=20)
+    assert "1200 routers on peer" in shown[0]
+    assert "ok 1190" in shown[1] and "ERROR 10" in shown[1] and "debug 3" in shown[1]
+    assert view.selected == str(uuid.UUID(int=100)) and cursor(view) == 100
+    # End: the last router, past the rows fetched: pending until its page comes
+    view, _ = press(view, term, "G")
+    assert view.pending == 999 and cursor(view) == 999
+    view = with_snapshot(view, _paged(850, 150))
+    assert view.pending is None and view.selected == str(uuid.UUID(int=999))
+    # Within the page, keys move at once
+    view, _ = press(view, term, "kk")
+    assert view.selected == str(uuid.UUID(int=997)) and cursor(view) == 997
+
+
+def test_a_filter_is_applied_here_until_the_orchestrators_send_its_page(
+    term: blessed.Terminal,
+) -> None:
+    view = with_snapshot(View(now=10.0), _paged(0, 3))
+    view, _ = press(view, term, "/" + str(uuid.UUID(int=2))[-4:] + "\n")
+    # Not fetched with this filter yet: the rows at hand, filtered here
+    assert [r["router_id"] for r in visible(view)] == [str(uuid.UUID(int=2))]
+    assert "(1 shown)" in screen(view, term, width=160, height=20)[0]
+    # Its page: the orchestrators' total
+    words = view.filter
+    view = with_snapshot(view, _paged(0, 1, words=words, total=1))
+    assert [r["router_id"] for r in visible(view)] == [str(uuid.UUID(int=0))]
+    assert "(1 shown)" in screen(view, term, width=160, height=20)[0]
+
+
+def test_the_refresher_asks_for_the_page_around_the_cursor() -> None:
+    from astara_actors.ctl.browse import Refresher
+    from astara_actors.ctl.session import Page
+    from astara_actors.protocol.listing import Listing
+
+    asked: list[Listing] = []
+
+    class Pages:
+        alerts: list[str] = []
+
+        def page(self, listing: Listing) -> Page:
+            asked.append(listing)
+            rows = [
+                {
+                    "router_id": str(uuid.UUID(int=n)),
+                    "tenant_id": TA,
+                    "name": "x",
+                    "state": "CalcAction",
+                    "instance_state": "configured",
+                    "status": "ok",
+                    "debug": {"on": n == 3, "reason": "router: m" if n == 3 else "", "scope": ""},
+                    "boot_attempts": 0,
+                    "restarts": 0,
+                    "last_healthy_poll": 2.0,
+                    "last_transition": {
+                        "from": "A",
+                        "to": "B",
+                        "note": "",
+                        "action": "poll",
+                        "age": 4.0,
+                    },
+                }
+                for n in range(listing.offset, listing.offset + 5)
+            ]
+            return Page(rows, 5000, 6000, {"ok": 5990, "ERROR": 10}, 1, ["peer"])
+
+        def router(self, router_id: str) -> Any:
+            raise AssertionError("no router is open")
+
+        def close(self) -> None:
+            pass
+
+    refresher = Refresher(Pages())  # type: ignore[arg-type]
+    refresher.around("State:OK  tenant:a1", 2000, 50)
+    assert refresher.listing() == Listing(offset=1850, limit=300, words="state:ok tenant:a1")
+    refresher.start()
+    try:
+        snap = wait_for(lambda: (s := refresher.snapshot()).fetched_at is not None and s, "a page")
+    finally:
+        refresher.stop(WAIT)
+    assert asked[0].offset == 1850 and snap.offset == 1850 and snap.total == 5000
+    assert snap.routers_count == 6000 and snap.statuses == (("ok", 5990), ("ERROR", 10))
+    assert snap.fetched_filter == "state:ok tenant:a1"
+    row = snap.routers[0]
+    assert row["debug"] is False and row["last_poll_age_s"] == 2.0
+    assert row["last_transition"] == {
+        "source": "A",
+        "target": "B",
+        "note": "",
+        "action": "poll",
+        "age_s": 4.0,
+    }
+    assert text.router_cells(row)[3] == "ok"

@@ -388,3 +388,46 @@ def test_an_orchestrator_alone_sends_only_the_page_past_the_offset(tmp_path: Any
     bridge.cluster = lambda: {"member": "h", "members": ["h", "g"]}
     in_a_cluster = bridge.page(listing)  # its page is merged with others': offset + limit rows
     assert "skipped" not in in_a_cluster and in_a_cluster["routers"] == every[:7]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "",
+        "state:err",
+        "state:debug",
+        "state:ok",
+        "state:calc",
+        "tenant:aaaa",
+        "router-01",
+        "boom",
+        "error",
+        "debug",
+        "state:book tenant:b",
+        "router-00 state:conf",
+        "Tenant:CCC",
+    ],
+)
+def test_the_browse_filter_is_applied_by_the_orchestrator_as_the_browser_would(
+    words: str,
+) -> None:
+    from astara_actors.ctl import render
+
+    board = StatusBoard(clock=lambda: 1000.0)
+    for n, d in enumerate(fleet(30, 1).values()):
+        if n % 7 == 0:
+            d = {**d, "debug": True, "debug_reasons": {"router": "maintenance"}}
+        board.publish(d["router_id"], d, None)
+    listing = Listing.from_payload({"limit": 1000, "filter": words})
+    rows, total = board.rows(listing)
+    expected = render.matching(board.summaries(), words)
+    assert [r["router_id"] for r in rows] == [s["router_id"] for s in expected]
+    assert total == len(expected)
+    assert Listing.from_payload(listing.to_payload()) == listing
+
+
+def test_the_browse_filter_is_bounded() -> None:
+    from astara_actors.protocol.listing import InvalidListing
+
+    with pytest.raises(InvalidListing, match="filter is over 100"):
+        Listing.from_payload({"limit": 10, "filter": "x" * 101})

@@ -323,6 +323,8 @@ class BusBridge:
         board = self.runtime.status_board
         rows, total = board.rows(listing)
         answer: dict[str, Any] = {"routers": rows, "total": total, **self.figures()}
+        # The terminal browser's header: every router by STATE word, and those in debug.
+        answer["statuses"], answer["in_debug"] = board.statuses()
         if listing.offset and self.members() == 1:
             # Alone, nothing is merged with this page: the rows before the offset need not
             # travel (a deep page of 10,000 routers would be half of them), only how many

@@ -194,6 +194,13 @@ class StatusBoard:
             Counter(str(e[2].get("instance_state", "")) for e in list(self._entries.values()))
         )
 
+    def statuses(self) -> tuple[dict[str, int], int]:
+        """Routers by ``status`` word, and how many are in debug mode (the terminal browser's
+        header), over every router on the board."""
+        rows = [e[2] for e in list(self._entries.values())]
+        words = Counter(str(r.get("status", "")) for r in rows)
+        return dict(words), sum(1 for r in rows if (r.get("debug") or {}).get("on"))
+
     def inboxes(self) -> list[int]:
         """Each router's pending (not yet collapsed into a run) events, as last published."""
         return [len(e[0].get("inbox") or ()) for e in list(self._entries.values())]

@@ -4,7 +4,9 @@ Pure parts: :func:`render` draws a :class:`View` for a terminal, :func:`handle_k
 into an :class:`Action` (the next view and what to do: send a command, fetch a dump, quit);
 ``?`` shows :func:`help_lines` (every key, column and state word).
 :func:`run` is the loop around them; a :class:`Refresher` thread asks the ``routers`` query
-about once a second (and the open router's dump), on its own bus connection.
+about once a second (and the open router's dump), on its own bus connection: a *page* of it,
+around the cursor, filtered and sorted by the orchestrators (10,000 routers are not sent for
+a screen of 50), with the counts of the header over every router.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import blessed
 from astara_actors.ctl import render as text
 from astara_actors.ctl.session import EXIT_USAGE, CtlError, Session, tenant_hint
 from astara_actors.protocol.control import Command, CommandKind, InvalidCommand
+from astara_actors.protocol.listing import MAX_LIMIT, Listing
+from astara_actors.protocol.status import ORDER
 
 __all__ = [
     "Action",
@@ -42,6 +46,7 @@ __all__ = [
 ]
 
 REFRESH = 1.0  # seconds between two routers queries
+WINDOW = 300  # rows fetched around the cursor (at least; a tall screen gets more)
 _VERBS = {
     "r": CommandKind.ROUTER_REBUILD,
     "u": CommandKind.ROUTER_UPDATE,
@@ -124,6 +129,16 @@ class View:
     routers: tuple[Mapping[str, Any], ...] = ()
     hosts: tuple[str, ...] = ()
     fetched_at: float | None = None  # when ``routers`` arrived (monotonic)
+    # A page (the orchestrators filtered with ``fetched_filter`` and cut it): ``routers`` are
+    # rows ``offset``… of ``total`` that match, out of ``routers_count``; the header counts
+    # ``statuses`` and ``in_debug`` (over every router). None: ``routers`` is every router.
+    fetched_filter: str | None = None
+    offset: int = 0
+    total: int = 0
+    routers_count: int = 0
+    statuses: tuple[tuple[str, int], ...] = ()
+    in_debug: int = 0
+    pending: int | None = None  # where the cursor goes once that row is fetched
     now: float = 0.0
     problem: str = ""  # why the last refresh failed
     alerts: tuple[str, ...] = ()  # open circuit breakers, one line per orchestrator
@@ -151,8 +166,28 @@ class Action:
 
 
 def visible(view: View) -> list[Mapping[str, Any]]:
-    """The routers that pass the filter (see :func:`render.matching`)."""
+    """The routers that pass the filter (see :func:`render.matching`): the page as fetched
+    when the orchestrators applied this filter, else filtered here until the next page."""
+    if _paged(view):
+        return list(view.routers)
     return text.matching(view.routers, view.filter)
+
+
+def _paged(view: View) -> bool:
+    """Whether ``routers`` is a page the orchestrators filtered with the current filter."""
+    return view.fetched_filter is not None and view.fetched_filter == _words(view.filter)
+
+
+def _words(typed: str) -> str:
+    return " ".join(typed.lower().split())
+
+
+def cursor(view: View) -> int:
+    """The cursor's place in the whole (filtered) list."""
+    if view.pending is not None:
+        return view.pending
+    rows = visible(view)
+    return (view.offset if _paged(view) else 0) + (_index(rows, view.selected) if rows else 0)
 
 
 def _index(rows: Sequence[Mapping[str, Any]], router_id: str) -> int:
@@ -187,8 +222,16 @@ def handle_key(view: View, key: str) -> Action:
             return Action(view, quit=True)
         step = _SCROLL.get(name or char, 0) or _JUMP.get(name or char, 0)
         if step and rows:
-            i = min(len(rows) - 1, max(0, _index(rows, view.selected) + step))
-            return Action(dataclasses.replace(view, selected=str(rows[i]["router_id"])))
+            paged = _paged(view)
+            base, total = (view.offset, view.total) if paged else (0, len(rows))
+            goal = min(max(total, 1) - 1, max(0, cursor(view) + step))
+            if 0 <= goal - base < len(rows):
+                return Action(
+                    dataclasses.replace(
+                        view, selected=str(rows[goal - base]["router_id"]), pending=None
+                    )
+                )
+            return Action(dataclasses.replace(view, pending=goal))  # once fetched
         if char == "/":
             return Action(dataclasses.replace(view, mode=Mode.FILTER, typing=view.filter))
         if name == "KEY_ENTER" and rows:
@@ -332,12 +375,13 @@ def _in_detail(view: View) -> bool:
 
 def _header(view: View, term: blessed.Terminal, width: int) -> list[str]:
     rows = visible(view)
-    shown = f" ({len(rows)} shown)" if view.filter else ""
+    paged = view.fetched_filter is not None  # the counts came with a page
+    shown = f" ({view.total if _paged(view) else len(rows)} shown)" if view.filter else ""
     if view.fetched_at is None:
         status = "waiting for the orchestrators…"
     else:
         status = f"updated {text.age(view.now - view.fetched_at)} ago"
-    counted = f"{len(view.routers)} routers{shown}"
+    counted = f"{view.routers_count if paged else len(view.routers)} routers{shown}"
     hosts = ", ".join(view.hosts) or "-"
     few = view.hosts[0] + f" +{len(view.hosts) - 1}" if len(view.hosts) > 1 else hosts
     title = _fit(
@@ -346,8 +390,12 @@ def _header(view: View, term: blessed.Terminal, width: int) -> list[str]:
         f"astara-ctl browse  {counted} on {few}  {status}",
         f"{counted} on {few}  {status}",
     )
-    counted_words = text.state_counts(view.routers)
-    debug = sum(1 for r in view.routers if r.get("debug"))
+    if paged:
+        counted_words = list(view.statuses)
+        debug = view.in_debug
+    else:
+        counted_words = text.state_counts(view.routers)
+        debug = sum(1 for r in view.routers if r.get("debug"))
     plain = "  ".join(f"{word} {n}" for word, n in counted_words) + f"  debug {debug}"
     short = len(plain) > width  # then "waiting (backoff)" says "waiting"
 
@@ -357,7 +405,8 @@ def _header(view: View, term: blessed.Terminal, width: int) -> list[str]:
 
     counts = [count(word, n, _COLOURS.get(word)) for word, n in counted_words]
     counts.append(count("debug", debug, _DEBUG if debug else None))
-    second = "  ".join(counts) if view.routers else "no routers"
+    anyone = view.routers_count if paged else view.routers
+    second = "  ".join(counts) if anyone else "no routers"
     if view.filter:
         second += f"  filter: {view.filter}"
     if view.problem:
@@ -502,6 +551,12 @@ class Snapshot:
     routers: tuple[Mapping[str, Any], ...] = ()
     hosts: tuple[str, ...] = ()
     fetched_at: float | None = None
+    fetched_filter: str | None = None  # see View
+    offset: int = 0
+    total: int = 0
+    routers_count: int = 0
+    statuses: tuple[tuple[str, int], ...] = ()
+    in_debug: int = 0
     problem: str = ""
     alerts: tuple[str, ...] = ()
     detail_id: str = ""
@@ -518,13 +573,50 @@ def with_snapshot(view: View, snap: Snapshot) -> View:
         fetched_at=snap.fetched_at,
         problem=snap.problem,
         alerts=snap.alerts,
+        fetched_filter=snap.fetched_filter,
+        offset=snap.offset,
+        total=snap.total,
+        routers_count=snap.routers_count,
+        statuses=snap.statuses,
+        in_debug=snap.in_debug,
     )
     if snap.detail_id and snap.detail_id == view.selected and view.mode != Mode.LIST:
         view = dataclasses.replace(view, detail=snap.detail, detail_host=snap.detail_host)
     rows = visible(view)
+    if view.pending is not None and _paged(view):
+        if not rows or 0 <= view.pending - view.offset < len(rows):  # the row came
+            i = min(max(0, view.pending - view.offset), len(rows) - 1)
+            selected = str(rows[i]["router_id"]) if rows else view.selected
+            return dataclasses.replace(view, selected=selected, pending=None)
+        return view
     if rows and view.mode == Mode.LIST and all(r.get("router_id") != view.selected for r in rows):
         view = dataclasses.replace(view, selected=str(rows[0]["router_id"]))
     return view
+
+
+def summary_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A page's row (the web console's) in the shape the browser draws (a router summary:
+    ``debug`` a flag, ``last_transition`` with ``source``/``target``/``age_s``,
+    ``last_poll_age_s``)."""
+    debug = row.get("debug")
+    last = row.get("last_transition")
+    summary = {
+        **row,
+        "debug": bool(debug.get("on")) if isinstance(debug, Mapping) else bool(debug),
+        "last_poll_age_s": row.get("last_healthy_poll"),
+        "last_transition": None
+        if not isinstance(last, Mapping)
+        else {
+            "source": last.get("from", ""),
+            "target": last.get("to", ""),
+            "note": last.get("note", ""),
+            "action": last.get("action", ""),
+            "age_s": last.get("age") or 0.0,
+        },
+    }
+    if isinstance(debug, Mapping) and debug.get("reason"):
+        summary["debug_reason"] = debug["reason"]
+    return summary
 
 
 class Refresher(threading.Thread):
@@ -539,6 +631,7 @@ class Refresher(threading.Thread):
         self._lock = threading.Lock()
         self._snap = Snapshot()
         self._want = ""
+        self._window = ("", 0, 0)  # filter, cursor, screen rows
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -551,6 +644,31 @@ class Refresher(threading.Thread):
                 return
             self._want = router_id
         self._poke.set()
+
+    def around(self, words: str, position: int, room: int) -> None:
+        """Fetch the page of ``words`` around ``position`` (now if that is a new filter or
+        the cursor nears the edge of the rows fetched, else with the next refresh)."""
+        window = (_words(words), position, room)
+        with self._lock:
+            if window == self._window:
+                return
+            snap, self._window = self._snap, window
+        limit = _limit(room)
+        fetched = snap.fetched_filter == window[0] and snap.fetched_at is not None
+        edge = max(room, limit // 6)
+        end = snap.offset + len(snap.routers)
+        near = (snap.offset > 0 and position - snap.offset < edge) or (
+            end < snap.total and end - position < edge
+        )
+        if not fetched or near:
+            self._poke.set()
+
+    def listing(self) -> Listing:
+        """The page the next refresh asks for."""
+        with self._lock:
+            words, position, room = self._window
+        limit = _limit(room)
+        return Listing(offset=max(0, position - limit // 2), limit=limit, words=words)
 
     def stop(self, timeout: float = 0.5) -> None:
         self._stopping.set()
@@ -566,9 +684,20 @@ class Refresher(threading.Thread):
                 want = self._want
             with self._lock:  # until it works again, show the last routers we saw
                 snap = dataclasses.replace(self._snap, problem="", detail_id=want, detail=None)
+            listing = self.listing()
             try:
-                routers, hosts = self.session.routers()
-                snap.routers, snap.hosts = tuple(routers), tuple(hosts)
+                page = self.session.page(listing)
+                snap.routers = tuple(summary_of_row(r) for r in page.rows)
+                snap.hosts = tuple(page.hosts)
+                snap.fetched_filter, snap.offset = listing.words, listing.offset
+                snap.total, snap.routers_count = page.total, page.routers_count
+                snap.statuses = tuple(
+                    sorted(
+                        page.statuses.items(),
+                        key=lambda kv: (ORDER.get(kv[0], len(ORDER)), kv[0]),
+                    )
+                )
+                snap.in_debug = page.in_debug
                 snap.alerts = tuple(self.session.alerts)
                 snap.fetched_at = self.clock()
                 if want:
@@ -619,9 +748,14 @@ def run(session: Session, term: blessed.Terminal | None = None) -> int:
                     return 0
                 showing = _in_detail(view) or (view.mode == Mode.HELP and view.back == Mode.DETAIL)
                 refresher.show(view.selected if showing else "")
+                refresher.around(view.filter, cursor(view), term.height)
     finally:
         signal.signal(signal.SIGWINCH, previous)
         refresher.stop()
+
+
+def _limit(room: int) -> int:
+    return min(MAX_LIMIT, max(WINDOW, 4 * room))
 
 
 def _paint(term: blessed.Terminal, screen: str) -> None:

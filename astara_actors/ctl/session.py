@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import getpass
 import socket
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from astara_actors.bus.rpc import ControlClient
@@ -18,11 +20,14 @@ from astara_actors.core import validate
 from astara_actors.errors import AstaraError
 from astara_actors.protocol.audit import merge
 from astara_actors.protocol.control import Command, InvalidCommand, Query, QueryKind
+from astara_actors.protocol.listing import Listing
+from astara_actors.protocol.listing import merge as merge_rows
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_USAGE",
     "CtlError",
+    "Page",
     "Session",
     "check_command",
     "check_query",
@@ -65,6 +70,20 @@ def check_query(payload: Mapping[str, Any]) -> Query:
         return Query.from_payload(payload)
     except InvalidCommand as exc:
         raise CtlError(str(exc), EXIT_USAGE) from None
+
+
+@dataclass(slots=True)
+class Page:
+    """A page of the router list from every orchestrator that answered (``routers`` rows of
+    the web console, each with its ``host``), with the figures over every router: ``total``
+    (matching the filter), ``routers_count`` (all), ``statuses`` (by STATE word), ``in_debug``."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    routers_count: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    in_debug: int = 0
+    hosts: list[str] = field(default_factory=list)
 
 
 class Session:
@@ -119,6 +138,39 @@ class Session:
             if (alert := storm_alert(reply["host"], reply["answer"].get("storm")))
         )
         return routers, sorted(r["host"] for r in replies)
+
+    def page(self, listing: Listing) -> Page:
+        """A page of the routers (filtered, sorted and cut by the orchestrators, merged here)
+        and the figures over all of them; sets :attr:`alerts` as :meth:`routers` does."""
+        replies = self.ask(Query(QueryKind.ROUTERS, listing=listing))
+        good = _good(replies)
+        pages = [
+            [
+                {**row, "host": reply["host"]}
+                for row in reply["answer"].get("routers") or ()
+                if isinstance(row, dict)
+            ]
+            for reply in good
+        ]
+        skipped = sum(int(r["answer"].get("skipped") or 0) for r in good)
+        statuses: Counter[str] = Counter()
+        for reply in good:
+            statuses.update(reply["answer"].get("statuses") or {})
+        self.alerts = sorted(
+            alert
+            for reply in good
+            if (alert := breaker_alert(reply["host"], reply["answer"].get("breaker")))
+        )
+        return Page(
+            rows=[dict(r) for r in merge_rows(pages, listing, skipped=skipped)],
+            total=sum(int(r["answer"].get("total") or 0) for r in good),
+            routers_count=sum(
+                int((r["answer"].get("member") or {}).get("routers") or 0) for r in good
+            ),
+            statuses=dict(statuses),
+            in_debug=sum(int(r["answer"].get("in_debug") or 0) for r in good),
+            hosts=sorted(r["host"] for r in replies),
+        )
 
     def router(self, router_id: str, commands: int | None = None) -> tuple[dict[str, Any], str]:
         """One router's dump (with its last ``commands`` commands, or the orchestrator's
@@ -189,6 +241,23 @@ def storm_alert(host: str, storm: Any) -> str:
         f"{host}: CIRCUIT BREAKER OPEN for {storm.get('open_for_s', 0)} s: "
         f"{storm.get('failing', '?')} of {storm.get('monitored', '?')} routers fail liveness "
         f"({100 * share:.0f}%); automatic rebuilds held ({storm.get('rebuilds_held', 0)})"
+    )
+
+
+def breaker_alert(host: str, breaker: Any) -> str:
+    """:func:`storm_alert` from a page's ``breaker`` figures (the console's names)."""
+    if not isinstance(breaker, Mapping) or not breaker.get("open"):
+        return ""
+    return storm_alert(
+        host,
+        {
+            "breaker": "open",
+            "open_for_s": breaker.get("open_for_s") or 0,
+            "failing": breaker.get("failing", "?"),
+            "monitored": breaker.get("monitored", "?"),
+            "failing_share": breaker.get("silent_share") or 0,
+            "rebuilds_held": breaker.get("held_rebuilds", 0),
+        },
     )
 
 

@@ -14,7 +14,9 @@ the client adds ``host``.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from astara_actors.core import validate
 from astara_actors.core.automaton import STATES
 from astara_actors.core.events import InstanceState
 from astara_actors.errors import AstaraError
+from astara_actors.protocol.status import error_reason, status_word
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -73,6 +76,7 @@ class Listing:
     tenant_id: str = ""  # hex digits only, lower case (hyphens do not matter)
     text: str = ""  # lower case
     debug: bool | None = None
+    words: str = ""  # astara-ctl browse's filter (``tenant:X state:X words``), lower case
 
     @property
     def paged(self) -> bool:
@@ -119,6 +123,15 @@ class Listing:
             raise InvalidListing(f"routers query: {exc}") from None
         if len(text) > MAX_TEXT:
             raise InvalidListing(f"routers query: q is over {MAX_TEXT} characters")
+        words = payload.get("filter")
+        if words is None:
+            words = ""
+        try:
+            words = validate.reason(words, "filter")
+        except validate.InvalidValue as exc:
+            raise InvalidListing(f"routers query: {exc}") from None
+        if len(words) > MAX_TEXT:
+            raise InvalidListing(f"routers query: filter is over {MAX_TEXT} characters")
         debug = payload.get("debug")
         if debug is not None and not isinstance(debug, bool):
             raise InvalidListing(
@@ -133,6 +146,7 @@ class Listing:
             tenant_key,
             text.lower(),
             debug,
+            " ".join(words.lower().split()),
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -154,6 +168,8 @@ class Listing:
             payload["q"] = self.text
         if self.debug is not None:
             payload["debug"] = self.debug
+        if self.words:
+            payload["filter"] = self.words
         return payload
 
     # --- over rows (dicts of the console's shape)
@@ -176,6 +192,8 @@ class Listing:
                 or text in tenant.lower()
             ):
                 return False
+        if self.words and not all(_browse_match(row, *term) for term in _terms(self.words)):
+            return False
         return True
 
     def page(
@@ -183,7 +201,16 @@ class Listing:
     ) -> tuple[list[Any], int]:
         """The best ``offset + limit`` of ``rows`` that pass the filters, in order, and how many
         passed. ``key`` orders them (default :func:`row_key`)."""
-        kept = [row for row in rows if self.keeps(row)]
+        if self.words:  # its terms parsed once, not once a row
+            terms = _terms(self.words)
+            plain = dataclasses.replace(self, words="")
+            kept = [
+                row
+                for row in rows
+                if plain.keeps(row) and all(_browse_match(row, *t) for t in terms)
+            ]
+        else:
+            kept = [row for row in rows if self.keeps(row)]
         order = key or row_key(self.sort)
         wanted = self.wanted
         if 2 * wanted >= len(kept):  # a heap of half the rows or more costs more than a sort
@@ -193,6 +220,33 @@ class Listing:
         else:
             best = heapq.nsmallest(wanted, kept, key=order)
         return best, len(kept)
+
+
+def _terms(words: str) -> list[tuple[str, str, str]]:
+    return [word.partition(":") for word in words.lower().split()]
+
+
+def _browse_match(row: Mapping[str, Any], key: str, colon: str, value: str) -> bool:
+    """One term of astara-ctl browse's filter over a row (see ``ctl.render.matching``, the
+    same over summaries): ``tenant:X`` X is in the tenant id; ``state:X`` a word of its
+    STATE (``debug``, ``ok``, ``waiting``, ``backoff``...), its instance state or automaton
+    state starts with X; a plain word is in its id, tenant, name, states or STATE (with
+    ERROR's reason)."""
+    debug = row.get("debug")
+    on = bool(debug.get("on")) if isinstance(debug, Mapping) else bool(debug)
+    word = str(row.get("status") or status_word(row))
+    instance, state = str(row.get("instance_state") or ""), str(row.get("state") or "")
+    if colon and key == "tenant":
+        return value in str(row.get("tenant_id") or "").lower()
+    if colon and key == "state":
+        said = f"{'debug, ' if on else ''}{word} {instance} {state}".lower()
+        return any(w.startswith(value) for w in re.split(r"[\s,()]+", said))
+    if word == "ERROR" and (why := error_reason(row)):
+        word = f"ERROR: {why}"
+    said = " ".join(
+        str(row.get(k) or "") for k in ("router_id", "tenant_id", "name", "instance_state", "state")
+    )
+    return key + colon + value in f"{said} {'debug, ' if on else ''}{word}".lower()
 
 
 def _ties(row: Mapping[str, Any]) -> tuple[str, str]:
