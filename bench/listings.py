@@ -3,15 +3,17 @@
 What each client of the control protocol asks to show the fleet:
 
 - over the bus (``ControlClient``, what astara-ctl and the API use): the ``routers`` query
-  without a limit (every router: ``astara-ctl browse``), a page of it (``limit`` 100: the web
-  console), the ``workers`` query (the whole supervision tree: ``astara-ctl workers``) and its
-  summary (what ``PUT /workers/debug`` answers);
+  without a limit (every router: ``astara-ctl browse --dump``), a page of it (``limit`` 100:
+  the web console), ``astara-ctl browse``'s pages (300 rows around the cursor, at the top and
+  at N/2 with the filter ``state:ok``), the ``workers`` query (the whole supervision tree:
+  ``astara-ctl workers``) and its summary (what ``PUT /workers/debug`` answers);
 - over HTTP (the API, gunicorn): ``GET /routers`` (a page of 100, the default), a deep,
   filtered and sorted page (``offset`` N/2, ``state=configured``, ``sort=name``, ``order=desc``),
   ``PUT /workers/debug``, ``GET /workers`` (the tree) and ``GET /routers/<id>``.
 
-Target (issue 16): every listing < 200 ms p50 at 10,000 routers. ``GET /workers`` and the bus
-``workers`` tree are every router's line by design (reported, no target).
+Target (issue 16): every listing < 200 ms p50 at 10,000 routers. ``GET /workers``, the bus
+``workers`` tree and ``browse --dump`` are every router's line by design (reported, no
+target).
 
     python -m bench.listings [--routers 1000] [--listing-samples 20]
 """
@@ -68,7 +70,17 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         return call
 
     cases: list[tuple[str, Callable[[], int], float | None]] = [
-        ("bus routers, every router (astara-ctl browse)", bus({"query": "routers"}), TARGET_MS),
+        ("bus routers, every router (astara-ctl browse --dump)", bus({"query": "routers"}), None),
+        (
+            "bus routers, browse's page (300 rows at the top)",
+            bus({"query": "routers", "limit": 300}),
+            TARGET_MS,
+        ),
+        (
+            "bus routers, browse's page (300 rows at N/2, filter state:ok)",
+            bus({"query": "routers", "limit": 300, "offset": n // 2, "filter": "state:ok"}),
+            TARGET_MS,
+        ),
         ("bus routers, a page of 100", bus({"query": "routers", "limit": 100}), TARGET_MS),
         (
             "bus routers, deep filtered sorted page",
