@@ -219,14 +219,19 @@ def probe_runtime(cloud: MemoryCloud) -> Runtime:
 
 
 @pytest.fixture
-def inboxes(memory_bus: None) -> Iterator[Callable[[str], BusBridge]]:
+def inboxes(memory_bus: None) -> Iterator[Callable[..., BusBridge]]:
     started: list[tuple[BusBridge, Runtime]] = []
 
-    def start(host: str) -> BusBridge:
+    def start(host: str, members: tuple[str, ...] = ()) -> BusBridge:
+        """``members``: the cluster it is a member of (alone, it says so in every reply)."""
         cloud = MemoryCloud()
         runtime = probe_runtime(cloud)
+        cluster = (lambda: {"member": host, "members": list(members)}) if members else None
         inbox = BusBridge(
-            runtime, BusSettings(transport_url="memory://", host=host), network=cloud.network
+            runtime,
+            BusSettings(transport_url="memory://", host=host),
+            network=cloud.network,
+            cluster=cluster,
         ).start(wait=WAIT)
         started.append((inbox, runtime))
         return inbox
@@ -290,11 +295,12 @@ def test_an_inbox_answers_the_metrics_query_with_the_text_format(
 
 
 def test_the_api_merges_every_orchestrator_with_its_label(
-    inboxes: Callable[[str], BusBridge],
+    inboxes: Callable[..., BusBridge],
 ) -> None:
-    # Two orchestrators on the bus, each answering for itself; the API asks both
-    inboxes("orch-a")
-    inboxes("orch-b")
+    # Two orchestrators on the bus (members of one cluster), each answering for itself; the
+    # API asks both
+    inboxes("orch-a", ("orch-a", "orch-b"))
+    inboxes("orch-b", ("orch-a", "orch-b"))
     bus = BusSettings(transport_url="memory://", host="api")
     app = create_app(lambda: ControlClient(bus, role="api"), ApiSettings(timeout=WAIT), grace=1.0)
     client = falcon.testing.TestClient(app)
