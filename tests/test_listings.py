@@ -406,6 +406,8 @@ def test_an_orchestrator_alone_sends_only_the_page_past_the_offset(tmp_path: Any
         "state:book tenant:b",
         "router-00 state:conf",
         "Tenant:CCC",
+        "state:(b",
+        "state:",
     ],
 )
 def test_the_browse_filter_is_applied_by_the_orchestrator_as_the_browser_would(

@@ -192,7 +192,7 @@ class Listing:
                 or text in tenant.lower()
             ):
                 return False
-        if self.words and not all(_browse_match(row, *term) for term in _terms(self.words)):
+        if self.words and not all(test(row) for test in _terms(self.words)):
             return False
         return True
 
@@ -204,11 +204,7 @@ class Listing:
         if self.words:  # its terms parsed once, not once a row
             terms = _terms(self.words)
             plain = dataclasses.replace(self, words="")
-            kept = [
-                row
-                for row in rows
-                if plain.keeps(row) and all(_browse_match(row, *t) for t in terms)
-            ]
+            kept = [row for row in rows if plain.keeps(row) and all(test(row) for test in terms)]
         else:
             kept = [row for row in rows if self.keeps(row)]
         order = key or row_key(self.sort)
@@ -222,31 +218,55 @@ class Listing:
         return best, len(kept)
 
 
-def _terms(words: str) -> list[tuple[str, str, str]]:
-    return [word.partition(":") for word in words.lower().split()]
-
-
-def _browse_match(row: Mapping[str, Any], key: str, colon: str, value: str) -> bool:
-    """One term of astara-ctl browse's filter over a row (see ``ctl.render.matching``, the
+def _terms(words: str) -> list[Callable[[Mapping[str, Any]], bool]]:
+    """astara-ctl browse's filter as one test per word (see ``ctl.render.matching``, the
     same over summaries): ``tenant:X`` X is in the tenant id; ``state:X`` a word of its
     STATE (``debug``, ``ok``, ``waiting``, ``backoff``...), its instance state or automaton
     state starts with X; a plain word is in its id, tenant, name, states or STATE (with
     ERROR's reason)."""
-    debug = row.get("debug")
-    on = bool(debug.get("on")) if isinstance(debug, Mapping) else bool(debug)
-    word = str(row.get("status") or status_word(row))
-    instance, state = str(row.get("instance_state") or ""), str(row.get("state") or "")
+    return [_term(*word.partition(":")) for word in words.lower().split()]
+
+
+def _term(key: str, colon: str, value: str) -> Callable[[Mapping[str, Any]], bool]:
     if colon and key == "tenant":
-        return value in str(row.get("tenant_id") or "").lower()
+        return lambda row: value in str(row.get("tenant_id") or "").lower()
     if colon and key == "state":
-        said = f"{'debug, ' if on else ''}{word} {instance} {state}".lower()
-        return any(w.startswith(value) for w in re.split(r"[\s,()]+", said))
-    if word == "ERROR" and (why := error_reason(row)):
-        word = f"ERROR: {why}"
-    said = " ".join(
-        str(row.get(k) or "") for k in ("router_id", "tenant_id", "name", "instance_state", "state")
-    )
-    return key + colon + value in f"{said} {'debug, ' if on else ''}{word}".lower()
+        if _SEPARATORS.search(value):  # words are split there: none holds one
+            return lambda row: False
+        starts = re.compile(r"(?:^|[\s,()])" + re.escape(value))
+        return lambda row: starts.search(_said(row)) is not None
+    needle = key + colon + value
+
+    def plain(row: Mapping[str, Any]) -> bool:
+        word = _word(row)
+        if word == "ERROR" and (why := error_reason(row)):
+            word = f"ERROR: {why}"
+        said = " ".join(
+            str(row.get(k) or "")
+            for k in ("router_id", "tenant_id", "name", "instance_state", "state")
+        )
+        debug = "debug, " if _on(row) else ""
+        return needle in f"{said} {debug}{word}".lower()
+
+    return plain
+
+
+_SEPARATORS = re.compile(r"[\s,()]")
+
+
+def _on(row: Mapping[str, Any]) -> bool:
+    debug = row.get("debug")
+    return bool(debug.get("on")) if isinstance(debug, Mapping) else bool(debug)
+
+
+def _word(row: Mapping[str, Any]) -> str:
+    return str(row.get("status") or status_word(row))
+
+
+def _said(row: Mapping[str, Any]) -> str:
+    """What ``state:`` looks at: STATE (after ``debug, ``), the instance and automaton states."""
+    debug = "debug, " if _on(row) else ""
+    return f"{debug}{_word(row)} {row.get('instance_state') or ''} {row.get('state') or ''}".lower()
 
 
 def _ties(row: Mapping[str, Any]) -> tuple[str, str]:
