@@ -26,6 +26,7 @@ from astara_actors.bus import BusSettings
 from astara_actors.config.loader import ApiSettings
 from astara_actors.testing import WAIT, free_port, wait_for
 from astara_actors.testing.api import LiveApi
+from astara_actors.testing.net import require_ipv6_loopback
 from astara_actors.testing.peer import PeerProcess
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -122,10 +123,8 @@ def test_the_seeds_curl_calls_work_against_gunicorn_and_an_orchestrator(
 
 @pytest.mark.services  # gunicorn
 def test_the_api_serves_ipv4_and_ipv6_on_one_dual_stack_port(tmp_path: Path) -> None:
-    try:
-        port = free_port("::1")
-    except OSError:
-        pytest.skip("no IPv6 on this host")
+    require_ipv6_loopback()
+    port = free_port("::1")
     api = LiveApi(write_ini(tmp_path, port, listen="::", auth_token="dual-stack-token"))
     try:
         for host in ("127.0.0.1", "[::1]"):
@@ -137,10 +136,8 @@ def test_the_api_serves_ipv4_and_ipv6_on_one_dual_stack_port(tmp_path: Path) -> 
 
 @pytest.mark.services  # gunicorn
 def test_the_default_listen_answers_on_loopback_in_both_families(tmp_path: Path) -> None:
-    try:
-        port = free_port("::1")
-    except OSError:
-        pytest.skip("no IPv6 on this host")
+    require_ipv6_loopback()
+    port = free_port("::1")
     api = LiveApi(write_ini(tmp_path, port, listen=ApiSettings().listen))
     try:
         for host in ("127.0.0.1", "[::1]"):  # the seed's own form: curl -g6 "http://[::1]:44250/"

@@ -29,6 +29,7 @@ from astara_actors.core.models import FixedIp, Port
 from astara_actors.errors import SettingsError
 from astara_actors.metadata import MetadataProxy, MetadataProxyError, sign
 from astara_actors.metadata.proxy import LogLimiter
+from astara_actors.testing.net import require_ipv6_loopback
 from astara_actors.testing.waiting import wait_for
 
 SECRET = "s3cret"
@@ -454,13 +455,7 @@ def test_malformed_requests_get_an_error_answer_not_a_hang(proxy, raw):
 # ------------------------------------------------------------------------- IPv6, HA
 @pytest.fixture
 def ipv6() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no ::1 on this host")
+    require_ipv6_loopback()
 
 
 def test_ipv6_proxy_address_appliance_and_guest(ipv6, start_proxy, index, nova):

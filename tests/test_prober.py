@@ -15,6 +15,7 @@ import pytest
 
 from astara_actors.adapters.prober import Prober
 from astara_actors.testing import WAIT, wait_for
+from astara_actors.testing.net import require_ipv6_loopback
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 
@@ -390,20 +391,9 @@ def test_bad_addresses_are_dead_without_raising(prober: Prober, address: str) ->
     assert alive is False and took < 1.0
 
 
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
 @pytest.mark.parametrize("address", ["[::1]", "::1"])
 def test_ipv6(prober: Prober, raw_server, address: str) -> None:
+    require_ipv6_loopback()
     assert probe_one(prober, address, raw_server(OK, host="::1").port)[0] is True
 
 

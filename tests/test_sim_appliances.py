@@ -14,6 +14,7 @@ from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.core.models import Interface
 from astara_actors.errors import ApplianceRejected, ApplianceUnreachable
 from astara_actors.sim.appliances.agents import ApplianceServer, Nic
+from astara_actors.testing.net import require_ipv6_loopback
 
 MGT = Nic("fa:16:3e:00:00:01", ("192.168.0.5/24", "fdca::5/64"))
 EXT = Nic("fa:16:3e:00:00:02", ("172.16.0.5/24",))
@@ -205,8 +206,7 @@ def test_a_removed_agent_refuses_and_can_be_added_again(
 
 
 def test_an_agent_serves_on_ipv6_loopback(agents: ApplianceServer, client: HttpAppliance) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+    require_ipv6_loopback()
     agents.add("v6", "::1", ["fa:16:3e:00:00:09"])
     assert client.get_interfaces("::1", timeout=2)[0].lladdr == "fa:16:3e:00:00:09"
 
