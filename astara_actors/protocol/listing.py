@@ -114,24 +114,8 @@ class Listing:
                 tenant_key = validate.tenant_id(tenant, "tenant_id").replace("-", "")
             except validate.InvalidValue as exc:
                 raise InvalidListing(f"routers query: {exc}") from None
-        text = payload.get("q")
-        if text is None:
-            text = ""
-        try:
-            text = validate.reason(text, "q")
-        except validate.InvalidValue as exc:
-            raise InvalidListing(f"routers query: {exc}") from None
-        if len(text) > MAX_TEXT:
-            raise InvalidListing(f"routers query: q is over {MAX_TEXT} characters")
-        words = payload.get("filter")
-        if words is None:
-            words = ""
-        try:
-            words = validate.reason(words, "filter")
-        except validate.InvalidValue as exc:
-            raise InvalidListing(f"routers query: {exc}") from None
-        if len(words) > MAX_TEXT:
-            raise InvalidListing(f"routers query: filter is over {MAX_TEXT} characters")
+        text = _bounded_text(payload, "q")
+        words = _bounded_text(payload, "filter")
         debug = payload.get("debug")
         if debug is not None and not isinstance(debug, bool):
             raise InvalidListing(
@@ -339,3 +323,16 @@ def _choice(payload: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> s
             f"routers query: {key} must be one of {', '.join(choices)}, not {validate.shown(value)}"
         )
     return str(value)
+
+
+def _bounded_text(payload: Mapping[str, Any], key: str) -> str:
+    """A free-text field of the query (absent: ''), checked as a reason and at most
+    :data:`MAX_TEXT` characters."""
+    value = payload.get(key)
+    try:
+        text = validate.reason("" if value is None else value, key)
+    except validate.InvalidValue as exc:
+        raise InvalidListing(f"routers query: {exc}") from None
+    if len(text) > MAX_TEXT:
+        raise InvalidListing(f"routers query: {key} is over {MAX_TEXT} characters")
+    return text
