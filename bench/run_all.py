@@ -3,9 +3,11 @@
     python -m bench.run_all [--routers 1000] [--only NAMES] [--skip NAMES] [scenario knobs]
 
 Scenarios (names for --only/--skip): ``bus`` (bench.bus_latency), ``sim`` (bench.sim_scale),
-``scale``, ``poll``, ``control``, ``listings``, ``cold`` (these share one fleet of --routers
-routers: the fleet is brought up once, measured, then its orchestrator restarted for the cold
-start; ``listings`` is bench.listings: every view's listing over the bus and HTTP, p50/p99),
+``scale``, ``poll``, ``control``, ``listings``, ``console``, ``cold`` (these share one fleet of
+--routers routers: the fleet is brought up once, measured, then its orchestrator restarted for
+the cold start; ``listings`` is bench.listings: every view's listing over the bus and HTTP,
+p50/p99; ``console`` is bench.console: the web console's first paint and state change → screen
+in headless Chromium, --loads, --changes; without Chromium its figures say so),
 ``reaction`` (--reaction-routers), ``failure`` (--failure-routers), ``slow`` (bench.slow_clients:
 the HTTP API under slow connections, --slow-routers), ``metadata`` (bench.metadata: requests/s
 and latency through the metadata proxy against the simulator's Nova metadata API, no
@@ -29,6 +31,7 @@ from typing import Any
 
 from . import (
     cold_start,
+    console,
     control,
     detach,
     failure,
@@ -50,6 +53,7 @@ ALL = (
     "poll",
     "control",
     "listings",
+    "console",
     "cold",
     "reaction",
     "failure",
@@ -59,8 +63,9 @@ ALL = (
     "soak",
 )
 OPT_IN = ("soak",)  # long: run only when --only names it
-FLEET = ("scale", "poll", "control", "listings", "cold")
-API_SCENARIOS = ("control", "listings")  # the fleet's orchestrator serves the HTTP API for them
+FLEET = ("scale", "poll", "control", "listings", "console", "cold")
+# The fleet's orchestrator serves the HTTP API for these.
+API_SCENARIOS = ("control", "listings", "console")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     poll_sweep.add_args(parser)
     control.add_args(parser)
     listings.add_args(parser)
+    console.add_args(parser)
     cold_start.add_args(parser)
     reaction.add_args(parser)
     failure.add_args(parser)
@@ -177,6 +183,7 @@ def run_fleet(args: argparse.Namespace, summary: list[Figure]) -> None:
             ("poll", lambda: poll_sweep.run(dep, args, window), "poll_sweep"),
             ("control", lambda: control.run(dep, args), "control"),
             ("listings", lambda: listings.run(dep, args), "listings"),
+            ("console", lambda: console.run(dep, args), "console"),
             ("cold", lambda: cold_start.run(dep, args), "cold_start"),
         ]
         for key, step, name in steps:

@@ -25,6 +25,7 @@ from astara_actors.daemon import Service
 from astara_actors.testing import free_port
 from astara_actors.testing.browser import chromium, chromium_missing
 from astara_actors.testing.services import unavailable
+from astara_actors.testing.sim import PASSWORD, password_token
 from astara_actors.testing.sim_process import demo_ini
 from astara_actors.testing.waiting import wait_for
 
@@ -68,8 +69,12 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     ini = demo_ini(tmp, host="console-test")
     text = ini.read_text().replace(
         "[api]\nenabled = false\n",
-        f"[api]\nlisten = 127.0.0.1\nport = {port}\nworkers = 2\nauth_token = {TOKEN}\n",
+        f"[api]\nlisten = 127.0.0.1\nport = {port}\nworkers = 2\nauth_token = {TOKEN}\n"
+        # Keystone beside the static token: the embedded simulator's Keystone checks the tokens.
+        "auth_strategy = keystone\n",
     )
+    # Keystone beside the token needs the simulator's Keystone at a known address
+    text = text.replace("[sim]\nport = 0\n", f"[sim]\nport = {free_port()}\n")
     ini.write_text(text.replace("routers_per_tenant = 1", "routers_per_tenant = 2"))
     service = Service(load_config(ini)).start()
     try:
@@ -118,12 +123,13 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"the page's scripts failed: {errors}"
 
 
-def sign_in(page: Page, console: Console) -> None:
+def sign_in(page: Page, console: Console, token: str = TOKEN, scheme: str = "bearer") -> None:
     from playwright.sync_api import expect
 
     page.goto(f"{console.base}/")
     expect(page.locator("#login")).to_be_visible()
-    page.fill("#login-token", TOKEN)
+    page.fill("#login-token", token)
+    page.check(f'#login-form input[name=scheme][value="{scheme}"]')
     page.click("#login-form button[type=submit]")
     expect(page.locator("#login")).to_be_hidden()
 
@@ -322,3 +328,56 @@ def test_on_a_phone_the_table_is_one_card_per_router_without_sideways_scrolling(
         assert label == '"Tenant"'
     finally:
         context.close()
+
+
+def test_a_keystone_token_signs_in_and_its_user_is_who_acted(page: Page, console: Console) -> None:
+    from playwright.sync_api import expect
+
+    assert console.service.sim is not None
+    keystone = console.service.sim.cloud.keystone
+    keystone.add_user("oncall", PASSWORD, "ops", roles=("member", "reader", "admin"))
+    auth_url = f"{console.sim}/identity"
+    router = console.routers()[0]["router_id"]
+
+    # Given an operator signed in with a Keystone token holding the admin role
+    sign_in(page, console, password_token(auth_url, "oncall", "ops"), scheme="keystone")
+    expect(page.locator("#routers tbody tr[data-router]")).to_have_count(4)
+    assert page.evaluate("sessionStorage.getItem('astara.scheme')") == "keystone"
+
+    # When they put a router in debug mode with a reason (and take it out again)
+    page.locator(f'#routers tbody tr[data-router="{router}"]').click()
+    for action, reason in (("router-debug", "on call: look"), ("router-manage", "on call: done")):
+        page.click(f'#router [data-action="{action}"]')
+        page.fill("#action-reason", reason)
+        page.click("#action-send")
+        expect(page.locator("#notice")).to_contain_text(action)
+
+    # Then the router's commands name the Keystone user and project as who acted
+    commands = page.locator('#router-body table[data-table="commands"]')
+    expect(commands).to_contain_text("on call: done")
+    expect(commands).to_contain_text("keystone user oncall (project ops)")
+
+
+def test_a_keystone_token_without_the_role_is_told_which_role_it_lacks(
+    page: Page, console: Console
+) -> None:
+    from playwright.sync_api import expect
+
+    assert console.service.sim is not None
+    console.service.sim.cloud.keystone.add_user(
+        "viewer", PASSWORD, "ops-viewers", roles=("member", "reader")
+    )
+    viewer = password_token(f"{console.sim}/identity", "viewer", "ops-viewers")
+    sign_in(page, console, viewer, scheme="keystone")
+
+    # The token is valid (no login again) but lacks the role: the page says so and lists nothing
+    expect(page.locator("#problem")).to_contain_text("403")
+    expect(page.locator("#problem")).to_contain_text("admin")
+    expect(page.locator("#routers tbody tr[data-router]")).to_have_count(0)
+    refused = requests.put(
+        f"{console.base}/router/debug/{console.routers()[0]['router_id']}",
+        json={"reason": "viewer"},
+        headers={"X-Auth-Token": viewer},
+        timeout=WAIT,
+    )
+    assert refused.status_code == 403 and "admin" in refused.json()["error"], refused.text

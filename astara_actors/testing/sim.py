@@ -96,18 +96,24 @@ def identity_and_network(notify: Notify | None = None) -> Iterator[SimCloud]:
 
 def token(cloud: SimCloud, user: str, project: str | None = None) -> str:
     """A token for ``user`` scoped to ``project`` (default: the project named like the user)."""
+    return password_token(cloud.auth_url, user, project or user)
+
+
+def password_token(auth_url: str, user: str, project: str, password: str = PASSWORD) -> str:
+    """A Keystone token for ``user`` scoped to ``project``, from the Keystone at ``auth_url``
+    (its ``/v3`` is added)."""
     body: dict[str, Any] = {
         "auth": {
             "identity": {
                 "methods": ["password"],
                 "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": PASSWORD}
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
                 },
             },
-            "scope": {"project": {"name": project or user, "domain": {"name": "Default"}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
         }
     }
-    answer = requests.post(f"{cloud.auth_url}/v3/auth/tokens", json=body, timeout=10)
+    answer = requests.post(f"{auth_url}/v3/auth/tokens", json=body, timeout=10)
     assert answer.status_code == 201, answer.text
     return answer.headers["X-Subject-Token"]
 
