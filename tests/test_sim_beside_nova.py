@@ -213,6 +213,18 @@ def test_only_running_ak_router_servers_get_an_agent(real: RealCloud, ours: Watc
     assert ours.watcher.running() == {}
 
 
+def test_a_hot_spare_gets_an_agent_which_follows_its_rename(real: RealCloud, ours: Watched) -> None:
+    spare_id, mgt = real.boot("ak-spare-0123abcd")
+    ours.round()
+    assert macs(address(mgt), ours.port) == [mgt["mac_address"]]
+    assert ours.appliances.router(spare_id) == ""
+    real.cloud.nova.update(spare_id, name="ak-router-r42_0")  # a router took it
+    ours.round()
+    assert ours.watcher.running()[spare_id].router_id == "r42"
+    assert ours.appliances.router(spare_id) == "r42"
+    assert macs(address(mgt), ours.port) == [mgt["mac_address"]]  # the same agent answers
+
+
 @pytest.mark.parametrize(
     ("status", "task_state", "runs"),
     [

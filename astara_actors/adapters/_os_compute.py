@@ -134,6 +134,23 @@ class OpenStackCompute:
             lambda: self._compute.delete_server(server_id, ignore_missing=True),
         )
 
+    def rename_server(self, server_id: str, name: str) -> Server:
+        """Nova's ``PUT /servers/{id}`` with the new name (repeatable: the same name twice is
+        one rename); the server as Nova answers it. A server that is gone raises
+        ``ComputeError``."""
+        renamed = self._calls.run(
+            f"rename server {server_id} to {name}",
+            lambda: self._compute.update_server(server_id, name=name),
+        )
+        image = renamed.image  # an Image resource, or {} when booted from a volume
+        return Server(
+            id=renamed.id,
+            name=renamed.name or "",
+            status=renamed.status or "",
+            image_id=getattr(image, "id", None) or "",
+            age=_age(renamed.created_at),
+        )
+
     def attach_interface(self, server_id: str, port_id: str) -> None:
         self._calls.run(
             f"attach port {port_id} to server {server_id}",

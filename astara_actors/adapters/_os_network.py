@@ -13,7 +13,7 @@ from urllib.parse import quote
 from astara_actors.adapters._os_calls import SdkCalls, get_all, raise_for_status
 from astara_actors.config.cloud import STATUS_MODES
 from astara_actors.core.models import STATUS_TAG_PREFIX, FloatingIp, NetworkInfo, Port, Router
-from astara_actors.errors import NetworkError, RouterGone
+from astara_actors.errors import NetworkError, RevisionConflict, RouterGone
 
 if TYPE_CHECKING:
     from openstack.connection import Connection
@@ -182,6 +182,27 @@ class OpenStackNetwork:
             lambda: wire(self._net.create_port(**attrs)),
             idempotent=False,
         )
+        return Port.from_neutron(port)
+
+    def update_port(self, port_id: str, *, name: str, if_revision: int | None = None) -> Port:
+        """Rename a port; with ``if_revision``, as Neutron's compare-and-swap (``If-Match:
+        revision_number=N``): its 412 raises ``RevisionConflict``. A conditional rename is
+        retried on a 503 only (Neutron did not take it): after another 5xx or a timeout it may
+        have been applied, and a repeat would see our own new revision as someone else's and
+        report a race we won as lost. A port that is gone raises ``NetworkError``."""
+        what = f"rename port {port_id} to {name}"
+        if if_revision is not None:
+            what += f" if at revision {if_revision}"
+
+        def call() -> Any:
+            from openstack import exceptions
+
+            try:
+                return wire(self._net.update_port(port_id, if_revision=if_revision, name=name))
+            except exceptions.PreconditionFailedException as exc:
+                raise RevisionConflict(f"{what}: {exc.details or exc}") from None
+
+        port = self._calls.run(what, call, idempotent=if_revision is None)
         return Port.from_neutron(port)
 
     def delete_port(self, port_id: str) -> None:

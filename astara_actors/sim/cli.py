@@ -27,7 +27,8 @@ file.
 
 With [sim] real_nova = true (a devstack whose Nova runs the fake virt driver) it serves none of
 that: Keystone, Neutron and Nova are the real ones at [sim] neutron_auth_url, and it serves only
-an appliance agent on the management address of every ak-router- VM the real Nova runs.
+an appliance agent on the management address of every ak-router- (and ak-spare-) VM the real
+Nova runs.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def _wait(stop: threading.Event) -> None:
 
 
 def _serve_agents_only(settings: SimSettings) -> int:
-    """``real_nova``: an appliance agent per ``ak-router-`` VM of the real Nova, nothing else."""
+    """``real_nova``: an agent per ``ak-router-`` or ``ak-spare-`` VM of the real Nova, nothing
+    else."""
     from astara_actors.errors import CloudError
     from astara_actors.sim.appliances.agents import ApplianceServer
     from astara_actors.sim.nova.beside import LOG as WATCHER_LOG
@@ -168,7 +170,8 @@ def _agents_banner(s: SimSettings) -> None:
         f"  cloud:   the real Keystone, Neutron and Nova of {s.neutron_auth_url}"
         f" (user {s.neutron_username}, project {s.neutron_project}),"
         f" read every {s.watch_interval:g} s\n"
-        f"  agents:  one per ACTIVE ak-router- VM, on its management (loopback) address,"
+        f"  agents:  one per ACTIVE ak-router- or ak-spare- VM, on its management (loopback)"
+        f" address,"
         f" port {s.appliance_port}\n"
         f"  off:     the simulated Keystone, Neutron and Nova, and the /sim controls",
         flush=True,

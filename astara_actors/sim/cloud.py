@@ -7,9 +7,14 @@ addresses of its Neutron ports (management NIC first, as the real appliance sees
 Behind every router :meth:`SimCloud.add_router` makes, a tenant's instance (a "guest") runs:
 a real simulated Nova server of the tenant (image ``cirros``, a keypair, user data) on the
 tenant network's port. Guests have no appliance and are never taken for service VMs (those
-are the ``ak-router-<router id>_<n>`` servers). Nova's metadata API answers for every server
-(:mod:`.nova.metadata`, on ``[sim] listen``:``nova_metadata_port``), and
-:meth:`SimCloud.guest_metadata` drives one guest's fetch through its router's appliance.
+are the ``ak-router-<router id>_<n>`` servers, and the hot spares ``ak-spare-<token>``). Nova's
+metadata API answers for every server (:mod:`.nova.metadata`, on ``[sim] listen``:
+``nova_metadata_port``), and :meth:`SimCloud.guest_metadata` drives one guest's fetch through
+its router's appliance.
+
+A hot spare is an ACTIVE service VM like any other (its appliance listens on its management
+address); a router takes one by renaming it (Nova's ``PUT /servers/{id}``), and from then on
+the sim counts and traces it as that router's VM (see :meth:`SimCloud._server_renamed`).
 
 With a ``cloud_file`` (and ``[sim] keep_cloud``), :meth:`SimCloud.load_or_bootstrap` loads the
 cloud kept there instead of making a fresh one, and keeps it there from then on (see
@@ -45,7 +50,7 @@ from astara_actors.sim.persist import CloudKeeper, Table, no_collector, records
 from astara_actors.sim.settings import SimSettings
 from astara_actors.sim.trace import Trace
 
-__all__ = ["GUEST_FLAVOR", "GUEST_IMAGE", "GuestError", "SimCloud"]
+__all__ = ["GUEST_FLAVOR", "GUEST_IMAGE", "SPARE_PREFIX", "GuestError", "SimCloud"]
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ LOG = logging.getLogger(__name__)
 GUEST_IMAGE = "cirros"
 GUEST_FLAVOR = "m1.tiny"
 _SERVICE_VM = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
+# A hot spare: booted (management port ``ASTARA:SPARE:<token>`` only) before any router wants
+# it; taking it renames it ``ak-router-<router id>_<n>`` (see :meth:`SimCloud._server_renamed`).
+SPARE_PREFIX = "ak-spare-"
 
 
 class GuestError(Exception):
@@ -112,6 +120,7 @@ class SimCloud:
             on_gone=self._server_gone,
             on_ports_changed=self._ports_changed,
             on_request=lambda kind, sid, name: self.trace.record(kind, _router_of(name), sid, name),
+            on_renamed=self._server_renamed,
         )
         self.admin = Caller(
             user_id=self.keystone.admin_user.id,
@@ -141,6 +150,7 @@ class SimCloud:
         self.topology: dict[str, dict[str, Any]] = {}  # router id -> what add_router made
         self.tenants: list[Caller] = []
         self.boots: dict[str, int] = {}  # router id -> VMs that became ACTIVE for it
+        self.taken: dict[str, int] = {}  # router id -> hot spares renamed for it (no boot)
         self.pushes: dict[str, int] = {}  # router id -> config pushes its appliances accepted
         self.leftovers: list[tuple[str, str, Caller]] = []
         self.keeper: CloudKeeper | None = None  # where the cloud is kept across restarts
@@ -267,6 +277,7 @@ class SimCloud:
             len(self.leftovers),
             sum(self.boots.values()),
             sum(self.pushes.values()),
+            sum(self.taken.values()),
         )
 
     def _bookkeeping(self) -> dict[str, Any]:
@@ -291,6 +302,7 @@ class SimCloud:
             "topology": Table(rows),
             "boots": dict(self.boots),
             "pushes": dict(self.pushes),
+            "taken": dict(self.taken),
             "leftovers": [[subnet, network, t.project_id] for subnet, network, t in leftovers],
         }
 
@@ -362,6 +374,8 @@ class SimCloud:
         routers_made = int(cloud["routers_made"])
         boots = {str(k): int(v) for k, v in dict(cloud["boots"]).items()}
         pushes = {str(k): int(v) for k, v in dict(cloud["pushes"]).items()}
+        # Kept since hot spares (a file saved before has none: no spare was ever taken).
+        taken = {str(k): int(v) for k, v in dict(cloud.get("taken") or {}).items()}
 
         def install() -> None:
             (
@@ -372,6 +386,7 @@ class SimCloud:
             ) = ids
             self._routers_made, self.tenants, self.topology = routers_made, tenants, topology
             self.leftovers, self.boots, self.pushes = leftovers, boots, pushes
+            self.taken = taken
 
         return install
 
@@ -665,6 +680,30 @@ class SimCloud:
         except OSError as exc:
             LOG.warning("appliance of %s cannot listen on %s: %s", server["id"], address, exc)
 
+    def _server_renamed(self, previous: str, server: Mapping[str, Any]) -> None:
+        """Nova renamed a server (``PUT /servers/{id}``): what the sim knows of it by its name
+        follows. Its appliance (if it has one) now traces its requests for the router the new
+        name names, :meth:`servers_for` finds it by that router, and the trace records a
+        ``rename`` (router: the new name's). A hot spare (``ak-spare-<token>``) renamed
+        ``ak-router-<router>_<n>`` is *taken* by that router: counted in ``taken`` (the
+        ``spares`` of :meth:`router_counters`), not in ``boots`` — its boot happened before,
+        for no router. (A spare renamed before it was ACTIVE counts both: the router then
+        waited for that boot.) Config pushes of a live VM count for the router it is named
+        for when they are counted, so those a spare accepted before it was taken count for
+        its router."""
+        sid, name = str(server["id"]), str(server["name"])
+        router, before = _router_of(name), _router_of(previous)
+        self.trace.record("rename", router, sid, f"{previous} -> {name}")
+        if router == before:
+            return
+        if self.appliances.state(sid) is not None:
+            try:
+                self.appliances.set_router(sid, router)
+            except KeyError:
+                pass  # its agent went away meanwhile (the server is gone)
+        if router and previous.startswith(SPARE_PREFIX):
+            self.taken[router] = self.taken.get(router, 0) + 1
+
     def _server_gone(self, server: Mapping[str, Any]) -> None:
         router = _router_of(server["name"])
         try:
@@ -709,14 +748,15 @@ class SimCloud:
 
     # --- faults
     def servers_for(self, ident: str) -> list[str]:
-        """Server ids for a service VM's id, or for a router id (its ``ak-router-<id>_<n>``
-        VMs); a tenant's instance (a guest) is none of them."""
+        """Server ids for a service VM's id (a hot spare's included), or for a router id (its
+        ``ak-router-<id>_<n>`` VMs, a spare it took among them: they are found by their
+        current name); a tenant's instance (a guest) is none of them."""
         try:
             server = self.nova.get(ident)
         except NovaFault:
             pass
         else:
-            return [server["id"]] if _router_of(server["name"]) else []
+            return [server["id"]] if _is_service_vm(server["name"]) else []
         prefix = f"ak-router-{ident}_"
         return [
             s["id"]
@@ -725,15 +765,21 @@ class SimCloud:
         ]
 
     def router_counters(self, router_id: str) -> dict[str, int]:
-        """VMs booted for a router and config pushes its appliances accepted, ever."""
+        """A router's VMs and pushes: ``boots``, VMs that became ACTIVE named for it, ever;
+        ``spares``, hot spares it took (renamed for it: ready VMs, not boots), ever; ``vms``,
+        its service VMs now (taken spares included); ``pushes``, config pushes its appliances
+        accepted, ever (see :meth:`_server_renamed`)."""
         live = 0
-        for server_id in self.servers_for(router_id):
+        servers = self.servers_for(router_id)
+        for server_id in servers:
             try:
                 live += self.appliances.pushes(server_id)
             except KeyError:
                 pass
         return {
             "boots": self.boots.get(router_id, 0),
+            "spares": self.taken.get(router_id, 0),
+            "vms": len(servers),
             "pushes": self.pushes.get(router_id, 0) + live,
         }
 
@@ -812,6 +858,8 @@ class SimCloud:
                 f"server {server_id} is a service VM of router {_router_of(server['name'])},"
                 " not a tenant's instance",
             )
+        if _is_service_vm(server["name"]):
+            raise GuestError(404, f"server {server_id} is a hot spare, not a tenant's instance")
         tried: list[str] = []
         for port_id in server["port_ids"]:
             port = self.ports.port(port_id)
@@ -925,6 +973,11 @@ def _router_named(payload: Mapping[str, Any]) -> str:
             return str(value["id"])
     router_id = payload.get("router_id")
     return router_id if isinstance(router_id, str) else ""
+
+
+def _is_service_vm(server_name: str) -> bool:
+    """A router's VM (``ak-router-<router id>_<n>``) or a hot spare (``ak-spare-<token>``)."""
+    return bool(_router_of(server_name)) or server_name.startswith(SPARE_PREFIX)
 
 
 def _router_of(server_name: str) -> str:

@@ -70,7 +70,7 @@ class SimSettings:
     neutron_project_domain: str = "Default"
     # --- beside a real Nova (one running the fake virt driver): Keystone, Neutron and Nova are
     # the real ones at neutron_auth_url; only the appliance agents of their VMs are served here.
-    real_nova: bool = False  # true: serve only an agent per ak-router- VM the real Nova runs
+    real_nova: bool = False  # true: only an agent per ak-router-/ak-spare- VM the real Nova runs
     watch_interval: float = 1.0  # seconds between two readings of the real Nova's servers
     # --- notifications (Neutron's) and load
     transport_url: str = ""  # bus to publish Neutron notifications on ("" = none)

@@ -10,12 +10,15 @@ Each event is ``(unix time, kind, router id, server id, detail)``; the kinds:
 - ``metadata``: an appliance forwarded a guest's metadata request (detail: ``GET /path STATUS
   from <guest address>``);
 - ``boot`` / ``delete``: Nova accepted a server create / delete request (detail: server name);
+- ``rename``: Nova renamed a server (detail: ``<old name> -> <new name>``; router: the new
+  name's, so a hot spare taken by a router is traced for it from then on);
 - ``active`` / ``gone``: a server became ACTIVE (its agent listens) / disappeared;
 - ``notify``: a Neutron notification was published (detail: event type; router when it names one);
 - ``api``: a Keystone, Neutron or Nova request was answered (detail: ``METHOD /path?query STATUS``,
   as sent; :meth:`Trace.summary` groups them by :func:`path_template`).
 
-The router id of appliance and Nova events comes from the server name (``ak-router-<id>_<n>``).
+The router id of appliance and Nova events comes from the server's name (``ak-router-<id>_<n>``;
+none for a hot spare ``ak-spare-<token>`` until it is renamed for a router).
 ``astara-sim`` serves it as ``/sim/trace`` (see :mod:`.server`).
 """
 

@@ -158,6 +158,15 @@ class ApplianceServer:
         nic_list = _nics(nics)
         self._call(lambda: self._agent(server_id).set_nics(nic_list))
 
+    def set_router(self, server_id: str, router_id: str) -> None:
+        """The VM now serves ``router_id`` (a hot spare renamed for a router; "" for none):
+        its requests are traced for that router from now on. KeyError if it has no agent."""
+        self._call(lambda: setattr(self._agent(server_id), "router_id", router_id))
+
+    def router(self, server_id: str) -> str:
+        """The router the agent's requests are traced for ("" for none); KeyError if none."""
+        return self._call(lambda: self._agent(server_id).router_id)
+
     # ------------------------------------------------------------------ faults
     def kill(self, server_id: str) -> None:
         """The agent dies: its listening socket closes, so connections are refused."""

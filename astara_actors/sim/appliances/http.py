@@ -46,7 +46,7 @@ class Agent:
 
     server_id: str
     address: str
-    router_id: str = ""  # the router the server was booted for (traced with its requests)
+    router_id: str = ""  # the router the server is named for (traced with its requests)
     nics: list[Nic] = field(default_factory=list)
     ifnames: dict[str, str] = field(default_factory=dict)  # mac -> geN; names never move
     config: dict[str, Any] | None = None

@@ -3,6 +3,11 @@
 Mount with :func:`add_neutron_routes`; with ``prefix="/network"`` the catalog URL is
 ``http://host:port/network`` (openstacksdk appends ``/v2.0`` itself, with no discovery).
 Errors use Neutron's body ``{"NeutronError": {"type", "message", "detail"}}``.
+
+``If-Match: revision_number=N`` (the revision-if-match extension) is read on every request to
+a collection or one of its resources, as Neutron's query-parameters hook reads it: malformed,
+it is a 400 whatever the method; well-formed, it constrains a PUT or DELETE of that resource
+(412 ``RevisionNumberConstraintFailed`` when the revision moved on) and nothing else.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import falcon.uri
 
 from astara_actors.sim._http import neutron_error, read_json, require_caller
 from astara_actors.sim.contracts import Caller
+from astara_actors.sim.neutron.base import revision_constraint
 from astara_actors.sim.neutron.extensions import extensions
 from astara_actors.sim.neutron.model import COLLECTIONS, NeutronFault, NeutronModel
 
@@ -42,6 +48,10 @@ class _Resource:
             return fn(*args)
         except NeutronFault as fault:
             raise neutron_error(fault.status, fault.type, fault.message) from None
+
+    def if_revision(self, req: falcon.Request) -> int | None:
+        """The revision ``If-Match`` constrains the request to (None: none); 400 if malformed."""
+        return self.call(revision_constraint, req.get_header("If-Match"))
 
     def body(self, req: falcon.Request, key: str) -> dict[str, Any]:
         data = read_json(req)
@@ -102,12 +112,14 @@ class _Extension(_Resource):
 class _Collection(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         caller = self.auth(req)
+        self.if_revision(req)
         filters = falcon.uri.parse_query_string(req.query_string, keep_blank=True, csv=False)
         items = self.call(self.neutron.list, self.kind, caller, filters)
         resp.media = {COLLECTIONS[self.kind]: items}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         caller = self.auth(req)
+        self.if_revision(req)  # checked, constrains nothing: there is no resource yet
         attrs = self.body(req, self.kind)
         resp.media = {self.kind: self.call(self.neutron.create, self.kind, attrs, caller)}
         resp.status = falcon.HTTP_201
@@ -116,6 +128,7 @@ class _Collection(_Resource):
 class _Item(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         caller = self.auth(req)
+        self.if_revision(req)  # checked; a read changes nothing, so it is never compared
         view = self.call(self.neutron.get, self.kind, resource_id, caller)
         fields = falcon.uri.parse_query_string(req.query_string, csv=False).get("fields")
         if fields:
@@ -125,14 +138,20 @@ class _Item(_Resource):
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         caller = self.auth(req)
+        revision = self.if_revision(req)
         attrs = self.body(req, self.kind)
         resp.media = {
-            self.kind: self.call(self.neutron.update, self.kind, resource_id, attrs, caller)
+            self.kind: self.call(
+                lambda: self.neutron.update(
+                    self.kind, resource_id, attrs, caller, if_revision=revision
+                )
+            )
         }
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         caller = self.auth(req)
-        self.call(self.neutron.delete, self.kind, resource_id, caller)
+        revision = self.if_revision(req)
+        self.call(lambda: self.neutron.delete(self.kind, resource_id, caller, if_revision=revision))
         resp.status = falcon.HTTP_204
 
 

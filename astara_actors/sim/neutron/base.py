@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import random
+import re
 import threading
 import time
 import uuid
@@ -27,6 +28,8 @@ __all__ = [
     "bad_request",
     "forbidden",
     "not_found",
+    "revision_constraint",
+    "revision_mismatch",
 ]
 
 KINDS = ("network", "subnet", "port", "router", "floatingip")
@@ -65,6 +68,54 @@ def bad_request(message: str, type_: str = "InvalidInput") -> NeutronFault:
 
 def forbidden(rule: str) -> NeutronFault:
     return NeutronFault(403, "PolicyNotAuthorized", f"({rule}) is disallowed by policy")
+
+
+def revision_mismatch(expected: int, current: int) -> NeutronFault:
+    """412 for an ``If-Match: revision_number=N`` that no longer holds (the revision plugin's
+    ``RevisionNumberConstraintFailed``, a webob ``HTTPPreconditionFailed``: its detail is the
+    message, its class name the type)."""
+    return NeutronFault(
+        412,
+        "RevisionNumberConstraintFailed",
+        f"Constrained to {expected}, but current revision is {current}",
+    )
+
+
+def _if_match_refused(msg: str) -> NeutronFault:
+    # neutron_lib's BadRequest(resource='if-match', msg=...): "Bad %(resource)s request: %(msg)s."
+    return NeutronFault(400, "BadRequest", f"Bad if-match request: {msg}.")
+
+
+_QUOTED_ETAG = re.compile(r'(?:^|\s)(W/)?"((?:\\"|.)*?)"')
+
+
+def revision_constraint(if_match: str | None) -> int | None:
+    """The revision an ``If-Match`` header constrains a request to (None: no constraint), read
+    as Neutron reads it (``api_common.check_request_for_revision_constraint`` over webob's
+    entity-tag list): ``*`` and entity tags not starting with ``revision_number=`` constrain
+    nothing; a value that is not an integer, or two ``revision_number=`` tags, is a 400
+    ``BadRequest``. An unquoted header is one tag, as webob parses it: ``revision_number=3``
+    (what openstacksdk sends) is 3, ``revision_number=1, revision_number=2`` is malformed."""
+    if if_match is None or if_match == "*":
+        return None
+    if not if_match:
+        tags: list[str] = []
+    else:
+        quoted = _QUOTED_ETAG.findall(if_match)
+        tags = [tag for weak, tag in quoted if not weak] if quoted else [if_match]
+    revision = None
+    for tag in tags:
+        if not tag.startswith("revision_number="):
+            continue
+        if revision is not None:
+            raise _if_match_refused("Multiple revision_number etags are not supported.")
+        try:
+            revision = int(tag.split("revision_number=")[1])
+        except ValueError:
+            raise _if_match_refused(
+                "Revision number etag must be in the format of revision_number=<int>"
+            ) from None
+    return revision
 
 
 def stamp(t: float) -> str:

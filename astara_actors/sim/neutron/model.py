@@ -17,8 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from astara_actors.sim.contracts import Caller
-from astara_actors.sim.neutron.base import CLOUD, COLLECTIONS, KINDS, NeutronFault, forbidden
+from astara_actors.sim.neutron.base import (
+    CLOUD,
+    COLLECTIONS,
+    KINDS,
+    NeutronFault,
+    forbidden,
+    revision_mismatch,
+)
+from astara_actors.sim.neutron.core import NETWORK_PUT, PORT_PUT, SUBNET_PUT
 from astara_actors.sim.neutron.keep import KeptResources
+from astara_actors.sim.neutron.l3 import FIP_PUT, ROUTER_PUT
 from astara_actors.sim.neutron.views import (
     CREATE,
     DELETE,
@@ -164,6 +173,16 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
 
 Handler = Callable[..., Any]
 
+# What a PUT may name, per kind (checked before an If-Match constraint, as Neutron's API layer
+# refuses an unknown attribute before the revision plugin compares revisions).
+_PUT = {
+    "network": NETWORK_PUT,
+    "subnet": SUBNET_PUT,
+    "port": PORT_PUT,
+    "router": ROUTER_PUT,
+    "floatingip": FIP_PUT,
+}
+
 
 class NeutronModel(KeptResources):
     """The simulated Neutron; thread-safe (one re-entrant lock around every operation)."""
@@ -243,9 +262,24 @@ class NeutronModel(KeptResources):
             return result
 
     def update(
-        self, kind: str, resource_id: str, attrs: Mapping[str, Any], caller: Caller | None = None
+        self,
+        kind: str,
+        resource_id: str,
+        attrs: Mapping[str, Any],
+        caller: Caller | None = None,
+        *,
+        if_revision: int | None = None,
     ) -> dict[str, Any]:
-        """PUT /v2.0/<kind>s/<id>: the updated resource as the caller sees it."""
+        """PUT /v2.0/<kind>s/<id>: the updated resource as the caller sees it.
+
+        ``if_revision`` (``If-Match: revision_number=N``, the revision-if-match extension):
+        only if the resource's ``revision_number`` is still N, else 412
+        ``RevisionNumberConstraintFailed`` and nothing changes. Compare and write happen under
+        the model's lock: of several writers naming the same revision, exactly one wins. The
+        check comes after 404/403 and the body's attribute names (400), before the update's
+        own validation (Neutron compares when the change is flushed, after validating it: a
+        request both stale and otherwise invalid is a 412 here, possibly a 400 there).
+        """
         who = caller or CLOUD
         with self._lock:
             self._emit(
@@ -255,6 +289,9 @@ class NeutronModel(KeptResources):
             )
             record = self._find(kind, resource_id, who)
             self._require_owner(kind, record, who, "update")
+            if if_revision is not None:
+                self._check_attrs(attrs, _PUT[kind])
+                self._check_revision(record, if_revision)
             before = copy.deepcopy(record)
             try:
                 self._ops[kind]["update"](record, copy.deepcopy(dict(attrs)), who)
@@ -266,13 +303,23 @@ class NeutronModel(KeptResources):
             self._emit(f"{kind}.update.end", {kind: view}, caller)
             return copy.deepcopy(view)
 
-    def delete(self, kind: str, resource_id: str, caller: Caller | None = None) -> None:
-        """DELETE /v2.0/<kind>s/<id>."""
+    def delete(
+        self,
+        kind: str,
+        resource_id: str,
+        caller: Caller | None = None,
+        *,
+        if_revision: int | None = None,
+    ) -> None:
+        """DELETE /v2.0/<kind>s/<id>; ``if_revision`` as for :meth:`update` (Neutron constrains
+        deletes too)."""
         who = caller or CLOUD
         with self._lock:
             self._emit(f"{kind}.delete.start", {f"{kind}_id": resource_id}, caller)
             record = self._find(kind, resource_id, who)
             self._require_owner(kind, record, who, "delete")
+            if if_revision is not None:
+                self._check_revision(record, if_revision)
             view = self._view(kind, record, who, DELETE)
             self._ops[kind]["delete"](record, who)
             self._emit(f"{kind}.delete.end", {f"{kind}_id": resource_id, kind: view}, caller)
@@ -380,6 +427,12 @@ class NeutronModel(KeptResources):
     ) -> None:
         if not self._owns(caller, record):
             raise forbidden(f"rule:{action}_{kind}")
+
+    @staticmethod
+    def _check_revision(record: Mapping[str, Any], expected: int) -> None:
+        current = int(record.get("revision_number", 0))
+        if current != expected:
+            raise revision_mismatch(expected, current)
 
     def _view(
         self, kind: str, record: Mapping[str, Any], caller: Caller, mode: str

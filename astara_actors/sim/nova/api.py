@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import secrets
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlparse
@@ -21,7 +22,7 @@ from urllib.parse import urlencode, urlparse
 import falcon
 
 from astara_actors.sim.contracts import Caller
-from astara_actors.sim.nova.model import NovaFault, NovaModel
+from astara_actors.sim.nova.model import UNSET, NovaFault, NovaModel
 
 __all__ = ["MAX_MICROVERSION", "MIN_MICROVERSION", "add_nova_routes"]
 
@@ -122,6 +123,120 @@ def _body(req: falcon.Request, key: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get(key), dict):
         raise NovaFault(400, f"Invalid input for field/attribute {key}.")
     return data[key]
+
+
+# PUT /servers/{id}: the properties of Nova's ``update`` schemas (schemas/servers.py), in their
+# order (the order jsonschema reports errors in), with the microversion that added each.
+_UPDATE_PROPERTIES: tuple[tuple[str, Version], ...] = (
+    ("name", (2, 1)),
+    ("OS-DCF:diskConfig", (2, 1)),
+    ("accessIPv4", (2, 1)),
+    ("accessIPv6", (2, 1)),
+    ("description", (2, 19)),
+    ("hostname", (2, 90)),
+)
+_UPDATED = frozenset({"name", "description"})  # the ones this simulator applies
+_INVALID_NAME = (
+    "An invalid 'name' value was provided. The name must be: printable characters. "
+    "Can not start or end with whitespace."
+)
+# From this microversion on, PUT answers with the whole document GET shows (before: a subset).
+_UPDATE_SHOWS_ALL: Version = (2, 75)
+
+
+def _printable(char: str) -> bool:
+    """``parameter_types._is_printable`` over the range Nova builds its regex from (the code
+    points below U+FFFF: any other is refused, as Nova's regex refuses it)."""
+    category = unicodedata.category(char)
+    return (
+        ord(char) < 0xFFFF
+        and not category.startswith("C")
+        and (not category.startswith("Z") or category == "Zs")
+    )
+
+
+def _valid_name(name: str) -> bool:
+    """``parameter_types.valid_name_regex``: printable characters, no whitespace (nor anything
+    unprintable) first or last; the empty string passes (``minLength`` refuses it)."""
+
+    def edge(char: str) -> bool:
+        return _printable(char) and unicodedata.category(char) != "Zs"
+
+    return all(_printable(c) for c in name) and (not name or (edge(name[0]) and edge(name[-1])))
+
+
+def _invalid(path: str, value: Any, message: str) -> NovaFault:
+    """Nova's ``ValidationError`` for one body field (``validators._SchemaValidator``)."""
+    return NovaFault(400, f"Invalid input for field/attribute {path}. Value: {value}. {message}")
+
+
+def _unexpected(extras: list[str]) -> str:
+    """jsonschema's ``additionalProperties`` message."""
+    listed, verb = ", ".join(map(repr, extras)), "was" if len(extras) == 1 else "were"
+    return f"Additional properties are not allowed ({listed} {verb} unexpected)"
+
+
+def _check_server_name(value: Any) -> str:
+    """``parameter_types.name``: type, format, minLength, maxLength, checked in that order."""
+    if not isinstance(value, str):
+        raise _invalid("name", value, f"{value!r} is not of type 'string'")
+    if not _valid_name(value):
+        raise NovaFault(400, _INVALID_NAME)
+    if not value:
+        raise _invalid("name", value, "'' should be non-empty")
+    if len(value) > 255:
+        raise _invalid("name", value, f"{value!r} is too long")
+    return value
+
+
+def _check_description(value: Any) -> str | None:
+    """``parameter_types.description``: a string of printable characters (any whitespace
+    allowed), at most 255, or null."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid("description", value, f"{value!r} is not of type 'string', 'null'")
+    if not all(_printable(c) for c in value):
+        # Nova quotes its whole printable-characters regex here; this says what it means.
+        raise _invalid("description", value, f"{value!r} does not match printable characters")
+    if len(value) > 255:
+        raise _invalid("description", value, f"{value!r} is too long")
+    return value
+
+
+def _update_body(req: falcon.Request, mv: Version) -> dict[str, Any]:
+    """The ``server`` of a PUT body, validated as Nova's ``update`` schema of ``mv`` validates
+    it (errors in jsonschema's order, Nova's messages); only the keys this simulator applies."""
+    try:
+        body = json.loads(req.bounded_stream.read() or b"{}")
+    except ValueError:
+        raise NovaFault(400, "Malformed request body") from None
+    if not isinstance(body, dict):
+        raise NovaFault(400, f"{body!r} is not of type 'object'")
+    known = [key for key, since in _UPDATE_PROPERTIES if mv >= since]
+    if "server" in body:
+        server = body["server"]
+        if not isinstance(server, dict):
+            raise _invalid("server", server, f"{server!r} is not of type 'object'")
+        if "name" in server:
+            _check_server_name(server["name"])
+        if "description" in server and "description" in known:
+            _check_description(server["description"])
+        extras = sorted((key for key in server if key not in known), key=str)
+        if extras:
+            raise _invalid("server", server, _unexpected(extras))
+    else:
+        raise NovaFault(400, "'server' is a required property")
+    extras = sorted((key for key in body if key != "server"), key=str)
+    if extras:
+        raise NovaFault(400, _unexpected(extras))
+    ignored = sorted(set(server) - _UPDATED)
+    if ignored:
+        raise NovaFault(
+            400,
+            f"The simulated Nova updates only a server's name and description, not {ignored}.",
+        )
+    return dict(server)
 
 
 def _id_from_href(ref: Any) -> str:
@@ -497,6 +612,43 @@ class _Server(_Resource):
     ) -> None:
         server = self.nova.get(server_id, caller)
         resp.media = {"server": self.docs(req, mv, caller).show(server)}
+
+    @_nova
+    def on_put(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        caller: Caller,
+        mv: Version,
+        server_id: str,
+    ) -> None:
+        """Rename (and re-describe, from 2.19) a server in any state; 200 with the server as
+        GET shows it from 2.75, Nova's shorter document before (no extended attributes, no
+        availability zone, config drive, key, usage or volumes; addresses plain)."""
+        spec = _update_body(req, mv)
+        server = self.nova.update(
+            server_id,
+            caller,
+            name=spec.get("name"),
+            description=spec["description"] if "description" in spec else UNSET,
+        )
+        docs = self.docs(req, mv, caller)
+        if mv >= _UPDATE_SHOWS_ALL:
+            resp.media = {"server": docs.show(server)}
+            return
+        doc = docs.core(server)
+        doc["addresses"] = {
+            net: [{"version": a["version"], "addr": a["addr"]} for a in entries]
+            for net, entries in server["addresses"].items()
+        }
+        if server["fault"]:
+            doc["fault"] = server["fault"]
+        if server["status"] in _PROGRESS_STATUSES:
+            doc["progress"] = 0
+        fields = docs.microversion_fields(server, listing=False)
+        fields.pop("host_status", None)  # before 2.75 the update view never shows it
+        doc.update(fields)
+        resp.media = {"server": doc}
 
     @_nova
     def on_delete(

@@ -1,7 +1,8 @@
 """astara-sim beside a real Nova: only the appliance agents that Nova's fake virt driver lacks.
 
 With Nova's fake virt driver, service VMs go ACTIVE but run nothing, so no appliance answers
-the orchestrator. :class:`NovaWatcher` reads the real Nova's ``ak-router-`` servers and their
+the orchestrator. :class:`NovaWatcher` reads the real Nova's ``ak-router-`` servers (and the
+hot spares, ``ak-spare-``, which are renamed ``ak-router-`` when a router takes one) and their
 Neutron ports every few seconds and keeps one simulated appliance agent per running VM, on the
 VM's management address (its port's loopback address), with the VM's NICs in the order the
 appliance's kernel would name them: the management NIC first, hot-plugged ones after.
@@ -31,11 +32,13 @@ from astara_actors.sim.settings import SimSettings
 if TYPE_CHECKING:
     from openstack.connection import Connection
 
-__all__ = ["SERVER_PREFIX", "NovaWatcher", "Wanted", "connect_real"]
+__all__ = ["SERVER_PREFIX", "SPARE_PREFIX", "NovaWatcher", "Wanted", "connect_real"]
 
 LOG = logging.getLogger(__name__)
 
 SERVER_PREFIX = "ak-router-"  # the orchestrator's service VMs: ak-router-<router id>_<n>
+SPARE_PREFIX = "ak-spare-"  # its hot spares: ak-spare-<token>, renamed when a router takes one
+_PREFIXES = (SERVER_PREFIX, SPARE_PREFIX)
 # The guest runs in these states (a live migration keeps it running); any other (BUILD,
 # ERROR, SHUTOFF, REBOOT, ...) or a deletion under way means no appliance answers.
 _RUNNING = frozenset({"ACTIVE", "MIGRATING"})
@@ -53,6 +56,9 @@ class Wanted:
 
     @property
     def router_id(self) -> str:
+        """The router the name names ("" for a hot spare: it serves no router yet)."""
+        if not self.name.startswith(SERVER_PREFIX):
+            return ""
         return self.name[len(SERVER_PREFIX) :].rsplit("_", 1)[0]
 
 
@@ -75,7 +81,8 @@ def connect_real(settings: SimSettings) -> Connection:
 
 
 class NovaWatcher:
-    """Keeps ``appliances`` in step with the running ``ak-router-`` VMs of the real Nova."""
+    """Keeps ``appliances`` in step with the running ``ak-router-`` and ``ak-spare-`` VMs of the
+    real Nova; a renamed VM keeps its agent, which then serves the router of its new name."""
 
     def __init__(self, conn: Connection, appliances: ApplianceServer, *, interval: float = 1.0):
         self._conn = conn
@@ -150,8 +157,10 @@ class NovaWatcher:
         self._failing = error
 
     def _read(self) -> tuple[dict[str, Wanted], dict[str, str]]:
-        """The agents the cloud calls for, and why each other ``ak-router-`` server has none."""
-        servers = self._calls.run(f"list the {SERVER_PREFIX} servers", self._list_servers)
+        """The agents the cloud calls for, and why each other service VM has none."""
+        servers = self._calls.run(
+            f"list the {SERVER_PREFIX} and {SPARE_PREFIX} servers", self._list_servers
+        )
         why_not = {s["id"]: _not_running(s) for s in servers}
         running = [s for s in servers if not why_not[s["id"]]]
         ports = self._ports_of([s["id"] for s in running])
@@ -169,15 +178,17 @@ class NovaWatcher:
         return wanted, why_not
 
     def _list_servers(self) -> list[dict[str, Any]]:
-        # Nova filters names by regex (fixture 009); the prefix is re-checked in case a cell
-        # ignores the filter.
+        # Nova filters names by regex (fixture 009; an alternation is understood by every
+        # database's regex: MySQL REGEXP, PostgreSQL ~, SQLite's Python re); the prefixes are
+        # re-checked in case a cell ignores the filter.
+        pattern = "^(" + "|".join(re.escape(p) for p in _PREFIXES) + ")"
         found = get_all(
             self._conn.compute,
             "/servers/detail",
             "servers",
-            {"all_tenants": "1", "name": "^" + re.escape(SERVER_PREFIX)},
+            {"all_tenants": "1", "name": pattern},
         )
-        return [s for s in found if (s.get("name") or "").startswith(SERVER_PREFIX)]
+        return [s for s in found if (s.get("name") or "").startswith(_PREFIXES)]
 
     def _ports_of(self, server_ids: Sequence[str]) -> list[Mapping[str, Any]]:
         """The Neutron ports bound to these servers, a few dozen servers per request."""
@@ -243,8 +254,11 @@ class NovaWatcher:
                 have = None
             if have is None:
                 self._start_agent(server_id, want)
-            elif have.nics != want.nics:
-                self._replug(server_id, want)
+                continue
+            if have.nics != want.nics and not self._replug(server_id, want):
+                continue
+            if have.name != want.name:
+                self._rename(server_id, have, want)
         self._no_agent &= set(why_not)  # forget deleted servers
         for server_id in set(self._start_errors) - set(wanted):
             del self._start_errors[server_id]
@@ -287,18 +301,35 @@ class NovaWatcher:
             reason,
         )
 
-    def _replug(self, server_id: str, want: Wanted) -> None:
+    def _replug(self, server_id: str, want: Wanted) -> bool:
         try:
             self._appliances.set_interfaces(server_id, want.nics)
         except KeyError:  # the agent vanished under us: start it again next round
             self._running.pop(server_id, None)
-            return
+            return False
         self._running[server_id] = want
         LOG.info(
             "re-plugged the appliance agent of %s (server %s): NICs %s",
             want.name,
             server_id,
             _macs(want.nics),
+        )
+        return True
+
+    def _rename(self, server_id: str, have: Wanted, want: Wanted) -> None:
+        """The VM was renamed (a hot spare taken by a router): same agent, new router."""
+        if have.router_id != want.router_id:
+            try:
+                self._appliances.set_router(server_id, want.router_id)
+            except KeyError:  # the agent vanished under us: start it again next round
+                self._running.pop(server_id, None)
+                return
+        self._running[server_id] = want
+        LOG.info(
+            "the appliance agent of server %s now serves %s (was %s)",
+            server_id,
+            want.name,
+            have.name,
         )
 
     def _note_unservable(self, server_id: str, reason: str) -> None:

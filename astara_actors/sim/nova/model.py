@@ -5,7 +5,8 @@ It refuses what Nova 34 refuses, with its messages (the REAL captures in
 free ports that have a fixed IP; interfaces attach synchronously to an ACTIVE server and detach
 asynchronously (``detach_delay`` seconds later, as Nova's compute service does it after the API
 answered 202); the ports of a deleted server are kept, unbound. A port Neutron deletes while it
-is plugged (its ``network-vif-deleted`` event) is unplugged as asynchronously.
+is plugged (its ``network-vif-deleted`` event) is unplugged as asynchronously. A server may be
+renamed in any state (``PUT /servers/{id}``, :meth:`NovaModel.update`), as Nova allows it.
 
 Status is evaluated lazily from the clock when a server is read (no thread or timer per
 server); :meth:`NovaModel.tick` does the same for servers nobody reads, so the transition
@@ -16,6 +17,7 @@ is :mod:`astara_actors.sim.nova.api`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import random
@@ -30,7 +32,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from astara_actors.sim.contracts import Caller, PortDirectory
 
-__all__ = ["NOVA_OWNER", "Flavor", "NovaFault", "NovaModel", "ServerCallback", "VifEvents"]
+__all__ = [
+    "NOVA_OWNER",
+    "UNSET",
+    "Flavor",
+    "NovaFault",
+    "NovaModel",
+    "ServerCallback",
+    "VifEvents",
+]
 
 NOVA_OWNER = "compute:nova"
 ServerCallback = Callable[[dict[str, Any]], None]
@@ -45,6 +55,13 @@ class VifEvents(Protocol):
     """A port directory that reports deleted ports of servers (the simulated Neutron does)."""
 
     def on_vif_deleted(self, callback: Callable[[str, str], None]) -> None: ...
+
+
+class _Unset:
+    """The type of :data:`UNSET`: an argument not given (None means "no description")."""
+
+
+UNSET = _Unset()
 
 
 class NovaFault(Exception):
@@ -172,6 +189,7 @@ class NovaModel:
         on_gone: ServerCallback | None = None,
         on_ports_changed: ServerCallback | None = None,
         on_request: Callable[[str, str, str], None] | None = None,
+        on_renamed: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.ports = ports
         self.clock = clock
@@ -186,6 +204,8 @@ class NovaModel:
         self.on_ports_changed = on_ports_changed
         # ("boot" | "delete", server id, server name) when a create / delete is accepted
         self.on_request = on_request
+        # (the previous name, the server) after a server was renamed (PUT /servers/{id})
+        self.on_renamed = on_renamed
         self._images = None if images is None else frozenset(images)
         self._flavors = (
             None
@@ -341,6 +361,31 @@ class NovaModel:
                     raise NovaFault(400, f"marker [{marker}] not found")
                 found = found[ids.index(marker) + 1 :]
             return [self._view(s) for s in found[:limit]]
+
+    def update(
+        self,
+        server_id: str,
+        caller: Caller | None = None,
+        *,
+        name: str | None = None,
+        description: str | None | _Unset = UNSET,
+    ) -> dict[str, Any]:
+        """``PUT /servers/{id}``: a new name and/or description (the API layer has validated
+        them), in any state, as Nova's ``update_instance`` allows; 404 when not visible.
+        ``on_renamed(previous name, server)`` fires when the name changed."""
+        with self._op():
+            server = self._visible(server_id, caller)
+            previous = server.name
+            if name is not None:
+                server.name = name
+            if not isinstance(description, _Unset):
+                server.description = description
+            server.updated = _stamp(self.wall())
+            self.changes += 1
+            view = self._view(server)
+            if name is not None and name != previous and self.on_renamed is not None:
+                self._events.append((functools.partial(self.on_renamed, previous), view))
+        return view
 
     def delete(self, server_id: str, caller: Caller | None = None) -> None:
         """Start deleting; the server disappears ``delete_delay`` seconds later."""
