@@ -115,6 +115,7 @@ class Service:
             owns=owns,
             claim=claim,
             release=release,
+            spares=config.spares,
         ).start()
         if self.coordinator is not None:
             self.coordinator.start()

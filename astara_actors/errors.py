@@ -7,6 +7,7 @@ __all__ = [
     "CloudError",
     "NetworkError",
     "RouterGone",
+    "RevisionConflict",
     "ComputeError",
     "ApplianceError",
     "ApplianceUnreachable",
@@ -33,6 +34,11 @@ class RouterGone(NetworkError):
     def __init__(self, router_id: str) -> None:
         super().__init__(f"router {router_id} no longer exists in Neutron")
         self.router_id = router_id
+
+
+class RevisionConflict(NetworkError):
+    """Raised when Neutron refuses a conditional update (``If-Match: revision_number=N``, HTTP
+    412): the resource changed since it was read, someone else wrote first."""
 
 
 class ComputeError(CloudError):

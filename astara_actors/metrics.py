@@ -131,11 +131,22 @@ REBUILDS_HELD = Counter(
     "Automatic rebuilds held back by the open circuit breaker or the concurrency cap",
 )
 REBUILDS_IN_PROGRESS = Gauge("astara_rebuilds_in_progress", "Boots under way now (capped)")
+SPARES = Gauge("astara_spares", "Hot spare VMs of the pool, by state", ["state"])
+SPARES_TAKEN = Counter("astara_spares_taken_total", "Hot spares taken by a router (no boot)")
+SPARES_MISSED = Counter(
+    "astara_spares_missed_total", "Routers that wanted a spare when none was ready (they booted)"
+)
+SPARES_BOOTED = Counter("astara_spares_booted_total", "Hot spare VMs booted to refill the pool")
+SPARES_REPLACED = Counter(
+    "astara_spares_replaced_total", "Hot spares deleted (died, hung, stale image...)", ["reason"]
+)
 
 for _kind in ("router", "tenant"):  # every series exists from the start, at 0
     ACTOR_RESTARTS.labels(kind=_kind)
 for _kind in ("changes", "commands", "ignored", "queries"):
     INBOX_MESSAGES.labels(kind=_kind)
+for _state in ("ready", "booting"):
+    SPARES.labels(state=_state)
 
 
 # --- read when scraped

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from astara_actors.adapters.host_plug import ServicePortOptions
+from astara_actors.core.spares import SpareSettings
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.loader import (
@@ -58,6 +59,7 @@ def documented(section: str) -> dict[str, str]:
         ("database", DatabaseSettings, set()),
         ("coordination", CoordinationSettings, set()),
         ("service_port", ServicePortOptions, set()),
+        ("spares", SpareSettings, set()),
     ],
 )
 def test_every_key_is_documented_in_etc_orchestrator_ini_with_its_default(

@@ -352,3 +352,39 @@ def test_a_failed_listing_skips_the_sweep(cloud, clock, sweeper, caplog, call, e
 
     report = sweeper.sweep()
     assert set(report.servers_removed) == servers and set(report.ports_removed) == ports
+
+
+# ------------------------------------------------------------------ hot spares
+
+
+def test_hot_spares_are_never_orphans_but_a_spare_port_without_its_spare_is(
+    cloud: MemoryCloud, clock: FakeClock, sweeper: OrphanSweeper, caplog
+) -> None:
+    from astara_actors.core.spares import SparePool, SpareSettings
+
+    pool = SparePool(
+        SpareSettings(pool_size=1),
+        cloud.settings(),
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        clock=clock,
+    )
+    pool.check()
+    (spare,) = cloud.compute.list_servers("ak-spare-")
+    (spare_port,) = cloud.network.list_ports(device_id=spare.id)
+    # a spare boot interrupted between its port and its server
+    stray = cloud.network.create_port(
+        name="ASTARA:SPARE:0123456789ab",
+        network_id=cloud.management_network_id,
+        subnet_id=cloud.management_subnet_id,
+    )
+    assert sweeper.sweep().pending == (stray.id,)
+    clock.advance(GRACE)
+    with caplog.at_level(logging.WARNING):
+        report = sweeper.sweep()
+    assert report.ports_removed == (stray.id,) and report.servers_removed == ()
+    assert "of a gone hot spare removed" in caplog.text
+    # the spare and its port are untouched
+    assert [s.id for s in cloud.compute.list_servers("ak-spare-")] == [spare.id]
+    assert [p.id for p in cloud.network.list_ports(device_id=spare.id)] == [spare_port.id]

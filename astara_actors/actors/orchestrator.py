@@ -18,6 +18,7 @@ from astara_actors.actors.tenant import Retire, Retired, RouterForgotten, Tenant
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Event
 from astara_actors.core.rebuild_guard import RebuildGuard
+from astara_actors.core.spares import SparePool
 from astara_actors.core.restart_policy import RestartPolicy
 from astara_actors.protocol.messages import (
     ChildFailed,
@@ -65,6 +66,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         release: Callable[[str], None] | None = None,
         claim_retry: float = 1.0,
         rebuild_guard: RebuildGuard | None = None,
+        spares: SparePool | None = None,
     ) -> None:
         super().__init__()
         self.tenant_factory = tenant_factory
@@ -80,6 +82,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
         self.release = release or (lambda _tenant_id: None)
         self.claim_retry = claim_retry
         self.rebuild_guard = rebuild_guard  # the process's, shown in dumps (as "storm")
+        self.spares = spares  # the process's hot-spare pool (None: none), shown in dumps
         self._leased: set[str] = set()
         self._handing_over: set[str] = set()  # stopping; their leases go back when stopped
         self._waiting: dict[str, deque[Any]] = {}  # messages for tenants not yet claimed
@@ -227,6 +230,7 @@ class OrchestratorActor(Supervisor, pykka.ThreadingActor):
             "mailbox": mailbox_depth(self),
             "tenants_waiting_for_lease": sorted(self._waiting),
             "storm": self.rebuild_guard.dump() if self.rebuild_guard is not None else None,
+            "spares": self.spares.dump() if self.spares is not None else None,
             "tenants": tenants,
         }
 

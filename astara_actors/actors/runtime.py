@@ -26,11 +26,13 @@ from astara_actors.core.metadata_index import MetadataIndex
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.ports import Appliance, Compute, Instance, Network
 from astara_actors.core.rebuild_guard import RebuildGuard
+from astara_actors.core.spares import SparePool, SpareSettings
 from astara_actors.core.restart_policy import RestartPolicy
 from astara_actors.core.seeds import Inventory, read_inventory
 from astara_actors.errors import CloudError
 from astara_actors.jobs.drift import DriftSweeper
 from astara_actors.jobs.heap_freezer import HeapFreezer
+from astara_actors.jobs.spare_keeper import SpareKeeper
 from astara_actors.log import router_logger
 from astara_actors.protocol.messages import Deliver, Dump, Resync
 
@@ -42,6 +44,8 @@ InstanceFactory = Callable[[str, str], Instance]
 
 # Stopping: how long actors in the middle of a message (a slow call) are waited for, once.
 STOP_DRAIN = 5.0
+# The hot-spare pool's key on the cluster's ring: its owner refills the pool.
+SPARES_OWNER_KEY = "astara:spares"
 
 
 class Runtime:
@@ -67,6 +71,7 @@ class Runtime:
         owns: Callable[[str], bool] | None = None,
         claim: Callable[[str], bool] | None = None,
         release: Callable[[str], None] | None = None,
+        spares: SpareSettings | None = None,
     ) -> None:
         self.settings = settings
         self.network = network
@@ -102,6 +107,21 @@ class Runtime:
         )
         # What the routers pushed, for the metadata proxy's checks (astara_actors.metadata).
         self.metadata_index = MetadataIndex()
+        # Hot spares (None: no pool). In a cluster the member owning the pool's key refills it;
+        # every member takes from it (the cloud decides who wins a spare).
+        self.spares: SparePool | None = None
+        if spares is not None and spares.pool_size > 0:
+            self.spares = SparePool(
+                spares,
+                settings,
+                network=network,
+                compute=compute,
+                appliance=appliance,
+                guard=self.rebuild_guard,
+                refills=lambda: owns is None or owns(SPARES_OWNER_KEY),
+                clock=clock,
+            )
+        self.spare_keeper: SpareKeeper | None = None
         self.poller: pykka.ActorRef[Any] | None = None
         self.root: pykka.ActorRef[Any] | None = None
         self.pool: ActorPool | None = None  # runs every tenant and router actor
@@ -128,7 +148,10 @@ class Runtime:
             claim=self.claim,
             release=self.release,
             rebuild_guard=self.rebuild_guard,
+            spares=self.spares,
         )
+        if self.poll and self.spares is not None:
+            self.spare_keeper = SpareKeeper(self.spares).start()
         if self.poll:
             self.drift = DriftSweeper(
                 self.settings.config_check_interval,
@@ -154,7 +177,7 @@ class Runtime:
         the root, which gives every tenant's lease back."""
         started = time.monotonic()
         deadline = started + timeout
-        for job in (self.drift, self.heap):
+        for job in (self.drift, self.heap, self.spare_keeper):
             if job is not None:
                 job.stop(timeout=min(1.0, timeout))
         poller_stopped = halt(self.poller) if self.poller is not None else None
@@ -244,6 +267,7 @@ class Runtime:
             shared_networks=self.networks,
             seed=self.inventory.take(router_id) if self.inventory is not None else None,
             metadata_index=self.metadata_index if self._serves_metadata else None,
+            spares=self.spares,
         )
 
     def _start_tenant(self, tenant_id: str, **kwargs: Any) -> pykka.ActorRef[Any]:

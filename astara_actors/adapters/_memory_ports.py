@@ -98,6 +98,10 @@ class MemoryNetwork:
         )
         return Port.from_neutron(port)
 
+    def update_port(self, port_id: str, *, name: str, if_revision: int | None = None) -> Port:
+        self._cloud.enter("update_port")
+        return Port.from_neutron(self._cloud.rename_port(port_id, name, if_revision))
+
     def delete_port(self, port_id: str) -> None:
         self._cloud.enter("delete_port")
         self._cloud.drop_port(port_id)
@@ -197,6 +201,14 @@ class MemoryCompute:
             deleted_at = server["deleted_at"] = cloud.clock()
             cloud.deleting[server_id] = deleted_at + cloud.delete_delay
             cloud.purge()
+
+    def rename_server(self, server_id: str, name: str) -> Server:
+        cloud = self._cloud
+        cloud.enter("rename_server")
+        with cloud.lock:
+            server = self._live(server_id)
+            cloud.rename_server(server, name)
+            return cloud.server_model(server)
 
     def attach_interface(self, server_id: str, port_id: str) -> None:
         cloud = self._cloud

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from astara_actors.core.models import FloatingIp, NetworkInfo, Router, Server
-from astara_actors.errors import ComputeError, NetworkError, RouterGone
+from astara_actors.errors import ComputeError, NetworkError, RevisionConflict, RouterGone
 
 __all__ = ["CloudState"]
 
@@ -110,6 +110,7 @@ class CloudState:
                 "security_groups": [],
                 "allowed_address_pairs": [],
                 "port_security_enabled": False,
+                "revision_number": 0,  # bound below: 1, as Neutron shows a new port
             }
             self.ports[port["id"]] = port
             self._created[port["id"]] = next(self._port_order)
@@ -123,8 +124,32 @@ class CloudState:
             port = self.ports[port_id]
             self._by_device[port["device_id"]].discard(port_id)
             port["device_id"], port["device_owner"] = device_id, device_owner
+            port["revision_number"] = port.get("revision_number", 0) + 1
             if device_id:
                 self._by_device[device_id].add(port_id)
+
+    def rename_port(self, port_id: str, name: str, if_revision: int | None) -> dict[str, Any]:
+        """Neutron's port update of its name, conditional on ``if_revision`` when given."""
+        with self.lock:
+            port = self.ports.get(port_id)
+            if port is None:
+                raise NetworkError(f"Port {port_id} could not be found.")
+            current = port.get("revision_number", 0)
+            if if_revision is not None and if_revision != current:
+                raise RevisionConflict(
+                    f"Constrained to {if_revision}, but current revision is {current}"
+                )
+            self._by_name[port["name"]].discard(port_id)
+            port["name"] = name
+            self._by_name[name].add(port_id)
+            port["revision_number"] = current + 1
+            return dict(port)
+
+    def rename_server(self, server: dict[str, Any], name: str) -> None:
+        """Nova's server update of its name (the caller holds the lock, checked it lives)."""
+        self._by_stem[_stem(server["name"])].discard(server["id"])
+        server["name"] = name
+        self._by_stem[_stem(name)].add(server["id"])
 
     def drop_port(self, port_id: str) -> None:
         with self.lock:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from astara_actors.adapters.host_plug import ServicePortOptions
+from astara_actors.core.spares import SpareSettings
 from astara_actors.bus.transport import BusSettings, embedded_url
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.ini import read_ini, section_to
@@ -212,6 +213,7 @@ class Config:
     coordination: CoordinationSettings = CoordinationSettings()
     sim: Any = None  # SimSettings with the embedded simulator
     service_port: ServicePortOptions = ServicePortOptions()
+    spares: SpareSettings = SpareSettings()
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -238,6 +240,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             "database",
             "coordination",
             "service_port",
+            "spares",
         ):
             warnings.append(f"[{section}]: unknown section, ignored")
     bus_overrides: dict[str, Any] = {"host": settings.host}
@@ -248,6 +251,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     database = section_to(parser, "database", DatabaseSettings, warn=warnings.append)
     coordination = section_to(parser, "coordination", CoordinationSettings, warn=warnings.append)
     service_port = section_to(parser, "service_port", ServicePortOptions, warn=warnings.append)
+    spares = section_to(parser, "spares", SpareSettings, warn=warnings.append)
     database_url = (
         database.connection or f"sqlite:///{Path(process.state_dir).resolve() / 'astara.db'}"
     )
@@ -284,6 +288,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         coordination,
         sim,
         service_port,
+        spares,
         tuple(warnings),
     )
 

@@ -27,6 +27,7 @@ from astara_actors.core.payload import config_digest
 from astara_actors.core.ports import Appliance, Clock, Compute, Network
 from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.seeds import Seed
+from astara_actors.core.spares import SparePool
 from astara_actors.core.vms import Vm, VmCloud, networks_of
 from astara_actors.errors import CloudError, RouterGone
 from astara_actors.log import router_logger
@@ -72,6 +73,7 @@ class InstanceManager:
         shared_networks: NetworkCache | None = None,
         seed: Seed | None = None,
         metadata_index: MetadataIndex | None = None,
+        spares: SparePool | None = None,
     ) -> None:
         self.router_id = router_id
         self.tenant_id = tenant_id
@@ -83,6 +85,8 @@ class InstanceManager:
         self._log = log or router_logger(router_id)
         self._guard = guard  # the rebuild guard shared by the process's routers (None: off)
         self._seed = seed  # what a cold start read for us: used by the first refresh and push
+        # Hot spares, taken before booting (None or an empty pool: every VM is booted).
+        self._spares = spares if spares is not None and spares.enabled else None
         # What the metadata proxy checks guests' requests against: learned at each push,
         # forgotten when the VMs or the router go (None: no proxy in this process).
         self._index = metadata_index
@@ -232,19 +236,23 @@ class InstanceManager:
             return self._set(InstanceState.DOWN)
         if isinstance(router, RouterGone):
             return self._set(InstanceState.GONE)
+        image = image_id or self._settings.router_image_id
         missing = self._required - len(self._vms)
+        taken = self._take_spares(missing, image) if missing > 0 else 0
+        missing -= taken
         if missing > 0 and self._guard is not None and not self._guard.take_slot(self.router_id):
             self._log.info(
                 "boot waits: %d boots already in progress (rebuild_concurrency)",
                 self._guard.concurrency,
             )
-            return self._set(InstanceState.DOWN)
-        image = image_id or self._settings.router_image_id
+            if not taken:
+                return self._set(InstanceState.DOWN)
+            missing = 0  # an HA pair: one member from a spare now, the other boots later
         self._image_id = image
-        missing = self._required - len(self._vms)
-        # Only a boot made is an attempt: waiting for a silent VM (dead_vm_timeout) is not,
-        # or a long wait would reach reboot_error_threshold with nothing booted.
-        if missing > 0 and self._state is not InstanceState.DEGRADED:
+        # Only a boot made (or a spare taken) is an attempt: waiting for a silent VM
+        # (dead_vm_timeout) is not, or a long wait would reach reboot_error_threshold with
+        # nothing booted.
+        if (missing > 0 or taken) and self._state is not InstanceState.DEGRADED:
             self._attempts += 1
         self._push_failures, self._replug_started = 0, None
         for _ in range(missing):
@@ -256,17 +264,36 @@ class InstanceManager:
             except CloudError as exc:
                 metrics.BOOT_FAILURES.inc()
                 self._log.warning("boot from image %s failed: %s", image, exc)
-                return self._set(InstanceState.DOWN)
+                return self._set(InstanceState.BOOTING if taken else InstanceState.DOWN)
         if missing > 0:
             self._log.info(
                 "booting %d VM(s) from image %s, attempt %d", missing, image, self._attempts
             )
+        elif taken:
+            self._log.info("took %d hot spare(s), attempt %d", taken, self._attempts)
         else:  # e.g. a VM that stopped answering: it gets dead_vm_timeout before a new boot
             self._log.info(
                 "no VM to boot: waiting for %s to answer",
                 ", ".join(vm.name for vm in self._members()),
             )
         return self._set(InstanceState.BOOTING)
+
+    def _take_spares(self, wanted: int, image: str) -> int:
+        """Take up to ``wanted`` ready spares of ``image`` as this router's VMs; how many."""
+        if self._spares is None:
+            return 0
+        taken = 0
+        for _ in range(wanted):
+            name = f"{self._cloud.prefix}{self._next_index}"
+            got = self._spares.take(self.router_id, name, image)
+            if got is None:
+                break
+            server, port = got
+            now = self._clock()
+            self._vms[server.id] = Vm(server, self._next_index, now, now, port, [])
+            self._next_index += 1
+            taken += 1
+        return taken
 
     def configure(self) -> InstanceState:
         """Push the config once to every live VM (see the ``Instance`` port for results)."""

@@ -50,6 +50,7 @@ class Port:
     device_owner: str
     fixed_ips: tuple[FixedIp, ...]
     tenant_id: str = ""
+    revision: int = 0  # Neutron's revision_number: a conditional update names it
 
     @classmethod
     def from_neutron(cls, d: Mapping[str, Any]) -> Port:
@@ -62,6 +63,7 @@ class Port:
             device_owner=d.get("device_owner") or "",
             fixed_ips=tuple(FixedIp.from_neutron(ip) for ip in d.get("fixed_ips") or ()),
             tenant_id=_tenant(d),
+            revision=int(d.get("revision_number") or 0),
         )
 
 

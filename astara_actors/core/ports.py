@@ -66,6 +66,13 @@ class Network(Protocol):
         """
         ...
 
+    def update_port(self, port_id: str, *, name: str, if_revision: int | None = None) -> Port:
+        """Rename a port. With ``if_revision``, only if its ``revision_number`` is still that
+        one (Neutron's ``If-Match: revision_number=N``): ``RevisionConflict`` when it changed
+        since it was read — how one writer among several wins (a hot spare is handed out by
+        renaming its management port). A port that is gone raises ``NetworkError``."""
+        ...
+
     def delete_port(self, port_id: str) -> None:
         """Delete a port; a port that is already gone is not an error."""
         ...
@@ -99,6 +106,11 @@ class Compute(Protocol):
 
     def delete_server(self, server_id: str) -> None:
         """Ask Nova to delete the server; returns at once (deletion takes time)."""
+        ...
+
+    def rename_server(self, server_id: str, name: str) -> Server:
+        """Give the server a new name (Nova's ``PUT /servers/{id}``); a taken hot spare is
+        named for its router, so that adoption finds it."""
         ...
 
     def attach_interface(self, server_id: str, port_id: str) -> None: ...

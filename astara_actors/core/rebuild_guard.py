@@ -105,8 +105,11 @@ class RebuildGuard:
             return False
 
     # ------------------------------------------------------------------ boot cap
-    def take_slot(self, router_id: str) -> bool:
-        """A boot may start (True), or the cap is reached (False: retry later). Idempotent."""
+    def take_slot(self, router_id: str, reserve: int = 0) -> bool:
+        """A boot may start (True), or the cap is reached (False: retry later). Idempotent.
+
+        ``reserve``: slots that must stay free after this one (a hot spare's boot leaves
+        room for routers' boots; a router's boot reserves none)."""
         with self._lock:
             now = self._clock()
             if router_id in self._slots:
@@ -117,8 +120,9 @@ class RebuildGuard:
                         "boot slot of router %s reclaimed after %.0f s", holder, now - since
                     )
                     del self._slots[holder]
-            if len(self._slots) >= self.concurrency:
-                self._waiting_total += 1
+            if len(self._slots) + reserve >= self.concurrency:
+                if not reserve:
+                    self._waiting_total += 1
                 return False
             self._slots[router_id] = now
             in_progress = len(self._slots)

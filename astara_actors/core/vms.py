@@ -24,7 +24,9 @@ from astara_actors.core.payload import build_user_data
 from astara_actors.core.ports import Compute, Network
 from astara_actors.errors import CloudError
 
-__all__ = ["Vm", "VmCloud", "networks_of"]
+__all__ = ["Vm", "VmCloud", "boot_server", "networks_of"]
+
+LOG = logging.getLogger(__name__)
 
 _SUFFIX = re.compile(r"_(\d+)$")
 # The owners of a router's own ports (as Router.from_neutron reads them): its networks.
@@ -137,26 +139,16 @@ class VmCloud:
         real Nova refuses an address-less port at boot ("requires a FixedIP") unless Neutron
         defers its allocation — but accepts it on interface attach.
         """
-        s = self._settings
         self._drop_strays()
-        mgt = self._network.create_port(
-            name=f"ASTARA:MGT:{self.router_id}",
-            network_id=s.management_network_id,
-            subnet_id=s.management_subnet_id,
+        server, mgt = boot_server(
+            self._network,
+            self._compute,
+            self._settings,
+            server_name=f"{self.prefix}{index}",
+            port_name=f"ASTARA:MGT:{self.router_id}",
+            image_id=image_id,
+            log=self._log,
         )
-        try:
-            mgt_net = self._network.get_network(s.management_network_id)
-            server = self._compute.create_server(
-                name=f"{self.prefix}{index}",
-                image_id=image_id,
-                flavor_id=s.router_flavor_id,
-                port_ids=[mgt.id],
-                user_data=build_user_data(mgt, _cidr_of(mgt, mgt_net), s),
-                config_drive=True,
-            )
-        except CloudError:
-            self.delete_port(mgt.id)
-            raise
         return Vm(server, index, now, now, mgt, [])
 
     def needs_plug(self, vm: Vm, wanted: Sequence[str]) -> bool:
@@ -299,6 +291,42 @@ class VmCloud:
         return self._network.create_port(
             name=f"ASTARA:VRRP:{self.router_id}", network_id=network_id
         )
+
+
+def boot_server(
+    network: Network,
+    compute: Compute,
+    settings: Settings,
+    *,
+    server_name: str,
+    port_name: str,
+    image_id: str,
+    log: logging.Logger | logging.LoggerAdapter = LOG,  # type: ignore[type-arg]
+) -> tuple[Server, Port]:
+    """Create a service VM's management port, then the server with that port alone (a
+    router's VM or a hot spare: the user data names no router); no port is left on failure."""
+    mgt = network.create_port(
+        name=port_name,
+        network_id=settings.management_network_id,
+        subnet_id=settings.management_subnet_id,
+    )
+    try:
+        mgt_net = network.get_network(settings.management_network_id)
+        server = compute.create_server(
+            name=server_name,
+            image_id=image_id,
+            flavor_id=settings.router_flavor_id,
+            port_ids=[mgt.id],
+            user_data=build_user_data(mgt, _cidr_of(mgt, mgt_net), settings),
+            config_drive=True,
+        )
+    except CloudError:
+        try:
+            network.delete_port(mgt.id)
+        except CloudError as exc:
+            log.warning("could not delete port %s of a refused boot: %s", mgt.id, exc)
+        raise
+    return server, mgt
 
 
 def _cidr_of(port: Port, network: NetworkInfo) -> str:

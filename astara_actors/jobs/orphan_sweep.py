@@ -4,6 +4,11 @@
 orphaned for at least ``grace`` seconds, servers before ports; :class:`OrphanSweeper` keeps the
 first-seen times between sweeps. Failures are logged and counted, never raised.
 
+Hot spares (:mod:`astara_actors.core.spares`) belong to no router: their ``ak-spare-`` servers
+are the pool's to keep or replace, never an orphan here; an ``ASTARA:SPARE:<token>`` port whose
+spare server does not exist (a spare boot interrupted between the port and the server, or a
+delete that kept its port) is an orphan like a deleted router's.
+
 Design: docs/orphan-sweep.md.
 """
 
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 
 from astara_actors.core.ports import Compute, Network
 from astara_actors.core.service_port import MemberPortSweeper
+from astara_actors.core.spares import SPARE_SERVER_PREFIX, token_of_port
 from astara_actors.errors import CloudError
 
 __all__ = [
@@ -34,6 +40,8 @@ LOG = logging.getLogger(__name__)
 
 SERVER_PREFIX = "ak-router-"
 PORT_PREFIXES = ("ASTARA:MGT:", "ASTARA:VRRP:")
+_SERVICE_VM_PREFIX = "ak-"  # what SERVER_PREFIX and SPARE_SERVER_PREFIX share
+SPARE_OWNER = ""  # the "router" of a hot spare's port (a spare belongs to no router)
 _SERVER_NAME = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -90,13 +98,20 @@ def sweep(
     if seen is None:
         seen = {}
     try:
-        servers = compute.list_servers(SERVER_PREFIX)
+        # One call for the routers' VMs and the spares (both "ak-..."), split here.
+        listed = compute.list_servers(_SERVICE_VM_PREFIX)
         ports = network.list_ports()  # one call: Neutron filters names exactly, not by prefix
         routers = {router_id for router_id, _ in network.list_routers()}  # last: see above
     except CloudError as exc:
         log.warning("orphan sweep skipped: could not list servers, ports or routers: %s", exc)
         return SweepReport(skipped=True)
 
+    servers = [s for s in listed if s.name.startswith(SERVER_PREFIX)]
+    spares = {
+        s.name[len(SPARE_SERVER_PREFIX) :]
+        for s in listed
+        if s.name.startswith(SPARE_SERVER_PREFIX) and s.status != "DELETED"
+    }
     now = clock()
     orphan_servers = [
         (s, rid)
@@ -109,6 +124,10 @@ def sweep(
         (p, rid)
         for p in ports
         if (rid := router_of_port(p.name)) is not None and rid not in routers
+    ] + [
+        (p, SPARE_OWNER)
+        for p in ports
+        if (token := token_of_port(p.name)) is not None and token not in spares
     ]
 
     # Forget what is no longer an orphan (router back, or resource gone): its clock restarts.
@@ -155,10 +174,9 @@ class _Removals:
         if first is None:
             self.seen[ident] = self.now
             self.log.info(
-                "%s of router %s, which Neutron no longer has: removing it if still orphaned"
-                " in %.0fs",
+                "%s of %s: removing it if still orphaned in %.0fs",
                 what,
-                router_id,
+                _whose(router_id),
                 self.grace,
             )
             return False
@@ -173,13 +191,23 @@ class _Removals:
         except CloudError as exc:
             self.failures += 1
             self.log.warning(
-                "could not remove %s of deleted router %s (will retry): %s", what, router_id, exc
+                "could not remove %s of %s (will retry): %s", what, _owner(router_id), exc
             )
             return False
         del self.seen[ident]
         self.removed.append(ident)
-        self.log.warning("%s of deleted router %s removed", what, router_id)
+        self.log.warning("%s of %s removed", what, _owner(router_id))
         return True
+
+
+def _whose(router_id: str) -> str:
+    if router_id == SPARE_OWNER:
+        return "a hot spare that no longer exists"
+    return f"router {router_id}, which Neutron no longer has"
+
+
+def _owner(router_id: str) -> str:
+    return "a gone hot spare" if router_id == SPARE_OWNER else f"deleted router {router_id}"
 
 
 class OrphanSweeper:

@@ -12,14 +12,17 @@ LOG = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Calls :meth:`run_once` every ``interval`` seconds once started (0: never); an
-    exception in one run is logged and the next run happens as planned."""
+    """Calls :meth:`run_once` every ``interval`` seconds once started (0: never), or at once
+    after :meth:`wake`; an exception in one run is logged and the next run happens as planned.
+    ``first_run``: seconds from start to the first run (default: ``interval``)."""
 
     name = "periodic"
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, first_run: float | None = None) -> None:
         self.interval = interval
+        self.first_run = interval if first_run is None else first_run
         self._stop = threading.Event()
+        self._woken = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> object:
@@ -31,14 +34,25 @@ class Periodic:
             self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Run now (from any thread) instead of at the next interval."""
+        self._woken.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._woken.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.first_run
+        while True:
+            self._woken.wait(wait)
+            if self._stop.is_set():
+                return
+            self._woken.clear()
+            wait = self.interval
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - a bug in one run must not end the next ones
