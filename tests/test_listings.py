@@ -109,6 +109,7 @@ def test_a_page_merges_both_orchestrators_in_tenant_order(client: Any) -> None:
     assert set(body["breaker"]) == {"orch-1", "orch-2"} and set(body["storm"]) == set(
         body["breaker"]
     )
+    assert body["spares"] == {"orch-1": None, "orch-2": None}  # neither keeps hot spares
 
 
 def test_a_row_has_the_consoles_fields(client: Any) -> None:
@@ -297,7 +298,8 @@ def test_one_router_shows_its_transitions_and_the_config_last_pushed(tmp_path: A
         summary = bridge.answer({"query": "workers", "summary": True})["workers"]
         assert summary["router_count"] == 1 and summary["tenant_count"] == 1
         assert "tenants" not in summary and summary["counts"] == {"configured": 1}
-        assert {"breaker", "storm", "member", "inbox"} <= set(summary)
+        assert {"breaker", "storm", "spares", "member", "inbox"} <= set(summary)
+        assert summary["spares"] is None  # no [spares] pool
     finally:
         runtime.stop()
 

@@ -52,7 +52,7 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds between two looks at the status board for the change feed.
 FEED_INTERVAL = 0.2
-#: Seconds between two summaries (member, breaker, storm) when they change, and at most
+#: Seconds between two summaries (member, breaker, storm, spares) when they change, and at most
 #: between two summaries anyway (a new API worker learns them that soon).
 SUMMARY_INTERVAL, SUMMARY_EVERY = 1.0, 5.0
 #: Routers not fine logged one per line by ``workers debug`` at most.
@@ -215,9 +215,9 @@ class BusBridge:
     def workers_lines(self, most: int = WORKERS_LOG_ROUTERS) -> list[str]:
         """``workers debug`` as log lines, from the status board (no actor asked): a summary
         (routers, tenants, counts by instance state and by automaton state, routers in debug
-        by scope, breaker, storm, consumers), then one line per router that is not plainly
-        fine (not configured, in debug, restarted, with a message waiting), at most ``most``
-        of them (the summary says how many there are)."""
+        by scope, breaker, storm, hot spares, consumers), then one line per router that is not
+        plainly fine (not configured, in debug, restarted, with a message waiting), at most
+        ``most`` of them (the summary says how many there are)."""
         board = self.runtime.status_board
         summaries = board.summaries()
         states: Counter[str] = Counter()
@@ -248,7 +248,7 @@ class BusBridge:
             "states": dict(sorted(states.items())),
             "in_debug": in_debug,
             "not_ok": len(unwell),
-            **{k: v for k, v in self.figures().items() if k in ("breaker", "storm")},
+            **{k: v for k, v in self.figures().items() if k in ("breaker", "storm", "spares")},
             "messages": messages,
             "consumer": self.consumer.stats if self.consumer is not None else {},
         }
@@ -298,6 +298,7 @@ class BusBridge:
                 return {
                     "routers": self.runtime.status_board.summaries(),
                     "storm": self.runtime.rebuild_guard.dump(),
+                    "spares": self.spares(),
                 }
             return self.page(listing)
         if query.summary:  # no actor asked, no router listed: fast at any size
@@ -336,14 +337,22 @@ class BusBridge:
     def figures(self) -> dict[str, Any]:
         """What the console shows above the list, for this member: ``counts`` (routers by
         instance state), ``member`` (routers and tenants it drives), ``breaker`` (the rebuild
-        guard) and ``storm`` (what is waiting: mailboxes, routers' pending actions)."""
+        guard), ``storm`` (what is waiting: mailboxes, routers' pending actions) and ``spares``
+        (the hot-spare pool, :meth:`spares`)."""
         board = self.runtime.status_board
         return {
             "counts": board.counts(),
             "member": {"routers": len(board), "tenants": board.tenants()},
             "breaker": breaker_figures(self.runtime.rebuild_guard.dump()),
             "storm": self.storm(),
+            "spares": self.spares(),
         }
+
+    def spares(self) -> dict[str, Any] | None:
+        """The hot-spare pool's figures (:meth:`~astara_actors.core.spares.SparePool.dump`:
+        ready, booting, taken in the last minute...), None when this member keeps no pool."""
+        pool = self.runtime.spares
+        return pool.dump() if pool is not None else None
 
     def storm(self) -> dict[str, Any]:
         """Storm protection's figures: how much waits where (cheap: no actor is asked)."""
@@ -433,8 +442,8 @@ class BusBridge:
 class ChangeFeed:
     """Publishes what changed on the status board (see :mod:`astara_actors.bus.changes`):
     every ``interval`` seconds the rows of the routers that changed, with the counts by
-    state; the member's summary (routers, tenants, breaker, storm) when it changed, at most
-    every :data:`SUMMARY_INTERVAL` seconds, and every :data:`SUMMARY_EVERY` seconds anyway.
+    state; the member's summary (routers, tenants, breaker, storm, spares) when it changed, at
+    most every :data:`SUMMARY_INTERVAL` seconds, and every :data:`SUMMARY_EVERY` seconds anyway.
     Nothing is published while nothing changes but the periodic summary."""
 
     def __init__(
@@ -502,7 +511,7 @@ class ChangeFeed:
         if now - self._checked_at >= SUMMARY_INTERVAL:
             self._checked_at = now
             figures = self.bridge.figures()
-            summary = {k: figures[k] for k in ("member", "breaker", "storm")}
+            summary = {k: figures[k] for k in ("member", "breaker", "storm", "spares")}
             if summary != self._summary or now - self._summary_at >= SUMMARY_EVERY:
                 send({"host": self.host, "summary": summary})
                 self.published += 1

@@ -31,7 +31,7 @@ from typing import Any
 
 import falcon
 
-from astara_actors.api.resources import check_params
+from astara_actors.api.resources import check_params, spare_figures
 
 __all__ = [
     "BATCH_INTERVAL",
@@ -78,7 +78,8 @@ class Batcher:
         self._rows: dict[str, dict[str, Any]] = {}
         self._removed: dict[str, None] = {}
         self._counts: dict[str, dict[str, int]] = {}  # host -> its counts
-        self._summaries: dict[str, dict[str, Any]] = {}  # host -> {member, breaker, storm}
+        # host -> {member, breaker, storm, spares}
+        self._summaries: dict[str, dict[str, Any]] = {}
         self._summary_dirty = False
         self._flushed = float("-inf")
 
@@ -157,6 +158,8 @@ class Batcher:
             "members": [{"host": h, **(self._summaries[h].get("member") or {})} for h in hosts],
             "breaker": {h: self._summaries[h].get("breaker") or {} for h in hosts},
             "storm": {h: self._summaries[h].get("storm") or {} for h in hosts},
+            # null for a member without a hot-spare pool, as in GET /routers
+            "spares": {h: spare_figures(self._summaries[h].get("spares")) for h in hosts},
         }
 
 

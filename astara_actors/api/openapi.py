@@ -140,6 +140,11 @@ _SCHEMAS: dict[str, Any] = {
                 "additionalProperties": {"type": "object"},
                 "description": "each member's storm protection figures, by host",
             },
+            "spares": {
+                "type": "object",
+                "additionalProperties": {"anyOf": [_ref("schemas", "Spares"), {"type": "null"}]},
+                "description": "each member's hot-spare pool, by host (null: it keeps none)",
+            },
         },
         (
             "routers",
@@ -152,7 +157,36 @@ _SCHEMAS: dict[str, Any] = {
             "members",
             "breaker",
             "storm",
+            "spares",
         ),
+    ),
+    "Spares": _object(
+        {
+            "pool_size": {"type": "integer", "description": "ready spares kept ([spares])"},
+            "ready": {"type": "integer", "description": "booted, answering, takeable"},
+            "booting": {"type": "integer"},
+            "silent": {"type": "integer", "description": "answered once, not since"},
+            "claimed": {"type": "integer", "description": "taken, not yet renamed"},
+            "taken_last_minute": {"type": "integer"},
+            "taken_total": {"type": "integer"},
+            "booted_total": {"type": "integer"},
+            "boot_failures": {"type": "integer"},
+            "lost_races": {"type": "integer", "description": "taken by another member first"},
+            "misses": {"type": "integer", "description": "a router asked, none was ready"},
+            "replaced": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "spares deleted and replaced, by reason",
+            },
+            "refills": {
+                "type": "boolean",
+                "description": "this member boots the missing spares (alone, or the cluster "
+                "member owning the pool)",
+            },
+            "image": {"type": "string", "description": "the image spares are booted with"},
+        },
+        ("pool_size", "ready", "booting", "taken_last_minute", "refills"),
+        description="one member's hot-spare pool",
     ),
     "Router": _object(
         {
@@ -553,8 +587,9 @@ def openapi_document(
             "summary": "The live feed of router changes, as server-sent events",
             "description": "event: routers, data {routers: [rows that changed], removed: "
             "[router ids], counts} (at most every 250 ms); event: summary, data {members, "
-            "breaker, storm} when they change; a ': keep-alive' comment every 15 s; retry: "
-            "2000. Send the Authorization header (fetch() streaming; EventSource cannot).",
+            "breaker, storm, spares} when they change; a ': keep-alive' comment every 15 s; "
+            "retry: 2000. Send the Authorization header (fetch() streaming; EventSource "
+            "cannot).",
             "responses": {
                 "200": {
                     "description": "The stream (open until the client leaves)",

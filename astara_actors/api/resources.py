@@ -44,6 +44,7 @@ __all__ = [
     "WorkersResource",
     "merge_metrics",
     "merge_pages",
+    "spare_figures",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -221,8 +222,8 @@ class CommandResource:
 
 class WorkersDebugResource:
     """``PUT /workers/debug``: the orchestrators log their tree; the API returns each one's
-    summary (routers, tenants, counts by state, breaker, storm, inbox counters), not the tree
-    of every router (``GET /workers`` has it)."""
+    summary (routers, tenants, counts by state, breaker, storm, hot spares, inbox counters),
+    not the tree of every router (``GET /workers`` has it)."""
 
     def __init__(self, control: Control) -> None:
         self.control = control
@@ -262,7 +263,8 @@ class InteractiveSink:
 class RoutersResource:
     """``GET /routers``: a page of the routers of every orchestrator that answered, filtered
     and sorted server-side (see :mod:`astara_actors.protocol.listing`), with the figures the
-    console shows above it: counts by state, members, circuit breakers, storm protection."""
+    console shows above it: counts by state, members, circuit breakers, storm protection, hot
+    spares."""
 
     PARAMS = ("offset", "limit", "sort", "order", "state", "tenant_id", "q", "debug")
 
@@ -299,8 +301,8 @@ def merge_pages(
     good: list[dict[str, Any]], bad: list[dict[str, str]], listing: Listing
 ) -> dict[str, Any]:
     """The members' pages (``{"host", "routers", "total", "counts", "member", "breaker",
-    "storm"}``) as one: the page of the merged order, totals and counts summed, figures by
-    member."""
+    "storm", "spares"}``) as one: the page of the merged order, totals and counts summed,
+    figures by member (``spares`` null for a member that keeps no hot-spare pool)."""
     pages = [
         [{**row, "host": a["host"]} for row in a.get("routers") or () if isinstance(row, dict)]
         for a in good
@@ -332,6 +334,7 @@ def merge_pages(
         ),
         "breaker": {a["host"]: a.get("breaker") or {} for a in good},
         "storm": {a["host"]: a.get("storm") or {} for a in good},
+        "spares": {a["host"]: spare_figures(a.get("spares")) for a in good},
     }
 
 
@@ -497,6 +500,12 @@ def merge_metrics(good: list[dict[str, Any]], bad: list[dict[str, str]]) -> str:
         up.add_metric([answer["host"]], 0)
     families[up.name] = up
     return generate_latest(_Families(families.values())).decode("utf-8")
+
+
+def spare_figures(figures: Any) -> dict[str, Any] | None:
+    """A member's hot-spare figures as its answer (or its change feed) gave them; None when
+    it keeps no pool (or is older than hot spares)."""
+    return figures if isinstance(figures, dict) and figures else None
 
 
 def _trees(good: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ of it and fans it out to its event-stream clients. Wire format (JSON)::
 
     {"host": "<host>", "routers": [row, ...], "removed": ["<router id>", ...],
      "counts": {"<instance state>": n, ...}}          # routers changed
-    {"host": "<host>", "summary": {"member": {...}, "breaker": {...}, "storm": {...}}}
+    {"host": "<host>", "summary": {"member": {...}, "breaker": {...}, "storm": {...},
+                                   "spares": {...} or null}}   # null: no hot-spare pool
 
 The feed is lossy by design (a consumer that was not bound when a batch was published never
 sees it; the console reads ``GET /routers`` first): messages are not persistent, the queues are

@@ -36,6 +36,7 @@ __all__ = [
     "router_dump",
     "row",
     "routers_table",
+    "spares_line",
     "state_counts",
     "status",
     "status_word",
@@ -364,6 +365,33 @@ def _error(error: Any) -> str:
     return str(error)
 
 
+def spares_line(spares: Any) -> str:
+    """An orchestrator's hot-spare pool in one line ("" when it keeps none): ``hot spares:
+    3/5 ready, 2 booting, 4 taken in the last minute (12 in all), refilled here``; spares
+    that stopped answering or were claimed, how often none was ready and the spares replaced
+    (by why), when any."""
+    if not isinstance(spares, Mapping) or not spares:
+        return ""
+    line = (
+        f"hot spares: {spares.get('ready', 0)}/{spares.get('pool_size', '?')} ready, "
+        f"{spares.get('booting', 0)} booting"
+    )
+    for key in ("silent", "claimed"):
+        if spares.get(key):
+            line += f", {spares[key]} {key}"
+    line += (
+        f", {spares.get('taken_last_minute', 0)} taken in the last minute "
+        f"({spares.get('taken_total', 0)} in all)"
+    )
+    if spares.get("misses"):
+        line += f", {spares['misses']} times none was ready"
+    replaced = spares.get("replaced")
+    if isinstance(replaced, Mapping) and any(replaced.values()):
+        why = ", ".join(f"{why} {n}" for why, n in sorted(replaced.items()) if n)
+        line += f", replaced {sum(n for n in replaced.values() if isinstance(n, int))} ({why})"
+    return line + (", refilled here" if spares.get("refills") else ", refilled by another member")
+
+
 def workers_tree(host: str, tree: Mapping[str, Any]) -> list[str]:
     """One orchestrator's supervision tree (state, inbox depth, restarts per actor), counters."""
     debug = f"debug ({tree.get('debug_reason') or 'no reason'})" if tree.get("debug") else "managed"
@@ -388,6 +416,9 @@ def workers_tree(host: str, tree: Mapping[str, Any]) -> list[str]:
             f"{storm.get('rebuilds_held', 0)}; boots in progress "
             f"{storm.get('boots_in_progress', 0)}/{storm.get('boot_cap', '?')}"
         )
+    spares = spares_line(tree.get("spares"))
+    if spares:
+        lines.append(f"  {spares}")
     for tenant in tree.get("tenants") or []:
         reasons = tenant.get("debug_reasons") or {}
         lines.append(

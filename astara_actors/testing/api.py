@@ -18,7 +18,7 @@ from astara_actors.protocol.listing import Listing
 from astara_actors.testing.captures import ROOT
 from astara_actors.testing.waiting import WAIT
 
-__all__ = ["METRICS_TEXT", "R", "T", "FakeControl", "LiveApi", "dump", "page"]
+__all__ = ["METRICS_TEXT", "R", "T", "FakeControl", "LiveApi", "dump", "page", "spares_dump"]
 
 R = "7efa1155-0901-4e5e-aa82-7445b0091d00"
 T = "2f1f231e7cbe4028a87c725e401565c9"
@@ -32,10 +32,13 @@ class FakeControl:
         routers: Mapping[str, dict[str, Any]] | None = None,
         *,
         others: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
+        spares: Mapping[str, dict[str, Any] | None] | None = None,
     ) -> None:
         self.routers = dict(routers if routers is not None else {R: dump(R)})
         # More orchestrators (host -> their routers' dumps), answering the routers query too.
         self.others = {host: dict(routers) for host, routers in (others or {}).items()}
+        # Each orchestrator's hot-spare pool (its dump) by host; None or absent: it keeps none.
+        self.spares = dict(spares or {})
         self.mode = "answer"  # "answer" | "silent" | "bus-down" | "failing" | "crash" | "any"
         self.sent: list[dict[str, Any]] = []
         self.on_behalf_of: list[str] = []
@@ -71,7 +74,12 @@ class FakeControl:
         elif query["query"] == "routers":
             if "limit" in query:  # a page, as the orchestrators answer it (from a status board)
                 return [
-                    {"host": host, "correlation_id": "c", "ok": True, "answer": page(r, query)}
+                    {
+                        "host": host,
+                        "correlation_id": "c",
+                        "ok": True,
+                        "answer": page(r, query, self.spares.get(host)),
+                    }
                     for host, r in {"orch-1": self.routers, **self.others}.items()
                 ]
             answer = {"routers": [router_summary(d) for d in self.routers.values()]}
@@ -79,6 +87,8 @@ class FakeControl:
             answer = {"metrics": METRICS_TEXT}
         else:
             answer = {"workers": {"host": "orch-1", "tenants": [], "inbox": {"messages": {}}}}
+            if self.spares.get("orch-1"):  # as the orchestrator's tree and summary carry it
+                answer["workers"]["spares"] = self.spares["orch-1"]
         return [{"host": "orch-1", "correlation_id": "c", "ok": True, "answer": answer}]
 
 
@@ -88,8 +98,13 @@ astara_boots_total 3.0
 """
 
 
-def page(routers: Mapping[str, dict[str, Any]], query: Mapping[str, Any]) -> dict[str, Any]:
-    """An orchestrator's answer to a paged routers query over these routers' dumps."""
+def page(
+    routers: Mapping[str, dict[str, Any]],
+    query: Mapping[str, Any],
+    spares: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An orchestrator's answer to a paged routers query over these routers' dumps (with
+    ``spares``, its hot-spare pool's dump; None: it keeps no pool)."""
     board = StatusBoard(clock=lambda: 1000.0)
     for router_id, router_dump in routers.items():
         board.publish(router_id, router_dump, None)
@@ -101,6 +116,29 @@ def page(routers: Mapping[str, dict[str, Any]], query: Mapping[str, Any]) -> dic
         "member": {"routers": len(board), "tenants": board.tenants()},
         "breaker": {"open": False, "silent_share": 0.0},
         "storm": {"root_mailbox": 0},
+        "spares": spares,
+    }
+
+
+def spares_dump(**figures: Any) -> dict[str, Any]:
+    """A hot-spare pool's dump (``SparePool.dump``): 3 of 5 ready, 2 booting, 4 taken in the
+    last minute (12 in all), refilled by this member; ``figures`` override."""
+    return {
+        "pool_size": 5,
+        "ready": 3,
+        "booting": 2,
+        "silent": 0,
+        "claimed": 0,
+        "taken_last_minute": 4,
+        "taken_total": 12,
+        "booted_total": 17,
+        "boot_failures": 1,
+        "lost_races": 0,
+        "misses": 2,
+        "replaced": {"died": 1},
+        "refills": True,
+        "image": "img-1",
+        **figures,
     }
 
 

@@ -399,7 +399,7 @@
     const items = [];
     const orchestrators = data.orchestrators || [];
     if (orchestrators.length || !data.members) items.push(["Orchestrators", orchestrators.length ? orchestrators.join(", ") : "none answered"]);
-    items.push(...perHost("Breaker", data.breaker, BREAKER), ...perHost("Storm", data.storm, STORM));
+    items.push(...perHost("Breaker", data.breaker, BREAKER), ...perHost("Storm", data.storm, STORM), ...spareItems(data.spares));
     if (items.length) figures.replaceChildren(...items.map(([k, v, all]) => el("div", { title: all || "" }, el("dt", { text: k }), el("dd", { text: v }))));
     if (data.members) renderMembers(data.members);
   }
@@ -412,6 +412,19 @@
       const shown = wanted.filter(([key]) => key in figures).map(([key, name]) => `${name} ${fmt(figures[key])}`);
       const all = Object.entries(figures).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
       return [several ? `${label} (${host})` : label, shown.length ? shown.join(", ") : all, all];
+    });
+  }
+
+  // The hot-spare pool of each orchestrator that keeps one (null: none, and no figure): ready
+  // of the pool's size, booting, taken in the last minute (every figure in the title).
+  function spareItems(block) {
+    if (!block || typeof block !== "object") return [];
+    const several = Object.keys(block).length > 1;
+    return Object.entries(block).filter(([, pool]) => pool && typeof pool === "object").map(([host, pool]) => {
+      const shown = `${fmt(pool.ready)}/${fmt(pool.pool_size)} ready, ${fmt(pool.booting)} booting, ${fmt(pool.taken_last_minute)} taken/min`
+        + (pool.refills === false ? " (refilled by another member)" : "");
+      const all = Object.entries(pool).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
+      return [several ? `Spares (${host})` : "Spares", shown, all];
     });
   }
 
