@@ -239,6 +239,10 @@ class InstanceManager:
         image = image_id or self._settings.router_image_id
         missing = self._required - len(self._vms)
         taken = self._take_spares(missing, image) if missing > 0 else 0
+        if taken:
+            # The actor's first refresh (sync) saw no VM: the check right after this boot must
+            # look again, not reuse it (a spare answers at once, no boot to wait for).
+            self._synced_at = None
         missing -= taken
         if missing > 0 and self._guard is not None and not self._guard.take_slot(self.router_id):
             self._log.info(
