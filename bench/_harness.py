@@ -432,6 +432,7 @@ class Orchestrator:
         api: bool = False,
         settings: dict[str, Any] | None = None,
         cloud: dict[str, Any] | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.sim = sim
@@ -441,6 +442,7 @@ class Orchestrator:
         self.api_port = free_port() if api else 0
         self.settings = dict(settings or {})
         self.cloud = dict(cloud or {})  # extra [cloud] keys (e.g. status_mode)
+        self.sections = dict(sections or {})  # other sections, e.g. {"spares": {"pool_size": 5}}
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_wall = 0.0
         self.started_mono = 0.0
@@ -476,6 +478,10 @@ class Orchestrator:
             f"queue_name = {self.bus.queue(self.host)}\n"
             f"[api]\nenabled = {'true' if self.api_port else 'false'}\nlisten = 127.0.0.1\n"
             f"port = {self.api_port or 44250}\nworkers = 1\ntimeout = 30\n"
+            + "".join(
+                f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                for name, keys in self.sections.items()
+            )
         )
         return path
 
@@ -574,6 +580,7 @@ class Deployment:
         boot_delay: float = 1.0,
         keep: bool = False,
         cloud: dict[str, Any] | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
         **sim: Any,
     ) -> None:
         raise_fd_limit()
@@ -586,6 +593,7 @@ class Deployment:
         self.sim = Sim(self.workdir, self.bus, routers=routers, boot_delay=boot_delay, **sim)
         self.settings = dict(settings or {})
         self.cloud = dict(cloud or {})
+        self.sections = dict(sections or {})
         self.api = api
         self.orchestrator: Orchestrator | None = None
         self.client: ControlClient | None = None
@@ -635,6 +643,7 @@ class Deployment:
             api=self.api,
             settings=settings,
             cloud=self.cloud,
+            sections=self.sections,
         )
         self._hosts.append(orch.host)
         self.orchestrator = orch

@@ -14,8 +14,10 @@ and latency through the metadata proxy against the simulator's Nova metadata API
 orchestrator process, --metadata-*; ``--metadata-nova sim,fake`` adds the run against the
 bench's fast fake Nova, about 35 s each) and ``detach`` (bench.detach: router.interface.delete →
 our VRRP port gone, --detach-routers, --detach-samples, about 50 s); ``soak`` (bench.soak: router
-churn, --soak-routers, about 8 minutes) runs only when named in --only. Each writes its JSON
-under bench/results/; the summary ("figure | measured | target | met?") goes to
+churn, --soak-routers, about 8 minutes) and ``spares`` (bench.spares: router create →
+configured with and without a warm pool of hot spares at a 30 s boot time, and a burst that
+drains it, --spare-pool, --spare-burst, about 10 minutes) run only when named in --only. Each
+writes its JSON under bench/results/; the summary ("figure | measured | target | met?") goes to
 bench/results/summary.json. The defaults fit a 2-core machine in about ten minutes; use
 ``--routers 10000 --only scale,poll,cold`` for the big run.
 """
@@ -42,6 +44,7 @@ from . import (
     scale,
     slow_clients,
     soak,
+    spares,
 )
 from ._harness import Deployment, log
 from ._report import Figure, load_figures, report_figures
@@ -61,8 +64,9 @@ ALL = (
     "metadata",
     "detach",
     "soak",
+    "spares",
 )
-OPT_IN = ("soak",)  # long: run only when --only names it
+OPT_IN = ("soak", "spares")  # long: run only when --only names them
 FLEET = ("scale", "poll", "control", "listings", "console", "cold")
 # The fleet's orchestrator serves the HTTP API for these.
 API_SCENARIOS = ("control", "listings", "console")
@@ -82,6 +86,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     failure.add_args(parser)
     slow_clients.add_args(parser)
     soak.add_args(parser)
+    spares.add_args(parser)
     parser.add_argument("--soak-routers", type=int, default=200, help="bench.soak --routers")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
@@ -345,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
             summary += figs
         except Exception as exc:  # noqa: BLE001
             summary += failed("soak", exc)
+    if "spares" in args.scenarios:
+        log(f"--- spares: pool {args.spare_pool}, boot time {args.spare_boot_delay:.0f} s")
+        try:
+            figs, details = spares.run(args)
+            report_figures("spares", figs, spares.params(args), details)
+            summary += figs
+        except Exception as exc:  # noqa: BLE001
+            summary += failed("spares", exc)
     elapsed = time.monotonic() - started
     report_figures(
         "summary",
