@@ -162,6 +162,41 @@ def test_the_table_lists_every_router(page: Page, console: Console) -> None:
         page.screenshot(path=str(DOCS / "console-fleet.png"))
 
 
+def test_the_first_paint_waits_for_one_listing_and_the_live_feed_reads_it_again_after(
+    page: Page, console: Console
+) -> None:
+    import time
+
+    from playwright.sync_api import Route, expect
+
+    sent: list[str] = []
+    aborted: list[str] = []
+
+    def slow_first(route: Route) -> None:
+        sent.append(route.request.url)
+        if len(sent) == 1:
+            time.sleep(1.0)  # the first listing is slow (a big fleet): the live feed opens first
+        route.continue_()
+
+    page.route("**/routers?*", slow_first)
+    page.on(
+        "requestfailed",
+        lambda request: aborted.append(request.url) if "/routers?" in request.url else None,
+    )
+    # signed in already (a reload of the tab): the page starts with its token
+    page.add_init_script(
+        f"sessionStorage.setItem('astara.token', '{TOKEN}');"
+        "sessionStorage.setItem('astara.scheme', 'bearer');"
+    )
+    page.goto(f"{console.base}/")
+    expect(page.locator("#live")).to_have_attribute("data-mode", "live")
+    expect(page.locator("#routers tbody tr[data-router]")).to_have_count(4)
+    # The first listing was painted, not thrown away for a second one when the feed opened,
+    # and the page was read once more after it (what changed before the feed opened).
+    wait_for(lambda: len(sent) >= 2, f"a second listing after the first: {sent}", WAIT)
+    assert aborted == [], aborted
+
+
 def test_a_killed_appliance_turns_its_row_to_rebuilding_and_back_without_a_reload(
     page: Page, console: Console
 ) -> None:

@@ -211,6 +211,7 @@
   const fleet = {
     query: { offset: 0, limit: 100, sort: "tenant_id", order: "asc", states: new Set(), tenant_id: "", q: "", debug: false },
     legacy: false, // the API answers every router at once (no paging): page in the browser
+    reloadAfter: false, // the live feed opened while a load was in flight: load again after it
     rows: new Map(), // router_id -> row on screen
     trs: new Map(), // router_id -> <tr>
     counts: {},
@@ -259,6 +260,11 @@
     }
     problem("");
     renderFleet(data);
+    if (fleet.reloadAfter) {
+      // Sent before the live feed opened: read the page once more for what changed meanwhile.
+      fleet.reloadAfter = false;
+      loadFleet();
+    }
   }
 
   // Filter, count, sort and page the whole list in the browser (an API without paging).
@@ -649,8 +655,10 @@
     stopPolling();
     setLive("live", "live");
     live.backoff = 1000;
-    // The feed is lossy: what changed before it opened is read again (the page on screen).
-    refreshView();
+    // The feed is lossy: what changed before it opened is read again (the page on screen) —
+    // once the fleet's load in flight has painted, so that the first paint never waits for it.
+    if (view.name === "fleet" && fleet.loading) fleet.reloadAfter = true;
+    else refreshView();
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     let event = { type: "message", data: [] };
