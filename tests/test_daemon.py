@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from astara_actors.adapters.host_plug import ServicePortOptions
-from astara_actors.core.spares import SpareSettings
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.loader import (
@@ -25,6 +24,7 @@ from astara_actors.config.loader import (
     load_config,
 )
 from astara_actors.config.settings import Settings
+from astara_actors.core.spares import SpareSettings
 from astara_actors.errors import SettingsError
 from astara_actors.testing import wait_for
 

@@ -18,8 +18,8 @@ from astara_actors.actors.tenant import Retire, Retired, RouterForgotten, Tenant
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Event
 from astara_actors.core.rebuild_guard import RebuildGuard
-from astara_actors.core.spares import SparePool
 from astara_actors.core.restart_policy import RestartPolicy
+from astara_actors.core.spares import SparePool
 from astara_actors.protocol.messages import (
     ChildFailed,
     ClaimTenant,

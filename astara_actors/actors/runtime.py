@@ -26,9 +26,9 @@ from astara_actors.core.metadata_index import MetadataIndex
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.ports import Appliance, Compute, Instance, Network
 from astara_actors.core.rebuild_guard import RebuildGuard
-from astara_actors.core.spares import SparePool, SpareSettings
 from astara_actors.core.restart_policy import RestartPolicy
 from astara_actors.core.seeds import Inventory, read_inventory
+from astara_actors.core.spares import SparePool, SpareSettings
 from astara_actors.errors import CloudError
 from astara_actors.jobs.drift import DriftSweeper
 from astara_actors.jobs.heap_freezer import HeapFreezer

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from astara_actors.adapters.host_plug import ServicePortOptions
-from astara_actors.core.spares import SpareSettings
 from astara_actors.bus.transport import BusSettings, embedded_url
 from astara_actors.config.cloud import CloudSettings
 from astara_actors.config.ini import read_ini, section_to
 from astara_actors.config.settings import Settings
+from astara_actors.core.spares import SpareSettings
 from astara_actors.errors import SettingsError
 
 __all__ = [
