@@ -190,8 +190,9 @@ class RouterActor(PooledActor):
                 self.log.warning("ignored unexpected message %r", message)
         return None
 
-    def dump(self) -> dict[str, Any]:
-        dump = self.sm.dump()
+    def dump(self, history: int | None = None) -> dict[str, Any]:
+        """What ``router show`` shows; ``history``: only the last that many transitions."""
+        dump = self.sm.dump(history)
         dump.update(
             debug=bool(self.silenced),
             debug_reasons={
@@ -223,7 +224,9 @@ class RouterActor(PooledActor):
         if key == self._published:
             return
         self._published = key
-        dump = self.dump()
+        # The board's rows and summaries show the last transition only (``router show`` asks
+        # us for the whole history): after every push, one transition made a dict, not twenty.
+        dump = self.dump(history=1)
         del dump["mailbox"]  # read live from the mailbox by the status board's readers
         self.status_board.publish(self.router_id, dump, self.actor_ref)
 

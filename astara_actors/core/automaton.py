@@ -23,7 +23,8 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any, ClassVar
 
 from astara_actors.config.settings import Settings
@@ -90,6 +91,20 @@ class Transition:
     instance: str
     note: str = ""
     repeat: int = 1  # the same edge walked this many times in a row (e.g. waiting for a boot)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """A dump's entry: ``dataclasses.asdict`` of it (in field order) with its ``age_s`` at
+        ``now``, built directly (``asdict`` deep-copies field by field, ten times slower)."""
+        return {
+            "at": self.at,
+            "action": self.action,
+            "source": self.source,
+            "target": self.target,
+            "instance": self.instance,
+            "note": self.note,
+            "repeat": self.repeat,
+            "age_s": round(now - self.at, 3),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,8 +591,12 @@ class Automaton:
         )
         self.note = f"error: {reason}"
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self, history: int | None = None) -> dict[str, Any]:
+        """What the machine holds; ``history``: only the last that many transitions (None:
+        every one kept; the status board's copy needs the last one only)."""
         now = self.clock()
+        kept = self.history
+        skip = 0 if history is None else max(0, len(kept) - history)
         return {
             "router_id": self.router_id,
             "tenant_id": self.tenant_id,
@@ -606,7 +625,7 @@ class Automaton:
             "last_poll_age_s": (
                 None if self.last_poll_at is None else round(now - self.last_poll_at, 3)
             ),
-            "transitions": [{**asdict(t), "age_s": round(now - t.at, 3)} for t in self.history],
+            "transitions": [t.as_dict(now) for t in islice(kept, skip, None)],
         }
 
     # --- used by the states
