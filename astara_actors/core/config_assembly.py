@@ -15,7 +15,7 @@ from typing import Any
 from astara_actors.config.settings import Settings
 from astara_actors.core.models import Interface, NetworkInfo, Port, Router
 from astara_actors.core.network_cache import NetworkCache
-from astara_actors.core.payload import build_router_config, config_digest
+from astara_actors.core.payload import ParsedInputs, build_router_config, config_digest
 from astara_actors.core.ports import Appliance, Network
 from astara_actors.core.seeds import Seed
 from astara_actors.core.vms import Vm, networks_of
@@ -29,7 +29,7 @@ INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
 class ConfigAssembler:
     """Payloads for one router's VMs through the ``Network`` and ``Appliance`` ports."""
 
-    __slots__ = ("_appliance", "_log", "_network", "_settings", "_shared_networks")
+    __slots__ = ("_appliance", "_log", "_network", "_parsed", "_settings", "_shared_networks")
 
     def __init__(
         self,
@@ -45,6 +45,7 @@ class ConfigAssembler:
         self._settings = settings
         self._log = log
         self._shared_networks = shared_networks  # management/external networks, read once
+        self._parsed = ParsedInputs()  # what the last builds parsed, for the next ones
 
     def interfaces(
         self, vm: Vm, timeout: float = INTERFACES_TIMEOUT, cached: bool = False
@@ -123,6 +124,7 @@ class ConfigAssembler:
                 iface_map=iface_map,
                 settings=self._settings,
                 ha_config=ha,
+                parsed=self._parsed,
             )
         return payloads
 

@@ -23,7 +23,7 @@ from astara_actors.core.liveness import Liveness
 from astara_actors.core.metadata_index import MetadataIndex
 from astara_actors.core.models import Port, Router
 from astara_actors.core.network_cache import NetworkCache
-from astara_actors.core.payload import config_digest
+from astara_actors.core.payload import config_digest, packed_config
 from astara_actors.core.ports import Appliance, Clock, Compute, Network
 from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.seeds import Seed
@@ -337,9 +337,7 @@ class InstanceManager:
                 continue
             metrics.CONFIG_PUSHES.inc()
             self._pushed[vm.id] = config_digest(payload)
-            self._payloads[vm.id] = zlib.compress(
-                json.dumps(payload, separators=(",", ":"), default=str).encode(), 1
-            )
+            self._payloads[vm.id] = packed_config(payload)
             pushed += 1
         if not pushed:
             return self._push_failed("no VM took the config")

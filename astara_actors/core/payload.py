@@ -6,10 +6,11 @@ always give an equal payload (the instance manager compares payloads to detect d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
-import re
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,18 +22,77 @@ __all__ = [
     "EXTERNAL",
     "INTERNAL",
     "MANAGEMENT",
+    "ParsedInputs",
     "build_router_config",
     "build_user_data",
     "default_v4_gateway",
     "network_config",
+    "packed_config",
 ]
 
 MANAGEMENT = "management"
 EXTERNAL = "external"
 INTERNAL = "internal"
 
-_SERVICE_PORT = re.compile(r"^ASTARA:(VRRP|LB):")
-_HOSTNAME_SEPARATORS = re.compile(r"[:.]")
+# The names of our own ports on a tenant network (no allocation): ^ASTARA:(VRRP|LB):
+_SERVICE_PORTS = ("ASTARA:VRRP:", "ASTARA:LB:")
+# More distinct subnets than one router's config holds: the cache starts over (a leak guard).
+_MAX_PREFIXLENS = 256
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=256)
+def _network(cidr: str) -> _Network:
+    """``ip_network(cidr, strict=False)``, the subnets every router shares (management,
+    external) parsed once per process: they stay at the recent end whatever else passes."""
+    return ipaddress.ip_network(cidr, strict=False)
+
+
+class ParsedInputs:
+    """What ``ipaddress`` made of one router's subnets, kept between its pushes.
+
+    Every push used to parse the same CIDRs again (the prefix of each interface address, the
+    external subnets for the default gateway). Entries are keyed by the text parsed (and the
+    gateway by everything it is chosen from), so a subnet or port that changes is a new key and
+    never meets a stale value; nothing needs invalidating, and the few keys a router stops
+    using are dropped when the cache starts over. One per router (its
+    :class:`~astara_actors.core.config_assembly.ConfigAssembler`, used by its actor only).
+    """
+
+    __slots__ = ("_gateway", "_prefixlens")
+
+    def __init__(self) -> None:
+        self._prefixlens: dict[str, int] = {}
+        self._gateway: tuple[tuple[object, ...], str] | None = None
+
+    def __len__(self) -> int:
+        """How many parsed CIDRs are kept."""
+        return len(self._prefixlens)
+
+    def prefixlen(self, cidr: str) -> int:
+        """``ip_network(cidr, strict=False).prefixlen`` (raises the same ``ValueError``)."""
+        known = self._prefixlens.get(cidr)
+        if known is None:
+            known = _network(cidr).prefixlen
+            if len(self._prefixlens) >= _MAX_PREFIXLENS:
+                self._prefixlens.clear()
+            self._prefixlens[cidr] = known
+        return known
+
+    def v4_gateway(self, external: Mapping[str, Any]) -> str:
+        """:func:`default_v4_gateway`'s choice for the ``external`` entry, computed when its
+        addresses or subnets (CIDR, gateway) differ from the last call's."""
+        key = (
+            *external["interface"]["addresses"],
+            *((s["cidr"], s["gateway_ip"]) for s in external["subnets"]),
+        )
+        kept = self._gateway
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        gateway = _v4_gateway(external)
+        self._gateway = (key, gateway)
+        return gateway
 
 
 def _ip_key(ip: str) -> tuple[int, int, str]:
@@ -54,14 +114,13 @@ def _subnet_config(subnet: Subnet) -> dict[str, Any]:
     }
 
 
-def _addresses(port: Port, subnets: Mapping[str, Subnet]) -> list[str]:
+def _addresses(port: Port, subnets: Mapping[str, Subnet], parsed: ParsedInputs) -> list[str]:
     out = []
     for fixed in port.fixed_ips:
         subnet = subnets.get(fixed.subnet_id)
         if subnet is None:  # a subnet deleted under us: the address has no prefix to give
             continue
-        prefixlen = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
-        out.append(f"{fixed.ip_address}/{prefixlen}")
+        out.append(f"{fixed.ip_address}/{parsed.prefixlen(subnet.cidr)}")
     return out
 
 
@@ -69,7 +128,7 @@ def _allocations(ports: Sequence[Port], subnets: Mapping[str, Subnet]) -> list[d
     out = []
     # Sorted so that Neutron's list order never shows up as a config change.
     for port in sorted(ports, key=lambda p: p.id):
-        if _SERVICE_PORT.match(port.name):
+        if port.name.startswith(_SERVICE_PORTS):
             continue
         ips = {
             f.ip_address: subnets[f.subnet_id].enable_dhcp if f.subnet_id in subnets else False
@@ -77,12 +136,14 @@ def _allocations(ports: Sequence[Port], subnets: Mapping[str, Subnet]) -> list[d
         }
         if not ips:
             continue
-        lowest = min(ips, key=_ip_key)
+        # The lowest address names the host; a port has one address, most often: nothing to
+        # compare, nothing to parse.
+        lowest = next(iter(ips)) if len(ips) == 1 else min(ips, key=_ip_key)
         out.append(
             {
                 "ip_addresses": ips,
                 "device_id": port.device_id,
-                "hostname": f"{_HOSTNAME_SEPARATORS.sub('-', lowest)}.local",
+                "hostname": f"{lowest.replace(':', '-').replace('.', '-')}.local",
                 "mac_address": port.mac_address,
             }
         )
@@ -96,10 +157,15 @@ def network_config(
     ifname: str,
     network_type: str,
     network_ports: Sequence[Port] = (),
+    parsed: ParsedInputs | None = None,
 ) -> dict[str, Any]:
-    """One entry of ``networks``: the interface for ``port`` and the network it sits on."""
+    """One entry of ``networks``: the interface for ``port`` and the network it sits on
+    (``parsed``: the router's parsed subnets, kept between its pushes)."""
     subnets = {s.id: s for s in network.subnets}
-    interface: dict[str, Any] = {"ifname": ifname, "addresses": _addresses(port, subnets)}
+    interface: dict[str, Any] = {
+        "ifname": ifname,
+        "addresses": _addresses(port, subnets, ParsedInputs() if parsed is None else parsed),
+    }
     if network.mtu:
         interface["mtu"] = network.mtu
     return {
@@ -114,18 +180,22 @@ def network_config(
     }
 
 
-def default_v4_gateway(networks: Sequence[Mapping[str, Any]]) -> str:
-    """The gateway of the external v4 subnet holding the external address; ``''`` if none."""
+def default_v4_gateway(
+    networks: Sequence[Mapping[str, Any]], parsed: ParsedInputs | None = None
+) -> str:
+    """The gateway of the external v4 subnet holding the external address; ``''`` if none
+    (``parsed``: the router's last choice, reused while its inputs are the same)."""
     ext = next((n for n in networks if n["network_type"] == EXTERNAL), None)
     if ext is None:
         return ""
-    v4 = [
-        ipaddress.ip_address(a.partition("/")[0])
-        for a in ext["interface"]["addresses"]
-        if ipaddress.ip_address(a.partition("/")[0]).version == 4
-    ]
+    return _v4_gateway(ext) if parsed is None else parsed.v4_gateway(ext)
+
+
+def _v4_gateway(ext: Mapping[str, Any]) -> str:
+    addresses = [ipaddress.ip_address(a.partition("/")[0]) for a in ext["interface"]["addresses"]]
+    v4 = [addr for addr in addresses if addr.version == 4]
     for subnet in ext["subnets"]:
-        cidr = ipaddress.ip_network(subnet["cidr"], strict=False)
+        cidr = _network(subnet["cidr"])
         if cidr.version != 4 or not subnet["gateway_ip"]:
             continue
         if any(addr in cidr for addr in v4):
@@ -142,21 +212,26 @@ def build_router_config(
     iface_map: Mapping[str, str],
     settings: Settings,
     ha_config: Mapping[str, Any] | None = None,
+    parsed: ParsedInputs | None = None,
 ) -> dict[str, Any]:
     """The body of ``PUT /v1/system/config`` for one service VM of ``router``.
 
     ``networks`` holds every network involved (management, external, internal) by id;
     ``network_ports`` all Neutron ports of each internal network (for DHCP allocations);
-    ``iface_map`` the appliance's interface name for each network id.
+    ``iface_map`` the appliance's interface name for each network id; ``parsed`` what the
+    router's previous builds parsed (the same payload with or without it, only cheaper).
     Raises ``KeyError`` if a network or interface name is missing: check the VM's
     interfaces against the router's ports first.
     """
+    if parsed is None:
+        parsed = ParsedInputs()
     entries = [
         network_config(
             management_port,
             network=networks[management_port.network_id],
             ifname=iface_map[management_port.network_id],
             network_type=MANAGEMENT,
+            parsed=parsed,
         )
     ]
     if router.external_port is not None:
@@ -167,6 +242,7 @@ def build_router_config(
                 network=networks[port.network_id],
                 ifname=iface_map[port.network_id],
                 network_type=EXTERNAL,
+                parsed=parsed,
             )
         )
     for port in sorted(router.internal_ports, key=lambda p: p.id):
@@ -177,12 +253,13 @@ def build_router_config(
                 ifname=iface_map[port.network_id],
                 network_type=INTERNAL,
                 network_ports=network_ports.get(port.network_id, ()),
+                parsed=parsed,
             )
         )
     config: dict[str, Any] = {
         "asn": settings.asn,
         "neighbor_asn": settings.neighbor_asn,
-        "default_v4_gateway": default_v4_gateway(entries),
+        "default_v4_gateway": default_v4_gateway(entries, parsed),
         "networks": entries,
         "labels": {name: list(cidrs) for name, cidrs in settings.provider_labels},
         "floating_ips": [
@@ -240,7 +317,7 @@ final_message: "Astara appliance is running"
 def build_user_data(management_port: Port, management_cidr: str, settings: Settings) -> str:
     """The cloud-config that brings the management interface up inside the VM (§3.4)."""
     ip = management_port.fixed_ips[0].ip_address if management_port.fixed_ips else ""
-    prefixlen = ipaddress.ip_network(management_cidr, strict=False).prefixlen
+    prefixlen = _network(management_cidr).prefixlen
     return _USER_DATA.format(
         boot_command=settings.boot_command,
         mac_address=management_port.mac_address,
@@ -256,6 +333,16 @@ def _authorized_keys(text: str) -> str:
     if not keys:
         return ""
     return "    ssh-authorized-keys:\n" + "".join(f"      - {key}\n" for key in keys)
+
+
+def packed_config(payload: Mapping[str, Any]) -> bytes:
+    """The payload as compact JSON, deflated (what is kept of a pushed config to show it;
+    ``zlib.decompress`` reads it back). A 4 KiB window and a small memory level: a config is a
+    few KiB, and ``zlib.compress``'s defaults (a 32 KiB window, 256 KiB of state to set up)
+    take five times longer on it for the same size."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
+    text = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    return packer.compress(text) + packer.flush()
 
 
 def config_digest(payload: Mapping[str, Any]) -> bytes:
