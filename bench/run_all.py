@@ -2,7 +2,10 @@
 
     python -m bench.run_all [--routers 1000] [--only NAMES] [--skip NAMES] [scenario knobs]
 
-Scenarios (names for --only/--skip): ``bus`` (bench.bus_latency), ``sim`` (bench.sim_scale),
+Scenarios (names for --only/--skip): ``events`` (bench.event_cost: the orchestrator's own CPU
+per first event, poll and update, the runtime on the in-memory cloud in a process of its own,
+--routers, --event-rounds; about 15 s at 1,000), ``bus`` (bench.bus_latency), ``sim``
+(bench.sim_scale),
 ``scale``, ``poll``, ``control``, ``listings``, ``console``, ``cold`` (these share one fleet of
 --routers routers: the fleet is brought up once, measured, then its orchestrator restarted for
 the cold start; ``listings`` is bench.listings: every view's listing over the bus and HTTP,
@@ -25,6 +28,8 @@ bench/results/summary.json. The defaults fit a 2-core machine in about ten minut
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 import traceback
@@ -36,6 +41,7 @@ from . import (
     console,
     control,
     detach,
+    event_cost,
     failure,
     listings,
     metadata,
@@ -50,6 +56,7 @@ from ._harness import Deployment, log
 from ._report import Figure, load_figures, report_figures
 
 ALL = (
+    "events",
     "bus",
     "sim",
     "scale",
@@ -87,6 +94,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     slow_clients.add_args(parser)
     soak.add_args(parser)
     spares.add_args(parser)
+    event_cost.add_args(parser, routers=None)
     parser.add_argument("--soak-routers", type=int, default=200, help="bench.soak --routers")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
@@ -293,10 +301,45 @@ def run_detach(args: argparse.Namespace, summary: list[Figure]) -> None:
         summary += failed("detach", exc)
 
 
+def run_event_cost(args: argparse.Namespace, summary: list[Figure]) -> None:
+    """bench.event_cost in a process of its own: its figure is that process's CPU time, which
+    threads left behind by other scenarios must not add to (run first, before any of them)."""
+    log(f"--- event_cost at {args.routers} routers")
+    try:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.event_cost",
+                "--routers",
+                str(args.routers),
+                "--rounds",
+                str(args.event_rounds),
+                "--event-wave",
+                str(args.event_wave),
+                "--event-warmup",
+                str(args.event_warmup),
+                "--actor-threads",
+                str(args.actor_threads),
+                "--event-timeout",
+                str(args.event_timeout),
+                *(["--cold-heap"] if args.cold_heap else []),
+            ],
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            timeout=args.event_timeout * (2 + 2 * args.event_rounds + args.event_warmup) + 120,
+        )
+        summary += load_figures("event_cost")
+    except (Exception, subprocess.SubprocessError) as exc:  # noqa: BLE001
+        summary += failed("event_cost", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.monotonic()
     summary: list[Figure] = []
+    if "events" in args.scenarios:
+        run_event_cost(args, summary)
     if "bus" in args.scenarios:
         from . import bus_latency
 
