@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from astara_actors.core.models import Port
 
 __all__ = [
     "Action",
+    "Body",
     "Change",
     "Event",
     "InstanceState",
     "NEUTRON_STATUS",
+    "PortBody",
+    "RouterBody",
     "WILDCARD_ALL",
     "WILDCARD_ERROR",
 ]
@@ -58,6 +63,39 @@ NEUTRON_STATUS: dict[InstanceState, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class PortBody:
+    """A tenant's port (a VM's, DHCP's: not a router's own) as its notification carried it:
+    created, updated or deleted. A router on its network applies it to the ports it last read
+    instead of reading them again (``port.revision``: Neutron's revision_number, 0 if absent)."""
+
+    operation: str  # create | update | delete
+    port: Port
+
+
+@dataclass(frozen=True, slots=True)
+class RouterBody:
+    """What a ``router.update.end`` carried of the router, checked: the router's own fields
+    (its ports and floating IPs come from other calls and are not in it). ``gateway`` is
+    ``(network id, ((subnet id, address), ...))`` or None without a gateway; ``ha`` None when
+    the body does not say (a non-admin view)."""
+
+    router_id: str
+    tenant_id: str
+    name: str
+    admin_state_up: bool
+    status: str
+    ha: bool | None
+    gateway: tuple[str, tuple[tuple[str, str], ...]] | None
+    routes: tuple[tuple[tuple[str, str], ...], ...]
+    shown_status: str | None
+    revision: int = 0
+
+
+# What a notification carried that a router can apply without reading Neutron again.
+Body = PortBody | RouterBody
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One thing that happened to a router: a notification, a poll or an operator command.
 
@@ -73,6 +111,10 @@ class Event:
     # A routine poll's issue time (the health poller's clock): one issued before the router's
     # last healthy poll waited in a queue and is redundant.
     issued_at: float | None = None
+    # What the notification carried (a port, the router's own fields): the router applies it
+    # to what it last read instead of reading Neutron again, when it can (None: read it all).
+    # Not part of the event's identity.
+    body: Body | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +142,6 @@ class Change:
     device_owner: str | None = None
     port_name: str | None = None
     floating_router_id: str | None = None
+    # The resource as the notification carried it, when a router can apply it (a tenant's
+    # port, a router's own fields); None when it cannot or the body was incomplete.
+    body: Body | None = field(default=None, compare=False, repr=False)

@@ -12,14 +12,22 @@ malformed, and never reaches an actor, a URL or the store.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from astara_actors.core import validate
-from astara_actors.core.events import Action, Change
-from astara_actors.core.models import GATEWAY_OWNER, INTERFACE_OWNERS
+from astara_actors.core.events import Action, Change, PortBody, RouterBody
+from astara_actors.core.models import (
+    GATEWAY_OWNER,
+    INTERFACE_OWNERS,
+    STATUS_TAG_PREFIX,
+    FixedIp,
+    Port,
+)
 from astara_actors.errors import AstaraError
 from astara_actors.protocol.control import COMMAND_EVENT_TYPE
 
@@ -49,6 +57,11 @@ _OWN_PORT_PREFIX = "ASTARA:"
 # A port with one of these owners names its router in device_id.
 _ROUTER_OWNERS = frozenset((*INTERFACE_OWNERS, GATEWAY_OWNER))
 _META_LIMIT = 255  # message_id, publisher_id...: shown and audited, never routed on
+# A carried body's text fields (names, device ids and owners): Neutron's own limit.
+_TEXT_LIMIT = 255
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", re.ASCII)
+_MAX_FIXED_IPS = 64  # more than any port has: a body with more is not used (read instead)
+_MAX_ROUTES = 1024
 
 
 class MalformedMessage(AstaraError):
@@ -194,6 +207,10 @@ def _router(action: Action) -> Callable[[Notification], Change]:
             router_id = router_id or _uuid(router, "id", f"{where}.router")
         if router_id is None:
             raise MalformedMessage(f"{n.event_type}: payload names no router id")
+        own_tenant = _own_tenant(router or {}, f"{where}.router")
+        body = None
+        if action == Action.UPDATE and router is not None:
+            body = _router_body(router, router_id, own_tenant)
         return Change(
             kind="router",
             action=action,
@@ -202,7 +219,8 @@ def _router(action: Action) -> Callable[[Notification], Change]:
             operation=_operation(n.event_type),
             router_id=router_id,
             resource_id=router_id,
-            resource_tenant_id=_own_tenant(router or {}, f"{where}.router"),
+            resource_tenant_id=own_tenant,
+            body=body,
         )
 
     return parse
@@ -260,6 +278,11 @@ def _resource(kind: str) -> Callable[[Notification], Change | None]:
                     device_owner=owner,
                     subnet_ids=_fixed_ip_subnets(section),
                 )
+                if owner not in _ROUTER_OWNERS and resource_id is not None:
+                    # A router's own port changes its interfaces: that router reads it all.
+                    port = _port_body(section, resource_id, fields)
+                    if port is not None:
+                        fields["body"] = PortBody(_operation(n.event_type), port)
             elif kind == "subnet":
                 fields["network_id"] = _uuid(section, "network_id", where)
             elif kind == "floatingip":
@@ -281,6 +304,149 @@ def _resource(kind: str) -> Callable[[Notification], Change | None]:
         )
 
     return parse
+
+
+# ----------------------------------------------------------------------- carried bodies
+# What a router applies without reading Neutron again: every field checked here, and a body
+# with anything unexpected is not used at all (the router then reads Neutron, as before).
+def _port_body(section: Mapping[str, Any], port_id: str, fields: Mapping[str, Any]) -> Port | None:
+    network_id = fields.get("network_id")
+    if network_id is None:
+        return None
+    name, device_id, owner = (_plain(section.get(k)) for k in ("name", "device_id", "device_owner"))
+    mac = section.get("mac_address")
+    if mac is None or mac == "":
+        mac = ""
+    elif not (isinstance(mac, str) and _MAC.match(mac)):
+        return None
+    fixed_ips = _fixed_ips(section.get("fixed_ips"))
+    if name is None or device_id is None or owner is None or fixed_ips is None:
+        return None
+    return Port(
+        id=port_id,
+        name=name,
+        network_id=network_id,
+        mac_address=mac.lower(),
+        device_id=device_id,
+        device_owner=owner,
+        fixed_ips=fixed_ips,
+        tenant_id=fields.get("resource_tenant_id") or "",
+        revision=_revision(section),
+    )
+
+
+def _router_body(router: Mapping[str, Any], router_id: str, tenant_id: str) -> RouterBody | None:
+    if "external_gateway_info" not in router:
+        return None  # the gateway cannot be checked against the ports last read
+    usable, gateway = _gateway(router["external_gateway_info"])
+    name, status = _plain(router.get("name")), _plain(router.get("status"))
+    admin, ha = router.get("admin_state_up", True), router.get("ha")
+    routes = _routes(router.get("routes"))
+    tags = router.get("tags")
+    if (
+        not usable
+        or name is None
+        or status is None
+        or not isinstance(admin, bool)
+        or not (ha is None or isinstance(ha, bool))
+        or routes is None
+        or not (tags is None or isinstance(tags, list))
+    ):
+        return None
+    shown = next(
+        (
+            t[len(STATUS_TAG_PREFIX) :]
+            for t in tags or ()
+            if isinstance(t, str) and t.startswith(STATUS_TAG_PREFIX)
+        ),
+        None,
+    )
+    if shown is not None and _plain(shown) is None:
+        return None
+    return RouterBody(
+        router_id=router_id,
+        tenant_id=tenant_id,
+        name=name,
+        admin_state_up=admin,
+        status=status,
+        ha=ha,
+        gateway=gateway,
+        routes=routes,
+        shown_status=shown,
+        revision=_revision(router),
+    )
+
+
+def _plain(value: object) -> str | None:
+    """A carried text field: absent/null → ``""``; a bounded printable string as is; else None."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and len(value) <= _TEXT_LIMIT and value.isprintable():
+        return value
+    return None
+
+
+def _address(value: object) -> str | None:
+    """An IP address in Neutron's (canonical) form, else None."""
+    if not isinstance(value, str) or len(value) > 45:
+        return None
+    try:
+        parsed = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return value if str(parsed) == value else None
+
+
+def _fixed_ips(value: object) -> tuple[FixedIp, ...] | None:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_FIXED_IPS:
+        return None
+    out = []
+    for ip in value:
+        if not isinstance(ip, Mapping) or not validate.is_uuid(ip.get("subnet_id")):
+            return None
+        address = _address(ip.get("ip_address"))
+        if address is None:
+            return None
+        out.append(FixedIp(validate.neutron_id(ip["subnet_id"]), address))
+    return tuple(out)
+
+
+def _gateway(info: object) -> tuple[bool, tuple[str, tuple[tuple[str, str], ...]] | None]:
+    """``external_gateway_info`` as RouterBody.gateway, and whether it can be used."""
+    if info is None:
+        return True, None
+    if not isinstance(info, Mapping) or not validate.is_uuid(info.get("network_id")):
+        return False, None
+    fixed = _fixed_ips(info.get("external_fixed_ips"))
+    if fixed is None:
+        return False, None
+    network_id = validate.neutron_id(info["network_id"])
+    return True, (network_id, tuple(sorted((f.subnet_id, f.ip_address) for f in fixed)))
+
+
+def _routes(value: object) -> tuple[tuple[tuple[str, str], ...], ...] | None:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_ROUTES:
+        return None
+    out = []
+    for route in value:
+        if not isinstance(route, Mapping):
+            return None
+        items = []
+        for key, text in route.items():
+            if _plain(key) is None or not isinstance(text, str) or _plain(text) is None:
+                return None
+            items.append((key, text))
+        out.append(tuple(items))
+    return tuple(out)
+
+
+def _revision(resource: Mapping[str, Any]) -> int:
+    value = resource.get("revision_number")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _operation(event_type: str) -> str:
