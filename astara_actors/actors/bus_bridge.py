@@ -100,7 +100,9 @@ class BusBridge:
     def start(self, wait: float | None = 30.0) -> BusBridge:
         """Start the resolver and both consumers; wait until they consume (if ``wait``)."""
         assert self.runtime.root is not None, "start the runtime first"
-        self.resolver = ResolverActor.start(Resolver(self.network), self.runtime.root)
+        # A tenant's port on a network our routers know is resolved without Neutron.
+        resolver = Resolver(self.network, routers=self.runtime.networks.routers)
+        self.resolver = ResolverActor.start(resolver, self.runtime.root)
         self.consumer = NotificationConsumer(
             self.settings,
             self.handle,
@@ -357,11 +359,7 @@ class BusBridge:
     def storm(self) -> dict[str, Any]:
         """Storm protection's figures: how much waits where (cheap: no actor is asked)."""
         runtime = self.runtime
-        pending = waiting = 0
-        for summary_inbox in runtime.status_board.inboxes():
-            if summary_inbox:
-                waiting += 1
-                pending += summary_inbox
+        waiting, pending = runtime.status_board.pending()
         guard = runtime.rebuild_guard.dump()
         consumer = self.consumer.stats if self.consumer is not None else {}
         return {

@@ -6,6 +6,11 @@ allocations pushed to the appliance; every subnet of a network is in the router'
 a floating IP to the router it is associated with, or was, as remembered from earlier
 events. Never "the tenant's first router", the original's guess.
 
+A tenant's port (a VM's, not a router's own) is resolved without Neutron when the network is
+one our routers know (:class:`~astara_actors.core.network_cache.NetworkRouters`, kept by their
+reads); an unknown network is asked of Neutron as before. Each event carries what the
+notification carried (``Event.body``), for the router to apply without reading it all again.
+
 Ids are checked again here, whoever built the change: a network id must be a UUID before it
 goes into a Neutron query, and a router or project id read back from Neutron must be one before
 an event carries it to the tree (an event with another is dropped, counted and logged once).
@@ -20,6 +25,7 @@ from collections.abc import Iterable
 from astara_actors.core import validate
 from astara_actors.core.events import Change, Event
 from astara_actors.core.models import GATEWAY_OWNER, INTERFACE_OWNERS
+from astara_actors.core.network_cache import NetworkRouters
 from astara_actors.core.ports import Network
 from astara_actors.errors import RouterGone
 
@@ -37,13 +43,22 @@ class Resolver:
     Neutron propagates; a change that concerns no router resolves to ``[]``.
     """
 
-    def __init__(self, network: Network, fip_memory: int = 10_000) -> None:
+    def __init__(
+        self,
+        network: Network,
+        fip_memory: int = 10_000,
+        routers: NetworkRouters | None = None,
+    ) -> None:
         if fip_memory < 0:
             raise ValueError("fip_memory must be >= 0")
         self._network = network
         self._fip_memory = fip_memory
         self._fip_routers: OrderedDict[str, str] = OrderedDict()  # LRU: fip id → router id
+        # Our routers by network (None: every network is asked of Neutron).
+        self._routers = routers
         self.invalid_ids = 0  # targets dropped because an id was not of the right shape
+        self.known_network = 0  # tenant ports resolved from our routers' networks
+        self.asked_neutron = 0  # ... of a network none of our routers knows
 
     def resolve(self, change: Change) -> list[Event]:
         """The events (one per router, in a stable order) that ``change`` calls for."""
@@ -74,7 +89,14 @@ class Resolver:
                 return self._invalid(change, "router (device_id)", change.device_id)
             tenant_id = change.resource_tenant_id or self._router_tenant(change.device_id)
             return [(change.device_id, tenant_id)] if tenant_id else []
-        return self._on_network(change.network_id, change.tenant_id, change)
+        if self._routers is not None and change.network_id and validate.is_uuid(change.network_id):
+            known = self._routers.routers(validate.neutron_id(change.network_id))
+            if known is not None:
+                self.known_network += 1
+                return [
+                    (router_id, tenant_id or change.tenant_id) for router_id, tenant_id in known
+                ]
+        return self._on_network(change.network_id, change.tenant_id, change, asked=True)
 
     def _router_tenant(self, router_id: str) -> str | None:
         # A gateway port belongs to no project; the change's tenant is whoever acted
@@ -85,13 +107,19 @@ class Resolver:
             return None
 
     def _on_network(
-        self, network_id: str | None, tenant_id: str, change: Change, gateways: bool = False
+        self,
+        network_id: str | None,
+        tenant_id: str,
+        change: Change,
+        gateways: bool = False,
+        asked: bool = False,
     ) -> list[tuple[str | None, str]]:
         """The routers with an interface on the network (``gateways``: or their gateway)."""
         if not network_id:
             return []
         if not validate.is_uuid(network_id):  # never into Neutron's query string
             return self._invalid(change, "network", network_id)
+        self.asked_neutron += asked
         targets: list[tuple[str | None, str]] = []
         for port in self._network.list_ports(network_id=network_id):
             if not port.device_id:
@@ -127,7 +155,11 @@ class Resolver:
             else:
                 router_id = validate.neutron_id(router_id)
                 seen[router_id] = Event(
-                    router_id, tenant_id.lower(), change.action, reason=change.event_type
+                    router_id,
+                    tenant_id.lower(),
+                    change.action,
+                    reason=change.event_type,
+                    body=change.body,
                 )
         return list(seen.values())
 
