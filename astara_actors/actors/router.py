@@ -18,7 +18,14 @@ from astara_actors.actors.status_board import StatusBoard
 from astara_actors.actors.supervisor import mailbox_depth
 from astara_actors.config.settings import Settings
 from astara_actors.core.automaton import Automaton, Outcome
-from astara_actors.core.events import WILDCARD_ALL, WILDCARD_ERROR, Action, Event, InstanceState
+from astara_actors.core.events import (
+    WILDCARD_ALL,
+    WILDCARD_ERROR,
+    Action,
+    Body,
+    Event,
+    InstanceState,
+)
 from astara_actors.core.ports import Instance
 from astara_actors.log import router_logger
 from astara_actors.protocol.messages import (
@@ -248,6 +255,9 @@ class RouterActor(PooledActor):
         if event.action == Action.POLL and self._poll_async():
             return
         if self.sm.send_message(event.action, event.image_id):
+            if event.action in CONFIG_EVENTS:
+                # What the notification carried, for the push to apply (or read it all).
+                self._note(event.body if event.action == Action.UPDATE else None)
             if self._event_at is None and event.action in CONFIG_EVENTS:
                 self._event_at = time.monotonic()
             if event.action != Action.POLL:
@@ -255,6 +265,14 @@ class RouterActor(PooledActor):
             if event.action == Action.UPDATE and self._coalescing():
                 return
             self._run_soon()
+
+    def _note(self, body: Body | None) -> None:
+        """Tell the instance what changed for its next push: ``body`` (what a notification
+        carried) or None, read everything again (an instance without ``note_change`` always
+        reads everything)."""
+        note = getattr(self.instance, "note_change", None)
+        if note is not None:
+            note(body)
 
     def _unplug_stale(self) -> None:
         """An interface was removed: the VRRP ports on networks the router left go now, before
@@ -310,18 +328,18 @@ class RouterActor(PooledActor):
     def _resync(self, seed: Any) -> None:
         """A drift sweep's listing: re-push if the config it implies is not the pushed one.
         A router with work of its own reads the cloud anyway: the listing is for idle ones."""
-        if (
-            seed is None
-            or self.silenced
-            or self._probing
-            or self._run_pending
-            or self.sm.has_more_work()
-        ):
+        if seed is None or self.silenced or self._probing:
+            return
+        if self._run_pending or self.sm.has_more_work():
+            # Its next push reads the cloud, not only what notifications carried: the listing
+            # it skips cannot find anything that push misses.
+            self._note(None)
             return
         if self.instance.drifted(seed):
             self.log.info("config drifted from Neutron (drift sweep): re-pushing")
             metrics.CONFIG_DRIFT.inc()
             if self.sm.send_message(Action.UPDATE):
+                self._note(None)
                 self._run_soon()
 
     def _coalescing(self) -> bool:
@@ -397,4 +415,5 @@ class RouterActor(PooledActor):
             return
         self.log.info("managed again: %s", reason or "no reason given")
         if self.sm.send_message(Action.UPDATE):
+            self._note(None)  # what happened while in debug was dropped: read it all
             self._run_soon()

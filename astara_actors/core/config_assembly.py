@@ -4,15 +4,24 @@ and whether what the VMs accepted has drifted from it.
 Reads what :func:`~astara_actors.core.payload.build_router_config` needs (each VM's interfaces,
 the networks and their ports), from a cold start's or a drift sweep's listing where one is
 given; one per router, owned by its :class:`~astara_actors.core.instance.InstanceManager`.
+
+What a full read gave (:class:`RouterInputs`: the router, its internal networks and their
+ports) is kept by the instance manager, and what notifications carry is applied to it
+(:meth:`RouterInputs.apply`): a VM's port created or deleted, the router renamed, rebuild the
+payload with no Neutron call. The VMs' interfaces are kept as last read, and read again when
+they no longer match the VM's ports (we plugged or unplugged one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from astara_actors.config.settings import Settings
+from astara_actors.core.events import Body, PortBody, RouterBody
 from astara_actors.core.models import Interface, NetworkInfo, Port, Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import ParsedInputs, build_router_config, config_digest
@@ -21,9 +30,104 @@ from astara_actors.core.seeds import Seed
 from astara_actors.core.vms import Vm, networks_of
 from astara_actors.errors import CloudError
 
-__all__ = ["INTERFACES_TIMEOUT", "ConfigAssembler"]
+__all__ = ["INTERFACES_TIMEOUT", "ConfigAssembler", "RouterInputs"]
 
 INTERFACES_TIMEOUT = 30.0  # GET /v1/system/interfaces, as the original's client
+# Ids of deleted ports a router remembers (a late create or update of one is stale).
+GONE_PORTS = 1024
+
+
+class RouterInputs:
+    """What one router's config is built from besides the shared networks and the VMs'
+    interfaces: the router, its internal networks (with their subnets) and every port on
+    them, as a full read gave them and notifications changed them since.
+
+    Not thread-safe: one per router, used by its actor only.
+    """
+
+    __slots__ = ("_gone", "networks", "ports", "revision", "router")
+
+    def __init__(
+        self,
+        router: Router,
+        networks: dict[str, NetworkInfo],
+        ports: Mapping[str, Iterable[Port]],
+        gone: OrderedDict[str, None] | None = None,
+    ) -> None:
+        self.router = router
+        self.networks = networks  # internal networks by id (not the management or external)
+        self.ports = {n: {p.id: p for p in found} for n, found in ports.items()}
+        self.revision = 0  # the router's revision_number, as the last body applied said
+        # Ids of ports deleted (shared with the inputs read before and after: ids never return).
+        self._gone: OrderedDict[str, None] = OrderedDict() if gone is None else gone
+
+    def network_ports(self) -> dict[str, list[Port]]:
+        """The ports of each internal network (what ``build_router_config`` takes)."""
+        return {n: list(found.values()) for n, found in self.ports.items()}
+
+    def applicable(self, body: Body) -> bool:
+        """Whether ``body`` can be applied: a port on one of the router's internal networks;
+        the router's own fields, its gateway as last read and its HA mode unchanged."""
+        if isinstance(body, PortBody):
+            return body.port.network_id in self.ports
+        router = self.router
+        if body.router_id != router.id or (body.tenant_id and body.tenant_id != router.tenant_id):
+            return False
+        if body.ha is not None and body.ha != router.ha:
+            return False  # another number of VMs: a rebuild's business, read it all
+        if body.revision and body.revision < self.revision:
+            return True  # stale: nothing of it is applied
+        ext = router.external_port
+        if body.gateway is None or ext is None:
+            return body.gateway is None and ext is None
+        network_id, fixed = body.gateway
+        return network_id == ext.network_id and fixed == tuple(
+            sorted((f.subnet_id, f.ip_address) for f in ext.fixed_ips)
+        )
+
+    def apply(self, bodies: Sequence[Body]) -> bool:
+        """Apply every body in order, or none: False (nothing changed) when one cannot be."""
+        if not all(self.applicable(b) for b in bodies):
+            return False
+        for body in bodies:
+            if isinstance(body, PortBody):
+                self._apply_port(body)
+            else:
+                self._apply_router(body)
+        return True
+
+    def _apply_port(self, body: PortBody) -> None:
+        port = body.port
+        on_network = self.ports[port.network_id]
+        if body.operation == "delete":
+            on_network.pop(port.id, None)
+            self._bury(port.id)
+            return
+        if port.id in self._gone:
+            return  # a create or update that arrived after the port's delete
+        kept = on_network.get(port.id)
+        if kept is not None and port.revision and kept.revision > port.revision:
+            return  # an older state than the one kept: arrived out of order
+        on_network[port.id] = port
+
+    def _apply_router(self, body: RouterBody) -> None:
+        if body.revision and body.revision < self.revision:
+            return
+        self.revision = max(self.revision, body.revision)
+        self.router = dataclasses.replace(
+            self.router,
+            name=body.name,
+            admin_state_up=body.admin_state_up,
+            status=body.status,
+            routes=tuple(dict(route) for route in body.routes),
+            shown_status=body.shown_status,
+        )
+
+    def _bury(self, port_id: str) -> None:
+        self._gone[port_id] = None
+        self._gone.move_to_end(port_id)
+        if len(self._gone) > GONE_PORTS:
+            self._gone.popitem(last=False)
 
 
 class ConfigAssembler:
@@ -57,6 +161,50 @@ class ConfigAssembler:
         vm.interfaces = self._appliance.get_interfaces(vm.address, timeout)
         return vm.interfaces
 
+    def current_interfaces(
+        self, vm: Vm, wanted: Sequence[str], timeout: float = INTERFACES_TIMEOUT
+    ) -> list[Interface]:
+        """The VM's interfaces as last read, read again if they do not show the MACs of the
+        VM's ports while those are on the ``wanted`` networks (a port plugged or unplugged
+        since: the appliance shows it now, or a replug is due)."""
+        kept = vm.interfaces
+        interfaces = self.interfaces(vm, timeout, cached=True)
+        if (
+            kept is not None
+            and not self.matches(vm, wanted, interfaces)
+            and {p.network_id for p in vm.ports} == set(wanted)
+        ):
+            interfaces = self.interfaces(vm, timeout)
+        return interfaces
+
+    def read_inputs(
+        self,
+        router: Router,
+        seed: Seed | None = None,
+        gone: OrderedDict[str, None] | None = None,
+    ) -> RouterInputs:
+        """The router's internal networks and their ports, from ``seed`` where it has them,
+        else from Neutron (``CloudError`` propagates); ``gone``: the ids of ports known
+        deleted, kept by the caller from one read to the next."""
+        shared = self._shared(router)
+        known = seed.networks if seed is not None else {}
+        known_ports = seed.network_ports if seed is not None else {}
+        networks = {
+            n: known.get(n) or self._network.get_network(n)
+            for n in networks_of(router)
+            if n not in shared
+        }
+        ports = {
+            n: known_ports[n] if n in known_ports else self._network.list_ports(network_id=n)
+            for n in dict.fromkeys(p.network_id for p in router.internal_ports)
+        }
+        return RouterInputs(router, networks, ports, gone)
+
+    def _shared(self, router: Router) -> set[str]:
+        """The networks every router shares: management, and the gateway's."""
+        mgt_id = self._settings.management_network_id
+        return {mgt_id, router.external_port.network_id if router.external_port else mgt_id}
+
     @staticmethod
     def matches(vm: Vm, wanted: Sequence[str], interfaces: Sequence[Interface]) -> bool:
         """The VM's ports are on the ``wanted`` networks and its appliance shows their MACs."""
@@ -73,19 +221,25 @@ class ConfigAssembler:
         timeout: float = INTERFACES_TIMEOUT,
         cached: bool = False,
         network_ports_out: dict[str, list[Port]] | None = None,
+        inputs: RouterInputs | None = None,
     ) -> dict[str, dict[str, Any]] | None:
         """Each reachable live VM's payload; None if one's interfaces need a replug.
 
         ``members``: every VM of the router, oldest first (HA priorities). ``seed``: reads
         that stand in for calls (networks, their ports); ``cached``: the VMs' interfaces as
-        last read too (a drift sweep's listing). ``network_ports_out``: filled with the ports
-        of each internal network the payloads were built from (the push teaches them to the
-        metadata index)."""
+        last read unless they no longer match the VM's ports (:meth:`current_interfaces`).
+        ``inputs``: the router's internal networks and their ports, already read (else read
+        here). ``network_ports_out``: filled with the ports of each internal network the
+        payloads were built from (the push teaches them to the metadata index)."""
         wanted = networks_of(router)
         ifaces: dict[str, list[Interface]] = {}
         for vm in live:
             try:
-                ifaces[vm.id] = self.interfaces(vm, timeout, cached=cached)
+                ifaces[vm.id] = (
+                    self.current_interfaces(vm, wanted, timeout)
+                    if cached
+                    else self.interfaces(vm, timeout)
+                )
             except CloudError as exc:
                 self._log.warning("could not read interfaces of %s: %s", vm.name, exc)
                 continue
@@ -93,16 +247,15 @@ class ConfigAssembler:
                 self._log.info("interfaces of %s do not match the router", vm.name)
                 return None
         mgt_id = self._settings.management_network_id
-        shared = {mgt_id, router.external_port.network_id if router.external_port else mgt_id}
+        shared = self._shared(router)
         known = seed.networks if seed is not None else {}
-        known_ports = seed.network_ports if seed is not None else {}
-        networks = {n: known.get(n) or self._get_network(n, n in shared) for n in [mgt_id, *wanted]}
-        network_ports = {
-            p.network_id: known_ports[p.network_id]
-            if p.network_id in known_ports
-            else self._network.list_ports(network_id=p.network_id)
-            for p in router.internal_ports
+        if inputs is None:
+            inputs = self.read_inputs(router, seed)
+        networks = {
+            n: known.get(n) or self._get_network(n, True) for n in [mgt_id, *wanted] if n in shared
         }
+        networks.update(inputs.networks)
+        network_ports = inputs.network_ports()
         if network_ports_out is not None:
             network_ports_out.update(network_ports)
         payloads = {}

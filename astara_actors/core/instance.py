@@ -12,13 +12,14 @@ import logging
 import time
 import weakref
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from astara_actors import metrics
 from astara_actors.config.settings import Settings
-from astara_actors.core.config_assembly import ConfigAssembler
-from astara_actors.core.events import NEUTRON_STATUS, InstanceState
+from astara_actors.core.config_assembly import ConfigAssembler, RouterInputs
+from astara_actors.core.events import NEUTRON_STATUS, Body, InstanceState
 from astara_actors.core.liveness import Liveness
 from astara_actors.core.metadata_index import MetadataIndex
 from astara_actors.core.models import Port, Router
@@ -46,6 +47,8 @@ def pushed_config(router_id: str) -> dict[str, Any] | None:
 
 
 _REUSE_ROUTER = 1.0  # seconds: a push reuses the router its traversal's refresh just read
+# Bodies of notifications waiting for the next push at most; a longer burst reads it all.
+_MAX_BODIES = 1000
 # A boot's cap slot is freed here.
 _SLOT_ENDS = frozenset({InstanceState.CONFIGURED, InstanceState.ERROR, InstanceState.GONE})
 
@@ -94,6 +97,17 @@ class InstanceManager:
         # The router read by the last refresh, and when: the step right after it (a push, a
         # boot, a drift check) uses it once instead of reading it again.
         self._refreshed: tuple[Router, float] | None = None
+        # What the last full read gave the config (the router, its internal networks and their
+        # ports), changed since by what notifications carried; None: the next push reads it all.
+        self._inputs: RouterInputs | None = None
+        # What notifications carried since the last push, for it to apply; or read it all.
+        self._bodies: list[Body] = []
+        self._read_all = False
+        self._gone_ports: OrderedDict[str, None] = OrderedDict()  # ids of deleted ports seen
+        self.reads_saved = 0  # pushes built from the kept inputs, with no Neutron read
+        # This process's routers by network (how a tenant's port finds its routers).
+        self._routers = shared_networks.routers if shared_networks is not None else None
+        self._routers_token = self._routers.token() if self._routers is not None else 0
         self._cloud = VmCloud(
             router_id, network=network, compute=compute, settings=settings, log=self._log
         )
@@ -168,6 +182,9 @@ class InstanceManager:
         self._liveness.probe(self._vms.values())
         now = self._clock()
         self._liveness.observe(self._vms.values())
+        for vm in self._vms.values():
+            if not vm.alive:
+                vm.interfaces = None  # it may come back rebooted: read them again then
         for vm in list(self._vms.values()):
             limit = self._liveness.limit(vm)
             if not vm.answered and now - vm.since >= limit:
@@ -299,11 +316,49 @@ class InstanceManager:
             taken += 1
         return taken
 
+    def note_change(self, body: Body | None) -> None:
+        """A change for the next push: what a notification carried (applied to the inputs
+        kept from the last read, see :meth:`configure`), or None: read everything again."""
+        if body is None or self._read_all:
+            self._read_all, self._bodies = True, []
+            return
+        self._bodies.append(body)
+        if len(self._bodies) > _MAX_BODIES:
+            self._read_all, self._bodies = True, []
+
     def configure(self) -> InstanceState:
-        """Push the config once to every live VM (see the ``Instance`` port for results)."""
+        """Push the config once to every live VM (see the ``Instance`` port for results).
+
+        When everything that changed since the last push came with what its notification
+        carried (:meth:`note_change`) and it all applies to the inputs kept from the last read
+        (a tenant's port on one of the router's networks, the router's own fields), the config
+        is rebuilt from those with no Neutron read; otherwise (anything uncertain) it reads
+        the router, its networks and their ports again, as always."""
         if not self._adopt():
             return self._state
-        router = self._fetch_router(reuse=True)
+        bodies, self._bodies = self._bodies, []
+        read_all, self._read_all = self._read_all, False
+        live = [vm for vm in self._members() if vm.alive and vm.address]
+        inputs = self._inputs
+        if (
+            read_all
+            or not bodies
+            or inputs is None
+            or self._state is not InstanceState.CONFIGURED
+            or not live
+            or not all(vm.id in self._pushed and vm.interfaces is not None for vm in live)
+            or not inputs.apply(bodies)
+        ):
+            inputs = None
+        router: Router | RouterGone | None
+        if inputs is not None:
+            router = inputs.router
+            self._name = router.name
+            self.reads_saved += 1
+        else:
+            # Read it all: what was kept is stale until that read succeeds, whatever happens.
+            self._inputs = None
+            router = self._fetch_router(reuse=True)
         if router is None:
             return self._push_failed("Neutron did not answer")
         if isinstance(router, RouterGone):
@@ -312,13 +367,18 @@ class InstanceManager:
         if not live:
             return self._set(InstanceState.DOWN)
         network_ports: dict[str, list[Port]] = {}
+        seed = self._take_seed() if inputs is None else None
         try:
+            if inputs is None:
+                inputs = self._read_inputs(router, seed)
             payloads = self._assembler.payloads(
                 router,
                 live,
                 self._members(),
-                self._take_seed(),
+                seed,
+                cached=True,
                 network_ports_out=network_ports if self._index is not None else None,
+                inputs=inputs,
             )
         except CloudError as exc:
             return self._push_failed(str(exc))
@@ -430,6 +490,8 @@ class InstanceManager:
         stops): the metadata proxy no longer vouches for its VMs. The VMs stay as they are."""
         if self._index is not None:
             self._index.forget(self.router_id, self._index_token)
+        if self._routers is not None:
+            self._routers.forget(self.router_id, self._routers_token)
 
     def dump(self) -> dict[str, object]:
         now = self._clock()
@@ -501,9 +563,19 @@ class InstanceManager:
         """The config ``router`` implies for the ``live`` VMs is not the one they accepted (or
         their interfaces need a replug); a drift sweep's ``listing`` stands in for the reads."""
         seed = listing if listing is not None else self._take_seed()
-        return self._assembler.differs(
+        drifted = self._assembler.differs(
             router, live, self._members(), self._pushed, seed, cached=listing is not None
         )
+        if drifted:
+            self._inputs = None  # what was kept led astray: the push that follows reads it all
+        return drifted
+
+    def _read_inputs(self, router: Router, seed: Seed | None) -> RouterInputs:
+        """Read what the router's config is built from, and keep it for the next pushes."""
+        self._inputs = None  # while reading: a failed read leaves nothing stale behind
+        inputs = self._assembler.read_inputs(router, seed, self._gone_ports)
+        self._inputs = inputs
+        return inputs
 
     def _take_seed(self) -> Seed | None:
         """The cold start's reads, which serve one push (or drift check) at most."""
@@ -521,8 +593,12 @@ class InstanceManager:
             self._guard.free_slot(self.router_id)
             if state is InstanceState.GONE:
                 self._guard.forget(self.router_id)
-        if state is InstanceState.GONE and self._index is not None:
-            self._index.forget(self.router_id, self._index_token)
+        if state is InstanceState.GONE:
+            if self._index is not None:
+                self._index.forget(self.router_id, self._index_token)
+            if self._routers is not None:
+                self._routers.forget(self.router_id, self._routers_token)
+            self._inputs = None
         status = NEUTRON_STATUS.get(state)
         if status is None or status == self._neutron_status:
             return state
@@ -564,12 +640,34 @@ class InstanceManager:
             return None
         self._ha = router.ha
         self._name = router.name
+        self._learn(router)
         if self._neutron_status is None and router.shown_status:
             # Neutron already shows a status (set by a previous run): pushed only if it changes.
             self._neutron_status = router.shown_status
         if refresh:
             self._refreshed = (router, self._clock())
         return router
+
+    def _learn(self, router: Router) -> None:
+        """A router read from Neutron: the resolver's index of our routers by network learns
+        its networks, and the inputs kept for the config take it if its ports and floating IPs
+        are those they were read with (else the next push reads it all)."""
+        if self._routers is not None:
+            ext = router.external_port
+            self._routers.learn(
+                self.router_id,
+                router.tenant_id or self.tenant_id,
+                self._routers_token,
+                (p.network_id for p in router.internal_ports),
+                ext.network_id if ext is not None else "",
+            )
+        inputs = self._inputs
+        if inputs is None:
+            return
+        if _same_wiring(inputs.router, router):
+            inputs.router = router
+        else:
+            self._inputs = None
 
     def _adopt(self) -> bool:
         """Track the VMs already in Nova (once): a restarted actor rebuilds its state."""
@@ -664,3 +762,14 @@ class InstanceManager:
         """The management addresses of the VMs that took a config (the metadata proxy's
         valid sources for this router)."""
         return [vm.address for vm in self._members() if vm.id in self._pushed and vm.address]
+
+
+def _same_wiring(kept: Router, read: Router) -> bool:
+    """The same ports, floating IPs, tenant and HA mode (what the config is built from)."""
+    return (
+        kept.tenant_id == read.tenant_id
+        and kept.ha == read.ha
+        and kept.external_port == read.external_port
+        and set(kept.internal_ports) == set(read.internal_ports)
+        and set(kept.floating_ips) == set(read.floating_ips)
+    )
