@@ -261,6 +261,43 @@ def test_the_board_collects_changes_only_when_asked() -> None:
     assert board.take_changes() == ([], [])
 
 
+def test_the_boards_figures_follow_every_publish_and_withdrawal() -> None:
+    """Counts by state, tenants and queued events are kept as routers publish and leave (the
+    change feed reads them every second): always what a pass over the entries gives."""
+    import random
+    from collections import Counter
+
+    board = StatusBoard(clock=lambda: 1000.0)
+    rng = random.Random(7)
+    refs: dict[str, str] = {}
+
+    def by_pass() -> tuple[dict[str, int], int, tuple[int, int]]:
+        entries = [e[0] for e in board._entries.values()]
+        queued = [len(d.get("inbox") or ()) for d in entries]
+        return (
+            dict(Counter(d["instance_state"] for d in entries)),
+            len({d["tenant_id"] for d in entries}),
+            (sum(1 for q in queued if q), sum(queued)),
+        )
+
+    for step in range(400):
+        n = rng.randrange(40)
+        dump = router_dump(n, inbox=["poll"] * rng.randrange(3))
+        dump["instance_state"] = rng.choice(["configured", "booting", "down", "error"])
+        rid = dump["router_id"]
+        if rid in refs and rng.random() < 0.3:
+            board.withdraw(rid, "stale-ref")  # another actor's: changes nothing
+            board.withdraw(rid, refs.pop(rid))
+        else:
+            refs[rid] = refs.get(rid) or f"ref-{step}"
+            board.publish(rid, dump, refs[rid])
+        assert (board.counts(), board.tenants(), board.pending()) == by_pass()
+    assert board.counts() and board.pending() != (0, 0)  # not vacuous
+    for rid, ref in list(refs.items()):
+        board.withdraw(rid, ref)
+    assert (board.counts(), board.tenants(), board.pending()) == ({}, 0, (0, 0))
+
+
 def test_one_router_shows_its_transitions_and_the_config_last_pushed(tmp_path: Any) -> None:
     from astara_actors.actors.bus_bridge import BusBridge
     from astara_actors.actors.runtime import Runtime

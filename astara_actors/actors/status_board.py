@@ -10,8 +10,11 @@ depth brought up to date at read time. The dump published carries the last trans
 row and a summary show no more; twenty turned into dicts after every push were about a fifth
 of an update's CPU): ``router show`` still asks the router itself, for its whole history.
 
-Thread-safe without a lock of its own for the entries: each is replaced whole (one dict store)
-and readers copy the dict of entries first (one C-level copy under the GIL). Each entry also
+Readers take entries without a lock: each is replaced whole (one dict store) and readers copy
+the dict of entries first (one C-level copy under the GIL). Writers (a router publishing or
+leaving) take a lock, to keep the figures the change feed reads every second — routers by
+instance state, tenants, events waiting in routers' queues — up to date as they go: reading them
+is O(1), not a pass over 50,000 entries a second. Each entry also
 keeps the router's *row* of the web console, made once when the router publishes (so a page of
 the list costs a filter and a partial sort over 10,000 prepared rows, not 10,000 rows made per
 query); ages are added at read time. With :meth:`StatusBoard.track_changes` on, the ids of the
@@ -127,12 +130,42 @@ def _transition_at(row: Mapping[str, Any]) -> float:
     return float(at) if isinstance(at, int | float) else float("-inf")
 
 
+Entry = tuple[dict[str, Any], Any, dict[str, Any]]  # (dump, actor ref, console row without ages)
+
+
+class _Figures:
+    """What the entries add up to, kept as they change (under the board's write lock)."""
+
+    __slots__ = ("pending", "states", "tenants", "waiting")
+
+    def __init__(self) -> None:
+        self.states: Counter[str] = Counter()  # routers by instance state
+        self.tenants: Counter[str] = Counter()  # routers by tenant
+        self.waiting = 0  # routers with events in their queue
+        self.pending = 0  # events in routers' queues
+
+    def add(self, entry: Entry, sign: int) -> None:
+        dump, _, row = entry
+        state, tenant = str(row.get("instance_state", "")), row.get("tenant_id") or ""
+        self.states[state] += sign
+        if not self.states[state]:
+            del self.states[state]
+        self.tenants[tenant] += sign
+        if not self.tenants[tenant]:
+            del self.tenants[tenant]
+        queued = len(dump.get("inbox") or ())
+        if queued:
+            self.waiting += sign
+            self.pending += sign * queued
+
+
 class StatusBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        # router -> (dump, actor ref, console row without ages)
-        self._entries: dict[str, tuple[dict[str, Any], Any, dict[str, Any]]] = {}
+        self._entries: dict[str, Entry] = {}
         self._polled: dict[str, float] = {}  # router -> its last healthy poll (clock time)
+        self._write_lock = threading.Lock()  # entries and figures change together
+        self._figures = _Figures()
         self._changes_lock = threading.Lock()
         self._changes: dict[str, None] | None = None  # None: changes are not tracked
 
@@ -142,7 +175,13 @@ class StatusBoard:
     def publish(self, router_id: str, dump: dict[str, Any], ref: Any) -> None:
         """The router's current dump (its ``at``/``age_s`` taken now; its last transition is
         the one read); ``ref`` gives the mailbox depth at read time."""
-        self._entries[router_id] = (dump, ref, console_row(dump))
+        entry = (dump, ref, console_row(dump))
+        with self._write_lock:
+            old = self._entries.get(router_id)
+            self._entries[router_id] = entry
+            if old is not None:
+                self._figures.add(old, -1)
+            self._figures.add(entry, 1)
         self._changed(router_id)
 
     def polled(self, router_id: str, at: float) -> None:
@@ -154,11 +193,14 @@ class StatusBoard:
 
     def withdraw(self, router_id: str, ref: Any) -> None:
         """The router stopped (only its own entry: a restarted one may have published)."""
-        entry = self._entries.get(router_id)
-        if entry is not None and entry[1] is ref:
-            self._entries.pop(router_id, None)
-            self._polled.pop(router_id, None)
-            self._changed(router_id)
+        with self._write_lock:
+            entry = self._entries.get(router_id)
+            if entry is None or entry[1] is not ref:
+                return
+            del self._entries[router_id]
+            self._figures.add(entry, -1)
+        self._polled.pop(router_id, None)
+        self._changed(router_id)
 
     # --- the change feed
     def track_changes(self, on: bool = True) -> None:
@@ -192,9 +234,8 @@ class StatusBoard:
     # --- the console's listing
     def counts(self) -> dict[str, int]:
         """Routers by instance state, over every router on the board."""
-        return dict(
-            Counter(str(e[2].get("instance_state", "")) for e in list(self._entries.values()))
-        )
+        with self._write_lock:
+            return dict(self._figures.states)
 
     def statuses(self) -> tuple[dict[str, int], int]:
         """Routers by ``status`` word, and how many are in debug mode (the terminal browser's
@@ -203,12 +244,16 @@ class StatusBoard:
         words = Counter(str(r.get("status", "")) for r in rows)
         return dict(words), sum(1 for r in rows if (r.get("debug") or {}).get("on"))
 
-    def inboxes(self) -> list[int]:
-        """Each router's pending (not yet collapsed into a run) events, as last published."""
-        return [len(e[0].get("inbox") or ()) for e in list(self._entries.values())]
+    def pending(self) -> tuple[int, int]:
+        """Routers with pending (not yet collapsed into a run) events, and those events, as
+        last published."""
+        with self._write_lock:
+            return self._figures.waiting, self._figures.pending
 
     def tenants(self) -> int:
-        return len({e[2].get("tenant_id") for e in list(self._entries.values())})
+        """Tenants with a router on the board."""
+        with self._write_lock:
+            return len(self._figures.tenants)
 
     def rows(self, listing: Listing) -> tuple[list[dict[str, Any]], int]:
         """The best ``offset + limit`` rows that pass ``listing``'s filters, in its order,
