@@ -179,6 +179,48 @@ def test_filters_fields_and_repeated_values(cloud: SimCloud, member: Any, public
     assert bad.status_code == 400 and bad.json()["NeutronError"]["type"] == "HTTPBadRequest"
 
 
+def test_lists_page_by_limit_and_marker_as_neutron_does(
+    cloud: SimCloud, member: Any, admin: Any, public: Any
+) -> None:
+    """Ascending ids, ``<collection>_links`` next after a full page and previous after a
+    marker, the other filters kept in the links; the SDK (which pages by itself) and our
+    own reader (``get_all``, following ``next``) see every port once."""
+    from astara_actors.adapters._os_calls import get_all
+
+    _, net, _ = tenant_router(member, public)
+    made = {member.network.create_port(network_id=net.id, name=f"p{i}").id for i in range(7)}
+    headers = {"X-Auth-Token": token(cloud, "realos-t1")}
+    base = f"{cloud.url}/network/v2.0/ports"
+    everything = requests.get(f"{base}?network_id={net.id}", headers=headers, timeout=10).json()
+    ids = sorted(p["id"] for p in everything["ports"])
+    assert made <= set(ids) and "ports_links" not in everything  # unpaged: no links
+
+    first = requests.get(
+        f"{base}?network_id={net.id}&limit=3&fields=id", headers=headers, timeout=10
+    ).json()
+    assert [p["id"] for p in first["ports"]] == ids[:3]
+    (nxt,) = first["ports_links"]
+    assert nxt["rel"] == "next" and f"marker={ids[2]}" in nxt["href"]
+    assert f"network_id={net.id}" in nxt["href"] and "fields=id" in nxt["href"]
+    second = requests.get(nxt["href"], headers=headers, timeout=10).json()
+    assert [p["id"] for p in second["ports"]] == ids[3:6]
+    assert {link["rel"] for link in second["ports_links"]} == {"next", "previous"}
+    last = requests.get(
+        f"{base}?network_id={net.id}&limit=3&marker={ids[-1]}", headers=headers, timeout=10
+    ).json()
+    assert last["ports"] == [] and "ports_links" not in last  # past the end: no page, no link
+
+    paged = get_all(member.network, "/ports", "ports", {"network_id": net.id, "limit": "2"})
+    assert sorted(p["id"] for p in paged) == ids
+    assert {p.id for p in member.network.ports(network_id=net.id, limit=2)} == set(ids)
+
+    bad = requests.get(f"{base}?limit=-1", headers=headers, timeout=10)
+    assert bad.status_code == 400 and bad.json()["NeutronError"]["type"] == "BadRequest"
+    assert "Limit must be an integer 0 or greater and not '-1'" in bad.text
+    gone = requests.get(f"{base}?limit=2&marker=nope", headers=headers, timeout=10)
+    assert gone.status_code == 404 and gone.json()["NeutronError"]["type"] == "PortNotFound"
+
+
 def test_errors_carry_neutrons_status_and_body(cloud: SimCloud, member: Any, public: Any) -> None:
     router, net, subnet = tenant_router(member, public)
     headers = {"X-Auth-Token": token(cloud, "realos-t1")}

@@ -69,6 +69,7 @@ def get_all(proxy: Any, path: str, key: str, params: dict[str, str] | None = Non
     items = list(found)
     nxt = next_page(body.get(f"{key}_links"))
     while nxt:
+        time.sleep(0)  # let the other threads run between pages: a page's decode holds the GIL
         response = proxy.get(nxt)
         raise_for_status(response)
         body = response.json()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import falcon
 import falcon.uri
@@ -115,7 +116,43 @@ class _Collection(_Resource):
         self.if_revision(req)
         filters = falcon.uri.parse_query_string(req.query_string, keep_blank=True, csv=False)
         items = self.call(self.neutron.list, self.kind, caller, filters)
-        resp.media = {COLLECTIONS[self.kind]: items}
+        collection = COLLECTIONS[self.kind]
+        resp.media = {collection: items}
+        if filters.get("limit") or filters.get("marker"):
+            links = self._page_links(req, collection, filters, items)
+            if links:
+                resp.media[f"{collection}_links"] = links
+
+    def _page_links(
+        self,
+        req: falcon.Request,
+        collection: str,
+        filters: dict[str, Any],
+        items: list[dict[str, Any]],
+    ) -> list[dict[str, str]]:
+        """Neutron's ``<collection>_links``: ``next`` after a full page (from its last id),
+        ``previous`` when this page started after a marker (from its first id)."""
+        limit = int(filters.get("limit") or 0)
+        kept = [
+            (key, value)
+            for key, values in filters.items()
+            if key not in ("limit", "marker", "page_reverse")
+            for value in ([values] if isinstance(values, str) else values)
+        ]
+        base = self.url(req, f"/v2.0/{collection}")
+
+        def link(rel: str, marker: str, reverse: bool) -> dict[str, str]:
+            query = [*kept, *([("limit", str(limit))] if limit else []), ("marker", marker)]
+            if reverse:
+                query.append(("page_reverse", "True"))
+            return {"href": f"{base}?{urlencode(query)}", "rel": rel}
+
+        links = []
+        if limit and len(items) == limit:
+            links.append(link("next", items[-1]["id"], False))
+        if filters.get("marker") and items:
+            links.append(link("previous", items[0]["id"], True))
+        return links
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         caller = self.auth(req)

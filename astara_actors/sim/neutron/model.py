@@ -11,6 +11,7 @@ It also is the :class:`~astara_actors.sim.contracts.PortDirectory` the simulated
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import copy
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,9 @@ from astara_actors.sim.neutron.base import (
     COLLECTIONS,
     KINDS,
     NeutronFault,
+    bad_request,
     forbidden,
+    not_found,
     revision_mismatch,
 )
 from astara_actors.sim.neutron.core import NETWORK_PUT, PORT_PUT, SUBNET_PUT
@@ -49,6 +52,32 @@ _DERIVED = PAGING_KEYS | {"router:external", "is_default", "port_details", "fixe
 
 def _creation_order(record: Mapping[str, Any]) -> int:
     return int(record["standard_attr_id"])  # a sequence: every record takes the next one
+
+
+def _by_id(record: Mapping[str, Any] | str) -> str:
+    return record if isinstance(record, str) else str(record["id"])
+
+
+def page_of(
+    kind: str, wanted: Mapping[str, Sequence[str]], table: Mapping[str, Any]
+) -> tuple[int, str]:
+    """``limit`` (0: all) and ``marker`` (the last id of the previous page, "" for none) of a
+    paginated list, as Neutron checks them: a limit that is not an integer >= 0 is a 400, a
+    marker that names no resource the not-found of that resource (Neutron reads it first)."""
+    raw = (wanted.get("limit") or ["0"])[-1]
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise bad_request(
+            f"Bad limit request: Limit must be an integer 0 or greater and not '{raw}'.",
+            "BadRequest",
+        )
+    marker = (wanted.get("marker") or [""])[-1]
+    if marker and marker not in table:
+        raise not_found(kind, marker)
+    return limit, marker
 
 
 __all__ = ["ATTRIBUTES", "COLLECTIONS", "KINDS", "NOVA_SERVICE", "NeutronFault", "NeutronModel"]
@@ -253,12 +282,19 @@ class NeutronModel(KeptResources):
                     records = [
                         r for r in records if not isinstance(r.get(key), str) or r[key] in allowed
                     ]
+            limit, marker = page_of(kind, wanted, table)
+            if limit or marker:  # paginated: ascending ids, after the marker (Neutron's order)
+                records.sort(key=_by_id)
+                if marker:
+                    records = records[bisect.bisect_right(records, marker, key=_by_id) :]
             result = []
             for record in records:
                 if self._visible(kind, record, who):
                     view = self._view(kind, record, who, SHOW)
                     if matches(view, wanted):
                         result.append(select_fields(view, fields))
+                        if len(result) == limit:
+                            break
             return result
 
     def update(
