@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the parts are imported when started: ``--help`` must not lo
     from astara_actors.config.settings import Settings
     from astara_actors.core.ports import Compute, Network
     from astara_actors.core.service_port import ServicePort
+    from astara_actors.jobs.orphan_sweep import OrphanSweeper, SweepListing
     from astara_actors.metadata import MetadataProxy
     from astara_actors.sim.server import SimServer
 
@@ -141,9 +142,7 @@ class Service:
             target=self._populate, args=(network, compute), name="populate", daemon=True
         ).start()
         if config.process.orphan_sweep_period > 0:
-            threading.Thread(
-                target=self._sweep, args=(network, compute), name="orphan-sweep", daemon=True
-            ).start()
+            self._start_orphan_sweep(network, compute)
         self._start_metadata()
         LOG.info(
             "astara-orchestrator %s started (bus %s)",
@@ -380,8 +379,29 @@ class Service:
                 target=self._populate, args=(network, compute), name="repopulate", daemon=True
             ).start()
 
-    def _sweep(self, network: Network, compute: Compute) -> None:
-        """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace)."""
+    def _start_orphan_sweep(self, network: Network, compute: Compute) -> None:
+        """Leaked VMs and ASTARA ports of deleted routers are removed (after a grace): the
+        sweep rides along with the drift sweeper, which hands it its listing of the cloud when
+        both fall due together; without a drift sweeper, on a thread of its own."""
+        from astara_actors.jobs.orphan_sweep import SweepListing
+
+        sweeper = self._orphan_sweeper(network, compute)
+        period = self.config.process.orphan_sweep_period
+        drift = self.runtime.drift if self.runtime is not None else None
+        if drift is None:
+            threading.Thread(
+                target=self._sweep, args=(sweeper,), name="orphan-sweep", daemon=True
+            ).start()
+            return
+        drift.ride(
+            "orphan sweep",
+            period,
+            lambda listing: self._sweep_once(
+                sweeper, None if listing is None else SweepListing.of(listing)
+            ),
+        )
+
+    def _orphan_sweeper(self, network: Network, compute: Compute) -> OrphanSweeper:
         from astara_actors.jobs.orphan_sweep import OrphanSweeper
 
         process = self.config.process
@@ -397,28 +417,32 @@ class Service:
                 grace=self.config.service_port.member_grace,
                 own_port_id=self.service_port.id if self.service_port else None,
             )
-        sweeper = OrphanSweeper(
+        return OrphanSweeper(
             network, compute, grace=process.orphan_grace, member_ports=member_ports
         )
-        while not self.stopping.wait(process.orphan_sweep_period):
+
+    def _sweep(self, sweeper: OrphanSweeper) -> None:
+        while not self.stopping.wait(self.config.process.orphan_sweep_period):
             try:
-                report = sweeper.sweep()
+                self._sweep_once(sweeper)
             except Exception:  # noqa: BLE001 - a bug here must not stop the sweeping
                 LOG.exception("orphan sweep failed")
-                continue
-            if report.servers_removed or report.ports_removed:
-                LOG.warning(
-                    "orphan sweep removed %d VMs and %d ports of deleted routers",
-                    len(report.servers_removed),
-                    len(report.ports_removed),
-                )
-            if report.service_ports_removed:
-                LOG.warning(
-                    "orphan sweep removed the management ports of members gone for more than "
-                    "%.0f s ([service_port] member_grace): %s",
-                    self.config.service_port.member_grace,
-                    ", ".join(report.service_ports_removed),
-                )
+
+    def _sweep_once(self, sweeper: OrphanSweeper, listing: SweepListing | None = None) -> None:
+        report = sweeper.sweep(listing)
+        if report.servers_removed or report.ports_removed:
+            LOG.warning(
+                "orphan sweep removed %d VMs and %d ports of deleted routers",
+                len(report.servers_removed),
+                len(report.ports_removed),
+            )
+        if report.service_ports_removed:
+            LOG.warning(
+                "orphan sweep removed the management ports of members gone for more than "
+                "%.0f s ([service_port] member_grace): %s",
+                self.config.service_port.member_grace,
+                ", ".join(report.service_ports_removed),
+            )
 
     def _populate(self, network: Network, compute: Compute) -> None:
         """Every router in Neutron gets an actor and a first POLL; retried while Neutron is down.

@@ -437,6 +437,22 @@ def test_list_servers_asks_nova_for_the_name_prefix_regex_in_every_project(
     assert http.last_request.qs == {"name": [r"^ak\-router\-r1_"], "all_tenants": ["true"]}
 
 
+def test_the_orphan_sweeps_short_lists_ask_for_ids_and_names_only(
+    http: Any, compute: Any, network: Any
+) -> None:
+    short = [{"id": "s1", "name": "ak-router-r1_0", "links": []}, {"id": "s3", "name": "other"}]
+    http.get(f"{NOVA}/servers", json={"servers": short})
+    assert compute.list_server_names("ak-") == [("s1", "ak-router-r1_0")]
+    assert http.last_request.path == "/v2.1/servers"  # not /detail: a tenth of the bytes
+    assert http.last_request.qs == {"name": [r"^ak\-"], "all_tenants": ["true"]}
+    http.get(
+        f"{NEUTRON}/ports",
+        json={"ports": [{"id": "p1", "name": "ASTARA:MGT:r1"}, {"id": "p2", "name": ""}]},
+    )
+    assert network.list_port_names() == [("p1", "ASTARA:MGT:r1"), ("p2", "")]
+    assert http.last_request.qs == {"fields": ["id", "name"], "limit": ["1000"]}
+
+
 def test_delete_server_ignores_a_server_that_is_already_gone(http: Any, compute: Any) -> None:
     http.delete(f"{NOVA}/servers/s1", status_code=404)
     compute.delete_server("s1")

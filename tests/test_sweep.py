@@ -274,10 +274,10 @@ def test_one_sweep_lists_ports_once_and_routers_after_servers_and_ports(cloud, c
 
             return call
 
-    before = cloud.calls["list_ports"]
+    before = cloud.calls["list_port_names"]
     sweep(Recording(cloud.network), Recording(cloud.compute), clock=clock, seen={})
-    assert order == ["list_servers", "list_ports", "list_routers"]
-    assert cloud.calls["list_ports"] - before == 1
+    assert order == ["list_server_names", "list_port_names", "list_routers"]
+    assert cloud.calls["list_port_names"] - before == 1
 
 
 # ------------------------------------------------------------------ failures
@@ -330,8 +330,8 @@ def test_a_failed_port_delete_is_counted_and_retried(cloud, clock, sweeper):
 @pytest.mark.parametrize(
     ("call", "exc"),
     [
-        ("list_servers", ComputeError("nova is down")),
-        ("list_ports", NetworkError("neutron is down")),
+        ("list_server_names", ComputeError("nova is down")),
+        ("list_port_names", NetworkError("neutron is down")),
         ("list_routers", NetworkError("neutron is down")),
     ],
 )
@@ -388,3 +388,20 @@ def test_hot_spares_are_never_orphans_but_a_spare_port_without_its_spare_is(
     # the spare and its port are untouched
     assert [s.id for s in cloud.compute.list_servers("ak-spare-")] == [spare.id]
     assert [p.id for p in cloud.network.list_ports(device_id=spare.id)] == [spare_port.id]
+
+
+def test_the_sweep_decides_the_same_from_a_drift_sweeps_listing_as_from_its_own(cloud, clock):
+    """What the drift sweep hands over (the whole cloud, read once) and the orphan sweep's own
+    short lists (ids and names) name the same orphans: a deleted router's VM and ports, and a
+    spare port whose spare is gone."""
+    from astara_actors.core.seeds import read_cloud
+    from astara_actors.jobs.orphan_sweep import SweepListing
+
+    booted(cloud, clock)  # kept
+    rid, servers, ports = orphaned(cloud, clock)
+    cloud.network.create_port(name="ASTARA:SPARE:gone", network_id=cloud.management_network_id)
+    own = sweep(cloud.network, cloud.compute, clock=clock, seen={})
+    listing = SweepListing.of(read_cloud(cloud.network, cloud.compute, clock))
+    shared = sweep(cloud.network, cloud.compute, clock=clock, seen={}, listing=listing)
+    assert sorted(own.pending) == sorted(shared.pending)
+    assert servers | ports < set(own.pending) and len(own.pending) == len(servers | ports) + 1

@@ -73,6 +73,10 @@ class MemoryNetwork:
         )
         return [Port.from_neutron(p) for p in found]
 
+    def list_port_names(self) -> list[tuple[str, str]]:
+        self._cloud.enter("list_port_names")
+        return [(p["id"], p["name"]) for p in self._cloud.ports_where()]
+
     def list_floating_ips(self, router_id: str) -> list[FloatingIp]:
         self._cloud.enter("list_floating_ips")
         return self._cloud.floating_ips(router_id)
@@ -190,6 +194,16 @@ class MemoryCompute:
         with self._cloud.lock:
             self._cloud.purge()
             return [self._cloud.server_model(s) for s in self._cloud.servers_named(name_prefix)]
+
+    def list_server_names(self, name_prefix: str) -> list[tuple[str, str]]:
+        self._cloud.enter("list_server_names")
+        with self._cloud.lock:
+            self._cloud.purge()
+            return [
+                (s["id"], s["name"])
+                for s in self._cloud.servers_named(name_prefix)
+                if self._cloud.server_model(s).status != "DELETED"
+            ]
 
     def delete_server(self, server_id: str) -> None:
         cloud = self._cloud

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from astara_actors.errors import CloudError
@@ -56,7 +56,9 @@ def next_page(links: Any) -> str | None:
     return None
 
 
-def get_all(proxy: Any, path: str, key: str, params: dict[str, str] | None = None) -> Any:
+def get_all(
+    proxy: Any, path: str, key: str, params: Mapping[str, str | list[str]] | None = None
+) -> Any:
     """``GET path`` raw through an SDK proxy (its auth, endpoint and retries) and the ``key``
     member of the JSON answer; a list follows the ``<key>_links`` pages. No SDK resource
     objects: building them costs ~5 ms of CPU per Nova server."""

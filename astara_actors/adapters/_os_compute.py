@@ -128,6 +128,21 @@ class OpenStackCompute:
             if s.get("status") != "DELETED" and (s.get("name") or "").startswith(name_prefix)
         ]
 
+    def list_server_names(self, name_prefix: str) -> list[tuple[str, str]]:
+        # GET /servers (not /detail): id, name and links, about a tenth of a detailed server.
+        pattern = "^" + re.escape(name_prefix)
+        found = self._calls.run(
+            f"list names of servers named {name_prefix}*",
+            lambda: get_all(
+                self._compute, "/servers", "servers", {"name": pattern, "all_tenants": "true"}
+            ),
+        )
+        return [
+            (s["id"], s["name"])
+            for s in found
+            if s.get("status") != "DELETED" and (s.get("name") or "").startswith(name_prefix)
+        ]
+
     def delete_server(self, server_id: str) -> None:
         self._calls.run(
             f"delete server {server_id}",

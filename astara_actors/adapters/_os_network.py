@@ -96,13 +96,16 @@ class OpenStackNetwork:
     def snapshot(self) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
         """Every router (with its ports and FIPs), network (with its subnets) and port, in
         five list calls: what a cold start reads instead of a dozen calls per router."""
-        routers = self._calls.run("list routers", lambda: self._list("/routers", "routers"))
+        # Routers last: whatever a port or floating IP listed belongs to is in the list (the
+        # orphan sweep, given this listing by a drift sweep, must not take a new router's port
+        # for an orphan's).
         ports = self._calls.run("list ports", lambda: self._list("/ports", "ports"))
         fips = self._calls.run(
             "list floating IPs", lambda: self._list("/floatingips", "floatingips")
         )
         nets = self._calls.run("list networks", lambda: self._list("/networks", "networks"))
         subnets = self._calls.run("list subnets", lambda: self._list("/subnets", "subnets"))
+        routers = self._calls.run("list routers", lambda: self._list("/routers", "routers"))
         ports_of: dict[str, list[Any]] = {}
         for p in ports:
             ports_of.setdefault(p.get("device_id") or "", []).append(p)
@@ -149,6 +152,15 @@ class OpenStackNetwork:
             # created_at has whole seconds; the id breaks ties the same way for every reader.
             ports = sorted(ports, key=lambda p: (p.get("created_at") or "", p["id"]))
         return [Port.from_neutron(p) for p in ports]
+
+    def list_port_names(self) -> list[tuple[str, str]]:
+        ports = self._calls.run(
+            "list port names",
+            lambda: get_all(
+                self._net, "/ports", "ports", {"fields": ["id", "name"], "limit": str(LIST_PAGE)}
+            ),
+        )
+        return [(p["id"], p.get("name") or "") for p in ports]
 
     def list_floating_ips(self, router_id: str) -> list[FloatingIp]:
         fips = self._calls.run(

@@ -45,6 +45,11 @@ class Network(Protocol):
         """
         ...
 
+    def list_port_names(self) -> list[tuple[str, str]]:
+        """Every port of the cloud as ``(port_id, name)`` and nothing more: what the orphan
+        sweep reads (a fraction of the whole ports' decoding)."""
+        ...
+
     def list_floating_ips(self, router_id: str) -> list[FloatingIp]: ...
 
     def create_port(
@@ -102,6 +107,11 @@ class Compute(Protocol):
 
     def list_servers(self, name_prefix: str) -> list[Server]:
         """Servers whose name starts with ``name_prefix`` (adopts VMs after a restart)."""
+        ...
+
+    def list_server_names(self, name_prefix: str) -> list[tuple[str, str]]:
+        """Servers whose name starts with ``name_prefix`` as ``(server_id, name)``, deleted
+        ones left out: Nova's short listing, what the orphan sweep reads."""
         ...
 
     def delete_server(self, server_id: str) -> None:

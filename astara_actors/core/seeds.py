@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 from astara_actors.core.models import NetworkInfo, Port, Router, Server
 
-__all__ = ["Inventory", "Seed", "read_inventory"]
+__all__ = ["CloudListing", "Inventory", "Seed", "read_cloud", "read_inventory"]
 
 LOG = logging.getLogger(__name__)
 
 VM_PREFIX = "ak-router-"
+SERVICE_VM_PREFIX = "ak-"  # what a router's VM and a hot spare (ak-spare-...) share
 
 
 @dataclass(slots=True)
@@ -77,19 +78,49 @@ class Inventory:
             self._seeds.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class CloudListing:
+    """The whole cloud as a few list calls read it: every router (with its ports and floating
+    IPs), network (with its subnets) and port, and every service VM (``ak-``: the routers'
+    and the hot spares). Read at ``read_at`` (the end of the read), in ``took`` seconds."""
+
+    routers: list[Router]
+    networks: dict[str, NetworkInfo]
+    ports: list[Port]
+    servers: list[Server]
+    read_at: float
+    took: float
+
+
+def read_cloud(
+    network: object, compute: object, clock: Callable[[], float] = time.monotonic
+) -> CloudListing:
+    """One :class:`CloudListing`: the service VMs first (a router created during the read
+    then has its router in the listing whenever its VM is there), then Neutron's lists.
+    ``CloudError`` propagates."""
+    started = clock()
+    servers = compute.list_servers(SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
+    routers, networks, ports = network.snapshot()  # type: ignore[attr-defined]
+    read_at = clock()
+    return CloudListing(routers, networks, ports, servers, read_at, read_at - started)
+
+
 def read_inventory(
     network: object,
     compute: object,
     management_network_id: str,
     clock: Callable[[], float] = time.monotonic,
     purpose: str = "cold start",
+    listing: CloudListing | None = None,
 ) -> Inventory:
-    """Everything the routers' first refresh and push need, in a few list calls.
+    """Everything the routers' first refresh and push need, in a few list calls (or from
+    ``listing``, read already).
 
     ``CloudError`` propagates (the caller falls back to per-router reads)."""
-    started = clock()
-    routers, networks, ports = network.snapshot()  # type: ignore[attr-defined]
-    servers = compute.list_servers(VM_PREFIX)  # type: ignore[attr-defined]
+    if listing is None:
+        listing = read_cloud(network, compute, clock)
+    routers, networks, ports = listing.routers, listing.networks, listing.ports
+    servers = [s for s in listing.servers if s.name.startswith(VM_PREFIX)]
     by_device: dict[str, list[Port]] = defaultdict(list)
     by_network: dict[str, list[Port]] = defaultdict(list)
     for port in ports:
@@ -99,7 +130,7 @@ def read_inventory(
     for server in servers:
         router_id = server.name[len(VM_PREFIX) :].rsplit("_", 1)[0]
         servers_of[router_id].append(server)
-    read_at = clock()  # seeds age from the end of the read: a long listing is not stale at birth
+    read_at = listing.read_at  # seeds age from the end of the read: not stale at birth
     seeds = []
     for router in routers:
         mine = servers_of.get(router.id, [])
@@ -126,6 +157,6 @@ def read_inventory(
         len(servers),
         len(ports),
         len(networks),
-        read_at - started,
+        listing.took,
     )
     return Inventory(seeds, clock=clock)

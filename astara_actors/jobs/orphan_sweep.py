@@ -1,8 +1,10 @@
 """The orphan sweep: remove service VMs and ``ASTARA:*`` ports whose router Neutron no longer has.
 
-:func:`sweep` lists servers, ports and then routers (three calls), and deletes the orphans seen
-orphaned for at least ``grace`` seconds, servers before ports; :class:`OrphanSweeper` keeps the
-first-seen times between sweeps. Failures are logged and counted, never raised.
+:func:`sweep` lists servers, ports and then routers (three calls, ids and names only; or takes
+a drift sweep's listing of the whole cloud, see :mod:`astara_actors.jobs.drift`), and deletes the
+orphans seen orphaned for at least ``grace`` seconds, servers before ports;
+:class:`OrphanSweeper` keeps the first-seen times between sweeps. Failures are logged and
+counted, never raised.
 
 Hot spares (:mod:`astara_actors.core.spares`) belong to no router: their ``ak-spare-`` servers
 are the pool's to keep or replace, never an orphan here; an ``ASTARA:SPARE:<token>`` port whose
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from astara_actors.core.ports import Compute, Network
+from astara_actors.core.seeds import CloudListing
 from astara_actors.core.service_port import MemberPortSweeper
 from astara_actors.core.spares import SPARE_SERVER_PREFIX, token_of_port
 from astara_actors.errors import CloudError
@@ -30,6 +33,7 @@ __all__ = [
     "PORT_PREFIXES",
     "SERVER_PREFIX",
     "OrphanSweeper",
+    "SweepListing",
     "SweepReport",
     "router_of_port",
     "router_of_server",
@@ -67,6 +71,35 @@ class SweepReport:
     service_ports_removed: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SweepListing:
+    """What a sweep decides from: the service VMs (``ak-``) and every port as ``(id, name)``,
+    and the ids of the routers Neutron has."""
+
+    servers: list[tuple[str, str]]
+    ports: list[tuple[str, str]]
+    routers: frozenset[str]
+
+    @classmethod
+    def read(cls, network: Network, compute: Compute) -> SweepListing:
+        """Three short lists (ids and names only): servers, then ports, then routers — last,
+        so that a router created meanwhile is there whenever its VM or port is."""
+        # One call for the routers' VMs and the spares (both "ak-..."), split by the sweep.
+        servers = compute.list_server_names(_SERVICE_VM_PREFIX)
+        ports = network.list_port_names()  # all: Neutron filters names exactly, not by prefix
+        routers = frozenset(router_id for router_id, _ in network.list_routers())
+        return cls(servers, ports, routers)
+
+    @classmethod
+    def of(cls, listing: CloudListing) -> SweepListing:
+        """The same from a whole-cloud listing (a drift sweep's, read in the same order)."""
+        return cls(
+            [(s.id, s.name) for s in listing.servers if s.status != "DELETED"],
+            [(p.id, p.name) for p in listing.ports],
+            frozenset(r.id for r in listing.routers),
+        )
+
+
 def router_of_server(name: str) -> str | None:
     """The router id in ``ak-router-<router_id>_<n>``, or None if the name is not ours."""
     match = _SERVER_NAME.match(name)
@@ -89,68 +122,66 @@ def sweep(
     clock: Callable[[], float] = time.monotonic,
     seen: dict[str, float] | None = None,
     log: Log = LOG,
+    listing: SweepListing | None = None,
 ) -> SweepReport:
     """One orphan sweep; ``seen`` (orphan id -> first seen) is the state between sweeps.
 
     Pass the same ``seen`` dict to every call (it is updated in place); with ``seen=None``
-    the sweep only reports (every orphan is new, so nothing is removed).
+    the sweep only reports (every orphan is new, so nothing is removed). ``listing``: what
+    to decide from, read already (a drift sweep's); without it, three short lists are read.
     """
     if seen is None:
         seen = {}
-    try:
-        # One call for the routers' VMs and the spares (both "ak-..."), split here.
-        listed = compute.list_servers(_SERVICE_VM_PREFIX)
-        ports = network.list_ports()  # one call: Neutron filters names exactly, not by prefix
-        routers = {router_id for router_id, _ in network.list_routers()}  # last: see above
-    except CloudError as exc:
-        log.warning("orphan sweep skipped: could not list servers, ports or routers: %s", exc)
-        return SweepReport(skipped=True)
+    if listing is None:
+        try:
+            listing = SweepListing.read(network, compute)
+        except CloudError as exc:
+            log.warning("orphan sweep skipped: could not list servers, ports or routers: %s", exc)
+            return SweepReport(skipped=True)
 
-    servers = [s for s in listed if s.name.startswith(SERVER_PREFIX)]
+    routers = listing.routers
     spares = {
-        s.name[len(SPARE_SERVER_PREFIX) :]
-        for s in listed
-        if s.name.startswith(SPARE_SERVER_PREFIX) and s.status != "DELETED"
+        name[len(SPARE_SERVER_PREFIX) :]
+        for _, name in listing.servers
+        if name.startswith(SPARE_SERVER_PREFIX)
     }
     now = clock()
     orphan_servers = [
-        (s, rid)
-        for s in servers
-        if s.status != "DELETED"
-        and (rid := router_of_server(s.name)) is not None
-        and rid not in routers
+        (server_id, name, rid)
+        for server_id, name in listing.servers
+        if (rid := router_of_server(name)) is not None and rid not in routers
     ]
     orphan_ports = [
-        (p, rid)
-        for p in ports
-        if (rid := router_of_port(p.name)) is not None and rid not in routers
+        (port_id, name, rid)
+        for port_id, name in listing.ports
+        if (rid := router_of_port(name)) is not None and rid not in routers
     ] + [
-        (p, SPARE_OWNER)
-        for p in ports
-        if (token := token_of_port(p.name)) is not None and token not in spares
+        (port_id, name, SPARE_OWNER)
+        for port_id, name in listing.ports
+        if (token := token_of_port(name)) is not None and token not in spares
     ]
 
     # Forget what is no longer an orphan (router back, or resource gone): its clock restarts.
-    current = {s.id for s, _ in orphan_servers} | {p.id for p, _ in orphan_ports}
+    current = {ident for ident, _, _ in orphan_servers} | {ident for ident, _, _ in orphan_ports}
     for key in [k for k in seen if k not in current]:
         del seen[key]
 
     run = _Removals(seen, now, grace, log)
     blocked: set[str] = set()  # routers whose servers are not all on their way out
-    for server, router_id in orphan_servers:
-        what = f"orphan VM {server.name} ({server.id})"
-        if not run.due(server.id, what, router_id):
-            run.pending.append(server.id)
+    for server_id, name, router_id in orphan_servers:
+        what = f"orphan VM {name} ({server_id})"
+        if not run.due(server_id, what, router_id):
+            run.pending.append(server_id)
             blocked.add(router_id)
-        elif not run.remove(server.id, what, router_id, compute.delete_server):
+        elif not run.remove(server_id, what, router_id, compute.delete_server):
             blocked.add(router_id)
     servers_removed, run.removed = run.removed, []
-    for port, router_id in orphan_ports:
-        what = f"orphan port {port.name} ({port.id})"
-        if not run.due(port.id, what, router_id) or router_id in blocked:
-            run.pending.append(port.id)
+    for port_id, name, router_id in orphan_ports:
+        what = f"orphan port {name} ({port_id})"
+        if not run.due(port_id, what, router_id) or router_id in blocked:
+            run.pending.append(port_id)
         else:
-            run.remove(port.id, what, router_id, network.delete_port)
+            run.remove(port_id, what, router_id, network.delete_port)
     return SweepReport(
         servers_removed=tuple(servers_removed),
         ports_removed=tuple(run.removed),
@@ -239,7 +270,7 @@ class OrphanSweeper:
         self.seen: dict[str, float] = {}
         self.member_ports = member_ports
 
-    def sweep(self) -> SweepReport:
+    def sweep(self, listing: SweepListing | None = None) -> SweepReport:
         report = sweep(
             self.network,
             self.compute,
@@ -247,6 +278,7 @@ class OrphanSweeper:
             clock=self.clock,
             seen=self.seen,
             log=self.log,
+            listing=listing,
         )
         if self.member_ports is None:
             return report
