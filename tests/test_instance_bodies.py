@@ -393,10 +393,12 @@ def test_router_inputs_keep_a_bounded_memory_of_deleted_ports(cloud, router):
     read = cloud.network.get_router(router)
     net = read.internal_ports[0].network_id
     inputs = RouterInputs(read, {}, {net: []})
+    gone: dict[str, None] = {}
     port = Port("p", "", net, "", "", "", ())
     for i in range(GONE_PORTS + 1):
-        assert inputs.apply([PortBody("delete", replace(port, id=f"p{i}"))])
-    assert inputs.apply([PortBody("create", replace(port, id="p0"))])
+        assert inputs.apply([PortBody("delete", replace(port, id=f"p{i}"))], gone)
+    assert len(gone) == GONE_PORTS
+    assert inputs.apply([PortBody("create", replace(port, id="p0"))], gone)
     assert [p.id for p in inputs.network_ports()[net]] == ["p0"]  # forgotten: the oldest
-    assert inputs.apply([PortBody("create", replace(port, id="p1"))])
+    assert inputs.apply([PortBody("create", replace(port, id="p1"))], gone)
     assert [p.id for p in inputs.network_ports()[net]] == ["p0"]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import OrderedDict
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import Body, PortBody, RouterBody
-from astara_actors.core.models import Interface, NetworkInfo, Port, Router
+from astara_actors.core.models import FixedIp, Interface, NetworkInfo, Port, Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import ParsedInputs, build_router_config, config_digest
 from astara_actors.core.ports import Appliance, Network
@@ -42,28 +42,32 @@ class RouterInputs:
     interfaces: the router, its internal networks (with their subnets) and every port on
     them, as a full read gave them and notifications changed them since.
 
-    Not thread-safe: one per router, used by its actor only.
+    Kept for as long as the router lives (about 1.5 KiB for a router with one network and a
+    few ports): the ids that repeat (networks, subnets, owners, projects) are shared, a port the
+    router and its network's listing both hold is held once, and each network's ports are a
+    tuple. Not thread-safe: one per router, used by its actor only.
     """
 
-    __slots__ = ("_gone", "networks", "ports", "revision", "router")
+    __slots__ = ("networks", "ports", "revision", "router")
 
     def __init__(
         self,
         router: Router,
         networks: dict[str, NetworkInfo],
         ports: Mapping[str, Iterable[Port]],
-        gone: OrderedDict[str, None] | None = None,
     ) -> None:
-        self.router = router
+        self.router = router = _compact_router(router)
+        mine = {p.id: p for p in router.internal_ports}
         self.networks = networks  # internal networks by id (not the management or external)
-        self.ports = {n: {p.id: p for p in found} for n, found in ports.items()}
+        self.ports: dict[str, tuple[Port, ...]] = {
+            sys.intern(n): tuple(_same(mine.get(p.id), p) for p in found)
+            for n, found in ports.items()
+        }
         self.revision = 0  # the router's revision_number, as the last body applied said
-        # Ids of ports deleted (shared with the inputs read before and after: ids never return).
-        self._gone: OrderedDict[str, None] = OrderedDict() if gone is None else gone
 
-    def network_ports(self) -> dict[str, list[Port]]:
+    def network_ports(self) -> dict[str, tuple[Port, ...]]:
         """The ports of each internal network (what ``build_router_config`` takes)."""
-        return {n: list(found.values()) for n, found in self.ports.items()}
+        return dict(self.ports)
 
     def applicable(self, body: Body) -> bool:
         """Whether ``body`` can be applied: a port on one of the router's internal networks;
@@ -85,30 +89,40 @@ class RouterInputs:
             sorted((f.subnet_id, f.ip_address) for f in ext.fixed_ips)
         )
 
-    def apply(self, bodies: Sequence[Body]) -> bool:
-        """Apply every body in order, or none: False (nothing changed) when one cannot be."""
+    def apply(self, bodies: Sequence[Body], gone: dict[str, None]) -> bool:
+        """Apply every body in order, or none: False (nothing changed) when one cannot be.
+        ``gone``: the ids of ports known deleted (kept by the caller across reads, since a port
+        id never comes back; deletes add to it, at most :data:`GONE_PORTS`)."""
         if not all(self.applicable(b) for b in bodies):
             return False
         for body in bodies:
             if isinstance(body, PortBody):
-                self._apply_port(body)
+                self._apply_port(body, gone)
             else:
                 self._apply_router(body)
         return True
 
-    def _apply_port(self, body: PortBody) -> None:
+    def _apply_port(self, body: PortBody, gone: dict[str, None]) -> None:
         port = body.port
         on_network = self.ports[port.network_id]
+        at = next((i for i, p in enumerate(on_network) if p.id == port.id), None)
         if body.operation == "delete":
-            on_network.pop(port.id, None)
-            self._bury(port.id)
+            if at is not None:
+                self.ports[port.network_id] = on_network[:at] + on_network[at + 1 :]
+            gone.pop(port.id, None)
+            gone[port.id] = None
+            if len(gone) > GONE_PORTS:
+                del gone[next(iter(gone))]
             return
-        if port.id in self._gone:
+        if port.id in gone:
             return  # a create or update that arrived after the port's delete
-        kept = on_network.get(port.id)
-        if kept is not None and port.revision and kept.revision > port.revision:
+        if at is None:
+            self.ports[port.network_id] = (*on_network, _compact(port))
+            return
+        kept = on_network[at]
+        if port.revision and kept.revision > port.revision:
             return  # an older state than the one kept: arrived out of order
-        on_network[port.id] = port
+        self.ports[port.network_id] = (*on_network[:at], _compact(port), *on_network[at + 1 :])
 
     def _apply_router(self, body: RouterBody) -> None:
         if body.revision and body.revision < self.revision:
@@ -123,11 +137,36 @@ class RouterInputs:
             shown_status=body.shown_status,
         )
 
-    def _bury(self, port_id: str) -> None:
-        self._gone[port_id] = None
-        self._gone.move_to_end(port_id)
-        if len(self._gone) > GONE_PORTS:
-            self._gone.popitem(last=False)
+
+def _compact(port: Port) -> Port:
+    """The port with its repeated ids shared (``sys.intern``): the same value, less memory."""
+    intern = sys.intern
+    return Port(
+        id=port.id,
+        name=port.name,
+        network_id=intern(port.network_id),
+        mac_address=port.mac_address,
+        device_id=port.device_id,
+        device_owner=intern(port.device_owner),
+        fixed_ips=tuple(FixedIp(intern(f.subnet_id), f.ip_address) for f in port.fixed_ips),
+        tenant_id=intern(port.tenant_id),
+        revision=port.revision,
+    )
+
+
+def _same(mine: Port | None, port: Port) -> Port:
+    """The router's own instance of an equal port, else ``port`` compacted."""
+    return mine if mine is not None and mine == port else _compact(port)
+
+
+def _compact_router(router: Router) -> Router:
+    ext = router.external_port
+    return dataclasses.replace(
+        router,
+        tenant_id=sys.intern(router.tenant_id),
+        external_port=_compact(ext) if ext is not None else None,
+        internal_ports=tuple(_compact(p) for p in router.internal_ports),
+    )
 
 
 class ConfigAssembler:
@@ -177,15 +216,9 @@ class ConfigAssembler:
             interfaces = self.interfaces(vm, timeout)
         return interfaces
 
-    def read_inputs(
-        self,
-        router: Router,
-        seed: Seed | None = None,
-        gone: OrderedDict[str, None] | None = None,
-    ) -> RouterInputs:
+    def read_inputs(self, router: Router, seed: Seed | None = None) -> RouterInputs:
         """The router's internal networks and their ports, from ``seed`` where it has them,
-        else from Neutron (``CloudError`` propagates); ``gone``: the ids of ports known
-        deleted, kept by the caller from one read to the next."""
+        else from Neutron (``CloudError`` propagates)."""
         shared = self._shared(router)
         known = seed.networks if seed is not None else {}
         known_ports = seed.network_ports if seed is not None else {}
@@ -198,7 +231,7 @@ class ConfigAssembler:
             n: known_ports[n] if n in known_ports else self._network.list_ports(network_id=n)
             for n in dict.fromkeys(p.network_id for p in router.internal_ports)
         }
-        return RouterInputs(router, networks, ports, gone)
+        return RouterInputs(router, networks, ports)
 
     def _shared(self, router: Router) -> set[str]:
         """The networks every router shares: management, and the gateway's."""
@@ -220,7 +253,7 @@ class ConfigAssembler:
         seed: Seed | None,
         timeout: float = INTERFACES_TIMEOUT,
         cached: bool = False,
-        network_ports_out: dict[str, list[Port]] | None = None,
+        network_ports_out: dict[str, Sequence[Port]] | None = None,
         inputs: RouterInputs | None = None,
     ) -> dict[str, dict[str, Any]] | None:
         """Each reachable live VM's payload; None if one's interfaces need a replug.

@@ -12,8 +12,7 @@ import logging
 import time
 import weakref
 import zlib
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from astara_actors import metrics
@@ -103,7 +102,7 @@ class InstanceManager:
         # What notifications carried since the last push, for it to apply; or read it all.
         self._bodies: list[Body] = []
         self._read_all = False
-        self._gone_ports: OrderedDict[str, None] = OrderedDict()  # ids of deleted ports seen
+        self._gone_ports: dict[str, None] | None = None  # ids of deleted ports seen (if any)
         self.reads_saved = 0  # pushes built from the kept inputs, with no Neutron read
         # This process's routers by network (how a tenant's port finds its routers).
         self._routers = shared_networks.routers if shared_networks is not None else None
@@ -347,7 +346,7 @@ class InstanceManager:
             or self._state is not InstanceState.CONFIGURED
             or not live
             or not all(vm.id in self._pushed and vm.interfaces is not None for vm in live)
-            or not inputs.apply(bodies)
+            or not self._apply(inputs, bodies)
         ):
             inputs = None
         router: Router | RouterGone | None
@@ -366,7 +365,7 @@ class InstanceManager:
         live = [vm for vm in self._members() if vm.alive and vm.address]
         if not live:
             return self._set(InstanceState.DOWN)
-        network_ports: dict[str, list[Port]] = {}
+        network_ports: dict[str, Sequence[Port]] = {}
         seed = self._take_seed() if inputs is None else None
         try:
             if inputs is None:
@@ -570,10 +569,17 @@ class InstanceManager:
             self._inputs = None  # what was kept led astray: the push that follows reads it all
         return drifted
 
+    def _apply(self, inputs: RouterInputs, bodies: list[Body]) -> bool:
+        gone = self._gone_ports if self._gone_ports is not None else {}
+        applied = inputs.apply(bodies, gone)
+        if gone and self._gone_ports is None:
+            self._gone_ports = gone
+        return applied
+
     def _read_inputs(self, router: Router, seed: Seed | None) -> RouterInputs:
         """Read what the router's config is built from, and keep it for the next pushes."""
         self._inputs = None  # while reading: a failed read leaves nothing stale behind
-        inputs = self._assembler.read_inputs(router, seed, self._gone_ports)
+        inputs = self._assembler.read_inputs(router, seed)
         self._inputs = inputs
         return inputs
 
