@@ -89,6 +89,28 @@ class RouterInputs:
             sorted((f.subnet_id, f.ip_address) for f in ext.fixed_ips)
         )
 
+    def refresh(self, read: Router) -> bool:
+        """The router read again: its own fields taken if its ports, floating IPs, tenant and
+        HA mode are those these inputs were read with; False (nothing taken) otherwise."""
+        kept = self.router
+        if not (
+            kept.tenant_id == read.tenant_id
+            and kept.ha == read.ha
+            and kept.external_port == read.external_port
+            and set(kept.internal_ports) == set(read.internal_ports)
+            and set(kept.floating_ips) == set(read.floating_ips)
+        ):
+            return False
+        self.router = dataclasses.replace(
+            kept,
+            name=read.name,
+            admin_state_up=read.admin_state_up,
+            status=read.status,
+            routes=read.routes,
+            shown_status=read.shown_status,
+        )
+        return True
+
     def apply(self, bodies: Sequence[Body], gone: dict[str, None]) -> bool:
         """Apply every body in order, or none: False (nothing changed) when one cannot be.
         ``gone``: the ids of ports known deleted (kept by the caller across reads, since a port

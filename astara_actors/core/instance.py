@@ -667,12 +667,7 @@ class InstanceManager:
                 (p.network_id for p in router.internal_ports),
                 ext.network_id if ext is not None else "",
             )
-        inputs = self._inputs
-        if inputs is None:
-            return
-        if _same_wiring(inputs.router, router):
-            inputs.router = router
-        else:
+        if self._inputs is not None and not self._inputs.refresh(router):
             self._inputs = None
 
     def _adopt(self) -> bool:
@@ -768,14 +763,3 @@ class InstanceManager:
         """The management addresses of the VMs that took a config (the metadata proxy's
         valid sources for this router)."""
         return [vm.address for vm in self._members() if vm.id in self._pushed and vm.address]
-
-
-def _same_wiring(kept: Router, read: Router) -> bool:
-    """The same ports, floating IPs, tenant and HA mode (what the config is built from)."""
-    return (
-        kept.tenant_id == read.tenant_id
-        and kept.ha == read.ha
-        and kept.external_port == read.external_port
-        and set(kept.internal_ports) == set(read.internal_ports)
-        and set(kept.floating_ips) == set(read.floating_ips)
-    )
