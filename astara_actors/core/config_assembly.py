@@ -55,14 +55,20 @@ class RouterInputs:
         router: Router,
         networks: dict[str, NetworkInfo],
         ports: Mapping[str, Iterable[Port]],
+        compact: bool = True,
     ) -> None:
-        self.router = router = _compact_router(router)
-        mine = {p.id: p for p in router.internal_ports}
         self.networks = networks  # internal networks by id (not the management or external)
-        self.ports: dict[str, tuple[Port, ...]] = {
-            sys.intern(n): tuple(_same(mine.get(p.id), p) for p in found)
-            for n, found in ports.items()
-        }
+        self.ports: dict[str, tuple[Port, ...]]
+        if not compact:  # built for one comparison, not kept
+            self.router = router
+            self.ports = {n: tuple(found) for n, found in ports.items()}
+        else:
+            self.router = router = _compact_router(router)
+            mine = {p.id: p for p in router.internal_ports}
+            self.ports = {
+                sys.intern(n): tuple(_same(mine.get(p.id), p) for p in found)
+                for n, found in ports.items()
+            }
         self.revision = 0  # the router's revision_number, as the last body applied said
 
     def network_ports(self) -> dict[str, tuple[Port, ...]]:
@@ -238,9 +244,12 @@ class ConfigAssembler:
             interfaces = self.interfaces(vm, timeout)
         return interfaces
 
-    def read_inputs(self, router: Router, seed: Seed | None = None) -> RouterInputs:
+    def read_inputs(
+        self, router: Router, seed: Seed | None = None, compact: bool = True
+    ) -> RouterInputs:
         """The router's internal networks and their ports, from ``seed`` where it has them,
-        else from Neutron (``CloudError`` propagates)."""
+        else from Neutron (``CloudError`` propagates); ``compact``: to be kept (see
+        :class:`RouterInputs`)."""
         shared = self._shared(router)
         known = seed.networks if seed is not None else {}
         known_ports = seed.network_ports if seed is not None else {}
@@ -253,7 +262,7 @@ class ConfigAssembler:
             n: known_ports[n] if n in known_ports else self._network.list_ports(network_id=n)
             for n in dict.fromkeys(p.network_id for p in router.internal_ports)
         }
-        return RouterInputs(router, networks, ports)
+        return RouterInputs(router, networks, ports, compact)
 
     def _shared(self, router: Router) -> set[str]:
         """The networks every router shares: management, and the gateway's."""
@@ -305,7 +314,7 @@ class ConfigAssembler:
         shared = self._shared(router)
         known = seed.networks if seed is not None else {}
         if inputs is None:
-            inputs = self.read_inputs(router, seed)
+            inputs = self.read_inputs(router, seed, compact=False)  # a comparison's: not kept
         networks = {
             n: known.get(n) or self._get_network(n, True) for n in [mgt_id, *wanted] if n in shared
         }
