@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         agents = cloud.appliances.stats()["agents"]
         boot_s = time.perf_counter() - started
         rss_loaded = rss_mib()
-        client = HttpAppliance(port=settings.appliance_port, pool_connections=2048, pool_maxsize=2)
+        client = HttpAppliance(port=settings.appliance_port)
         config = {"tenant_id": "t", "hostname": "ak-t", "asn": 64512, "networks": []}
 
         def probe(i: int) -> tuple[float, float]:

@@ -10,22 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
-import requests_mock
 
 from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.core.models import Interface
 from astara_actors.errors import ApplianceError, ApplianceRejected, ApplianceUnreachable
-
-BASE = "http://192.0.2.10:5000"
-
-
-@pytest.fixture
-def mock() -> Iterator[tuple[HttpAppliance, requests_mock.Adapter]]:
-    session = requests.Session()
-    adapter = requests_mock.Adapter()
-    session.mount("http://", adapter)
-    yield HttpAppliance(5000, session=session), adapter
 
 
 def test_ipv6_addresses_are_bracketed_in_urls() -> None:
@@ -92,75 +80,107 @@ def test_a_hung_appliance_is_not_alive_after_the_timeout() -> None:
         assert time.monotonic() - started < 2.0
 
 
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """A stand-in appliance agent answering ``answer`` = (status, body) to every request and
+    keeping what it was sent."""
+
+    answer: tuple[int, bytes] = (200, b"{}")
+    sent: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        type(self).sent.append((self.command, self.path, dict(self.headers), body))
+        status, answer = type(self).answer
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_PUT = _answer  # noqa: N815 - http.server's naming
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def answering() -> Iterator[tuple[HttpAppliance, type[_Answering]]]:
+    handler = type("Answering", (_Answering,), {"answer": (200, b"{}"), "sent": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield HttpAppliance(server.server_address[1]), handler
+    server.shutdown()
+    server.server_close()
+
+
 def test_interfaces_are_parsed_from_the_appliance_answer(
-    mock: tuple[HttpAppliance, requests_mock.Adapter],
+    answering: tuple[HttpAppliance, type[_Answering]],
 ) -> None:
-    appliance, adapter = mock
-    adapter.register_uri(
-        "GET",
-        f"{BASE}/v1/system/interfaces",
-        json={
-            "interfaces": [
-                {
-                    "ifname": "ge0",
-                    "lladdr": "FA:16:3E:00:00:01",
-                    "addresses": ["192.168.0.5/24"],
-                    "mtu": 1500,
-                    "state": "up",
-                    "description": "",
-                    "groups": [],
-                    "media": "",
-                },
-            ]
-        },
-    )
-    assert appliance.get_interfaces("192.0.2.10", timeout=1) == [
+    appliance, handler = answering
+    interface = {
+        "ifname": "ge0",
+        "lladdr": "FA:16:3E:00:00:01",
+        "addresses": ["192.168.0.5/24"],
+        "mtu": 1500,
+        "state": "up",
+        "description": "",
+        "groups": [],
+        "media": "",
+    }
+    handler.answer = (200, json.dumps({"interfaces": [interface]}).encode())
+    assert appliance.get_interfaces("127.0.0.1", timeout=1) == [
         Interface("ge0", "fa:16:3e:00:00:01", ("192.168.0.5/24",))
     ]
+    assert [(m, p) for m, p, _, _ in handler.sent] == [("GET", "/v1/system/interfaces")]
 
 
 def test_a_malformed_interfaces_answer_is_an_appliance_error(
-    mock: tuple[HttpAppliance, requests_mock.Adapter],
+    answering: tuple[HttpAppliance, type[_Answering]],
 ) -> None:
-    appliance, adapter = mock
-    adapter.register_uri("GET", f"{BASE}/v1/system/interfaces", text="<html>")
+    appliance, handler = answering
+    handler.answer = (200, b"<html>")
     with pytest.raises(ApplianceError) as e:
-        appliance.get_interfaces("192.0.2.10", timeout=1)
-    assert not isinstance(e.value, ApplianceRejected)
+        appliance.get_interfaces("127.0.0.1", timeout=1)
+    assert not isinstance(e.value, ApplianceRejected | ApplianceUnreachable)
 
 
-def test_the_config_is_pushed_as_json(mock: tuple[HttpAppliance, requests_mock.Adapter]) -> None:
-    appliance, adapter = mock
-    adapter.register_uri("PUT", f"{BASE}/v1/system/config", json={"configuration": {}})
-    appliance.put_config("192.0.2.10", {"tenant_id": "t", "hostname": "h"}, timeout=1)
-    sent = adapter.last_request
-    assert sent.headers["Content-Type"] == "application/json"
-    assert json.loads(sent.text) == {"tenant_id": "t", "hostname": "h"}
+def test_the_config_is_pushed_as_json(answering: tuple[HttpAppliance, type[_Answering]]) -> None:
+    appliance, handler = answering
+    handler.answer = (200, b'{"configuration": {}}')
+    appliance.put_config("127.0.0.1", {"tenant_id": "t", "hostname": "h"}, timeout=1)
+    ((method, path, headers, body),) = handler.sent
+    assert (method, path, headers["Content-Type"]) == (
+        "PUT",
+        "/v1/system/config",
+        "application/json",
+    )
+    assert json.loads(body) == {"tenant_id": "t", "hostname": "h"}
 
 
 def test_a_refused_config_raises_rejected_with_status_and_body(
-    mock: tuple[HttpAppliance, requests_mock.Adapter],
+    answering: tuple[HttpAppliance, type[_Answering]],
 ) -> None:
-    appliance, adapter = mock
-    adapter.register_uri(
-        "PUT", f"{BASE}/v1/system/config", status_code=422, text="hostname is required"
-    )
+    appliance, handler = answering
+    handler.answer = (422, b"hostname is required")
     with pytest.raises(ApplianceRejected) as e:
-        appliance.put_config("192.0.2.10", {}, timeout=1)
+        appliance.put_config("127.0.0.1", {}, timeout=1)
     assert (e.value.status, e.value.body, e.value.address) == (
         422,
         "hostname is required",
-        "192.0.2.10",
+        "127.0.0.1",
     )
 
 
-def test_requests_errors_are_translated_without_their_context(
-    mock: tuple[HttpAppliance, requests_mock.Adapter],
-) -> None:
-    appliance, adapter = mock
-    adapter.register_uri("PUT", f"{BASE}/v1/system/config", exc=requests.ConnectTimeout)
-    with pytest.raises(ApplianceUnreachable) as e:
-        appliance.put_config("192.0.2.10", {}, timeout=1)
+def test_a_silent_appliance_is_unreachable_after_the_timeout_without_context() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()  # accepts (the kernel's backlog), never answers
+        appliance = HttpAppliance(s.getsockname()[1])
+        started = time.monotonic()
+        with pytest.raises(ApplianceUnreachable, match=r"no answer within 0.2s") as e:
+            appliance.put_config("127.0.0.1", {"tenant_id": "t"}, timeout=0.2)
+        assert time.monotonic() - started < 2.0
     assert e.value.__cause__ is None and e.value.__suppress_context__
 
 

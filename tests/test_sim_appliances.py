@@ -14,6 +14,7 @@ from astara_actors.adapters.appliance_http import HttpAppliance
 from astara_actors.core.models import Interface
 from astara_actors.errors import ApplianceRejected, ApplianceUnreachable
 from astara_actors.sim.appliances.agents import ApplianceServer, Nic
+from astara_actors.testing import wait_for
 from astara_actors.testing.net import require_ipv6_loopback
 
 MGT = Nic("fa:16:3e:00:00:01", ("192.168.0.5/24", "fdca::5/64"))
@@ -183,14 +184,40 @@ def test_an_agent_can_forget_its_config(
     assert agents.stats()["configured"] == 0
 
 
-def test_a_pooled_client_reuses_one_connection(
+def test_a_client_that_keeps_its_connection_alive_reuses_one(
+    agents: ApplianceServer, port: int, address: str
+) -> None:
+    """Keep-alive as the appliance's server does it (the orchestrator opens a connection per
+    call; other clients, like the original's requests session, keep theirs)."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(address, port, timeout=2)
+    try:
+        for _ in range(10):
+            conn.request("GET", "/v1/firewall/rules")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        body = json.dumps(CONFIG)
+        conn.request("PUT", "/v1/system/config", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        assert agents.requests("vm") == 11
+        assert agents.stats()["connections"] == 1
+    finally:
+        conn.close()
+
+
+def test_the_orchestrators_client_leaves_no_connection_open(
     agents: ApplianceServer, client: HttpAppliance, address: str
 ) -> None:
-    for _ in range(10):
-        assert client.is_alive(address, timeout=2)
+    assert client.is_alive(address, timeout=2)
+    assert client.get_interfaces(address, timeout=2)
     client.put_config(address, CONFIG, timeout=2)
-    assert agents.requests("vm") == 11
-    assert agents.stats()["connections"] == 1
+    assert agents.requests("vm") == 3
+    wait_for(lambda: agents.stats()["connections"] == 0, "the agent to see every connection close")
 
 
 def test_a_removed_agent_refuses_and_can_be_added_again(
