@@ -221,9 +221,17 @@ def bring_up(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def steady(dep: Deployment, window: float, settle: float = 10.0) -> dict[str, Any]:
+# Seconds from "every router configured" to the steady window: one heap_freeze_interval (60 s)
+# and some, so that the freeze of everything the bring-up made (a collection of the whole heap,
+# seconds at 10,000 routers, once) is behind us, not in a window of the steady state.
+STEADY_SETTLE = 70.0
+
+
+def steady(dep: Deployment, window: float, settle: float = STEADY_SETTLE) -> dict[str, Any]:
     """CPU, RSS and threads of the orchestrator (and the simulator's CPU) over ``window``
-    seconds; the trace window ``[start, end]`` for the poll spread and the calls per poll."""
+    seconds; the trace window ``[start, end]`` for the poll spread and the calls per poll.
+    A sweep of the whole cloud (drift, orphans) that falls in the window shows as its Neutron
+    and Nova calls (``api_calls_by_kind``)."""
     orch = dep.orchestrator
     assert orch is not None
     log(f"steady state: settling {settle:.0f} s, then measuring {window:.0f} s")
