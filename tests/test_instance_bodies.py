@@ -402,3 +402,51 @@ def test_router_inputs_keep_a_bounded_memory_of_deleted_ports(cloud, router):
     assert [p.id for p in inputs.network_ports()[net]] == ["p0"]  # forgotten: the oldest
     assert inputs.apply([PortBody("create", replace(port, id="p1"))], gone)
     assert [p.id for p in inputs.network_ports()[net]] == ["p0"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_sequence_of_port_bodies_builds_what_a_full_read_builds(
+    cloud, clock, shared, router, seed
+):
+    """Random VM ports created, renamed, moved to another address and deleted on both of the
+    router's networks, each body noted (some twice, late, after newer ones): after every push
+    built from them, a second manager that reads everything builds the same payload."""
+    import random
+
+    rng = random.Random(seed)
+    im = configured(cloud, clock, shared, router)
+    nets = [network_of(cloud, router, i) for i in (0, 1)]
+    live: dict[str, Port] = {}
+    for step in range(40):
+        bodies = []
+        for _ in range(rng.randint(1, 4)):
+            op = rng.choice(["create", "create", "update", "delete"] if live else ["create"])
+            if op == "create":
+                port = vm_port(cloud, *rng.choice(nets), name=f"vm{step}")
+                live[port.id] = port
+            else:
+                port = live[rng.choice(sorted(live))]
+                if op == "update":
+                    record = cloud.ports[port.id]
+                    record["name"] = f"renamed{step}"
+                    if rng.random() < 0.5:
+                        ip = f"10.9.{step}.{rng.randint(2, 250)}"
+                        record["fixed_ips"] = [{**record["fixed_ips"][0], "ip_address": ip}]
+                    record["revision_number"] += 1
+                    port = Port.from_neutron(record)
+                    live[port.id] = port
+                else:
+                    cloud.drop_port(port.id)
+                    del live[port.id]
+            bodies.append(PortBody(op, port))
+        if rng.random() < 0.3 and len(bodies) > 1:
+            bodies.append(bodies[0])  # a late duplicate of an older state
+        for body in bodies:
+            im.note_change(body)
+        assert im.configure() is S.CONFIGURED
+        cheap = last_push(cloud, router)
+        reader = manager(cloud, clock, None, router)  # adopts the VM, reads everything
+        assert reader.update_state() in (S.UP, S.CONFIGURED)
+        assert reader.configure() is S.CONFIGURED
+        assert last_push(cloud, router) == cheap, f"step {step}"
+    assert im.reads_saved == 40
