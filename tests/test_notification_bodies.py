@@ -294,3 +294,4 @@ def test_a_vm_booted_and_deleted_reach_the_appliance_with_no_neutron_call(wired)
     assert cloud.calls["get_router"] > before["get_router"]
     assert inbox.resolver is not None
     assert inbox.resolver.ask(Dump(), timeout=WAIT).get("resolved") == 2
+    assert inbox.snapshot()["port_resolution"] == {"known_network": 2, "asked_neutron": 0}

@@ -88,6 +88,7 @@ class BusBridge:
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.resolver: pykka.ActorRef[Any] | None = None
+        self._resolution: Resolver | None = None  # its counters, read for workers debug
         self.consumer: NotificationConsumer | None = None
         self.queries: QueryServer | None = None
         self.feed: ChangeFeed | None = None
@@ -101,7 +102,7 @@ class BusBridge:
         """Start the resolver and both consumers; wait until they consume (if ``wait``)."""
         assert self.runtime.root is not None, "start the runtime first"
         # A tenant's port on a network our routers know is resolved without Neutron.
-        resolver = Resolver(self.network, routers=self.runtime.networks.routers)
+        resolver = self._resolution = Resolver(self.network, routers=self.runtime.networks.routers)
         self.resolver = ResolverActor.start(resolver, self.runtime.root)
         self.consumer = NotificationConsumer(
             self.settings,
@@ -429,6 +430,12 @@ class BusBridge:
                 )
             except (pykka.Timeout, pykka.ActorDeadError):
                 snap["resolver"] = {"unavailable": "busy"}
+        if self._resolution is not None:
+            # Tenants' ports: resolved from our routers' networks, or asked of Neutron.
+            snap["port_resolution"] = {
+                "known_network": self._resolution.known_network,
+                "asked_neutron": self._resolution.asked_neutron,
+            }
         return snap
 
     def _count(self, key: str) -> None:
