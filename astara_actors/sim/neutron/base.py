@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import operator
 import random
 import re
 import threading
@@ -45,6 +46,37 @@ _NOT_FOUND = {
     "router": ("RouterNotFound", "Router {} could not be found."),
     "floatingip": ("FloatingIPNotFound", "Floating IP {} could not be found"),
 }
+
+
+class Table(dict[str, dict[str, Any]]):
+    """A kind's records by id, which also knows them in ascending ids (Neutron's order for a
+    paginated list): sorted once per change of its keys, not once per page asked for."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._keys_version = 0
+        self._sorted: tuple[int, list[dict[str, Any]]] = (-1, [])
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        if key not in self:
+            self._keys_version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._keys_version += 1
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._keys_version += 1
+        return super().pop(key, *default)
+
+    def by_id(self) -> list[dict[str, Any]]:
+        """Every record in ascending ids (a list shared until the keys change: not to edit)."""
+        version, records = self._sorted
+        if version != self._keys_version:
+            records = sorted(self.values(), key=operator.itemgetter("id"))
+            self._sorted = (self._keys_version, records)
+        return records
 
 
 class NeutronFault(AstaraError):
@@ -140,7 +172,7 @@ class NeutronState:
         self._new_id = new_id
         self._mac_prefix = mac_prefix.lower().rstrip(":")
         self._rng = rng or random.Random()
-        self._records: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+        self._records: dict[str, Table] = {kind: Table() for kind in KINDS}
         self._attr_ids = itertools.count(1)
         self._macs: set[str] = set()
         # Bumped by every request that may change something (a kept cloud is saved then).
@@ -186,7 +218,7 @@ class NeutronState:
 
     # -- lookups and policy ----------------------------------------------------------------
 
-    def _table(self, kind: str) -> dict[str, dict[str, Any]]:
+    def _table(self, kind: str) -> Table:
         return self._records[kind]
 
     def _owns(self, caller: Caller, record: Mapping[str, Any]) -> bool:

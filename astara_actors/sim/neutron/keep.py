@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from astara_actors.sim.neutron.base import KINDS
+from astara_actors.sim.neutron.base import KINDS, Table
 from astara_actors.sim.neutron.ipam import SubnetAllocator
 from astara_actors.sim.neutron.l3 import L3Resources
 
@@ -96,7 +96,7 @@ class KeptResources(L3Resources):
 
         def install() -> None:
             with self._lock:
-                self._records = tables
+                self._records = {kind: Table(records) for kind, records in tables.items()}
                 self._allocators, self._macs = allocators, macs
                 self._by_device, self._by_network = by_device, by_network
                 self._gateway_port, self._fip_port, self._fips_on = gateway_port, fip_port, fips_on

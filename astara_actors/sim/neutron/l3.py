@@ -173,7 +173,7 @@ class L3Resources(CoreResources):
                 "more floating IPs.",
             )
         port_id = self._gateway_port.pop(router["id"], None)
-        if port_id in self._table("port"):
+        if port_id is not None and port_id in self._table("port"):
             self._drop_port(self._table("port")[port_id])
         router["external_gateway_info"] = None
 
@@ -411,7 +411,7 @@ class L3Resources(CoreResources):
     def _delete_floatingip(self, fip: dict[str, Any], caller: Caller) -> None:
         self._link_fip(fip, None, fip.get("fixed_ip_address"), fip.get("router_id"))
         port_id = self._fip_port.pop(fip["id"], None)
-        if port_id in self._table("port"):
+        if port_id is not None and port_id in self._table("port"):
             self._drop_port(self._table("port")[port_id])
         del self._table("floatingip")[fip["id"]]
 

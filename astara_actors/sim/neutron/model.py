@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import builtins
 import copy
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -54,8 +55,7 @@ def _creation_order(record: Mapping[str, Any]) -> int:
     return int(record["standard_attr_id"])  # a sequence: every record takes the next one
 
 
-def _by_id(record: Mapping[str, Any] | str) -> str:
-    return record if isinstance(record, str) else str(record["id"])
+_by_id = operator.itemgetter("id")  # in C: sorting 40,000 ports for each page is 15 ms
 
 
 def page_of(
@@ -269,10 +269,16 @@ class NeutronModel(KeptResources):
                 ids = {p for d in wanted["device_id"] for p in self._by_device.get(d, ())}
             elif kind == "port" and "network_id" in wanted:
                 ids = {p for n in wanted["network_id"] for p in self._by_network.get(n, ())}
+            limit, marker = page_of(kind, wanted, table)
+            paged = bool(limit or marker)  # ascending ids, after the marker (Neutron's order)
             if ids is None:
-                records = list(table.values())
+                records = table.by_id() if paged else list(table.values())
             else:  # in creation order, as the full table lists them
                 records = sorted((table[i] for i in ids if i in table), key=_creation_order)
+                if paged:
+                    records.sort(key=_by_id)
+            if marker:
+                records = records[bisect.bisect_right(records, marker, key=_by_id) :]
             # Cheap first: a record whose own string value of a filtered key is not wanted
             # cannot match (views copy those keys unchanged or hide them), so no view is built
             # for it; at 10,000 routers that is the difference between 2 ms and 200 ms a list.
@@ -282,11 +288,6 @@ class NeutronModel(KeptResources):
                     records = [
                         r for r in records if not isinstance(r.get(key), str) or r[key] in allowed
                     ]
-            limit, marker = page_of(kind, wanted, table)
-            if limit or marker:  # paginated: ascending ids, after the marker (Neutron's order)
-                records.sort(key=_by_id)
-                if marker:
-                    records = records[bisect.bisect_right(records, marker, key=_by_id) :]
             result = []
             for record in records:
                 if self._visible(kind, record, who):

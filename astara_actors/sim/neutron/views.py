@@ -52,9 +52,29 @@ _PAGING = {
 PAGING_KEYS = frozenset(_PAGING)  # list parameters that are not attribute filters
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a record's value (JSON-like: dicts, lists, atoms) without the
+    ``copy.deepcopy`` machinery, which was a fifth of the simulator's CPU while it listed
+    40,000 ports; anything else falls back to ``copy.deepcopy``."""
+    if isinstance(value, _ATOMS):
+        return value
+    if type(value) is dict:
+        return {k: v if isinstance(v, _ATOMS) else clone(v) for k, v in value.items()}
+    if type(value) is list:
+        return [v if isinstance(v, _ATOMS) else clone(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def _copy(record: Mapping[str, Any], hidden: Iterable[str]) -> dict[str, Any]:
     hidden = set(hidden)
-    return {key: copy.deepcopy(value) for key, value in record.items() if key not in hidden}
+    return {
+        key: value if isinstance(value, _ATOMS) else clone(value)
+        for key, value in record.items()
+        if key not in hidden
+    }
 
 
 def network_view(record: Mapping[str, Any], caller: Caller, mode: str) -> dict[str, Any]:

@@ -537,6 +537,7 @@ class _Servers(_Resource):
             project_id=params.get("project_id") or params.get("tenant_id"),
             marker=params.get("marker"),
             limit=max(limit, 0),
+            brief=not self.detail,
         )
         docs = self.docs(req, mv, caller)
         if self.detail:

@@ -329,10 +329,12 @@ class NovaModel:
         status: str | None = None,
         marker: str | None = None,
         limit: int | None = None,
+        brief: bool = False,
     ) -> list[dict[str, Any]]:
         """Servers newest first; ``name`` is a regular expression searched in the name.
 
         ``marker``/``limit`` page as Nova does: up to ``limit`` servers after ``marker``.
+        ``brief``: ``id`` and ``name`` only (``GET /servers``), no view built.
         """
         pattern: re.Pattern[str] | _Literal | None
         try:
@@ -360,6 +362,8 @@ class NovaModel:
                 if marker not in ids:
                     raise NovaFault(400, f"marker [{marker}] not found")
                 found = found[ids.index(marker) + 1 :]
+            if brief:
+                return [{"id": s.id, "name": s.name} for s in found[:limit]]
             return [self._view(s) for s in found[:limit]]
 
     def update(
