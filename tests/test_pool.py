@@ -195,6 +195,29 @@ def test_the_pool_grows_while_actors_block_and_shrinks_when_idle(pool):
     wait_for(lambda: pool.stats()["threads"] == 2, timeout=5)
 
 
+def test_workers_beyond_the_working_set_leave_while_a_trickle_of_work_goes_on():
+    """The worker that waited last is woken first: a trickle of messages keeps a few workers
+    warm and the rest reach idle_timeout and leave (woken in turn, all would stay)."""
+    pool = ActorPool("lifo", min_threads=1, max_threads=16, grow_after=0.01, idle_timeout=0.4)
+    release = threading.Event()
+    try:
+        refs = [Recorder.start(pool) for _ in range(8)]
+        blocked = [ref.ask(("block", release), block=False) for ref in refs]
+        wait_for(lambda: pool.stats()["threads"] >= 6, timeout=5)
+        release.set()
+        for fut in blocked:
+            fut.get(timeout=5)
+        grown = pool.stats()["threads"]
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # one message every 20 ms, for 2 s
+            refs[0].ask(("echo", None), timeout=5)
+            time.sleep(0.02)
+        assert pool.stats()["threads"] <= 2 < grown
+    finally:
+        pykka.ActorRegistry.stop_all()
+        pool.close()
+
+
 def test_the_pool_never_grows_past_max_threads():
     pool = ActorPool("capped", min_threads=1, max_threads=3, grow_after=0.01)
     release = threading.Event()

@@ -58,7 +58,7 @@ class ActorPool:
         self.batch = batch
         self.cpu_bound = cpu_bound  # the process using this much of a core is computing
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # workers wait here for a runnable actor
+        self._work = _LifoCondition(self._lock)  # workers wait here for a runnable actor
         self._watch = threading.Condition(self._lock)  # the supervisor waits here
         self._quiet = threading.Condition(self._lock)  # drain() waits here
         self._urgent: deque[tuple[PooledActor, float]] = deque()
@@ -89,8 +89,11 @@ class ActorPool:
             return
         with self._lock:
             if self._idle > self._signals:  # a worker waits that nobody has woken yet
-                self._signals += 1
-                self._work.notify()
+                if not self._signals:  # none on its way; one that is takes this (and wakes
+                    self._signals += 1  # the next if more wait): a burst of 80 polls wakes
+                    self._work.notify()  # the few workers it needs, not 80
+                elif self._watching:  # the supervisor sees whether the chain keeps up
+                    self._watch.notify()
             elif self._threads < self.min_threads:
                 self._spawn()
             elif self._watching:
@@ -224,6 +227,9 @@ class ActorPool:
                             and self._threads > self.min_threads
                         ):
                             return  # idle too long beyond the kept minimum
+                    if (self._urgent or self._routine) and self._idle > self._signals:
+                        self._signals += 1  # more wait to run: the next worker, in a chain
+                        self._work.notify()
                     self._running += 1
                 try:
                     actor._run_batch(self.batch)
@@ -266,6 +272,32 @@ class ActorPool:
                     self.grown += add
                     metrics.ACTOR_POOL_GROWN.inc(add)
                 self._watch.wait(self.grow_after / 2)
+
+
+class _LifoCondition(threading.Condition):
+    """A condition whose ``notify`` wakes the thread that waited last, not first: the pool's
+    busy workers stay the same few (warm), and those beyond the working set wait long enough
+    to reach ``idle_timeout`` and leave. With first-in-first-out wake-ups every idle worker was
+    woken in turn, and the threads a bring-up grew never left (140 at 10,000 routers).
+
+    Relies on ``threading.Condition``'s waiters (a deque of locks, CPython 3.11's layout)."""
+
+    def notify(self, n: int = 1) -> None:
+        if not self._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters  # type: ignore[attr-defined]
+        while waiters and n > 0:
+            waiter = waiters[-1]
+            try:
+                waiter.release()
+            except RuntimeError:  # released by an earlier, interrupted notify: it removes it
+                pass
+            else:
+                n -= 1
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
 
 
 _DEFAULT: ActorPool | None = None
