@@ -36,6 +36,7 @@ __all__ = [
     "BREAKER_OPEN",
     "CONFIG_DRIFT",
     "CONFIG_PUSHES",
+    "CONFIG_PUSHES_KEPT",
     "DRIFT_SWEEP",
     "GC_FROZEN",
     "CONFIG_PUSH_FAILURES",
@@ -64,6 +65,10 @@ BOOTS = Counter("astara_boots_total", "Service VMs booted (one per VM Nova accep
 BOOT_FAILURES = Counter("astara_boot_failures_total", "VM boots Nova refused")
 CONFIG_PUSHES = Counter(
     "astara_config_pushes_total", "Config pushes an appliance accepted (one per VM)"
+)
+CONFIG_PUSHES_KEPT = Counter(
+    "astara_config_pushes_kept_total",
+    "Config pushes a warm restart saved: the VM had accepted that config before the stop",
 )
 CONFIG_PUSH_FAILURES = Counter(
     "astara_config_push_failures_total",

@@ -21,8 +21,9 @@ from astara_actors.actors.status_board import StatusBoard
 from astara_actors.actors.tenant import TenantActor
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import WILDCARD_ALL, Action, Event
-from astara_actors.core.instance import InstanceManager
+from astara_actors.core.instance import InstanceManager, warm_records
 from astara_actors.core.metadata_index import MetadataIndex
+from astara_actors.core.models import Interface
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.ports import Appliance, Compute, Instance, Network
 from astara_actors.core.rebuild_guard import RebuildGuard
@@ -166,7 +167,12 @@ class Runtime:
         LOG.info("orchestrator %s started", self.settings.host)
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(
+        self,
+        timeout: float = 30.0,
+        keep_warm: Callable[[dict[str, dict[str, tuple[bytes, tuple[Interface, ...]]]]], object]
+        | None = None,
+    ) -> None:
         """Stop every actor, in O(n) and bounded, leaving every VM as it is.
 
         No new work first (the periodic jobs, the poller, every pending timer: no wake-up,
@@ -174,7 +180,10 @@ class Runtime:
         before whatever is still in its mailbox (no boot, push or delete starts from here on;
         idle actors stop in this thread, no worker needed, no wait per actor); then one wait,
         at most ``STOP_DRAIN`` seconds, for the few that were in the middle of a message; then
-        the root, which gives every tenant's lease back."""
+        the root, which gives every tenant's lease back. ``keep_warm`` is handed what each
+        router's VMs last accepted (:func:`~astara_actors.core.instance.warm_records`) once
+        nothing new starts, before the actors stop (a failure there is logged, the stop goes
+        on)."""
         started = time.monotonic()
         deadline = started + timeout
         for job in (self.drift, self.heap, self.spare_keeper):
@@ -182,6 +191,11 @@ class Runtime:
                 job.stop(timeout=min(1.0, timeout))
         poller_stopped = halt(self.poller) if self.poller is not None else None
         self.scheduler.stop(timeout=min(1.0, timeout))
+        if keep_warm is not None:
+            try:
+                keep_warm(warm_records())
+            except Exception:  # noqa: BLE001 - a stop must finish whatever the file does
+                LOG.exception("stopping: what the VMs accepted could not be kept")
         halted = 0
         if self.pool is not None:
             halted = self.pool.halt()

@@ -192,8 +192,13 @@ class ProcessSettings:
     log_level: str = "INFO"
     orphan_sweep_period: float = 300.0  # seconds between sweeps for leaked VMs/ports (0 = off)
     orphan_grace: float = 300.0  # an orphan is removed once seen orphaned this long
+    # A clean stop keeps what each VM last accepted; a start within this many seconds pushes
+    # only what changed meanwhile (0 = never: every router is pushed at start).
+    warm_restart_max_age: float = 900.0
 
     def __post_init__(self) -> None:
+        if self.warm_restart_max_age < 0:
+            raise ValueError(f"warm_restart_max_age must be >= 0, not {self.warm_restart_max_age}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), "

@@ -21,7 +21,7 @@ from astara_actors.core.config_assembly import ConfigAssembler, RouterInputs
 from astara_actors.core.events import NEUTRON_STATUS, Body, InstanceState
 from astara_actors.core.liveness import Liveness
 from astara_actors.core.metadata_index import MetadataIndex
-from astara_actors.core.models import Port, Router
+from astara_actors.core.models import Interface, Port, Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import config_digest, packed_config
 from astara_actors.core.ports import Appliance, Clock, Compute, Network
@@ -37,6 +37,16 @@ __all__ = ["InstanceManager", "pushed_config"]
 # Every live instance manager by router (a restarted router's newer one replaces the older):
 # how the one-router query reads the config last pushed without asking the busy actor.
 _LIVE: weakref.WeakValueDictionary[str, InstanceManager] = weakref.WeakValueDictionary()
+
+
+def warm_records() -> dict[str, dict[str, tuple[bytes, tuple[Interface, ...]]]]:
+    """Every live router's :meth:`InstanceManager.warm_record` (what a clean stop keeps)."""
+    records = {}
+    for router_id, instance in list(_LIVE.items()):
+        record = instance.warm_record()
+        if record:
+            records[router_id] = record
+    return records
 
 
 def pushed_config(router_id: str) -> dict[str, Any] | None:
@@ -136,6 +146,7 @@ class InstanceManager:
         self._push_failures = 0
         self._replug_started: float | None = None
         self._pushed: dict[str, bytes] = {}  # server id -> digest of the config it accepted
+        self._warm: dict[str, bytes] = {}  # ... as a clean stop kept it (store.warm_state)
         # server id -> that config, JSON deflated (about 1 KiB; shown by the web console)
         self._payloads: dict[str, bytes] = {}
         self._synced_at: float | None = None  # when sync() refreshed, for the next refresh
@@ -383,19 +394,24 @@ class InstanceManager:
             return self._push_failed(str(exc))
         if payloads is None:
             return self._set(InstanceState.REPLUG)
+        warm, self._warm = self._warm, {}  # what a clean stop kept serves the first push only
         pushed = 0
         for vm in live:
             payload = payloads.get(vm.id)
             if payload is None:
                 continue
-            try:
-                self._appliance.put_config(vm.address, payload, self._settings.config_timeout)
-            except CloudError as exc:
-                metrics.CONFIG_PUSH_FAILURES.inc()
-                self._log.warning("config push to %s failed: %s", vm.name, exc)
-                continue
-            metrics.CONFIG_PUSHES.inc()
-            self._pushed[vm.id] = config_digest(payload)
+            digest = config_digest(payload)
+            if warm.get(vm.id) == digest:  # a warm restart: the VM accepted this one already
+                metrics.CONFIG_PUSHES_KEPT.inc()
+            else:
+                try:
+                    self._appliance.put_config(vm.address, payload, self._settings.config_timeout)
+                except CloudError as exc:
+                    metrics.CONFIG_PUSH_FAILURES.inc()
+                    self._log.warning("config push to %s failed: %s", vm.name, exc)
+                    continue
+                metrics.CONFIG_PUSHES.inc()
+            self._pushed[vm.id] = digest
             self._payloads[vm.id] = packed_config(payload)
             pushed += 1
         if not pushed:
@@ -520,6 +536,15 @@ class InstanceManager:
         }
 
     # ------------------------------------------------------------------ drift
+    def warm_record(self) -> dict[str, tuple[bytes, tuple[Interface, ...]]]:
+        """What a clean stop keeps of this router (:mod:`astara_actors.store.warm_state`):
+        each live VM's last accepted config digest and its appliance's interfaces."""
+        return {
+            vm.id: (self._pushed[vm.id], tuple(vm.interfaces))
+            for vm in list(self._vms.values())
+            if vm.alive and vm.interfaces is not None and vm.id in self._pushed
+        }
+
     @property
     def pushed_digests(self) -> Mapping[str, bytes]:
         """The digest of the last payload each VM accepted, by server id (payloads themselves
@@ -687,6 +712,11 @@ class InstanceManager:
         self._vms = {vm.id: vm for vm in vms}
         self._next_index = max((vm.index + 1 for vm in vms), default=0)
         self._adopted = True
+        for vm in vms:  # a warm restart: what each VM last accepted, and its interfaces
+            kept = seed.warm.get(vm.id) if seed is not None else None
+            if kept is not None:
+                self._warm[vm.id] = kept[0]
+                vm.interfaces = list(kept[1])
         if vms:
             self._log.info("adopted %s", ", ".join(vm.name for vm in vms))
         return True

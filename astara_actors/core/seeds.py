@@ -14,10 +14,10 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from astara_actors.core.models import NetworkInfo, Port, Router, Server
+from astara_actors.core.models import Interface, NetworkInfo, Port, Router, Server
 
 __all__ = ["CloudListing", "Inventory", "Seed", "read_cloud", "read_inventory"]
 
@@ -37,6 +37,8 @@ class Seed:
     ports_by_device: dict[str, list[Port]] = field(default_factory=dict)  # its VMs' ports
     networks: dict[str, NetworkInfo] = field(default_factory=dict)  # the ones its config needs
     network_ports: dict[str, list[Port]] = field(default_factory=dict)  # ports on those
+    # A warm restart's: each VM's last accepted config digest and interfaces, by server id.
+    warm: Mapping[str, tuple[bytes, tuple[Interface, ...]]] = field(default_factory=dict)
 
 
 class Inventory:
@@ -112,9 +114,11 @@ def read_inventory(
     clock: Callable[[], float] = time.monotonic,
     purpose: str = "cold start",
     listing: CloudListing | None = None,
+    warm: Mapping[str, Mapping[str, tuple[bytes, tuple[Interface, ...]]]] | None = None,
 ) -> Inventory:
     """Everything the routers' first refresh and push need, in a few list calls (or from
-    ``listing``, read already).
+    ``listing``, read already); ``warm``: what a clean stop kept of each router's VMs
+    (:mod:`astara_actors.store.warm_state`), handed to the router with its seed.
 
     ``CloudError`` propagates (the caller falls back to per-router reads)."""
     if listing is None:
@@ -148,6 +152,7 @@ def read_inventory(
                     p.network_id: list(by_network.get(p.network_id, ()))
                     for p in router.internal_ports
                 },
+                warm=warm.get(router.id, {}) if warm else {},
             )
         )
     LOG.info(
