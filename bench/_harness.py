@@ -632,8 +632,11 @@ class Deployment:
             self._servers = out
         return {k: set(v) for k, v in self._servers.items()}
 
-    def new_orchestrator(self, **overrides: Any) -> Orchestrator:
-        self._generation += 1
+    def new_orchestrator(self, *, restart: bool = False, **overrides: Any) -> Orchestrator:
+        """A new orchestrator process; ``restart``: the same host (name, state directory) as
+        the last one, as an operator restarts the service."""
+        if not restart or self.orchestrator is None:
+            self._generation += 1
         settings = {**self.settings, **overrides}
         orch = Orchestrator(
             self.workdir,
@@ -645,7 +648,8 @@ class Deployment:
             cloud=self.cloud,
             sections=self.sections,
         )
-        self._hosts.append(orch.host)
+        if orch.host not in self._hosts:
+            self._hosts.append(orch.host)
         self.orchestrator = orch
         return orch
 

@@ -1,10 +1,12 @@
 """Cold start: process start → N routers (already in Neutron with their VMs, configured by a
 previous orchestrator run) populated and first-polled.
 
-The previous orchestrator is stopped (SIGTERM, as an operator restarts it); a new one starts at
-t0 (``Popen``). From the simulator's trace: when every router's appliance got its first liveness
-probe after t0 (populated and first-polled), and how many config pushes the restart caused;
-from the bus: when the new process first answered a query.
+The previous orchestrator is stopped (SIGTERM, as an operator restarts it) and the same host
+starts again at t0 (``Popen``): what its clean stop kept (``store.warm_state``) spares the pushes
+of configs that did not change; ``--cold-crash`` starts another host instead, which kept nothing
+(as after a crash: every router is pushed). From the simulator's trace: when every router's
+appliance got its first liveness probe after t0 (populated and first-polled), and how many config
+pushes the restart caused; from the bus: when the new process first answered a query.
 
     python -m bench.cold_start [--routers 2000]
 
@@ -32,7 +34,7 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     log(f"cold start: stopping the previous orchestrator ({len(routers)} routers with a VM)")
     stop_s = previous.stop()
     time.sleep(2)
-    orch = dep.new_orchestrator().start()
+    orch = dep.new_orchestrator(restart=not getattr(args, "cold_crash", False)).start()
     t0 = orch.started_wall
     probes = dep.watch(t0, ["probe"])
     answered = orch.wait_answering(dep.client, 120)
@@ -94,6 +96,12 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cold-crash",
+        action="store_true",
+        help="start another host instead of restarting the same one: nothing kept from the "
+        "stop (as after a crash), every router is pushed",
+    )
     parser.add_argument(
         "--cold-timeout",
         type=float,
