@@ -218,6 +218,30 @@ def test_workers_beyond_the_working_set_leave_while_a_trickle_of_work_goes_on():
         pool.close()
 
 
+def test_idle_workers_leave_together_not_one_per_idle_timeout():
+    """A worker leaving must not wake the other idle ones (that restarted their timeouts: the
+    pool shrank by one worker per idle_timeout)."""
+    pool = ActorPool("shrink", min_threads=1, max_threads=16, grow_after=0.01, idle_timeout=0.5)
+    releases = [threading.Event() for _ in range(12)]
+    try:
+        refs = [Recorder.start(pool) for _ in range(12)]
+        blocked = [
+            ref.ask(("block", r), block=False) for ref, r in zip(refs, releases, strict=True)
+        ]
+        wait_for(lambda: pool.stats()["threads"] >= 10, timeout=5)
+        for release in releases:  # the workers go idle one after the other, as in real life
+            release.set()
+            time.sleep(0.05)
+        for fut in blocked:
+            fut.get(timeout=5)
+        idle_since = time.monotonic()
+        wait_for(lambda: pool.stats()["threads"] == 1, timeout=15)
+        assert time.monotonic() - idle_since < 2.0  # about one idle_timeout, not ten
+    finally:
+        pykka.ActorRegistry.stop_all()
+        pool.close()
+
+
 def test_the_pool_never_grows_past_max_threads():
     pool = ActorPool("capped", min_threads=1, max_threads=3, grow_after=0.01)
     release = threading.Event()

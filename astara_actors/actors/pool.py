@@ -30,6 +30,12 @@ LOG = logging.getLogger(__name__)
 
 # Urgent actors run in a row before one routine actor gets its turn.
 URGENT_STREAK = 8
+# A worker that takes an actor wakes the next idle one only if some actor has waited this long
+# to run: a burst of quick actors (80 polls) is run by the worker awake, not by 80 woken in a
+# chain (each wake-up a context switch and a fight for the GIL); actors held up by slow calls
+# soon wait longer than this, and the chain starts (the supervisor wakes idle workers, or adds
+# some, when even that falls behind).
+CHAIN_AFTER = 0.002
 
 
 class ActorPool:
@@ -88,12 +94,13 @@ class ActorPool:
             actor._halt_now()  # the caller claimed it (its mailbox was not scheduled)
             return
         with self._lock:
-            if self._idle > self._signals:  # a worker waits that nobody has woken yet
-                if not self._signals:  # none on its way; one that is takes this (and wakes
-                    self._signals += 1  # the next if more wait): a burst of 80 polls wakes
-                    self._work.notify()  # the few workers it needs, not 80
-                elif self._watching:  # the supervisor sees whether the chain keeps up
-                    self._watch.notify()
+            if (
+                self._idle > self._signals  # a worker waits that nobody has woken yet,
+                and not self._signals  # none is on its way (it would take this one),
+                and (not self._running or self._lagging(CHAIN_AFTER))  # none runs, or they lag
+            ):
+                self._signals += 1
+                self._work.notify()
             elif self._threads < self.min_threads:
                 self._spawn()
             elif self._watching:
@@ -187,6 +194,11 @@ class ActorPool:
             return 0
         return max(0, min(runnable, self.max_threads - self._threads, max(1, self._threads // 4)))
 
+    def _lagging(self, after: float) -> bool:
+        """An actor has waited on a run queue ``after`` seconds or more."""
+        oldest = min((q[0][1] for q in (self._urgent, self._routine) if q), default=None)
+        return oldest is not None and time.monotonic() - oldest >= after
+
     def _take(self) -> PooledActor | None:
         if self._urgent and (self._streak < URGENT_STREAK or not self._routine):
             self._streak += 1
@@ -227,9 +239,9 @@ class ActorPool:
                             and self._threads > self.min_threads
                         ):
                             return  # idle too long beyond the kept minimum
-                    if (self._urgent or self._routine) and self._idle > self._signals:
-                        self._signals += 1  # more wait to run: the next worker, in a chain
-                        self._work.notify()
+                    if self._idle > self._signals and self._lagging(CHAIN_AFTER):
+                        self._signals += 1  # actors wait to run and we fall behind: the next
+                        self._work.notify()  # worker, in a chain
                     self._running += 1
                 try:
                     actor._run_batch(self.batch)
@@ -241,7 +253,9 @@ class ActorPool:
                     self._running -= 1
                     self._quiet.notify_all()
                 self._threads -= 1
-                self._work.notify_all()  # close() waits on this condition for workers to go
+                if self._closed:  # close() waits on this condition for workers to go; else,
+                    self._work.notify_all()  # waking every idle worker would restart their
+                    # idle timeouts: the pool shrank by one worker per idle_timeout at most
             metrics.ACTOR_POOL_THREADS.dec()
 
     def _supervise(self) -> None:
@@ -260,6 +274,13 @@ class ActorPool:
                 now, now_cpu = time.monotonic(), time.process_time()
                 busy = (now_cpu - cpu) / max(now - wall, 1e-6)  # cores' worth since last look
                 wall, cpu = now, now_cpu
+                free = self._idle - self._signals
+                if free > 0 and now - oldest >= CHAIN_AFTER:
+                    # The workers running are held (slow calls) and do not take what waits:
+                    # wake the idle ones it needs before growing the pool.
+                    wake = min(free, len(self._urgent) + len(self._routine))
+                    self._signals += wake
+                    self._work.notify(wake)
                 add = self.to_add(
                     waited=now - oldest,
                     free=self._idle - self._signals,  # workers that will still take one
@@ -271,7 +292,8 @@ class ActorPool:
                         self._spawn()
                     self.grown += add
                     metrics.ACTOR_POOL_GROWN.inc(add)
-                self._watch.wait(self.grow_after / 2)
+                # Soon again while actors wait: the workers running may be held by slow calls.
+                self._watch.wait(min(self.grow_after / 2, CHAIN_AFTER))
 
 
 class _LifoCondition(threading.Condition):
