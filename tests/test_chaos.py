@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,52 +15,29 @@ import pytest
 import requests
 
 from astara_actors.core.service_port import SERVICE_PORT_NAME
-from astara_actors.testing import free_port
 from astara_actors.testing.sim_process import (
     admin,
     appliance_config,
     cloud_state,
     orchestrator_ini,
+    sim_process,
+    start_orchestrator,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 ROUTERS = 6
 pytestmark = pytest.mark.services  # astara-sim and the orchestrator in processes of their own
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    ini = tmp_path / "sim.ini"
-    ini.write_text(
-        f"[sim]\nport = {port}\ntenants = 2\nrouters_per_tenant = {ROUTERS // 2}\n"
-        f"boot_delay = 0.5\ndelete_delay = 0.3\ntransport_url = filesystem://{tmp_path}/bus\n"
+    extra = (
+        f"tenants = 2\nrouters_per_tenant = {ROUTERS // 2}\nboot_delay = 0.5\ndelete_delay = 0.3\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert "serving on" in first, first
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+    with sim_process(tmp_path, extra) as url:
+        yield url
 
 
-def start(ini: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
+start = start_orchestrator
 
 
 def add_ha_router(url: str) -> str:

@@ -6,7 +6,7 @@ from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
 from astara_actors.core.instance import InstanceManager
 from astara_actors.core.seeds import read_inventory
-from astara_actors.testing import FakeClock
+from astara_actors.testing import FakeClock, instance_manager
 
 TENANT = "tenant-1"
 READS = (
@@ -20,16 +20,7 @@ READS = (
 
 
 def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, seed=None) -> InstanceManager:
-    return InstanceManager(
-        router_id,
-        TENANT,
-        network=cloud.network,
-        compute=cloud.compute,
-        appliance=cloud.appliance,
-        settings=cloud.settings(),
-        clock=clock,
-        seed=seed,
-    )
+    return instance_manager(cloud, clock, router_id, TENANT, seed=seed)
 
 
 def reads(cloud: MemoryCloud) -> dict[str, int]:

@@ -10,11 +10,10 @@ import pytest
 
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
-from astara_actors.core.instance import InstanceManager
 from astara_actors.core.rebuild_guard import RebuildGuard
 from astara_actors.core.spares import SparePool, SpareSettings
 from astara_actors.errors import ComputeError
-from astara_actors.testing import FakeClock
+from astara_actors.testing import FakeClock, instance_manager
 
 TENANT = "tenant-1"
 BOOT_DELAY = 30.0
@@ -64,16 +63,7 @@ def spare_servers(cloud: MemoryCloud) -> list[str]:
 
 
 def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, spares: SparePool | None):
-    return InstanceManager(
-        router_id,
-        TENANT,
-        network=cloud.network,
-        compute=cloud.compute,
-        appliance=cloud.appliance,
-        settings=cloud.settings(),
-        clock=clock,
-        spares=spares,
-    )
+    return instance_manager(cloud, clock, router_id, TENANT, spares=spares)
 
 
 def test_the_pool_boots_its_spares_as_service_vms_without_router_ports(
@@ -84,7 +74,7 @@ def test_the_pool_boots_its_spares_as_service_vms_without_router_ports(
     assert len(names) == 3 and all(n.startswith("ak-spare-") for n in names)
     for server in cloud.compute.list_servers("ak-spare-"):
         ports = cloud.network.list_ports(device_id=server.id)
-        assert [p.name for p in ports] == [f"ASTARA:SPARE:{server.name[len('ak-spare-'):]}"]
+        assert [p.name for p in ports] == [f"ASTARA:SPARE:{server.name[len('ak-spare-') :]}"]
         assert ports[0].network_id == cloud.management_network_id
         assert server.image_id == "image-default"
     # a second check boots nothing more

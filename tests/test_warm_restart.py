@@ -16,7 +16,7 @@ from astara_actors.core.instance import InstanceManager, warm_records
 from astara_actors.core.models import Interface
 from astara_actors.core.seeds import read_inventory
 from astara_actors.store import warm_state
-from astara_actors.testing import FakeClock
+from astara_actors.testing import FakeClock, instance_manager
 
 TENANT = "tenant-1"
 HOST = "orch-a"
@@ -34,16 +34,7 @@ KEPT = {
 
 
 def manager(cloud: MemoryCloud, clock: FakeClock, router_id: str, seed=None) -> InstanceManager:
-    return InstanceManager(
-        router_id,
-        TENANT,
-        network=cloud.network,
-        compute=cloud.compute,
-        appliance=cloud.appliance,
-        settings=cloud.settings(),
-        clock=clock,
-        seed=seed,
-    )
+    return instance_manager(cloud, clock, router_id, TENANT, seed=seed)
 
 
 # --- the file

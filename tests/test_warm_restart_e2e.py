@@ -4,8 +4,6 @@ state directory, and the new process pushes only the router Neutron changed mean
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,46 +12,23 @@ import pytest
 import requests
 
 from astara_actors.store.warm_state import FILE_NAME
-from astara_actors.testing import free_port, wait_for
-from astara_actors.testing.sim_process import admin, orchestrator_ini
+from astara_actors.testing import wait_for
+from astara_actors.testing.sim_process import (
+    admin,
+    orchestrator_ini,
+    sim_process,
+    start_orchestrator,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 ROUTERS = 4
 pytestmark = pytest.mark.services  # astara-sim and the orchestrator in processes of their own
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    ini = tmp_path / "sim.ini"
-    ini.write_text(
-        f"[sim]\nport = {port}\ntenants = 2\nrouters_per_tenant = {ROUTERS // 2}\n"
-        f"boot_delay = 0.3\ntransport_url = filesystem://{tmp_path}/bus\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    assert "serving on" in proc.stdout.readline()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-
-
-def start(ini: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
+    extra = f"tenants = 2\nrouters_per_tenant = {ROUTERS // 2}\nboot_delay = 0.3\n"
+    with sim_process(tmp_path, extra) as url:
+        yield url
 
 
 def pushes(url: str, since: float) -> dict[str, int]:
@@ -81,7 +56,7 @@ def test_a_clean_restart_pushes_only_what_changed_while_it_was_down(
     routers = [r.id for r in admin(sim).network.routers()]
     assert len(routers) == ROUTERS
     started = time.time()
-    first = start(ini)
+    first = start_orchestrator(ini)
     try:
         wait_for(lambda: set(pushes(sim, started)) >= set(routers), "every router configured", 90)
     finally:
@@ -93,7 +68,7 @@ def test_a_clean_restart_pushes_only_what_changed_while_it_was_down(
     changed = routers[0]
     admin(sim).network.update_router(changed, name="renamed-while-down")
     restarted = time.time()
-    second = start(ini)
+    second = start_orchestrator(ini)
     try:
         wait_for(lambda: probed(sim, restarted) >= set(routers), "every router polled again", 60)
         wait_for(lambda: changed in pushes(sim, restarted), "the changed router pushed", 30)

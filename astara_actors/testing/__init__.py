@@ -17,7 +17,7 @@ The pytest fixtures built on them (``make_harness``, ``rabbit``, ``redis_url``..
 """
 
 from astara_actors.adapters.memory import FakeClock
-from astara_actors.testing.harness import Harness, ObservedInstance, fast_settings
+from astara_actors.testing.harness import Harness, ObservedInstance, fast_settings, instance_manager
 from astara_actors.testing.net import free_port
 from astara_actors.testing.waiting import WAIT, wait_for
 
@@ -28,5 +28,6 @@ __all__ = [
     "ObservedInstance",
     "fast_settings",
     "free_port",
+    "instance_manager",
     "wait_for",
 ]

@@ -14,7 +14,7 @@ from astara_actors.config.settings import Settings
 from astara_actors.core.instance import InstanceManager
 from astara_actors.testing.waiting import WAIT, wait_for
 
-__all__ = ["Harness", "ObservedInstance", "fast_settings"]
+__all__ = ["Harness", "ObservedInstance", "fast_settings", "instance_manager"]
 
 
 class ObservedInstance:
@@ -124,6 +124,27 @@ class Harness:
 
     def configured(self, router_id: str) -> bool:
         return router_id in self.instances and str(self.instance(router_id).state) == "configured"
+
+
+def instance_manager(
+    cloud: MemoryCloud,
+    clock: Callable[[], float],
+    router_id: str,
+    tenant_id: str = "tenant-1",
+    **options: Any,
+) -> InstanceManager:
+    """An instance manager of ``router_id`` on the in-memory ``cloud`` with its settings and
+    ``clock`` (``options``: ``seed``, ``spares``...)."""
+    return InstanceManager(
+        router_id,
+        tenant_id,
+        network=cloud.network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        settings=cloud.settings(),
+        clock=clock,
+        **options,
+    )
 
 
 def fast_settings(cloud: MemoryCloud, **overrides: Any) -> Settings:

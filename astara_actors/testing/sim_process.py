@@ -1,15 +1,23 @@
-"""astara-sim in a process of its own, seen from outside: an orchestrator's configuration for
-it, and what the simulated cloud holds (through openstacksdk, as an operator would look); and a
-demo-shaped configuration (the orchestrator with its embedded simulator)."""
+"""astara-sim in a process of its own, seen from outside: the simulator and the orchestrator
+started as processes, an orchestrator's configuration for the simulator, and what the simulated
+cloud holds (through openstacksdk, as an operator would look); and a demo-shaped configuration
+(the orchestrator with its embedded simulator)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from astara_actors.testing.net import free_port
 
 __all__ = [
     "admin",
@@ -18,7 +26,46 @@ __all__ = [
     "demo_ini",
     "loopback_range",
     "orchestrator_ini",
+    "sim_process",
+    "start_orchestrator",
 ]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def sim_process(tmp_path: Path, extra: str = "") -> Iterator[str]:
+    """``astara-sim`` serving on a free port with its bus under ``tmp_path`` (``extra``: more
+    ``[sim]`` lines, e.g. ``tenants = 2``), until the block ends; yields its URL."""
+    port = free_port()
+    ini = tmp_path / "sim.ini"
+    ini.write_text(f"[sim]\nport = {port}\ntransport_url = filesystem://{tmp_path}/bus\n{extra}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert "serving on" in first, first
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def start_orchestrator(ini: Path) -> subprocess.Popen[str]:
+    """``astara-orchestrator --config-file ini`` in a process of its own (output discarded)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "astara_actors.daemon", "--config-file", str(ini)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def orchestrator_ini(tmp_path: Path, url: str) -> Path:
