@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -43,15 +44,22 @@ class _Agent(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def agent() -> Iterator[tuple[HttpAppliance, type[_Agent]]]:
-    handler = type("Agent", (_Agent,), {"status": 200, "seen": []})
+H = TypeVar("H", bound=type[http.server.BaseHTTPRequestHandler])
+
+
+def serving(handler: H) -> Iterator[tuple[HttpAppliance, H]]:
+    """A local HTTP server with ``handler``, and an appliance client of its port."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield HttpAppliance(server.server_address[1]), handler
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def agent() -> Iterator[tuple[HttpAppliance, type[_Agent]]]:
+    yield from serving(type("Agent", (_Agent,), {"status": 200, "seen": []}))
 
 
 def test_alive_means_the_firewall_rules_answered_200(
@@ -105,13 +113,7 @@ class _Answering(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def answering() -> Iterator[tuple[HttpAppliance, type[_Answering]]]:
-    handler = type("Answering", (_Answering,), {"answer": (200, b"{}"), "sent": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield HttpAppliance(server.server_address[1]), handler
-    server.shutdown()
-    server.server_close()
+    yield from serving(type("Answering", (_Answering,), {"answer": (200, b"{}"), "sent": []}))
 
 
 def test_interfaces_are_parsed_from_the_appliance_answer(
