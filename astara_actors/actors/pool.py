@@ -276,11 +276,10 @@ class ActorPool:
                 wall, cpu = now, now_cpu
                 free = self._idle - self._signals
                 if free > 0 and now - oldest >= CHAIN_AFTER:
-                    # The workers running are held (slow calls) and do not take what waits:
-                    # wake the idle ones it needs before growing the pool.
-                    wake = min(free, len(self._urgent) + len(self._routine))
-                    self._signals += wake
-                    self._work.notify(wake)
+                    # The workers running are held (slow calls) or behind: one idle worker
+                    # more, each look (it wakes the next if the lag goes on), before growing.
+                    self._signals += 1
+                    self._work.notify()
                 add = self.to_add(
                     waited=now - oldest,
                     free=self._idle - self._signals,  # workers that will still take one
