@@ -121,6 +121,11 @@ class Service:
         if self.coordinator is not None:
             self.coordinator.start()
         restore_debug(store, self.runtime.tell)
+        # The cold start's read of the cloud (seconds at 10,000 routers) goes on while the bus,
+        # the API and the metadata proxy start: the routers' debug flags are restored already.
+        threading.Thread(
+            target=self._populate, args=(network, compute), name="populate", daemon=True
+        ).start()
         cluster = None
         if self.coordinator is not None:
             coordinator = self.coordinator
@@ -138,9 +143,6 @@ class Service:
         ).start(wait=10.0)
         if config.api.enabled:
             self._start_api()
-        threading.Thread(
-            target=self._populate, args=(network, compute), name="populate", daemon=True
-        ).start()
         if config.process.orphan_sweep_period > 0:
             self._start_orphan_sweep(network, compute)
         self._start_metadata()
