@@ -73,3 +73,33 @@ def test_a_rider_runs_on_its_own_thread_when_drift_sweeps_are_off() -> None:
     finally:
         drift.stop()
     assert cloud.calls["snapshot"] == 0  # no drift sweep, no whole-cloud listing
+
+
+def test_nova_is_read_beside_neutron_and_the_routers_only_once_both_are_read() -> None:
+    """read_cloud: the servers' listing runs while Neutron's ports are listed; the routers
+    are listed after both (what a VM or port listed belongs to is then in the router list)."""
+    from astara_actors.core.seeds import read_cloud
+
+    cloud = MemoryCloud()
+    cloud.add_router(T1)
+    order: list[str] = []
+    servers_started = threading.Event()
+
+    class SlowNova:
+        def list_servers(self, prefix: str) -> list[Any]:
+            servers_started.set()
+            time.sleep(0.2)
+            order.append("servers listed")
+            return cloud.compute.list_servers(prefix)
+
+    class Neutron:
+        def snapshot(self, before_routers: Callable[[], object]) -> Any:
+            assert servers_started.wait(5)
+            order.append("ports listed")  # while Nova's listing is still on its way
+            before_routers()
+            order.append("routers listed")
+            return cloud.network.snapshot()
+
+    listing = read_cloud(Neutron(), SlowNova())
+    assert order == ["ports listed", "servers listed", "routers listed"]
+    assert len(listing.routers) == 1

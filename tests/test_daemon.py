@@ -202,7 +202,7 @@ def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable()
         def __init__(self) -> None:
             self.calls = 0
 
-        def snapshot(self) -> None:
+        def snapshot(self, before_routers: object = None) -> None:
             raise NetworkError("the bulk read fails: routers are listed instead")
 
         def list_routers(self) -> list[tuple[str, str]]:

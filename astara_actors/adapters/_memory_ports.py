@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from astara_actors.adapters._memory_state import CloudState
@@ -51,8 +51,12 @@ class MemoryNetwork:
         self._cloud.enter("get_network")
         return self._cloud.network_model(network_id)
 
-    def snapshot(self) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
+    def snapshot(
+        self, before_routers: Callable[[], object] | None = None
+    ) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
         self._cloud.enter("snapshot")
+        if before_routers is not None:
+            before_routers()
         with self._cloud.lock:
             router_ids, network_ids = list(self._cloud.routers), list(self._cloud.networks)
         routers = [self._cloud.router_model(r) for r in router_ids]

@@ -93,9 +93,12 @@ class OpenStackNetwork:
         )
         return Router.from_neutron(router, ports, fips)
 
-    def snapshot(self) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
+    def snapshot(
+        self, before_routers: Callable[[], object] | None = None
+    ) -> tuple[list[Router], dict[str, NetworkInfo], list[Port]]:
         """Every router (with its ports and FIPs), network (with its subnets) and port, in
-        five list calls: what a cold start reads instead of a dozen calls per router."""
+        five list calls: what a cold start reads instead of a dozen calls per router.
+        ``before_routers`` is called (and may raise) before the routers are listed."""
         # Routers last: whatever a port or floating IP listed belongs to is in the list (the
         # orphan sweep, given this listing by a drift sweep, must not take a new router's port
         # for an orphan's).
@@ -105,6 +108,8 @@ class OpenStackNetwork:
         )
         nets = self._calls.run("list networks", lambda: self._list("/networks", "networks"))
         subnets = self._calls.run("list subnets", lambda: self._list("/subnets", "subnets"))
+        if before_routers is not None:
+            before_routers()
         routers = self._calls.run("list routers", lambda: self._list("/routers", "routers"))
         ports_of: dict[str, list[Any]] = {}
         for p in ports:

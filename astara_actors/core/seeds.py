@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from astara_actors.core.models import Interface, NetworkInfo, Port, Router, Server
@@ -97,12 +98,17 @@ class CloudListing:
 def read_cloud(
     network: object, compute: object, clock: Callable[[], float] = time.monotonic
 ) -> CloudListing:
-    """One :class:`CloudListing`: the service VMs first (a router created during the read
-    then has its router in the listing whenever its VM is there), then Neutron's lists.
-    ``CloudError`` propagates."""
+    """One :class:`CloudListing`: Nova's service VMs read beside Neutron's ports, floating IPs,
+    networks and subnets (on a thread of its own: each side decodes while the other answers),
+    Neutron's routers last, once both are read — so that whatever a VM or port listed belongs
+    to is in the router list. ``CloudError`` propagates."""
     started = clock()
-    servers = compute.list_servers(SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
-    routers, networks, ports = network.snapshot()  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(1, thread_name_prefix="list-servers") as nova:
+        listed = nova.submit(compute.list_servers, SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
+        routers, networks, ports = network.snapshot(  # type: ignore[attr-defined]
+            before_routers=listed.result
+        )
+        servers = listed.result()
     read_at = clock()
     return CloudListing(routers, networks, ports, servers, read_at, read_at - started)
 
