@@ -784,3 +784,31 @@ def test_a_boot_with_nothing_missing_says_it_waits_not_that_it_boots_zero(cloud,
         f"[router {rid}] no VM to boot: waiting for ak-router-{rid}_0 to answer" in m
         for m in messages
     )
+
+
+def test_each_status_change_names_the_status_neutron_shows_so_no_read_is_needed(cloud, clock):
+    """The status shown (as the router was read, or as we set it) goes with each change: the
+    tag method then neither reads the tags first nor leaves an old one behind."""
+    seen: list[tuple[str, str | None]] = []
+    network = cloud.network
+    real = network.set_router_status
+
+    def spy(router_id: str, status: str, shown: str | None = None) -> None:
+        seen.append((status, shown))
+        real(router_id, status, shown)
+
+    network.set_router_status = spy  # type: ignore[method-assign]
+    router = cloud.add_router("t1")
+    im = InstanceManager(
+        router,
+        "t1",
+        network=network,
+        compute=cloud.compute,
+        appliance=cloud.appliance,
+        settings=cloud.settings(),
+        clock=clock,
+    )
+    im.boot()
+    clock.advance(BOOT_DELAY)
+    assert im.update_state() is S.UP and im.configure() is S.CONFIGURED
+    assert seen == [("BUILD", ""), ("ACTIVE", "BUILD")]  # no tag when first read

@@ -101,6 +101,15 @@ def test_router_from_fixture_has_gateway_interface_and_floating_ip():
     ]
 
 
+def test_a_router_shows_its_status_tag_and_how_many_there_are():
+    raw = body("router-admin-view.json")["router"]
+    assert Router.from_neutron({**raw, "tags": []}, []).status_tags == 0
+    one = Router.from_neutron({**raw, "tags": ["owner:ops", "astara-status:ACTIVE"]}, [])
+    assert (one.shown_status, one.status_tags) == ("ACTIVE", 1)
+    two = Router.from_neutron({**raw, "tags": ["astara-status:BUILD", "astara-status:ACTIVE"]}, [])
+    assert (two.shown_status, two.status_tags) == ("BUILD", 2)
+
+
 def test_network_from_fixture_resolves_its_subnet():
     net = NetworkInfo.from_neutron(body("network.json")["network"], [body("subnet.json")["subnet"]])
     assert net.mtu == 1450

@@ -373,6 +373,29 @@ def test_stock_neutron_gets_exactly_one_status_tag(http: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        ("BUILD", ["PUT astara-status:ACTIVE", "DELETE astara-status:BUILD"]),
+        ("", ["PUT astara-status:ACTIVE"]),  # no status tag yet
+        ("ACTIVE", []),  # shown already
+    ],
+)
+def test_a_status_the_caller_saw_shown_needs_no_read_of_the_tags(
+    http: Any, shown: str, expected: list[str]
+) -> None:
+    """At a bring-up of 10,000 routers, reading the tags before each status change was two
+    of the five Neutron calls a router cost."""
+    http.get(f"{NEUTRON}/extensions", json=body("extensions.json"))
+    tags = f"{NEUTRON}/routers/{ROUTER_ID}/tags"
+    http.put(f"{tags}/astara-status:ACTIVE", status_code=201)
+    http.delete(f"{tags}/astara-status:BUILD", status_code=204)
+    network = OpenStackNetwork(connect(SETTINGS), status_mode="tag")
+    network.set_router_status(ROUTER_ID, "ACTIVE", shown=shown)
+    sent = [(m, u) for m, u in calls(http, NEUTRON) if not u.endswith("/extensions")]
+    assert [f"{m} {u.rsplit('/', 1)[-1]}" for m, u in sent] == expected
+
+
+@pytest.mark.parametrize(
     ("mode", "sent"), [("none", []), ("auto", ["extensions"]), ("extension", ["extensions"])]
 )
 def test_status_is_not_pushed_when_no_method_is_available(

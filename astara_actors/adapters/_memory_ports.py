@@ -114,7 +114,7 @@ class MemoryNetwork:
         self._cloud.enter("delete_port")
         self._cloud.drop_port(port_id)
 
-    def set_router_status(self, router_id: str, status: str) -> None:
+    def set_router_status(self, router_id: str, status: str, shown: str | None = None) -> None:
         self._cloud.enter("set_router_status")
         with self._cloud.lock:
             router = self._cloud.routers.get(router_id)

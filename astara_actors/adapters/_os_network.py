@@ -231,7 +231,7 @@ class OpenStackNetwork:
             f"delete port {port_id}", lambda: self._net.delete_port(port_id, ignore_missing=True)
         )
 
-    def set_router_status(self, router_id: str, status: str) -> None:
+    def set_router_status(self, router_id: str, status: str, shown: str | None = None) -> None:
         via = self._status_method()
         if via == "extension":
             body = {"routerstatus": {"status": status}}
@@ -241,7 +241,7 @@ class OpenStackNetwork:
                 on_missing=lambda: _gone(router_id),
             )
         elif via == "tag":
-            self._tag_status(router_id, status)
+            self._tag_status(router_id, status, shown)
 
     def _status_method(self) -> str:
         """How status reaches Neutron, from the extensions the cloud offers (asked once: the
@@ -260,20 +260,23 @@ class OpenStackNetwork:
                     LOG.info("router status goes to Neutron via: %s", self._status_via)
             return self._status_via
 
-    def _tag_status(self, router_id: str, status: str) -> None:
+    def _tag_status(self, router_id: str, status: str, shown: str | None = None) -> None:
         """Keep exactly one ``astara-status:<S>`` tag, adding the new one before the old go.
 
         The tags are read raw and alone (``fields=tags``): through the SDK's resource layer the
         read cost more CPU than the rest of a router's configuration together, and every
         request through it waited on keystoneauth's lock to learn the project (profiled at
         3,000 routers: 63 % of the bring-up's samples were in this method)."""
-        router = self._calls.run(
-            f"get router {router_id}",
-            lambda: self._get(f"/routers/{router_id}", "router", fields="tags"),
-            on_missing=lambda: _gone(router_id),
-        )
+        if shown is None:  # not known: read the tags (else the caller saw them, or set them)
+            router = self._calls.run(
+                f"get router {router_id}",
+                lambda: self._get(f"/routers/{router_id}", "router", fields="tags"),
+                on_missing=lambda: _gone(router_id),
+            )
+            tags = router.get("tags") or []
+        else:
+            tags = [STATUS_TAG_PREFIX + shown] if shown else []
         new = STATUS_TAG_PREFIX + status
-        tags = router.get("tags") or []
         path = f"/routers/{router_id}/tags/"
         if new not in tags:
             self._calls.run(

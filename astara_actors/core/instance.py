@@ -151,6 +151,9 @@ class InstanceManager:
         self._payloads: dict[str, bytes] = {}
         self._synced_at: float | None = None  # when sync() refreshed, for the next refresh
         self._neutron_status: str | None = None
+        # The status Neutron shows as last read or set ("" none, None unknown): the tag
+        # method then needs no read of the router's tags before it sets one.
+        self._shown: str | None = None
         self._name = ""
         metrics.track_instance(self)  # astara_routers{state} reads .state when scraped
         _LIVE[router_id] = self
@@ -636,11 +639,12 @@ class InstanceManager:
         if state is InstanceState.UP and self._neutron_status == "ACTIVE":
             return state  # answering, its config being (re)pushed: it still routes, as shown
         try:
-            self._network.set_router_status(self.router_id, status)
+            self._network.set_router_status(self.router_id, status, shown=self._shown)
         except CloudError as exc:
+            self._shown = None  # half done, perhaps: read the tags at the next one
             self._log.warning("could not show status %s in Neutron: %s", status, exc)
         else:
-            self._neutron_status = status
+            self._neutron_status = self._shown = status
         return state
 
     def _fetch_router(
@@ -675,6 +679,8 @@ class InstanceManager:
         if self._neutron_status is None and router.shown_status:
             # Neutron already shows a status (set by a previous run): pushed only if it changes.
             self._neutron_status = router.shown_status
+        # What the next status change replaces, as read; several status tags: read them then.
+        self._shown = (router.shown_status or "") if router.status_tags <= 1 else None
         if refresh:
             self._refreshed = (router, self._clock())
         return router

@@ -151,6 +151,7 @@ class Router:
     floating_ips: tuple[FloatingIp, ...]
     routes: tuple[Mapping[str, str], ...] = ()
     shown_status: str | None = None  # the status an astara-status:<S> tag shows, if any
+    status_tags: int = 0  # astara-status:<S> tags it has (more than one: a cleanup is due)
 
     @property
     def ports(self) -> tuple[Port, ...]:
@@ -167,6 +168,11 @@ class Router:
     ) -> Router:
         """Build from ``GET /routers/{id}``, ``GET /ports?device_id={id}`` and FIPs."""
         parsed = [Port.from_neutron(p) for p in ports]
+        shown = [
+            t[len(STATUS_TAG_PREFIX) :]
+            for t in d.get("tags") or ()
+            if isinstance(t, str) and t.startswith(STATUS_TAG_PREFIX)
+        ]
         gateway = next((p for p in parsed if p.device_owner == GATEWAY_OWNER), None)
         internal = tuple(p for p in parsed if p.device_owner in INTERFACE_OWNERS)
         return cls(
@@ -182,14 +188,8 @@ class Router:
                 FloatingIp.from_neutron(f) for f in floating_ips if f.get("fixed_ip_address")
             ),
             routes=tuple(dict(r) for r in d.get("routes") or ()),
-            shown_status=next(
-                (
-                    t[len(STATUS_TAG_PREFIX) :]
-                    for t in d.get("tags") or ()
-                    if isinstance(t, str) and t.startswith(STATUS_TAG_PREFIX)
-                ),
-                None,
-            ),
+            shown_status=next(iter(shown), None),
+            status_tags=len(shown),
         )
 
 

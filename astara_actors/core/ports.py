@@ -82,8 +82,9 @@ class Network(Protocol):
         """Delete a port; a port that is already gone is not an error."""
         ...
 
-    def set_router_status(self, router_id: str, status: str) -> None:
-        """Show the router's status in Neutron (ACTIVE, BUILD, DOWN, ERROR)."""
+    def set_router_status(self, router_id: str, status: str, shown: str | None = None) -> None:
+        """Show the router's status in Neutron (ACTIVE, BUILD, DOWN, ERROR); ``shown``: the
+        status Neutron shows now as the caller last saw it ("" none; None: not known)."""
         ...
 
 
