@@ -45,8 +45,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def raise_fd_limit() -> tuple[int, int]:
-    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it): 10,000 appliance sockets."""
+FD_WANTED = 262_144  # the simulator listens on a socket per appliance: 50,000 and more
+
+
+def raise_fd_limit(wanted: int = FD_WANTED) -> tuple[int, int]:
+    """RLIMIT_NOFILE up to ``wanted`` (children inherit it): the hard limit too where we may
+    (root), else the soft one up to the hard limit. Without it a simulator of 50,000 routers
+    stops at the 20,000 open files a process gets by default here."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+        except (ValueError, OSError):
+            pass  # not allowed to raise the hard limit: the soft one below
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
