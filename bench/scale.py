@@ -84,14 +84,24 @@ def cloud_settings(args: argparse.Namespace) -> dict[str, Any]:
     return _pairs(getattr(args, "cloud", []), "--cloud")
 
 
+# Above this many routers the simulator's appliances share one listening socket (its
+# appliance_listen = shared): a socket each would not fit in the 20,000 open files a process
+# may have on this machine (a hard limit we may not raise).
+SHARED_LISTEN_ABOVE = 15_000
+
+
 def deployment(args: argparse.Namespace, api: bool = False) -> Deployment:
     """The simulator and orchestrator a scenario's command line asks for (``add_args``)."""
+    sim: dict[str, Any] = {}
+    if args.routers > SHARED_LISTEN_ABOVE:
+        sim["appliance_listen"] = "shared"
     return Deployment(
         args.routers,
         settings=orchestrator_settings(args),
         api=api,
         boot_delay=args.boot_delay,
         cloud=cloud_settings(args),
+        **sim,
     )
 
 

@@ -257,3 +257,28 @@ def test_five_hundred_agents_answer_on_their_own_addresses(
     for sid in addresses:
         agents.remove(sid)
     assert agents.stats()["agents"] == 0
+
+
+def test_one_shared_socket_serves_every_agent_by_the_address_reached() -> None:
+    """appliance_listen = shared: one listening socket for a fleet larger than the open-files
+    limit allows sockets; each connection is served by the agent of its address, and one
+    to an address with no live agent is reset (the probe and the client see it unreachable)."""
+    port = free_port()
+    with ApplianceServer(port, shared=True) as server:
+        client = HttpAppliance(port)
+        a, b = (f"127.101.{next(_octet) % 250}.{n}" for n in (7, 8))
+        server.add("a", a, [MGT])
+        server.add("b", b, [EXT])
+        assert client.is_alive(a, timeout=2) and client.is_alive(b, timeout=2)
+        assert client.get_interfaces(b, timeout=2)[0].lladdr == EXT.mac
+        client.put_config(a, CONFIG, timeout=2)
+        assert server.config("a") == CONFIG and server.config("b") is None
+        server.kill("a")
+        assert not client.is_alive(a, timeout=2) and client.is_alive(b, timeout=2)
+        with pytest.raises(ApplianceUnreachable):
+            client.get_interfaces(a, timeout=2)
+        server.revive("a")
+        assert client.is_alive(a, timeout=2)
+        server.remove("b")
+        assert not client.is_alive(b, timeout=2)
+        assert server.stats()["agents"] == 1

@@ -103,7 +103,10 @@ class SimCloud:
             network_name = self._network_name
         self._management = ipaddress.ip_network(settings.management_cidr)
         self.appliances = ApplianceServer(
-            port=settings.appliance_port, latency=settings.appliance_latency, trace=self.trace
+            port=settings.appliance_port,
+            latency=settings.appliance_latency,
+            trace=self.trace,
+            shared=settings.appliance_listen == "shared",
         )
         self.nova = NovaModel(
             self.ports,

@@ -30,6 +30,11 @@ class SimSettings:
     management_cidr: str = "127.100.0.0/16"  # on loopback: each VM's appliance listens here
     external_cidr: str = "172.24.0.0/13"  # the public network routers get their gateway on
     appliance_port: int = 5000
+    # per-address: each appliance listens on its management address (a stopped one refuses
+    # connections); shared: one socket on the wildcard address serves them all, by the address
+    # a connection reached (a stopped one resets it) — for more appliances than the open-files
+    # limit allows sockets (about 19,900 with a hard limit of 20,000).
+    appliance_listen: str = "per-address"
     ssh_port: int = 0  # each appliance also answers SSH on its management address (0 = off)
     # The appliances' SSH host key and a known_hosts naming it for every listener are kept in
     # this folder ("" = a new host key per run, known to no client). The demo: <state_dir>/ssh.
@@ -120,6 +125,12 @@ class SimSettings:
             )
         if not self.watch_interval > 0:
             raise SettingsError("sim", "watch_interval", "must be a positive number of seconds")
+        if self.appliance_listen not in ("per-address", "shared"):
+            raise SettingsError(
+                "sim",
+                "appliance_listen",
+                f"must be per-address or shared, not {self.appliance_listen!r}",
+            )
         if not 0 < self.appliance_port < 65536:
             raise SettingsError("sim", "appliance_port", "must be between 1 and 65535")
 

@@ -50,8 +50,16 @@ class ApplianceServer:
         keepalive_timeout: float = 30.0,
         backlog: int = 64,
         trace: Trace | None = None,
+        shared: bool = False,
     ) -> None:
         self.port = port
+        # One listening socket per agent on its address (connections to a stopped agent are
+        # refused), or ``shared``: one on the wildcard address for all of them, each connection
+        # served by the agent of the address it reached (reset if none is live there) — for a
+        # fleet larger than the open-files limit allows sockets (20,000 here).
+        self.shared = shared
+        self._by_address: dict[str, Agent] = {}
+        self._listeners: dict[int, asyncio.AbstractServer] = {}
         self.trace = trace  # every answered request is recorded there (see .trace)
         self.latency = latency  # seconds before every answer, all agents
         self.keepalive_timeout = keepalive_timeout
@@ -99,6 +107,9 @@ class ApplianceServer:
 
         self._call(close_all)
         self._agents.clear()
+        for listener in self._listeners.values():
+            loop.call_soon_threadsafe(listener.close)
+        self._listeners.clear()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
@@ -333,30 +344,50 @@ class ApplianceServer:
         return future.result()
 
     def _open(self, agent: Agent) -> None:
-        # Bind in the caller's thread: no getaddrinfo round trip, and errors surface here.
         family = socket.AF_INET6 if ":" in agent.address else socket.AF_INET
+        loop = self._loop
+        assert loop is not None
+        if self.shared:
+            if family not in self._listeners:
+                wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
+                sock = self._listening(family, wildcard)
+                by_address = self._by_address
+
+                def factory() -> AgentProtocol:
+                    return _Dispatch(by_address, lambda: self.latency, loop, self.trace)
+
+                self._listeners[family] = asyncio.run_coroutine_threadsafe(
+                    loop.create_server(factory, sock=sock), loop
+                ).result()
+            self._call(lambda: self._by_address.__setitem__(agent.address, agent))
+            return
+        sock = self._listening(family, agent.address)
+        factory = lambda: AgentProtocol(agent, lambda: self.latency, loop, self.trace)  # noqa: E731
+        agent.server = asyncio.run_coroutine_threadsafe(
+            loop.create_server(factory, sock=sock), loop
+        ).result()
+
+    def _listening(self, family: int, address: str) -> socket.socket:
+        # Bind in the caller's thread: no getaddrinfo round trip, and errors surface here.
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((agent.address, self.port))
-            sock.listen(self.backlog)
+            sock.bind((address, self.port))
+            sock.listen(self.backlog if not self.shared else 4096)
             sock.setblocking(False)
         except OSError as e:
             sock.close()
             if e.errno == errno.EMFILE:
                 raise OSError(e.errno, f"{e.strerror}: RLIMIT_NOFILE is {self.fd_limit}") from None
             raise
-        loop = self._loop
-        assert loop is not None
-        factory = lambda: AgentProtocol(agent, lambda: self.latency, loop, self.trace)  # noqa: E731
-        agent.server = asyncio.run_coroutine_threadsafe(
-            loop.create_server(factory, sock=sock), loop
-        ).result()
+        return sock
 
     def _close(self, agent: Agent) -> None:
         if agent.server is not None:
             agent.server.close()
             agent.server = None
+        if self._by_address.get(agent.address) is agent:
+            del self._by_address[agent.address]
         for conn in list(agent.conns):
             conn.abort()
 
@@ -368,6 +399,31 @@ class ApplianceServer:
                 if not conn.busy and conn.idle_since < deadline:
                     conn.abort()
         self._loop.call_later(_SWEEP, self._sweep)
+
+
+class _Dispatch(AgentProtocol):
+    """A connection to the shared listener: served by the agent of the address it reached,
+    reset when no live agent is there (as near as one socket gets to a refused connection)."""
+
+    def __init__(
+        self,
+        agents: Mapping[str, Agent],
+        latency: Callable[[], float],
+        loop: asyncio.AbstractEventLoop,
+        trace: Trace | None,
+    ) -> None:
+        self._agents = agents
+        super().__init__(Agent("", "", ""), latency, loop, trace)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sockname = transport.get_extra_info("sockname")
+        agent = self._agents.get(str(sockname[0])) if sockname else None
+        if agent is None or agent.dead:
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return
+        self.agent = agent
+        super().connection_made(transport)
 
 
 def _nics(nics: Iterable[Nic | str]) -> list[Nic]:
