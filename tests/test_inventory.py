@@ -74,3 +74,22 @@ def test_a_seed_serves_one_refresh_only_and_goes_stale() -> None:
     old = read_inventory(cloud.network, cloud.compute, cloud.management_network_id, clock=clock)
     clock.advance(old.max_age + 1)
     assert old.take(router) is None, "too old to trust"
+
+
+def test_seeds_last_as_long_as_a_start_takes_to_reach_every_router() -> None:
+    """A minute and 20 ms per router: at 50,000 routers, the ones reached after a minute used
+    to read the cloud one by one (each listing Nova's servers) and the start crawled."""
+    from astara_actors.core.seeds import seed_max_age
+
+    clock = FakeClock()
+    cloud = MemoryCloud(clock=clock)
+    routers = [cloud.add_router(TENANT) for _ in range(5)]
+    inventory = read_inventory(
+        cloud.network, cloud.compute, cloud.management_network_id, clock=clock
+    )
+    assert inventory.max_age == seed_max_age(5) == 60.1
+    assert seed_max_age(50_000) == 1060.0
+    clock.advance(60.05)  # older than a minute, within the fleet's allowance
+    assert inventory.take(routers[0]) is not None
+    clock.advance(1.0)
+    assert inventory.take(routers[1]) is None

@@ -25,6 +25,8 @@ __all__ = ["CloudListing", "Inventory", "Seed", "read_cloud", "read_inventory"]
 LOG = logging.getLogger(__name__)
 
 VM_PREFIX = "ak-router-"
+SEED_MAX_AGE = 60.0  # seconds a cold start's seed is good for, at least
+SEED_AGE_PER_ROUTER = 0.02  # ... and this much more per router read
 SERVICE_VM_PREFIX = "ak-"  # what a router's VM and a hot spare (ak-spare-...) share
 
 
@@ -170,4 +172,14 @@ def read_inventory(
         len(networks),
         listing.took,
     )
-    return Inventory(seeds, clock=clock)
+    # Kept as long as working through every router may take (the routers reached after the
+    # first minute of a 50,000-router start read the cloud one by one, each listing Nova's
+    # servers: the start slowed to a crawl); a change made meanwhile still reaches the router
+    # by its notification, which reads everything.
+    return Inventory(seeds, max_age=seed_max_age(len(seeds)), clock=clock)
+
+
+def seed_max_age(routers: int) -> float:
+    """How long a cold start's seeds are good for: a minute, and 20 ms per router (the start of
+    10,000 routers on 2 cores works through about 55 a second)."""
+    return SEED_MAX_AGE + SEED_AGE_PER_ROUTER * routers
