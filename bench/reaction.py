@@ -553,6 +553,9 @@ def port_phase(
             e.applied = times[i] if i < len(times) else None
     latencies = [e.applied - e.published for e in ok if e.applied is not None and e.published]
     missed = sum(1 for e in ok if e.applied is None)
+    # A push after a router's last notification may still carry an earlier state (its
+    # traversal began before): the final configs are read once no push came for 2 s.
+    _wait_quiet(dep, quiet=2.0, horizon=horizon)
     wrong = final_mismatches(load)
     return {
         "rate": rate,
@@ -576,6 +579,16 @@ def port_phase(
         "sim_cpu_percent": round(cpu_percent(s0, s1), 1),
         "orchestrator_api_calls_per_event": round((sum(api.values()) - own) / max(1, len(ok)), 2),
     }
+
+
+def _wait_quiet(dep: Deployment, quiet: float, horizon: float) -> None:
+    """Until no appliance accepted a push for ``quiet`` seconds (at most ``horizon``)."""
+    deadline = time.monotonic() + horizon
+    while time.monotonic() < deadline:
+        now = time.time()
+        if not dep.sim.trace(since=now - quiet, kinds=["push"]):
+            return
+        time.sleep(0.5)
 
 
 def final_mismatches(load: PortLoad) -> int:
