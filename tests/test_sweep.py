@@ -8,7 +8,6 @@ import pytest
 
 from astara_actors.adapters.memory import MemoryCloud
 from astara_actors.core.events import InstanceState as S
-from astara_actors.core.instance import InstanceManager
 from astara_actors.errors import ComputeError, NetworkError
 from astara_actors.jobs.orphan_sweep import (
     OrphanSweeper,
@@ -17,7 +16,7 @@ from astara_actors.jobs.orphan_sweep import (
     router_of_server,
     sweep,
 )
-from astara_actors.testing import FakeClock
+from astara_actors.testing import FakeClock, instance_manager
 
 TENANT = "tenant-1"
 GRACE = 300.0
@@ -41,15 +40,7 @@ def sweeper(cloud: MemoryCloud, clock: FakeClock) -> OrphanSweeper:
 def booted(cloud: MemoryCloud, clock: FakeClock, *, ha: bool = False) -> str:
     """A router whose VM(s) booted and got their VRRP ports plugged; returns its id."""
     rid = cloud.add_router(TENANT, ha=ha)
-    im = InstanceManager(
-        rid,
-        TENANT,
-        network=cloud.network,
-        compute=cloud.compute,
-        appliance=cloud.appliance,
-        settings=cloud.settings(),
-        clock=clock,
-    )
+    im = instance_manager(cloud, clock, rid, TENANT)
     assert im.boot() is S.BOOTING
     im.update_state()  # ACTIVE (no boot delay here): the VRRP ports are hot-plugged
     return rid
