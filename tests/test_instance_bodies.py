@@ -20,7 +20,7 @@ from astara_actors.core.models import Port
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.seeds import read_inventory
 from astara_actors.errors import NetworkError
-from astara_actors.testing import FakeClock
+from astara_actors.testing import FakeClock, instance_manager
 
 TENANT = "tenant-1"
 BOOT_DELAY = 30.0
@@ -46,16 +46,7 @@ def shared(cloud: MemoryCloud, clock: FakeClock) -> NetworkCache:
 def manager(
     cloud: MemoryCloud, clock: FakeClock, shared: NetworkCache | None, router_id: str
 ) -> InstanceManager:
-    return InstanceManager(
-        router_id,
-        TENANT,
-        network=cloud.network,
-        compute=cloud.compute,
-        appliance=cloud.appliance,
-        settings=cloud.settings(),
-        clock=clock,
-        shared_networks=shared,
-    )
+    return instance_manager(cloud, clock, router_id, TENANT, shared_networks=shared)
 
 
 def configured(

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -828,7 +829,7 @@ class SimCloud:
         """The instances :meth:`add_router` made, oldest first: id, name, tenant, address,
         network and router (up to ``limit``)."""
         out = []
-        for router_id, made in list(self.topology.items())[:limit]:
+        for router_id, made in list(itertools.islice(self.topology.items(), limit)):
             tenant: Caller = made["tenant"]
             out.append(
                 {
