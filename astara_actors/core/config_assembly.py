@@ -22,7 +22,7 @@ from typing import Any
 
 from astara_actors.config.settings import Settings
 from astara_actors.core.events import Body, PortBody, RouterBody
-from astara_actors.core.models import FixedIp, Interface, NetworkInfo, Port, Router
+from astara_actors.core.models import Interface, NetworkInfo, Port, Router
 from astara_actors.core.network_cache import NetworkCache
 from astara_actors.core.payload import ParsedInputs, build_router_config, config_digest
 from astara_actors.core.ports import Appliance, Network
@@ -60,15 +60,14 @@ class RouterInputs:
         self.networks = networks  # internal networks by id (not the management or external)
         self.ports: dict[str, tuple[Port, ...]]
         if not compact:  # built for one comparison, not kept
-            self.router = router
             self.ports = {n: tuple(found) for n, found in ports.items()}
-        else:
-            self.router = router = _compact_router(router)
+        else:  # the ids that repeat are interned as parsed (models); a port held twice, once
             mine = {p.id: p for p in router.internal_ports}
             self.ports = {
                 sys.intern(n): tuple(_same(mine.get(p.id), p) for p in found)
                 for n, found in ports.items()
             }
+        self.router = router
         self.revision = 0  # the router's revision_number, as the last body applied said
 
     def network_ports(self) -> dict[str, tuple[Port, ...]]:
@@ -145,12 +144,12 @@ class RouterInputs:
         if port.id in gone:
             return  # a create or update that arrived after the port's delete
         if at is None:
-            self.ports[port.network_id] = (*on_network, _compact(port))
+            self.ports[port.network_id] = (*on_network, port)
             return
         kept = on_network[at]
         if port.revision and kept.revision > port.revision:
             return  # an older state than the one kept: arrived out of order
-        self.ports[port.network_id] = (*on_network[:at], _compact(port), *on_network[at + 1 :])
+        self.ports[port.network_id] = (*on_network[:at], port, *on_network[at + 1 :])
 
     def _apply_router(self, body: RouterBody) -> None:
         if body.revision and body.revision < self.revision:
@@ -166,35 +165,9 @@ class RouterInputs:
         )
 
 
-def _compact(port: Port) -> Port:
-    """The port with its repeated ids shared (``sys.intern``): the same value, less memory."""
-    intern = sys.intern
-    return Port(
-        id=port.id,
-        name=port.name,
-        network_id=intern(port.network_id),
-        mac_address=port.mac_address,
-        device_id=port.device_id,
-        device_owner=intern(port.device_owner),
-        fixed_ips=tuple(FixedIp(intern(f.subnet_id), f.ip_address) for f in port.fixed_ips),
-        tenant_id=intern(port.tenant_id),
-        revision=port.revision,
-    )
-
-
 def _same(mine: Port | None, port: Port) -> Port:
-    """The router's own instance of an equal port, else ``port`` compacted."""
-    return mine if mine is not None and mine == port else _compact(port)
-
-
-def _compact_router(router: Router) -> Router:
-    ext = router.external_port
-    return dataclasses.replace(
-        router,
-        tenant_id=sys.intern(router.tenant_id),
-        external_port=_compact(ext) if ext is not None else None,
-        internal_ports=tuple(_compact(p) for p in router.internal_ports),
-    )
+    """The router's own instance of an equal port, else ``port``."""
+    return mine if mine is not None and mine == port else port
 
 
 class ConfigAssembler:

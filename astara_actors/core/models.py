@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,13 @@ INTERFACE_OWNERS = ("network:router_interface", "network:ha_router_replicated_in
 
 
 def _tenant(d: Mapping[str, Any]) -> str:
-    return d.get("project_id") or d.get("tenant_id") or ""
+    return _intern(d.get("project_id") or d.get("tenant_id") or "")
+
+
+def _intern(value: Any) -> Any:
+    """An id that repeats across many objects (a network's, subnet's, project's, an owner)
+    shared: a router's kept inputs hold each once, not once per port."""
+    return sys.intern(value) if type(value) is str else value
 
 
 STATUS_TAG_PREFIX = "astara-status:"  # the router tag that shows its status in Neutron
@@ -37,7 +44,7 @@ class FixedIp:
 
     @classmethod
     def from_neutron(cls, d: Mapping[str, Any]) -> FixedIp:
-        return cls(subnet_id=d["subnet_id"], ip_address=d["ip_address"])
+        return cls(subnet_id=_intern(d["subnet_id"]), ip_address=d["ip_address"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +64,10 @@ class Port:
         return cls(
             id=d["id"],
             name=d.get("name") or "",
-            network_id=d["network_id"],
+            network_id=_intern(d["network_id"]),
             mac_address=d.get("mac_address") or "",
             device_id=d.get("device_id") or "",
-            device_owner=d.get("device_owner") or "",
+            device_owner=_intern(d.get("device_owner") or ""),
             fixed_ips=tuple(FixedIp.from_neutron(ip) for ip in d.get("fixed_ips") or ()),
             tenant_id=_tenant(d),
             revision=int(d.get("revision_number") or 0),

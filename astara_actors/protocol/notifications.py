@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -325,12 +326,12 @@ def _port_body(section: Mapping[str, Any], port_id: str, fields: Mapping[str, An
     return Port(
         id=port_id,
         name=name,
-        network_id=network_id,
+        network_id=sys.intern(network_id),
         mac_address=mac.lower(),
         device_id=device_id,
-        device_owner=owner,
+        device_owner=sys.intern(owner),
         fixed_ips=fixed_ips,
-        tenant_id=fields.get("resource_tenant_id") or "",
+        tenant_id=sys.intern(fields.get("resource_tenant_id") or ""),
         revision=_revision(section),
     )
 
@@ -409,7 +410,7 @@ def _fixed_ips(value: object) -> tuple[FixedIp, ...] | None:
         address = _address(ip.get("ip_address"))
         if address is None:
             return None
-        out.append(FixedIp(validate.neutron_id(ip["subnet_id"]), address))
+        out.append(FixedIp(sys.intern(validate.neutron_id(ip["subnet_id"])), address))
     return tuple(out)
 
 
