@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import socket
 import itertools
 import sys
 import threading
@@ -54,6 +55,11 @@ _NETWORK_OWNERS = "network:"  # router interfaces, gateways, DHCP, HA ports...
 def canonical_address(text: str) -> str:
     """An IP address in its one written form (IPv6 compressed, an IPv4-mapped IPv6 address as
     the IPv4 one, no zone); ``ValueError`` if it is none."""
+    try:  # the common case, an IPv4 address already so written: two C calls, no parsing here
+        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
+            return text
+    except (OSError, TypeError, ValueError):
+        pass
     address = ipaddress.ip_address(text.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
