@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import socket
 import itertools
+import socket
 import sys
 import threading
 from collections.abc import Iterable, Mapping

@@ -25,7 +25,8 @@ INTERFACE_OWNERS = ("network:router_interface", "network:ha_router_replicated_in
 
 
 def _tenant(d: Mapping[str, Any]) -> str:
-    return _intern(d.get("project_id") or d.get("tenant_id") or "")
+    tenant: str = _intern(d.get("project_id") or d.get("tenant_id") or "")
+    return tenant
 
 
 def _intern(value: Any) -> Any:
