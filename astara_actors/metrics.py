@@ -10,6 +10,9 @@ every orchestrator's answer and serves them on ``GET /metrics`` with an ``orches
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -39,6 +42,7 @@ __all__ = [
     "CONFIG_PUSHES_KEPT",
     "DRIFT_SWEEP",
     "GC_FROZEN",
+    "PYTHON_BLOCKS",
     "CONFIG_PUSH_FAILURES",
     "EVENT_TO_CONFIG",
     "INBOX_MESSAGES",
@@ -104,6 +108,49 @@ GC_FROZEN = Gauge(
     "Long-lived objects moved out of the garbage collector's reach "
     "(see astara_actors/jobs/heap_freezer.py)",
 )
+PYTHON_BLOCKS = Gauge(
+    "astara_python_allocated_blocks",
+    "Memory blocks Python's allocator has handed out and not got back (sys.getallocatedblocks): "
+    "flat under churn when nothing a deleted router had stays behind",
+)
+PYTHON_BLOCKS.set_function(sys.getallocatedblocks)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        )
+    ]
+
+
+def _mallinfo2() -> Any:
+    """glibc's ``mallinfo2`` (2.33+), or None where the C library has none."""
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = [], _MallInfo2
+    return function
+
+
+def _in_use(info: Any) -> int:
+    return int(info.uordblks + info.hblkhd)
+
+
+_MALLINFO2 = _mallinfo2()
+if _MALLINFO2 is not None:  # glibc: what C code (and Python's larger objects) holds, and why RSS
+    Gauge(
+        "astara_malloc_in_use_bytes",
+        "Bytes malloc has handed out and not got back (glibc mallinfo2: uordblks + hblkhd)",
+    ).set_function(lambda: _in_use(_MALLINFO2()))
+    Gauge(
+        "astara_malloc_free_bytes",
+        "Bytes free inside malloc's heaps, held but unused (glibc mallinfo2: fordblks): "
+        "fragmentation, given back to the system only from a heap's top or by malloc_trim",
+    ).set_function(lambda: _MALLINFO2().fordblks)
+
 ACTOR_POOL_THREADS = Gauge(
     "astara_actor_pool_threads", "Worker threads running the pooled (router and tenant) actors"
 )

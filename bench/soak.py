@@ -49,6 +49,12 @@ GONE_TARGET = 0
 SLOPE_TARGET = 0.5  # KiB of RSS per deleted router
 _ROUTERS = re.compile(r'^astara_routers\{state="([a-z]+)"\} ([0-9.e+]+)$', re.M)
 _POOL_THREADS = re.compile(r"^astara_actor_pool_threads ([0-9.e+]+)$", re.M)
+# Where the memory is: Python's allocator (blocks), malloc (in use, and free but held).
+_MEMORY = {
+    "python_blocks": re.compile(r"^astara_python_allocated_blocks ([0-9.e+]+)$", re.M),
+    "malloc_in_use": re.compile(r"^astara_malloc_in_use_bytes ([0-9.e+]+)$", re.M),
+    "malloc_free": re.compile(r"^astara_malloc_free_bytes ([0-9.e+]+)$", re.M),
+}
 _THAWED = re.compile(r"heap thawed and frozen again: (\d+) objects in cycles reclaimed")
 
 
@@ -108,20 +114,24 @@ def soak_timeout(args: argparse.Namespace) -> float:
     return args.soak_timeout or 2 * args.soak_deletes / max(0.01, args.soak_rate / 4) + 120.0
 
 
-def look(dep: Deployment) -> tuple[dict[str, int] | None, int | None]:
-    """``astara_routers`` by state and ``astara_actor_pool_threads``, from the orchestrator's
-    metrics over the bus."""
+def look(
+    dep: Deployment,
+) -> tuple[dict[str, int] | None, int | None, dict[str, int]]:
+    """``astara_routers`` by state, ``astara_actor_pool_threads`` and the memory gauges
+    (:data:`_MEMORY`, those the orchestrator has), from its metrics over the bus."""
     assert dep.client is not None
     try:
         replies = dep.client.ask({"query": "metrics"}, timeout=30, expect=1)
     except Exception as exc:  # noqa: BLE001 - a sample without it is still a sample
         log(f"soak: metrics query failed: {exc}")
-        return None, None
+        return None, None, {}
     text = next((r.get("answer", {}).get("metrics", "") for r in replies if r.get("ok")), "")
     pool = _POOL_THREADS.search(text)
+    memory = {k: m.group(1) for k, r in _MEMORY.items() if (m := r.search(text))}
     return (
         {state: int(float(value)) for state, value in _ROUTERS.findall(text)},
         int(float(pool.group(1))) if pool else None,
+        {k: int(float(v)) for k, v in memory.items()},
     )
 
 
@@ -201,7 +211,7 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     assert orch is not None
     time.sleep(5)
     first = orch.sample()
-    states0, pool0 = look(dep)
+    states0, pool0, _memory0 = look(dep)
     counts0 = load_counts(dep)
     log(
         f"soak: {live(states0)} routers, {first.rss_kib:,} KiB, {first.threads} threads; "
@@ -218,7 +228,7 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
             s = orch.sample()
             counts = load_counts(dep)
             deleted = counts.get("delete", 0) - counts0.get("delete", 0)
-            states, pool = look(dep)
+            states, pool, memory = look(dep)
             samples.append(
                 {
                     "t": round(s.at - started, 1),
@@ -231,6 +241,7 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
                     "updated": counts.get("update", 0) - counts0.get("update", 0),
                     "failed": counts.get("failed", 0) - counts0.get("failed", 0),
                     "routers": states,
+                    **memory,
                 }
             )
             if time.monotonic() - last_log >= 60:
@@ -249,7 +260,7 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     time.sleep(args.soak_settle)
     alive = orch.alive()
     last = orch.sample() if alive else None
-    states1, pool1 = look(dep) if alive else (None, None)
+    states1, pool1, _memory1 = look(dep) if alive else (None, None, {})
     counts1 = load_counts(dep)
     steady = [
         p
@@ -272,6 +283,13 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         [p["deleted"] for p in pooled],
         [p["pool_threads"] for p in pooled],
     )
+    # Which memory grew with the deletes: Python's (blocks), C's (malloc in use) or neither
+    # (then RSS grows with free memory the allocators hold: fragmentation).
+    per_delete_of: dict[str, float | None] = {}
+    for key in _MEMORY:
+        having = [p for p in steady if key in p]
+        found = slope([p["deleted"] for p in having], [p[key] for p in having])
+        per_delete_of[key] = None if found is None else round(found, 2)
     deleted = counts1.get("delete", 0) - counts0.get("delete", 0)
     n_thaws, reclaimed = thaws(dep)
     gone = None if states1 is None else states1.get("gone", 0)
@@ -291,6 +309,10 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
         "rss_kib_per_live_router": None if per_router is None else round(per_router, 2),
         "rss_kib_per_delete_pool_adjusted": None if by_pool is None else round(by_pool[0], 3),
         "rss_kib_per_pool_thread": None if by_pool is None else round(by_pool[1], 1),
+        # per delete: Python blocks, malloc bytes in use, malloc bytes free but held
+        "python_blocks_per_delete": per_delete_of["python_blocks"],
+        "malloc_in_use_bytes_per_delete": per_delete_of["malloc_in_use"],
+        "malloc_free_bytes_per_delete": per_delete_of["malloc_free"],
         "threads_start": first.threads,
         "threads_end": last.threads if last else None,
         "pool_threads_start": pool0,
@@ -340,6 +362,13 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
                 f"; with the pool's workers regressed out {by_pool[0]:.2f} KiB per delete, "
                 f"{by_pool[1]:.0f} KiB per worker"
                 if by_pool is not None
+                else ""
+            )
+            + (
+                f"; per delete: {per_delete_of['python_blocks']} Python blocks, malloc "
+                f"{per_delete_of['malloc_in_use']} B in use and "
+                f"{per_delete_of['malloc_free']} B free"
+                if per_delete_of["python_blocks"] is not None
                 else ""
             ),
         ),

@@ -8,7 +8,9 @@ is on a difference (after - before), never on an absolute value.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -424,3 +426,18 @@ def test_the_storm_protection_metrics_have_the_agreed_names() -> None:
         assert REGISTRY.get_sample_value(name) is not None, name
     assert metrics.REBUILDS._labelnames == ("reason",)
     assert metrics.REBUILDS._name == "astara_rebuilds"  # exposed as astara_rebuilds_total
+
+
+def test_every_metric_is_documented_in_the_readme() -> None:
+    """The README's metrics table names every ``astara_*`` series the orchestrator exports
+    (counters by their ``_total`` name), so an operator can look any of them up."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(astara_[a-z0-9_]+)` \|", readme, re.M))
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(metrics.exposition())
+        if family.name.startswith("astara_")
+    }
+    assert exported, "no astara_* metric exported"
+    assert exported - documented == set(), "exported but not in the README's metrics table"
+    assert {"astara_python_allocated_blocks", "astara_gc_frozen_objects"} <= exported
