@@ -596,10 +596,14 @@ class Deployment:
     ) -> None:
         raise_fd_limit()
         self.bus = Bus()
+        # ASTARA_BENCH_KEEP=1: the working directory (ini files, the processes' logs) is kept
+        keep = keep or os.environ.get("ASTARA_BENCH_KEEP", "") not in ("", "0")
         self._tmp = tempfile.TemporaryDirectory(prefix="astara-bench-") if not keep else None
         self.workdir = (
             Path(self._tmp.name) if self._tmp else Path(tempfile.mkdtemp(prefix="astara-bench-"))
         )
+        if keep:
+            log(f"keeping {self.workdir} (logs and ini files)")
         self.routers = routers
         self.sim = Sim(self.workdir, self.bus, routers=routers, boot_delay=boot_delay, **sim)
         self.settings = dict(settings or {})
