@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # the parts are imported when started: ``--help`` must not lo
 __all__ = ["Service", "main"]
 
 LOG = logging.getLogger("astara_actors.orchestrator")
+# Longest pause of the garbage collector at a cold start when the read gives no seeds' age.
+COLD_START_GC_CAP = 120.0
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 
@@ -72,6 +74,7 @@ class Service:
         self.service_port: ServicePort | None = None  # ours, unless the address is configured
         self.stopping = threading.Event()
         self._populated = threading.Event()
+        self._gc_pause: Any = None  # a cold start's CollectionPause, while it may be paused
 
     def start(self) -> Service:
         from astara_actors.actors.bus_bridge import BusBridge
@@ -156,6 +159,8 @@ class Service:
     def stop(self) -> None:
         self.stopping.set()
         LOG.info("stopping")
+        if self._gc_pause is not None:
+            self._gc_pause.resume()  # a stop during a cold start: the collector on again
         if self.metadata is not None:
             self.metadata.stop()
         if self.api is not None:
@@ -470,6 +475,7 @@ class Service:
         from astara_actors.core.events import Action, Event
         from astara_actors.core.seeds import read_inventory
         from astara_actors.errors import CloudError
+        from astara_actors.jobs.heap_freezer import CollectionPause
 
         assert self.runtime is not None
         warm = None
@@ -481,8 +487,10 @@ class Service:
                 self.runtime.settings.host,
                 self.config.process.warm_restart_max_age,
             )
+        pause = self._gc_pause = CollectionPause(cap=COLD_START_GC_CAP)
         attempt = 0
         while not self.stopping.is_set():
+            pause.start()  # the read and the first events: no collection (see CollectionPause)
             try:
                 try:
                     inventory = read_inventory(
@@ -498,21 +506,43 @@ class Service:
                     routers = inventory.routers()
                 break
             except CloudError as exc:
+                pause.resume()
                 attempt += 1
                 delay = backoff(attempt, 1.0, 15.0)
                 LOG.warning("cannot list routers yet (%s); retrying in %.0f s", exc, delay)
                 if self.stopping.wait(delay):
                     return
+            except BaseException:
+                pause.resume()
+                raise
         else:
+            pause.resume()
             return
         for router_id, tenant_id in routers:
             self.runtime.deliver(Event(router_id, tenant_id, Action.POLL, reason="start-up"))
         LOG.info("populated %d routers from Neutron", len(routers))
+        if self.runtime.inventory is not None:
+            pause.cap = self.runtime.inventory.max_age
+        heap = getattr(self.runtime, "heap", None)
+        runtime = self.runtime
+        # Then the heap freezer's collect and freeze, in its own thread (it runs one at a time).
+        pause.resume_when(lambda: _pool_quiet(runtime), heap.wake if heap is not None else None)
         if self.runtime.inventory is not None:  # seeds nobody took (another member's tenants)
             timer = threading.Timer(self.runtime.inventory.max_age, self.runtime.inventory.clear)
             timer.daemon = True
             timer.start()
         self._populated.set()
+
+
+def _pool_quiet(runtime: Any) -> bool:
+    """No actor of the runtime's pool runs or waits to run (a thread per actor: no router
+    has events waiting)."""
+    pool = getattr(runtime, "pool", None)
+    if pool is None:
+        board = getattr(runtime, "status_board", None)
+        return board is None or bool(board.pending() == (0, 0))
+    stats = pool.stats()
+    return not (stats["running"] or stats["runnable_urgent"] or stats["runnable_routine"])
 
 
 def _secure_state_dir(config: Config) -> None:
