@@ -17,7 +17,7 @@ and latency through the metadata proxy against the simulator's Nova metadata API
 orchestrator process, --metadata-*; ``--metadata-nova sim,fake`` adds the run against the
 bench's fast fake Nova, about 35 s each) and ``detach`` (bench.detach: router.interface.delete →
 our VRRP port gone, --detach-routers, --detach-samples, about 50 s); ``soak`` (bench.soak: router
-churn, --soak-routers, about 8 minutes) and ``spares`` (bench.spares: router create →
+churn, --soak-routers, about 36 minutes) and ``spares`` (bench.spares: router create →
 configured with and without a warm pool of hot spares at a 30 s boot time, and a burst that
 drains it, --spare-pool, --spare-burst, about 10 minutes) run only when named in --only. Each
 writes its JSON under bench/results/; the summary ("figure | measured | target | met?") goes to
