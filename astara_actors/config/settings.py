@@ -33,7 +33,7 @@ class Settings:
     transition_history: int = 20  # transitions kept per router for dumps
 
     # --- health polling
-    health_check_period: float = 10.0  # every router is polled once per period
+    health_check_period: float = 8.0  # every router is polled once per period
     update_coalesce: float = 0.2  # UPDATEs within this of the last push wait for quiet
     config_check_polls: int = 0  # every Nth poll re-reads one router to compare configs (0: never)
     config_check_interval: float = 600.0  # a drift sweep lists the cloud this often (0: never)
