@@ -74,16 +74,17 @@ class _Session(paramiko.ServerInterface):
 
     def _exec(self, channel: paramiko.Channel, command: bytes) -> None:
         status, out = self.run(command.decode("utf-8", "replace").strip())
-        channel.sendall(out.encode())
-        channel.send_exit_status(status)
-        # EOF, then let the client close: closing first could beat the request's acknowledgement.
-        channel.shutdown_write()
-        channel.settimeout(10)
         try:
+            channel.sendall(out.encode())
+            channel.send_exit_status(status)
+            # EOF, then let the client close: closing first could beat the request's
+            # acknowledgement.
+            channel.shutdown_write()
+            channel.settimeout(10)
             while channel.recv(1024):
                 pass
-        except OSError:
-            pass
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the client went away (it may close as soon as it has the exit status)
         channel.close()
 
     def check_channel_pty_request(self, *args: Any) -> bool:
@@ -94,6 +95,13 @@ class _Session(paramiko.ServerInterface):
         return True
 
     def _shell(self, channel: paramiko.Channel) -> None:
+        try:
+            self._converse(channel)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the client went away
+        channel.close()
+
+    def _converse(self, channel: paramiko.Channel) -> None:
         channel.sendall(b"astara appliance (simulated)\r\n$ ")
         line = b""
         while True:
@@ -106,14 +114,12 @@ class _Session(paramiko.ServerInterface):
                     line = b""
                     if command in ("exit", "logout"):
                         channel.send_exit_status(0)
-                        channel.close()
                         return
                     _status, out = self.run(command) if command else (0, "")
                     channel.sendall(b"\r\n" + out.replace("\n", "\r\n").encode() + b"$ ")
                 else:
                     line += bytes([byte])
                     channel.sendall(bytes([byte]))
-        channel.close()
 
 
 def _host_key(path: Path) -> paramiko.ECDSAKey:
