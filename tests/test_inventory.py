@@ -93,3 +93,27 @@ def test_seeds_last_as_long_as_a_start_takes_to_reach_every_router() -> None:
     assert inventory.take(routers[0]) is not None
     clock.advance(1.0)
     assert inventory.take(routers[1]) is None
+
+
+def test_nova_is_listed_on_a_daemon_thread_and_its_error_reaches_the_reader() -> None:
+    """The cloud read lists Nova beside Neutron on a thread that never holds the process's
+    exit (a stop in the middle of a sweep); what Nova raised is raised to the reader."""
+    import threading
+
+    import pytest
+
+    from astara_actors.core.seeds import read_cloud
+    from astara_actors.errors import ComputeError
+
+    cloud = MemoryCloud()
+    cloud.add_router("tenant-a")
+    seen: list[threading.Thread] = []
+
+    class Nova:
+        def list_servers(self, prefix: str) -> list[object]:
+            seen.append(threading.current_thread())
+            raise ComputeError("nova is down")
+
+    with pytest.raises(ComputeError, match="nova is down"):
+        read_cloud(cloud.network, Nova())
+    assert len(seen) == 1 and seen[0].daemon and seen[0] is not threading.main_thread()

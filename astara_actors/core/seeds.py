@@ -15,8 +15,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from astara_actors.core.models import Interface, NetworkInfo, Port, Router, Server
 
@@ -97,6 +97,34 @@ class CloudListing:
     took: float
 
 
+class _Beside:
+    """``fn(*args)`` on a daemon thread of its own; :meth:`result` waits for it (and raises
+    what it raised). Not a ``ThreadPoolExecutor``: the interpreter's exit joins those threads,
+    so a stop in the middle of a sweep would wait for a whole Nova listing to end."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(
+            target=self._run, args=(fn, args), name="list-servers", daemon=True
+        ).start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the result
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> Any:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def read_cloud(
     network: object, compute: object, clock: Callable[[], float] = time.monotonic
 ) -> CloudListing:
@@ -105,12 +133,11 @@ def read_cloud(
     Neutron's routers last, once both are read — so that whatever a VM or port listed belongs
     to is in the router list. ``CloudError`` propagates."""
     started = clock()
-    with ThreadPoolExecutor(1, thread_name_prefix="list-servers") as nova:
-        listed = nova.submit(compute.list_servers, SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
-        routers, networks, ports = network.snapshot(  # type: ignore[attr-defined]
-            before_routers=listed.result
-        )
-        servers = listed.result()
+    listed = _Beside(compute.list_servers, SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
+    routers, networks, ports = network.snapshot(  # type: ignore[attr-defined]
+        before_routers=listed.result
+    )
+    servers = listed.result()
     read_at = clock()
     return CloudListing(routers, networks, ports, servers, read_at, read_at - started)
 
