@@ -24,3 +24,38 @@ def test_churn_keeps_the_fleet_at_its_size() -> None:
         assert driver.counts["create"] > 50 and driver.counts["update"] > 100  # still churning
     finally:
         cloud.stop()
+
+
+def test_a_deleted_routers_network_goes_once_nothing_uses_it() -> None:
+    """The network behind a deleted router is refused while the orchestrator's VRRP port is
+    still on it, and deleted at a later try — even though its subnet went at the first one
+    (a 404 for the subnet must not abandon the network: the cloud would grow with every
+    delete, and so would every listing of it)."""
+    from astara_actors.sim.neutron.model import NeutronFault
+
+    cloud = SimCloud(SimSettings(port=0, tenants=1, routers_per_tenant=1), rng=random.Random(3))
+    cloud.bootstrap()
+    try:
+        (router_id,) = list(cloud.topology)
+        made = dict(cloud.topology[router_id])
+        cloud.boot_vms([router_id])  # its VM, with a VRRP port on the router's network
+        model = cloud._model()  # noqa: SLF001 - the simulated Neutron itself
+        vrrp = [
+            p
+            for p in model.list("port", cloud.admin)
+            if p["network_id"] == made["network"] and p["name"].startswith("ASTARA:VRRP")
+        ]
+        assert len(vrrp) == 1
+        cloud.delete_router(router_id)
+        assert cloud.reap() == 1, "in use by the VRRP port: kept for a later try"
+        model.delete("port", vrrp[0]["id"], cloud.admin)  # the orchestrator stopped the VM
+        assert cloud.reap() == 0
+        for kind, item in (("network", made["network"]), ("subnet", made["subnet"])):
+            try:
+                model.get(kind, item, cloud.admin)
+            except NeutronFault as exc:
+                assert exc.status == 404
+            else:
+                raise AssertionError(f"the deleted router's {kind} is still there")
+    finally:
+        cloud.stop()

@@ -608,12 +608,17 @@ class SimCloud:
         """Delete the networks of deleted routers once nothing uses them; how many remain."""
         remaining = []
         for subnet_id, network_id, tenant in self.leftovers:
+            # Each on its own: a subnet deleted by an earlier attempt answers 404 while its
+            # network (refused then, still in use) must still go.
             try:
-                self._model().delete("subnet", subnet_id, tenant)
-                self._model().delete("network", network_id, tenant)
-            except NeutronFault as exc:
-                if exc.status != 404:
-                    remaining.append((subnet_id, network_id, tenant))
+                for kind, item in (("subnet", subnet_id), ("network", network_id)):
+                    try:
+                        self._model().delete(kind, item, tenant)
+                    except NeutronFault as exc:
+                        if exc.status != 404:
+                            raise
+            except NeutronFault:
+                remaining.append((subnet_id, network_id, tenant))
         self.leftovers = remaining
         return len(remaining)
 
