@@ -444,7 +444,7 @@ class SshServer:
     def _serve(self, transport: paramiko.Transport) -> None:
         try:
             transport.start_server(server=ServiceVM(self.authorized, self.ptys))
-        except (paramiko.SSHException, OSError):
+        except (paramiko.SSHException, OSError, EOFError):
             pass  # the client hung up during the handshake: refusing our host key does that
 
     def close(self) -> None:
