@@ -16,12 +16,13 @@ settles (``--soak-settle``, longer than the actor pool's idle timeout), and:
   routers were deleted and ``--soak-warmup`` seconds passed: a router holds hundreds, so a
   router (or any part of it) left behind shows as hundreds per delete; ≤ 1;
 - RSS growth per deleted router: the least-squares slope of VmRSS over the second half of those
-  deletes (the whole window's slope is in the note). RSS grows with the allocators' working set
-  before it levels off: the actor pool's workers, the first sweeps' listings and above all the
-  fragmentation of Python's and glibc's heaps, which took about 4,000 deletes to reach its
-  bound here (a 6,034-delete run, slope per 1,000 deletes: 0.2, 2.7, 2.5, 0.7, -0.3 KiB, while
-  Python's objects stayed flat); a leak grows as much in the second half as in the first. The
-  memory gauges' slopes (Python blocks, malloc in use, malloc free) say which part grew.
+  deletes (the whole window's slope is in the note). RSS grows to the allocators' working set
+  before it levels off (the actor pool's workers, the first sweeps' listings, the heaps'
+  fragmentation: a 6,034-delete run levelled off after about 4,000 deletes, slope per 1,000:
+  0.2, 2.7, 2.5, 0.7, -0.3 KiB, while Python's objects stayed flat — on a simulator that then
+  still leaked each deleted router's network, since fixed); a leak grows as much in the second
+  half as in the first. The memory gauges' slopes (Python blocks, malloc in use, malloc free)
+  say which part grew.
   Creates balance deletes only on average: the fleet's size
   drifts (shown: live routers start → end); the figure is not adjusted for it (RSS seldom
   shrinks with the fleet, so a shrinking fleet cannot hide a leak), the note shows the slope
