@@ -282,8 +282,8 @@ def test_a_network_or_subnet_notification_drops_the_shared_network_cache() -> No
         appliance=cloud.appliance,
         poll=False,
     ).start()
-    dropped: list[str] = []
-    runtime.networks.invalidate = lambda: dropped.append("x")  # type: ignore[method-assign]
+    dropped: list[set[str]] = []
+    runtime.networks.invalidate = lambda ids=None: dropped.append(set(ids or ()))  # type: ignore[method-assign]
     inbox = BusBridge(
         runtime, BusSettings(transport_url="memory://", host="x"), network=cloud.network
     )
@@ -294,7 +294,13 @@ def test_a_network_or_subnet_notification_drops_the_shared_network_cache() -> No
         assert dropped == []
         inbox.handle(bodies["subnet.update.end"].encode())
         inbox.handle(bodies["network.update.end"].encode())
-        assert dropped == ["x", "x"]
+        # Each names what it changed: only the kept networks with one of those ids are dropped.
+        subnet = json.loads(json.loads(bodies["subnet.update.end"])["oslo.message"])["payload"]
+        network = json.loads(json.loads(bodies["network.update.end"])["oslo.message"])["payload"]
+        assert dropped == [
+            {subnet["subnet"]["id"], subnet["subnet"]["network_id"]},
+            {network["network"]["id"]},
+        ]
     finally:
         inbox.stop()
         runtime.stop()

@@ -498,7 +498,17 @@ def test_the_shared_networks_are_read_once_for_all_routers_until_invalidated(clo
         assert im.update_state() is S.UP and im.configure() is S.CONFIGURED
     # each push: its own internal network; management and external once for the three
     assert cloud.calls["get_network"] - before == 3 + 2
-    shared.invalidate()  # a subnet notification
+    # A tenant's network or subnet changed (each router's, under churn): the shared ones stay.
+    shared.invalidate(["a-tenant-network", "a-tenant-subnet"])
+    before = cloud.calls["get_network"]
+    managers[0].configure()
+    assert cloud.calls["get_network"] - before == 1  # its own network only
+    # The external network's subnet changed: that one is read again, not the management one.
+    shared.invalidate([cloud.external_subnet_id])
+    before = cloud.calls["get_network"]
+    managers[0].configure()
+    assert cloud.calls["get_network"] - before == 2
+    shared.invalidate()  # a notification that names nothing: all of them
     before = cloud.calls["get_network"]
     managers[0].configure()
     assert cloud.calls["get_network"] - before == 3

@@ -153,7 +153,10 @@ class BusBridge:
             self._count("ignored")
             return
         if change.kind in ("network", "subnet"):
-            self.runtime.networks.invalidate()  # the next pushes read them again
+            # The shared networks it names (if any) are read again at the next pushes.
+            self.runtime.networks.invalidate(
+                [i for i in (change.resource_id, change.network_id, *change.subnet_ids) if i]
+            )
         assert self.resolver is not None
         self.resolver.tell(change)
         self._count("changes")

@@ -139,7 +139,16 @@ class NetworkCache:
             self._kept[network_id] = (info, self._clock())
         return info
 
-    def invalidate(self) -> None:
-        """A network or subnet changed in Neutron: read them again at the next push."""
+    def invalidate(self, ids: Iterable[str] | None = None) -> None:
+        """A network or subnet changed in Neutron: read again at the next push the kept
+        networks it may be — those with one of ``ids`` (network or subnet ids the notification
+        named), or every one when the notification named none. A tenant's network or subnet
+        (created and deleted with each router, several a second under churn) is none of them."""
         with self._lock:
-            self._kept.clear()
+            named = None if ids is None else {i for i in ids if i}
+            if not named:
+                self._kept.clear()
+                return
+            for network_id, (info, _at) in list(self._kept.items()):
+                if network_id in named or any(sub.id in named for sub in info.subnets):
+                    del self._kept[network_id]
