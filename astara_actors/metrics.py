@@ -57,6 +57,7 @@ __all__ = [
     "REBUILDS_HELD",
     "REBUILDS_IN_PROGRESS",
     "exposition",
+    "libc_function",
     "track_inbox",
     "track_instance",
 ]
@@ -125,11 +126,18 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+def libc_function(name: str) -> Any:
+    """A function of glibc, or None where the C library has none of that name (musl, macOS)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def _mallinfo2() -> Any:
     """glibc's ``mallinfo2`` (2.33+), or None where the C library has none."""
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    function = libc_function("mallinfo2")
+    if function is None:
         return None
     function.argtypes, function.restype = [], _MallInfo2
     return function

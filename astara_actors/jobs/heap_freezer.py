@@ -12,14 +12,12 @@ Design: docs/heap-freezer.md.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from astara_actors import metrics
 from astara_actors.jobs.periodic import Periodic
@@ -34,16 +32,8 @@ _released_lock = threading.Lock()
 _released = 0  # long-lived objects let go of (router actors stopped), ever
 
 
-def _libc_function(name: str) -> Any:
-    """A function of glibc, or None where the C library has none of that name (musl, macOS)."""
-    try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):
-        return None
-
-
 def _load_trim() -> Callable[[], None] | None:
-    trim = _libc_function("malloc_trim")
+    trim = metrics.libc_function("malloc_trim")
     if trim is None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
@@ -57,7 +47,7 @@ _M_ARENA_MAX = -8  # glibc's mallopt() parameter
 def limit_arenas(count: int = 2) -> bool:
     """At most ``count`` malloc arenas for the threads to come (glibc), unless the environment's
     ``MALLOC_ARENA_MAX`` says otherwise; whether the limit was set."""
-    mallopt = _libc_function("mallopt")
+    mallopt = metrics.libc_function("mallopt")
     if mallopt is None or os.environ.get("MALLOC_ARENA_MAX"):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
