@@ -63,6 +63,9 @@ _SERVICE_VM = re.compile(r"^ak-router-(?P<router>.+)_\d+$")
 # A hot spare: booted (management port ``ASTARA:SPARE:<token>`` only) before any router wants
 # it; taking it renames it ``ak-router-<router id>_<n>`` (see :meth:`SimCloud._server_renamed`).
 SPARE_PREFIX = "ak-spare-"
+# A deleted router's network refused (still in use): first retry after, longest wait (s).
+REAP_FIRST_WAIT = 1.0
+REAP_MAX_WAIT = 30.0
 
 
 class GuestError(Exception):
@@ -157,6 +160,9 @@ class SimCloud:
         self.taken: dict[str, int] = {}  # router id -> hot spares renamed for it (no boot)
         self.pushes: dict[str, int] = {}  # router id -> config pushes its appliances accepted
         self.leftovers: list[tuple[str, str, Caller]] = []
+        # network id -> (when the next try is due, the wait after it fails): a tenant retrying
+        # a refused delete backs off; each try is a delete.start notification in Neutron.
+        self._retry: dict[str, tuple[float, float]] = {}
         self.keeper: CloudKeeper | None = None  # where the cloud is kept across restarts
         if cloud_file and settings.keep_cloud:
             if self.neutron is None:
@@ -602,12 +608,23 @@ class SimCloud:
         # The orchestrator's VRRP port stays on the network until it has stopped the VM, and
         # Neutron refuses to delete a network in use: retry later, as a tenant would.
         self.leftovers.append((made["subnet"], made["network"], tenant))
-        self.reap()
+        self.reap(time.monotonic())
 
-    def reap(self) -> int:
-        """Delete the networks of deleted routers once nothing uses them; how many remain."""
+    def reap(self, now: float | None = None) -> int:
+        """Delete the networks of deleted routers once nothing uses them; how many remain.
+
+        ``now`` (monotonic): try only those whose retry is due — a network refused waits
+        ``REAP_FIRST_WAIT`` seconds before the next try, twice as long after each refusal up to
+        ``REAP_MAX_WAIT``, as a tenant's script would (every try is a ``subnet.delete.start``
+        and a ``network.delete.start`` on the bus: retrying them all ten times a second flooded
+        the orchestrator under churn). ``None``: try every one now.
+        """
         remaining = []
         for subnet_id, network_id, tenant in self.leftovers:
+            due, wait = self._retry.get(network_id, (0.0, REAP_FIRST_WAIT / 2))
+            if now is not None and now < due:
+                remaining.append((subnet_id, network_id, tenant))
+                continue
             # Each on its own: a subnet deleted by an earlier attempt answers 404 while its
             # network (refused then, still in use) must still go.
             try:
@@ -619,6 +636,10 @@ class SimCloud:
                             raise
             except NeutronFault:
                 remaining.append((subnet_id, network_id, tenant))
+                wait = min(wait * 2, REAP_MAX_WAIT)
+                self._retry[network_id] = ((time.monotonic() if now is None else now) + wait, wait)
+            else:
+                self._retry.pop(network_id, None)
         self.leftovers = remaining
         return len(remaining)
 

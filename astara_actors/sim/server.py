@@ -403,7 +403,7 @@ class SimServer:
         while not self._stop.wait(0.1):
             self.cloud.nova.tick()
             if self.cloud.leftovers:
-                self.cloud.reap()
+                self.cloud.reap(time.monotonic())
             if next_failure is not None and time.monotonic() >= next_failure:
                 self.cloud.kill_random_appliance()
                 next_failure = time.monotonic() + interval
