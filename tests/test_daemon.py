@@ -187,7 +187,8 @@ def test_embedded_demo_serves_routers_and_stops_on_sigterm(tmp_path: Path) -> No
     assert proc.returncode == 0
     assert "stopped" in err and "Traceback" not in err
     # where the stop spent its time, phase by phase
-    assert re.search(r"stopped in \d+\.\d\d s \(.*bus [0-9.]+ s, routers [0-9.]+ s", err), err[-2000:]
+    phases = r"stopped in \d+\.\d\d s \(.*bus [0-9.]+ s, routers [0-9.]+ s"
+    assert re.search(phases, err), err[-2000:]
 
 
 def test_start_up_populates_every_router_retrying_while_neutron_is_unreachable() -> None:
