@@ -42,11 +42,15 @@ def pushes(url: str, since: float) -> dict[str, int]:
     return counts
 
 
-def probed(url: str, since: float) -> set[str]:
+def probes(url: str, since: float) -> dict[str, int]:
+    """Probes the simulated appliances answered since ``since``, by router."""
     got = requests.get(
         f"{url}/sim/trace", params={"since": repr(since), "kinds": "probe"}, timeout=10
     )
-    return {router for _at, _kind, router, _server, _detail in got.json()["events"]}
+    counts: dict[str, int] = {}
+    for _at, _kind, router, _server, _detail in got.json()["events"]:
+        counts[router] = counts.get(router, 0) + 1
+    return counts
 
 
 def test_a_clean_restart_pushes_only_what_changed_while_it_was_down(
@@ -70,9 +74,17 @@ def test_a_clean_restart_pushes_only_what_changed_while_it_was_down(
     restarted = time.time()
     second = start_orchestrator(ini)
     try:
-        wait_for(lambda: probed(sim, restarted) >= set(routers), "every router polled again", 60)
+        wait_for(lambda: set(probes(sim, restarted)) >= set(routers), "every router polled", 60)
         wait_for(lambda: changed in pushes(sim, restarted), "the changed router pushed", 30)
-        time.sleep(3)  # the others have had every chance to push
+        # A router handles its events one at a time: once each has been polled twice more
+        # (health_check_period 1 s), a push its first poll decided on would have been made.
+        first_polls = probes(sim, restarted)
+
+        def polled_twice_more() -> bool:
+            now = probes(sim, restarted)
+            return all(now.get(r, 0) >= first_polls[r] + 2 for r in routers)
+
+        wait_for(polled_twice_more, "every router polled twice more", 30)
         assert pushes(sim, restarted) == {changed: 1}
         assert not kept.exists()  # read once
     finally:
