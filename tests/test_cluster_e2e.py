@@ -18,9 +18,14 @@ import requests
 
 from astara_actors.bus import BusSettings, ControlClient, NoAnswer
 from astara_actors.core.service_port import SERVICE_PORT_NAME
-from astara_actors.testing import free_port, wait_for
+from astara_actors.testing import wait_for
 from astara_actors.testing.bus import Rabbit
-from astara_actors.testing.sim_process import appliance_config, cloud_state, orchestrator_ini
+from astara_actors.testing.sim_process import (
+    appliance_config,
+    cloud_state,
+    orchestrator_ini,
+    sim_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = ("m1", "m2", "m3")
@@ -35,27 +40,12 @@ def bus(rabbit: Rabbit) -> BusSettings:
 @pytest.fixture
 def sim(tmp_path: Path, bus: BusSettings) -> Iterator[str]:
     """astara-sim in its own process, publishing Neutron's notifications on RabbitMQ."""
-    port = free_port()
-    ini = tmp_path / "sim.ini"
-    ini.write_text(
-        f"[sim]\nport = {port}\ntenants = {TENANTS}\nrouters_per_tenant = 2\nboot_delay = 0.5\n"
-        f"delete_delay = 0.3\ntransport_url = {bus.transport_url}\n"
+    extra = (
+        f"tenants = {TENANTS}\nrouters_per_tenant = 2\nboot_delay = 0.5\ndelete_delay = 0.3\n"
         f"notifications_exchange = {bus.notifications_exchange}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    assert "serving on" in proc.stdout.readline()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+    with sim_process(tmp_path, extra, transport_url=bus.transport_url) as url:
+        yield url
 
 
 def member_ini(

@@ -34,12 +34,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def sim_process(tmp_path: Path, extra: str = "") -> Iterator[str]:
-    """``astara-sim`` serving on a free port with its bus under ``tmp_path`` (``extra``: more
-    ``[sim]`` lines, e.g. ``tenants = 2``), until the block ends; yields its URL."""
+def sim_process(
+    tmp_path: Path, extra: str = "", transport_url: str | None = None
+) -> Iterator[str]:
+    """``astara-sim`` serving on a free port, publishing on ``transport_url`` (default: an
+    embedded bus under ``tmp_path``; ``extra``: more ``[sim]`` lines, e.g. ``tenants = 2``),
+    until the block ends; yields its URL."""
     port = free_port()
     ini = tmp_path / "sim.ini"
-    ini.write_text(f"[sim]\nport = {port}\ntransport_url = filesystem://{tmp_path}/bus\n{extra}")
+    bus = transport_url or f"filesystem://{tmp_path}/bus"
+    ini.write_text(f"[sim]\nport = {port}\ntransport_url = {bus}\n{extra}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "astara_actors.sim.cli", "--config-file", str(ini)],
         stdout=subprocess.PIPE,
