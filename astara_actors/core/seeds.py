@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,32 +98,21 @@ class CloudListing:
     took: float
 
 
-class _Beside:
-    """``fn(*args)`` on a daemon thread of its own; :meth:`result` waits for it (and raises
-    what it raised). Not a ``ThreadPoolExecutor``: the interpreter's exit joins those threads,
-    so a stop in the middle of a sweep would wait for a whole Nova listing to end."""
+def _beside(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``fn(*args)`` on a daemon thread of its own; the future holds what it returned or raised.
+    Not a ``ThreadPoolExecutor``: the interpreter's exit joins those threads, so a stop in the
+    middle of a sweep would wait for a whole Nova listing to end."""
+    future: Future[Any] = Future()
 
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._done = threading.Event()
-        self._value: Any = None
-        self._error: BaseException | None = None
-        threading.Thread(
-            target=self._run, args=(fn, args), name="list-servers", daemon=True
-        ).start()
-
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def run() -> None:
+        future.set_running_or_notify_cancel()
         try:
-            self._value = fn(*args)
+            future.set_result(fn(*args))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the result
-            self._error = exc
-        finally:
-            self._done.set()
+            future.set_exception(exc)
 
-    def result(self) -> Any:
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
+    threading.Thread(target=run, name="list-servers", daemon=True).start()
+    return future
 
 
 def read_cloud(
@@ -133,7 +123,7 @@ def read_cloud(
     Neutron's routers last, once both are read — so that whatever a VM or port listed belongs
     to is in the router list. ``CloudError`` propagates."""
     started = clock()
-    listed = _Beside(compute.list_servers, SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
+    listed = _beside(compute.list_servers, SERVICE_VM_PREFIX)  # type: ignore[attr-defined]
     routers, networks, ports = network.snapshot(  # type: ignore[attr-defined]
         before_routers=listed.result
     )
