@@ -28,6 +28,55 @@ __all__ = ["ActorPool", "PooledActor", "default_pool", "halt"]
 
 LOG = logging.getLogger(__name__)
 
+class _IndexedRefs:
+    """pykka's registry of running actors (``ActorRegistry._actor_refs``, a list) as an
+    insertion-ordered dict: pykka unregisters an actor with ``in`` and ``list.remove``, two
+    scans of every running actor; at 50,000 routers a stop unregistered 50,000 of them one by
+    one — O(n²), most of a 96 s stop — and every router deleted under churn paid 0.5 ms.
+    Offers exactly what pykka's registry uses of its list (append, remove, ``in``, iteration,
+    ``[:]``, ``len``), under pykka's own lock."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: Any = ()) -> None:
+        self._refs: dict[Any, None] = dict.fromkeys(refs)
+
+    def append(self, ref: Any) -> None:
+        self._refs[ref] = None
+
+    def remove(self, ref: Any) -> None:
+        try:
+            del self._refs[ref]
+        except KeyError:
+            raise ValueError(f"{ref!r} is not registered") from None
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._refs
+
+    def __iter__(self) -> Any:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __getitem__(self, index: slice) -> list[Any]:
+        return list(self._refs)[index]
+
+
+def _index_registry() -> bool:
+    """Put :class:`_IndexedRefs` in place of pykka's list (once); whether it is in place.
+    An ``ActorRef`` compares and hashes by identity, as the list's scans compared it."""
+    registry = pykka.ActorRegistry
+    with registry._actor_refs_lock:  # noqa: SLF001 - see _IndexedRefs
+        refs = registry._actor_refs  # noqa: SLF001
+        if isinstance(refs, list):
+            registry._actor_refs = _IndexedRefs(refs)  # type: ignore[assignment]  # noqa: SLF001
+        return isinstance(registry._actor_refs, _IndexedRefs)  # noqa: SLF001
+
+
+_index_registry()
+
+
 # Urgent actors run in a row before one routine actor gets its turn.
 URGENT_STREAK = 8
 # A worker that takes an actor wakes the next idle one only if some actor has waited this long
@@ -131,7 +180,7 @@ class ActorPool:
         for actor in queued:  # claimed by the run queue, now by us: no worker will take them
             actor._halt_now()
         halted = len(queued)
-        # In registration order: pykka unregisters with a scan from the front of its list.
+        # In registration order (a tenant before its routers).
         for ref in pykka.ActorRegistry.get_all():
             inbox = ref.actor_inbox
             if isinstance(inbox, _Mailbox) and inbox.pool is self:
