@@ -58,6 +58,9 @@ from ._harness import Deployment, Sim, cpu_percent, log, proc_sample
 from ._report import Figure, percentile, report_figures
 from .metadata import AtLeast
 
+# From this fleet size on, the phases start scale.STEADY_SETTLE seconds after the bring-up.
+SETTLE_FROM = 2000
+
 UPDATE_END = "router.update.end"
 PORT_ENDS = ("port.create.end", "port.delete.end")
 P99_LIMIT = 1.0  # seconds: the sustainable rate keeps p99 within this
@@ -798,6 +801,24 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ramp-events", type=int, default=1000, help="port events at each rate of the ramp"
     )
+    parser.add_argument(
+        "--reaction-settle",
+        type=float,
+        default=None,
+        help="seconds between the bring-up and the first phase (default: "
+        f"{scale.STEADY_SETTLE:.0f} from {SETTLE_FROM:,} routers, else 5)",
+    )
+
+
+def settle_for(args: argparse.Namespace) -> float:
+    """Seconds to let a fresh fleet settle before the first phase: past the first heap freeze
+    after the bring-up (a collection of the whole heap, GIL held: seconds at 10,000 routers,
+    about 30 s at 50,000, when no notification is handled) at a large fleet, as bench.scale
+    waits before its steady window."""
+    chosen = getattr(args, "reaction_settle", None)
+    if chosen is not None:
+        return float(chosen)
+    return scale.STEADY_SETTLE if args.routers >= SETTLE_FROM else 5.0
 
 
 def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
@@ -805,7 +826,9 @@ def run(dep: Deployment, args: argparse.Namespace) -> tuple[list[Figure], dict[s
     rng = random.Random(3)
     rng.shuffle(configured)
     burst_router, others = configured[0], configured[1:]
-    time.sleep(5)
+    settle = settle_for(args)
+    log(f"reaction: letting the fleet settle {settle:.0f} s after the bring-up")
+    time.sleep(settle)
     rate = rate_phase(dep, others, args.rate, args.events, horizon=30.0)
     time.sleep(5)
     burst = burst_phase(dep, burst_router, args.burst, quiet=5.0)
