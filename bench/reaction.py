@@ -815,9 +815,8 @@ def settle_for(args: argparse.Namespace) -> float:
     after the bring-up (a collection of the whole heap, GIL held: seconds at 10,000 routers,
     about 30 s at 50,000, when no notification is handled) at a large fleet, as bench.scale
     waits before its steady window."""
-    chosen = getattr(args, "reaction_settle", None)
-    if chosen is not None:
-        return float(chosen)
+    if args.reaction_settle is not None:
+        return float(args.reaction_settle)
     return scale.STEADY_SETTLE if args.routers >= SETTLE_FROM else 5.0
 
 

@@ -396,6 +396,7 @@ class SimCloud:
             ) = ids
             self._routers_made, self.tenants, self.topology = routers_made, tenants, topology
             self.leftovers, self.boots, self.pushes = leftovers, boots, pushes
+            self._retry = {}  # the kept leftovers are tried at the next tick
             self.taken = taken
 
         return install
